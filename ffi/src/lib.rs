@@ -1,0 +1,1 @@
+//! C ABI for AgentCompress (see include/agentcompress.h).

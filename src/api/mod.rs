@@ -1,0 +1,1 @@
+//! The public entry point for Rust hosts (grown into `Engine` as routing lands).

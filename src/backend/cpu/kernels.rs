@@ -1,0 +1,112 @@
+//! Scalar reference kernels of the CPU backend (f32 throughout).
+
+use crate::model::RopeStyle;
+use std::cell::RefCell;
+
+/// Dot product with eight independent f32 accumulators (vectorises well, deterministic).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut tail = 0.0f32;
+    for i in chunks * 8..n {
+        tail += a[i] * b[i];
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail
+}
+
+/// RMSNorm of one row: `out = w * x / sqrt(mean(x^2) + eps)`.
+pub fn rmsnorm(x: &[f32], w: &[f32], out: &mut [f32], eps: f32) {
+    let ss = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (ss + eps).sqrt();
+    for ((o, &xv), &wv) in out.iter_mut().zip(x).zip(w) {
+        *o = wv * (inv * xv);
+    }
+}
+
+/// `x * sigmoid(x)`.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// The RoPE angle of pair `i` of a head of width `head_dim` at `pos`.
+#[inline]
+pub fn rope_angle(pos: usize, i: usize, head_dim: usize, theta: f32) -> f32 {
+    let freq = 1.0 / theta.powf((2 * i) as f32 / head_dim as f32);
+    pos as f32 * freq
+}
+
+/// Rotates one head in place.
+pub fn rope_head(head: &mut [f32], pos: usize, theta: f32, style: RopeStyle) {
+    let hd = head.len();
+    let half = hd / 2;
+    for i in 0..half {
+        let a = rope_angle(pos, i, hd, theta);
+        let (s, c) = a.sin_cos();
+        let (j, k) = match style {
+            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+            RopeStyle::RotateHalf => (i, i + half),
+        };
+        let (x0, x1) = (head[j], head[k]);
+        head[j] = x0 * c - x1 * s;
+        head[k] = x0 * s + x1 * c;
+    }
+}
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Attention of one query head over `len` cached positions: two-pass softmax, f32.
+/// `kv_off` selects the KV head's columns inside rows of width `kv_dim`.
+pub fn attend_head(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let scale = 1.0 / (hd as f32).sqrt();
+    SCORES.with(|cell| {
+        let mut scores = cell.borrow_mut();
+        scores.clear();
+        scores.extend(
+            (0..len).map(|t| dot(q, &k[t * kv_dim + kv_off..t * kv_dim + kv_off + hd]) * scale),
+        );
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for (t, &p) in scores.iter().enumerate() {
+            let w = p / sum;
+            let vr = &v[t * kv_dim + kv_off..t * kv_dim + kv_off + hd];
+            out.iter_mut().zip(vr).for_each(|(o, &x)| *o += w * x);
+        }
+    });
+}
+
+/// Index of the largest element (the first on ties; NaN never wins).
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] || x[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}

@@ -1,0 +1,325 @@
+//! The CPU backend: the reference oracle for every other backend, and the default when no GPU
+//! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
+
+mod kernels;
+
+pub use kernels::{argmax, dot};
+
+use super::Backend;
+use crate::model::{DType, RopeStyle, Tensor};
+use crate::quant::WeightMatrix;
+use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// A weight matrix uploaded to the CPU backend.
+#[derive(Clone, Debug)]
+pub enum CpuMat {
+    /// Dense f32 `[out, in]` (zero-copy when the checkpoint is float32).
+    F32 {
+        /// The tensor holding the f32 data.
+        data: Tensor,
+        /// Output features.
+        out: usize,
+        /// Input features.
+        inp: usize,
+    },
+}
+
+impl CpuMat {
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            CpuMat::F32 { out, inp, .. } => (*out, *inp),
+        }
+    }
+}
+
+/// The CPU backend. Cheap to construct; holds no state but its thread-pool choice.
+#[derive(Clone, Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    /// A CPU backend using rayon's global pool.
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+/// Rows are processed in parallel once a matrix has this many output rows.
+const PAR_MIN_ROWS: usize = 64;
+
+fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(Error::invalid(format!(
+            "{what}: buffer holds {have} elements, the operation needs {need}"
+        )));
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Mat = CpuMat;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn upload_matrix(&self, m: &WeightMatrix) -> Result<CpuMat> {
+        match m {
+            WeightMatrix::Dense(t) => {
+                if t.shape().len() != 2 {
+                    return Err(Error::invalid(format!(
+                        "matrix must be 2-D, got {:?}",
+                        t.shape()
+                    )));
+                }
+                let (out, inp) = (t.shape()[0], t.shape()[1]);
+                let data = match t.dtype() {
+                    DType::F32 if t.as_f32().is_some() => t.clone(),
+                    _ => Tensor::from_f32(&t.to_f32_vec(), vec![out, inp]),
+                };
+                Ok(CpuMat::F32 { data, out, inp })
+            }
+        }
+    }
+
+    fn upload_vec(&self, v: &[f32]) -> Result<Vec<f32>> {
+        Ok(v.to_vec())
+    }
+
+    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn write(&self, dst: &mut Vec<f32>, src: &[f32]) -> Result<()> {
+        check_len("write", dst.len(), src.len())?;
+        dst[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn read(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<()> {
+        check_len("read", src.len(), dst.len())?;
+        dst.copy_from_slice(&src[..dst.len()]);
+        Ok(())
+    }
+
+    fn embed(&self, table: &CpuMat, tokens: &[u32], out: &mut Vec<f32>) -> Result<()> {
+        let CpuMat::F32 {
+            data,
+            out: vocab,
+            inp: dim,
+        } = table;
+        check_len("embed", out.len(), tokens.len() * dim)?;
+        let t = data
+            .as_f32()
+            .ok_or_else(|| Error::Internal("embedding not f32".into()))?;
+        for (r, &tok) in tokens.iter().enumerate() {
+            let tok = tok as usize;
+            if tok >= *vocab {
+                return Err(Error::invalid(format!(
+                    "token id {tok} is outside the vocabulary of {vocab}"
+                )));
+            }
+            out[r * dim..(r + 1) * dim].copy_from_slice(&t[tok * dim..(tok + 1) * dim]);
+        }
+        Ok(())
+    }
+
+    fn rmsnorm(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        out: &mut Vec<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        check_len("rmsnorm x", x.len(), rows * dim)?;
+        check_len("rmsnorm out", out.len(), rows * dim)?;
+        check_len("rmsnorm weight", w.len(), dim)?;
+        for r in 0..rows {
+            kernels::rmsnorm(
+                &x[r * dim..(r + 1) * dim],
+                &w[..dim],
+                &mut out[r * dim..(r + 1) * dim],
+                eps,
+            );
+        }
+        Ok(())
+    }
+
+    fn matmul(&self, x: &Vec<f32>, w: &CpuMat, out: &mut Vec<f32>, rows: usize) -> Result<()> {
+        let (n_out, n_in) = w.dims();
+        check_len("matmul x", x.len(), rows * n_in)?;
+        check_len("matmul out", out.len(), rows * n_out)?;
+        match w {
+            CpuMat::F32 { data, .. } => {
+                let wf = data
+                    .as_f32()
+                    .ok_or_else(|| Error::Internal("matrix not f32".into()))?;
+                matmul_rows(
+                    rows,
+                    n_in,
+                    n_out,
+                    &x[..rows * n_in],
+                    &mut out[..rows * n_out],
+                    |o, xr| dot(&wf[o * n_in..(o + 1) * n_in], xr),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, width: usize) -> Result<()> {
+        check_len("add_bias x", x.len(), rows * width)?;
+        check_len("add_bias bias", bias.len(), width)?;
+        for row in x[..rows * width].chunks_exact_mut(width) {
+            row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+        }
+        Ok(())
+    }
+
+    fn rope(
+        &self,
+        x: &mut Vec<f32>,
+        rows: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        theta: f32,
+        style: RopeStyle,
+    ) -> Result<()> {
+        check_len("rope", x.len(), rows * n_heads * head_dim)?;
+        for r in 0..rows {
+            let row = &mut x[r * n_heads * head_dim..(r + 1) * n_heads * head_dim];
+            for head in row.chunks_exact_mut(head_dim) {
+                kernels::rope_head(head, pos0 + r, theta, style);
+            }
+        }
+        Ok(())
+    }
+
+    fn store_rows(
+        &self,
+        src: &Vec<f32>,
+        cache: &mut Vec<f32>,
+        rows: usize,
+        width: usize,
+        pos0: usize,
+    ) -> Result<()> {
+        check_len("store_rows src", src.len(), rows * width)?;
+        check_len("store_rows cache", cache.len(), (pos0 + rows) * width)?;
+        cache[pos0 * width..(pos0 + rows) * width].copy_from_slice(&src[..rows * width]);
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        q: &Vec<f32>,
+        k_cache: &Vec<f32>,
+        v_cache: &Vec<f32>,
+        out: &mut Vec<f32>,
+        rows: usize,
+        pos0: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        let q_dim = n_heads * head_dim;
+        let kv_dim = n_kv_heads * head_dim;
+        check_len("attention q", q.len(), rows * q_dim)?;
+        check_len("attention out", out.len(), rows * q_dim)?;
+        check_len("attention k cache", k_cache.len(), (pos0 + rows) * kv_dim)?;
+        check_len("attention v cache", v_cache.len(), (pos0 + rows) * kv_dim)?;
+        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(Error::invalid(format!(
+                "n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}"
+            )));
+        }
+        let group = n_heads / n_kv_heads;
+        let work = rows * n_heads * (pos0 + rows) * head_dim;
+        let task = |(idx, o): (usize, &mut [f32])| {
+            let (r, h) = (idx / n_heads, idx % n_heads);
+            let qh = &q[r * q_dim + h * head_dim..r * q_dim + (h + 1) * head_dim];
+            kernels::attend_head(
+                qh,
+                k_cache,
+                v_cache,
+                pos0 + r + 1,
+                kv_dim,
+                (h / group) * head_dim,
+                o,
+            );
+        };
+        let out_rows = out[..rows * q_dim].chunks_exact_mut(head_dim).enumerate();
+        if work >= 1 << 16 {
+            out_rows.par_bridge().for_each(task);
+        } else {
+            out_rows.for_each(task);
+        }
+        Ok(())
+    }
+
+    fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, out: &mut Vec<f32>, len: usize) -> Result<()> {
+        check_len("swiglu gate", gate.len(), len)?;
+        check_len("swiglu up", up.len(), len)?;
+        check_len("swiglu out", out.len(), len)?;
+        for ((o, &g), &u) in out[..len].iter_mut().zip(&gate[..len]).zip(&up[..len]) {
+            *o = kernels::silu(g) * u;
+        }
+        Ok(())
+    }
+
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<()> {
+        check_len("add x", x.len(), len)?;
+        check_len("add y", y.len(), len)?;
+        x[..len]
+            .iter_mut()
+            .zip(&y[..len])
+            .for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+}
+
+/// Computes `out[r, o] = f(o, x[r, :])` for every row and output, parallel over outputs when
+/// the matrix is large enough; each weight row is read once for all `rows` inputs.
+pub fn matmul_rows(
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    x: &[f32],
+    out: &mut [f32],
+    f: impl Fn(usize, &[f32]) -> f32 + Sync,
+) {
+    if rows == 1 {
+        let body = |(o, y): (usize, &mut f32)| *y = f(o, x);
+        if n_out >= PAR_MIN_ROWS && n_out * n_in >= 1 << 14 {
+            out.par_iter_mut()
+                .enumerate()
+                .with_min_len(16)
+                .for_each(body);
+        } else {
+            out.iter_mut().enumerate().for_each(body);
+        }
+        return;
+    }
+    // Several rows: compute the transposed block per output, then scatter.
+    let cols: Vec<Vec<f32>> = (0..n_out)
+        .into_par_iter()
+        .with_min_len(8)
+        .map(|o| {
+            (0..rows)
+                .map(|r| f(o, &x[r * n_in..(r + 1) * n_in]))
+                .collect()
+        })
+        .collect();
+    for (o, col) in cols.into_iter().enumerate() {
+        for (r, v) in col.into_iter().enumerate() {
+            out[r * n_out + o] = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

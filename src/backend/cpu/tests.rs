@@ -1,0 +1,150 @@
+//! Tests of the CPU backend's kernels against straightforward float64 formulas.
+
+use super::*;
+use crate::util::rng::Rng;
+
+fn close(a: &[f32], b: &[f64], tol: f64) {
+    assert_eq!(a.len(), b.len());
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x as f64 - y).abs() <= tol * (1.0 + y.abs()),
+            "element {i}: {x} vs {y}"
+        );
+    }
+}
+
+#[test]
+fn matmul_matches_f64_at_odd_sizes_single_and_batched() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(11);
+    for &(rows, out, inp) in &[(1, 3, 5), (1, 300, 172), (3, 97, 64), (7, 129, 33)] {
+        let w = rng.vec_uniform(out * inp, 1.0);
+        let x = rng.vec_uniform(rows * inp, 1.0);
+        let m = be
+            .upload_matrix(&WeightMatrix::Dense(Tensor::from_f32(&w, vec![out, inp])))
+            .unwrap();
+        let mut y = vec![f32::NAN; rows * out];
+        be.matmul(&x, &m, &mut y, rows).unwrap();
+        let want: Vec<f64> = (0..rows)
+            .flat_map(|r| {
+                let (w, x) = (&w, &x);
+                (0..out).map(move |o| {
+                    (0..inp)
+                        .map(|i| w[o * inp + i] as f64 * x[r * inp + i] as f64)
+                        .sum()
+                })
+            })
+            .collect();
+        close(&y, &want, 1e-5);
+    }
+}
+
+#[test]
+fn f16_matrices_upload_to_the_same_values() {
+    let be = CpuBackend::new();
+    let vals = [0.5f32, -1.25, 2.0, 3.0, -0.75, 1.0];
+    let bytes: Vec<u8> = vals
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
+    let m = be
+        .upload_matrix(&WeightMatrix::Dense(Tensor::from_bytes(
+            &bytes,
+            vec![2, 3],
+            DType::F16,
+        )))
+        .unwrap();
+    let mut y = vec![0.0; 2];
+    be.matmul(&vec![1.0, 2.0, 3.0], &m, &mut y, 1).unwrap();
+    assert_eq!(y, vec![0.5 - 2.5 + 6.0, 3.0 - 1.5 + 3.0]);
+}
+
+#[test]
+fn rmsnorm_rope_swiglu_match_formulas() {
+    let be = CpuBackend::new();
+    let x = vec![1.0, -2.0, 3.0, 0.5];
+    let w = vec![1.0, 0.5, 2.0, -1.0];
+    let mut out = vec![0.0; 4];
+    be.rmsnorm(&x, &w, &mut out, 1, 4, 1e-5).unwrap();
+    let rms = ((1.0 + 4.0 + 9.0 + 0.25) / 4.0f64 + 1e-5).sqrt();
+    close(&out, &[1.0 / rms, -1.0 / rms, 6.0 / rms, -0.5 / rms], 1e-6);
+
+    // Interleaved pairs (0,1),(2,3) vs rotate-half pairs (0,2),(1,3) at position 3.
+    for (style, pairs) in [
+        (RopeStyle::Interleaved, [(0, 1), (2, 3)]),
+        (RopeStyle::RotateHalf, [(0, 2), (1, 3)]),
+    ] {
+        let mut h = x.clone();
+        be.rope(&mut h, 1, 1, 4, 3, 10000.0, style).unwrap();
+        let mut want = [0f64; 4];
+        for (i, &(j, k)) in pairs.iter().enumerate() {
+            let a = 3.0 / 10000f64.powf(2.0 * i as f64 / 4.0);
+            want[j] = x[j] as f64 * a.cos() - x[k] as f64 * a.sin();
+            want[k] = x[j] as f64 * a.sin() + x[k] as f64 * a.cos();
+        }
+        close(&h, &want, 1e-5);
+    }
+
+    let mut o = vec![0.0; 2];
+    be.swiglu(&vec![1.0, -3.0], &vec![2.0, 0.5], &mut o, 2)
+        .unwrap();
+    close(
+        &o,
+        &[2.0 / (1.0 + (-1f64).exp()), 0.5 * -3.0 / (1.0 + 3f64.exp())],
+        1e-6,
+    );
+}
+
+#[test]
+fn attention_is_causal_grouped_and_matches_softmax() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(5);
+    let (rows, pos0, nh, nkv, hd) = (3, 2, 4, 2, 6);
+    let (qd, kvd) = (nh * hd, nkv * hd);
+    let q = rng.vec_uniform(rows * qd, 1.0);
+    let k = rng.vec_uniform((pos0 + rows) * kvd, 1.0);
+    let v = rng.vec_uniform((pos0 + rows) * kvd, 1.0);
+    let mut out = vec![f32::NAN; rows * qd];
+    be.attention(&q, &k, &v, &mut out, rows, pos0, nh, nkv, hd)
+        .unwrap();
+    let mut want = vec![0f64; rows * qd];
+    for r in 0..rows {
+        for h in 0..nh {
+            let kh = h / (nh / nkv);
+            let len = pos0 + r + 1;
+            let s: Vec<f64> = (0..len)
+                .map(|t| {
+                    (0..hd)
+                        .map(|i| q[r * qd + h * hd + i] as f64 * k[t * kvd + kh * hd + i] as f64)
+                        .sum::<f64>()
+                        / (hd as f64).sqrt()
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            for i in 0..hd {
+                want[r * qd + h * hd + i] = (0..len)
+                    .map(|t| (s[t] - m).exp() / z * v[t * kvd + kh * hd + i] as f64)
+                    .sum();
+            }
+        }
+    }
+    close(&out, &want, 1e-5);
+}
+
+#[test]
+fn bad_sizes_and_tokens_are_errors_not_panics() {
+    let be = CpuBackend::new();
+    let m = be
+        .upload_matrix(&WeightMatrix::Dense(Tensor::from_f32(
+            &[1.0; 6],
+            vec![2, 3],
+        )))
+        .unwrap();
+    let mut y = vec![0.0; 1];
+    assert!(be.matmul(&vec![1.0; 3], &m, &mut y, 1).is_err());
+    let mut e = vec![0.0; 3];
+    let err = be.embed(&m, &[5], &mut e).unwrap_err().to_string();
+    assert!(err.contains("token id 5"), "{err}");
+    assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), 1);
+}

@@ -1,0 +1,115 @@
+//! The `Backend` trait: the kernels a transformer forward pass needs, and nothing of the model.
+//!
+//! The forward pass in [`crate::engine`] is written once over this trait. A backend owns device
+//! memory for activations ([`Backend::Buf`], logically f32) and uploaded weights
+//! ([`Backend::Mat`], any precision). Activations are row-major `[rows, width]`.
+//! The CPU backend is the reference every other backend is tested against.
+
+pub mod cpu;
+
+use crate::model::RopeStyle;
+use crate::quant::WeightMatrix;
+use crate::Result;
+
+/// Kernels over opaque activation buffers and uploaded weights.
+pub trait Backend: Send + Sync {
+    /// An activation buffer (logically f32).
+    type Buf: Send;
+    /// An uploaded weight matrix `[out, in]`, in the precision it was uploaded in.
+    type Mat: Send + Sync;
+
+    /// A short human-readable name ("cpu", "cuda:0 NVIDIA H100 ...").
+    fn name(&self) -> String;
+
+    /// Uploads a weight matrix (dense or packed).
+    fn upload_matrix(&self, m: &WeightMatrix) -> Result<Self::Mat>;
+    /// Uploads a vector (norm weight, bias) as an activation-type buffer.
+    fn upload_vec(&self, v: &[f32]) -> Result<Self::Buf>;
+    /// Allocates a buffer of `len` elements (contents unspecified).
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    /// Copies `src` into the start of `dst`.
+    fn write(&self, dst: &mut Self::Buf, src: &[f32]) -> Result<()>;
+    /// Copies the first `dst.len()` elements of `src` to the host.
+    fn read(&self, src: &Self::Buf, dst: &mut [f32]) -> Result<()>;
+
+    /// `out[r, :] = table[tokens[r], :]` for an embedding table `[vocab, dim]`.
+    fn embed(&self, table: &Self::Mat, tokens: &[u32], out: &mut Self::Buf) -> Result<()>;
+    /// `out[r, :] = x[r, :] / rms(x[r, :]) * w` over `rows` rows of width `dim`.
+    fn rmsnorm(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        out: &mut Self::Buf,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()>;
+    /// `out[r, o] = sum_i x[r, i] * w[o, i]` for `rows` rows; `w` is `[out, in]`.
+    fn matmul(&self, x: &Self::Buf, w: &Self::Mat, out: &mut Self::Buf, rows: usize) -> Result<()>;
+    /// `x[r, :] += bias` over `rows` rows of width `bias.len()`.
+    fn add_bias(
+        &self,
+        x: &mut Self::Buf,
+        bias: &Self::Buf,
+        rows: usize,
+        width: usize,
+    ) -> Result<()>;
+    /// Rotary embedding in place on `rows` rows of `n_heads` heads of width `head_dim`;
+    /// row `r` is at position `pos0 + r`.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &mut Self::Buf,
+        rows: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        theta: f32,
+        style: RopeStyle,
+    ) -> Result<()>;
+    /// Copies `rows` rows of width `width` from `src` into `cache` starting at row `pos0`.
+    fn store_rows(
+        &self,
+        src: &Self::Buf,
+        cache: &mut Self::Buf,
+        rows: usize,
+        width: usize,
+        pos0: usize,
+    ) -> Result<()>;
+    /// Causal grouped-query attention for `rows` query rows at positions `pos0..pos0+rows`
+    /// against the first `pos0 + rows` rows of the key and value caches (`[max_seq, kv_dim]`).
+    /// `q` and `out` are `[rows, n_heads * head_dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &Self::Buf,
+        k_cache: &Self::Buf,
+        v_cache: &Self::Buf,
+        out: &mut Self::Buf,
+        rows: usize,
+        pos0: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<()>;
+    /// `out = silu(gate) * up` elementwise over `len` elements.
+    fn swiglu(
+        &self,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        out: &mut Self::Buf,
+        len: usize,
+    ) -> Result<()>;
+    /// `x += y` elementwise over `len` elements.
+    fn add(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<()>;
+    /// Index of the largest of the first `len` elements (first one on ties).
+    fn argmax(&self, x: &Self::Buf, len: usize) -> Result<u32> {
+        let mut host = vec![0.0; len];
+        self.read(x, &mut host)?;
+        Ok(cpu::argmax(&host) as u32)
+    }
+    /// Waits for all queued work.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+}

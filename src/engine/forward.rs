@@ -1,0 +1,284 @@
+//! One forward pass: embedding, then per layer RMSNorm -> q/k/v (+bias) -> RoPE -> KV cache ->
+//! grouped-query attention -> output projection -> residual, RMSNorm -> SwiGLU FFN -> residual;
+//! then the final RMSNorm and the classifier.
+
+use crate::backend::Backend;
+use crate::model::{ModelConfig, ModelWeights};
+use crate::quant::WeightMatrix;
+use crate::{Error, Result};
+
+/// One layer's uploaded weights.
+struct Layer<B: Backend> {
+    attn_norm: B::Buf,
+    wq: B::Mat,
+    wk: B::Mat,
+    wv: B::Mat,
+    wo: B::Mat,
+    bias: Option<[B::Buf; 3]>,
+    ffn_norm: B::Buf,
+    w_gate: B::Mat,
+    w_up: B::Mat,
+    w_down: B::Mat,
+}
+
+/// A model whose weights live on backend `B`.
+pub struct Model<B: Backend> {
+    backend: B,
+    config: ModelConfig,
+    embedding: B::Mat,
+    layers: Vec<Layer<B>>,
+    final_norm: B::Buf,
+    classifier: Option<B::Mat>,
+}
+
+/// Per-sequence state: the KV cache and scratch buffers, allocated once and reused.
+pub struct State<B: Backend> {
+    k_cache: Vec<B::Buf>,
+    v_cache: Vec<B::Buf>,
+    x: B::Buf,
+    xb: B::Buf,
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    att: B::Buf,
+    gate: B::Buf,
+    up: B::Buf,
+    hb: B::Buf,
+    logits: B::Buf,
+    /// Rows the scratch buffers hold (the prefill chunk size).
+    chunk: usize,
+    /// Tokens already in the cache.
+    pos: usize,
+}
+
+impl<B: Backend> State<B> {
+    /// Number of tokens already processed (the next token's position).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Forgets the sequence (the cache is overwritten from position 0).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+}
+
+fn vec_of<B: Backend>(be: &B, t: &crate::model::Tensor) -> Result<B::Buf> {
+    be.upload_vec(&t.to_f32_vec())
+}
+
+impl<B: Backend> Model<B> {
+    /// Uploads `weights` to `backend`.
+    pub fn new<M: Clone + Into<WeightMatrix>>(
+        backend: B,
+        weights: &ModelWeights<M>,
+    ) -> Result<Self> {
+        let config = weights.config.clone();
+        config.validate()?;
+        let be = &backend;
+        let up = |m: &M| be.upload_matrix(&m.clone().into());
+        let embedding = be.upload_matrix(&WeightMatrix::Dense(weights.embedding.clone()))?;
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for l in &weights.layers {
+            let bias = match (&l.bq, &l.bk, &l.bv) {
+                (Some(q), Some(k), Some(v)) => {
+                    Some([vec_of(be, q)?, vec_of(be, k)?, vec_of(be, v)?])
+                }
+                _ => None,
+            };
+            layers.push(Layer {
+                attn_norm: vec_of(be, &l.attn_norm)?,
+                wq: up(&l.wq)?,
+                wk: up(&l.wk)?,
+                wv: up(&l.wv)?,
+                wo: up(&l.wo)?,
+                bias,
+                ffn_norm: vec_of(be, &l.ffn_norm)?,
+                w_gate: up(&l.w_gate)?,
+                w_up: up(&l.w_up)?,
+                w_down: up(&l.w_down)?,
+            });
+        }
+        let final_norm = vec_of(be, &weights.final_norm)?;
+        let classifier = weights.classifier.as_ref().map(up).transpose()?;
+        Ok(Model {
+            backend,
+            config,
+            embedding,
+            layers,
+            final_norm,
+            classifier,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The backend the model runs on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// A fresh sequence state whose scratch holds `chunk` rows per forward call.
+    pub fn new_state(&self, chunk: usize) -> Result<State<B>> {
+        let c = &self.config;
+        let be = &self.backend;
+        let chunk = chunk.clamp(1, c.max_seq_len);
+        let cache = || be.alloc(c.max_seq_len * c.kv_dim());
+        Ok(State {
+            k_cache: (0..c.n_layers).map(|_| cache()).collect::<Result<_>>()?,
+            v_cache: (0..c.n_layers).map(|_| cache()).collect::<Result<_>>()?,
+            x: be.alloc(chunk * c.dim)?,
+            xb: be.alloc(chunk * c.dim.max(c.q_dim()))?,
+            q: be.alloc(chunk * c.q_dim())?,
+            k: be.alloc(chunk * c.kv_dim())?,
+            v: be.alloc(chunk * c.kv_dim())?,
+            att: be.alloc(chunk * c.q_dim())?,
+            gate: be.alloc(chunk * c.hidden_dim)?,
+            up: be.alloc(chunk * c.hidden_dim)?,
+            hb: be.alloc(chunk * c.hidden_dim)?,
+            logits: be.alloc(chunk * c.vocab_size)?,
+            chunk,
+            pos: 0,
+        })
+    }
+
+    /// Runs `tokens` through the model at the state's current position, in chunks.
+    /// Returns logits for the last token, or for every token when `all_logits` is set
+    /// (row-major `[tokens, vocab]`).
+    pub fn forward(
+        &self,
+        state: &mut State<B>,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::invalid("forward needs at least one token"));
+        }
+        let vocab = self.config.vocab_size;
+        if state.pos + tokens.len() > self.config.max_seq_len {
+            return Err(Error::invalid(format!(
+                "sequence of {} tokens exceeds the model's context of {}",
+                state.pos + tokens.len(),
+                self.config.max_seq_len
+            )));
+        }
+        let mut out = Vec::with_capacity(if all_logits {
+            tokens.len() * vocab
+        } else {
+            vocab
+        });
+        let chunks: Vec<&[u32]> = tokens.chunks(state.chunk).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            self.forward_chunk(state, chunk, all_logits || last)?;
+            if all_logits {
+                let mut buf = vec![0.0; chunk.len() * vocab];
+                self.backend.read(&state.logits, &mut buf)?;
+                out.extend_from_slice(&buf);
+            } else if last {
+                let mut buf = vec![0.0; chunk.len() * vocab];
+                self.backend.read(&state.logits, &mut buf)?;
+                out.extend_from_slice(&buf[(chunk.len() - 1) * vocab..]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one token and returns the argmax of its logits without copying them to the host.
+    pub fn step_greedy(&self, state: &mut State<B>, token: u32) -> Result<u32> {
+        if state.pos + 1 > self.config.max_seq_len {
+            return Err(Error::invalid(format!(
+                "context of {} tokens is full",
+                self.config.max_seq_len
+            )));
+        }
+        self.forward_chunk(state, &[token], true)?;
+        self.backend.argmax(&state.logits, self.config.vocab_size)
+    }
+
+    /// Runs one token and leaves its logits in `logits` (host), without allocating.
+    pub fn step(&self, state: &mut State<B>, token: u32, logits: &mut [f32]) -> Result<()> {
+        if state.pos + 1 > self.config.max_seq_len {
+            return Err(Error::invalid(format!(
+                "context of {} tokens is full",
+                self.config.max_seq_len
+            )));
+        }
+        self.forward_chunk(state, &[token], true)?;
+        self.backend
+            .read(&state.logits, &mut logits[..self.config.vocab_size])
+    }
+
+    fn forward_chunk(&self, s: &mut State<B>, tokens: &[u32], want_logits: bool) -> Result<()> {
+        let c = &self.config;
+        let be = &self.backend;
+        let n = tokens.len();
+        let (dim, qd, kvd, hid) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
+        let pos0 = s.pos;
+        be.embed(&self.embedding, tokens, &mut s.x)?;
+        for (li, l) in self.layers.iter().enumerate() {
+            be.rmsnorm(&s.x, &l.attn_norm, &mut s.xb, n, dim, c.norm_eps)?;
+            be.matmul(&s.xb, &l.wq, &mut s.q, n)?;
+            be.matmul(&s.xb, &l.wk, &mut s.k, n)?;
+            be.matmul(&s.xb, &l.wv, &mut s.v, n)?;
+            if let Some([bq, bk, bv]) = &l.bias {
+                be.add_bias(&mut s.q, bq, n, qd)?;
+                be.add_bias(&mut s.k, bk, n, kvd)?;
+                be.add_bias(&mut s.v, bv, n, kvd)?;
+            }
+            be.rope(
+                &mut s.q,
+                n,
+                c.n_heads,
+                c.head_dim,
+                pos0,
+                c.rope_theta,
+                c.rope_style,
+            )?;
+            be.rope(
+                &mut s.k,
+                n,
+                c.n_kv_heads,
+                c.head_dim,
+                pos0,
+                c.rope_theta,
+                c.rope_style,
+            )?;
+            be.store_rows(&s.k, &mut s.k_cache[li], n, kvd, pos0)?;
+            be.store_rows(&s.v, &mut s.v_cache[li], n, kvd, pos0)?;
+            be.attention(
+                &s.q,
+                &s.k_cache[li],
+                &s.v_cache[li],
+                &mut s.att,
+                n,
+                pos0,
+                c.n_heads,
+                c.n_kv_heads,
+                c.head_dim,
+            )?;
+            be.matmul(&s.att, &l.wo, &mut s.xb, n)?;
+            be.add(&mut s.x, &s.xb, n * dim)?;
+            be.rmsnorm(&s.x, &l.ffn_norm, &mut s.xb, n, dim, c.norm_eps)?;
+            be.matmul(&s.xb, &l.w_gate, &mut s.gate, n)?;
+            be.matmul(&s.xb, &l.w_up, &mut s.up, n)?;
+            be.swiglu(&s.gate, &s.up, &mut s.hb, n * hid)?;
+            be.matmul(&s.hb, &l.w_down, &mut s.xb, n)?;
+            be.add(&mut s.x, &s.xb, n * dim)?;
+        }
+        if want_logits {
+            be.rmsnorm(&s.x, &self.final_norm, &mut s.xb, n, dim, c.norm_eps)?;
+            be.matmul(
+                &s.xb,
+                self.classifier.as_ref().unwrap_or(&self.embedding),
+                &mut s.logits,
+                n,
+            )?;
+        }
+        s.pos += n;
+        Ok(())
+    }
+}

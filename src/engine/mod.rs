@@ -1,0 +1,10 @@
+//! The transformer forward pass, KV cache, sampling and generation, written once over
+//! [`Backend`](crate::backend::Backend).
+
+mod forward;
+mod generate;
+pub mod sampling;
+
+pub use forward::{Model, State};
+pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent};
+pub use sampling::{Sampler, SamplingParams};

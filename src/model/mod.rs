@@ -1,0 +1,12 @@
+//! Models: configuration, host tensors, checkpoint loaders, the synthetic generator, tokenizers.
+
+pub mod config;
+pub mod llama2c;
+pub mod synthetic;
+pub mod tensor;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{ModelConfig, RopeStyle};
+pub use tensor::{DType, Tensor};
+pub use weights::{LayerWeights, ModelWeights};

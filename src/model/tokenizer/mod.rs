@@ -1,0 +1,22 @@
+//! Tokenizers: llama2.c `tokenizer.bin` and Hugging Face `tokenizer.json`, behind one trait,
+//! plus a streaming decoder that turns token ids into text as they are generated.
+
+mod stream;
+
+pub use stream::StreamDecoder;
+
+use crate::Result;
+
+/// Text to token ids and back.
+pub trait Tokenizer: Send + Sync {
+    /// Encodes `text`, prepending the beginning-of-sequence token when `add_bos` is set.
+    fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>>;
+    /// Decodes a sequence of ids to text (special tokens such as BOS/EOS produce no text).
+    fn decode(&self, ids: &[u32]) -> Result<String>;
+    /// Number of tokens in the vocabulary.
+    fn vocab_size(&self) -> usize;
+    /// The beginning-of-sequence id, if any.
+    fn bos_id(&self) -> Option<u32>;
+    /// The end-of-sequence id, if any.
+    fn eos_id(&self) -> Option<u32>;
+}
