@@ -1,1 +1,164 @@
-//! The public entry point for Rust hosts (grown into `Engine` as routing lands).
+//! The public entry point for Rust hosts: open a model, generate, inspect.
+//!
+//! ```no_run
+//! use agentcompress::api::{Engine, Device};
+//! use agentcompress::engine::GenerateParams;
+//!
+//! let engine = Engine::builder("model.bin").device(Device::Cpu).build()?;
+//! let out = engine.generate("Once upon a time", &GenerateParams::default(), |t| {
+//!     print!("{}", t.text);
+//!     true
+//! })?;
+//! println!("\n{:.1} tokens/s", out.decode_tokens_per_s());
+//! # Ok::<(), agentcompress::Error>(())
+//! ```
+
+mod device;
+mod runner;
+
+pub use device::Device;
+pub use runner::DynModel;
+
+use crate::engine::{GenerateOutput, GenerateParams, TokenEvent};
+use crate::model::tokenizer::Tokenizer;
+use crate::model::{ModelConfig, ModelWeights};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// A loaded model on a backend, with its tokenizer.
+pub struct Engine {
+    model: Box<dyn DynModel>,
+    tokenizer: Option<Box<dyn Tokenizer>>,
+    source: String,
+}
+
+/// Builds an [`Engine`] from a path (or from weights already in memory).
+pub struct EngineBuilder {
+    path: Option<PathBuf>,
+    weights: Option<ModelWeights>,
+    tokenizer_path: Option<PathBuf>,
+    tokenizer: Option<Box<dyn Tokenizer>>,
+    device: Device,
+}
+
+impl Engine {
+    /// Starts building an engine for the model at `path` (a llama2.c `.bin` or a Hugging Face
+    /// directory).
+    pub fn builder(path: impl AsRef<Path>) -> EngineBuilder {
+        EngineBuilder {
+            path: Some(path.as_ref().to_path_buf()),
+            weights: None,
+            tokenizer_path: None,
+            tokenizer: None,
+            device: Device::Auto,
+        }
+    }
+
+    /// Starts building an engine over weights already in memory (synthetic models, tests).
+    pub fn from_weights(weights: ModelWeights) -> EngineBuilder {
+        EngineBuilder { path: None, weights: Some(weights), tokenizer_path: None, tokenizer: None, device: Device::Auto }
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// The backend's name.
+    pub fn backend_name(&self) -> String {
+        self.model.backend_name()
+    }
+
+    /// Where the model came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The tokenizer, if one was found or given.
+    pub fn tokenizer(&self) -> Option<&dyn Tokenizer> {
+        self.tokenizer.as_deref()
+    }
+
+    fn need_tokenizer(&self) -> Result<&dyn Tokenizer> {
+        self.tokenizer.as_deref().ok_or_else(|| {
+            Error::invalid(format!("no tokenizer for {}: pass one explicitly", self.source))
+        })
+    }
+
+    /// Encodes `prompt` (with BOS when the model uses one).
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        let tok = self.need_tokenizer()?;
+        let mut ids = tok.encode(prompt, self.config().bos_token.is_some() || tok.bos_id().is_some())?;
+        if ids.is_empty() {
+            ids.extend(self.config().bos_token.or(tok.bos_id()));
+        }
+        if ids.is_empty() {
+            return Err(Error::invalid("the prompt encodes to no tokens and the model has no BOS token"));
+        }
+        Ok(ids)
+    }
+
+    /// Generates from a text prompt, streaming each token to `on_token` (return `false` to stop).
+    pub fn generate(&self, prompt: &str, params: &GenerateParams, mut on_token: impl FnMut(TokenEvent<'_>) -> bool) -> Result<GenerateOutput> {
+        let ids = self.encode(prompt)?;
+        self.model.generate(self.need_tokenizer()?, &ids, params, &mut on_token)
+    }
+
+    /// Generates from token ids.
+    pub fn generate_ids(&self, ids: &[u32], params: &GenerateParams, mut on_token: impl FnMut(TokenEvent<'_>) -> bool) -> Result<GenerateOutput> {
+        self.model.generate(self.need_tokenizer()?, ids, params, &mut on_token)
+    }
+
+    /// Logits for `ids` from a fresh sequence: the last position, or every position when `all`.
+    pub fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>> {
+        self.model.logits(ids, all)
+    }
+}
+
+impl EngineBuilder {
+    /// Which device to run on (default: [`Device::Auto`]).
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// A tokenizer file to use instead of the one found beside the model.
+    pub fn tokenizer_path(mut self, path: impl AsRef<Path>) -> Self {
+        self.tokenizer_path = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// A tokenizer object to use.
+    pub fn tokenizer(mut self, tokenizer: Box<dyn Tokenizer>) -> Self {
+        self.tokenizer = Some(tokenizer);
+        self
+    }
+
+    /// Loads the model and uploads it to the chosen device.
+    pub fn build(self) -> Result<Engine> {
+        let (weights, source) = match (self.weights, &self.path) {
+            (Some(w), _) => (w, "in-memory weights".to_string()),
+            (None, Some(p)) => (crate::model::load::load_model(p)?, p.display().to_string()),
+            (None, None) => return Err(Error::invalid("no model given")),
+        };
+        let tokenizer = match (self.tokenizer, &self.tokenizer_path) {
+            (Some(t), _) => Some(t),
+            (None, Some(p)) => Some(crate::model::tokenizer::load_tokenizer(p)?),
+            (None, None) => match self.path.as_deref().and_then(crate::model::load::find_tokenizer) {
+                Some(p) => Some(crate::model::tokenizer::load_tokenizer(&p)?),
+                None => None,
+            },
+        };
+        if let Some(t) = &tokenizer {
+            if t.vocab_size() > weights.config.vocab_size {
+                return Err(Error::invalid(format!(
+                    "tokenizer has {} tokens but the model's vocabulary is {}",
+                    t.vocab_size(),
+                    weights.config.vocab_size
+                )));
+            }
+        }
+        let model = device::upload(self.device, &weights)?;
+        Ok(Engine { model, tokenizer, source })
+    }
+}

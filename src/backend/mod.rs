@@ -14,7 +14,7 @@ use crate::Result;
 /// Kernels over opaque activation buffers and uploaded weights.
 pub trait Backend: Send + Sync {
     /// An activation buffer (logically f32).
-    type Buf: Send;
+    type Buf: Send + Sync;
     /// An uploaded weight matrix `[out, in]`, in the precision it was uploaded in.
     type Mat: Send + Sync;
 

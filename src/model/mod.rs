@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod llama2c;
+pub mod load;
 pub mod synthetic;
 pub mod tensor;
 pub mod tokenizer;

@@ -1,7 +1,10 @@
 //! Tokenizers: llama2.c `tokenizer.bin` and Hugging Face `tokenizer.json`, behind one trait,
 //! plus a streaming decoder that turns token ids into text as they are generated.
 
+mod byte;
 mod stream;
+
+pub use byte::{ByteTokenizer, BYTE_VOCAB};
 
 pub use stream::StreamDecoder;
 
@@ -19,4 +22,9 @@ pub trait Tokenizer: Send + Sync {
     fn bos_id(&self) -> Option<u32>;
     /// The end-of-sequence id, if any.
     fn eos_id(&self) -> Option<u32>;
+}
+
+/// Loads a tokenizer file.
+pub fn load_tokenizer(path: &std::path::Path) -> Result<Box<dyn Tokenizer>> {
+    Err(crate::Error::Unsupported(format!("tokenizer {} (no tokenizer formats yet)", path.display())))
 }

@@ -1,0 +1,42 @@
+//! Device choice and model upload onto the chosen backend.
+
+use super::DynModel;
+use crate::backend::cpu::CpuBackend;
+use crate::engine::Model;
+use crate::model::ModelWeights;
+use crate::{Error, Result};
+
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Device {
+    /// CUDA when a usable GPU is present, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU backend.
+    Cpu,
+    /// The CUDA backend on GPU `ordinal`; an error when none is present.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) => Ok(Device::Cuda(n)),
+                _ => Err(Error::invalid(format!("unknown device '{s}' (expected auto, cpu, cuda or cuda:N)"))),
+            },
+        }
+    }
+}
+
+/// Uploads `weights` to the backend `device` names.
+pub fn upload(device: Device, weights: &ModelWeights) -> Result<Box<dyn DynModel>> {
+    match device {
+        Device::Cpu | Device::Auto => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
+        Device::Cuda(_) => Err(Error::NoDevice("this build has no CUDA backend yet".into())),
+    }
+}

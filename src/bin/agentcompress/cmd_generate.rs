@@ -1,0 +1,61 @@
+//! `agentcompress generate`: stream text from a prompt, then report tokens/s.
+
+use crate::common::ModelArgs;
+use agentcompress::engine::{GenerateParams, SamplingParams};
+use agentcompress::Result;
+use clap::Args;
+use std::io::Write;
+
+/// Generate text from a prompt, streaming it as it is produced.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt (empty: start from BOS alone).
+    #[arg(long, short = 'p', default_value = "")]
+    pub prompt: String,
+    /// Maximum number of new tokens.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy (argmax).
+    #[arg(long, short = 't', default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling threshold in (0, 1]; 1 disables it.
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long, short = 's', default_value_t = 42)]
+    pub seed: u64,
+    /// Keep generating past the end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+/// Runs the subcommand.
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let engine = args.model.open()?;
+    let params = GenerateParams {
+        max_new_tokens: args.max_tokens,
+        sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, seed: args.seed },
+        stop_at_eos: !args.ignore_eos,
+        ..Default::default()
+    };
+    params.sampling.validate()?;
+    let mut stdout = std::io::stdout().lock();
+    let _ = write!(stdout, "{}", args.prompt);
+    let out = engine.generate(&args.prompt, &params, |t| {
+        let _ = write!(stdout, "{}", t.text);
+        let _ = stdout.flush();
+        true
+    })?;
+    drop(stdout);
+    eprintln!(
+        "\n[{}] prompt {} tokens in {:.1} ms, generated {} tokens at {:.1} tokens/s",
+        engine.backend_name(),
+        out.prompt_ids.len(),
+        out.prefill_time.as_secs_f64() * 1e3,
+        out.ids.len(),
+        out.decode_tokens_per_s()
+    );
+    Ok(())
+}
