@@ -27,7 +27,9 @@ impl std::str::FromStr for Device {
             "cuda" => Ok(Device::Cuda(0)),
             _ => match s.strip_prefix("cuda:").map(str::parse) {
                 Some(Ok(n)) => Ok(Device::Cuda(n)),
-                _ => Err(Error::invalid(format!("unknown device '{s}' (expected auto, cpu, cuda or cuda:N)"))),
+                _ => Err(Error::invalid(format!(
+                    "unknown device '{s}' (expected auto, cpu, cuda or cuda:N)"
+                ))),
             },
         }
     }

@@ -15,21 +15,30 @@
 
 mod device;
 mod runner;
+mod types;
 
 pub use device::Device;
 pub use runner::DynModel;
+pub use types::{EngineStats, Route, RunResult};
 
 use crate::engine::{GenerateOutput, GenerateParams, TokenEvent};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::{ModelConfig, ModelWeights};
+use crate::quant::Precision;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A loaded model on a backend, with its tokenizer.
+///
+/// An `Engine` is `Send + Sync`: several threads may call [`Engine::run`] at once; each call
+/// has its own sequence state, and statistics are updated atomically.
 pub struct Engine {
     model: Box<dyn DynModel>,
+    precision: Precision,
     tokenizer: Option<Box<dyn Tokenizer>>,
     source: String,
+    stats: Mutex<EngineStats>,
 }
 
 /// Builds an [`Engine`] from a path (or from weights already in memory).
@@ -56,7 +65,13 @@ impl Engine {
 
     /// Starts building an engine over weights already in memory (synthetic models, tests).
     pub fn from_weights(weights: ModelWeights) -> EngineBuilder {
-        EngineBuilder { path: None, weights: Some(weights), tokenizer_path: None, tokenizer: None, device: Device::Auto }
+        EngineBuilder {
+            path: None,
+            weights: Some(weights),
+            tokenizer_path: None,
+            tokenizer: None,
+            device: Device::Auto,
+        }
     }
 
     /// The model's configuration.
@@ -81,32 +96,99 @@ impl Engine {
 
     fn need_tokenizer(&self) -> Result<&dyn Tokenizer> {
         self.tokenizer.as_deref().ok_or_else(|| {
-            Error::invalid(format!("no tokenizer for {}: pass one explicitly", self.source))
+            Error::invalid(format!(
+                "no tokenizer for {}: pass one explicitly",
+                self.source
+            ))
         })
     }
 
     /// Encodes `prompt` (with BOS when the model uses one).
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
         let tok = self.need_tokenizer()?;
-        let mut ids = tok.encode(prompt, self.config().bos_token.is_some() || tok.bos_id().is_some())?;
+        let mut ids = tok.encode(
+            prompt,
+            self.config().bos_token.is_some() || tok.bos_id().is_some(),
+        )?;
         if ids.is_empty() {
             ids.extend(self.config().bos_token.or(tok.bos_id()));
         }
         if ids.is_empty() {
-            return Err(Error::invalid("the prompt encodes to no tokens and the model has no BOS token"));
+            return Err(Error::invalid(
+                "the prompt encodes to no tokens and the model has no BOS token",
+            ));
         }
         Ok(ids)
     }
 
     /// Generates from a text prompt, streaming each token to `on_token` (return `false` to stop).
-    pub fn generate(&self, prompt: &str, params: &GenerateParams, mut on_token: impl FnMut(TokenEvent<'_>) -> bool) -> Result<GenerateOutput> {
+    pub fn generate(
+        &self,
+        prompt: &str,
+        params: &GenerateParams,
+        mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<GenerateOutput> {
         let ids = self.encode(prompt)?;
-        self.model.generate(self.need_tokenizer()?, &ids, params, &mut on_token)
+        self.model
+            .generate(self.need_tokenizer()?, &ids, params, &mut on_token)
     }
 
     /// Generates from token ids.
-    pub fn generate_ids(&self, ids: &[u32], params: &GenerateParams, mut on_token: impl FnMut(TokenEvent<'_>) -> bool) -> Result<GenerateOutput> {
-        self.model.generate(self.need_tokenizer()?, ids, params, &mut on_token)
+    pub fn generate_ids(
+        &self,
+        ids: &[u32],
+        params: &GenerateParams,
+        mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<GenerateOutput> {
+        self.model
+            .generate(self.need_tokenizer()?, ids, params, &mut on_token)
+    }
+
+    /// Decides which variant would serve `task`, without running it.
+    pub fn route(&self, task: &str) -> Result<Route> {
+        if task.is_empty() {
+            return Err(Error::invalid("task text is empty"));
+        }
+        Ok(Route {
+            precision: self.precision,
+            complexity: None,
+            expected_cost: self.precision.bits() as f64 / 16.0,
+            swap: false,
+            reasons: vec![format!(
+                "only the {} variant is loaded: no alternatives",
+                self.precision
+            )],
+        })
+    }
+
+    /// Routes `task` and generates from it, streaming tokens to `on_token`.
+    pub fn run(
+        &self,
+        task: &str,
+        params: &GenerateParams,
+        on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<RunResult> {
+        let route = self.route(task)?;
+        let output = self.generate(task, params, on_token)?;
+        let mut st = self
+            .stats
+            .lock()
+            .map_err(|_| Error::Internal("engine statistics lock poisoned".into()))?;
+        st.tasks += 1;
+        st.tokens += output.ids.len() as u64;
+        st.per_precision[route.precision.index()] += 1;
+        if route.swap {
+            st.swaps += 1;
+        } else {
+            st.hits += 1;
+        }
+        st.cost += route.expected_cost;
+        Ok(RunResult { route, output })
+    }
+
+    /// Counters since the engine was opened.
+    pub fn stats(&self) -> EngineStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Logits for `ids` from a fresh sequence: the last position, or every position when `all`.
@@ -144,7 +226,11 @@ impl EngineBuilder {
         let tokenizer = match (self.tokenizer, &self.tokenizer_path) {
             (Some(t), _) => Some(t),
             (None, Some(p)) => Some(crate::model::tokenizer::load_tokenizer(p)?),
-            (None, None) => match self.path.as_deref().and_then(crate::model::load::find_tokenizer) {
+            (None, None) => match self
+                .path
+                .as_deref()
+                .and_then(crate::model::load::find_tokenizer)
+            {
                 Some(p) => Some(crate::model::tokenizer::load_tokenizer(&p)?),
                 None => None,
             },
@@ -159,6 +245,12 @@ impl EngineBuilder {
             }
         }
         let model = device::upload(self.device, &weights)?;
-        Ok(Engine { model, tokenizer, source })
+        Ok(Engine {
+            model,
+            precision: Precision::Fp16,
+            tokenizer,
+            source,
+            stats: Mutex::new(EngineStats::default()),
+        })
     }
 }

@@ -13,7 +13,13 @@ pub trait DynModel: Send + Sync {
     /// The backend's name.
     fn backend_name(&self) -> String;
     /// Generates from `ids`, streaming to `on_token`.
-    fn generate(&self, tok: &dyn Tokenizer, ids: &[u32], params: &GenerateParams, on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool) -> Result<GenerateOutput>;
+    fn generate(
+        &self,
+        tok: &dyn Tokenizer,
+        ids: &[u32],
+        params: &GenerateParams,
+        on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<GenerateOutput>;
     /// Logits of a fresh sequence: last position, or all when `all`.
     fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>>;
 }
@@ -27,13 +33,22 @@ impl<B: Backend> DynModel for Model<B> {
         self.backend().name()
     }
 
-    fn generate(&self, tok: &dyn Tokenizer, ids: &[u32], params: &GenerateParams, on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool) -> Result<GenerateOutput> {
+    fn generate(
+        &self,
+        tok: &dyn Tokenizer,
+        ids: &[u32],
+        params: &GenerateParams,
+        on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<GenerateOutput> {
         generate(self, tok, ids, params, on_token)
     }
 
     fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>> {
         let mut state = self.new_state(256)?;
         let flat = self.forward(&mut state, ids, all)?;
-        Ok(flat.chunks(self.config().vocab_size).map(|c| c.to_vec()).collect())
+        Ok(flat
+            .chunks(self.config().vocab_size)
+            .map(|c| c.to_vec())
+            .collect())
     }
 }

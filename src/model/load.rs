@@ -9,11 +9,24 @@ pub fn load_model(path: &Path) -> Result<ModelWeights> {
     if path.is_file() {
         return llama2c::load(path);
     }
-    Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no model file or directory here")))
+    Err(Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no model file or directory here",
+        ),
+    ))
 }
 
 /// The tokenizer file that belongs to a model, if one sits beside it.
 pub fn find_tokenizer(model_path: &Path) -> Option<PathBuf> {
-    let dir = if model_path.is_dir() { model_path } else { model_path.parent()? };
-    ["tokenizer.json", "tokenizer.bin"].iter().map(|n| dir.join(n)).find(|p| p.is_file())
+    let dir = if model_path.is_dir() {
+        model_path
+    } else {
+        model_path.parent()?
+    };
+    ["tokenizer.json", "tokenizer.bin"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
 }

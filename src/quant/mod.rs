@@ -3,6 +3,10 @@
 //! The quantized formats (INT8/INT4/INT2, group-wise, FP16 scales and zeros) are documented
 //! next to their packers in this module's submodules.
 
+pub mod precision;
+
+pub use precision::Precision;
+
 use crate::model::Tensor;
 
 /// One projection matrix `[out, in]`, in whichever precision its variant stores it.

@@ -27,7 +27,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut cfg = preset("small")?;
     cfg.vocab_size = BYTE_VOCAB;
     let weights = synthetic_weights(&cfg, args.seed, DType::F32)?;
-    let engine = Engine::from_weights(weights).device(args.device.parse::<Device>()?).tokenizer(Box::new(ByteTokenizer)).build()?;
+    let engine = Engine::from_weights(weights)
+        .device(args.device.parse::<Device>()?)
+        .tokenizer(Box::new(ByteTokenizer))
+        .build()?;
     println!(
         "AgentCompress demo: synthetic LLaMA-shape model ({} layers, dim {}, {:.1}M parameters, seed {}) on {}",
         cfg.n_layers,
@@ -38,13 +41,21 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
     let params = GenerateParams {
         max_new_tokens: args.max_tokens,
-        sampling: SamplingParams { temperature: 0.8, top_p: 0.95, seed: args.seed },
+        sampling: SamplingParams {
+            temperature: 0.8,
+            top_p: 0.95,
+            seed: args.seed,
+        },
         ..Default::default()
     };
     let task = "Plan the steps to summarise a report.";
     let out = engine.generate(task, &params, |_| true)?;
     println!("task: {task}");
-    println!("generated {} token ids: {:?}", out.ids.len(), &out.ids[..out.ids.len().min(16)]);
+    println!(
+        "generated {} token ids: {:?}",
+        out.ids.len(),
+        &out.ids[..out.ids.len().min(16)]
+    );
     println!(
         "prefill {:.1} ms, decode {:.1} tokens/s",
         out.prefill_time.as_secs_f64() * 1e3,

@@ -36,7 +36,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let engine = args.model.open()?;
     let params = GenerateParams {
         max_new_tokens: args.max_tokens,
-        sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, seed: args.seed },
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
         stop_at_eos: !args.ignore_eos,
         ..Default::default()
     };

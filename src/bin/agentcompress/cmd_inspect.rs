@@ -20,9 +20,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
     println!("model: {}", args.model.display());
     println!("{}", serde_json::to_string_pretty(c).unwrap_or_default());
     println!("parameters: {}", c.parameter_count());
-    println!("{:<28} {:>6} {:>16} {:>12}", "tensor", "dtype", "shape", "bytes");
+    println!(
+        "{:<28} {:>6} {:>16} {:>12}",
+        "tensor", "dtype", "shape", "bytes"
+    );
     let row = |name: String, t: &agentcompress::model::Tensor| {
-        println!("{:<28} {:>6} {:>16} {:>12}", name, format!("{:?}", t.dtype()), format!("{:?}", t.shape()), t.bytes().len());
+        println!(
+            "{:<28} {:>6} {:>16} {:>12}",
+            name,
+            format!("{:?}", t.dtype()),
+            format!("{:?}", t.shape()),
+            t.bytes().len()
+        );
     };
     row("embedding".into(), &w.embedding);
     for (i, l) in w.layers.iter().enumerate() {

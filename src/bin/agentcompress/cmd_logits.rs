@@ -22,7 +22,11 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
     s.split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
-        .map(|x| x.parse::<u32>().map_err(|_| Error::invalid(format!("token id '{x}' is not a non-negative integer"))))
+        .map(|x| {
+            x.parse::<u32>().map_err(|_| {
+                Error::invalid(format!("token id '{x}' is not a non-negative integer"))
+            })
+        })
         .collect()
 }
 

@@ -23,7 +23,11 @@ impl Tokenizer for ByteTokenizer {
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String> {
-        let bytes: Vec<u8> = ids.iter().filter(|&&i| (3..BYTE_VOCAB as u32).contains(&i)).map(|&i| (i - 3) as u8).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .filter(|&&i| (3..BYTE_VOCAB as u32).contains(&i))
+            .map(|&i| (i - 3) as u8)
+            .collect();
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 

@@ -26,5 +26,8 @@ pub trait Tokenizer: Send + Sync {
 
 /// Loads a tokenizer file.
 pub fn load_tokenizer(path: &std::path::Path) -> Result<Box<dyn Tokenizer>> {
-    Err(crate::Error::Unsupported(format!("tokenizer {} (no tokenizer formats yet)", path.display())))
+    Err(crate::Error::Unsupported(format!(
+        "tokenizer {} (no tokenizer formats yet)",
+        path.display()
+    )))
 }
