@@ -1,6 +1,7 @@
 //! Models: configuration, host tensors, checkpoint loaders, the synthetic generator, tokenizers.
 
 pub mod config;
+pub mod hf;
 pub mod llama2c;
 pub mod load;
 pub mod synthetic;
@@ -9,5 +10,6 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{ModelConfig, RopeStyle};
+pub use load::{find_tokenizer, load_model};
 pub use tensor::{DType, Tensor};
 pub use weights::{LayerWeights, ModelWeights};
