@@ -7,7 +7,7 @@ pub use kernels::{argmax, dot};
 
 use super::Backend;
 use crate::model::{DType, RopeStyle, Tensor};
-use crate::quant::WeightMatrix;
+use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, WeightMatrix};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -23,6 +23,12 @@ pub enum CpuMat {
         /// Input features.
         inp: usize,
     },
+    /// INT8 packed codes, computed on directly (see [`crate::quant::packed`]).
+    Int8(Int8Matrix),
+    /// INT4 packed codes, computed on directly.
+    Int4(Int4Matrix),
+    /// INT2 packed codes, computed on directly.
+    Int2(Int2Matrix),
 }
 
 impl CpuMat {
@@ -30,6 +36,9 @@ impl CpuMat {
     pub fn dims(&self) -> (usize, usize) {
         match self {
             CpuMat::F32 { out, inp, .. } => (*out, *inp),
+            CpuMat::Int8(m) => m.dims(),
+            CpuMat::Int4(m) => m.dims(),
+            CpuMat::Int2(m) => m.dims(),
         }
     }
 }
@@ -81,6 +90,9 @@ impl Backend for CpuBackend {
                 };
                 Ok(CpuMat::F32 { data, out, inp })
             }
+            WeightMatrix::Int8(m) => Ok(CpuMat::Int8(m.clone())),
+            WeightMatrix::Int4(m) => Ok(CpuMat::Int4(m.clone())),
+            WeightMatrix::Int2(m) => Ok(CpuMat::Int2(m.clone())),
         }
     }
 
@@ -109,7 +121,12 @@ impl Backend for CpuBackend {
             data,
             out: vocab,
             inp: dim,
-        } = table;
+        } = table
+        else {
+            return Err(Error::Unsupported(
+                "embedding tables must be dense (f32/f16/bf16), not packed".into(),
+            ));
+        };
         check_len("embed", out.len(), tokens.len() * dim)?;
         let t = data
             .as_f32()
@@ -167,6 +184,30 @@ impl Backend for CpuBackend {
                     |o, xr| dot(&wf[o * n_in..(o + 1) * n_in], xr),
                 );
             }
+            CpuMat::Int8(m) => matmul_rows(
+                rows,
+                n_in,
+                n_out,
+                &x[..rows * n_in],
+                &mut out[..rows * n_out],
+                |o, xr| m.row_dot(o, xr),
+            ),
+            CpuMat::Int4(m) => matmul_rows(
+                rows,
+                n_in,
+                n_out,
+                &x[..rows * n_in],
+                &mut out[..rows * n_out],
+                |o, xr| m.row_dot(o, xr),
+            ),
+            CpuMat::Int2(m) => matmul_rows(
+                rows,
+                n_in,
+                n_out,
+                &x[..rows * n_in],
+                &mut out[..rows * n_out],
+                |o, xr| m.row_dot(o, xr),
+            ),
         }
         Ok(())
     }
