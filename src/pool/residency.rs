@@ -295,15 +295,26 @@ impl Inner {
         }
         let layer = layer.ok_or_else(|| Error::Internal("layer not resolved".into()))?;
         let size = layer.total_len();
-        self.make_room(&mut st, size)?;
+        // Take a host-tier copy out first, so demotions while making room cannot drop it.
+        let from_host = st.host_data.remove(key);
+        if from_host.is_some() {
+            st.host.remove(key);
+        }
+        if let Err(e) = self.make_room(&mut st, size) {
+            if let Some(h) = from_host {
+                // Nothing was evicted (make_room fails before changing anything): put it back.
+                if st.host.insert(key.clone(), size).is_ok() {
+                    st.host_data.insert(key.clone(), h);
+                }
+            }
+            return Err(e);
+        }
         st.dev.insert(key.clone(), size)?;
         st.dev.pin(key)?;
         st.slots.insert(key.clone(), Slot::Loading);
         if !prefetch {
             st.stats.misses += 1;
         }
-        let from_host = st.host_data.remove(key);
-        st.host.remove(key);
         drop(st);
 
         let t = Instant::now();
