@@ -9,7 +9,9 @@ pub mod api;
 pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod io;
 pub mod model;
+pub mod pool;
 pub mod quant;
 pub mod util;
 

@@ -1,0 +1,16 @@
+//! The priority-weighted LRU pool of device memory: which (variant, layer) entries are resident,
+//! what to evict (`0.7 * frequency + 0.3 * recency`, pinned entries never), loading missing ones
+//! through the staging pipeline, a host-RAM tier below the device, prefetch, and statistics.
+//!
+//! [`policy`] is the pure bookkeeping; [`Pool`] adds memory (through a pluggable
+//! [`DeviceAlloc`]) and I/O; [`PoolStats`] reports what happened.
+
+mod device;
+pub mod policy;
+mod residency;
+mod stats;
+
+pub use device::{DeviceAlloc, DeviceBuffer, HostDeviceAlloc, HostDeviceBuffer};
+pub use policy::{EntryMeta, PolicyTable};
+pub use residency::{LayerSource, Pool, PoolConfig, PoolGuard, PoolKey, Prefetch};
+pub use stats::PoolStats;
