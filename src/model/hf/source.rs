@@ -70,10 +70,8 @@ impl TensorSource {
             let shard = shard
                 .as_str()
                 .ok_or_else(|| corrupt(format!("tensor {tensor} maps to a non-string shard")))?;
-            let plain = !shard.is_empty()
-                && !shard.contains(['/', '\\'])
-                && shard != "."
-                && shard != "..";
+            let plain =
+                !shard.is_empty() && !shard.contains(['/', '\\']) && shard != "." && shard != "..";
             if !plain {
                 return Err(corrupt(format!(
                     "shard name \"{shard}\" (tensor {tensor}) is not a plain file name"
@@ -97,7 +95,9 @@ impl TensorSource {
             if !files[i].contains(tensor) {
                 return Err(Error::corrupt(
                     files[i].path(),
-                    format!("the shard index lists tensor {tensor} in this shard, but it is not there"),
+                    format!(
+                        "the shard index lists tensor {tensor} in this shard, but it is not there"
+                    ),
                 ));
             }
             owner.insert(tensor.clone(), i);
@@ -125,9 +125,9 @@ impl TensorSource {
 
     /// Tensor `name`, which must exist and have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let file = self.file_of(name).ok_or_else(|| {
-            Error::corrupt(&self.listing, format!("tensor {name} is missing"))
-        })?;
+        let file = self
+            .file_of(name)
+            .ok_or_else(|| Error::corrupt(&self.listing, format!("tensor {name} is missing")))?;
         let have = file.shape(name).unwrap_or(&[]);
         if have != shape {
             return Err(Error::corrupt(
