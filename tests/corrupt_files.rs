@@ -249,3 +249,52 @@ fn shard_index_points_to_missing_shard() {
         &["model-00002-of-00003.safetensors", "does not exist"],
     );
 }
+
+#[test]
+fn random_truncations_and_byte_flips_never_panic() {
+    use agentcompress::util::rng::Rng;
+    let dir = copy_fixture("llama2_tied_f32");
+    let st = dir.path().join("model.safetensors");
+    let good = std::fs::read(&st).unwrap();
+    let header_end = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let mut rng = Rng::new(7);
+    let mut failures = 0;
+    for round in 0..150 {
+        let mut b = good.clone();
+        match round % 3 {
+            // Truncate anywhere: a complete checkpoint can never load from fewer bytes.
+            0 => b.truncate(rng.below(good.len() as u64) as usize),
+            // Flip a byte of the header (length field or JSON).
+            1 => b[rng.below(header_end as u64) as usize] ^= 1 + rng.below(255) as u8,
+            // Overwrite a header byte with a digit, which tends to keep the JSON valid but
+            // changes a shape or an offset.
+            _ => b[8 + rng.below(header_end as u64 - 8) as usize] = b'0' + rng.below(10) as u8,
+        }
+        std::fs::write(&st, &b).unwrap();
+        match load_model(dir.path()) {
+            Ok(_) => assert_ne!(round % 3, 0, "a truncated file loaded"),
+            Err(e) => {
+                failures += 1;
+                let msg = e.to_string();
+                assert!(!msg.is_empty());
+            }
+        }
+    }
+    assert!(failures >= 50, "only {failures} corruptions were detected");
+
+    let mut good_bin = llama2c_bytes(TINY);
+    let bin_dir = TempDir::new().unwrap();
+    let p = write_file(&bin_dir, "m.bin", &good_bin);
+    for _ in 0..50 {
+        let mut b = good_bin.clone();
+        b.truncate(rng.below(good_bin.len() as u64) as usize);
+        std::fs::write(&p, &b).unwrap();
+        assert!(load_model(&p).is_err(), "a truncated llama2.c file loaded");
+    }
+    good_bin[rng.below(HEADER_BYTES as u64) as usize] ^= 0x80;
+    std::fs::write(&p, &good_bin).unwrap();
+    assert!(
+        load_model(&p).is_err(),
+        "a header with a flipped high bit loaded"
+    );
+}

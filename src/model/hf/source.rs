@@ -141,3 +141,47 @@ impl TensorSource {
             .ok_or_else(|| Error::corrupt(file.path(), format!("tensor {name} is missing")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_with(dir: &Path, weight_map: &str) -> Result<TensorSource> {
+        std::fs::write(
+            dir.join(INDEX_FILE),
+            format!("{{\"weight_map\": {weight_map}}}"),
+        )
+        .unwrap();
+        TensorSource::open(dir)
+    }
+
+    #[test]
+    fn shard_names_must_be_plain_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["../x.safetensors", "/etc/passwd", "..", ""] {
+            let e = index_with(dir.path(), &format!("{{\"a\": \"{bad}\"}}"))
+                .err()
+                .unwrap();
+            assert!(
+                e.to_string().contains("not a plain file name"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn index_without_weight_map_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = TensorSource::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(e, Error::Io { .. }) && e.to_string().contains(SINGLE_FILE),
+            "{e}"
+        );
+        std::fs::write(dir.path().join(INDEX_FILE), "{\"metadata\": {}}").unwrap();
+        let e = TensorSource::open(dir.path()).err().unwrap();
+        assert!(
+            e.to_string().contains("weight_map") && e.to_string().contains(INDEX_FILE),
+            "{e}"
+        );
+    }
+}
