@@ -108,7 +108,10 @@ fn qwen2_with_qkv_bias_f32_matches_transformers() {
 #[test]
 fn llama_f16_with_explicit_head_dim_matches_transformers() {
     let w = check_fixture("llama_headdim_f16", DType::F16);
-    assert_eq!((w.config.head_dim, w.config.q_dim(), w.config.dim), (12, 48, 32));
+    assert_eq!(
+        (w.config.head_dim, w.config.q_dim(), w.config.dim),
+        (12, 48, 32)
+    );
 }
 
 #[test]

@@ -105,7 +105,10 @@ mod tests {
         std::fs::write(&model, header).unwrap();
         assert_eq!(find_tokenizer(&model), None);
         std::fs::write(dir.path().join("tokenizer.bin"), b"x").unwrap();
-        assert_eq!(find_tokenizer(&model), Some(dir.path().join("tokenizer.bin")));
+        assert_eq!(
+            find_tokenizer(&model),
+            Some(dir.path().join("tokenizer.bin"))
+        );
         std::fs::write(dir.path().join("tok512.bin"), b"x").unwrap();
         assert_eq!(find_tokenizer(&model), Some(dir.path().join("tok512.bin")));
 

@@ -55,7 +55,9 @@ impl Fields<'_> {
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .map(Some)
-                .ok_or_else(|| self.corrupt(format!("\"{key}\" = {v} is not a non-negative integer"))),
+                .ok_or_else(|| {
+                    self.corrupt(format!("\"{key}\" = {v} is not a non-negative integer"))
+                }),
         }
     }
 
@@ -96,8 +98,16 @@ impl Fields<'_> {
 
     /// A token id field holding an integer or a list of integers.
     fn token_ids(&self, key: &str) -> Result<Vec<u32>> {
-        let bad = || self.corrupt(format!("\"{key}\" is not a token id or a list of token ids"));
-        let one = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(bad);
+        let bad = || {
+            self.corrupt(format!(
+                "\"{key}\" is not a token id or a list of token ids"
+            ))
+        };
+        let one = |v: &Value| {
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(bad)
+        };
         match self.get(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(a)) => a.iter().map(one).collect(),
@@ -140,12 +150,14 @@ fn arch(f: &Fields) -> Result<Arch> {
     match (names.is_empty(), model_type) {
         (true, Some("llama")) => Ok(Arch::Llama),
         (true, Some("qwen2")) => Ok(Arch::Qwen2),
-        _ => Err(Error::Unsupported(format!(
+        _ => {
+            Err(Error::Unsupported(format!(
             "architecture {} (model_type {}) in {}; supported: LlamaForCausalLM, Qwen2ForCausalLM",
             if names.is_empty() { "<none>".to_string() } else { names.join(", ") },
             model_type.unwrap_or("<none>"),
             f.path.display()
-        ))),
+        )))
+        }
     }
 }
 
@@ -236,7 +248,9 @@ pub fn parse(path: &Path, text: &str) -> Result<HfConfig> {
         n_kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(n_heads),
         head_dim,
         vocab_size: f.usize("vocab_size")?,
-        max_seq_len: f.opt_usize("max_position_embeddings")?.unwrap_or(default_ctx),
+        max_seq_len: f
+            .opt_usize("max_position_embeddings")?
+            .unwrap_or(default_ctx),
         rope_theta: rope_theta.unwrap_or(10000.0) as f32,
         rope_style: RopeStyle::RotateHalf,
         norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
@@ -312,8 +326,14 @@ mod tests {
         assert!(parse_str(&s).unwrap().model.qkv_bias);
         let s = LLAMA3.replace("\"intermediate_size\": 96,", "");
         let e = parse_str(&s).unwrap_err().to_string();
-        assert!(e.contains("intermediate_size") && e.contains("config.json"), "{e}");
+        assert!(
+            e.contains("intermediate_size") && e.contains("config.json"),
+            "{e}"
+        );
         let s = LLAMA3.replace("\"vocab_size\": 300", "\"vocab_size\": -3");
-        assert!(parse_str(&s).unwrap_err().to_string().contains("vocab_size"));
+        assert!(parse_str(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("vocab_size"));
     }
 }

@@ -215,7 +215,10 @@ mod tests {
     #[test]
     fn reads_f32_and_bf16_tensors_zero_copy() {
         let dir = tempfile::tempdir().unwrap();
-        let mut data: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut data: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         data.extend(half::bf16::from_f32(3.0).to_le_bytes());
         let h = r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[1,1],"data_offsets":[8,10]}}"#;
         // Pad the header to 8 bytes as writers do, so the f32 data stays aligned.

@@ -70,10 +70,8 @@ impl TensorSource {
             let shard = shard
                 .as_str()
                 .ok_or_else(|| corrupt(format!("tensor {tensor} maps to a non-string shard")))?;
-            let plain = !shard.is_empty()
-                && !shard.contains(['/', '\\'])
-                && shard != "."
-                && shard != "..";
+            let plain =
+                !shard.is_empty() && !shard.contains(['/', '\\']) && shard != "." && shard != "..";
             if !plain {
                 return Err(corrupt(format!(
                     "shard name \"{shard}\" (tensor {tensor}) is not a plain file name"
@@ -97,7 +95,9 @@ impl TensorSource {
             if !files[i].contains(tensor) {
                 return Err(Error::corrupt(
                     files[i].path(),
-                    format!("the shard index lists tensor {tensor} in this shard, but it is not there"),
+                    format!(
+                        "the shard index lists tensor {tensor} in this shard, but it is not there"
+                    ),
                 ));
             }
             owner.insert(tensor.clone(), i);
@@ -125,9 +125,9 @@ impl TensorSource {
 
     /// Tensor `name`, which must exist and have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let file = self.file_of(name).ok_or_else(|| {
-            Error::corrupt(&self.listing, format!("tensor {name} is missing"))
-        })?;
+        let file = self
+            .file_of(name)
+            .ok_or_else(|| Error::corrupt(&self.listing, format!("tensor {name} is missing")))?;
         let have = file.shape(name).unwrap_or(&[]);
         if have != shape {
             return Err(Error::corrupt(
@@ -139,5 +139,49 @@ impl TensorSource {
         }
         file.tensor(name)?
             .ok_or_else(|| Error::corrupt(file.path(), format!("tensor {name} is missing")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_with(dir: &Path, weight_map: &str) -> Result<TensorSource> {
+        std::fs::write(
+            dir.join(INDEX_FILE),
+            format!("{{\"weight_map\": {weight_map}}}"),
+        )
+        .unwrap();
+        TensorSource::open(dir)
+    }
+
+    #[test]
+    fn shard_names_must_be_plain_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["../x.safetensors", "/etc/passwd", "..", ""] {
+            let e = index_with(dir.path(), &format!("{{\"a\": \"{bad}\"}}"))
+                .err()
+                .unwrap();
+            assert!(
+                e.to_string().contains("not a plain file name"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn index_without_weight_map_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = TensorSource::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(e, Error::Io { .. }) && e.to_string().contains(SINGLE_FILE),
+            "{e}"
+        );
+        std::fs::write(dir.path().join(INDEX_FILE), "{\"metadata\": {}}").unwrap();
+        let e = TensorSource::open(dir.path()).err().unwrap();
+        assert!(
+            e.to_string().contains("weight_map") && e.to_string().contains(INDEX_FILE),
+            "{e}"
+        );
     }
 }
