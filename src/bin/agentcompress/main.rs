@@ -2,6 +2,9 @@
 //! clap `Args` struct and a `run` function; this file only dispatches.
 
 use clap::{Parser, Subcommand};
+
+mod cmd_bench;
+mod cmd_gpu_check;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -12,11 +15,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Differential checks of the CUDA backend against the CPU oracle (needs a GPU).
+    GpuCheck(cmd_gpu_check::Args),
+    /// Benchmarks (`bench kernels`, ...).
+    #[command(subcommand)]
+    Bench(cmd_bench::BenchCommand),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: agentcompress::Result<()> = match cli.command {};
+    let result: agentcompress::Result<()> = match cli.command {
+        Command::GpuCheck(a) => cmd_gpu_check::run(a),
+        Command::Bench(c) => cmd_bench::run(c),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
