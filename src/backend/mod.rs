@@ -6,6 +6,7 @@
 //! The CPU backend is the reference every other backend is tested against.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::model::RopeStyle;
 use crate::quant::WeightMatrix;

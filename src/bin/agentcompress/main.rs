@@ -1,8 +1,10 @@
 //! The `agentcompress` command line. Each subcommand lives in its own `cmd_*.rs` file with a
 //! clap `Args` struct and a `run` function; this file only dispatches.
 
+mod cmd_bench;
 mod cmd_demo;
 mod cmd_generate;
+mod cmd_gpu_check;
 mod cmd_inspect;
 mod cmd_logits;
 mod common;
@@ -11,11 +13,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "agentcompress",
-    version,
-    about = "Route every task to the cheapest precision of one LLaMA-family model that still does it well"
-)]
+#[command(name = "agentcompress", version, about = "Route every task to the cheapest precision of one LLaMA-family model that still does it well")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,6 +29,11 @@ enum Command {
     Logits(cmd_logits::LogitsArgs),
     /// Print a model's configuration and tensor table.
     Inspect(cmd_inspect::InspectArgs),
+    /// Differential checks of the CUDA backend against the CPU oracle (needs a GPU).
+    GpuCheck(cmd_gpu_check::Args),
+    /// Benchmarks (`bench kernels`, ...).
+    #[command(subcommand)]
+    Bench(cmd_bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,8 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd_generate::run(a),
         Command::Logits(a) => cmd_logits::run(a),
         Command::Inspect(a) => cmd_inspect::run(a),
+        Command::GpuCheck(a) => cmd_gpu_check::run(a),
+        Command::Bench(c) => cmd_bench::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

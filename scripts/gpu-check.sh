@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# GPU check for the CUDA backend: run from the repository root on the GPU machine.
+#   scripts/gpu-check.sh [path/to/agentcompress]   (default .gpu/agentcompress)
+# Prints an nvidia-smi summary, runs every differential check (gpu-check) and every
+# microbenchmark (bench kernels), then one final table. Exits non-zero if anything failed.
+# Full logs go to $OUT (when set) or .gpu/logs.
+set -u
+BIN="${1:-.gpu/agentcompress}"
+LOGDIR="${OUT:-.gpu/logs}"
+mkdir -p "$LOGDIR"
+export AGENTCOMPRESS_KERNEL_CACHE="${AGENTCOMPRESS_KERNEL_CACHE:-/tmp/agentcompress-kernels}"
+# Prefer the toolkit's NVRTC (matches the driver); the binary also searches these itself.
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+
+if [ ! -x "$BIN" ]; then
+    echo "gpu-check: binary $BIN not found or not executable" >&2
+    exit 2
+fi
+STORIES=""
+for p in .gpu/stories260K.bin shared/models/stories260K/stories260K.bin ../shared/models/stories260K/stories260K.bin; do
+    if [ -f "$p" ]; then STORIES="--stories $p"; break; fi
+done
+
+echo "== device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader 2>&1 | head -4
+echo "== binary: $BIN ($(stat -c %s "$BIN") bytes)"
+
+echo "== gpu-check (differential checks vs the CPU oracle)"
+t0=$(date +%s)
+timeout 240 "$BIN" gpu-check $STORIES > "$LOGDIR/gpu-check.log" 2>&1
+CHECK_RC=$?
+t1=$(date +%s)
+grep -E "^(device|kernels ready|gpu-check:)|FAIL|SKIP|error" "$LOGDIR/gpu-check.log" | head -60
+
+echo "== bench kernels"
+timeout 240 "$BIN" bench kernels > "$LOGDIR/bench.log" 2>&1
+BENCH_RC=$?
+t2=$(date +%s)
+
+echo
+echo "================ FINAL TABLE ================"
+echo "-- differential checks (rc=$CHECK_RC, $((t1 - t0)) s)"
+sed -n '/^check /,/^gpu-check:/p' "$LOGDIR/gpu-check.log"
+if ! grep -q "^check " "$LOGDIR/gpu-check.log"; then tail -20 "$LOGDIR/gpu-check.log"; fi
+echo "-- benchmarks (rc=$BENCH_RC, $((t2 - t1)) s)"
+sed -n '/^bench /,$p' "$LOGDIR/bench.log"
+if ! grep -q "^bench " "$LOGDIR/bench.log"; then tail -20 "$LOGDIR/bench.log"; fi
+if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ]; then
+    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC)"
+    exit 1
+fi
+echo "RESULT: PASS"

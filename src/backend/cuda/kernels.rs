@@ -1,0 +1,180 @@
+//! Loading the compiled kernel modules and the launches that need more than one kernel.
+
+use super::{cuda_err, nvrtc, sources, CudaBackend};
+use crate::{Error, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use std::sync::Arc;
+
+/// Every kernel function the backend launches.
+pub(crate) struct Kernels {
+    pub embed: CudaFunction,
+    pub rmsnorm: CudaFunction,
+    pub rope: CudaFunction,
+    pub swiglu: CudaFunction,
+    pub add: CudaFunction,
+    pub add_bias: CudaFunction,
+    pub fill: CudaFunction,
+    pub argmax: CudaFunction,
+    pub gemv_vec: CudaFunction,
+    pub gemv_scalar: CudaFunction,
+    pub gemm: CudaFunction,
+    pub attn_split: CudaFunction,
+    pub attn_combine: CudaFunction,
+    pub fill_synthetic: CudaFunction,
+}
+
+/// Compiles (or fetches from the disk cache) and loads one translation unit.
+fn module(
+    ctx: &Arc<CudaContext>,
+    file: &str,
+    arch: i32,
+) -> Result<Arc<cudarc::driver::CudaModule>> {
+    let src = sources::source(file)
+        .ok_or_else(|| Error::Internal(format!("kernel source {file} not embedded")))?;
+    let cubin = nvrtc::compile_cached(file, src, arch)?;
+    ctx.load_module(Ptx::from_binary(cubin))
+        .map_err(|e| Error::Cuda(format!("loading {file} (sm_{arch}) failed: {e:?}")))
+}
+
+fn func(m: &Arc<cudarc::driver::CudaModule>, name: &str) -> Result<CudaFunction> {
+    m.load_function(name)
+        .map_err(|e| Error::Cuda(format!("kernel {name} missing from its module: {e:?}")))
+}
+
+impl Kernels {
+    /// Compiles and loads every kernel for compute capability `arch` (e.g. 90).
+    pub fn load(ctx: &Arc<CudaContext>, arch: i32) -> Result<Self> {
+        let ew = module(ctx, "elementwise.cu", arch)?;
+        let gemv = module(ctx, "gemv.cu", arch)?;
+        let att = module(ctx, "attention_decode.cu", arch)?;
+        Ok(Kernels {
+            embed: func(&module(ctx, "embed.cu", arch)?, "embed_f16")?,
+            rmsnorm: func(&module(ctx, "rmsnorm.cu", arch)?, "rmsnorm_f32")?,
+            rope: func(&module(ctx, "rope.cu", arch)?, "rope_f32")?,
+            swiglu: func(&ew, "swiglu_f32")?,
+            add: func(&ew, "add_f32")?,
+            add_bias: func(&ew, "add_bias_f32")?,
+            fill: func(&ew, "fill_f32")?,
+            argmax: func(&module(ctx, "argmax.cu", arch)?, "argmax_f32")?,
+            gemv_vec: func(&gemv, "gemv_f16_vec")?,
+            gemv_scalar: func(&gemv, "gemv_f16_scalar")?,
+            gemm: func(&module(ctx, "gemm.cu", arch)?, "gemm_f16")?,
+            attn_split: func(&att, "attn_split")?,
+            attn_combine: func(&att, "attn_combine")?,
+            fill_synthetic: func(&module(ctx, "synthetic.cu", arch)?, "fill_synthetic_f16")?,
+        })
+    }
+}
+
+/// How the keys of one attention call are split across blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitPlan {
+    /// Number of key splits.
+    pub splits: usize,
+    /// Keys per split.
+    pub chunk: usize,
+}
+
+/// Chooses splits so that about four blocks per SM are in flight, with at least 64 keys per
+/// split and at most 128 splits.
+pub fn split_plan(sms: usize, rows: usize, n_heads: usize, n_kv_heads: usize, max_len: usize) -> SplitPlan {
+    let group = n_heads / n_kv_heads.max(1);
+    let blocks_per_split = n_kv_heads * group.div_ceil(8) * rows;
+    let want = (4 * sms).div_ceil(blocks_per_split.max(1));
+    let by_len = max_len.div_ceil(64);
+    let splits = want.min(by_len).clamp(1, 128);
+    let chunk = max_len.div_ceil(splits).next_multiple_of(8);
+    SplitPlan {
+        splits: max_len.div_ceil(chunk),
+        chunk,
+    }
+}
+
+/// Launches split attention plus the combine kernel (see `kernels/attention_decode.cu`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention(
+    be: &CudaBackend,
+    q: &CudaSlice<f32>,
+    k_cache: &CudaSlice<f32>,
+    v_cache: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    rows: usize,
+    pos0: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    let inner = &be.inner;
+    let s = &inner.stream;
+    let max_len = pos0 + rows;
+    let plan = split_plan(inner.sms, rows, n_heads, n_kv_heads, max_len);
+    let part_len = rows * n_heads * plan.splits * (head_dim + 2);
+    let mut scratch = inner
+        .scratch
+        .lock()
+        .map_err(|_| Error::Internal("scratch lock poisoned".into()))?;
+    if scratch.part.len() < part_len {
+        scratch.part = s.alloc_zeros(part_len.next_power_of_two()).map_err(cuda_err)?;
+    }
+    let ml_len = rows * n_heads * plan.splits * 2;
+    let (ml, acc) = scratch.part.split_at_mut(ml_len);
+    let (mut ml, mut acc) = (ml, acc);
+    let group = n_heads / n_kv_heads;
+    let gchunks = group.div_ceil(8);
+    let scale_log2 = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
+    let (p0, nh, nkv, hd) = (pos0 as i32, n_heads as i32, n_kv_heads as i32, head_dim as i32);
+    let (chunk, splits) = (plan.chunk as i32, plan.splits as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (plan.splits as u32, (n_kv_heads * gchunks) as u32, rows as u32),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = s.launch_builder(&inner.k.attn_split);
+    b.arg(q)
+        .arg(k_cache)
+        .arg(v_cache)
+        .arg(&mut ml)
+        .arg(&mut acc)
+        .arg(&p0)
+        .arg(&nh)
+        .arg(&nkv)
+        .arg(&hd)
+        .arg(&chunk)
+        .arg(&splits)
+        .arg(&scale_log2);
+    // SAFETY: buffer lengths were checked by the caller; scratch holds the partials.
+    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    let cfg = LaunchConfig {
+        grid_dim: ((rows * n_heads) as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = s.launch_builder(&inner.k.attn_combine);
+    b.arg(&mut ml).arg(&mut acc).arg(out).arg(&nh).arg(&hd).arg(&splits);
+    // SAFETY: as above.
+    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_plan_covers_every_key_and_fills_the_device() {
+        for &(sms, rows, h, kv, len) in &[
+            (132, 1, 64, 8, 32768),
+            (132, 1, 8, 4, 7),
+            (132, 77, 8, 2, 77),
+            (132, 1, 32, 32, 4096),
+            (108, 3, 12, 1, 1000),
+        ] {
+            let p = split_plan(sms, rows, h, kv, len);
+            assert!(p.splits >= 1 && p.splits <= 128, "{p:?}");
+            assert!(p.splits * p.chunk >= len, "{p:?} misses keys of {len}");
+            assert!((p.splits - 1) * p.chunk < len, "{p:?} has an empty split");
+        }
+        assert!(split_plan(132, 1, 64, 8, 32768).splits >= 64);
+    }
+}

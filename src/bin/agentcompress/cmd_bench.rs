@@ -1,0 +1,50 @@
+//! `agentcompress bench ...`: benchmark subcommands. `bench kernels` times every CUDA kernel
+//! beside the device's copy bandwidth and cuBLAS; other groups add their own subcommands here.
+
+use agentcompress::backend::cuda::{bench, CudaBackend};
+use agentcompress::backend::Backend;
+use agentcompress::Result;
+
+/// The benchmark subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// CUDA kernel microbenchmarks (GEMV, GEMM, attention) and whole-model decode.
+    Kernels(KernelsArgs),
+}
+
+/// Arguments of `bench kernels`.
+#[derive(clap::Args, Debug)]
+pub struct KernelsArgs {
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// Timed iterations per kernel (the median is reported).
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// Skip the Llama-2-7B-shaped whole-model decode benchmark.
+    #[arg(long)]
+    pub no_model: bool,
+    /// Decode steps timed in the model benchmark.
+    #[arg(long, default_value_t = 64)]
+    pub decode_steps: usize,
+}
+
+/// Dispatches a bench subcommand.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Kernels(a) => kernels(a),
+    }
+}
+
+fn kernels(a: KernelsArgs) -> Result<()> {
+    let be = CudaBackend::new(a.device)?;
+    println!("device: {}", be.name());
+    let opt = bench::BenchOptions {
+        iters: a.iters,
+        model: !a.no_model,
+        decode_steps: a.decode_steps.max(1),
+    };
+    let rows = bench::run_kernels(&be, &opt)?;
+    println!("{}", bench::table(&rows));
+    Ok(())
+}
