@@ -2,6 +2,7 @@
 
 use super::DynModel;
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::CudaBackend;
 use crate::engine::Model;
 use crate::model::ModelWeights;
 use crate::{Error, Result};
@@ -38,7 +39,12 @@ impl std::str::FromStr for Device {
 /// Uploads `weights` to the backend `device` names.
 pub fn upload(device: Device, weights: &ModelWeights) -> Result<Box<dyn DynModel>> {
     match device {
-        Device::Cpu | Device::Auto => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-        Device::Cuda(_) => Err(Error::NoDevice("this build has no CUDA backend yet".into())),
+        Device::Cpu => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
+        Device::Cuda(ordinal) => Ok(Box::new(Model::new(CudaBackend::new(ordinal)?, weights)?)),
+        Device::Auto => match CudaBackend::new(0) {
+            Ok(cuda) => Ok(Box::new(Model::new(cuda, weights)?)),
+            Err(Error::NoDevice(_)) => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
+            Err(e) => Err(e),
+        },
     }
 }
