@@ -1,8 +1,10 @@
 //! Tokenizers: llama2.c `tokenizer.bin` and Hugging Face `tokenizer.json`, behind one trait,
 //! plus a streaming decoder that turns token ids into text as they are generated.
 
+pub mod llama2c;
 mod stream;
 
+pub use llama2c::Llama2cTokenizer;
 pub use stream::StreamDecoder;
 
 use crate::Result;
