@@ -2,7 +2,9 @@
 //! a Hugging Face BPE tokenizer against the Python `tokenizers` library, corrupt files, and
 //! streaming decoding. Fixtures come from `scripts/make_tokenizer_fixtures.py`.
 
-use agentcompress::model::tokenizer::{Llama2cTokenizer, StreamDecoder, Tokenizer};
+use agentcompress::model::tokenizer::{
+    load_tokenizer, HfTokenizer, Llama2cTokenizer, StreamDecoder, Tokenizer,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -225,4 +227,126 @@ fn stream_decoder_holds_back_split_characters() {
         stream(&t, &ids[..1], &partial[1..]),
         t.decode(partial).unwrap()
     );
+}
+
+fn hf_expected() -> Value {
+    read_json(&fixture("hf_expected.json"))
+}
+
+#[test]
+fn hf_matches_python_tokenizers() {
+    let expected = hf_expected();
+    let t = HfTokenizer::from_file(&fixture("hf_bpe/tokenizer.json")).unwrap();
+    assert_eq!(
+        t.vocab_size() as u64,
+        expected["vocab_size"].as_u64().unwrap()
+    );
+    assert_eq!(t.bos_id().map(u64::from), expected["bos_id"].as_u64());
+    assert_eq!(t.eos_id().map(u64::from), expected["eos_id"].as_u64());
+    assert!(t.adds_bos());
+    let cases = expected["cases"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let plain = t.encode(text, false).unwrap();
+        assert_eq!(plain, ids_of(&case["ids"]), "{text:?}");
+        let with_bos = t.encode(text, true).unwrap();
+        assert_eq!(with_bos, ids_of(&case["ids_with_bos"]), "{text:?}");
+        assert_eq!(t.decode(&with_bos).unwrap(), text);
+        assert_eq!(t.decode(&plain).unwrap(), text);
+    }
+}
+
+#[test]
+fn hf_round_trips_and_streams() {
+    let t = load_tokenizer(&fixture("hf_bpe")).unwrap();
+    for text in ROUND_TRIP {
+        let ids = t.encode(text, true).unwrap();
+        assert_eq!(&t.decode(&ids).unwrap(), text);
+        assert_eq!(&stream(t.as_ref(), &ids[..1], &ids[1..]), text);
+    }
+    // EOS produces no text; an id past the vocabulary is an error, not a panic.
+    let eos = t.eos_id().unwrap();
+    assert_eq!(t.decode(&[eos]).unwrap(), "");
+    assert!(t.decode(&[t.vocab_size() as u32]).is_err());
+}
+
+/// Copies the fixture tokenizer.json into a fresh folder beside `config` (if any).
+fn hf_with_config(config: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::copy(fixture("hf_bpe/tokenizer.json"), &path).unwrap();
+    if let Some(c) = config {
+        std::fs::write(dir.path().join("tokenizer_config.json"), c).unwrap();
+    }
+    (dir, path)
+}
+
+#[test]
+fn hf_tokenizer_config_overrides_specials() {
+    let (_d, path) = hf_with_config(Some(
+        r#"{"bos_token": {"content": "</s>"}, "eos_token": "<unk>", "add_bos_token": true}"#,
+    ));
+    let t = HfTokenizer::from_file(&path).unwrap();
+    assert_eq!((t.bos_id(), t.eos_id()), (Some(2), Some(0)));
+    assert_eq!(t.encode("the", true).unwrap()[0], 2);
+
+    let (_d, path) = hf_with_config(Some(r#"{"add_bos_token": false, "bos_token": "<s>"}"#));
+    let t = HfTokenizer::from_file(&path).unwrap();
+    assert_eq!(t.bos_id(), Some(1));
+    assert!(!t.adds_bos());
+    assert_eq!(
+        t.encode("the", true).unwrap(),
+        t.encode("the", false).unwrap()
+    );
+
+    let (_d, path) = hf_with_config(Some(r#"{"bos_token": null}"#));
+    let t = HfTokenizer::from_file(&path).unwrap();
+    assert_eq!((t.bos_id(), t.eos_id()), (None, Some(2)));
+}
+
+#[test]
+fn hf_bad_files_are_corrupt() {
+    let (_d, path) = hf_with_config(Some(r#"{"bos_token": "<nope>"}"#));
+    let msg = HfTokenizer::from_file(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("tokenizer_config.json") && msg.contains("<nope>"),
+        "{msg}"
+    );
+
+    let (_d, path) = hf_with_config(Some("{not json"));
+    let err = HfTokenizer::from_file(&path).unwrap_err();
+    assert!(matches!(err, agentcompress::Error::Corrupt { .. }), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, r#"{"model": {"type": "Nonsense"}}"#).unwrap();
+    let Err(err) = load_tokenizer(&path) else {
+        panic!("a tokenizer.json with an unknown model loaded");
+    };
+    assert!(matches!(err, agentcompress::Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+}
+
+#[test]
+fn load_tokenizer_picks_the_format() {
+    let small = load_tokenizer(&shared_models().join("stories260K/tok512.bin")).unwrap();
+    assert_eq!(small.vocab_size(), 512);
+    let hf = load_tokenizer(&fixture("hf_bpe/tokenizer.json")).unwrap();
+    assert_eq!(hf.vocab_size(), 400);
+    // JSON content under another name is still recognised.
+    let dir = tempfile::tempdir().unwrap();
+    let renamed = dir.path().join("vocab.model");
+    std::fs::copy(fixture("hf_bpe/tokenizer.json"), &renamed).unwrap();
+    assert_eq!(load_tokenizer(&renamed).unwrap().vocab_size(), 400);
+    // A folder with a tokenizer.bin.
+    std::fs::remove_file(&renamed).unwrap();
+    std::fs::copy(
+        shared_models().join("stories260K/tok512.bin"),
+        dir.path().join("tokenizer.bin"),
+    )
+    .unwrap();
+    assert_eq!(load_tokenizer(dir.path()).unwrap().vocab_size(), 512);
+    let empty = tempfile::tempdir().unwrap();
+    assert!(load_tokenizer(empty.path()).is_err());
 }

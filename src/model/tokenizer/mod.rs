@@ -1,10 +1,14 @@
 //! Tokenizers: llama2.c `tokenizer.bin` and Hugging Face `tokenizer.json`, behind one trait,
 //! plus a streaming decoder that turns token ids into text as they are generated.
 
+mod hf;
 pub mod llama2c;
+mod load;
 mod stream;
 
+pub use hf::HfTokenizer;
 pub use llama2c::Llama2cTokenizer;
+pub use load::load_tokenizer;
 pub use stream::StreamDecoder;
 
 use crate::Result;
