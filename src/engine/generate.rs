@@ -31,7 +31,9 @@ impl Default for GenerateParams {
     }
 }
 
-/// One generated token, as passed to the streaming callback.
+/// One generated token, as passed to the streaming callback. When generation ends in the
+/// middle of a multi-byte character, one last event repeats the final token's id and index
+/// and carries the text that was held back.
 #[derive(Clone, Debug)]
 pub struct TokenEvent<'a> {
     /// The token id.
@@ -145,6 +147,15 @@ pub fn generate<B: Backend>(
             model.step(&mut state, next, &mut logits)?;
             sampler.sample(&logits)
         };
+    }
+    let tail = decoder.finish(tokenizer)?;
+    if !tail.is_empty() {
+        out.text.push_str(&tail);
+        on_token(TokenEvent {
+            id: *out.ids.last().unwrap_or(&0),
+            text: &tail,
+            index: out.ids.len().saturating_sub(1),
+        });
     }
     model.backend().synchronize()?;
     out.decode_time = t1.elapsed();

@@ -232,7 +232,8 @@ impl StagingPipeline {
             let disk_s = reader.join();
             (result, disk_s)
         });
-        let disk_s = disk_s.map_err(|_| Error::Internal("staging reader thread panicked".into()))?;
+        let disk_s =
+            disk_s.map_err(|_| Error::Internal("staging reader thread panicked".into()))?;
         let copy_s = result?;
         let spares: Vec<_> = free_rx.try_iter().collect();
         self.put_spares(spares);
@@ -393,7 +394,10 @@ fn check_empty_crcs(layer: &Layer) -> Result<()> {
         if let Some(c) = e.crc32.filter(|&c| c != 0) {
             return Err(Error::corrupt(
                 &e.path,
-                format!("crc32 {c:08x} given for an empty extent at offset {}", e.offset),
+                format!(
+                    "crc32 {c:08x} given for an empty extent at offset {}",
+                    e.offset
+                ),
             ));
         }
     }

@@ -190,7 +190,9 @@ impl Pool {
         match &self.jobs {
             Some(jobs) => {
                 if let Err(e) = jobs.send((key.clone(), tx)) {
-                    let _ = e.0 .1.send(Err(Error::Internal("prefetch worker stopped".into())));
+                    let _ =
+                        e.0 .1
+                            .send(Err(Error::Internal("prefetch worker stopped".into())));
                 }
             }
             None => {
@@ -329,8 +331,7 @@ impl Inner {
         let result = match loaded {
             Ok((buf, disk)) => {
                 let entry = Arc::new(Entry { buf });
-                st.slots
-                    .insert(key.clone(), Slot::Resident(entry.clone()));
+                st.slots.insert(key.clone(), Slot::Resident(entry.clone()));
                 match disk {
                     Some(l) => st.stats.add_load(&l),
                     None => {

@@ -78,7 +78,13 @@ pub struct SplitPlan {
 
 /// Chooses splits so that about four blocks per SM are in flight, with at least 64 keys per
 /// split and at most 128 splits.
-pub fn split_plan(sms: usize, rows: usize, n_heads: usize, n_kv_heads: usize, max_len: usize) -> SplitPlan {
+pub fn split_plan(
+    sms: usize,
+    rows: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    max_len: usize,
+) -> SplitPlan {
     let group = n_heads / n_kv_heads.max(1);
     let blocks_per_split = n_kv_heads * group.div_ceil(8) * rows;
     let want = (4 * sms).div_ceil(blocks_per_split.max(1));
@@ -115,7 +121,9 @@ pub(crate) fn attention(
         .lock()
         .map_err(|_| Error::Internal("scratch lock poisoned".into()))?;
     if scratch.part.len() < part_len {
-        scratch.part = s.alloc_zeros(part_len.next_power_of_two()).map_err(cuda_err)?;
+        scratch.part = s
+            .alloc_zeros(part_len.next_power_of_two())
+            .map_err(cuda_err)?;
     }
     let ml_len = rows * n_heads * plan.splits * 2;
     let (ml, acc) = scratch.part.split_at_mut(ml_len);
@@ -123,10 +131,19 @@ pub(crate) fn attention(
     let group = n_heads / n_kv_heads;
     let gchunks = group.div_ceil(8);
     let scale_log2 = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
-    let (p0, nh, nkv, hd) = (pos0 as i32, n_heads as i32, n_kv_heads as i32, head_dim as i32);
+    let (p0, nh, nkv, hd) = (
+        pos0 as i32,
+        n_heads as i32,
+        n_kv_heads as i32,
+        head_dim as i32,
+    );
     let (chunk, splits) = (plan.chunk as i32, plan.splits as i32);
     let cfg = LaunchConfig {
-        grid_dim: (plan.splits as u32, (n_kv_heads * gchunks) as u32, rows as u32),
+        grid_dim: (
+            plan.splits as u32,
+            (n_kv_heads * gchunks) as u32,
+            rows as u32,
+        ),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -151,7 +168,12 @@ pub(crate) fn attention(
         shared_mem_bytes: 0,
     };
     let mut b = s.launch_builder(&inner.k.attn_combine);
-    b.arg(&mut ml).arg(&mut acc).arg(out).arg(&nh).arg(&hd).arg(&splits);
+    b.arg(&mut ml)
+        .arg(&mut acc)
+        .arg(out)
+        .arg(&nh)
+        .arg(&hd)
+        .arg(&splits);
     // SAFETY: as above.
     unsafe { b.launch(cfg) }.map_err(cuda_err)?;
     Ok(())

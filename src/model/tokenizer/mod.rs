@@ -2,10 +2,16 @@
 //! plus a streaming decoder that turns token ids into text as they are generated.
 
 mod byte;
+mod hf;
+pub mod llama2c;
+mod load;
 mod stream;
 
-pub use byte::{ByteTokenizer, BYTE_VOCAB};
+pub use hf::HfTokenizer;
+pub use llama2c::Llama2cTokenizer;
+pub use load::load_tokenizer;
 
+pub use byte::{ByteTokenizer, BYTE_VOCAB};
 pub use stream::StreamDecoder;
 
 use crate::Result;
@@ -22,12 +28,4 @@ pub trait Tokenizer: Send + Sync {
     fn bos_id(&self) -> Option<u32>;
     /// The end-of-sequence id, if any.
     fn eos_id(&self) -> Option<u32>;
-}
-
-/// Loads a tokenizer file.
-pub fn load_tokenizer(path: &std::path::Path) -> Result<Box<dyn Tokenizer>> {
-    Err(crate::Error::Unsupported(format!(
-        "tokenizer {} (no tokenizer formats yet)",
-        path.display()
-    )))
 }
