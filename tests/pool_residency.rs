@@ -73,7 +73,7 @@ fn pool(files: &Arc<Files>, reader: Arc<dyn BlockReader>, dev: usize, host: usiz
         },
         pipeline,
         files.clone(),
-        Arc::new(HostDeviceAlloc),
+        Arc::new(HostDeviceAlloc::default()),
     )
     .unwrap()
 }
@@ -133,7 +133,10 @@ fn host_tier_serves_evicted_entries_and_prefetch_loads_ahead() {
     assert_eq!(p.stats().misses, misses);
     assert_eq!(p.stats().prefetch_loads, 1);
     let hits = p.stats().hits;
-    assert_eq!(p.acquire(&key(gone)).unwrap().bytes().unwrap(), files.bytes(gone));
+    assert_eq!(
+        p.acquire(&key(gone)).unwrap().bytes().unwrap(),
+        files.bytes(gone)
+    );
     assert_eq!(p.stats().hits, hits + 1);
     // Prefetch of something resident is a no-op; of an unknown key, an error.
     p.prefetch(&key(gone)).wait().unwrap();
@@ -148,7 +151,10 @@ fn budgets_and_pins_give_clear_out_of_memory() {
     let gb = p.acquire(&key("b")).unwrap();
     assert_eq!(p.pins(&key("a")), 1);
     let err = p.acquire(&key("c")).err().expect("all pinned");
-    assert!(matches!(err, Error::OutOfMemory(ref m) if m.contains("pinned")), "{err}");
+    assert!(
+        matches!(err, Error::OutOfMemory(ref m) if m.contains("pinned")),
+        "{err}"
+    );
     assert!(!p.is_resident(&key("c")));
     drop(ga);
     assert_eq!(p.pins(&key("a")), 0);
@@ -162,14 +168,21 @@ fn budgets_and_pins_give_clear_out_of_memory() {
             device_budget: LAYER as u64 - 1,
             host_budget: 0,
         },
-        StagingPipeline::new(pread(), Arc::new(HostStagingAlloc), StagingConfig::default())
-            .unwrap(),
+        StagingPipeline::new(
+            pread(),
+            Arc::new(HostStagingAlloc),
+            StagingConfig::default(),
+        )
+        .unwrap(),
         files.clone(),
-        Arc::new(HostDeviceAlloc),
+        Arc::new(HostDeviceAlloc::default()),
     )
     .unwrap();
     let err = big.acquire(&key("a")).err().expect("above budget");
-    assert!(matches!(err, Error::OutOfMemory(ref m) if m.contains("whole budget")), "{err}");
+    assert!(
+        matches!(err, Error::OutOfMemory(ref m) if m.contains("whole budget")),
+        "{err}"
+    );
     assert!(tiny.acquire(&key("a")).is_ok());
 }
 
@@ -191,12 +204,18 @@ fn faults_leave_the_pool_consistent_and_report_errors() {
 
     // Short reads are resumed: correct bytes, no error.
     faulty.set_fault(Fault::ShortReads);
-    assert_eq!(p.acquire(&key("a")).unwrap().bytes().unwrap(), files.bytes("a"));
+    assert_eq!(
+        p.acquire(&key("a")).unwrap().bytes().unwrap(),
+        files.bytes("a")
+    );
 
     // EIO: reported, nothing resident, nothing reserved.
     faulty.set_fault(Fault::Eio);
     let err = p.acquire(&key("b")).err().expect("EIO");
-    assert!(matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(5)), "{err}");
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(5)),
+        "{err}"
+    );
     let check_clean = |p: &Pool| {
         assert!(!p.is_resident(&key("b")));
         assert_eq!(p.stats().device_used, LAYER as u64, "only a is resident");
@@ -206,12 +225,18 @@ fn faults_leave_the_pool_consistent_and_report_errors() {
     // Bit flip: checksum mismatch, reported as Corrupt.
     faulty.set_fault(Fault::FlipBit);
     let err = p.acquire(&key("b")).err().expect("crc");
-    assert!(matches!(&err, Error::Corrupt { msg, .. } if msg.contains("crc32")), "{err}");
+    assert!(
+        matches!(&err, Error::Corrupt { msg, .. } if msg.contains("crc32")),
+        "{err}"
+    );
     check_clean(&p);
 
     // A few EAGAINs are retried; the load then succeeds.
     faulty.set_fault(Fault::Eagain(3));
-    assert_eq!(p.acquire(&key("b")).unwrap().bytes().unwrap(), files.bytes("b"));
+    assert_eq!(
+        p.acquire(&key("b")).unwrap().bytes().unwrap(),
+        files.bytes("b")
+    );
     assert_eq!(p.stats().load_failures, 2);
 
     // EAGAIN forever gives up with the error instead of looping.
@@ -219,7 +244,9 @@ fn faults_leave_the_pool_consistent_and_report_errors() {
     let stuck = Arc::new(FaultyReader::new(pread(), Fault::Eagain(u32::MAX)));
     let p2 = pool(&files2, stuck, 1, 0);
     let err = bounded(30, move || p2.acquire(&key("x")).err()).expect("EAGAIN forever");
-    assert!(matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock));
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock)
+    );
 
     // A truncated file: the extent runs past its end.
     let trunc_files = Files::new(&["t"]);
@@ -232,13 +259,19 @@ fn faults_leave_the_pool_consistent_and_report_errors() {
         .unwrap();
     let p3 = pool(&trunc_files, pread(), 1, 0);
     let err = p3.acquire(&key("t")).err().expect("truncated");
-    assert!(matches!(&err, Error::Corrupt { path, .. } if path == &tpath), "{err}");
+    assert!(
+        matches!(&err, Error::Corrupt { path, .. } if path == &tpath),
+        "{err}"
+    );
     assert_eq!(p3.stats().device_used, 0);
     assert!(p3.resident_keys().is_empty());
 
     // After faults, the pool still works.
     faulty.set_fault(Fault::None);
-    assert_eq!(p.acquire(&key("a")).unwrap().bytes().unwrap(), files.bytes("a"));
+    assert_eq!(
+        p.acquire(&key("a")).unwrap().bytes().unwrap(),
+        files.bytes("a")
+    );
 }
 
 #[test]

@@ -31,8 +31,9 @@ impl AlignedBuf {
     /// [`Error::OutOfMemory`].
     pub fn zeroed(len: usize) -> Result<Self> {
         let cap = round_up(len.max(1));
-        let layout = Layout::from_size_align(cap, ALIGN)
-            .map_err(|_| Error::OutOfMemory(format!("aligned buffer of {len} bytes is too large")))?;
+        let layout = Layout::from_size_align(cap, ALIGN).map_err(|_| {
+            Error::OutOfMemory(format!("aligned buffer of {len} bytes is too large"))
+        })?;
         // SAFETY: `layout` has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).ok_or_else(|| {

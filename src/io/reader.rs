@@ -178,9 +178,11 @@ pub fn open_reader(cfg: &ReaderConfig) -> Result<Arc<dyn BlockReader>> {
         };
         match UringReader::new(ucfg) {
             Ok(r) => return Ok(Arc::new(r)),
-            Err(Error::Io { source, .. }) => warn_once("uring-setup", || {
-                format!("io_uring unavailable ({source}); falling back to pread with buffered files")
-            }),
+            Err(Error::Io { source, .. }) => {
+                warn_once("uring-setup", || {
+                    format!("io_uring unavailable ({source}); falling back to pread with buffered files")
+                })
+            }
             Err(e) => return Err(e),
         }
     }

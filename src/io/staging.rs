@@ -232,7 +232,8 @@ impl StagingPipeline {
             let disk_s = reader.join();
             (result, disk_s)
         });
-        let disk_s = disk_s.map_err(|_| Error::Internal("staging reader thread panicked".into()))?;
+        let disk_s =
+            disk_s.map_err(|_| Error::Internal("staging reader thread panicked".into()))?;
         let copy_s = result?;
         let spares: Vec<_> = free_rx.try_iter().collect();
         self.put_spares(spares);
@@ -269,7 +270,7 @@ impl StagingPipeline {
         Ok(chunks)
     }
 
-    /// The reader stage: fill free buffers (as many per batch as are free) and pass them on.
+    /// The reader stage: fill free buffers (up to half the ring per batch) and pass them on.
     /// Returns seconds spent reading.
     fn read_stage(
         &self,
@@ -280,10 +281,14 @@ impl StagingPipeline {
     ) -> f64 {
         let mut disk_s = 0.0;
         let mut next = 0usize;
+        // At most half the ring per batch, so the copy stage always has the other half to work
+        // on while this batch is read (double buffering); a batch is submitted as one deep
+        // queue of reads.
+        let max_batch = (self.cfg.ring / 2).max(1);
         while next < chunks.len() {
             let Ok(first) = free_rx.recv() else { break };
             let mut batch = vec![first];
-            while next + batch.len() < chunks.len() {
+            while next + batch.len() < chunks.len() && batch.len() < max_batch {
                 match free_rx.try_recv() {
                     Ok(b) => batch.push(b),
                     Err(_) => break,
@@ -393,7 +398,10 @@ fn check_empty_crcs(layer: &Layer) -> Result<()> {
         if let Some(c) = e.crc32.filter(|&c| c != 0) {
             return Err(Error::corrupt(
                 &e.path,
-                format!("crc32 {c:08x} given for an empty extent at offset {}", e.offset),
+                format!(
+                    "crc32 {c:08x} given for an empty extent at offset {}",
+                    e.offset
+                ),
             ));
         }
     }

@@ -129,11 +129,7 @@ impl UringReader {
 
     /// Runs every planned read to completion (or end of file / error). Returns, per request,
     /// the lowest file offset where end of file was met, and whether the kernel rejected the op.
-    fn run(
-        &self,
-        subs: &mut [Sub],
-        paths: &[&Path],
-    ) -> Result<(Vec<Option<u64>>, bool)> {
+    fn run(&self, subs: &mut [Sub], paths: &[&Path]) -> Result<(Vec<Option<u64>>, bool)> {
         let mut ring = self
             .ring
             .lock()

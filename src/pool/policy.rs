@@ -157,7 +157,9 @@ impl<K: Clone + Eq + Hash + Debug> PolicyTable<K> {
                 m.pins -= 1;
                 Ok(())
             }
-            _ => Err(Error::Internal(format!("unpin of {key:?}, which is not pinned"))),
+            _ => Err(Error::Internal(format!(
+                "unpin of {key:?}, which is not pinned"
+            ))),
         }
     }
 
@@ -181,7 +183,12 @@ impl<K: Clone + Eq + Hash + Debug> PolicyTable<K> {
 
     fn maxima(&self) -> (u64, u64) {
         let max_hits = self.entries.values().map(|m| m.hits).max().unwrap_or(0);
-        let max_age = self.entries.values().map(|m| self.age(m)).max().unwrap_or(0);
+        let max_age = self
+            .entries
+            .values()
+            .map(|m| self.age(m))
+            .max()
+            .unwrap_or(0);
         (max_hits, max_age)
     }
 
@@ -238,7 +245,9 @@ impl<K: Clone + Eq + Hash + Debug> PolicyTable<K> {
             let k = self
                 .victim()
                 .ok_or_else(|| Error::Internal("no evictable entry left".into()))?;
-            let m = self.remove(&k).ok_or_else(|| Error::Internal("victim vanished".into()))?;
+            let m = self
+                .remove(&k)
+                .ok_or_else(|| Error::Internal("victim vanished".into()))?;
             out.push((k, m));
         }
         Ok(out)
@@ -262,9 +271,15 @@ mod tests {
         t.touch(&"a"); // tick 3: a hits 2
         t.touch(&"a"); // tick 4: a hits 3
         t.touch(&"b"); // tick 5: b hits 2
-        // ages: a = 5-4 = 1, b = 0, c = 5-2 = 3; max age 3; max hits 3.
-        assert!(close(t.priority(&"a").unwrap(), 0.7 * 1.0 + 0.3 * (1.0 - 1.0 / 3.0)));
-        assert!(close(t.priority(&"b").unwrap(), 0.7 * 2.0 / 3.0 + 0.3 * 1.0));
+                       // ages: a = 5-4 = 1, b = 0, c = 5-2 = 3; max age 3; max hits 3.
+        assert!(close(
+            t.priority(&"a").unwrap(),
+            0.7 * 1.0 + 0.3 * (1.0 - 1.0 / 3.0)
+        ));
+        assert!(close(
+            t.priority(&"b").unwrap(),
+            0.7 * 2.0 / 3.0 + 0.3 * 1.0
+        ));
         assert!(close(t.priority(&"c").unwrap(), 0.7 / 3.0 + 0.3 * 0.0));
         assert_eq!(t.priority(&"zz"), None);
     }
@@ -309,7 +324,10 @@ mod tests {
         // 10 bytes pinned: 21 can never fit, and nothing is evicted trying.
         t.insert("d", 10).unwrap();
         let err = t.evict_for(21).unwrap_err();
-        assert!(matches!(err, Error::OutOfMemory(ref m) if m.contains("pinned")), "{err}");
+        assert!(
+            matches!(err, Error::OutOfMemory(ref m) if m.contains("pinned")),
+            "{err}"
+        );
         assert!(t.get(&"d").is_some());
         t.unpin(&"a").unwrap();
         assert!(t.evict_for(21).is_err(), "still pinned once");

@@ -190,7 +190,9 @@ impl Pool {
         match &self.jobs {
             Some(jobs) => {
                 if let Err(e) = jobs.send((key.clone(), tx)) {
-                    let _ = e.0 .1.send(Err(Error::Internal("prefetch worker stopped".into())));
+                    let _ =
+                        e.0 .1
+                            .send(Err(Error::Internal("prefetch worker stopped".into())));
                 }
             }
             None => {
@@ -329,8 +331,7 @@ impl Inner {
         let result = match loaded {
             Ok((buf, disk)) => {
                 let entry = Arc::new(Entry { buf });
-                st.slots
-                    .insert(key.clone(), Slot::Resident(entry.clone()));
+                st.slots.insert(key.clone(), Slot::Resident(entry.clone()));
                 match disk {
                     Some(l) => st.stats.add_load(&l),
                     None => {
@@ -375,7 +376,13 @@ impl Inner {
         size: u64,
     ) -> Result<(Box<dyn DeviceBuffer>, Option<crate::io::LoadStats>)> {
         let mut buf = self.device.alloc(size)?;
-        let stats = self.pipeline.load(layer, buf.as_mut())?;
+        let stats = match self.pipeline.load(layer, buf.as_mut()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.device.recycle(buf);
+                return Err(e);
+            }
+        };
         Ok((buf, Some(stats)))
     }
 
@@ -393,19 +400,18 @@ impl Inner {
             let Ok(entry) = Arc::try_unwrap(entry) else {
                 continue;
             };
-            if meta.size > st.host.budget() {
-                continue;
-            }
-            let Ok(host) = entry.buf.into_host() else {
-                continue;
-            };
+            // Demote to the host tier when it can take the entry, else give the memory back.
             let Ok(dropped) = st.host.evict_for(meta.size) else {
+                self.device.recycle(entry.buf);
                 continue;
             };
             for (hk, _) in dropped {
                 st.host_data.remove(&hk);
                 st.stats.host_evictions += 1;
             }
+            let Ok(host) = entry.buf.into_host() else {
+                continue;
+            };
             if st.host.insert(vk.clone(), meta.size).is_ok() {
                 st.host_data.insert(vk, host);
                 st.stats.demotions += 1;

@@ -86,7 +86,12 @@ impl fmt::Display for PoolStats {
         writeln!(f, "{:<22} {:>14}", "demotions to host", self.demotions)?;
         writeln!(f, "{:<22} {:>14}", "host evictions", self.host_evictions)?;
         writeln!(f, "{:<22} {:>10.1} MiB", "bytes read", mib(self.bytes_read))?;
-        writeln!(f, "{:<22} {:>10.1} MiB", "bytes promoted", mib(self.bytes_promoted))?;
+        writeln!(
+            f,
+            "{:<22} {:>10.1} MiB",
+            "bytes promoted",
+            mib(self.bytes_promoted)
+        )?;
         writeln!(f, "{:<22} {:>12.3} s", "swap (load) time", self.load_s)?;
         writeln!(f, "{:<22} {:>9.2} GB/s", "disk stage", self.disk_gbps)?;
         writeln!(f, "{:<22} {:>9.2} GB/s", "copy stage", self.copy_gbps)?;
@@ -127,7 +132,10 @@ mod tests {
         });
         assert!((s.disk_gbps - 2.0).abs() < 1e-9 && (s.copy_gbps - 4.0).abs() < 1e-9);
         let table = s.to_string();
-        assert!(table.contains("hit rate") && table.contains("75.0%"), "{table}");
+        assert!(
+            table.contains("hit rate") && table.contains("75.0%"),
+            "{table}"
+        );
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"bytes_read\":2000000000"), "{json}");
         assert_eq!(PoolStats::default().hit_rate(), 0.0);

@@ -85,11 +85,18 @@ impl BlockReader for FaultyReader {
             let mut f = self.fault.lock().unwrap();
             let now = *f;
             if let Fault::Eagain(n) = now {
-                *f = if n > 1 { Fault::Eagain(n - 1) } else { Fault::None };
+                *f = if n > 1 {
+                    Fault::Eagain(n - 1)
+                } else {
+                    Fault::None
+                };
             }
             now
         };
-        let path = reqs.first().map(|r| r.path.to_path_buf()).unwrap_or_default();
+        let path = reqs
+            .first()
+            .map(|r| r.path.to_path_buf())
+            .unwrap_or_default();
         let before: u64 = reqs.iter().map(|r| r.filled as u64).sum();
         match fault {
             Fault::Eio => {
