@@ -213,7 +213,7 @@ fn faults_leave_the_pool_consistent_and_report_errors() {
     faulty.set_fault(Fault::Eio);
     let err = p.acquire(&key("b")).err().expect("EIO");
     assert!(
-        matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(5)),
+        matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(libc::EIO)),
         "{err}"
     );
     let check_clean = |p: &Pool| {
