@@ -73,7 +73,7 @@ fn pool(files: &Arc<Files>, reader: Arc<dyn BlockReader>, dev: usize, host: usiz
         },
         pipeline,
         files.clone(),
-        Arc::new(HostDeviceAlloc),
+        Arc::new(HostDeviceAlloc::default()),
     )
     .unwrap()
 }
@@ -175,7 +175,7 @@ fn budgets_and_pins_give_clear_out_of_memory() {
         )
         .unwrap(),
         files.clone(),
-        Arc::new(HostDeviceAlloc),
+        Arc::new(HostDeviceAlloc::default()),
     )
     .unwrap();
     let err = big.acquire(&key("a")).err().expect("above budget");
@@ -213,7 +213,7 @@ fn faults_leave_the_pool_consistent_and_report_errors() {
     faulty.set_fault(Fault::Eio);
     let err = p.acquire(&key("b")).err().expect("EIO");
     assert!(
-        matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(5)),
+        matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(libc::EIO)),
         "{err}"
     );
     let check_clean = |p: &Pool| {
@@ -333,4 +333,87 @@ fn concurrent_acquires_under_eviction_pressure_stay_correct() {
     assert!(s.device_used <= 4 * LAYER as u64);
     assert!(s.host_used <= 2 * LAYER as u64);
     assert_eq!(s.load_failures, 0);
+}
+
+/// Device memory whose copies panic while `fail` is set: a bug in a backend's copy.
+struct PanickyAlloc {
+    inner: HostDeviceAlloc,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+struct PanickyBuf {
+    inner: Box<dyn agentcompress::pool::DeviceBuffer>,
+    fail: bool,
+}
+
+impl agentcompress::io::Sink for PanickyBuf {
+    fn copy_in(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        assert!(!self.fail, "injected panic in copy_in");
+        self.inner.copy_in(offset, data)
+    }
+}
+
+impl agentcompress::pool::DeviceBuffer for PanickyBuf {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn host_view(&self) -> Option<&[u8]> {
+        self.inner.host_view()
+    }
+    fn into_host(self: Box<Self>) -> Result<agentcompress::io::AlignedBuf> {
+        self.inner.into_host()
+    }
+}
+
+impl agentcompress::pool::DeviceAlloc for PanickyAlloc {
+    fn alloc(&self, len: u64) -> Result<Box<dyn agentcompress::pool::DeviceBuffer>> {
+        Ok(Box::new(PanickyBuf {
+            inner: self.inner.alloc(len)?,
+            fail: self.fail.load(Ordering::SeqCst),
+        }))
+    }
+    fn name(&self) -> &'static str {
+        "panicky"
+    }
+}
+
+#[test]
+fn a_panicking_load_leaves_nothing_behind() {
+    let files = Files::new(&["a"]);
+    let alloc = Arc::new(PanickyAlloc {
+        inner: HostDeviceAlloc::default(),
+        fail: std::sync::atomic::AtomicBool::new(true),
+    });
+    let pipeline = StagingPipeline::new(
+        pread(),
+        Arc::new(HostStagingAlloc),
+        StagingConfig::default(),
+    )
+    .unwrap();
+    let p = Arc::new(
+        Pool::new(
+            PoolConfig {
+                device_budget: LAYER as u64,
+                host_budget: 0,
+            },
+            pipeline,
+            files.clone(),
+            alloc.clone(),
+        )
+        .unwrap(),
+    );
+    let p2 = p.clone();
+    let panicked = std::thread::spawn(move || p2.acquire(&key("a")).map(drop)).join();
+    assert!(panicked.is_err(), "the copy panicked");
+    assert!(!p.is_resident(&key("a")));
+    assert_eq!(p.stats().device_used, 0);
+    assert_eq!(p.stats().load_failures, 1);
+    alloc.fail.store(false, Ordering::SeqCst);
+    let files2 = files.clone();
+    let g = bounded(30, move || {
+        let g = p.acquire(&key("a")).unwrap();
+        assert_eq!(g.bytes().unwrap(), files2.bytes("a"));
+        g.len()
+    });
+    assert_eq!(g, LAYER as u64);
 }

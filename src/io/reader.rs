@@ -215,3 +215,44 @@ pub(crate) fn direct_span(offset: u64, buf: &[u8], filled: usize) -> usize {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::AlignedBuf;
+
+    #[test]
+    fn direct_span_needs_aligned_offset_and_address() {
+        let buf = AlignedBuf::zeroed(3 * 4096 + 100).unwrap();
+        assert_eq!(direct_span(0, &buf, 0), 3 * 4096, "whole blocks only");
+        assert_eq!(direct_span(4096, &buf, 4096), 2 * 4096);
+        assert_eq!(direct_span(1, &buf, 0), 0, "unaligned file offset");
+        assert_eq!(direct_span(4095, &buf, 1), 0, "unaligned address");
+        assert_eq!(direct_span(0, &buf, 3 * 4096), 0, "tail under one block");
+    }
+
+    #[test]
+    fn io_size_must_be_whole_blocks() {
+        assert!(check_io_size(4096).is_ok());
+        assert!(check_io_size(0).is_err());
+        assert!(check_io_size(4097).is_err());
+    }
+
+    #[test]
+    fn open_reader_without_io_uring_is_pread() {
+        let cfg = ReaderConfig {
+            io_uring: false,
+            ..Default::default()
+        };
+        assert_eq!(open_reader(&cfg).unwrap().kind(), ReaderKind::Pread);
+    }
+
+    #[test]
+    fn transient_errors_are_recognised() {
+        let eagain = Error::io("f", std::io::Error::from(std::io::ErrorKind::WouldBlock));
+        let eio = Error::io("f", std::io::Error::from_raw_os_error(5));
+        assert!(is_transient(&eagain));
+        assert!(!is_transient(&eio));
+        assert!(!is_transient(&Error::invalid("x")));
+    }
+}

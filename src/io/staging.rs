@@ -270,7 +270,7 @@ impl StagingPipeline {
         Ok(chunks)
     }
 
-    /// The reader stage: fill free buffers (as many per batch as are free) and pass them on.
+    /// The reader stage: fill free buffers (up to half the ring per batch) and pass them on.
     /// Returns seconds spent reading.
     fn read_stage(
         &self,
@@ -281,10 +281,14 @@ impl StagingPipeline {
     ) -> f64 {
         let mut disk_s = 0.0;
         let mut next = 0usize;
+        // At most half the ring per batch, so the copy stage always has the other half to work
+        // on while this batch is read (double buffering); a batch is submitted as one deep
+        // queue of reads.
+        let max_batch = (self.cfg.ring / 2).max(1);
         while next < chunks.len() {
             let Ok(first) = free_rx.recv() else { break };
             let mut batch = vec![first];
-            while next + batch.len() < chunks.len() {
+            while next + batch.len() < chunks.len() && batch.len() < max_batch {
                 match free_rx.try_recv() {
                     Ok(b) => batch.push(b),
                     Err(_) => break,

@@ -4,6 +4,7 @@
 
 use crate::io::{AlignedBuf, Sink};
 use crate::{Error, Result};
+use std::sync::Mutex;
 
 /// One allocation of the pool's top tier, filled through [`Sink::copy_in`].
 pub trait DeviceBuffer: Sink + Send + Sync {
@@ -30,13 +31,54 @@ pub trait DeviceAlloc: Send + Sync {
         b.copy_in(0, &host)?;
         Ok(b)
     }
+    /// Takes back a buffer the pool no longer needs (an evicted entry that is not demoted, or a
+    /// failed load), for reuse by a later `alloc`. The default frees it.
+    fn recycle(&self, buf: Box<dyn DeviceBuffer>) {
+        drop(buf);
+    }
     /// Short name for logs ("host", "cuda").
     fn name(&self) -> &'static str;
 }
 
-/// The CPU backend's "device" memory: aligned host buffers.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HostDeviceAlloc;
+/// Default bytes of freed buffers a [`HostDeviceAlloc`] keeps for reuse.
+pub const DEFAULT_RECYCLE_BYTES: usize = 512 << 20;
+
+/// The CPU backend's "device" memory: aligned host buffers. Freed buffers are kept (up to a
+/// byte cap) and reused by later allocations of similar size: a fresh allocation has to be
+/// zeroed and faulted in page by page, which costs as much as reading it from NVMe.
+#[derive(Debug)]
+pub struct HostDeviceAlloc {
+    cache: Mutex<Vec<AlignedBuf>>,
+    cap_bytes: usize,
+}
+
+impl Default for HostDeviceAlloc {
+    fn default() -> Self {
+        Self::with_recycle_bytes(DEFAULT_RECYCLE_BYTES)
+    }
+}
+
+impl HostDeviceAlloc {
+    /// An allocator keeping up to `cap_bytes` of freed buffers for reuse (0: none).
+    pub fn with_recycle_bytes(cap_bytes: usize) -> Self {
+        HostDeviceAlloc {
+            cache: Mutex::new(Vec::new()),
+            cap_bytes,
+        }
+    }
+
+    /// A cached buffer of capacity in `len..=2 * len` (rounded), resized to `len`.
+    fn reuse(&self, len: usize) -> Option<AlignedBuf> {
+        let mut cache = self.cache.lock().ok()?;
+        let want = crate::io::round_up(len.max(1));
+        let i = cache
+            .iter()
+            .position(|b| b.capacity() >= want && b.capacity() <= 2 * want)?;
+        let mut b = cache.swap_remove(i);
+        b.set_len(len).ok()?;
+        Some(b)
+    }
+}
 
 /// A [`DeviceBuffer`] in host memory.
 #[derive(Debug)]
@@ -64,7 +106,19 @@ impl DeviceAlloc for HostDeviceAlloc {
     fn alloc(&self, len: u64) -> Result<Box<dyn DeviceBuffer>> {
         let len = usize::try_from(len)
             .map_err(|_| Error::OutOfMemory(format!("{len} bytes do not fit in memory")))?;
+        if let Some(b) = self.reuse(len) {
+            return Ok(Box::new(HostDeviceBuffer(b)));
+        }
         Ok(Box::new(HostDeviceBuffer(AlignedBuf::zeroed(len)?)))
+    }
+    fn recycle(&self, buf: Box<dyn DeviceBuffer>) {
+        let Ok(b) = buf.into_host() else { return };
+        if let Ok(mut cache) = self.cache.lock() {
+            let held: usize = cache.iter().map(|b| b.capacity()).sum();
+            if held + b.capacity() <= self.cap_bytes {
+                cache.push(b);
+            }
+        }
     }
     fn adopt(&self, host: AlignedBuf) -> Result<Box<dyn DeviceBuffer>> {
         Ok(Box::new(HostDeviceBuffer(host)))
@@ -80,7 +134,7 @@ mod tests {
 
     #[test]
     fn host_buffer_round_trip() {
-        let a = HostDeviceAlloc;
+        let a = HostDeviceAlloc::default();
         let mut b = a.alloc(10).unwrap();
         b.copy_in(2, &[1, 2, 3]).unwrap();
         assert!(b.copy_in(8, &[1, 2, 3]).is_err(), "overrun must fail");
@@ -89,5 +143,30 @@ mod tests {
         let c = a.adopt(host).unwrap();
         assert_eq!(c.len(), 10);
         assert_eq!(c.host_view().unwrap()[4], 3);
+    }
+
+    #[test]
+    fn recycled_buffers_are_reused_within_the_cap() {
+        let a = HostDeviceAlloc::with_recycle_bytes(3 * 4096);
+        let mut b = a.alloc(5000).unwrap();
+        b.copy_in(0, &[9]).unwrap();
+        let addr = b.host_view().unwrap().as_ptr();
+        a.recycle(b);
+        let c = a.alloc(4500).unwrap();
+        assert_eq!(c.host_view().unwrap().as_ptr(), addr, "same memory again");
+        assert_eq!(c.len(), 4500);
+        a.recycle(c);
+        // Too small for a larger request: a fresh allocation, which the cap then refuses.
+        let big = a.alloc(4 * 4096).unwrap();
+        assert_ne!(big.host_view().unwrap().as_ptr(), addr);
+        a.recycle(big);
+        let caps: Vec<usize> = a
+            .cache
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.capacity())
+            .collect();
+        assert_eq!(caps, vec![2 * 4096]);
     }
 }

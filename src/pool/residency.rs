@@ -318,6 +318,12 @@ impl Inner {
             st.stats.misses += 1;
         }
         drop(st);
+        // From here on the Loading mark must be resolved even if the load panics.
+        let mut ticket = LoadTicket {
+            inner: self,
+            key,
+            armed: true,
+        };
 
         let t = Instant::now();
         let loaded = match from_host {
@@ -328,33 +334,31 @@ impl Inner {
 
         let mut st = lock(&self.state)?;
         st.stats.load_s += load_s;
-        let result = match loaded {
-            Ok((buf, disk)) => {
-                let entry = Arc::new(Entry { buf });
-                st.slots.insert(key.clone(), Slot::Resident(entry.clone()));
-                match disk {
-                    Some(l) => st.stats.add_load(&l),
-                    None => {
-                        st.stats.bytes_promoted += size;
-                        if !prefetch {
-                            st.stats.host_hits += 1;
-                        }
-                    }
-                }
-                if prefetch {
-                    st.stats.prefetch_loads += 1;
-                    st.dev.unpin(key)?;
-                    Ok(None)
-                } else {
-                    Ok(Some(self.guard(key, entry)))
-                }
-            }
+        let (buf, disk) = match loaded {
+            Ok(x) => x,
+            // The ticket removes the mark and the reservation and wakes the waiters.
             Err(e) => {
-                st.slots.remove(key);
-                st.dev.remove(key);
-                st.stats.load_failures += 1;
-                Err(e)
+                drop(st);
+                return Err(e);
             }
+        };
+        ticket.armed = false;
+        let entry = Arc::new(Entry { buf });
+        st.slots.insert(key.clone(), Slot::Resident(entry.clone()));
+        match disk {
+            Some(l) => st.stats.add_load(&l),
+            None => {
+                st.stats.bytes_promoted += size;
+                if !prefetch {
+                    st.stats.host_hits += 1;
+                }
+            }
+        }
+        let result = if prefetch {
+            st.stats.prefetch_loads += 1;
+            st.dev.unpin(key).map(|()| None)
+        } else {
+            Ok(Some(self.guard(key, entry)))
         };
         drop(st);
         self.loaded.notify_all();
@@ -376,7 +380,13 @@ impl Inner {
         size: u64,
     ) -> Result<(Box<dyn DeviceBuffer>, Option<crate::io::LoadStats>)> {
         let mut buf = self.device.alloc(size)?;
-        let stats = self.pipeline.load(layer, buf.as_mut())?;
+        let stats = match self.pipeline.load(layer, buf.as_mut()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.device.recycle(buf);
+                return Err(e);
+            }
+        };
         Ok((buf, Some(stats)))
     }
 
@@ -394,25 +404,51 @@ impl Inner {
             let Ok(entry) = Arc::try_unwrap(entry) else {
                 continue;
             };
-            if meta.size > st.host.budget() {
-                continue;
-            }
-            let Ok(host) = entry.buf.into_host() else {
-                continue;
-            };
+            // Demote to the host tier when it can take the entry, else give the memory back.
             let Ok(dropped) = st.host.evict_for(meta.size) else {
+                self.device.recycle(entry.buf);
                 continue;
             };
             for (hk, _) in dropped {
                 st.host_data.remove(&hk);
                 st.stats.host_evictions += 1;
             }
+            let Ok(host) = entry.buf.into_host() else {
+                continue;
+            };
             if st.host.insert(vk.clone(), meta.size).is_ok() {
                 st.host_data.insert(vk, host);
                 st.stats.demotions += 1;
             }
         }
         Ok(())
+    }
+}
+
+/// Resolves a `Loading` mark that did not become resident (the load failed or panicked):
+/// removes the mark and the reserved bytes, counts the failure and wakes the waiters.
+struct LoadTicket<'a> {
+    inner: &'a Inner,
+    key: &'a PoolKey,
+    armed: bool,
+}
+
+impl Drop for LoadTicket<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut st = match self.inner.state.lock() {
+            Ok(st) => st,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if matches!(st.slots.get(self.key), Some(Slot::Loading)) {
+            st.slots.remove(self.key);
+            st.dev.remove(self.key);
+        }
+        st.stats.load_failures += 1;
+        drop(st);
+        self.inner.loaded.notify_all();
     }
 }
 

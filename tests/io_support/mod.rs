@@ -102,7 +102,7 @@ impl BlockReader for FaultyReader {
             Fault::Eio => {
                 return Err(Error::io(
                     path,
-                    std::io::Error::from_raw_os_error(libc_eio()),
+                    std::io::Error::from_raw_os_error(libc::EIO),
                 ))
             }
             Fault::Eagain(_) => {
@@ -148,9 +148,4 @@ impl BlockReader for FaultyReader {
     fn counters(&self) -> ReaderCounters {
         self.inner.counters()
     }
-}
-
-/// EIO's number on Linux.
-fn libc_eio() -> i32 {
-    5
 }
