@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod model;
 pub mod quant;
+pub mod store;
 pub mod util;
 
 pub use error::{Error, Result};
