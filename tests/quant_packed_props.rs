@@ -47,8 +47,8 @@ proptest! {
         let ng2 = inp.div_ceil(g2);
         let c2: Vec<i32> = (0..out * inp).map(|_| r.below(4) as i32).collect();
         let m2 = Int2Matrix::pack(out, inp, g2, &c2, vec![f16::ONE; out * ng2], vec![f16::ZERO; out * ng2]).unwrap();
-        for i in 0..out * inp {
-            prop_assert_eq!(m2.code(i / inp, i % inp), c2[i]);
+        for (i, &c) in c2.iter().enumerate() {
+            prop_assert_eq!(m2.code(i / inp, i % inp), c);
         }
         let c8: Vec<i32> = (0..out * inp).map(|_| r.below(255) as i32 - 127).collect();
         let m8 = Int8Matrix::pack(out, inp, inp, &c8, vec![f16::ONE; out], vec![]).unwrap();

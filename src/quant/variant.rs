@@ -94,13 +94,16 @@ impl Default for QuantConfig {
 }
 
 impl QuantConfig {
-    /// The group size used for `p` on rows of `inp` weights (`None` for FP16).
+    /// The group size used for `p` on rows of `inp` weights (`None` for FP16). A row shorter
+    /// than the configured group is one group, rounded up to a multiple of 32 (16 for INT8),
+    /// so short rows (stories260K's 64) are not padded to twice their width.
     pub fn group(&self, p: Precision, inp: usize) -> Option<usize> {
+        let fit = |g: usize, m: usize| g.min(inp.div_ceil(m) * m);
         match p {
             Precision::Fp16 => None,
-            Precision::Int8 => Some(self.int8_group.unwrap_or(inp)),
-            Precision::Int4 => Some(self.int4_group),
-            Precision::Int2 => Some(self.int2_group),
+            Precision::Int8 => Some(self.int8_group.map_or(inp, |g| fit(g, 16))),
+            Precision::Int4 => Some(fit(self.int4_group, 32)),
+            Precision::Int2 => Some(fit(self.int2_group, 32)),
         }
     }
 }

@@ -3,11 +3,13 @@
 //! in forward order) and a `manifest.json` tying the four of a model together.
 //! The file layout and its alignment guarantees are documented in [`format`].
 
+pub mod build;
 pub mod format;
 pub mod manifest;
 mod read;
 mod write;
 
+pub use build::{build_variants, evaluate_variants, BuildOptions, SelfText, VariantEval};
 pub use format::{ByteRange, Meta, Segment, TensorEntry, TensorFormat, VariantIndex};
 pub use manifest::{Manifest, VariantInfo, MANIFEST_FILE};
 pub use read::{load_variant, read_index, LoadOptions};

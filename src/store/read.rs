@@ -305,7 +305,6 @@ pub fn load_variant(
         true => Some(take("classifier".into(), [c.vocab_size, d])?),
         false => None,
     };
-    drop(take);
     if let Some(extra) = by_name.keys().next() {
         return Err(Error::corrupt(
             path,
