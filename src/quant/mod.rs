@@ -12,7 +12,9 @@ pub mod variant;
 
 pub use packed::{Int2Matrix, Int4Matrix, Int8Matrix, Packed};
 pub use quantizer::Method;
-pub use variant::{quantize_model, size_report, Precision, QuantConfig, SizeReport};
+pub use variant::{
+    quantize_model, reconstruction_error, size_report, Precision, QuantConfig, SizeReport,
+};
 
 use crate::model::Tensor;
 

@@ -228,3 +228,28 @@ pub fn size_report(c: &ModelConfig, p: Precision, cfg: &QuantConfig) -> SizeRepo
     r.total_bytes = r.quantized_bytes + 2 * dense as u64;
     r
 }
+
+/// Relative reconstruction error of the projection matrices of a quantized model:
+/// `||W - W'||_F^2 / ||W||_F^2` summed over every layer matrix.
+pub fn reconstruction_error(
+    dense: &ModelWeights<Tensor>,
+    quantized: &ModelWeights<WeightMatrix>,
+) -> Result<f64> {
+    if dense.layers.len() != quantized.layers.len() {
+        return Err(Error::invalid("models differ in layer count"));
+    }
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (d, q) in dense.layers.iter().zip(&quantized.layers) {
+        for ((name, a), (_, b)) in d.matrices().iter().zip(q.matrices()) {
+            let (a, b) = (a.to_f32_vec(), b.dequantize());
+            if a.len() != b.len() {
+                return Err(Error::invalid(format!("{name}: shapes differ")));
+            }
+            for (x, y) in a.iter().zip(&b) {
+                num += ((x - y) as f64).powi(2);
+                den += (*x as f64).powi(2);
+            }
+        }
+    }
+    Ok(num / den.max(f64::MIN_POSITIVE))
+}
