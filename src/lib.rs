@@ -13,6 +13,7 @@ pub mod io;
 pub mod model;
 pub mod pool;
 pub mod quant;
+pub mod store;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -3,15 +3,21 @@
 //! The packed formats (INT8 symmetric, INT4/INT2 asymmetric group-wise, FP16 scales and zeros)
 //! are documented once, in [`packed`]; the FP16 conversion in [`fp16`].
 
+pub mod calib;
+pub mod eval;
 pub mod fp16;
 pub mod packed;
 pub mod quantizer;
+pub mod variant;
 
 pub use packed::{Int2Matrix, Int4Matrix, Int8Matrix, Packed};
+pub use quantizer::Method;
+pub use variant::{
+    quantize_model, reconstruction_error, size_report, Precision, QuantConfig, SizeReport,
+};
 
 pub mod precision;
 
-pub use precision::Precision;
 
 use crate::model::Tensor;
 

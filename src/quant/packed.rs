@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn int2_and_int8_interleave_and_row_padding() {
-        let codes: Vec<i32> = (0..40).map(|k| (k % 4) as i32).collect();
+        let codes: Vec<i32> = (0..40).map(|k| k % 4).collect();
         let m = Int2Matrix::pack(1, 40, 32, &codes, vec![f16::ONE; 2], vec![f16::ZERO; 2]).unwrap();
         // Row of 2 groups of 32 INT2 = 16 bytes exactly.
         assert_eq!(m.row_words(), 4);

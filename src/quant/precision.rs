@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// One of the four variants of a model, most to least precise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 16-bit floating point weights.
     Fp16,

@@ -10,6 +10,8 @@ use agentcompress::Result;
 pub enum BenchCommand {
     /// CUDA kernel microbenchmarks (GEMV, GEMM, attention) and whole-model decode.
     Kernels(KernelsArgs),
+    /// Weight streaming: raw O_DIRECT read speed of the variant files, then the full pipeline.
+    Stream(crate::cmd_bench_stream::Args),
 }
 
 /// Arguments of `bench kernels`.
@@ -33,6 +35,7 @@ pub struct KernelsArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(a),
+        BenchCommand::Stream(a) => crate::cmd_bench_stream::run(a),
     }
 }
 

@@ -2,12 +2,15 @@
 //! clap `Args` struct and a `run` function; this file only dispatches.
 
 mod cmd_bench;
+mod cmd_bench_stream;
 mod cmd_demo;
 mod cmd_generate;
 mod cmd_gpu_check;
 mod cmd_inspect;
 mod cmd_logits;
 mod common;
+mod cmd_eval_variants;
+mod cmd_quantize;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,6 +41,10 @@ enum Command {
     /// Benchmarks (`bench kernels`, ...).
     #[command(subcommand)]
     Bench(cmd_bench::BenchCommand),
+    /// Write the FP16/INT8/INT4/INT2 variants of a model and their manifest.
+    Quantize(cmd_quantize::Args),
+    /// Measure every variant of a directory against its FP16 variant.
+    EvalVariants(cmd_eval_variants::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd_inspect::run(a),
         Command::GpuCheck(a) => cmd_gpu_check::run(a),
         Command::Bench(c) => cmd_bench::run(c),
+        Command::Quantize(a) => cmd_quantize::run(a),
+        Command::EvalVariants(a) => cmd_eval_variants::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,117 @@
+//! `agentcompress quantize`: writes the FP16, INT8, INT4 and INT2 variants of a model plus
+//! `manifest.json` into a directory, and prints a table of sizes and quality.
+
+use agentcompress::model::llama2c;
+use agentcompress::quant::{Method, QuantConfig};
+use agentcompress::store::{build_variants, BuildOptions, SelfText};
+use agentcompress::{Error, Result};
+use std::path::PathBuf;
+
+/// Arguments of `quantize`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The dense checkpoint (llama2.c `.bin`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// INT4/INT2 rounding: `rtn` (round to nearest) or `als` (error-minimising fit).
+    #[arg(long, default_value = "als")]
+    method: Method,
+    /// Group size for INT4 and INT2 (default: 128 for INT4, 64 for INT2).
+    #[arg(long)]
+    group: Option<usize>,
+    /// INT8 group size (default: one scale per output channel).
+    #[arg(long)]
+    int8_group: Option<usize>,
+    /// Quantize the classifier too (default: it stays FP16).
+    #[arg(long)]
+    quantize_classifier: bool,
+    /// Tokenizer file (`tokenizer.bin` / `tokenizer.json`) to embed in every variant.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Self-generated calibration sequences for `als` (0: unweighted fit).
+    #[arg(long, default_value_t = 4)]
+    calib_seqs: usize,
+    /// Self-generated evaluation sequences for the manifest's quality (0: skip).
+    #[arg(long, default_value_t = 4)]
+    eval_seqs: usize,
+    /// Tokens per calibration/evaluation sequence.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Seed of the evaluation text (calibration uses seed + 1000).
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// Runs `quantize`.
+pub fn run(a: Args) -> Result<()> {
+    let quant = QuantConfig {
+        method: a.method,
+        int8_group: a.int8_group,
+        int4_group: a.group.unwrap_or(128),
+        int2_group: a.group.unwrap_or(64),
+        keep_classifier_fp16: !a.quantize_classifier,
+    };
+    let tok = match &a.tokenizer {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "tokenizer".into());
+            Some((name, bytes))
+        }
+        None => None,
+    };
+    eprintln!("loading {}", a.model.display());
+    let dense = llama2c::load(&a.model)?;
+    let text = |n: usize, seed: u64| {
+        (n > 0).then_some(SelfText {
+            n_seqs: n,
+            len: a.seq_len,
+            seed,
+        })
+    };
+    let opts = BuildOptions {
+        quant,
+        calibration: text(a.calib_seqs, a.seed.wrapping_add(1000)),
+        evaluation: text(a.eval_seqs, a.seed),
+    };
+    let manifest = build_variants(
+        &dense,
+        &a.model.display().to_string(),
+        &a.out,
+        tok.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
+        &opts,
+        &mut |line| eprintln!("{line}"),
+    )?;
+    println!(
+        "{:<8} {:>12} {:>12} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "variant", "file bytes", "weight bytes", "bits/w", "matrix b/w", "ppl", "top-1", "KL"
+    );
+    for v in &manifest.variants {
+        let (ppl, top1, kl) = match &v.quality {
+            Some(q) => (
+                format!("{:.3}", q.perplexity),
+                format!("{:.4}", q.top1_agreement),
+                format!("{:.5}", q.mean_kl),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:<8} {:>12} {:>12} {:>10.3} {:>10.3} {:>10} {:>8} {:>10}",
+            v.precision.name(),
+            v.file_bytes,
+            v.weight_bytes,
+            v.bits_per_weight,
+            v.matrix_bits_per_weight,
+            ppl,
+            top1,
+            kl
+        );
+    }
+    println!("wrote {}", a.out.join("manifest.json").display());
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! Reading a variant file back into `ModelWeights<WeightMatrix>` (layout in
+//! [`super::format`]). Errors name the header field or the tensor that is wrong.
+
+use super::format::*;
+use crate::model::{DType, LayerWeights, ModelWeights, Tensor};
+use crate::quant::{Packed, WeightMatrix};
+use crate::{Error, Result};
+use half::f16;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// How a variant is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Verify the header and every tensor's crc32 (default true; turning it off is explicit).
+    pub verify_checksums: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            verify_checksums: true,
+        }
+    }
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+/// Parses the header, metadata, tokenizer and directory from the start of a file of
+/// `actual_len` bytes; `bytes` must hold at least the whole header region when present.
+fn parse_index(path: &Path, bytes: &[u8], actual_len: u64, verify: bool) -> Result<VariantIndex> {
+    let bad = |m: String| Error::corrupt(path, m);
+    if bytes.len() < HEADER_LEN {
+        return Err(bad(format!(
+            "file of {} bytes is shorter than the {HEADER_LEN}-byte header",
+            bytes.len()
+        )));
+    }
+    if bytes[..8] != MAGIC {
+        return Err(bad(format!(
+            "header field `magic` is {:?}, expected {:?} (not an AgentCompress variant file)",
+            String::from_utf8_lossy(&bytes[..8]),
+            String::from_utf8_lossy(&MAGIC)
+        )));
+    }
+    let version = u32_at(bytes, 8);
+    if version != VERSION {
+        return Err(bad(format!(
+            "header field `version` is {version}; this build reads version {VERSION}"
+        )));
+    }
+    let crc = u32_at(bytes, 12);
+    let (meta_len, tok_len, dir_len) = (u64_at(bytes, 16), u64_at(bytes, 24), u64_at(bytes, 32));
+    let (data_start, file_len) = (u64_at(bytes, 40), u64_at(bytes, 48));
+    let body_end = (HEADER_LEN as u64)
+        .checked_add(meta_len)
+        .and_then(|v| v.checked_add(tok_len))
+        .and_then(|v| v.checked_add(dir_len))
+        .ok_or_else(|| bad("header lengths overflow".into()))?;
+    if data_start % ALIGN != 0 || data_start < body_end {
+        return Err(bad(format!(
+            "header field `data_start` = {data_start} is not a 4096-aligned offset after the {body_end}-byte header"
+        )));
+    }
+    if file_len % ALIGN != 0 || file_len < data_start {
+        return Err(bad(format!(
+            "header field `file_len` = {file_len} is not a 4096-aligned length after data_start {data_start}"
+        )));
+    }
+    if (bytes.len() as u64) < data_start {
+        return Err(bad(format!(
+            "file of {actual_len} bytes is truncated inside its header region ({data_start} bytes)"
+        )));
+    }
+    let body = &bytes[HEADER_LEN..data_start as usize];
+    if verify && crc32fast::hash(body) != crc {
+        return Err(bad(
+            "header field `header_crc` does not match the metadata/tokenizer/directory bytes"
+                .into(),
+        ));
+    }
+    let (m0, t0, d0) = (0usize, meta_len as usize, (meta_len + tok_len) as usize);
+    let meta: Meta =
+        serde_json::from_slice(&body[m0..t0]).map_err(|e| bad(format!("metadata JSON: {e}")))?;
+    let tokenizer = (tok_len > 0).then(|| body[t0..d0].to_vec());
+    let tensors: Vec<TensorEntry> = serde_json::from_slice(&body[d0..d0 + dir_len as usize])
+        .map_err(|e| bad(format!("tensor directory JSON: {e}")))?;
+    for t in &tensors {
+        let end = t.offset.checked_add(t.len);
+        if t.offset % ALIGN != 0 || t.offset < data_start || end.is_none_or(|e| e > file_len) {
+            return Err(bad(format!(
+                "tensor {}: payload at {}+{} is not a 4096-aligned range inside the data ({data_start}..{file_len})",
+                t.name, t.offset, t.len
+            )));
+        }
+        if end.is_some_and(|e| e > actual_len) {
+            return Err(bad(format!(
+                "tensor {}: payload {}..{} runs past the end of the {actual_len}-byte file (truncated; header says {file_len})",
+                t.name,
+                t.offset,
+                t.offset + t.len
+            )));
+        }
+    }
+    if actual_len < file_len {
+        return Err(bad(format!(
+            "file is {actual_len} bytes, header field `file_len` says {file_len} (truncated padding)"
+        )));
+    }
+    Ok(VariantIndex {
+        meta,
+        tokenizer,
+        tensors,
+        data_start,
+        file_len,
+    })
+}
+
+/// Reads only the header and directory of a variant file (for readers that fetch payloads
+/// themselves, e.g. with O_DIRECT).
+pub fn read_index(path: &Path) -> Result<VariantIndex> {
+    use std::io::Read;
+    let io = |e| Error::io(path, e);
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let actual = f.metadata().map_err(io)?.len();
+    let mut head = vec![0u8; HEADER_LEN.min(actual as usize)];
+    f.read_exact(&mut head).map_err(io)?;
+    let data_start = if head.len() == HEADER_LEN && head[..8] == MAGIC {
+        u64_at(&head, 40).min(actual)
+    } else {
+        head.len() as u64
+    };
+    let mut all = head;
+    all.resize(data_start as usize, 0);
+    f.read_exact(&mut all[HEADER_LEN.min(data_start as usize)..])
+        .map_err(io)?;
+    parse_index(path, &all, actual, true)
+}
+
+fn f16s(b: &[u8]) -> Vec<f16> {
+    b.chunks_exact(2)
+        .map(|c| f16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+fn packed<const B: u32>(t: &TensorEntry, p: &[u8]) -> Result<Packed<B>> {
+    let (out, inp) = (t.shape[0], t.shape[1]);
+    Packed::<B>::check_group(inp, t.group)?;
+    let ng = inp.div_ceil(t.group);
+    let code_len = out * crate::quant::packed::row_stride_bytes(B, inp, t.group);
+    let s0 = t.scales_offset as usize;
+    let z0 = t.zeros_offset as usize;
+    let nz = if B < 8 { out * ng * 2 } else { 0 };
+    if code_len > s0 || s0 + out * ng * 2 > p.len() || (nz > 0 && z0 + nz > p.len()) {
+        return Err(Error::invalid("payload parts do not fit its length"));
+    }
+    let words = p[..code_len]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let zeros = if nz > 0 {
+        f16s(&p[z0..z0 + nz])
+    } else {
+        Vec::new()
+    };
+    Packed::<B>::from_parts(
+        out,
+        inp,
+        t.group,
+        words,
+        f16s(&p[s0..s0 + out * ng * 2]),
+        zeros,
+    )
+}
+
+/// Builds the tensor or matrix of one entry from its payload.
+fn decode(t: &TensorEntry, p: &[u8]) -> Result<WeightMatrix> {
+    let dense = |d: DType| -> Result<WeightMatrix> {
+        let n: usize = t.shape.iter().product();
+        if n * d.size() != p.len() {
+            return Err(Error::invalid(format!(
+                "{} bytes do not hold shape {:?}",
+                p.len(),
+                t.shape
+            )));
+        }
+        Ok(WeightMatrix::Dense(Tensor::from_bytes(
+            p,
+            t.shape.clone(),
+            d,
+        )))
+    };
+    if !matches!(
+        t.format,
+        TensorFormat::F32 | TensorFormat::F16 | TensorFormat::Bf16
+    ) && t.shape.len() != 2
+    {
+        return Err(Error::invalid(format!(
+            "packed shape {:?} is not 2-D",
+            t.shape
+        )));
+    }
+    match t.format {
+        TensorFormat::F32 => dense(DType::F32),
+        TensorFormat::F16 => dense(DType::F16),
+        TensorFormat::Bf16 => dense(DType::BF16),
+        TensorFormat::Int8 => Ok(WeightMatrix::Int8(packed(t, p)?)),
+        TensorFormat::Int4 => Ok(WeightMatrix::Int4(packed(t, p)?)),
+        TensorFormat::Int2 => Ok(WeightMatrix::Int2(packed(t, p)?)),
+    }
+}
+
+/// Loads a variant file: its weights (ready for `engine::Model::new`) and its index
+/// (metadata, embedded tokenizer bytes, directory).
+pub fn load_variant(
+    path: &Path,
+    opts: LoadOptions,
+) -> Result<(ModelWeights<WeightMatrix>, VariantIndex)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let idx = parse_index(path, &bytes, bytes.len() as u64, opts.verify_checksums)?;
+    let mut by_name: HashMap<&str, WeightMatrix> = HashMap::new();
+    for t in &idx.tensors {
+        let p = &bytes[t.offset as usize..(t.offset + t.len) as usize];
+        if opts.verify_checksums && crc32fast::hash(p) != t.crc32 {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "tensor {}: crc32 checksum mismatch (payload at offset {})",
+                    t.name, t.offset
+                ),
+            ));
+        }
+        let m =
+            decode(t, p).map_err(|e| Error::corrupt(path, format!("tensor {}: {e}", t.name)))?;
+        by_name.insert(&t.name, m);
+    }
+    let c = idx.meta.config.clone();
+    c.validate()?;
+    let has_classifier = by_name.contains_key("classifier");
+    let mut take = |name: String, shape: [usize; 2]| -> Result<WeightMatrix> {
+        let m = by_name
+            .remove(name.as_str())
+            .ok_or_else(|| Error::corrupt(path, format!("tensor {name} is missing")))?;
+        let ok = match &m {
+            WeightMatrix::Dense(t) => {
+                t.shape() == &shape[..] || (shape[1] == 0 && t.shape() == &shape[..1])
+            }
+            _ => m.dims() == (shape[0], shape[1]),
+        };
+        if !ok {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "tensor {name} has the wrong shape for the model config (expected {shape:?})"
+                ),
+            ));
+        }
+        Ok(m)
+    };
+    let vec_of = |m: WeightMatrix, name: &str| -> Result<Tensor> {
+        match m {
+            WeightMatrix::Dense(t) => Ok(t),
+            _ => Err(Error::corrupt(path, format!("tensor {name} must be dense"))),
+        }
+    };
+    let (d, h, q, kv) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim());
+    let embedding = vec_of(take("embedding".into(), [c.vocab_size, d])?, "embedding")?;
+    let mut layers = Vec::with_capacity(c.n_layers);
+    for i in 0..c.n_layers {
+        let n = |s: &str| format!("layers.{i}.{s}");
+        let mut bias = |s: &str, len: usize| -> Result<Option<Tensor>> {
+            if !c.qkv_bias {
+                return Ok(None);
+            }
+            vec_of(take(n(s), [len, 0])?, &n(s)).map(Some)
+        };
+        let (bq, bk, bv) = (bias("bq", q)?, bias("bk", kv)?, bias("bv", kv)?);
+        layers.push(LayerWeights {
+            attn_norm: vec_of(take(n("attn_norm"), [d, 0])?, &n("attn_norm"))?,
+            wq: take(n("wq"), [q, d])?,
+            wk: take(n("wk"), [kv, d])?,
+            wv: take(n("wv"), [kv, d])?,
+            wo: take(n("wo"), [d, q])?,
+            bq,
+            bk,
+            bv,
+            ffn_norm: vec_of(take(n("ffn_norm"), [d, 0])?, &n("ffn_norm"))?,
+            w_gate: take(n("w_gate"), [h, d])?,
+            w_up: take(n("w_up"), [h, d])?,
+            w_down: take(n("w_down"), [d, h])?,
+        });
+    }
+    let final_norm = vec_of(take("final_norm".into(), [d, 0])?, "final_norm")?;
+    let classifier = match has_classifier {
+        true => Some(take("classifier".into(), [c.vocab_size, d])?),
+        false => None,
+    };
+    if let Some(extra) = by_name.keys().next() {
+        return Err(Error::corrupt(
+            path,
+            format!("tensor {extra} is not part of the model"),
+        ));
+    }
+    Ok((
+        ModelWeights {
+            config: c,
+            embedding,
+            layers,
+            final_norm,
+            classifier,
+        },
+        idx,
+    ))
+}

@@ -1,0 +1,112 @@
+//! Property tests of the packed formats: pack/unpack round trips, dequantisation error bounds,
+//! and the CPU kernels on packed data against dequantise-then-f32, over random shapes and
+//! group sizes including partial last groups.
+
+use agentcompress::backend::cpu::CpuBackend;
+use agentcompress::backend::Backend;
+use agentcompress::model::Tensor;
+use agentcompress::quant::quantizer::{quantize_asym, quantize_int8, quantize_matrix, Method};
+use agentcompress::quant::{Int2Matrix, Int4Matrix, Int8Matrix, WeightMatrix};
+use agentcompress::util::rng::Rng;
+use half::f16;
+use proptest::prelude::*;
+
+fn weights(seed: u64, n: usize) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n)
+        .map(|_| r.normal() * 0.1 + r.uniform(-0.02, 0.02))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn codes_round_trip_through_the_packing(
+        out in 1usize..5, inp in 1usize..300, gsel in 0usize..3, seed in any::<u64>()
+    ) {
+        let mut r = Rng::new(seed);
+        let g4 = [32, 64, 128][gsel];
+        let ng = inp.div_ceil(g4);
+        let c4: Vec<i32> = (0..out * inp).map(|_| r.below(16) as i32).collect();
+        let s: Vec<f16> = (0..out * ng).map(|_| f16::from_f32(r.uniform(0.01, 1.0))).collect();
+        let z: Vec<f16> = (0..out * ng).map(|_| f16::from_f32(r.uniform(0.0, 15.0))).collect();
+        let m = Int4Matrix::pack(out, inp, g4, &c4, s.clone(), z.clone()).unwrap();
+        let deq = m.dequantize();
+        for i in 0..out * inp {
+            let (row, k) = (i / inp, i % inp);
+            prop_assert_eq!(m.code(row, k), c4[i]);
+            let gi = row * ng + k / g4;
+            prop_assert_eq!(deq[i], (c4[i] as f32 - z[gi].to_f32()) * s[gi].to_f32());
+        }
+        prop_assert_eq!(m.row_words() * 4 % 16, 0);
+        let back = Int4Matrix::from_parts(out, inp, g4, m.words().to_vec(), s, z).unwrap();
+        prop_assert_eq!(back.dequantize(), deq);
+
+        let g2 = [32, 64, 64][gsel];
+        let ng2 = inp.div_ceil(g2);
+        let c2: Vec<i32> = (0..out * inp).map(|_| r.below(4) as i32).collect();
+        let m2 = Int2Matrix::pack(out, inp, g2, &c2, vec![f16::ONE; out * ng2], vec![f16::ZERO; out * ng2]).unwrap();
+        for (i, &c) in c2.iter().enumerate() {
+            prop_assert_eq!(m2.code(i / inp, i % inp), c);
+        }
+        let c8: Vec<i32> = (0..out * inp).map(|_| r.below(255) as i32 - 127).collect();
+        let m8 = Int8Matrix::pack(out, inp, inp, &c8, vec![f16::ONE; out], vec![]).unwrap();
+        prop_assert_eq!(m8.dequantize(), c8.iter().map(|&c| c as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn dequantisation_error_is_within_half_a_step(
+        out in 1usize..4, inp in 1usize..260, gsel in 0usize..3, seed in any::<u64>()
+    ) {
+        let w = weights(seed, out * inp);
+        let g = [32, 64, 128][gsel];
+        let m4 = quantize_asym::<4>(&w, out, inp, g, Method::Rtn, None).unwrap();
+        let m2 = quantize_asym::<2>(&w, out, inp, g.min(64), Method::Rtn, None).unwrap();
+        let m8 = quantize_int8(&w, out, inp, inp).unwrap();
+        for (deq, grp, sc) in [
+            (m4.dequantize(), g, m4.scales()),
+            (m2.dequantize(), g.min(64), m2.scales()),
+            (m8.dequantize(), inp, m8.scales()),
+        ] {
+            let ng = inp.div_ceil(grp);
+            for i in 0..out * inp {
+                let s = sc[(i / inp) * ng + (i % inp) / grp].to_f32();
+                let err = (deq[i] - w[i]).abs();
+                prop_assert!(err <= 0.56 * s + 1e-6, "element {}: err {} step {}", i, err, s);
+            }
+        }
+    }
+
+    #[test]
+    fn packed_matmul_matches_dequantised_f32(
+        rows in 1usize..4, out in 1usize..70, inp in 1usize..300, bsel in 0usize..3,
+        gsel in 0usize..3, seed in any::<u64>()
+    ) {
+        let bits = [8u32, 4, 2][bsel];
+        let group = match bits {
+            8 => [inp, 16, 32][gsel],
+            4 => [32, 64, 128][gsel],
+            _ => [32, 64, 64][gsel],
+        };
+        let w = weights(seed, out * inp);
+        let m = quantize_matrix(&w, out, inp, bits, group, Method::Als, None).unwrap();
+        let deq = m.dequantize();
+        let x = weights(seed ^ 0xabc, rows * inp);
+        let be = CpuBackend::new();
+        let packed = be.upload_matrix(&m).unwrap();
+        let dense = be
+            .upload_matrix(&WeightMatrix::Dense(Tensor::from_f32(&deq, vec![out, inp])))
+            .unwrap();
+        let (mut yp, mut yd) = (vec![0.0; rows * out], vec![0.0; rows * out]);
+        be.matmul(&x, &packed, &mut yp, rows).unwrap();
+        be.matmul(&x, &dense, &mut yd, rows).unwrap();
+        for r in 0..rows {
+            for o in 0..out {
+                let mag: f32 = (0..inp).map(|k| (deq[o * inp + k] * x[r * inp + k]).abs()).sum();
+                let (a, b) = (yp[r * out + o], yd[r * out + o]);
+                prop_assert!((a - b).abs() <= 1e-5 * (1.0 + mag), "row {} out {}: {} vs {}", r, o, a, b);
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The variant store: round trips of all four precisions, alignment of payloads and layer
+//! ranges, and clear errors for corrupt, truncated and wrong-version files.
+
+use agentcompress::backend::cpu::CpuBackend;
+use agentcompress::engine::Model;
+use agentcompress::model::synthetic::{preset, synthetic_weights};
+use agentcompress::model::{DType, ModelWeights, Tensor};
+use agentcompress::quant::{quantize_model, Precision, QuantConfig, WeightMatrix};
+use agentcompress::store::{
+    load_variant, read_index, write_variant, LoadOptions, Segment, VariantIndex,
+};
+use std::path::Path;
+
+fn dense() -> ModelWeights<Tensor> {
+    let mut c = preset("tiny").unwrap();
+    c.max_seq_len = 16;
+    synthetic_weights(&c, 21, DType::F32).unwrap()
+}
+
+fn write(
+    dir: &Path,
+    p: Precision,
+) -> (ModelWeights<WeightMatrix>, VariantIndex, std::path::PathBuf) {
+    let cfg = QuantConfig::default();
+    let w = quantize_model(&dense(), p, &cfg, None).unwrap();
+    let path = dir.join(format!("{p}.acv"));
+    let idx = write_variant(
+        &path,
+        &w,
+        p.name(),
+        &cfg,
+        Some(("tokenizer.bin", b"tok-bytes")),
+    )
+    .unwrap();
+    (w, idx, path)
+}
+
+fn logits(w: &ModelWeights<WeightMatrix>) -> Vec<f32> {
+    let m = Model::new(CpuBackend::new(), w).unwrap();
+    let mut st = m.new_state(8).unwrap();
+    m.forward(&mut st, &[1, 5, 9, 300], true).unwrap()
+}
+
+#[test]
+fn every_precision_round_trips_bit_exactly_with_aligned_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    for p in Precision::ALL {
+        let (w, written, path) = write(dir.path(), p);
+        let (back, idx) = load_variant(&path, LoadOptions::default()).unwrap();
+        assert_eq!(idx.tokenizer.as_deref(), Some(&b"tok-bytes"[..]));
+        assert_eq!(idx.meta.precision, p.name());
+        assert_eq!(idx.tensors, written.tensors);
+        assert_eq!(logits(&w), logits(&back), "{p}");
+        let file_len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(file_len, idx.file_len);
+        let segs = read_index(&path).unwrap().segments();
+        assert_eq!(segs.len(), 2 + w.config.n_layers);
+        assert_eq!(segs[0].segment, Segment::Embedding);
+        assert_eq!(segs[1].segment, Segment::Layer(0));
+        assert_eq!(segs.last().unwrap().segment, Segment::Head);
+        for (a, b) in segs.iter().zip(&segs[1..]) {
+            assert_eq!(a.offset + a.len, b.offset, "segments are contiguous");
+        }
+        assert!(segs
+            .iter()
+            .all(|s| s.offset % 4096 == 0 && s.len % 4096 == 0));
+        assert_eq!(segs.last().map(|s| s.offset + s.len), Some(file_len));
+        for t in &idx.tensors {
+            assert_eq!(t.offset % 4096, 0, "{}", t.name);
+            assert_eq!(t.scales_offset % 256, 0);
+            assert_eq!(t.zeros_offset % 256, 0);
+        }
+    }
+}
+
+#[test]
+fn a_flipped_payload_byte_names_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, idx, path) = write(dir.path(), Precision::Int4);
+    let t = idx.tensor("layers.2.w_up").unwrap();
+    let mut b = std::fs::read(&path).unwrap();
+    b[(t.offset + t.len / 2) as usize] ^= 0x10;
+    std::fs::write(&path, &b).unwrap();
+    let e = load_variant(&path, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor layers.2.w_up") && e.contains("checksum"),
+        "{e}"
+    );
+    // Skipping verification is explicit, and then the file loads.
+    assert!(load_variant(
+        &path,
+        LoadOptions {
+            verify_checksums: false
+        }
+    )
+    .is_ok());
+}
+
+#[test]
+fn a_truncated_file_names_the_first_missing_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, idx, path) = write(dir.path(), Precision::Int2);
+    let t = idx.tensor("layers.3.wo").unwrap();
+    let b = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &b[..(t.offset + 10) as usize]).unwrap();
+    let e = load_variant(&path, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor layers.3.wo") && e.contains("truncated"),
+        "{e}"
+    );
+    let e = read_index(&path).unwrap_err().to_string();
+    assert!(e.contains("tensor layers.3.wo"), "{e}");
+}
+
+#[test]
+fn wrong_version_or_magic_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, path) = write(dir.path(), Precision::Int8);
+    let good = std::fs::read(&path).unwrap();
+    let mut b = good.clone();
+    b[8..12].copy_from_slice(&7u32.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let e = load_variant(&path, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`version` is 7"), "{e}");
+    let mut b = good.clone();
+    b[0] = b'X';
+    std::fs::write(&path, &b).unwrap();
+    let e = read_index(&path).unwrap_err().to_string();
+    assert!(e.contains("`magic`"), "{e}");
+    let mut b = good;
+    b[70] ^= 1; // inside the metadata JSON
+    std::fs::write(&path, &b).unwrap();
+    let e = read_index(&path).unwrap_err().to_string();
+    assert!(e.contains("`header_crc`"), "{e}");
+}
