@@ -9,6 +9,7 @@
 
 use super::calib::Calibration;
 use super::fp16::to_f16;
+use super::gptq::gptq_asym;
 use super::packed::packed_byte_len;
 use super::quantizer::{quantize_matrix, Method};
 use super::WeightMatrix;
@@ -126,6 +127,18 @@ pub fn quantize_model(
         let (out, inp) = (t.shape()[0], t.shape()[1]);
         match cfg.group(p, inp) {
             None => Ok(WeightMatrix::Dense(to_f16(&full, t)?)),
+            Some(g) if cfg.method == Method::Gptq && p != Precision::Int8 => {
+                let gram = calib.and_then(|c| c.gram(layer, name)).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{full}: GPTQ needs a calibration with Gram matrices"
+                    ))
+                })?;
+                let w = t.to_f32_vec();
+                Ok(match p.bits() {
+                    4 => WeightMatrix::Int4(gptq_asym::<4>(&w, out, inp, g, gram)?),
+                    _ => WeightMatrix::Int2(gptq_asym::<2>(&w, out, inp, g, gram)?),
+                })
+            }
             Some(g) => {
                 let imp = calib.and_then(|c| c.importance(layer, name));
                 quantize_matrix(&t.to_f32_vec(), out, inp, p.bits(), g, cfg.method, imp)
