@@ -54,6 +54,7 @@ pub fn run(a: Args) -> Result<()> {
         int2_group: a.group.unwrap_or(64),
         keep_classifier_fp16: !a.quantize_classifier,
     };
+    quant.validate()?;
     let tok = match &a.tokenizer {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
