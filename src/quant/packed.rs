@@ -242,7 +242,14 @@ impl<const BITS: u32> Packed<BITS> {
         &self.words
     }
 
-    /// The packed codes as little-endian bytes, `[out, row_stride_bytes]`.
+    /// The packed codes as bytes, `[out, row_stride_bytes]`, without a copy (the words are
+    /// little-endian in memory on the little-endian hosts this crate targets).
+    #[cfg(target_endian = "little")]
+    pub fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.words)
+    }
+
+    /// The packed codes as little-endian bytes, `[out, row_stride_bytes]` (a copy).
     pub fn packed_bytes(&self) -> Vec<u8> {
         self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
@@ -370,6 +377,8 @@ mod tests {
             assert_eq!(pair, (2 * i as u32) | ((2 * i as u32 + 1) << 16));
         }
         assert_eq!(m.row_words(), 4);
+        assert_eq!(m.bytes(), &m.packed_bytes()[..]);
+        assert_eq!(m.bytes()[..4], [0x20, 0x64, 0x31, 0x75]);
     }
 
     #[test]
