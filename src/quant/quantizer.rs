@@ -29,7 +29,9 @@ pub enum Method {
     /// Alternating least-squares scale/zero fit with clipping search (see module docs).
     Als,
     /// GPTQ error feedback over calibration inputs (see [`super::gptq`]); groups are fitted
-    /// with the `Als` fit. Needs a calibration with Gram matrices.
+    /// with the `Als` fit. Needs a calibration with Gram matrices (`in^2` f64 per matrix) and
+    /// costs `O(in^3 + out * in^2)` per matrix on one core for the factorisation: meant for
+    /// small models such as stories260K; use `Als` at 7B scale.
     Gptq,
 }
 
