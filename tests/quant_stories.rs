@@ -36,7 +36,7 @@ fn bench() -> Bench {
     let reference = all_logits(&m, &seqs).unwrap();
     // Calibrate on different text than the evaluation text.
     let calib_seqs = self_generated(&m, 4, 128, 1000).unwrap();
-    let calib = Calibration::collect(&dense, &calib_seqs).unwrap();
+    let calib = Calibration::collect(&dense, &calib_seqs, true).unwrap();
     Bench {
         dense,
         seqs,
@@ -76,6 +76,12 @@ fn stories260k_precisions_against_fp16() {
     let (i2r, e2r) = quality(&b, Precision::Int2, Method::Rtn, false);
     let (i2a, e2a) = quality(&b, Precision::Int2, Method::Als, false);
     let (i2c, _) = quality(&b, Precision::Int2, Method::Als, true);
+    let (i4g, _) = quality(&b, Precision::Int4, Method::Gptq, true);
+    let (i2g, _) = quality(&b, Precision::Int2, Method::Gptq, true);
+    assert!(
+        i2g.mean_kl < i2r.mean_kl && i4g.mean_kl < i4r.mean_kl,
+        "GPTQ {i4g:?} {i2g:?}"
+    );
     // The unweighted fit minimises exactly the reconstruction error, so it must lower it.
     assert!(
         e4a < e4r && e2a < e2r,

@@ -139,3 +139,45 @@ fn wrong_version_or_magic_names_the_field() {
     let e = read_index(&path).unwrap_err().to_string();
     assert!(e.contains("`header_crc`"), "{e}");
 }
+
+#[test]
+fn random_corruption_without_checksums_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, idx, path) = write(dir.path(), Precision::Int4);
+    let good = std::fs::read(&path).unwrap();
+    let covered = |at: u64| {
+        at < idx.data_start
+            || idx
+                .tensors
+                .iter()
+                .any(|t| (t.offset..t.offset + t.len).contains(&at))
+    };
+    let mut rng = agentcompress::util::rng::Rng::new(17);
+    let bad_path = dir.path().join("bad.acv");
+    for _ in 0..64 {
+        let mut b = good.clone();
+        // Half the flips land in the header region, half anywhere.
+        let span = if rng.below(2) == 0 {
+            4096
+        } else {
+            b.len() as u64
+        };
+        let at = rng.below(span) as usize;
+        b[at] ^= 1 << rng.below(8);
+        std::fs::write(&bad_path, &b).unwrap();
+        let opts = LoadOptions {
+            verify_checksums: false,
+        };
+        // Either it loads (payload noise) or it fails with a message; it must not panic.
+        if let Err(e) = load_variant(&bad_path, opts) {
+            assert!(!e.to_string().is_empty());
+        }
+        // Every byte but alignment padding is covered by the header or a tensor checksum.
+        if covered(at as u64) {
+            assert!(
+                load_variant(&bad_path, LoadOptions::default()).is_err(),
+                "flip at {at}"
+            );
+        }
+    }
+}

@@ -14,6 +14,9 @@ use crate::model::{ModelWeights, RopeStyle, Tensor};
 use crate::Result;
 use std::sync::Mutex;
 
+/// Gram matrices per layer, per matrix (indexed like [`LAYER_MATRICES`]).
+type LayerGrams = Vec<Vec<Vec<f64>>>;
+
 /// Importances per projection matrix: `E[x_k^2]` over all calibration tokens.
 #[derive(Clone, Debug, Default)]
 pub struct Calibration {
@@ -21,6 +24,8 @@ pub struct Calibration {
     layers: Vec<Vec<Vec<f32>>>,
     /// The classifier's input importances.
     classifier: Vec<f32>,
+    /// Gram matrices `sum x x^T` (`[in, in]`), same indexing, when collected (for GPTQ).
+    grams: Option<(LayerGrams, Vec<f64>)>,
     /// Tokens the statistics were gathered over.
     pub tokens: usize,
 }
@@ -35,9 +40,23 @@ impl Calibration {
         self.layers.get(layer)?.get(m).map(|v| &v[..])
     }
 
-    /// Runs `weights` (dense, on the CPU) over `seqs` and records every projection's inputs.
-    pub fn collect(weights: &ModelWeights<Tensor>, seqs: &[Vec<u32>]) -> Result<Self> {
-        let rec = RecordingBackend::default();
+    /// The Gram matrix `sum x x^T` of matrix `name`'s inputs, when collected.
+    pub fn gram(&self, layer: usize, name: &str) -> Option<&[f64]> {
+        let (layers, cls) = self.grams.as_ref()?;
+        if layer == usize::MAX {
+            return (!cls.is_empty()).then_some(&cls[..]);
+        }
+        let m = LAYER_MATRICES.iter().position(|&n| n == name)?;
+        layers.get(layer)?.get(m).map(|v| &v[..])
+    }
+
+    /// Runs `weights` (dense, on the CPU) over `seqs` and records every projection's inputs:
+    /// mean squares always, full Gram matrices (`in^2` f64 per matrix) when `grams` is set.
+    pub fn collect(weights: &ModelWeights<Tensor>, seqs: &[Vec<u32>], grams: bool) -> Result<Self> {
+        let rec = RecordingBackend {
+            grams,
+            ..Default::default()
+        };
         let model = Model::new(rec, weights)?;
         let mut tokens = 0;
         for s in seqs.iter().filter(|s| !s.is_empty()) {
@@ -51,9 +70,10 @@ impl Calibration {
             .lock()
             .map_err(|_| crate::Error::Internal("calibration lock poisoned".into()))?
             .clone();
-        let mean = |(sum, n): &(Vec<f64>, usize)| -> Vec<f32> {
-            sum.iter()
-                .map(|&v| (v / (*n).max(1) as f64) as f32)
+        let mean = |st: &MatStats| -> Vec<f32> {
+            st.sumsq
+                .iter()
+                .map(|&v| (v / st.rows.max(1) as f64) as f32)
                 .collect()
         };
         let nl = weights.config.n_layers;
@@ -61,27 +81,47 @@ impl Calibration {
         let layers = (0..nl)
             .map(|l| (0..7).map(|m| mean(&stats[1 + 7 * l + m])).collect())
             .collect();
-        let classifier = if weights.classifier.is_some() {
-            mean(&stats[1 + 7 * nl])
+        // Tied: the classifier's input (the final-norm output) is recorded on the
+        // embedding's slot, since the forward pass multiplies by the embedding.
+        let cls = if weights.classifier.is_some() {
+            1 + 7 * nl
         } else {
-            // Tied: the classifier's input is the same final-norm output; recorded on the
-            // embedding's slot.
-            mean(&stats[0])
+            0
         };
+        let classifier = mean(&stats[cls]);
+        let grams = grams.then(|| {
+            let layers = (0..nl)
+                .map(|l| (0..7).map(|m| stats[1 + 7 * l + m].gram.clone()).collect())
+                .collect();
+            (layers, stats[cls].gram.clone())
+        });
         Ok(Calibration {
             layers,
             classifier,
+            grams,
             tokens,
         })
     }
 }
 
-/// A CPU backend that records per-matrix input statistics (sum of squares per channel).
+/// Input statistics of one uploaded matrix.
+#[derive(Clone, Debug, Default)]
+struct MatStats {
+    /// Sum of `x_k^2` per input channel.
+    sumsq: Vec<f64>,
+    /// `sum x x^T`, row-major `[in, in]` (empty unless Gram matrices are collected).
+    gram: Vec<f64>,
+    /// Input rows seen.
+    rows: usize,
+}
+
+/// A CPU backend that records per-matrix input statistics (sums of squares per channel and,
+/// optionally, Gram matrices).
 #[derive(Default)]
 pub struct RecordingBackend {
     inner: CpuBackend,
-    /// Per uploaded matrix: (sum of x_k^2 per channel, rows seen).
-    stats: Mutex<Vec<(Vec<f64>, usize)>>,
+    grams: bool,
+    stats: Mutex<Vec<MatStats>>,
 }
 
 /// A matrix of the recording backend: its upload index and the CPU matrix.
@@ -103,7 +143,16 @@ impl Backend for RecordingBackend {
             .stats
             .lock()
             .map_err(|_| crate::Error::Internal("calibration lock poisoned".into()))?;
-        s.push((vec![0.0; mat.dims().1], 0));
+        let inp = mat.dims().1;
+        s.push(MatStats {
+            sumsq: vec![0.0; inp],
+            gram: if self.grams {
+                vec![0.0; inp * inp]
+            } else {
+                Vec::new()
+            },
+            rows: 0,
+        });
         Ok(RecMat {
             id: s.len() - 1,
             mat,
@@ -142,13 +191,22 @@ impl Backend for RecordingBackend {
             .stats
             .lock()
             .map_err(|_| crate::Error::Internal("calibration lock poisoned".into()))?;
-        let (sum, n) = &mut s[w.id];
+        let st = &mut s[w.id];
         for row in x[..rows * inp].chunks_exact(inp) {
-            sum.iter_mut()
+            st.sumsq
+                .iter_mut()
                 .zip(row)
                 .for_each(|(a, &v)| *a += (v as f64) * (v as f64));
+            if !st.gram.is_empty() {
+                for (i, &xi) in row.iter().enumerate() {
+                    let g = &mut st.gram[i * inp..(i + 1) * inp];
+                    g.iter_mut()
+                        .zip(row)
+                        .for_each(|(a, &xj)| *a += xi as f64 * xj as f64);
+                }
+            }
         }
-        *n += rows;
+        st.rows += rows;
         Ok(())
     }
     fn add_bias(&self, x: &mut Vec<f32>, b: &Vec<f32>, rows: usize, width: usize) -> Result<()> {

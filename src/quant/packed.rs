@@ -242,7 +242,14 @@ impl<const BITS: u32> Packed<BITS> {
         &self.words
     }
 
-    /// The packed codes as little-endian bytes, `[out, row_stride_bytes]`.
+    /// The packed codes as bytes, `[out, row_stride_bytes]`, without a copy (the words are
+    /// little-endian in memory on the little-endian hosts this crate targets).
+    #[cfg(target_endian = "little")]
+    pub fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.words)
+    }
+
+    /// The packed codes as little-endian bytes, `[out, row_stride_bytes]` (a copy).
     pub fn packed_bytes(&self) -> Vec<u8> {
         self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
@@ -336,6 +343,25 @@ impl<const BITS: u32> Packed<BITS> {
     }
 }
 
+impl<const BITS: u32> Packed<BITS> {
+    /// Writes row `r` dequantised into `dst` (`in` values): one row at a time, never the
+    /// whole matrix.
+    pub fn dequantize_row_into(&self, r: usize, dst: &mut [f32]) {
+        let rw = self.row_words();
+        let row = &self.words[r * rw..(r + 1) * rw];
+        for (g, chunk) in dst[..self.inp].chunks_mut(self.group).enumerate() {
+            let (s, z) = self.params(r, g);
+            let k0 = g * self.group;
+            for (w, out) in chunk.chunks_mut(Self::PER_WORD).enumerate() {
+                let codes = decode_word::<BITS>(row[(k0 / Self::PER_WORD) + w]);
+                for (o, &c) in out.iter_mut().zip(&codes) {
+                    *o = (c - z) * s;
+                }
+            }
+        }
+    }
+}
+
 /// The codes of one word in K order, as f32 (signed for INT8). Only the first `32 / BITS`
 /// entries are meaningful.
 #[inline(always)]
@@ -370,6 +396,8 @@ mod tests {
             assert_eq!(pair, (2 * i as u32) | ((2 * i as u32 + 1) << 16));
         }
         assert_eq!(m.row_words(), 4);
+        assert_eq!(m.bytes(), &m.packed_bytes()[..]);
+        assert_eq!(m.bytes()[..4], [0x20, 0x64, 0x31, 0x75]);
     }
 
     #[test]
@@ -390,6 +418,9 @@ mod tests {
         assert_eq!(m8.words()[0] & 0x00ff_00ff, 1 | (0xfe << 16));
         assert_eq!(m8.row_words(), 4, "5 bytes pad to a 16-byte row");
         assert_eq!(m8.dequantize(), vec![1., -2., 3., -4., 5.]);
+        let mut row = vec![0.0; 40];
+        m.dequantize_row_into(0, &mut row);
+        assert_eq!(row, m.dequantize());
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub enum Method {
     Rtn,
     /// Alternating least-squares scale/zero fit with clipping search (see module docs).
     Als,
+    /// GPTQ error feedback over calibration inputs (see [`super::gptq`]); groups are fitted
+    /// with the `Als` fit. Needs a calibration with Gram matrices (`in^2` f64 per matrix) and
+    /// costs `O(in^3 + out * in^2)` per matrix on one core for the factorisation: meant for
+    /// small models such as stories260K; use `Als` at 7B scale.
+    Gptq,
 }
 
 impl std::str::FromStr for Method {
@@ -36,8 +41,9 @@ impl std::str::FromStr for Method {
         match s {
             "rtn" => Ok(Method::Rtn),
             "als" => Ok(Method::Als),
+            "gptq" => Ok(Method::Gptq),
             other => Err(Error::invalid(format!(
-                "unknown quantization method '{other}' (known: rtn, als)"
+                "unknown quantization method '{other}' (known: rtn, als, gptq)"
             ))),
         }
     }
@@ -48,6 +54,7 @@ impl std::fmt::Display for Method {
         f.write_str(match self {
             Method::Rtn => "rtn",
             Method::Als => "als",
+            Method::Gptq => "gptq",
         })
     }
 }
@@ -157,6 +164,11 @@ pub fn quantize_asym<const BITS: u32>(
 ) -> Result<Packed<BITS>> {
     if BITS >= 8 {
         return Err(Error::invalid("quantize_asym is for INT4 and INT2"));
+    }
+    if method == Method::Gptq {
+        return Err(Error::invalid(
+            "GPTQ needs calibration Gram matrices: use quant::gptq::gptq_asym",
+        ));
     }
     Packed::<BITS>::check_group(inp, group)?;
     check_len(w.len(), out, inp, importance)?;

@@ -9,6 +9,7 @@
 
 use super::calib::Calibration;
 use super::fp16::to_f16;
+use super::gptq::gptq_asym;
 use super::packed::packed_byte_len;
 use super::quantizer::{quantize_matrix, Method};
 pub use super::precision::Precision;
@@ -45,6 +46,27 @@ impl Default for QuantConfig {
 }
 
 impl QuantConfig {
+    /// Checks the group sizes, naming the bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, g: usize, rule: &str| {
+            Err(Error::invalid(format!(
+                "{what} group size {g} is not {rule}"
+            )))
+        };
+        if let Some(g) = self.int8_group {
+            if g == 0 || g % 16 != 0 {
+                return bad("INT8", g, "a multiple of 16");
+            }
+        }
+        if self.int4_group == 0 || self.int4_group % 32 != 0 {
+            return bad("INT4", self.int4_group, "a multiple of 32 (32, 64, 128)");
+        }
+        if self.int2_group == 0 || self.int2_group % 32 != 0 {
+            return bad("INT2", self.int2_group, "a multiple of 32 (32, 64)");
+        }
+        Ok(())
+    }
+
     /// The group size used for `p` on rows of `inp` weights (`None` for FP16). A row shorter
     /// than the configured group is one group, rounded up to a multiple of 32 (16 for INT8),
     /// so short rows (stories260K's 64) are not padded to twice their width.
@@ -68,6 +90,7 @@ pub fn quantize_model(
     calib: Option<&Calibration>,
 ) -> Result<ModelWeights<WeightMatrix>> {
     w.check_shapes()?;
+    cfg.validate()?;
     let quant = |layer: usize, name: &str, t: &Tensor| -> Result<WeightMatrix> {
         let full = if layer == usize::MAX {
             name.to_string()
@@ -77,10 +100,26 @@ pub fn quantize_model(
         let (out, inp) = (t.shape()[0], t.shape()[1]);
         match cfg.group(p, inp) {
             None => Ok(WeightMatrix::Dense(to_f16(&full, t)?)),
+            Some(g) if cfg.method == Method::Gptq && p != Precision::Int8 => {
+                let gram = calib.and_then(|c| c.gram(layer, name)).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{full}: GPTQ needs a calibration with Gram matrices"
+                    ))
+                })?;
+                let w = t.to_f32_vec();
+                Ok(match p.bits() {
+                    4 => WeightMatrix::Int4(gptq_asym::<4>(&w, out, inp, g, gram)?),
+                    _ => WeightMatrix::Int2(gptq_asym::<2>(&w, out, inp, g, gram)?),
+                })
+            }
             Some(g) => {
                 let imp = calib.and_then(|c| c.importance(layer, name));
-                quantize_matrix(&t.to_f32_vec(), out, inp, p.bits(), g, cfg.method, imp)
-                    .map_err(|e| Error::invalid(format!("{full}: {e}")))
+                quantize_matrix(&t.to_f32_vec(), out, inp, p.bits(), g, cfg.method, imp).map_err(
+                    |e| match e {
+                        Error::InvalidArgument(m) => Error::invalid(format!("{full}: {m}")),
+                        other => other,
+                    },
+                )
             }
         }
     };
@@ -203,4 +242,63 @@ pub fn reconstruction_error(
         }
     }
     Ok(num / den.max(f64::MIN_POSITIVE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::synthetic::{preset, synthetic_weights};
+    use crate::model::DType;
+
+    #[test]
+    fn groups_are_validated_and_short_rows_form_one_group() {
+        let mut c = QuantConfig::default();
+        assert_eq!(c.group(Precision::Int4, 64), Some(64));
+        assert_eq!(c.group(Precision::Int4, 172), Some(128));
+        assert_eq!(c.group(Precision::Int2, 40), Some(64));
+        assert_eq!(c.group(Precision::Int8, 172), Some(172));
+        c.int2_group = 48;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("INT2 group size 48"));
+    }
+
+    #[test]
+    fn size_report_matches_a_quantized_model_and_classifier_choice_applies() {
+        let mut c = preset("tiny").unwrap();
+        c.max_seq_len = 8;
+        let dense = synthetic_weights(&c, 2, DType::F32).unwrap();
+        for keep in [true, false] {
+            let cfg = QuantConfig {
+                method: Method::Rtn,
+                keep_classifier_fp16: keep,
+                ..QuantConfig::default()
+            };
+            for p in Precision::ALL {
+                let w = quantize_model(&dense, p, &cfg, None).unwrap();
+                let mut bytes = w.embedding.bytes().len() + w.final_norm.bytes().len();
+                for l in &w.layers {
+                    bytes += l.attn_norm.bytes().len() + l.ffn_norm.bytes().len();
+                    bytes += l
+                        .matrices()
+                        .iter()
+                        .map(|(_, m)| m.byte_len())
+                        .sum::<usize>();
+                }
+                bytes += w.classifier.as_ref().map_or(0, |m| m.byte_len());
+                assert_eq!(
+                    size_report(&c, p, &cfg).total_bytes,
+                    bytes as u64,
+                    "{p} {keep}"
+                );
+                let quantized_cls = matches!(
+                    w.classifier,
+                    Some(WeightMatrix::Int8(_) | WeightMatrix::Int4(_) | WeightMatrix::Int2(_))
+                );
+                assert_eq!(quantized_cls, !keep && p != Precision::Fp16, "{p} {keep}");
+            }
+        }
+    }
 }

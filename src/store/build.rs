@@ -86,11 +86,12 @@ pub fn build_variants(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let fp16 = quantize_model(dense, Precision::Fp16, &opts.quant, None)?;
     let calib = match (opts.calibration, opts.quant.method) {
-        (Some(t), Method::Als) => {
+        (Some(t), Method::Als | Method::Gptq) => {
             progress(&format!("calibrating on {}", t.describe()));
             let m = Model::new(CpuBackend::new(), &fp16)?;
             let seqs = self_generated(&m, t.n_seqs, t.len, t.seed)?;
-            Some(Calibration::collect(dense, &seqs)?)
+            let grams = opts.quant.method == Method::Gptq;
+            Some(Calibration::collect(dense, &seqs, grams)?)
         }
         _ => None,
     };

@@ -1,7 +1,7 @@
 //! The on-disk variant store: one self-contained `.acv` file per precision (header with the
 //! model config and tokenizer bytes, a checksummed tensor directory, 4 KiB-aligned payloads
 //! in forward order) and a `manifest.json` tying the four of a model together.
-//! The file layout and its alignment guarantees are documented in [`format`].
+//! The file layout and its alignment guarantees are documented in [`mod@format`].
 
 pub mod build;
 pub mod format;

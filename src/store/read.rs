@@ -60,6 +60,9 @@ fn parse_index(path: &Path, bytes: &[u8], actual_len: u64, verify: bool) -> Resu
         )));
     }
     let crc = u32_at(bytes, 12);
+    if u64_at(bytes, 56) != 0 {
+        return Err(bad("header field `reserved` is not zero".into()));
+    }
     let (meta_len, tok_len, dir_len) = (u64_at(bytes, 16), u64_at(bytes, 24), u64_at(bytes, 32));
     let (data_start, file_len) = (u64_at(bytes, 40), u64_at(bytes, 48));
     let body_end = (HEADER_LEN as u64)
@@ -157,11 +160,21 @@ fn packed<const B: u32>(t: &TensorEntry, p: &[u8]) -> Result<Packed<B>> {
     let (out, inp) = (t.shape[0], t.shape[1]);
     Packed::<B>::check_group(inp, t.group)?;
     let ng = inp.div_ceil(t.group);
-    let code_len = out * crate::quant::packed::row_stride_bytes(B, inp, t.group);
+    let stride = crate::quant::packed::row_stride_bytes(B, inp, t.group);
+    let too_big = || Error::invalid(format!("shape {:?} is too large", t.shape));
+    let code_len = out.checked_mul(stride).ok_or_else(too_big)?;
+    let param_bytes = out
+        .checked_mul(ng)
+        .and_then(|n| n.checked_mul(2))
+        .ok_or_else(too_big)?;
     let s0 = t.scales_offset as usize;
     let z0 = t.zeros_offset as usize;
-    let nz = if B < 8 { out * ng * 2 } else { 0 };
-    if code_len > s0 || s0 + out * ng * 2 > p.len() || (nz > 0 && z0 + nz > p.len()) {
+    let nz = if B < 8 { param_bytes } else { 0 };
+    let fits = |at: usize, n: usize| at.checked_add(n).is_some_and(|e| e <= p.len());
+    if code_len > s0
+        || !fits(s0, param_bytes)
+        || (nz > 0 && (z0 < s0 + param_bytes || !fits(z0, nz)))
+    {
         return Err(Error::invalid("payload parts do not fit its length"));
     }
     let words = p[..code_len]
@@ -178,7 +191,7 @@ fn packed<const B: u32>(t: &TensorEntry, p: &[u8]) -> Result<Packed<B>> {
         inp,
         t.group,
         words,
-        f16s(&p[s0..s0 + out * ng * 2]),
+        f16s(&p[s0..s0 + param_bytes]),
         zeros,
     )
 }
@@ -186,8 +199,8 @@ fn packed<const B: u32>(t: &TensorEntry, p: &[u8]) -> Result<Packed<B>> {
 /// Builds the tensor or matrix of one entry from its payload.
 fn decode(t: &TensorEntry, p: &[u8]) -> Result<WeightMatrix> {
     let dense = |d: DType| -> Result<WeightMatrix> {
-        let n: usize = t.shape.iter().product();
-        if n * d.size() != p.len() {
+        let n = t.shape.iter().try_fold(d.size(), |a, &x| a.checked_mul(x));
+        if n != Some(p.len()) {
             return Err(Error::invalid(format!(
                 "{} bytes do not hold shape {:?}",
                 p.len(),

@@ -7,7 +7,7 @@ pub use kernels::{argmax, dot};
 
 use super::Backend;
 use crate::model::{DType, RopeStyle, Tensor};
-use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, WeightMatrix};
+use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, Packed, WeightMatrix};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -184,30 +184,9 @@ impl Backend for CpuBackend {
                     |o, xr| dot(&wf[o * n_in..(o + 1) * n_in], xr),
                 );
             }
-            CpuMat::Int8(m) => matmul_rows(
-                rows,
-                n_in,
-                n_out,
-                &x[..rows * n_in],
-                &mut out[..rows * n_out],
-                |o, xr| m.row_dot(o, xr),
-            ),
-            CpuMat::Int4(m) => matmul_rows(
-                rows,
-                n_in,
-                n_out,
-                &x[..rows * n_in],
-                &mut out[..rows * n_out],
-                |o, xr| m.row_dot(o, xr),
-            ),
-            CpuMat::Int2(m) => matmul_rows(
-                rows,
-                n_in,
-                n_out,
-                &x[..rows * n_in],
-                &mut out[..rows * n_out],
-                |o, xr| m.row_dot(o, xr),
-            ),
+            CpuMat::Int8(m) => packed_matmul(m, &x[..rows * n_in], rows, &mut out[..rows * n_out]),
+            CpuMat::Int4(m) => packed_matmul(m, &x[..rows * n_in], rows, &mut out[..rows * n_out]),
+            CpuMat::Int2(m) => packed_matmul(m, &x[..rows * n_in], rows, &mut out[..rows * n_out]),
         }
         Ok(())
     }
@@ -320,6 +299,35 @@ impl Backend for CpuBackend {
             .zip(&y[..len])
             .for_each(|(a, b)| *a += b);
         Ok(())
+    }
+}
+
+/// Matrix product on a packed matrix, never dequantising it whole: one input row uses
+/// [`Packed::row_dot`] (per group `s * (sum q*x - z * sum x)`) per output; several rows
+/// dequantise each weight row once into a per-task buffer and dot it with every input row.
+fn packed_matmul<const B: u32>(m: &Packed<B>, x: &[f32], rows: usize, out: &mut [f32]) {
+    let (n_out, n_in) = m.dims();
+    if rows <= 1 {
+        matmul_rows(rows, n_in, n_out, x, out, |o, xr| m.row_dot(o, xr));
+        return;
+    }
+    let cols: Vec<Vec<f32>> = (0..n_out)
+        .into_par_iter()
+        .with_min_len(8)
+        .map_init(
+            || vec![0.0f32; n_in],
+            |wrow, o| {
+                m.dequantize_row_into(o, wrow);
+                (0..rows)
+                    .map(|r| dot(wrow, &x[r * n_in..(r + 1) * n_in]))
+                    .collect()
+            },
+        )
+        .collect();
+    for (o, col) in cols.into_iter().enumerate() {
+        for (r, v) in col.into_iter().enumerate() {
+            out[r * n_out + o] = v;
+        }
     }
 }
 

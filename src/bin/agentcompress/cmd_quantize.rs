@@ -16,7 +16,9 @@ pub struct Args {
     /// Output directory (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// INT4/INT2 rounding: `rtn` (round to nearest) or `als` (error-minimising fit).
+    /// INT4/INT2 rounding: `rtn` (round to nearest), `als` (error-minimising scale/zero fit,
+    /// weighted by calibration activations) or `gptq` (error feedback; best quality, small
+    /// models only: it needs in x in Gram matrices).
     #[arg(long, default_value = "als")]
     method: Method,
     /// Group size for INT4 and INT2 (default: 128 for INT4, 64 for INT2).
@@ -54,6 +56,7 @@ pub fn run(a: Args) -> Result<()> {
         int2_group: a.group.unwrap_or(64),
         keep_classifier_fp16: !a.quantize_classifier,
     };
+    quant.validate()?;
     let tok = match &a.tokenizer {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
