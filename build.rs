@@ -26,11 +26,18 @@ fn main() {
     let (mut sources, mut headers) = (String::new(), String::new());
     for p in &files {
         println!("cargo:rerun-if-changed={}", p.display());
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let text = std::fs::read(p).unwrap_or_default();
         hash = fnv1a(name.as_bytes(), hash);
         hash = fnv1a(&text, hash);
-        let entry = format!("    ({name:?}, include_str!({:?})),\n", p.display().to_string());
+        let entry = format!(
+            "    ({name:?}, include_str!({:?})),\n",
+            p.display().to_string()
+        );
         if name.ends_with(".cuh") {
             headers.push_str(&entry);
         } else {
@@ -38,10 +45,22 @@ fn main() {
         }
     }
     let mut out = String::new();
-    let _ = writeln!(out, "/// `(file name, source)` of every kernel translation unit.");
-    let _ = writeln!(out, "pub const KERNEL_SOURCES: &[(&str, &str)] = &[\n{sources}];");
-    let _ = writeln!(out, "/// `(file name, source)` of every header the kernels include.");
-    let _ = writeln!(out, "pub const KERNEL_HEADERS: &[(&str, &str)] = &[\n{headers}];");
+    let _ = writeln!(
+        out,
+        "/// `(file name, source)` of every kernel translation unit."
+    );
+    let _ = writeln!(
+        out,
+        "pub const KERNEL_SOURCES: &[(&str, &str)] = &[\n{sources}];"
+    );
+    let _ = writeln!(
+        out,
+        "/// `(file name, source)` of every header the kernels include."
+    );
+    let _ = writeln!(
+        out,
+        "pub const KERNEL_HEADERS: &[(&str, &str)] = &[\n{headers}];"
+    );
     let _ = writeln!(out, "/// Hash of every kernel source and header (hex).");
     let _ = writeln!(out, "pub const KERNEL_FINGERPRINT: &str = \"{hash:016x}\";");
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");

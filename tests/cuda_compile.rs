@@ -14,7 +14,10 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
     let archs = nvrtc::supported_archs().expect("arch list");
     let mut failures = Vec::new();
     for arch in [80, 90] {
-        assert!(archs.contains(&arch), "NVRTC {maj}.{min} cannot target sm_{arch}");
+        assert!(
+            archs.contains(&arch),
+            "NVRTC {maj}.{min} cannot target sm_{arch}"
+        );
         for (name, src) in sources::KERNEL_SOURCES {
             match nvrtc::compile(name, src, arch) {
                 Ok(c) => {

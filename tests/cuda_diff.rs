@@ -17,13 +17,21 @@ fn cuda_matches_cpu_oracle() {
     };
     let rep = check::run_all(&be, None, 7);
     println!("{}", rep.table());
-    assert_eq!(rep.failed(), 0, "differential checks failed:\n{}", rep.table());
+    assert_eq!(
+        rep.failed(),
+        0,
+        "differential checks failed:\n{}",
+        rep.table()
+    );
 }
 
 #[test]
 fn compare_flags_unwritten_and_wrong_outputs() {
     let cpu = [1.0f32, -2.0, 3.0, 0.5];
-    assert_eq!(check::compare("k", "c", &cpu, &cpu, 0.0).status, check::Status::Pass);
+    assert_eq!(
+        check::compare("k", "c", &cpu, &cpu, 0.0).status,
+        check::Status::Pass
+    );
     let mut poisoned = cpu;
     poisoned[2] = f32::NAN;
     let r = check::compare("k", "c", &poisoned, &cpu, 1e-3);
@@ -31,6 +39,12 @@ fn compare_flags_unwritten_and_wrong_outputs() {
     assert!(r.note.contains("[2]"), "{}", r.note);
     let mut off = cpu;
     off[1] = -2.1;
-    assert_eq!(check::compare("k", "c", &off, &cpu, 1e-3).status, check::Status::Fail);
-    assert_eq!(check::compare("k", "c", &cpu[..3], &cpu, 1e-3).status, check::Status::Fail);
+    assert_eq!(
+        check::compare("k", "c", &off, &cpu, 1e-3).status,
+        check::Status::Fail
+    );
+    assert_eq!(
+        check::compare("k", "c", &cpu[..3], &cpu, 1e-3).status,
+        check::Status::Fail
+    );
 }

@@ -5,7 +5,7 @@
 //! Every weight matrix and KV cache used here is larger than the H100's 50 MB L2, so each
 //! launch streams from HBM without rotating inputs.
 
-use super::{cuda_err, libs, CudaBackend, CudaMat};
+use super::{cuda_err, libs, AttnPath, CudaBackend, CudaMat};
 use crate::backend::Backend;
 use crate::engine::Model;
 use crate::model::{synthetic, DType};
@@ -53,7 +53,12 @@ pub fn table(rows: &[BenchRow]) -> String {
 
 /// Median microseconds of `iters` back-to-back runs of `f` after `warmup` runs, from CUDA
 /// events recorded between consecutive runs.
-pub fn time_us(be: &CudaBackend, warmup: usize, iters: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
+pub fn time_us(
+    be: &CudaBackend,
+    warmup: usize,
+    iters: usize,
+    mut f: impl FnMut(usize) -> Result<()>,
+) -> Result<f64> {
     for i in 0..warmup {
         f(i)?;
     }
@@ -77,7 +82,13 @@ pub fn time_us(be: &CudaBackend, warmup: usize, iters: usize, mut f: impl FnMut(
 }
 
 /// A device FP16 matrix `[out, inp]` filled on the GPU with the synthetic generator.
-pub fn synthetic_mat(be: &CudaBackend, out: usize, inp: usize, seed: u64, stream: u64) -> Result<CudaMat> {
+pub fn synthetic_mat(
+    be: &CudaBackend,
+    out: usize,
+    inp: usize,
+    seed: u64,
+    stream: u64,
+) -> Result<CudaMat> {
     let n = out * inp;
     let mut data: CudaSlice<u16> = be.stream().alloc_zeros(n).map_err(cuda_err)?;
     let a = (3.0 / inp as f32).sqrt();
@@ -85,7 +96,15 @@ pub fn synthetic_mat(be: &CudaBackend, out: usize, inp: usize, seed: u64, stream
     be.mat_from_device(data, out, inp)
 }
 
-fn fill_f16(be: &CudaBackend, data: &mut CudaSlice<u16>, n: usize, seed: u64, stream: u64, lo: f32, hi: f32) -> Result<()> {
+fn fill_f16(
+    be: &CudaBackend,
+    data: &mut CudaSlice<u16>,
+    n: usize,
+    seed: u64,
+    stream: u64,
+    lo: f32,
+    hi: f32,
+) -> Result<()> {
     let nn = n as u64;
     let cfg = LaunchConfig {
         grid_dim: ((n.div_ceil(256)).min(65535 * 4) as u32, 1, 1),
@@ -93,7 +112,12 @@ fn fill_f16(be: &CudaBackend, data: &mut CudaSlice<u16>, n: usize, seed: u64, st
         shared_mem_bytes: 0,
     };
     let mut b = be.stream().launch_builder(&be.kernels().fill_synthetic);
-    b.arg(data).arg(&nn).arg(&seed).arg(&stream).arg(&lo).arg(&hi);
+    b.arg(data)
+        .arg(&nn)
+        .arg(&seed)
+        .arg(&stream)
+        .arg(&lo)
+        .arg(&hi);
     // SAFETY: n <= data.len().
     unsafe { b.launch(cfg) }.map_err(cuda_err)?;
     Ok(())
@@ -117,8 +141,19 @@ impl Blas {
         Ok(Blas { handle })
     }
 
-    fn gemm(&self, be: &CudaBackend, x: &CudaSlice<u16>, w: &CudaSlice<u16>, out: &mut CudaSlice<u16>, m: usize, n: usize, k: usize) -> Result<()> {
-        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
+    fn gemm(
+        &self,
+        be: &CudaBackend,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        out: &mut CudaSlice<u16>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        use cudarc::cublas::sys::{
+            cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
+        };
         let s = be.stream();
         let (alpha, beta) = (1.0f32, 0.0f32);
         let (wp, _a) = w.device_ptr(s);
@@ -182,7 +217,9 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
     let n = 1usize << 28;
     let src = be.alloc(n)?;
     let mut dst = be.alloc(n)?;
-    let us = time_us(be, 3, it.min(20), |_| be.stream().memcpy_dtod(&src, &mut dst).map_err(cuda_err))?;
+    let us = time_us(be, 3, it.min(20), |_| {
+        be.stream().memcpy_dtod(&src, &mut dst).map_err(cuda_err)
+    })?;
     let copy_gbps = 2.0 * (n * 4) as f64 / us / 1e3;
     rows.push(BenchRow {
         name: "memcpy d2d".into(),
@@ -219,7 +256,10 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         let bytes = (nout * k * 2 + k * 4 + nout * 4) as f64;
         let us = time_us(be, 5, it, |_| be.matmul(&x, &w, &mut out, 1))?;
         let cub = match &blas {
-            Some(b) => time_us(be, 5, it, |_| b.gemm(be, &x16, w.data(), &mut o16, 1, nout, k)).ok(),
+            Some(b) => time_us(be, 5, it, |_| {
+                b.gemm(be, &x16, w.data(), &mut o16, 1, nout, k)
+            })
+            .ok(),
             None => None,
         };
         rows.push(BenchRow {
@@ -231,7 +271,8 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
             versus: format!(
                 "{:.0}% of copy BW; cuBLAS {}",
                 100.0 * bytes / us / 1e3 / copy_gbps,
-                cub.map(|c| format!("{c:.1} us ({:.2}x ours)", c / us)).unwrap_or_else(|| "n/a".into())
+                cub.map(|c| format!("{c:.1} us ({:.2}x ours)", c / us))
+                    .unwrap_or_else(|| "n/a".into())
             ),
         });
         // GEMM (prefill, M = 2048).
@@ -239,7 +280,10 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         let flops = 2.0 * (m * nout * k) as f64;
         let us = time_us(be, 3, it.min(20), |_| be.matmul(&x, &w, &mut out, m))?;
         let cub = match &blas {
-            Some(b) => time_us(be, 3, it.min(20), |_| b.gemm(be, &x16, w.data(), &mut o16, m, nout, k)).ok(),
+            Some(b) => time_us(be, 3, it.min(20), |_| {
+                b.gemm(be, &x16, w.data(), &mut o16, m, nout, k)
+            })
+            .ok(),
             None => None,
         };
         rows.push(BenchRow {
@@ -250,8 +294,12 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
             tflops: Some(flops / us / 1e6),
             versus: format!(
                 "cuBLAS {}",
-                cub.map(|c| format!("{c:.1} us = {:.0} TFLOP/s ({:.2}x ours)", flops / c / 1e6, c / us))
-                    .unwrap_or_else(|| "n/a".into())
+                cub.map(|c| format!(
+                    "{c:.1} us = {:.0} TFLOP/s ({:.2}x ours)",
+                    flops / c / 1e6,
+                    c / us
+                ))
+                .unwrap_or_else(|| "n/a".into())
             ),
         });
     }
@@ -264,15 +312,22 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         let v = rand_dev(be, s_len * h * hd, 23)?;
         let mut o = be.alloc(s_len * h * hd)?;
         let flops = 2.0 * 2.0 * (s_len as f64 * (s_len as f64 + 1.0) / 2.0) * (h * hd) as f64;
-        let us = time_us(be, 2, it.min(10), |_| be.attention(&q, &k, &v, &mut o, s_len, 0, h, h, hd))?;
-        rows.push(BenchRow {
-            name: "attention prefill".into(),
-            shape: format!("S {s_len} H {h} hd {hd} causal"),
-            us,
-            gbps: None,
-            tflops: Some(flops / us / 1e6),
-            versus: "goal 250 TFLOP/s".into(),
-        });
+        for (path, name) in [
+            (AttnPath::Flash, "attn prefill flash"),
+            (AttnPath::Split, "attn prefill split"),
+        ] {
+            let us = time_us(be, 2, it.min(10), |_| {
+                be.attention_path(path, &q, &k, &v, &mut o, s_len, 0, h, h, hd)
+            })?;
+            rows.push(BenchRow {
+                name: name.into(),
+                shape: format!("S {s_len} H {h} hd {hd} causal"),
+                us,
+                gbps: None,
+                tflops: Some(flops / us / 1e6),
+                versus: "goal 250 TFLOP/s".into(),
+            });
+        }
     }
     // Decode attention: 64 query / 8 KV heads, 32768 keys.
     {
@@ -282,14 +337,19 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         let v = rand_dev(be, len * kv * hd, 33)?;
         let mut o = be.alloc(h * hd)?;
         let bytes = (2 * len * kv * hd * 4) as f64;
-        let us = time_us(be, 5, it, |_| be.attention(&q, &k, &v, &mut o, 1, len - 1, h, kv, hd))?;
+        let us = time_us(be, 5, it, |_| {
+            be.attention(&q, &k, &v, &mut o, 1, len - 1, h, kv, hd)
+        })?;
         rows.push(BenchRow {
             name: "attention decode".into(),
             shape: format!("keys {len} H {h}/{kv} hd {hd} f32 KV"),
             us,
             gbps: Some(bytes / us / 1e3),
             tflops: None,
-            versus: format!("{:.0}% of copy BW; goal 2400 GB/s", 100.0 * bytes / us / 1e3 / copy_gbps),
+            versus: format!(
+                "{:.0}% of copy BW; goal 2400 GB/s",
+                100.0 * bytes / us / 1e3 / copy_gbps
+            ),
         });
     }
     if opt.model {
@@ -333,7 +393,8 @@ fn model_decode(be: &CudaBackend, steps: usize, copy_gbps: f64) -> Result<BenchR
     be.synchronize()?;
     let per_tok = t.elapsed().as_secs_f64() / steps as f64;
     let c = model.config();
-    let per_layer = c.dim * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * c.dim + 3 * c.dim * c.hidden_dim;
+    let per_layer =
+        c.dim * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * c.dim + 3 * c.dim * c.hidden_dim;
     let weight_bytes = 2.0 * (c.n_layers * per_layer + c.vocab_size * c.dim) as f64;
     let floor_s = weight_bytes / (copy_gbps * 1e9);
     Ok(BenchRow {

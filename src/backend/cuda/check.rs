@@ -4,7 +4,7 @@
 //!
 //! Shared by `tests/cuda_diff.rs` and `agentcompress gpu-check`, so both run the same checks.
 
-use super::CudaBackend;
+use super::{AttnPath, CudaBackend};
 use crate::backend::cpu::{self, CpuBackend};
 use crate::backend::Backend;
 use crate::engine::Model;
@@ -56,7 +56,10 @@ pub struct CheckReport {
 impl CheckReport {
     /// Number of failed checks.
     pub fn failed(&self) -> usize {
-        self.rows.iter().filter(|r| r.status == Status::Fail).count()
+        self.rows
+            .iter()
+            .filter(|r| r.status == Status::Fail)
+            .count()
     }
 
     /// A fixed-width table of every row.
@@ -106,7 +109,11 @@ pub fn compare(name: &str, case: &str, gpu: &[f32], cpu: &[f32], tol: f64) -> Ch
         num += d * d;
         den += (cpu[i] as f64).powi(2);
         if d.abs() > max_abs || d.is_nan() {
-            max_abs = if d.is_nan() { f64::NAN } else { d.abs().max(max_abs) };
+            max_abs = if d.is_nan() {
+                f64::NAN
+            } else {
+                d.abs().max(max_abs)
+            };
         }
     }
     let rms = (den / n.max(1) as f64).sqrt();
@@ -213,7 +220,11 @@ fn kernel_checks(c: &mut Ctx<'_>, rep: &mut CheckReport) {
         let r = check_rmsnorm(c, rows, dim, &case);
         rep.push_result("rmsnorm", &case, r);
     }
-    for &(rows, heads, hd, pos0) in &[(4usize, 8usize, 128usize, 17usize), (3, 3, 8, 1000), (1, 32, 64, 4095)] {
+    for &(rows, heads, hd, pos0) in &[
+        (4usize, 8usize, 128usize, 17usize),
+        (3, 3, 8, 1000),
+        (1, 32, 64, 4095),
+    ] {
         for style in [RopeStyle::Interleaved, RopeStyle::RotateHalf] {
             let case = format!("{rows}x{heads}x{hd} pos0 {pos0} {style:?}");
             let r = check_rope(c, rows, heads, hd, pos0, style, &case);
@@ -244,7 +255,11 @@ fn kernel_checks(c: &mut Ctx<'_>, rep: &mut CheckReport) {
         (128, 256, 256, 2e-3),
     ] {
         let path = if rows == 1 {
-            if inp % 8 == 0 { "gemv" } else { "gemv-scalar" }
+            if inp % 8 == 0 {
+                "gemv"
+            } else {
+                "gemv-scalar"
+            }
         } else if inp % 8 == 0 {
             "gemm"
         } else {
@@ -263,11 +278,31 @@ fn kernel_checks(c: &mut Ctx<'_>, rep: &mut CheckReport) {
         (64, 300, 12, 1, 64),
         (5, 10, 8, 4, 8),
         (6, 64, 4, 4, 48),
+        (200, 0, 4, 4, 64),
+        (130, 70, 8, 1, 128),
     ] {
         let case = format!("rows {rows} pos0 {pos0} h {h}/{kv} hd {hd}");
-        let name = if rows == 1 { "attn-decode" } else { "attn-prefill" };
-        let r = check_attention(c, rows, pos0, h, kv, hd, name, &case);
+        let name = if rows == 1 {
+            "attn-decode"
+        } else {
+            "attn-split"
+        };
+        let r = check_attention(c, AttnPath::Split, rows, pos0, h, kv, hd, name, &case);
         rep.push_result(name, &case, r);
+        if hd == 64 || hd == 128 {
+            let r = check_attention(
+                c,
+                AttnPath::Flash,
+                rows,
+                pos0,
+                h,
+                kv,
+                hd,
+                "attn-flash",
+                &case,
+            );
+            rep.push_result("attn-flash", &case, r);
+        }
     }
     for &(rows, width, pos0) in &[(3usize, 256usize, 5usize), (1, 1024, 0)] {
         let case = format!("rows {rows} width {width} pos0 {pos0}");
@@ -275,15 +310,26 @@ fn kernel_checks(c: &mut Ctx<'_>, rep: &mut CheckReport) {
         rep.push_result("store_rows", &case, r);
     }
     for &(n, planted_nan) in &[(32000usize, false), (32000, true), (1, false), (1025, true)] {
-        let case = format!("len {n}{}", if planted_nan { " with NaN + tie" } else { "" });
+        let case = format!(
+            "len {n}{}",
+            if planted_nan { " with NaN + tie" } else { "" }
+        );
         let r = check_argmax(c, n, planted_nan, &case);
         rep.push_result("argmax", &case, r);
     }
 }
 
-fn check_embed(c: &mut Ctx<'_>, vocab: usize, dim: usize, rows: usize, case: &str) -> Result<CheckRow> {
+fn check_embed(
+    c: &mut Ctx<'_>,
+    vocab: usize,
+    dim: usize,
+    rows: usize,
+    case: &str,
+) -> Result<CheckRow> {
     let table = rand_f16(&mut c.rng, vocab, dim, 1.0);
-    let toks: Vec<u32> = (0..rows).map(|_| c.rng.below(vocab as u64) as u32).collect();
+    let toks: Vec<u32> = (0..rows)
+        .map(|_| c.rng.below(vocab as u64) as u32)
+        .collect();
     let gt = c.gpu.upload_matrix(&table.clone().into())?;
     let ct = c.cpu.upload_matrix(&table.into())?;
     let mut go = c.poisoned(rows * dim)?;
@@ -304,10 +350,17 @@ fn check_rmsnorm(c: &mut Ctx<'_>, rows: usize, dim: usize, case: &str) -> Result
     let x = rand_vec(&mut c.rng, rows * dim, 2.0);
     let w = rand_vec(&mut c.rng, dim, 1.0);
     let mut go = c.poisoned(rows * dim)?;
-    c.gpu.rmsnorm(&c.up(&x)?, &c.up(&w)?, &mut go, rows, dim, 1e-5)?;
+    c.gpu
+        .rmsnorm(&c.up(&x)?, &c.up(&w)?, &mut go, rows, dim, 1e-5)?;
     let mut co = vec![0.0; rows * dim];
     c.cpu.rmsnorm(&x, &w, &mut co, rows, dim, 1e-5)?;
-    Ok(compare("rmsnorm", case, &c.down(&go, rows * dim)?, &co, 1e-5))
+    Ok(compare(
+        "rmsnorm",
+        case,
+        &c.down(&go, rows * dim)?,
+        &co,
+        1e-5,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -327,7 +380,13 @@ fn check_rope(
     let mut cx = x.clone();
     c.cpu.rope(&mut cx, rows, heads, hd, pos0, 10000.0, style)?;
     // Angles up to ~4e3 rad: one ulp of the angle is ~5e-4 rad.
-    Ok(compare("rope", case, &c.down(&g, n)?, &cx, 2e-4 * (1.0 + pos0 as f64 / 1000.0)))
+    Ok(compare(
+        "rope",
+        case,
+        &c.down(&g, n)?,
+        &cx,
+        2e-4 * (1.0 + pos0 as f64 / 1000.0),
+    ))
 }
 
 fn check_elementwise(c: &mut Ctx<'_>, n: usize, case: &str) -> Result<Vec<CheckRow>> {
@@ -354,7 +413,13 @@ fn check_bias(c: &mut Ctx<'_>, rows: usize, width: usize, case: &str) -> Result<
     c.gpu.add_bias(&mut g, &c.up(&b)?, rows, width)?;
     let mut cx = x.clone();
     c.cpu.add_bias(&mut cx, &b, rows, width)?;
-    Ok(compare("add_bias", case, &c.down(&g, rows * width)?, &cx, 0.0))
+    Ok(compare(
+        "add_bias",
+        case,
+        &c.down(&g, rows * width)?,
+        &cx,
+        0.0,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -381,6 +446,7 @@ fn check_matmul(
 #[allow(clippy::too_many_arguments)]
 fn check_attention(
     c: &mut Ctx<'_>,
+    path: AttnPath,
     rows: usize,
     pos0: usize,
     h: usize,
@@ -394,20 +460,46 @@ fn check_attention(
     let k = rand_vec(&mut c.rng, len * kv * hd, 1.0);
     let v = rand_vec(&mut c.rng, len * kv * hd, 1.0);
     let mut go = c.poisoned(rows * h * hd)?;
-    c.gpu.attention(&c.up(&q)?, &c.up(&k)?, &c.up(&v)?, &mut go, rows, pos0, h, kv, hd)?;
+    c.gpu.attention_path(
+        path,
+        &c.up(&q)?,
+        &c.up(&k)?,
+        &c.up(&v)?,
+        &mut go,
+        rows,
+        pos0,
+        h,
+        kv,
+        hd,
+    )?;
     let mut co = vec![0.0; rows * h * hd];
-    c.cpu.attention(&q, &k, &v, &mut co, rows, pos0, h, kv, hd)?;
-    Ok(compare(name, case, &c.down(&go, rows * h * hd)?, &co, 1e-4))
+    c.cpu
+        .attention(&q, &k, &v, &mut co, rows, pos0, h, kv, hd)?;
+    // The tensor-core path rounds Q, K, V and P to f16.
+    let tol = if path == AttnPath::Flash { 5e-3 } else { 1e-4 };
+    Ok(compare(name, case, &c.down(&go, rows * h * hd)?, &co, tol))
 }
 
-fn check_store_rows(c: &mut Ctx<'_>, rows: usize, width: usize, pos0: usize, case: &str) -> Result<CheckRow> {
+fn check_store_rows(
+    c: &mut Ctx<'_>,
+    rows: usize,
+    width: usize,
+    pos0: usize,
+    case: &str,
+) -> Result<CheckRow> {
     let src = rand_vec(&mut c.rng, rows * width, 1.0);
     let cache0 = rand_vec(&mut c.rng, (pos0 + rows + 2) * width, 1.0);
     let mut g = c.up(&cache0)?;
     c.gpu.store_rows(&c.up(&src)?, &mut g, rows, width, pos0)?;
     let mut cc = cache0.clone();
     c.cpu.store_rows(&src, &mut cc, rows, width, pos0)?;
-    Ok(compare("store_rows", case, &c.down(&g, cc.len())?, &cc, 0.0))
+    Ok(compare(
+        "store_rows",
+        case,
+        &c.down(&g, cc.len())?,
+        &cc,
+        0.0,
+    ))
 }
 
 fn check_argmax(c: &mut Ctx<'_>, n: usize, planted: bool, case: &str) -> Result<CheckRow> {
@@ -432,7 +524,11 @@ fn check_argmax(c: &mut Ctx<'_>, n: usize, planted: bool, case: &str) -> Result<
         max_abs: 0.0,
         tol: 0.0,
         bad: usize::from(!ok),
-        note: if ok { String::new() } else { format!("gpu {g} cpu {want}") },
+        note: if ok {
+            String::new()
+        } else {
+            format!("gpu {g} cpu {want}")
+        },
     })
 }
 
@@ -443,7 +539,11 @@ pub fn to_f16_weights(w: ModelWeights) -> Result<ModelWeights> {
         if t.dtype() == DType::F16 {
             return t;
         }
-        let bits: Vec<u16> = t.to_f32_vec().iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+        let bits: Vec<u16> = t
+            .to_f32_vec()
+            .iter()
+            .map(|&v| f16::from_f32(v).to_bits())
+            .collect();
         Tensor::from_bytes(bytemuck::cast_slice(&bits), t.shape().to_vec(), DType::F16)
     }
     let mut w = w.try_map(|_, _, m: Tensor| Ok(conv(m)))?;
@@ -466,9 +566,17 @@ pub fn stories_candidates() -> Vec<PathBuf> {
 
 fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut CheckReport) {
     let mut cases: Vec<(String, Result<ModelWeights>)> = Vec::new();
-    let synth = |cfg: Result<ModelConfig>, s: u64| cfg.and_then(|c| synthetic::synthetic_weights(&c, s, DType::F32));
-    cases.push(("synthetic tiny".into(), synth(synthetic::preset("tiny"), seed)));
-    cases.push(("synthetic small".into(), synth(synthetic::preset("small"), seed + 1)));
+    let synth = |cfg: Result<ModelConfig>, s: u64| {
+        cfg.and_then(|c| synthetic::synthetic_weights(&c, s, DType::F32))
+    };
+    cases.push((
+        "synthetic tiny".into(),
+        synth(synthetic::preset("tiny"), seed),
+    ));
+    cases.push((
+        "synthetic small".into(),
+        synth(synthetic::preset("small"), seed + 1),
+    ));
     let biased = synthetic::preset("small").map(|c| ModelConfig {
         qkv_bias: true,
         n_layers: 2,
@@ -498,7 +606,8 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
         .or_else(|| stories_candidates().into_iter().find(|p| p.is_file()));
     match path {
         Some(p) if p.is_file() => {
-            let r = crate::model::llama2c::load(&p).and_then(|w| model_check(gpu, "stories260K", w, seed, rep));
+            let r = crate::model::llama2c::load(&p)
+                .and_then(|w| model_check(gpu, "stories260K", w, seed, rep));
             if let Err(e) = r {
                 rep.push_result("model", "stories260K", Err(e));
             }
@@ -513,7 +622,9 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
             bad: 0,
             note: format!(
                 "stories260K.bin not found ({}); pass --stories PATH",
-                other.map(|p| p.display().to_string()).unwrap_or_else(|| "searched .gpu/, shared/, ../shared/".into())
+                other
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "searched .gpu/, shared/, ../shared/".into())
             ),
         }),
     }
@@ -521,7 +632,13 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
 
 /// Prefill logits, teacher-forced decode logits and free-running greedy tokens of one model
 /// on both backends.
-fn model_check(gpu: &CudaBackend, name: &str, w: ModelWeights, seed: u64, rep: &mut CheckReport) -> Result<()> {
+fn model_check(
+    gpu: &CudaBackend,
+    name: &str,
+    w: ModelWeights,
+    seed: u64,
+    rep: &mut CheckReport,
+) -> Result<()> {
     let w = to_f16_weights(w)?;
     let cfg = w.config.clone();
     let vocab = cfg.vocab_size;
@@ -539,7 +656,8 @@ fn model_check(gpu: &CudaBackend, name: &str, w: ModelWeights, seed: u64, rep: &
     let cl = cm.forward(&mut cs, &prompt, true)?;
     let gl = gm.forward(&mut gs, &prompt, true)?;
     let case = format!("{name} prefill {plen} tok");
-    rep.rows.push(compare("model-prefill", &case, &gl, &cl, 1e-2));
+    rep.rows
+        .push(compare("model-prefill", &case, &gl, &cl, 1e-2));
 
     // Teacher-forced decode: both consume the CPU's greedy token.
     let mut tok = cpu::argmax(&cl[(plen - 1) * vocab..]) as u32;
@@ -559,7 +677,10 @@ fn model_check(gpu: &CudaBackend, name: &str, w: ModelWeights, seed: u64, rep: &
                 real_mismatch.push(format!("step {i}: cpu {ct} gpu {gt} margin {margin:.3e}"));
             }
         }
-        if worst.as_ref().is_none_or(|w| row.rel_err > w.rel_err || row.status == Status::Fail) {
+        if worst
+            .as_ref()
+            .is_none_or(|w| row.rel_err > w.rel_err || row.status == Status::Fail)
+        {
             worst = Some(row);
         }
         tok = ct as u32;
@@ -568,7 +689,10 @@ fn model_check(gpu: &CudaBackend, name: &str, w: ModelWeights, seed: u64, rep: &
         wr.case = format!("{name} {steps} steps (worst)");
         if !real_mismatch.is_empty() {
             wr.status = Status::Fail;
-            wr.note = format!("argmax differs beyond the logit error: {}", real_mismatch.join("; "));
+            wr.note = format!(
+                "argmax differs beyond the logit error: {}",
+                real_mismatch.join("; ")
+            );
         }
         rep.rows.push(wr);
     }
@@ -577,7 +701,10 @@ fn model_check(gpu: &CudaBackend, name: &str, w: ModelWeights, seed: u64, rep: &
     let (mut cs, mut gs) = (cm.new_state(64)?, gm.new_state(64)?);
     let cl = cm.forward(&mut cs, &prompt, false)?;
     let gl = gm.forward(&mut gs, &prompt, false)?;
-    let (mut ct, mut gt) = (cpu::argmax(&cl) as u32, gm.backend().argmax(&gm.backend().upload_vec(&gl)?, vocab)?);
+    let (mut ct, mut gt) = (
+        cpu::argmax(&cl) as u32,
+        gm.backend().argmax(&gm.backend().upload_vec(&gl)?, vocab)?,
+    );
     c_log.copy_from_slice(&cl[..vocab]);
     let mut same = 0;
     let mut note = String::new();
@@ -606,7 +733,11 @@ fn model_check(gpu: &CudaBackend, name: &str, w: ModelWeights, seed: u64, rep: &
         max_abs: max_err,
         tol: 0.0,
         bad: steps - same,
-        note: if note.is_empty() { format!("{same}/{steps} identical") } else { note },
+        note: if note.is_empty() {
+            format!("{same}/{steps} identical")
+        } else {
+            note
+        },
     });
     Ok(())
 }

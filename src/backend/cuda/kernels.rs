@@ -22,6 +22,8 @@ pub(crate) struct Kernels {
     pub attn_split: CudaFunction,
     pub attn_combine: CudaFunction,
     pub fill_synthetic: CudaFunction,
+    pub flash_d64: CudaFunction,
+    pub flash_d128: CudaFunction,
 }
 
 /// Compiles (or fetches from the disk cache) and loads one translation unit.
@@ -48,6 +50,7 @@ impl Kernels {
         let ew = module(ctx, "elementwise.cu", arch)?;
         let gemv = module(ctx, "gemv.cu", arch)?;
         let att = module(ctx, "attention_decode.cu", arch)?;
+        let fa = module(ctx, "attention_prefill.cu", arch)?;
         Ok(Kernels {
             embed: func(&module(ctx, "embed.cu", arch)?, "embed_f16")?,
             rmsnorm: func(&module(ctx, "rmsnorm.cu", arch)?, "rmsnorm_f32")?,
@@ -63,6 +66,8 @@ impl Kernels {
             attn_split: func(&att, "attn_split")?,
             attn_combine: func(&att, "attn_combine")?,
             fill_synthetic: func(&module(ctx, "synthetic.cu", arch)?, "fill_synthetic_f16")?,
+            flash_d64: func(&fa, "flash_attn_d64")?,
+            flash_d128: func(&fa, "flash_attn_d128")?,
         })
     }
 }
@@ -78,7 +83,13 @@ pub struct SplitPlan {
 
 /// Chooses splits so that about four blocks per SM are in flight, with at least 64 keys per
 /// split and at most 128 splits.
-pub fn split_plan(sms: usize, rows: usize, n_heads: usize, n_kv_heads: usize, max_len: usize) -> SplitPlan {
+pub fn split_plan(
+    sms: usize,
+    rows: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    max_len: usize,
+) -> SplitPlan {
     let group = n_heads / n_kv_heads.max(1);
     let blocks_per_split = n_kv_heads * group.div_ceil(8) * rows;
     let want = (4 * sms).div_ceil(blocks_per_split.max(1));
@@ -91,9 +102,105 @@ pub fn split_plan(sms: usize, rows: usize, n_heads: usize, n_kv_heads: usize, ma
     }
 }
 
+/// Which attention kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnPath {
+    /// Split-K flash-decoding (`attn_split` + `attn_combine`): any head_dim <= 128, fp32.
+    Split,
+    /// Tensor-core FlashAttention-2 prefill (`flash_attn_d64/128`): f16 operands.
+    Flash,
+}
+
+/// The path [`crate::backend::Backend::attention`] takes: tensor cores for prefill chunks of
+/// at least 16 rows with head_dim 64 or 128, split-K otherwise. `AGENTCOMPRESS_ATTN=split`
+/// forces the split-K path everywhere.
+pub fn default_path(rows: usize, head_dim: usize) -> AttnPath {
+    static FORCE_SPLIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let force = *FORCE_SPLIT.get_or_init(|| {
+        std::env::var("AGENTCOMPRESS_ATTN").is_ok_and(|v| v.eq_ignore_ascii_case("split"))
+    });
+    if !force && rows >= 16 && (head_dim == 64 || head_dim == 128) {
+        AttnPath::Flash
+    } else {
+        AttnPath::Split
+    }
+}
+
+/// Launches the tensor-core prefill kernel (see `kernels/attention_prefill.cu`).
+#[allow(clippy::too_many_arguments)]
+fn flash(
+    be: &CudaBackend,
+    q: &CudaSlice<f32>,
+    k_cache: &CudaSlice<f32>,
+    v_cache: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    rows: usize,
+    pos0: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    let inner = &be.inner;
+    let f = match head_dim {
+        64 => &inner.k.flash_d64,
+        128 => &inner.k.flash_d128,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "tensor-core attention needs head_dim 64 or 128, got {other}"
+            )))
+        }
+    };
+    let scale_log2 = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
+    let (r, p0, nh, nkv) = (rows as i32, pos0 as i32, n_heads as i32, n_kv_heads as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (rows.div_ceil(64) as u32, n_heads as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = inner.stream.launch_builder(f);
+    b.arg(q)
+        .arg(k_cache)
+        .arg(v_cache)
+        .arg(out)
+        .arg(&r)
+        .arg(&p0)
+        .arg(&nh)
+        .arg(&nkv)
+        .arg(&scale_log2);
+    // SAFETY: buffer lengths were checked by the caller.
+    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    Ok(())
+}
+
+/// Attention through an explicit kernel path (arguments as [`crate::backend::Backend::attention`],
+/// already validated by the caller).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_with(
+    be: &CudaBackend,
+    path: AttnPath,
+    q: &CudaSlice<f32>,
+    k_cache: &CudaSlice<f32>,
+    v_cache: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    rows: usize,
+    pos0: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    match path {
+        AttnPath::Flash => flash(
+            be, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
+        ),
+        AttnPath::Split => split(
+            be, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
+        ),
+    }
+}
+
 /// Launches split attention plus the combine kernel (see `kernels/attention_decode.cu`).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attention(
+fn split(
     be: &CudaBackend,
     q: &CudaSlice<f32>,
     k_cache: &CudaSlice<f32>,
@@ -115,7 +222,9 @@ pub(crate) fn attention(
         .lock()
         .map_err(|_| Error::Internal("scratch lock poisoned".into()))?;
     if scratch.part.len() < part_len {
-        scratch.part = s.alloc_zeros(part_len.next_power_of_two()).map_err(cuda_err)?;
+        scratch.part = s
+            .alloc_zeros(part_len.next_power_of_two())
+            .map_err(cuda_err)?;
     }
     let ml_len = rows * n_heads * plan.splits * 2;
     let (ml, acc) = scratch.part.split_at_mut(ml_len);
@@ -123,10 +232,19 @@ pub(crate) fn attention(
     let group = n_heads / n_kv_heads;
     let gchunks = group.div_ceil(8);
     let scale_log2 = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
-    let (p0, nh, nkv, hd) = (pos0 as i32, n_heads as i32, n_kv_heads as i32, head_dim as i32);
+    let (p0, nh, nkv, hd) = (
+        pos0 as i32,
+        n_heads as i32,
+        n_kv_heads as i32,
+        head_dim as i32,
+    );
     let (chunk, splits) = (plan.chunk as i32, plan.splits as i32);
     let cfg = LaunchConfig {
-        grid_dim: (plan.splits as u32, (n_kv_heads * gchunks) as u32, rows as u32),
+        grid_dim: (
+            plan.splits as u32,
+            (n_kv_heads * gchunks) as u32,
+            rows as u32,
+        ),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -151,7 +269,12 @@ pub(crate) fn attention(
         shared_mem_bytes: 0,
     };
     let mut b = s.launch_builder(&inner.k.attn_combine);
-    b.arg(&mut ml).arg(&mut acc).arg(out).arg(&nh).arg(&hd).arg(&splits);
+    b.arg(&mut ml)
+        .arg(&mut acc)
+        .arg(out)
+        .arg(&nh)
+        .arg(&hd)
+        .arg(&splits);
     // SAFETY: as above.
     unsafe { b.launch(cfg) }.map_err(cuda_err)?;
     Ok(())

@@ -101,12 +101,9 @@ pub fn find_nvrtc() -> Option<PathBuf> {
             return Some(p);
         }
     }
-    nvrtc_search_dirs().into_iter().find_map(|d| {
-        NVRTC_NAMES
-            .iter()
-            .map(|n| d.join(n))
-            .find(|p| p.is_file())
-    })
+    nvrtc_search_dirs()
+        .into_iter()
+        .find_map(|d| NVRTC_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()))
 }
 
 /// The CUDA include folder that belongs with an NVRTC library, if any (kernels need none, but
@@ -177,7 +174,10 @@ pub fn ensure_cublas() -> Result<PathBuf> {
             }
             // SAFETY: name-based probe only.
             if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-                return Err(format!("loaded {} but cudarc cannot open it by name", blas.display()));
+                return Err(format!(
+                    "loaded {} but cudarc cannot open it by name",
+                    blas.display()
+                ));
             }
             Ok(blas)
         })

@@ -9,6 +9,8 @@
 pub mod bench;
 pub mod check;
 mod kernels;
+
+pub use kernels::{default_path, AttnPath};
 pub mod libs;
 pub mod nvrtc;
 pub mod sources;
@@ -17,7 +19,9 @@ use super::Backend;
 use crate::model::{DType, RopeStyle};
 use crate::quant::WeightMatrix;
 use crate::{Error, Result};
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
+};
 use half::f16;
 use kernels::Kernels;
 use rayon::prelude::*;
@@ -70,7 +74,11 @@ pub struct CudaBackend {
 }
 
 fn dim32(what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| Error::invalid(format!("{what} = {v} does not fit the kernels' 32-bit sizes")))
+    i32::try_from(v).map_err(|_| {
+        Error::invalid(format!(
+            "{what} = {v} does not fit the kernels' 32-bit sizes"
+        ))
+    })
 }
 
 fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
@@ -103,8 +111,9 @@ impl CudaBackend {
                     .into(),
             ));
         }
-        let count = CudaContext::device_count()
-            .map_err(|e| Error::NoDevice(format!("the CUDA driver reports no usable device ({e:?})")))?;
+        let count = CudaContext::device_count().map_err(|e| {
+            Error::NoDevice(format!("the CUDA driver reports no usable device ({e:?})"))
+        })?;
         if count <= 0 {
             return Err(Error::NoDevice("the CUDA driver reports 0 devices".into()));
         }
@@ -120,7 +129,9 @@ impl CudaBackend {
         unsafe { ctx.disable_event_tracking() };
         let arch = ctx.compute_capability().map_err(cuda_err)?;
         let sms = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
             .map_err(cuda_err)? as usize;
         let dev_name = ctx.name().map_err(cuda_err)?;
         let stream = ctx.default_stream();
@@ -202,8 +213,53 @@ impl CudaBackend {
         Ok(CudaMat { data, out, inp })
     }
 
+    /// [`Backend::attention`] through an explicit kernel path (for checks and benchmarks).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_path(
+        &self,
+        path: AttnPath,
+        q: &CudaSlice<f32>,
+        k_cache: &CudaSlice<f32>,
+        v_cache: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        rows: usize,
+        pos0: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        let q_dim = n_heads * head_dim;
+        let kv_dim = n_kv_heads * head_dim;
+        check_len("attention q", q.len(), rows * q_dim)?;
+        check_len("attention out", out.len(), rows * q_dim)?;
+        check_len("attention k cache", k_cache.len(), (pos0 + rows) * kv_dim)?;
+        check_len("attention v cache", v_cache.len(), (pos0 + rows) * kv_dim)?;
+        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(Error::invalid(format!(
+                "n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}"
+            )));
+        }
+        if head_dim == 0 || head_dim > 128 {
+            return Err(Error::Unsupported(format!(
+                "head_dim {head_dim} (the CUDA attention kernels support 1..=128)"
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        kernels::attention_with(
+            self, path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
+        )
+    }
+
     /// GEMV (`rows == 1`) or tensor-core GEMM into `out`, as [`Backend::matmul`].
-    fn launch_matmul(&self, x: &CudaSlice<f32>, w: &CudaMat, out: &mut CudaSlice<f32>, rows: usize) -> Result<()> {
+    fn launch_matmul(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaMat,
+        out: &mut CudaSlice<f32>,
+        rows: usize,
+    ) -> Result<()> {
         let (n, kdim) = (dim32("out features", w.out)?, dim32("in features", w.inp)?);
         let k = &self.inner.k;
         let s = &self.inner.stream;
@@ -232,7 +288,13 @@ impl CudaBackend {
             };
             let v = vec as i32;
             let mut b = s.launch_builder(&k.gemm);
-            b.arg(x).arg(&w.data).arg(out).arg(&m).arg(&n).arg(&kdim).arg(&v);
+            b.arg(x)
+                .arg(&w.data)
+                .arg(out)
+                .arg(&m)
+                .arg(&n)
+                .arg(&kdim)
+                .arg(&v);
             // SAFETY: sizes were checked by the caller against the buffers.
             unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         }
@@ -309,7 +371,10 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let mut view = dst.slice_mut(0..src.len());
-        self.inner.stream.memcpy_htod(src, &mut view).map_err(cuda_err)
+        self.inner
+            .stream
+            .memcpy_htod(src, &mut view)
+            .map_err(cuda_err)
     }
 
     fn read(&self, src: &CudaSlice<f32>, dst: &mut [f32]) -> Result<()> {
@@ -333,9 +398,15 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let s = &self.inner.stream;
-        let mut scratch = self.inner.scratch.lock().map_err(|_| Error::Internal("scratch lock poisoned".into()))?;
+        let mut scratch = self
+            .inner
+            .scratch
+            .lock()
+            .map_err(|_| Error::Internal("scratch lock poisoned".into()))?;
         if scratch.tokens.len() < tokens.len() {
-            scratch.tokens = s.alloc_zeros(tokens.len().next_power_of_two()).map_err(cuda_err)?;
+            scratch.tokens = s
+                .alloc_zeros(tokens.len().next_power_of_two())
+                .map_err(cuda_err)?;
         }
         {
             let mut view = scratch.tokens.slice_mut(0..tokens.len());
@@ -383,7 +454,13 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
-    fn matmul(&self, x: &CudaSlice<f32>, w: &CudaMat, out: &mut CudaSlice<f32>, rows: usize) -> Result<()> {
+    fn matmul(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaMat,
+        out: &mut CudaSlice<f32>,
+        rows: usize,
+    ) -> Result<()> {
         let (n_out, n_in) = w.dims();
         check_len("matmul x", x.len(), rows * n_in)?;
         check_len("matmul out", out.len(), rows * n_out)?;
@@ -393,7 +470,13 @@ impl Backend for CudaBackend {
         self.launch_matmul(x, w, out, rows)
     }
 
-    fn add_bias(&self, x: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize, width: usize) -> Result<()> {
+    fn add_bias(
+        &self,
+        x: &mut CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
         check_len("add_bias x", x.len(), rows * width)?;
         check_len("add_bias bias", bias.len(), width)?;
         let n = (rows * width) as u64;
@@ -438,7 +521,13 @@ impl Backend for CudaBackend {
             shared_mem_bytes: 0,
         };
         let mut b = self.inner.stream.launch_builder(&self.inner.k.rope);
-        b.arg(x).arg(&r).arg(&h).arg(&hd).arg(&pos).arg(&theta).arg(&inter);
+        b.arg(x)
+            .arg(&r)
+            .arg(&h)
+            .arg(&hd)
+            .arg(&pos)
+            .arg(&theta)
+            .arg(&inter);
         // SAFETY: lengths checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
@@ -459,7 +548,10 @@ impl Backend for CudaBackend {
         }
         let from = src.slice(0..rows * width);
         let mut to = cache.slice_mut(pos0 * width..(pos0 + rows) * width);
-        self.inner.stream.memcpy_dtod(&from, &mut to).map_err(cuda_err)
+        self.inner
+            .stream
+            .memcpy_dtod(&from, &mut to)
+            .map_err(cuda_err)
     }
 
     fn attention(
@@ -474,29 +566,19 @@ impl Backend for CudaBackend {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> Result<()> {
-        let q_dim = n_heads * head_dim;
-        let kv_dim = n_kv_heads * head_dim;
-        check_len("attention q", q.len(), rows * q_dim)?;
-        check_len("attention out", out.len(), rows * q_dim)?;
-        check_len("attention k cache", k_cache.len(), (pos0 + rows) * kv_dim)?;
-        check_len("attention v cache", v_cache.len(), (pos0 + rows) * kv_dim)?;
-        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-            return Err(Error::invalid(format!(
-                "n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}"
-            )));
-        }
-        if head_dim == 0 || head_dim > 128 {
-            return Err(Error::Unsupported(format!(
-                "head_dim {head_dim} (the CUDA attention kernels support 1..=128)"
-            )));
-        }
-        if rows == 0 {
-            return Ok(());
-        }
-        kernels::attention(self, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim)
+        let path = kernels::default_path(rows, head_dim);
+        self.attention_path(
+            path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
+        )
     }
 
-    fn swiglu(&self, gate: &CudaSlice<f32>, up: &CudaSlice<f32>, out: &mut CudaSlice<f32>, len: usize) -> Result<()> {
+    fn swiglu(
+        &self,
+        gate: &CudaSlice<f32>,
+        up: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        len: usize,
+    ) -> Result<()> {
         check_len("swiglu gate", gate.len(), len)?;
         check_len("swiglu up", up.len(), len)?;
         check_len("swiglu out", out.len(), len)?;
@@ -531,7 +613,11 @@ impl Backend for CudaBackend {
             return Err(Error::invalid("argmax of an empty vector"));
         }
         let s = &self.inner.stream;
-        let mut scratch = self.inner.scratch.lock().map_err(|_| Error::Internal("scratch lock poisoned".into()))?;
+        let mut scratch = self
+            .inner
+            .scratch
+            .lock()
+            .map_err(|_| Error::Internal("scratch lock poisoned".into()))?;
         let n = len as u64;
         let cfg = LaunchConfig {
             grid_dim: (1, 1, 1),
@@ -543,7 +629,8 @@ impl Backend for CudaBackend {
         // SAFETY: len checked above; output holds one u32.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         let mut host = [0u32; 1];
-        s.memcpy_dtoh(&scratch.argmax, &mut host).map_err(cuda_err)?;
+        s.memcpy_dtoh(&scratch.argmax, &mut host)
+            .map_err(cuda_err)?;
         Ok(host[0])
     }
 
@@ -573,6 +660,9 @@ mod tests {
         let bits = to_f16_bits(&t).unwrap();
         assert_eq!(f16::from_bits(bits[1]).to_f32(), -2.5);
         let big = crate::model::Tensor::from_f32(&[1.0, 1e6], vec![1, 2]);
-        assert!(to_f16_bits(&big).unwrap_err().to_string().contains("overflows FP16"));
+        assert!(to_f16_bits(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("overflows FP16"));
     }
 }

@@ -22,9 +22,15 @@ pub fn supported_archs() -> Result<Vec<i32>> {
     libs::ensure_nvrtc()?;
     let mut n = 0;
     // SAFETY: out-parameter, then a buffer of the reported length.
-    check(unsafe { sys::nvrtcGetNumSupportedArchs(&mut n) }, "nvrtcGetNumSupportedArchs")?;
+    check(
+        unsafe { sys::nvrtcGetNumSupportedArchs(&mut n) },
+        "nvrtcGetNumSupportedArchs",
+    )?;
     let mut v = vec![0i32; n.max(0) as usize];
-    check(unsafe { sys::nvrtcGetSupportedArchs(v.as_mut_ptr()) }, "nvrtcGetSupportedArchs")?;
+    check(
+        unsafe { sys::nvrtcGetSupportedArchs(v.as_mut_ptr()) },
+        "nvrtcGetSupportedArchs",
+    )?;
     Ok(v)
 }
 
@@ -88,8 +94,8 @@ pub fn compile(name: &str, src: &str, arch: i32) -> Result<Compiled> {
     }
     let opts: Vec<CString> = opts
         .into_iter()
-    .map(|o| CString::new(o).unwrap_or_default())
-    .collect();
+        .map(|o| CString::new(o).unwrap_or_default())
+        .collect();
     let op: Vec<*const std::ffi::c_char> = opts.iter().map(|c| c.as_ptr()).collect();
     // SAFETY: prog is valid; options outlive the call.
     let rc = unsafe { sys::nvrtcCompileProgram(prog, op.len() as i32, op.as_ptr()) };
@@ -101,22 +107,24 @@ pub fn compile(name: &str, src: &str, arch: i32) -> Result<Compiled> {
     } else {
         let mut size = 0usize;
         // SAFETY: prog compiled; buffer sized from the query.
-        check(unsafe { sys::nvrtcGetCUBINSize(prog, &mut size) }, "nvrtcGetCUBINSize").and_then(
-            |_| {
-                let mut cubin = vec![0u8; size];
-                check(
-                    unsafe { sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut _) },
-                    "nvrtcGetCUBIN",
-                )?;
-                if cubin.is_empty() {
-                    return Err(Error::Cuda(format!("NVRTC produced no CUBIN for {name}")));
-                }
-                Ok(Compiled {
-                    cubin,
-                    log: log.clone(),
-                })
-            },
+        check(
+            unsafe { sys::nvrtcGetCUBINSize(prog, &mut size) },
+            "nvrtcGetCUBINSize",
         )
+        .and_then(|_| {
+            let mut cubin = vec![0u8; size];
+            check(
+                unsafe { sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut _) },
+                "nvrtcGetCUBIN",
+            )?;
+            if cubin.is_empty() {
+                return Err(Error::Cuda(format!("NVRTC produced no CUBIN for {name}")));
+            }
+            Ok(Compiled {
+                cubin,
+                log: log.clone(),
+            })
+        })
     };
     // SAFETY: prog is valid and not used afterwards.
     unsafe { sys::nvrtcDestroyProgram(&mut prog) };
@@ -133,7 +141,9 @@ fn program_log(prog: sys::nvrtcProgram) -> String {
             return String::new();
         }
         let mut buf = vec![0u8; size];
-        if sys::nvrtcGetProgramLog(prog, buf.as_mut_ptr() as *mut _) != sys::nvrtcResult::NVRTC_SUCCESS {
+        if sys::nvrtcGetProgramLog(prog, buf.as_mut_ptr() as *mut _)
+            != sys::nvrtcResult::NVRTC_SUCCESS
+        {
             return String::new();
         }
         CStr::from_bytes_until_nul(&buf)
@@ -159,8 +169,11 @@ pub fn cache_dir() -> Option<PathBuf> {
 pub fn compile_cached(name: &str, src: &str, arch: i32) -> Result<Vec<u8>> {
     let (maj, min) = version()?;
     let stem = name.trim_end_matches(".cu");
-    let file = cache_dir()
-        .map(|d| d.join(format!("{stem}-{KERNEL_FINGERPRINT}-sm{arch}-nvrtc{maj}.{min}.cubin")));
+    let file = cache_dir().map(|d| {
+        d.join(format!(
+            "{stem}-{KERNEL_FINGERPRINT}-sm{arch}-nvrtc{maj}.{min}.cubin"
+        ))
+    });
     if let Some(f) = &file {
         if let Ok(bytes) = std::fs::read(f) {
             if bytes.starts_with(b"\x7fELF") {

@@ -16,7 +16,13 @@ mod tests {
 
     #[test]
     fn every_kernel_file_is_embedded_with_a_fingerprint() {
-        for f in ["gemv.cu", "gemm.cu", "attention_decode.cu", "rmsnorm.cu", "argmax.cu"] {
+        for f in [
+            "gemv.cu",
+            "gemm.cu",
+            "attention_decode.cu",
+            "rmsnorm.cu",
+            "argmax.cu",
+        ] {
             assert!(source(f).is_some_and(|s| s.contains("extern \"C\"")), "{f}");
         }
         assert!(KERNEL_HEADERS.iter().any(|(n, _)| *n == "common.cuh"));

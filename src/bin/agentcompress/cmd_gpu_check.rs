@@ -25,12 +25,19 @@ pub fn run(args: Args) -> Result<()> {
     let t0 = std::time::Instant::now();
     let be = CudaBackend::new(args.device)?;
     println!("device: {}", be.name());
-    println!("kernels ready in {:.2} s (NVRTC {:?})", t0.elapsed().as_secs_f64(), agentcompress::backend::cuda::nvrtc::version().ok());
+    println!(
+        "kernels ready in {:.2} s (NVRTC {:?})",
+        t0.elapsed().as_secs_f64(),
+        agentcompress::backend::cuda::nvrtc::version().ok()
+    );
     let rep = check::run_all(&be, args.stories.as_deref(), args.seed);
     println!("{}", rep.table());
     let (failed, skipped) = (
         rep.failed(),
-        rep.rows.iter().filter(|r| r.status == check::Status::Skip).count(),
+        rep.rows
+            .iter()
+            .filter(|r| r.status == check::Status::Skip)
+            .count(),
     );
     println!(
         "gpu-check: {} checks, {} failed, {} skipped, {:.1} s",
@@ -40,7 +47,9 @@ pub fn run(args: Args) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     if failed > 0 {
-        return Err(Error::Cuda(format!("{failed} differential check(s) failed")));
+        return Err(Error::Cuda(format!(
+            "{failed} differential check(s) failed"
+        )));
     }
     Ok(())
 }
