@@ -141,6 +141,7 @@ impl Blas {
         Ok(Blas { handle })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         be: &CudaBackend,

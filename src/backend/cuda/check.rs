@@ -595,6 +595,18 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
         ..c
     });
     cases.push(("synthetic odd (hid 300)".into(), synth(odd, seed + 3)));
+    let hd128 = synthetic::preset("small").map(|c| ModelConfig {
+        dim: 512,
+        hidden_dim: 1024,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 128,
+        vocab_size: 2000,
+        max_seq_len: 512,
+        ..c
+    });
+    cases.push(("synthetic hd128 GQA".into(), synth(hd128, seed + 4)));
     for (name, w) in cases {
         let r = w.and_then(|w| model_check(gpu, &name, w, seed, rep));
         if let Err(e) = r {

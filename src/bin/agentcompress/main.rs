@@ -2,10 +2,10 @@
 //! clap `Args` struct and a `run` function; this file only dispatches.
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 mod cmd_bench;
 mod cmd_gpu_check;
-use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
