@@ -65,7 +65,7 @@ impl CheckReport {
     /// A fixed-width table of every row.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<22} {:<40} {:<5} {:>10} {:>10} {:>8} {:>6}  {}\n",
+            "{:<14} {:<34} {:<4} {:>9} {:>9} {:>7} {:>5} {}\n",
             "check", "case", "stat", "rel_err", "max_abs", "tol", "bad", "note"
         );
         for r in &self.rows {
@@ -74,12 +74,22 @@ impl CheckReport {
                 Status::Fail => "FAIL",
                 Status::Skip => "SKIP",
             };
+            let note: String = r.note.chars().take(90).collect();
             s.push_str(&format!(
-                "{:<22} {:<40} {:<5} {:>10.3e} {:>10.3e} {:>8.1e} {:>6}  {}\n",
-                r.name, r.case, st, r.rel_err, r.max_abs, r.tol, r.bad, r.note
+                "{:<14} {:<34} {:<4} {:>9.2e} {:>9.2e} {:>7.0e} {:>5} {}\n",
+                r.name, r.case, st, r.rel_err, r.max_abs, r.tol, r.bad, note
             ));
         }
         s
+    }
+
+    /// Every failed row in full (untruncated notes), for the log.
+    pub fn failures(&self) -> String {
+        self.rows
+            .iter()
+            .filter(|r| r.status == Status::Fail)
+            .map(|r| format!("FAIL {} [{}]: {}\n", r.name, r.case, r.note))
+            .collect()
     }
 
     fn push_result(&mut self, name: &str, case: &str, r: Result<CheckRow>) {
@@ -569,10 +579,7 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
     let synth = |cfg: Result<ModelConfig>, s: u64| {
         cfg.and_then(|c| synthetic::synthetic_weights(&c, s, DType::F32))
     };
-    cases.push((
-        "synthetic tiny".into(),
-        synth(synthetic::preset("tiny"), seed),
-    ));
+    cases.push(("syn tiny".into(), synth(synthetic::preset("tiny"), seed)));
     cases.push((
         "synthetic small".into(),
         synth(synthetic::preset("small"), seed + 1),
@@ -582,7 +589,7 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
         n_layers: 2,
         ..c
     });
-    cases.push(("synthetic small+bias".into(), synth(biased, seed + 2)));
+    cases.push(("syn small+bias".into(), synth(biased, seed + 2)));
     let odd = synthetic::preset("small").map(|c| ModelConfig {
         dim: 128,
         hidden_dim: 300,
@@ -594,7 +601,7 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
         max_seq_len: 256,
         ..c
     });
-    cases.push(("synthetic odd (hid 300)".into(), synth(odd, seed + 3)));
+    cases.push(("syn hid300".into(), synth(odd, seed + 3)));
     let hd128 = synthetic::preset("small").map(|c| ModelConfig {
         dim: 512,
         hidden_dim: 1024,
@@ -606,7 +613,7 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
         max_seq_len: 512,
         ..c
     });
-    cases.push(("synthetic hd128 GQA".into(), synth(hd128, seed + 4)));
+    cases.push(("syn hd128 gqa".into(), synth(hd128, seed + 4)));
     for (name, w) in cases {
         let r = w.and_then(|w| model_check(gpu, &name, w, seed, rep));
         if let Err(e) = r {
@@ -644,8 +651,8 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
 
 /// Prefill logits, teacher-forced decode logits and free-running greedy tokens of one model
 /// on both backends.
-fn model_check(
-    gpu: &CudaBackend,
+fn model_check<B: Backend + Clone>(
+    gpu: &B,
     name: &str,
     w: ModelWeights,
     seed: u64,
@@ -752,4 +759,34 @@ fn model_check(
         },
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The model harness itself, run CPU against CPU: every row must pass with zero error,
+    /// so a failure on the GPU can only come from the GPU side.
+    #[test]
+    fn model_harness_passes_cpu_against_cpu() {
+        let c = synthetic::preset("tiny").unwrap();
+        let w = synthetic::synthetic_weights(&c, 5, DType::F32).unwrap();
+        let mut rep = CheckReport::default();
+        model_check(&CpuBackend::new(), "tiny", w, 5, &mut rep).unwrap();
+        assert_eq!(rep.rows.len(), 3, "{}", rep.table());
+        assert_eq!(rep.failed(), 0, "{}", rep.table());
+        assert!(rep.rows.iter().all(|r| r.max_abs == 0.0), "{}", rep.table());
+        assert!(rep.rows[2].note.contains("identical"), "{}", rep.table());
+    }
+
+    #[test]
+    fn f16_weights_are_f16_everywhere() {
+        let c = synthetic::preset("tiny").unwrap();
+        let w = to_f16_weights(synthetic::synthetic_weights(&c, 1, DType::F32).unwrap()).unwrap();
+        assert_eq!(w.embedding.dtype(), DType::F16);
+        assert!(w
+            .layers
+            .iter()
+            .all(|l| l.matrices().iter().all(|(_, m)| m.dtype() == DType::F16)));
+    }
 }
