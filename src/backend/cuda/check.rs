@@ -581,7 +581,7 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
     };
     cases.push(("syn tiny".into(), synth(synthetic::preset("tiny"), seed)));
     cases.push((
-        "synthetic small".into(),
+        "syn small".into(),
         synth(synthetic::preset("small"), seed + 1),
     ));
     let biased = synthetic::preset("small").map(|c| ModelConfig {
