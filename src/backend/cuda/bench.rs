@@ -276,6 +276,17 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
                     .unwrap_or_else(|| "n/a".into())
             ),
         });
+        for (vi, vname) in be.gemv_variant_names().into_iter().enumerate().skip(1) {
+            let us = time_us(be, 5, it, |_| be.gemv_variant(vi, &x, &w, &mut out))?;
+            rows.push(BenchRow {
+                name: vname.trim_start_matches("gemv_f16_").to_string() + " (variant)",
+                shape: format!("M 1 N {nout} K {k}"),
+                us,
+                gbps: Some(bytes / us / 1e3),
+                tflops: None,
+                versus: format!("{:.0}% of copy BW", 100.0 * bytes / us / 1e3 / copy_gbps),
+            });
+        }
         // GEMM (prefill, M = 2048).
         let m = 2048;
         let flops = 2.0 * (m * nout * k) as f64;

@@ -279,6 +279,13 @@ fn kernel_checks(c: &mut Ctx<'_>, rep: &mut CheckReport) {
         let r = check_matmul(c, rows, out, inp, tol, path, &case);
         rep.push_result(path, &case, r);
     }
+    for &(out, inp) in &[(8192usize, 8192usize), (1000, 1032), (37, 264)] {
+        for (vi, vname) in c.gpu.gemv_variant_names().into_iter().enumerate().skip(1) {
+            let case = format!("N {out} K {inp}");
+            let r = check_gemv_variant(c, vi, out, inp, vname, &case);
+            rep.push_result(vname, &case, r);
+        }
+    }
     for &(rows, pos0, h, kv, hd) in &[
         (1usize, 4095usize, 32usize, 8usize, 128usize),
         (1, 1000, 8, 8, 64),
@@ -451,6 +458,25 @@ fn check_matmul(
     let mut co = vec![0.0; rows * out];
     c.cpu.matmul(&x, &cw, &mut co, rows)?;
     Ok(compare(name, case, &c.down(&go, rows * out)?, &co, tol))
+}
+
+fn check_gemv_variant(
+    c: &mut Ctx<'_>,
+    vi: usize,
+    out: usize,
+    inp: usize,
+    name: &str,
+    case: &str,
+) -> Result<CheckRow> {
+    let w = rand_f16(&mut c.rng, out, inp, (3.0 / inp as f32).sqrt());
+    let x = rand_vec(&mut c.rng, inp, 1.0);
+    let gw = c.gpu.upload_matrix(&w.clone().into())?;
+    let cw = c.cpu.upload_matrix(&w.into())?;
+    let mut go = c.poisoned(out)?;
+    c.gpu.gemv_variant(vi, &c.up(&x)?, &gw, &mut go)?;
+    let mut co = vec![0.0; out];
+    c.cpu.matmul(&x, &cw, &mut co, 1)?;
+    Ok(compare(name, case, &c.down(&go, out)?, &co, 2e-5))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -24,7 +24,17 @@ pub(crate) struct Kernels {
     pub fill_synthetic: CudaFunction,
     pub flash_d64: CudaFunction,
     pub flash_d128: CudaFunction,
+    /// `(name, rows per block, function)` of the GEMV tuning variants (K % 8 == 0).
+    pub gemv_variants: Vec<(&'static str, usize, CudaFunction)>,
 }
+
+/// GEMV variants compiled beside the default (`gemv_f16_vec`, 16 rows per block).
+pub const GEMV_VARIANTS: &[(&str, usize)] = &[
+    ("gemv_f16_vec", 16),
+    ("gemv_f16_r2u4", 8),
+    ("gemv_f16_r8u1", 32),
+    ("gemv_f16_r1u8", 4),
+];
 
 /// Compiles (or fetches from the disk cache) and loads one translation unit.
 fn module(
@@ -68,6 +78,10 @@ impl Kernels {
             fill_synthetic: func(&module(ctx, "synthetic.cu", arch)?, "fill_synthetic_f16")?,
             flash_d64: func(&fa, "flash_attn_d64")?,
             flash_d128: func(&fa, "flash_attn_d128")?,
+            gemv_variants: GEMV_VARIANTS
+                .iter()
+                .map(|&(n, r)| Ok((n, r, func(&gemv, n)?)))
+                .collect::<Result<_>>()?,
         })
     }
 }

@@ -252,6 +252,43 @@ impl CudaBackend {
         )
     }
 
+    /// Names of the GEMV tuning variants (index 0 is the default used by `matmul`).
+    pub fn gemv_variant_names(&self) -> Vec<&'static str> {
+        self.inner.k.gemv_variants.iter().map(|v| v.0).collect()
+    }
+
+    /// `out = W x` through GEMV variant `idx` (needs `in % 8 == 0`).
+    pub fn gemv_variant(
+        &self,
+        idx: usize,
+        x: &CudaSlice<f32>,
+        w: &CudaMat,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        check_len("gemv x", x.len(), w.inp)?;
+        check_len("gemv out", out.len(), w.out)?;
+        let (_, per_block, f) = self
+            .inner
+            .k
+            .gemv_variants
+            .get(idx)
+            .ok_or_else(|| Error::invalid(format!("no GEMV variant {idx}")))?;
+        if w.inp % 8 != 0 {
+            return Err(Error::invalid("vectorised GEMV needs in % 8 == 0"));
+        }
+        let (n, kdim) = (dim32("out features", w.out)?, dim32("in features", w.inp)?);
+        let cfg = LaunchConfig {
+            grid_dim: (w.out.div_ceil(*per_block) as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.inner.stream.launch_builder(f);
+        b.arg(&w.data).arg(x).arg(out).arg(&n).arg(&kdim);
+        // SAFETY: lengths checked above.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+
     /// GEMV (`rows == 1`) or tensor-core GEMM into `out`, as [`Backend::matmul`].
     fn launch_matmul(
         &self,
