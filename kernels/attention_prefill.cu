@@ -5,7 +5,8 @@
 // [max_seq, n_kv_heads * D], keys 0 .. pos0 + rows - 1 valid; out f32 [rows, n_heads * D].
 // Query head h uses KV head h / (n_heads / n_kv_heads). Row r attends to keys 0 ..= pos0 + r.
 //
-// Launch: grid (ceil(rows / 64), n_heads), block 128 = 4 warps; warp w owns query rows
+// Launch: grid (ceil(rows / BM), n_heads), block 32 * WARPS with BM = 16 * WARPS query rows
+// (flash_attn_d{64,128}: WARPS 8; the _bm64 variants: WARPS 4); warp w owns query rows
 // m0 + 16w .. m0 + 16w + 15. Q (scaled by log2(e)/sqrt(D), rounded to f16) is staged through
 // shared memory once and kept as mma A fragments in registers. For each block of 64 keys:
 // K is stored [key][D + 8] and V transposed [D][64 + 8] (f16, padded: conflict-free fragment
@@ -16,7 +17,6 @@
 // zero-filled on load and never stored.
 #include "common.cuh"
 
-#define FA_BM 64
 #define FA_BN 64
 
 __device__ __forceinline__ void fa_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
@@ -27,7 +27,7 @@ __device__ __forceinline__ void fa_mma(float* c, const unsigned* a, unsigned b0,
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-template <int D>
+template <int D, int WARPS>
 __device__ __forceinline__ void flash_body(const float* __restrict__ q,
                                            const float* __restrict__ kc,
                                            const float* __restrict__ vc, float* __restrict__ out,
@@ -38,39 +38,43 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q,
     constexpr int KSTEPS = D / 16;
     constexpr int DT = D / 8;
     constexpr int C4 = D / 4;  // float4 per row
+    constexpr int BM = 16 * WARPS;  // query rows per block
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t4 = lane & 3;
     const int h = blockIdx.y;
     const int kvh = h / (n_heads / n_kv_heads);
-    const int m0 = blockIdx.x * FA_BM;
+    const int m0 = blockIdx.x * BM;
     const size_t q_dim = (size_t)n_heads * D, kv_dim = (size_t)n_kv_heads * D;
     const int kv_len = pos0 + rows;
 
-    // Q tile -> shared (through the K buffer) -> A fragments.
-    for (int idx = threadIdx.x; idx < FA_BM * C4; idx += blockDim.x) {
-        const int row = idx / C4, c = (idx % C4) * 4;
-        const int gr = m0 + row;
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (gr < rows) v = *reinterpret_cast<const float4*>(q + (size_t)gr * q_dim + (size_t)h * D + c);
-        *reinterpret_cast<uint2*>(ks + row * LDK + c) =
-            make_uint2(pack_h2(v.x * scale_log2, v.y * scale_log2),
-                       pack_h2(v.z * scale_log2, v.w * scale_log2));
-    }
-    __syncthreads();
+    // Q tile -> shared (through the K buffer, 64 rows at a time) -> A fragments.
     unsigned qf[KSTEPS][4];
-    {
-        const half_bits* base = ks + (warp * 16 + g) * LDK + 2 * t4;
-#pragma unroll
-        for (int kk = 0; kk < KSTEPS; kk++) {
-            const half_bits* p0 = base + kk * 16;
-            const half_bits* p1 = p0 + 8 * LDK;
-            qf[kk][0] = *reinterpret_cast<const unsigned*>(p0);
-            qf[kk][1] = *reinterpret_cast<const unsigned*>(p1);
-            qf[kk][2] = *reinterpret_cast<const unsigned*>(p0 + 8);
-            qf[kk][3] = *reinterpret_cast<const unsigned*>(p1 + 8);
+    for (int hb = 0; hb < BM; hb += FA_BN) {
+        for (int idx = threadIdx.x; idx < FA_BN * C4; idx += blockDim.x) {
+            const int row = idx / C4, c = (idx % C4) * 4;
+            const int gr = m0 + hb + row;
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (gr < rows)
+                v = *reinterpret_cast<const float4*>(q + (size_t)gr * q_dim + (size_t)h * D + c);
+            *reinterpret_cast<uint2*>(ks + row * LDK + c) =
+                make_uint2(pack_h2(v.x * scale_log2, v.y * scale_log2),
+                           pack_h2(v.z * scale_log2, v.w * scale_log2));
         }
+        __syncthreads();
+        if (warp * 16 >= hb && warp * 16 < hb + FA_BN) {
+            const half_bits* base = ks + (warp * 16 - hb + g) * LDK + 2 * t4;
+#pragma unroll
+            for (int kk = 0; kk < KSTEPS; kk++) {
+                const half_bits* p0 = base + kk * 16;
+                const half_bits* p1 = p0 + 8 * LDK;
+                qf[kk][0] = *reinterpret_cast<const unsigned*>(p0);
+                qf[kk][1] = *reinterpret_cast<const unsigned*>(p1);
+                qf[kk][2] = *reinterpret_cast<const unsigned*>(p0 + 8);
+                qf[kk][3] = *reinterpret_cast<const unsigned*>(p1 + 8);
+            }
+        }
+        __syncthreads();
     }
-    __syncthreads();
 
     float o[DT][4];
 #pragma unroll
@@ -78,24 +82,36 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q,
     float m_a = NEG_INF, m_b = NEG_INF, l_a = 0.0f, l_b = 0.0f;
     const int row_a = m0 + warp * 16 + g, row_b = row_a + 8;
     const int lim_a = pos0 + row_a, lim_b = pos0 + row_b;  // last key each row may see
-    const int n_end = pos0 + min(m0 + FA_BM, rows);         // keys this block needs
+    const int n_end = pos0 + min(m0 + BM, rows);            // keys this block needs
 
     for (int n0 = 0; n0 < n_end; n0 += FA_BN) {
+        // K: one key row per (part of a) warp, coalesced, stored [key][d].
         for (int idx = threadIdx.x; idx < FA_BN * C4; idx += blockDim.x) {
             const int key = idx / C4, c = (idx % C4) * 4;
             const int gk = n0 + key;
-            float4 kv4 = make_float4(0.f, 0.f, 0.f, 0.f), vv4 = kv4;
-            if (gk < kv_len) {
-                const size_t off = (size_t)gk * kv_dim + (size_t)kvh * D + c;
-                kv4 = *reinterpret_cast<const float4*>(kc + off);
-                vv4 = *reinterpret_cast<const float4*>(vc + off);
-            }
+            float4 kv4 = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (gk < kv_len)
+                kv4 = *reinterpret_cast<const float4*>(kc + (size_t)gk * kv_dim + (size_t)kvh * D + c);
             *reinterpret_cast<uint2*>(ks + key * LDK + c) =
                 make_uint2(pack_h2(kv4.x, kv4.y), pack_h2(kv4.z, kv4.w));
-            vt[(c + 0) * LDV + key] = f2h(vv4.x);
-            vt[(c + 1) * LDV + key] = f2h(vv4.y);
-            vt[(c + 2) * LDV + key] = f2h(vv4.z);
-            vt[(c + 3) * LDV + key] = f2h(vv4.w);
+        }
+        // V, transposed to [d][key]: a lane takes keys (2kp, 2kp+1) x 4 dims and writes four
+        // packed key pairs. Within a warp, 16 key pairs x 2 adjacent 16-byte column chunks:
+        // full 32-byte sectors on load, conflict-free 32-bit stores.
+        for (int idx = threadIdx.x; idx < (FA_BN / 2) * C4; idx += blockDim.x) {
+            const int wi = idx >> 5, ln = idx & 31;
+            const int kp = (wi & 1) * 16 + (ln & 15);
+            const int c = ((wi >> 1) * 2 + (ln >> 4)) * 4;
+            const int k0 = 2 * kp;
+            const size_t off = (size_t)(n0 + k0) * kv_dim + (size_t)kvh * D + c;
+            float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+            if (n0 + k0 < kv_len) a = *reinterpret_cast<const float4*>(vc + off);
+            if (n0 + k0 + 1 < kv_len) b = *reinterpret_cast<const float4*>(vc + off + kv_dim);
+            unsigned* dst = reinterpret_cast<unsigned*>(vt + c * LDV + k0);
+            dst[0] = pack_h2(a.x, b.x);
+            dst[LDV / 2] = pack_h2(a.y, b.y);
+            dst[LDV] = pack_h2(a.z, b.z);
+            dst[3 * LDV / 2] = pack_h2(a.w, b.w);
         }
         __syncthreads();
 
@@ -193,20 +209,20 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q,
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-    flash_attn_d64(const float* __restrict__ q, const float* __restrict__ kc,
-                   const float* __restrict__ vc, float* __restrict__ out, int rows, int pos0,
-                   int n_heads, int n_kv_heads, float scale_log2) {
-    __shared__ __align__(16) half_bits ks[FA_BN * (64 + 8)];
-    __shared__ __align__(16) half_bits vt[64 * (FA_BN + 8)];
-    flash_body<64>(q, kc, vc, out, rows, pos0, n_heads, n_kv_heads, scale_log2, ks, vt);
-}
+#define FA_KERNEL(NAME, D, WARPS)                                                          \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                 \
+        NAME(const float* __restrict__ q, const float* __restrict__ kc,                        \
+             const float* __restrict__ vc, float* __restrict__ out, int rows, int pos0,        \
+             int n_heads, int n_kv_heads, float scale_log2) {                                  \
+        __shared__ __align__(16) half_bits ks[FA_BN * (D + 8)];                                \
+        __shared__ __align__(16) half_bits vt[D * (FA_BN + 8)];                                \
+        flash_body<D, WARPS>(q, kc, vc, out, rows, pos0, n_heads, n_kv_heads, scale_log2, ks,  \
+                             vt);                                                              \
+    }
 
-extern "C" __global__ void __launch_bounds__(128)
-    flash_attn_d128(const float* __restrict__ q, const float* __restrict__ kc,
-                    const float* __restrict__ vc, float* __restrict__ out, int rows, int pos0,
-                    int n_heads, int n_kv_heads, float scale_log2) {
-    __shared__ __align__(16) half_bits ks[FA_BN * (128 + 8)];
-    __shared__ __align__(16) half_bits vt[128 * (FA_BN + 8)];
-    flash_body<128>(q, kc, vc, out, rows, pos0, n_heads, n_kv_heads, scale_log2, ks, vt);
-}
+/// Default: 128 query rows per block (8 warps).
+FA_KERNEL(flash_attn_d64, 64, 8)
+FA_KERNEL(flash_attn_d128, 128, 8)
+/// Variant: 64 query rows per block (4 warps).
+FA_KERNEL(flash_attn_d64_bm64, 64, 4)
+FA_KERNEL(flash_attn_d128_bm64, 128, 4)

@@ -326,6 +326,7 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         let flops = 2.0 * 2.0 * (s_len as f64 * (s_len as f64 + 1.0) / 2.0) * (h * hd) as f64;
         for (path, name) in [
             (AttnPath::Flash, "attn prefill flash"),
+            (AttnPath::FlashBm64, "attn prefill flash64"),
             (AttnPath::Split, "attn prefill split"),
         ] {
             let us = time_us(be, 2, it.min(10), |_| {

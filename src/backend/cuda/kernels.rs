@@ -24,6 +24,8 @@ pub(crate) struct Kernels {
     pub fill_synthetic: CudaFunction,
     pub flash_d64: CudaFunction,
     pub flash_d128: CudaFunction,
+    pub flash_d64_bm64: CudaFunction,
+    pub flash_d128_bm64: CudaFunction,
     /// `(name, rows per block, function)` of the GEMV tuning variants (K % 8 == 0).
     pub gemv_variants: Vec<(&'static str, usize, CudaFunction)>,
 }
@@ -78,6 +80,8 @@ impl Kernels {
             fill_synthetic: func(&module(ctx, "synthetic.cu", arch)?, "fill_synthetic_f16")?,
             flash_d64: func(&fa, "flash_attn_d64")?,
             flash_d128: func(&fa, "flash_attn_d128")?,
+            flash_d64_bm64: func(&fa, "flash_attn_d64_bm64")?,
+            flash_d128_bm64: func(&fa, "flash_attn_d128_bm64")?,
             gemv_variants: GEMV_VARIANTS
                 .iter()
                 .map(|&(n, r)| Ok((n, r, func(&gemv, n)?)))
@@ -121,8 +125,11 @@ pub fn split_plan(
 pub enum AttnPath {
     /// Split-K flash-decoding (`attn_split` + `attn_combine`): any head_dim <= 128, fp32.
     Split,
-    /// Tensor-core FlashAttention-2 prefill (`flash_attn_d64/128`): f16 operands.
+    /// Tensor-core FlashAttention-2 prefill (`flash_attn_d64/128`, 128 query rows per block):
+    /// f16 operands.
     Flash,
+    /// The same kernel with 64 query rows per block (`flash_attn_d*_bm64`), kept for tuning.
+    FlashBm64,
 }
 
 /// The path [`crate::backend::Backend::attention`] takes: tensor cores for prefill chunks of
@@ -144,6 +151,7 @@ pub fn default_path(rows: usize, head_dim: usize) -> AttnPath {
 #[allow(clippy::too_many_arguments)]
 fn flash(
     be: &CudaBackend,
+    path: AttnPath,
     q: &CudaSlice<f32>,
     k_cache: &CudaSlice<f32>,
     v_cache: &CudaSlice<f32>,
@@ -155,10 +163,12 @@ fn flash(
     head_dim: usize,
 ) -> Result<()> {
     let inner = &be.inner;
-    let f = match head_dim {
-        64 => &inner.k.flash_d64,
-        128 => &inner.k.flash_d128,
-        other => {
+    let (f, bm) = match (head_dim, path) {
+        (64, AttnPath::FlashBm64) => (&inner.k.flash_d64_bm64, 64),
+        (128, AttnPath::FlashBm64) => (&inner.k.flash_d128_bm64, 64),
+        (64, _) => (&inner.k.flash_d64, 128),
+        (128, _) => (&inner.k.flash_d128, 128),
+        (other, _) => {
             return Err(Error::Unsupported(format!(
                 "tensor-core attention needs head_dim 64 or 128, got {other}"
             )))
@@ -167,8 +177,8 @@ fn flash(
     let scale_log2 = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
     let (r, p0, nh, nkv) = (rows as i32, pos0 as i32, n_heads as i32, n_kv_heads as i32);
     let cfg = LaunchConfig {
-        grid_dim: (rows.div_ceil(64) as u32, n_heads as u32, 1),
-        block_dim: (128, 1, 1),
+        grid_dim: (rows.div_ceil(bm) as u32, n_heads as u32, 1),
+        block_dim: (2 * bm as u32, 1, 1),
         shared_mem_bytes: 0,
     };
     let mut b = inner.stream.launch_builder(f);
@@ -203,8 +213,8 @@ pub(crate) fn attention_with(
     head_dim: usize,
 ) -> Result<()> {
     match path {
-        AttnPath::Flash => flash(
-            be, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
+        AttnPath::Flash | AttnPath::FlashBm64 => flash(
+            be, path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
         ),
         AttnPath::Split => split(
             be, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
