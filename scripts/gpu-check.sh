@@ -16,35 +16,39 @@ if [ ! -x "$BIN" ]; then
     echo "gpu-check: binary $BIN not found or not executable" >&2
     exit 2
 fi
-STORIES=""
+STORIES=()
 for p in .gpu/stories260K.bin shared/models/stories260K/stories260K.bin ../shared/models/stories260K/stories260K.bin; do
-    if [ -f "$p" ]; then STORIES="--stories $p"; break; fi
+    if [ -f "$p" ]; then STORIES=(--stories "$p"); break; fi
 done
 
 echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader 2>&1 | head -4
 echo "== binary: $BIN ($(stat -c %s "$BIN") bytes)"
 
-echo "== gpu-check (differential checks vs the CPU oracle)"
 t0=$(date +%s)
-timeout 240 "$BIN" gpu-check $STORIES > "$LOGDIR/gpu-check.log" 2>&1
+timeout 240 "$BIN" gpu-check "${STORIES[@]}" > "$LOGDIR/gpu-check.log" 2>&1
 CHECK_RC=$?
 t1=$(date +%s)
-grep -E "^(device|kernels ready|gpu-check:)|FAIL|SKIP|error" "$LOGDIR/gpu-check.log" | head -60
+echo "== gpu-check rc=$CHECK_RC ($((t1 - t0)) s); failures in full:"
+grep -E "^(device|kernels ready)|^FAIL |^error" "$LOGDIR/gpu-check.log" | cut -c1-400 | head -20
 
-echo "== bench kernels"
 timeout 240 "$BIN" bench kernels > "$LOGDIR/bench.log" 2>&1
 BENCH_RC=$?
 t2=$(date +%s)
+echo "== bench kernels rc=$BENCH_RC ($((t2 - t1)) s)"
 
 echo
 echo "================ FINAL TABLE ================"
-echo "-- differential checks (rc=$CHECK_RC, $((t1 - t0)) s)"
-sed -n '/^check /,/^gpu-check:/p' "$LOGDIR/gpu-check.log"
-if ! grep -q "^check " "$LOGDIR/gpu-check.log"; then tail -20 "$LOGDIR/gpu-check.log"; fi
-echo "-- benchmarks (rc=$BENCH_RC, $((t2 - t1)) s)"
-sed -n '/^bench /,$p' "$LOGDIR/bench.log"
-if ! grep -q "^bench " "$LOGDIR/bench.log"; then tail -20 "$LOGDIR/bench.log"; fi
+if grep -q "^check " "$LOGDIR/gpu-check.log"; then
+    sed -n '/^check /,/^gpu-check:/p' "$LOGDIR/gpu-check.log"
+else
+    tail -20 "$LOGDIR/gpu-check.log"
+fi
+if grep -q "^bench " "$LOGDIR/bench.log"; then
+    sed -n '/^bench /,$p' "$LOGDIR/bench.log"
+else
+    tail -20 "$LOGDIR/bench.log"
+fi
 if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ]; then
     echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC)"
     exit 1

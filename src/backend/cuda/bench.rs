@@ -5,7 +5,7 @@
 //! Every weight matrix and KV cache used here is larger than the H100's 50 MB L2, so each
 //! launch streams from HBM without rotating inputs.
 
-use super::{cuda_err, libs, CudaBackend, CudaMat};
+use super::{cuda_err, libs, AttnPath, CudaBackend, CudaMat};
 use crate::backend::Backend;
 use crate::engine::Model;
 use crate::model::{synthetic, DType};
@@ -141,6 +141,7 @@ impl Blas {
         Ok(Blas { handle })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         be: &CudaBackend,
@@ -275,6 +276,17 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
                     .unwrap_or_else(|| "n/a".into())
             ),
         });
+        for (vi, vname) in be.gemv_variant_names().into_iter().enumerate().skip(1) {
+            let us = time_us(be, 5, it, |_| be.gemv_variant(vi, &x, &w, &mut out))?;
+            rows.push(BenchRow {
+                name: vname.trim_start_matches("gemv_f16_").to_string() + " (variant)",
+                shape: format!("M 1 N {nout} K {k}"),
+                us,
+                gbps: Some(bytes / us / 1e3),
+                tflops: None,
+                versus: format!("{:.0}% of copy BW", 100.0 * bytes / us / 1e3 / copy_gbps),
+            });
+        }
         // GEMM (prefill, M = 2048).
         let m = 2048;
         let flops = 2.0 * (m * nout * k) as f64;
@@ -312,17 +324,23 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         let v = rand_dev(be, s_len * h * hd, 23)?;
         let mut o = be.alloc(s_len * h * hd)?;
         let flops = 2.0 * 2.0 * (s_len as f64 * (s_len as f64 + 1.0) / 2.0) * (h * hd) as f64;
-        let us = time_us(be, 2, it.min(10), |_| {
-            be.attention(&q, &k, &v, &mut o, s_len, 0, h, h, hd)
-        })?;
-        rows.push(BenchRow {
-            name: "attention prefill".into(),
-            shape: format!("S {s_len} H {h} hd {hd} causal"),
-            us,
-            gbps: None,
-            tflops: Some(flops / us / 1e6),
-            versus: "goal 250 TFLOP/s".into(),
-        });
+        for (path, name) in [
+            (AttnPath::Flash, "attn prefill flash"),
+            (AttnPath::FlashBm64, "attn prefill flash64"),
+            (AttnPath::Split, "attn prefill split"),
+        ] {
+            let us = time_us(be, 2, it.min(10), |_| {
+                be.attention_path(path, &q, &k, &v, &mut o, s_len, 0, h, h, hd)
+            })?;
+            rows.push(BenchRow {
+                name: name.into(),
+                shape: format!("S {s_len} H {h} hd {hd} causal"),
+                us,
+                gbps: None,
+                tflops: Some(flops / us / 1e6),
+                versus: "goal 250 TFLOP/s".into(),
+            });
+        }
     }
     // Decode attention: 64 query / 8 KV heads, 32768 keys.
     {

@@ -22,7 +22,21 @@ pub(crate) struct Kernels {
     pub attn_split: CudaFunction,
     pub attn_combine: CudaFunction,
     pub fill_synthetic: CudaFunction,
+    pub flash_d64: CudaFunction,
+    pub flash_d128: CudaFunction,
+    pub flash_d64_bm64: CudaFunction,
+    pub flash_d128_bm64: CudaFunction,
+    /// `(name, rows per block, function)` of the GEMV tuning variants (K % 8 == 0).
+    pub gemv_variants: Vec<(&'static str, usize, CudaFunction)>,
 }
+
+/// GEMV variants compiled beside the default (`gemv_f16_vec`, 16 rows per block).
+pub const GEMV_VARIANTS: &[(&str, usize)] = &[
+    ("gemv_f16_vec", 16),
+    ("gemv_f16_r2u4", 8),
+    ("gemv_f16_r8u1", 32),
+    ("gemv_f16_r1u8", 4),
+];
 
 /// Compiles (or fetches from the disk cache) and loads one translation unit.
 fn module(
@@ -48,6 +62,7 @@ impl Kernels {
         let ew = module(ctx, "elementwise.cu", arch)?;
         let gemv = module(ctx, "gemv.cu", arch)?;
         let att = module(ctx, "attention_decode.cu", arch)?;
+        let fa = module(ctx, "attention_prefill.cu", arch)?;
         Ok(Kernels {
             embed: func(&module(ctx, "embed.cu", arch)?, "embed_f16")?,
             rmsnorm: func(&module(ctx, "rmsnorm.cu", arch)?, "rmsnorm_f32")?,
@@ -63,6 +78,14 @@ impl Kernels {
             attn_split: func(&att, "attn_split")?,
             attn_combine: func(&att, "attn_combine")?,
             fill_synthetic: func(&module(ctx, "synthetic.cu", arch)?, "fill_synthetic_f16")?,
+            flash_d64: func(&fa, "flash_attn_d64")?,
+            flash_d128: func(&fa, "flash_attn_d128")?,
+            flash_d64_bm64: func(&fa, "flash_attn_d64_bm64")?,
+            flash_d128_bm64: func(&fa, "flash_attn_d128_bm64")?,
+            gemv_variants: GEMV_VARIANTS
+                .iter()
+                .map(|&(n, r)| Ok((n, r, func(&gemv, n)?)))
+                .collect::<Result<_>>()?,
         })
     }
 }
@@ -97,9 +120,111 @@ pub fn split_plan(
     }
 }
 
+/// Which attention kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnPath {
+    /// Split-K flash-decoding (`attn_split` + `attn_combine`): any head_dim <= 128, fp32.
+    Split,
+    /// Tensor-core FlashAttention-2 prefill (`flash_attn_d64/128`, 128 query rows per block):
+    /// f16 operands.
+    Flash,
+    /// The same kernel with 64 query rows per block (`flash_attn_d*_bm64`), kept for tuning.
+    FlashBm64,
+}
+
+/// The path [`crate::backend::Backend::attention`] takes: tensor cores for prefill chunks of
+/// at least 16 rows with head_dim 64 or 128, split-K otherwise. `AGENTCOMPRESS_ATTN=split`
+/// forces the split-K path everywhere.
+pub fn default_path(rows: usize, head_dim: usize) -> AttnPath {
+    static FORCE_SPLIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let force = *FORCE_SPLIT.get_or_init(|| {
+        std::env::var("AGENTCOMPRESS_ATTN").is_ok_and(|v| v.eq_ignore_ascii_case("split"))
+    });
+    if !force && rows >= 16 && (head_dim == 64 || head_dim == 128) {
+        AttnPath::Flash
+    } else {
+        AttnPath::Split
+    }
+}
+
+/// Launches the tensor-core prefill kernel (see `kernels/attention_prefill.cu`).
+#[allow(clippy::too_many_arguments)]
+fn flash(
+    be: &CudaBackend,
+    path: AttnPath,
+    q: &CudaSlice<f32>,
+    k_cache: &CudaSlice<f32>,
+    v_cache: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    rows: usize,
+    pos0: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    let inner = &be.inner;
+    let (f, bm) = match (head_dim, path) {
+        (64, AttnPath::FlashBm64) => (&inner.k.flash_d64_bm64, 64),
+        (128, AttnPath::FlashBm64) => (&inner.k.flash_d128_bm64, 64),
+        (64, _) => (&inner.k.flash_d64, 128),
+        (128, _) => (&inner.k.flash_d128, 128),
+        (other, _) => {
+            return Err(Error::Unsupported(format!(
+                "tensor-core attention needs head_dim 64 or 128, got {other}"
+            )))
+        }
+    };
+    let scale_log2 = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
+    let (r, p0, nh, nkv) = (rows as i32, pos0 as i32, n_heads as i32, n_kv_heads as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (rows.div_ceil(bm) as u32, n_heads as u32, 1),
+        block_dim: (2 * bm as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = inner.stream.launch_builder(f);
+    b.arg(q)
+        .arg(k_cache)
+        .arg(v_cache)
+        .arg(out)
+        .arg(&r)
+        .arg(&p0)
+        .arg(&nh)
+        .arg(&nkv)
+        .arg(&scale_log2);
+    // SAFETY: buffer lengths were checked by the caller.
+    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    Ok(())
+}
+
+/// Attention through an explicit kernel path (arguments as [`crate::backend::Backend::attention`],
+/// already validated by the caller).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_with(
+    be: &CudaBackend,
+    path: AttnPath,
+    q: &CudaSlice<f32>,
+    k_cache: &CudaSlice<f32>,
+    v_cache: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    rows: usize,
+    pos0: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    match path {
+        AttnPath::Flash | AttnPath::FlashBm64 => flash(
+            be, path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
+        ),
+        AttnPath::Split => split(
+            be, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
+        ),
+    }
+}
+
 /// Launches split attention plus the combine kernel (see `kernels/attention_decode.cu`).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attention(
+fn split(
     be: &CudaBackend,
     q: &CudaSlice<f32>,
     k_cache: &CudaSlice<f32>,

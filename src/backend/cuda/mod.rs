@@ -9,6 +9,8 @@
 pub mod bench;
 pub mod check;
 mod kernels;
+
+pub use kernels::{default_path, AttnPath};
 pub mod libs;
 pub mod nvrtc;
 pub mod sources;
@@ -209,6 +211,82 @@ impl CudaBackend {
             return Err(Error::invalid("device buffer smaller than the matrix"));
         }
         Ok(CudaMat { data, out, inp })
+    }
+
+    /// [`Backend::attention`] through an explicit kernel path (for checks and benchmarks).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_path(
+        &self,
+        path: AttnPath,
+        q: &CudaSlice<f32>,
+        k_cache: &CudaSlice<f32>,
+        v_cache: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        rows: usize,
+        pos0: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        let q_dim = n_heads * head_dim;
+        let kv_dim = n_kv_heads * head_dim;
+        check_len("attention q", q.len(), rows * q_dim)?;
+        check_len("attention out", out.len(), rows * q_dim)?;
+        check_len("attention k cache", k_cache.len(), (pos0 + rows) * kv_dim)?;
+        check_len("attention v cache", v_cache.len(), (pos0 + rows) * kv_dim)?;
+        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(Error::invalid(format!(
+                "n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}"
+            )));
+        }
+        if head_dim == 0 || head_dim > 128 {
+            return Err(Error::Unsupported(format!(
+                "head_dim {head_dim} (the CUDA attention kernels support 1..=128)"
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        kernels::attention_with(
+            self, path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
+        )
+    }
+
+    /// Names of the GEMV tuning variants (index 0 is the default used by `matmul`).
+    pub fn gemv_variant_names(&self) -> Vec<&'static str> {
+        self.inner.k.gemv_variants.iter().map(|v| v.0).collect()
+    }
+
+    /// `out = W x` through GEMV variant `idx` (needs `in % 8 == 0`).
+    pub fn gemv_variant(
+        &self,
+        idx: usize,
+        x: &CudaSlice<f32>,
+        w: &CudaMat,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        check_len("gemv x", x.len(), w.inp)?;
+        check_len("gemv out", out.len(), w.out)?;
+        let (_, per_block, f) = self
+            .inner
+            .k
+            .gemv_variants
+            .get(idx)
+            .ok_or_else(|| Error::invalid(format!("no GEMV variant {idx}")))?;
+        if w.inp % 8 != 0 {
+            return Err(Error::invalid("vectorised GEMV needs in % 8 == 0"));
+        }
+        let (n, kdim) = (dim32("out features", w.out)?, dim32("in features", w.inp)?);
+        let cfg = LaunchConfig {
+            grid_dim: (w.out.div_ceil(*per_block) as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.inner.stream.launch_builder(f);
+        b.arg(&w.data).arg(x).arg(out).arg(&n).arg(&kdim);
+        // SAFETY: lengths checked above.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
     }
 
     /// GEMV (`rows == 1`) or tensor-core GEMM into `out`, as [`Backend::matmul`].
@@ -528,27 +606,9 @@ impl Backend for CudaBackend {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> Result<()> {
-        let q_dim = n_heads * head_dim;
-        let kv_dim = n_kv_heads * head_dim;
-        check_len("attention q", q.len(), rows * q_dim)?;
-        check_len("attention out", out.len(), rows * q_dim)?;
-        check_len("attention k cache", k_cache.len(), (pos0 + rows) * kv_dim)?;
-        check_len("attention v cache", v_cache.len(), (pos0 + rows) * kv_dim)?;
-        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-            return Err(Error::invalid(format!(
-                "n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}"
-            )));
-        }
-        if head_dim == 0 || head_dim > 128 {
-            return Err(Error::Unsupported(format!(
-                "head_dim {head_dim} (the CUDA attention kernels support 1..=128)"
-            )));
-        }
-        if rows == 0 {
-            return Ok(());
-        }
-        kernels::attention(
-            self, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
+        let path = kernels::default_path(rows, head_dim);
+        self.attention_path(
+            path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
         )
     }
 
