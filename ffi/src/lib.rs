@@ -1,1 +1,39 @@
-//! C ABI for AgentCompress (see include/agentcompress.h).
+//! C ABI for AgentCompress: `libagentcompress.so` / `libagentcompress.a`, declared by
+//! `include/agentcompress.h` (generated from this crate by cbindgen; a test fails when the
+//! committed header drifts).
+//!
+//! Every exported function runs its body under a guard that catches panics and maps
+//! [`ac::Error`] to an [`ac_status`]; handles are never-reused identifiers checked against a
+//! registry of live objects, so NULL, closed, freed or forged handles are reported, not
+//! dereferenced.
+
+#![allow(non_camel_case_types)]
+
+mod args;
+mod engine;
+mod handles;
+mod run;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::{
+    ac_engine, ac_engine_close, ac_engine_default_params, ac_engine_open, ac_engine_params,
+    ac_engine_stats, ac_precision, ac_precision_name, ac_route, ac_route_info, ac_stats,
+    AC_PRECISION_COUNT,
+};
+pub use run::{
+    ac_result, ac_result_free, ac_result_info, ac_result_route, ac_result_text, ac_run,
+    ac_run_default_params, ac_run_info, ac_run_params, ac_token, ac_token_callback,
+};
+pub use status::{ac_last_error, ac_status, ac_status_string};
+
+use std::ffi::c_char;
+
+/// The library's version (`"MAJOR.MINOR.PATCH"`) as a static string, never NULL.
+/// Safe to call from any thread.
+#[no_mangle]
+pub extern "C" fn ac_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}

@@ -13,10 +13,12 @@
 //! # Ok::<(), agentcompress::Error>(())
 //! ```
 
+mod demo;
 mod device;
 mod runner;
 mod types;
 
+pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
 pub use device::Device;
 pub use runner::DynModel;
 pub use types::{EngineStats, Route, RunResult};

@@ -1,0 +1,280 @@
+//! Running a task: route, generate with streaming, and the result object.
+
+use crate::args::{c_str, out_ptr};
+use crate::engine::{ac_engine, ac_route_info, engine_of};
+use crate::handles::Registry;
+use crate::status::{ac_status, guard, guard_value};
+use ac::engine::{GenerateParams, SamplingParams, TokenEvent};
+use ac::{Error, Result};
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+/// Options of `ac_run`. Get the defaults from `ac_run_default_params()` and change the fields
+/// you need.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ac_run_params {
+    /// At most this many new tokens (also bounded by the model's context length). 0 generates
+    /// nothing (the task is still routed and counted).
+    pub max_tokens: u32,
+    /// 0 picks the most likely token (greedy, deterministic); otherwise the logits are divided
+    /// by it before sampling. Must be finite and >= 0.
+    pub temperature: f32,
+    /// Nucleus sampling: sample from the smallest set of tokens whose probability reaches
+    /// `top_p`. Must be in (0, 1].
+    pub top_p: f32,
+    /// Seed of the sampler: the same seed, task and parameters give the same tokens.
+    pub seed: u64,
+    /// Stop at the model's end-of-sequence token.
+    pub stop_at_eos: bool,
+}
+
+impl ac_run_params {
+    /// The engine's generation parameters, with the ranges checked.
+    fn to_generate(self) -> Result<GenerateParams> {
+        let sampling = SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+        };
+        sampling
+            .validate()
+            .map_err(|e| Error::invalid(format!("params: {e}")))?;
+        Ok(GenerateParams {
+            max_new_tokens: self.max_tokens as usize,
+            sampling,
+            stop_at_eos: self.stop_at_eos,
+            ..GenerateParams::default()
+        })
+    }
+}
+
+/// One generated token, as passed to an `ac_token_callback`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ac_token {
+    /// The token id.
+    pub id: u32,
+    /// Index of the token among the generated ones (0, 1, 2, ...).
+    pub index: u32,
+    /// The UTF-8 text this token completes, NUL-terminated; empty while a multi-byte character
+    /// is incomplete. Valid only during the callback: copy it to keep it.
+    pub text: *const c_char,
+    /// Length of `text` in bytes (excluding the terminating NUL).
+    pub text_len: usize,
+}
+
+/// Receives each generated token during `ac_run`, on the thread that called `ac_run`, before
+/// `ac_run` returns. Return true to continue, false to stop generation. `user_data` is the
+/// pointer given to `ac_run`. The callback must not throw C++ exceptions or longjmp out, and
+/// must not call `ac_result_free` on results it does not own; it may call any other function
+/// of this library, including `ac_run` on the same engine.
+pub type ac_token_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, token: *const ac_token) -> bool>;
+
+/// The outcome of `ac_run`: the generated text, the route taken and counters. Opaque;
+/// immutable, so it may be read from any thread; free it exactly once with `ac_result_free`.
+pub struct ac_result {
+    _private: [u8; 0],
+}
+
+/// Counters of one run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ac_run_info {
+    /// Tokens of the prompt as fed to the model (BOS included).
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    pub tokens: u64,
+    /// Length of the generated text in bytes (`ac_result_text` is NUL-terminated, but a model
+    /// may generate NUL bytes: use this length to read all of it).
+    pub text_len: usize,
+    /// Whether the token callback returned false and stopped generation.
+    pub cancelled: bool,
+    /// Whether generation ended at the end-of-sequence token.
+    pub hit_eos: bool,
+    /// Seconds spent on the prompt.
+    pub prefill_seconds: f64,
+    /// Seconds spent generating tokens.
+    pub decode_seconds: f64,
+}
+
+/// What a result handle holds.
+pub(crate) struct RunOutcome {
+    /// The generated text followed by one NUL.
+    text: Vec<u8>,
+    route: ac_route_info,
+    info: ac_run_info,
+}
+
+/// The live results.
+static RESULTS: Registry<RunOutcome> = Registry::new("result");
+
+fn result_of(result: *const ac_result) -> Result<Arc<RunOutcome>> {
+    RESULTS.get(result.cast())
+}
+
+/// The default `ac_run_params`: 128 tokens, greedy (temperature 0), top_p 0.9, seed 42, stop
+/// at end of sequence. Safe to call from any thread; never fails.
+#[no_mangle]
+pub extern "C" fn ac_run_default_params() -> ac_run_params {
+    let g = GenerateParams::default();
+    ac_run_params {
+        max_tokens: u32::try_from(g.max_new_tokens).unwrap_or(u32::MAX),
+        temperature: g.sampling.temperature,
+        top_p: g.sampling.top_p,
+        seed: g.sampling.seed,
+        stop_at_eos: g.stop_at_eos,
+    }
+}
+
+/// Routes `task` (non-empty UTF-8), generates from it on the chosen variant, streams each token
+/// to `callback` (may be NULL) and stores a new result in `*out` (NULL on failure).
+///
+/// Cancellation: when the callback returns false, generation stops and `ac_run` returns
+/// `AC_OK` with a result whose `ac_run_info.cancelled` is true and whose text holds what was
+/// generated so far (the task counts in the statistics). `AC_CANCELLED` is returned only when
+/// the engine itself was asked to stop.
+///
+/// `params` may be NULL for the defaults. Thread-safe: several threads may run tasks on one
+/// engine at once.
+///
+/// # Safety
+/// `task` is NULL or NUL-terminated; `params` is NULL or points to an `ac_run_params`;
+/// `callback`, when not NULL, is a function of the documented type; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ac_run(
+    engine: *mut ac_engine,
+    task: *const c_char,
+    params: *const ac_run_params,
+    callback: ac_token_callback,
+    user_data: *mut c_void,
+    out: *mut *mut ac_result,
+) -> ac_status {
+    let null_out = || {
+        if !out.is_null() {
+            // SAFETY: writable per the contract.
+            unsafe { *out = std::ptr::null_mut() };
+        }
+    };
+    guard(null_out, || {
+        let out = out_ptr(out, "out")?;
+        // SAFETY: writable per the contract.
+        unsafe { *out = std::ptr::null_mut() };
+        let engine = engine_of(engine)?;
+        let task = unsafe { c_str(task, "task") }?;
+        let params = if params.is_null() {
+            ac_run_default_params()
+        } else {
+            // SAFETY: points to an ac_run_params per the contract.
+            unsafe { *params }
+        };
+        let gen = params.to_generate()?;
+        let mut piece = Vec::new();
+        let on_token = |t: TokenEvent<'_>| -> bool {
+            let Some(cb) = callback else { return true };
+            piece.clear();
+            piece.extend_from_slice(t.text.as_bytes());
+            piece.push(0);
+            let token = ac_token {
+                id: t.id,
+                index: u32::try_from(t.index).unwrap_or(u32::MAX),
+                text: piece.as_ptr().cast(),
+                text_len: t.text.len(),
+            };
+            // SAFETY: a function of the documented type per the contract; `token` and its
+            // text outlive the call.
+            unsafe { cb(user_data, &token) }
+        };
+        let r = engine.run(task, &gen, on_token)?;
+        let o = &r.output;
+        let mut text = o.text.as_bytes().to_vec();
+        text.push(0);
+        let outcome = RunOutcome {
+            route: ac_route_info::from(&r.route),
+            info: ac_run_info {
+                prompt_tokens: o.prompt_ids.len() as u64,
+                tokens: o.ids.len() as u64,
+                text_len: o.text.len(),
+                cancelled: o.cancelled,
+                hit_eos: o.hit_eos,
+                prefill_seconds: o.prefill_time.as_secs_f64(),
+                decode_seconds: o.decode_time.as_secs_f64(),
+            },
+            text,
+        };
+        let handle = RESULTS.insert(outcome)?;
+        // SAFETY: writable per the contract.
+        unsafe { *out = handle.cast() };
+        Ok(())
+    })
+}
+
+/// The generated text of a result: UTF-8, NUL-terminated, never NULL for a live result (NULL,
+/// with a message for `ac_last_error()`, when `result` is NULL or not live). The string belongs
+/// to the result and stays valid until `ac_result_free(result)`.
+#[no_mangle]
+pub extern "C" fn ac_result_text(result: *const ac_result) -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        // The registry keeps the outcome (and its text buffer) alive until ac_result_free.
+        Ok(result_of(result)?.text.as_ptr().cast())
+    })
+}
+
+/// Stores the route a result's task took in `*out`.
+///
+/// # Safety
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ac_result_route(
+    result: *const ac_result,
+    out: *mut ac_route_info,
+) -> ac_status {
+    guard(
+        || {},
+        || {
+            let out = out_ptr(out, "out")?;
+            let route = result_of(result)?.route;
+            // SAFETY: writable per the contract.
+            unsafe { *out = route };
+            Ok(())
+        },
+    )
+}
+
+/// Stores a result's counters (tokens, cancelled, timings) in `*out`.
+///
+/// # Safety
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ac_result_info(
+    result: *const ac_result,
+    out: *mut ac_run_info,
+) -> ac_status {
+    guard(
+        || {},
+        || {
+            let out = out_ptr(out, "out")?;
+            let info = result_of(result)?.info;
+            // SAFETY: writable per the contract.
+            unsafe { *out = info };
+            Ok(())
+        },
+    )
+}
+
+/// Frees a result and its text. NULL is ignored. Freeing a result that is not live (freed
+/// twice, never returned) frees nothing and records a message for `ac_last_error()`.
+/// Thread-safe, but no other thread may be reading the result's text while it is freed.
+#[no_mangle]
+pub extern "C" fn ac_result_free(result: *mut ac_result) {
+    let _ = guard(
+        || {},
+        || {
+            if result.is_null() {
+                return Ok(());
+            }
+            RESULTS.remove(result.cast())
+        },
+    );
+}

@@ -1,0 +1,116 @@
+//! Helpers shared by the tests that build and run native code against the library.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository root (the workspace that holds `ffi/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("ffi/ has a parent")
+        .to_path_buf()
+}
+
+/// The committed header.
+pub fn header_path() -> PathBuf {
+    repo_root().join("include").join("agentcompress.h")
+}
+
+/// The directory holding `libagentcompress.so` for the profile these tests were built with.
+/// Cargo does not build a cdylib for integration tests, so the first call runs
+/// `cargo build -p agentcompress-ffi --lib` (a no-op when the library is fresh).
+pub fn lib_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(build_lib).clone()
+}
+
+fn build_lib() -> PathBuf {
+    // The test binary lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is in <target>/<profile>/deps")
+        .to_path_buf();
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let target = dir.parent().expect("target dir");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(repo_root())
+        .args(["build", "-p", "agentcompress-ffi", "--lib", "--target-dir"])
+        .arg(target);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p agentcompress-ffi failed");
+    assert!(
+        dir.join("libagentcompress.so").is_file(),
+        "no libagentcompress.so in {dir:?}"
+    );
+    dir
+}
+
+/// Whether `tool` runs (`tool --version` succeeds).
+pub fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `cmd`, panicking with its output when it cannot start.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs `cmd` and asserts success, showing stdout and stderr otherwise; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Compiles `sources` with `compiler` against the header and the shared library into `exe`.
+pub fn compile(compiler: &str, flags: &[&str], sources: &[PathBuf], exe: &Path) {
+    let lib = lib_dir();
+    let mut cmd = Command::new(compiler);
+    cmd.args(flags)
+        .arg("-I")
+        .arg(repo_root().join("include"))
+        .args(sources)
+        .arg("-o")
+        .arg(exe)
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lagentcompress");
+    run_ok(&mut cmd);
+}
+
+/// The shared model folder (`shared/models` beside the repository or above it), or
+/// `$AGENTCOMPRESS_MODELS`.
+pub fn models_dir() -> Option<PathBuf> {
+    if let Ok(d) = std::env::var("AGENTCOMPRESS_MODELS") {
+        return Some(PathBuf::from(d));
+    }
+    repo_root()
+        .ancestors()
+        .map(|a| a.join("shared").join("models"))
+        .find(|d| d.is_dir())
+}
