@@ -7,10 +7,13 @@
 
 pub mod api;
 pub mod backend;
+pub mod controller;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod quant;
+pub mod router;
 pub mod util;
 
 pub use error::{Error, Result};

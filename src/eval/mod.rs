@@ -1,0 +1,6 @@
+//! The workflow benchmark: multi-stage workflows across domains, labels measured on every
+//! variant, the controller trained and calibrated on one split and evaluated on another
+//! against uniform, random and oracle baselines.
+
+pub mod labels;
+pub mod workflows;
