@@ -1,10 +1,14 @@
 //! The `agentcompress` command line. Each subcommand lives in its own `cmd_*.rs` file with a
 //! clap `Args` struct and a `run` function; this file only dispatches.
 
+mod cmd_bench_controller;
 mod cmd_demo;
+mod cmd_eval;
 mod cmd_generate;
 mod cmd_inspect;
 mod cmd_logits;
+mod cmd_route;
+mod cmd_train_controller;
 mod common;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +35,14 @@ enum Command {
     Logits(cmd_logits::LogitsArgs),
     /// Print a model's configuration and tensor table.
     Inspect(cmd_inspect::InspectArgs),
+    /// Run the multi-stage workflow benchmark (controller vs uniform, random, oracle).
+    Eval(cmd_eval::EvalArgs),
+    /// Predict a task's complexity and print the routing decision and its reasons.
+    Route(cmd_route::RouteArgs),
+    /// Train the complexity controller (first-order MAML) and calibrate the router.
+    TrainController(cmd_train_controller::TrainControllerArgs),
+    /// Benchmarks (`bench controller`: controller overhead).
+    Bench(cmd_bench_controller::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +52,10 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd_generate::run(a),
         Command::Logits(a) => cmd_logits::run(a),
         Command::Inspect(a) => cmd_inspect::run(a),
+        Command::Eval(a) => cmd_eval::run(a),
+        Command::Route(a) => cmd_route::run(a),
+        Command::TrainController(a) => cmd_train_controller::run(a),
+        Command::Bench(a) => cmd_bench_controller::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
