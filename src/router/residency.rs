@@ -46,7 +46,7 @@ impl Residency {
     /// The resident variants, most recently used first.
     pub fn resident(&self) -> Vec<Precision> {
         let mut r = self.resident.clone();
-        r.sort_by(|a, b| b.1.cmp(&a.1));
+        r.sort_by_key(|e| std::cmp::Reverse(e.1));
         r.into_iter().map(|(p, _)| p).collect()
     }
 
