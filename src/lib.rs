@@ -7,13 +7,16 @@
 
 pub mod api;
 pub mod backend;
+pub mod controller;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod eval;
 pub mod model;
 pub mod pool;
 pub mod quant;
 pub mod store;
+pub mod router;
 pub mod util;
 
 pub use error::{Error, Result};

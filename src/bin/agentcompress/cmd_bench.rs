@@ -12,6 +12,8 @@ pub enum BenchCommand {
     Kernels(KernelsArgs),
     /// Weight streaming: raw O_DIRECT read speed of the variant files, then the full pipeline.
     Stream(crate::cmd_bench_stream::Args),
+    /// Controller inference latency over k-token tasks (median and p99).
+    Controller(crate::cmd_bench_controller::ControllerBenchArgs),
 }
 
 /// Arguments of `bench kernels`.
@@ -36,6 +38,9 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(a),
         BenchCommand::Stream(a) => crate::cmd_bench_stream::run(a),
+        BenchCommand::Controller(a) => crate::cmd_bench_controller::run(crate::cmd_bench_controller::BenchArgs {
+            what: crate::cmd_bench_controller::BenchWhat::Controller(a),
+        }),
     }
 }
 

@@ -3,11 +3,15 @@
 
 mod cmd_bench;
 mod cmd_bench_stream;
+mod cmd_bench_controller;
 mod cmd_demo;
+mod cmd_eval;
 mod cmd_generate;
 mod cmd_gpu_check;
 mod cmd_inspect;
 mod cmd_logits;
+mod cmd_route;
+mod cmd_train_controller;
 mod common;
 mod cmd_eval_variants;
 mod cmd_quantize;
@@ -45,6 +49,12 @@ enum Command {
     Quantize(cmd_quantize::Args),
     /// Measure every variant of a directory against its FP16 variant.
     EvalVariants(cmd_eval_variants::Args),
+    /// Run the multi-stage workflow benchmark (controller vs uniform, random, oracle).
+    Eval(cmd_eval::EvalArgs),
+    /// Predict a task's complexity and print the routing decision and its reasons.
+    Route(cmd_route::RouteArgs),
+    /// Train the complexity controller (first-order MAML) and calibrate the router.
+    TrainController(cmd_train_controller::TrainControllerArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +68,9 @@ fn main() -> ExitCode {
         Command::Bench(c) => cmd_bench::run(c),
         Command::Quantize(a) => cmd_quantize::run(a),
         Command::EvalVariants(a) => cmd_eval_variants::run(a),
+        Command::Eval(a) => cmd_eval::run(a),
+        Command::Route(a) => cmd_route::run(a),
+        Command::TrainController(a) => cmd_train_controller::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

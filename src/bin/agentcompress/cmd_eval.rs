@@ -1,0 +1,166 @@
+//! `agentcompress eval`: the workflow benchmark (see `agentcompress::eval`).
+
+use agentcompress::eval::labels::LabelSet;
+use agentcompress::eval::{bench, report, workflows, EvalConfig};
+use agentcompress::model::synthetic::{preset, synthetic_weights};
+use agentcompress::model::tokenizer::{load_tokenizer, ByteTokenizer, Tokenizer, BYTE_VOCAB};
+use agentcompress::model::DType;
+use agentcompress::router::VariantSet;
+use agentcompress::{Error, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Which model's variants to use and how to tokenise task text.
+#[derive(Args, Debug, Clone)]
+pub struct VariantArgs {
+    /// Model file (llama2.c `.bin`); its INT8/INT4/INT2 variants are simulated by group-wise
+    /// quantise-dequantise until the packed variant store is wired in.
+    #[arg(long, short = 'm', conflicts_with = "synthetic")]
+    pub model: Option<PathBuf>,
+    /// Use a seeded synthetic model of this preset instead (`tiny`, `small`, ...).
+    #[arg(long)]
+    pub synthetic: Option<String>,
+    /// Tokenizer file; default: the one beside the model. When it cannot be loaded, task text is
+    /// encoded byte by byte (llama2.c `<0xNN>` ids).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl VariantArgs {
+    /// Opens the variants and a tokenizer; returns them with a description of the model.
+    pub fn open(&self) -> Result<(VariantSet, Box<dyn Tokenizer>, String)> {
+        let (weights, name) = match (&self.model, &self.synthetic) {
+            (Some(p), _) => (
+                agentcompress::model::load::load_model(p)?,
+                p.display().to_string(),
+            ),
+            (None, Some(name)) => {
+                let mut cfg = preset(name)?;
+                cfg.vocab_size = cfg.vocab_size.max(BYTE_VOCAB);
+                cfg.max_seq_len = cfg.max_seq_len.min(256);
+                (
+                    synthetic_weights(&cfg, 7, DType::F32)?,
+                    format!("synthetic {name}"),
+                )
+            }
+            (None, None) => return Err(Error::invalid("give --model FILE or --synthetic PRESET")),
+        };
+        let tok_path = self.tokenizer.clone().or_else(|| {
+            self.model
+                .as_deref()
+                .and_then(agentcompress::model::load::find_tokenizer)
+        });
+        let tok: Box<dyn Tokenizer> = match tok_path.as_deref().map(load_tokenizer) {
+            Some(Ok(t)) => t,
+            other => {
+                match other {
+                    Some(Err(e)) => eprintln!("note: {e}; encoding task text byte by byte"),
+                    _ => eprintln!(
+                        "note: no tokenizer given or found; encoding task text byte by byte"
+                    ),
+                }
+                if weights.config.vocab_size < BYTE_VOCAB {
+                    return Err(Error::invalid(format!(
+                        "the model's vocabulary of {} is too small for byte encoding and no tokenizer loaded",
+                        weights.config.vocab_size
+                    )));
+                }
+                Box::new(ByteTokenizer)
+            }
+        };
+        Ok((VariantSet::simulated(&weights)?, tok, name))
+    }
+}
+
+/// Run the multi-stage workflow benchmark and write its report.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub variants: VariantArgs,
+    /// Workflows to generate.
+    #[arg(long, default_value_t = 290)]
+    pub workflows: usize,
+    /// Seed of everything random.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Tokens generated per task when labelling.
+    #[arg(long, default_value_t = 20)]
+    pub n_gen: usize,
+    /// Controller training iterations.
+    #[arg(long, default_value_t = 2000)]
+    pub iterations: usize,
+    /// Controller configuration: small or reference.
+    #[arg(long, default_value = "small")]
+    pub controller: String,
+    /// Quality threshold (fidelity to FP16) and router target.
+    #[arg(long, default_value_t = 0.95)]
+    pub threshold: f32,
+    /// Device capacity as a multiple of the FP16 variant's size.
+    #[arg(long, default_value_t = 1.5)]
+    pub capacity: f64,
+    /// Cost of a swap per byte relative to a byte read by compute.
+    #[arg(long, default_value_t = 50.0)]
+    pub swap_factor: f64,
+    /// Reuse a labels file written by an earlier run (same workflows and seed).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "eval-out")]
+    pub out: PathBuf,
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Runs the subcommand.
+pub fn run(a: EvalArgs) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let (set, tok, name) = a.variants.open()?;
+    let mut cfg = EvalConfig {
+        workflows: a.workflows,
+        seed: a.seed,
+        n_gen: a.n_gen,
+        threshold: a.threshold,
+        controller: a.controller.clone(),
+        capacity: a.capacity,
+        swap_factor: a.swap_factor,
+        ..EvalConfig::default()
+    };
+    cfg.train.iterations = a.iterations;
+    cfg.train.threshold = a.threshold;
+    cfg.train.seed = a.seed;
+    let labels = a.labels.as_deref().map(LabelSet::load).transpose()?;
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    eprintln!(
+        "eval: {} workflows on {name} ({} variants), labelling and training...",
+        a.workflows,
+        if set.simulated { "simulated" } else { "packed" }
+    );
+    let out = bench::run(&set, tok.as_ref(), &cfg, &name, labels)?;
+    workflows::write(&a.out.join("workflows.jsonl"), &out.workflows)?;
+    out.labels.save(&a.out.join("labels.json"))?;
+    agentcompress::controller::io::save(&out.controller, &a.out.join("controller.safetensors"))?;
+    let router =
+        serde_json::to_string_pretty(&out.router).map_err(|e| Error::Internal(e.to_string()))?;
+    write(&a.out.join("router.json"), &router)?;
+    let json =
+        serde_json::to_string_pretty(&out.report).map_err(|e| Error::Internal(e.to_string()))?;
+    write(&a.out.join("report.json"), &json)?;
+    let mut csv = String::from("iteration,loss\n");
+    for (i, l) in &out.report.in_domain.curve.curve {
+        csv.push_str(&format!("{i},{l}\n"));
+    }
+    write(&a.out.join("loss.csv"), &csv)?;
+    let md = report::markdown(&out.report);
+    write(&a.out.join("report.md"), &md)?;
+    write(&a.out.join("plot.svg"), &report::svg(&out.report))?;
+    println!("{md}");
+    println!(
+        "labelling {:.1} s, total {:.1} s; outputs in {}",
+        out.report.label_seconds,
+        t0.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}

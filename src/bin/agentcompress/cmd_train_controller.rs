@@ -1,0 +1,126 @@
+//! `agentcompress train-controller`: label workflows on the model's variants (or reuse a labels
+//! file), train the controller with first-order MAML across domains, calibrate the router, and
+//! write `controller.safetensors`, `router.json` and `loss.csv`.
+
+use crate::cmd_eval::VariantArgs;
+use agentcompress::controller::{io, Controller, ControllerConfig};
+use agentcompress::eval::bench::{encode_all, fit, label_workflows};
+use agentcompress::eval::labels::LabelSet;
+use agentcompress::eval::workflows::generate;
+use agentcompress::eval::EvalConfig;
+use agentcompress::{Error, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Train the complexity controller and calibrate the router.
+#[derive(Args, Debug)]
+pub struct TrainControllerArgs {
+    #[command(flatten)]
+    pub variants: VariantArgs,
+    /// Workflows to label (ignored with --labels).
+    #[arg(long, default_value_t = 290)]
+    pub workflows: usize,
+    /// Seed of workflows, initialisation and training.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Reuse a labels file (from `eval` or an earlier run).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Meta-iterations.
+    #[arg(long, default_value_t = 8700)]
+    pub iterations: usize,
+    /// Batch size (support and query).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Controller configuration: small or reference.
+    #[arg(long, default_value = "small")]
+    pub controller: String,
+    /// Quality threshold of the loss and router target.
+    #[arg(long, default_value_t = 0.95)]
+    pub threshold: f32,
+    /// Weight of cost in the loss.
+    #[arg(long, default_value_t = 0.3)]
+    pub w_cost: f32,
+    /// Weight of the quality shortfall in the loss.
+    #[arg(long, default_value_t = 0.7)]
+    pub w_quality: f32,
+    /// Output directory.
+    #[arg(long, default_value = "controller-out")]
+    pub out: PathBuf,
+}
+
+/// Runs the subcommand.
+pub fn run(a: TrainControllerArgs) -> Result<()> {
+    let (set, tok, name) = a.variants.open()?;
+    let mut cfg = EvalConfig {
+        workflows: a.workflows,
+        seed: a.seed,
+        threshold: a.threshold,
+        controller: a.controller.clone(),
+        ..EvalConfig::default()
+    };
+    cfg.train.iterations = a.iterations;
+    cfg.train.batch = a.batch;
+    cfg.train.threshold = a.threshold;
+    cfg.train.w_cost = a.w_cost;
+    cfg.train.w_quality = a.w_quality;
+    cfg.train.seed = a.seed;
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let labels = match &a.labels {
+        Some(p) => LabelSet::load(p)?,
+        None => {
+            eprintln!("labelling {} workflows on {name}...", a.workflows);
+            let wfs = generate(a.workflows, a.seed);
+            let l = label_workflows(&set, tok.as_ref(), &wfs, cfg.n_gen, cfg.max_prompt, &name)?;
+            l.save(&a.out.join("labels.json"))?;
+            l
+        }
+    };
+    let base = Controller::new(
+        ControllerConfig::named(&a.controller, set.config.dim)?,
+        a.seed,
+    )?;
+    eprintln!(
+        "controller '{}': {} parameters; {} labelled tasks",
+        a.controller,
+        base.param_count(),
+        labels.tasks.len()
+    );
+    let encoded = encode_all(&set, &base, &labels)?;
+    let idx: Vec<usize> = (0..labels.tasks.len()).collect();
+    let total = a.iterations.max(1);
+    let (controller, router, curve) =
+        fit(&set, &labels, &base, &encoded, &idx, &cfg, |it, loss| {
+            let width = 40;
+            let done = it * width / total;
+            eprint!(
+                "\r[{}{}] {it}/{total} loss {loss:.4}",
+                "#".repeat(done),
+                ".".repeat(width - done)
+            );
+            let _ = std::io::stderr().flush();
+        })?;
+    eprintln!();
+    io::save(&controller, &a.out.join("controller.safetensors"))?;
+    let json = serde_json::to_string_pretty(&router).map_err(|e| Error::Internal(e.to_string()))?;
+    let rp = a.out.join("router.json");
+    std::fs::write(&rp, json).map_err(|e| Error::io(&rp, e))?;
+    let mut csv = String::from("iteration,loss\n");
+    for (i, l) in &curve.curve {
+        csv.push_str(&format!("{i},{l}\n"));
+    }
+    let lp = a.out.join("loss.csv");
+    std::fs::write(&lp, csv).map_err(|e| Error::io(&lp, e))?;
+    if let (Some(first), Some(last)) = (curve.curve.first(), curve.curve.last()) {
+        println!(
+            "loss {:.4} -> {:.4} over {} iterations",
+            first.1, last.1, last.0
+        );
+    }
+    println!(
+        "wrote controller.safetensors, router.json, loss.csv to {}",
+        a.out.display()
+    );
+    Ok(())
+}

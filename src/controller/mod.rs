@@ -1,0 +1,24 @@
+//! The complexity controller: reads the first k tokens of a task through the served model's
+//! frozen embedding table and predicts how hard the task is (complexity in [0, 1]) and a
+//! compression policy (precision, pruning ratio, sparsity target).
+//!
+//! Architecture: embeddings `[k, embed_dim]` -> linear projection to `d_model` plus
+//! sinusoidal positions -> `n_layers` pre-norm transformer encoder layers -> final layer norm
+//! -> mean pooling -> one multi-head attention layer whose query is the pooled vector and whose
+//! keys/values are the encoded tokens (`pool_heads` heads, `pool_dim`-wide projections) ->
+//! MLP `pool_dim -> mlp_hidden -> 1` with a sigmoid (complexity), and three heads on the pooled
+//! attention output: precision logits (FP16/INT8/INT4/INT2), pruning ratio and sparsity target
+//! (sigmoids). Inference is plain f32 on the CPU through the CPU backend's kernels.
+//!
+//! Parameter counts (embed_dim 64, stories260K): [`ControllerConfig::reference`] has
+//! 13,145,351 parameters (not the reference paper's 2.37M, which these widths cannot give);
+//! [`ControllerConfig::small`] has 90,375. Measured by `agentcompress bench controller`.
+
+mod config;
+mod encoder;
+pub mod io;
+pub mod layers;
+pub mod train;
+
+pub use config::ControllerConfig;
+pub use encoder::{Controller, ControllerOutput, Encoded};

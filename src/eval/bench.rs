@@ -1,0 +1,511 @@
+//! The benchmark itself: label every stage of every workflow on the four variants, train and
+//! calibrate the controller on one split, then replay the held-out workflows in order through
+//! each strategy (uniform FP16/INT8/INT4/INT2, random, oracle, controller + router) with the
+//! same residency model, and summarise cost, quality, swaps and controller overhead.
+
+use super::labels::{measure, LabelSet, LabelledTask};
+use super::metrics::{pearson, quantile};
+use super::workflows::{generate, Workflow};
+use crate::controller::train::{train, Sample, TrainConfig, TrainReport};
+use crate::controller::{Controller, ControllerConfig, ControllerOutput, Encoded};
+use crate::model::tokenizer::Tokenizer;
+use crate::quant::Precision;
+use crate::router::{QualityModel, Residency, Router, RouterConfig, VariantSet};
+use crate::util::rng::Rng;
+use crate::{Error, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Benchmark settings.
+#[derive(Clone, Debug)]
+pub struct EvalConfig {
+    /// Workflows to generate.
+    pub workflows: usize,
+    /// Seed of workflows, controller initialisation, training and the random baseline.
+    pub seed: u64,
+    /// Tokens generated per task when labelling.
+    pub n_gen: usize,
+    /// Prompt tokens kept per task (the controller reads the first k of them).
+    pub max_prompt: usize,
+    /// Quality (fidelity to FP16) a task must keep to count as a success; the router's target.
+    pub threshold: f32,
+    /// Controller configuration name (`small` or `reference`).
+    pub controller: String,
+    /// Training settings.
+    pub train: TrainConfig,
+    /// Device capacity as a multiple of the FP16 variant's size.
+    pub capacity: f64,
+    /// Cost of a swap per byte, relative to a byte read by compute.
+    pub swap_factor: f64,
+    /// Tasks over which the router amortises a swap.
+    pub horizon: f64,
+    /// Calibration bins.
+    pub bins: usize,
+    /// Router targets swept for the cost-versus-quality curve.
+    pub sweep: Vec<f32>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            workflows: 290,
+            seed: 7,
+            n_gen: 20,
+            max_prompt: 64,
+            threshold: 0.95,
+            controller: "small".into(),
+            train: TrainConfig {
+                iterations: 2000,
+                ..TrainConfig::default()
+            },
+            capacity: 1.5,
+            swap_factor: 50.0,
+            horizon: 4.0,
+            bins: 8,
+            sweep: vec![0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99],
+        }
+    }
+}
+
+/// One strategy's results on the test workflows.
+#[derive(Clone, Debug, Serialize)]
+pub struct StrategyResult {
+    /// Name.
+    pub name: String,
+    /// Total cost (compute plus swaps) relative to the FP16 baseline's.
+    pub cost: f64,
+    /// `1 - cost`.
+    pub cost_reduction: f64,
+    /// Mean quality relative to FP16's (which is 1 by definition).
+    pub quality_retained: f64,
+    /// Fraction of tasks whose quality meets the threshold.
+    pub success_rate: f64,
+    /// Variant loads.
+    pub swaps: u64,
+    /// Fraction of tasks served by a resident variant.
+    pub hit_rate: f64,
+    /// Tasks per precision.
+    pub mix: [usize; 4],
+}
+
+/// Results of one train/test split.
+#[derive(Clone, Debug, Serialize)]
+pub struct SplitResult {
+    /// Description of the split.
+    pub name: String,
+    /// Training tasks.
+    pub train_tasks: usize,
+    /// Test tasks.
+    pub test_tasks: usize,
+    /// Every strategy.
+    pub strategies: Vec<StrategyResult>,
+    /// Pearson r of predicted versus true complexity on the test tasks.
+    pub pearson_r: f64,
+    /// Controller-plus-router overhead per task, median, milliseconds.
+    pub overhead_median_ms: f64,
+    /// Same, 99th percentile.
+    pub overhead_p99_ms: f64,
+    /// `(target, cost, quality retained, success rate)` of the controller per swept target.
+    pub sweep: Vec<(f32, f64, f64, f64)>,
+    /// Training loss curve.
+    #[serde(skip)]
+    pub curve: TrainReport,
+}
+
+/// Everything the benchmark measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    /// Workflows run.
+    pub workflows: usize,
+    /// Tasks (stages) labelled.
+    pub tasks: usize,
+    /// Controller parameters.
+    pub controller_params: usize,
+    /// Mean quality per precision over all tasks.
+    pub mean_quality: [f64; 4],
+    /// Exact-match rate of greedy continuations per precision.
+    pub exact_rate: [f64; 4],
+    /// Mean KL per precision.
+    pub mean_kl: [f64; 4],
+    /// Variant sizes relative to FP16.
+    pub relative_bytes: [f64; 4],
+    /// In-domain split (held-out workflows from every domain).
+    pub in_domain: SplitResult,
+    /// Cross-domain split (train on two domains, test on the other two).
+    pub cross_domain: SplitResult,
+    /// Seconds spent labelling (0 when labels were given).
+    pub label_seconds: f64,
+}
+
+/// What [`run`] returns besides the report: the artefacts worth saving.
+pub struct EvalOutput {
+    /// The report.
+    pub report: EvalReport,
+    /// The workflows.
+    pub workflows: Vec<Workflow>,
+    /// The labels.
+    pub labels: LabelSet,
+    /// The controller trained on the in-domain split.
+    pub controller: Controller,
+    /// The router calibrated on the in-domain split.
+    pub router: Router,
+}
+
+/// Labels every stage of `wfs` on every variant (in parallel).
+pub fn label_workflows(
+    set: &VariantSet,
+    tok: &dyn Tokenizer,
+    wfs: &[Workflow],
+    n_gen: usize,
+    max_prompt: usize,
+    model: &str,
+) -> Result<LabelSet> {
+    let mut jobs = Vec::new();
+    for w in wfs {
+        for (i, s) in w.stages.iter().enumerate() {
+            let mut ids = tok.encode(&s.text, true)?;
+            ids.truncate(max_prompt);
+            if ids.is_empty() {
+                return Err(Error::invalid(format!(
+                    "workflow {} stage {i} encodes to nothing",
+                    w.id
+                )));
+            }
+            jobs.push((w.id, i, w.domain, ids));
+        }
+    }
+    let tasks = jobs
+        .into_par_iter()
+        .map(|(workflow, stage, domain, ids)| {
+            let label = measure(set, &ids, n_gen)?;
+            Ok(LabelledTask {
+                workflow,
+                stage,
+                domain,
+                ids,
+                label,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LabelSet {
+        model: model.to_string(),
+        simulated: set.simulated,
+        n_gen,
+        bytes: set.bytes,
+        tasks,
+    })
+}
+
+struct Ctx<'a> {
+    set: &'a VariantSet,
+    labels: &'a LabelSet,
+    encoded: &'a [Encoded],
+    base: &'a Controller,
+    cfg: &'a EvalConfig,
+    tok: &'a dyn Tokenizer,
+    texts: &'a [String],
+}
+
+fn headroom(l: &super::labels::TaskLabel, threshold: f32) -> f32 {
+    1.0 - l.oracle(threshold).bits() as f32 / 16.0
+}
+
+/// Replays `order` (task indices, in workflow order) choosing each variant with `choose`.
+fn replay(
+    name: &str,
+    ctx: &Ctx<'_>,
+    router: &Router,
+    order: &[usize],
+    mut choose: impl FnMut(usize, &Residency) -> Precision,
+) -> Result<StrategyResult> {
+    let cap = (ctx.cfg.capacity * ctx.set.bytes[0] as f64) as u64;
+    let mut res = Residency::new(cap, ctx.set.bytes)?;
+    let (mut cost, mut q, mut ok) = (0.0f64, 0.0f64, 0usize);
+    let mut mix = [0usize; 4];
+    for &t in order {
+        let p = choose(t, &res);
+        let swap = res.use_variant(p);
+        cost += router.cost(p, swap);
+        let qual = ctx.labels.tasks[t].label.quality[p.index()];
+        q += qual as f64;
+        ok += (qual >= ctx.cfg.threshold) as usize;
+        mix[p.index()] += 1;
+    }
+    let n = order.len().max(1) as f64;
+    Ok(StrategyResult {
+        name: name.to_string(),
+        cost,
+        cost_reduction: 0.0,
+        quality_retained: q / n,
+        success_rate: ok as f64 / n,
+        swaps: res.swaps,
+        hit_rate: res.hit_rate(),
+        mix,
+    })
+}
+
+/// Trains a copy of `base` on the labelled tasks `idx` (whose encodings are `encoded`) and
+/// calibrates a router on its predictions for them. `progress` receives `(iteration, loss)`.
+pub fn fit(
+    set: &VariantSet,
+    labels: &LabelSet,
+    base: &Controller,
+    encoded: &[Encoded],
+    idx: &[usize],
+    cfg: &EvalConfig,
+    progress: impl FnMut(usize, f32),
+) -> Result<(Controller, Router, TrainReport)> {
+    let tasks = &labels.tasks;
+    let rel = set.relative_bytes();
+    let samples: Vec<Sample> = idx
+        .iter()
+        .map(|&i| Sample {
+            enc: encoded[i].clone(),
+            quality: tasks[i].label.quality,
+            cost: rel.map(|r| r as f32),
+            complexity: tasks[i].label.complexity(),
+            headroom: headroom(&tasks[i].label, cfg.threshold),
+            domain: tasks[i].domain,
+        })
+        .collect();
+    let mut controller = base.clone();
+    let heads = controller.config.pool_heads;
+    let curve = train(
+        &mut controller.head,
+        &samples,
+        heads,
+        &cfg.train,
+        100,
+        progress,
+    )?;
+    let points: Vec<(f32, [f32; 4])> = idx
+        .iter()
+        .map(|&i| {
+            let out = controller.head.forward(&encoded[i], heads);
+            (out.complexity, tasks[i].label.quality)
+        })
+        .collect();
+    let router = Router {
+        config: RouterConfig {
+            target: cfg.threshold,
+            swap_factor: cfg.swap_factor,
+            horizon: cfg.horizon,
+            task_bytes: labels.n_gen as f64,
+        },
+        quality: QualityModel::fit(&points, cfg.bins)?,
+        relative_bytes: rel,
+    };
+    Ok((controller, router, curve))
+}
+
+/// Runs the frozen encoder of `base` over every labelled task.
+pub fn encode_all(set: &VariantSet, base: &Controller, labels: &LabelSet) -> Result<Vec<Encoded>> {
+    labels
+        .tasks
+        .par_iter()
+        .map(|t| base.encode(&base.gather(&set.embedding, &t.ids)?))
+        .collect()
+}
+
+fn run_split(
+    ctx: &Ctx<'_>,
+    name: &str,
+    is_train: impl Fn(&LabelledTask) -> bool,
+) -> Result<(SplitResult, Controller, Router)> {
+    let cfg = ctx.cfg;
+    let tasks = &ctx.labels.tasks;
+    let train_idx: Vec<usize> = (0..tasks.len()).filter(|&i| is_train(&tasks[i])).collect();
+    let test_idx: Vec<usize> = (0..tasks.len()).filter(|&i| !is_train(&tasks[i])).collect();
+    if train_idx.is_empty() || test_idx.is_empty() {
+        return Err(Error::invalid(format!(
+            "split {name} leaves no training or no test tasks"
+        )));
+    }
+    let (controller, mut router, curve) = fit(
+        ctx.set,
+        ctx.labels,
+        ctx.base,
+        ctx.encoded,
+        &train_idx,
+        cfg,
+        |_, _| {},
+    )?;
+    let heads = controller.config.pool_heads;
+    let outs: Vec<ControllerOutput> = ctx
+        .encoded
+        .iter()
+        .map(|e| controller.head.forward(e, heads))
+        .collect();
+    let mut strategies = Vec::new();
+    for p in Precision::ALL {
+        strategies.push(replay(
+            &format!("uniform {p}"),
+            ctx,
+            &router,
+            &test_idx,
+            |_, _| p,
+        )?);
+    }
+    let mut rng = Rng::new(cfg.seed ^ 0x5eed);
+    strategies.push(replay("random", ctx, &router, &test_idx, |_, _| {
+        Precision::ALL[rng.below(4) as usize]
+    })?);
+    strategies.push(replay("oracle", ctx, &router, &test_idx, |t, _| {
+        tasks[t].label.oracle(cfg.threshold)
+    })?);
+    strategies.push(replay(
+        "controller + router",
+        ctx,
+        &router,
+        &test_idx,
+        |t, res| router.decide(&outs[t], res).precision,
+    )?);
+    let fp16_cost = strategies[0].cost;
+    for s in &mut strategies {
+        s.cost /= fp16_cost;
+        s.cost_reduction = 1.0 - s.cost;
+    }
+    let mut sweep = Vec::new();
+    for &target in &cfg.sweep {
+        let mut r = router.clone();
+        r.config.target = target;
+        let s = replay("sweep", ctx, &r, &test_idx, |t, res| {
+            r.decide(&outs[t], res).precision
+        })?;
+        sweep.push((
+            target,
+            s.cost / fp16_cost,
+            s.quality_retained,
+            s.success_rate,
+        ));
+    }
+    router.config.target = cfg.threshold;
+    let pred: Vec<f32> = test_idx.iter().map(|&i| outs[i].complexity).collect();
+    let truth: Vec<f32> = test_idx
+        .iter()
+        .map(|&i| tasks[i].label.complexity())
+        .collect();
+    // Overhead: tokenise, gather, encode, head, route, from the task text.
+    let cap = (cfg.capacity * ctx.set.bytes[0] as f64) as u64;
+    let res = Residency::new(cap, ctx.set.bytes)?;
+    let mut times = Vec::with_capacity(test_idx.len());
+    for &i in &test_idx {
+        let t0 = Instant::now();
+        let mut ids = ctx.tok.encode(&ctx.texts[i], true)?;
+        ids.truncate(cfg.max_prompt);
+        let out = controller.predict(&ctx.set.embedding, &ids)?;
+        let d = router.decide(&out, &res);
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(d);
+    }
+    Ok((
+        SplitResult {
+            name: name.to_string(),
+            train_tasks: train_idx.len(),
+            test_tasks: test_idx.len(),
+            strategies,
+            pearson_r: pearson(&pred, &truth),
+            overhead_median_ms: quantile(&times, 0.5),
+            overhead_p99_ms: quantile(&times, 0.99),
+            sweep,
+            curve,
+        },
+        controller,
+        router,
+    ))
+}
+
+/// Runs the whole benchmark. `labels`, when given, must come from the same workflows (same
+/// count and seed); otherwise every task is labelled here.
+pub fn run(
+    set: &VariantSet,
+    tok: &dyn Tokenizer,
+    cfg: &EvalConfig,
+    model: &str,
+    labels: Option<LabelSet>,
+) -> Result<EvalOutput> {
+    if cfg.workflows < 4 {
+        return Err(Error::invalid(
+            "the benchmark needs at least 4 workflows (one per domain)",
+        ));
+    }
+    let wfs = generate(cfg.workflows, cfg.seed);
+    let texts: Vec<String> = wfs
+        .iter()
+        .flat_map(|w| w.stages.iter().map(|s| s.text.clone()))
+        .collect();
+    let t0 = Instant::now();
+    let (labels, label_seconds) = match labels {
+        Some(l) => {
+            if l.tasks.len() != texts.len() {
+                return Err(Error::invalid(format!(
+                    "the labels file has {} tasks but {} workflows with seed {} have {}",
+                    l.tasks.len(),
+                    cfg.workflows,
+                    cfg.seed,
+                    texts.len()
+                )));
+            }
+            (l, 0.0)
+        }
+        None => {
+            let l = label_workflows(set, tok, &wfs, cfg.n_gen, cfg.max_prompt, model)?;
+            (l, t0.elapsed().as_secs_f64())
+        }
+    };
+    let base = Controller::new(
+        ControllerConfig::named(&cfg.controller, set.config.dim)?,
+        cfg.seed,
+    )?;
+    let encoded = encode_all(set, &base, &labels)?;
+    let ctx = Ctx {
+        set,
+        labels: &labels,
+        encoded: &encoded,
+        base: &base,
+        cfg,
+        tok,
+        texts: &texts,
+    };
+    let (in_domain, controller, router) = run_split(
+        &ctx,
+        "in-domain: 60% of workflows in every domain train, 40% test",
+        |t| t.workflow % 5 < 3,
+    )?;
+    let (cross_domain, _, _) = run_split(
+        &ctx,
+        "cross-domain: train on stories + support, test on science + software",
+        |t| t.domain < 2,
+    )?;
+    let n = labels.tasks.len() as f64;
+    let mut mean_quality = [0.0; 4];
+    let mut exact_rate = [0.0; 4];
+    let mut mean_kl = [0.0; 4];
+    for t in &labels.tasks {
+        for p in 0..4 {
+            mean_quality[p] += t.label.quality[p] as f64 / n;
+            exact_rate[p] += t.label.exact[p] as u8 as f64 / n;
+            mean_kl[p] += t.label.kl[p] as f64 / n;
+        }
+    }
+    let report = EvalReport {
+        workflows: wfs.len(),
+        tasks: labels.tasks.len(),
+        controller_params: base.param_count(),
+        mean_quality,
+        exact_rate,
+        mean_kl,
+        relative_bytes: set.relative_bytes(),
+        in_domain,
+        cross_domain,
+        label_seconds,
+    };
+    Ok(EvalOutput {
+        report,
+        workflows: wfs,
+        labels,
+        controller,
+        router,
+    })
+}

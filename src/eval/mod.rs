@@ -1,0 +1,27 @@
+//! The workflow benchmark: multi-stage workflows across domains, labels measured on every
+//! variant, the controller trained and calibrated on one split and evaluated on another
+//! against uniform, random and oracle baselines.
+//!
+//! Definitions used throughout:
+//! - **quality** of a task on a variant: teacher-forced top-1 agreement with FP16 over FP16's
+//!   greedy continuation (`n_gen` tokens); KL and exact match are reported beside it.
+//! - **true complexity**: the mean quality lost by INT8, INT4 and INT2.
+//! - **cost** of a task: bytes of weights read, i.e. the variant's size relative to FP16
+//!   (decode is bound by memory traffic; the simulated variants run at f32 speed on the CPU, so
+//!   measured time is recorded in the labels but not used); a **swap** (loading a variant that
+//!   is not resident) costs `swap_factor` times the variant's bytes, spread over the task's
+//!   `n_gen` forward calls. Residency is a byte budget (`capacity` x FP16's size) with LRU.
+//! - **success**: quality at or above the threshold; **quality retained**: mean quality.
+//! - **oracle**: the cheapest variant meeting the threshold per task (it pays swaps too).
+//!
+//! Reproduce: `agentcompress eval -m ../shared/models/stories260K/stories260K.bin
+//! --tokenizer ../shared/models/stories260K/tok512.bin` (writes `eval-out/`), or
+//! `agentcompress eval --synthetic tiny`.
+
+pub mod bench;
+pub mod labels;
+pub mod metrics;
+pub mod report;
+pub mod workflows;
+
+pub use bench::{run, EvalConfig, EvalOutput, EvalReport};

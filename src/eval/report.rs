@@ -1,0 +1,192 @@
+//! The benchmark's outputs for people: a markdown table and an SVG cost-versus-quality plot.
+
+use super::bench::{EvalReport, SplitResult};
+use std::fmt::Write;
+
+fn split_table(s: &SplitResult, out: &mut String) {
+    let _ = writeln!(out, "### {}\n", s.name);
+    let _ = writeln!(
+        out,
+        "{} training tasks, {} test tasks.\n",
+        s.train_tasks, s.test_tasks
+    );
+    let _ = writeln!(
+        out,
+        "| strategy | cost vs FP16 | cost reduction | quality retained | success rate | swaps | hit rate | fp16/int8/int4/int2 tasks |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for r in &s.strategies {
+        let _ = writeln!(
+            out,
+            "| {} | {:.3} | {:.1}% | {:.1}% | {:.1}% | {} | {:.1}% | {}/{}/{}/{} |",
+            r.name,
+            r.cost,
+            100.0 * r.cost_reduction,
+            100.0 * r.quality_retained,
+            100.0 * r.success_rate,
+            r.swaps,
+            100.0 * r.hit_rate,
+            r.mix[0],
+            r.mix[1],
+            r.mix[2],
+            r.mix[3]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nPearson r (predicted vs true complexity): {:.3}. Controller + router overhead per task: median {:.3} ms, p99 {:.3} ms.\n",
+        s.pearson_r, s.overhead_median_ms, s.overhead_p99_ms
+    );
+}
+
+/// The report as markdown.
+pub fn markdown(r: &EvalReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## Workflow benchmark\n");
+    let _ = writeln!(
+        out,
+        "{} workflows, {} tasks; controller {} parameters. Variant sizes vs FP16: int8 {:.3}, int4 {:.3}, int2 {:.3}.\n",
+        r.workflows, r.tasks, r.controller_params, r.relative_bytes[1], r.relative_bytes[2], r.relative_bytes[3]
+    );
+    let _ = writeln!(
+        out,
+        "| precision | mean quality (top-1 agreement) | exact match | mean KL (nats) |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+    for (i, name) in ["fp16", "int8", "int4", "int2"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.3} | {:.1}% | {:.4} |",
+            r.mean_quality[i],
+            100.0 * r.exact_rate[i],
+            r.mean_kl[i]
+        );
+    }
+    let _ = writeln!(out);
+    split_table(&r.in_domain, &mut out);
+    split_table(&r.cross_domain, &mut out);
+    let _ = writeln!(
+        out,
+        "Threshold sweep (in-domain): target -> cost, quality retained, success rate\n"
+    );
+    let _ = writeln!(
+        out,
+        "| target | cost vs FP16 | quality retained | success rate |"
+    );
+    let _ = writeln!(out, "| ---: | ---: | ---: | ---: |");
+    for (t, c, q, s) in &r.in_domain.sweep {
+        let _ = writeln!(
+            out,
+            "| {t:.2} | {c:.3} | {:.1}% | {:.1}% |",
+            100.0 * q,
+            100.0 * s
+        );
+    }
+    out
+}
+
+/// A cost-versus-quality scatter plot (in-domain split): each baseline a point, the
+/// controller's threshold sweep a line.
+pub fn svg(r: &EvalReport) -> String {
+    let s = &r.in_domain;
+    let (w, h, m) = (640.0, 420.0, 60.0);
+    let qmin = s
+        .strategies
+        .iter()
+        .map(|x| x.quality_retained)
+        .chain(s.sweep.iter().map(|x| x.2))
+        .fold(1.0f64, f64::min)
+        .min(0.9)
+        - 0.02;
+    let x = |c: f64| m + (c / 1.1).clamp(0.0, 1.0) * (w - 2.0 * m);
+    let y = |q: f64| h - m - ((q - qmin) / (1.0 - qmin + 0.01)).clamp(0.0, 1.0) * (h - 2.0 * m);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<line x1="{m}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{}" stroke="black"/>"#,
+        h - m,
+        w - m,
+        h - m,
+        h - m
+    );
+    for i in 0..=5 {
+        let c = i as f64 * 0.2;
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{c:.1}</text>"#,
+            x(c),
+            h - m + 15.0
+        );
+        let q = qmin + (1.0 - qmin) * i as f64 / 5.0;
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{:.0}%</text>"#,
+            m - 5.0,
+            y(q) + 4.0,
+            100.0 * q
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="{}" text-anchor="middle">cost relative to FP16 (incl. swaps)</text>"#,
+        w / 2.0,
+        h - 20.0
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="15" y="{}" transform="rotate(-90 15 {})" text-anchor="middle">quality retained</text>"#,
+        h / 2.0,
+        h / 2.0
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="25" text-anchor="middle" font-size="14">cost vs quality, {} test tasks</text>"#,
+        w / 2.0,
+        s.test_tasks
+    );
+    let pts: Vec<String> = s
+        .sweep
+        .iter()
+        .map(|(_, c, q, _)| format!("{:.1},{:.1}", x(*c), y(*q)))
+        .collect();
+    let _ = writeln!(
+        out,
+        r#"<polyline points="{}" fill="none" stroke="steelblue" stroke-width="2"/>"#,
+        pts.join(" ")
+    );
+    for (_, c, q, _) in &s.sweep {
+        let _ = writeln!(
+            out,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="steelblue"/>"#,
+            x(*c),
+            y(*q)
+        );
+    }
+    for st in &s.strategies {
+        let color = match st.name.as_str() {
+            "oracle" => "green",
+            "controller + router" => "steelblue",
+            "random" => "gray",
+            _ => "crimson",
+        };
+        let _ = writeln!(
+            out,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            x(st.cost),
+            y(st.quality_retained),
+            x(st.cost) + 7.0,
+            y(st.quality_retained) - 6.0,
+            st.name
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}

@@ -1,0 +1,10 @@
+//! Routing: turning the controller's prediction into a variant, aware of which variants are
+//! resident and of what a swap costs; every decision records its reasons.
+
+mod policy;
+mod residency;
+pub mod variants;
+
+pub use policy::{Decision, QualityModel, Router, RouterConfig};
+pub use residency::Residency;
+pub use variants::{simulate_quantization, VariantSet};

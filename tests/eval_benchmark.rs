@@ -1,0 +1,83 @@
+//! A reduced workflow benchmark on stories260K (simulated variants, byte-encoded task text until
+//! the llama2.c tokenizer is wired in): every strategy is reported, the uniform baselines are
+//! ordered by cost, the oracle meets the threshold everywhere, and the controller + router
+//! never does worse than FP16 on cost.
+
+use agentcompress::eval::{report, run, EvalConfig};
+use agentcompress::model::load::load_model;
+use agentcompress::model::synthetic::{preset, synthetic_weights};
+use agentcompress::model::tokenizer::ByteTokenizer;
+use agentcompress::model::DType;
+use agentcompress::router::VariantSet;
+use std::path::Path;
+
+#[test]
+fn reduced_benchmark_on_stories260k() {
+    let path = Path::new("../shared/models/stories260K/stories260K.bin");
+    let weights = if path.exists() {
+        load_model(path).unwrap()
+    } else {
+        eprintln!("stories260K not found beside the repository; using the synthetic tiny preset");
+        let mut c = preset("tiny").unwrap();
+        c.max_seq_len = 128;
+        synthetic_weights(&c, 1, DType::F32).unwrap()
+    };
+    let set = VariantSet::simulated(&weights).unwrap();
+    let mut cfg = EvalConfig {
+        workflows: 8,
+        n_gen: 12,
+        max_prompt: 40,
+        ..EvalConfig::default()
+    };
+    cfg.train.iterations = 60;
+    cfg.train.batch = 8;
+    let out = run(&set, &ByteTokenizer, &cfg, "stories260K", None).unwrap();
+    let r = &out.report;
+    assert_eq!(r.workflows, 8);
+    assert_eq!(out.labels.tasks.len(), r.tasks);
+    assert!((r.mean_quality[0] - 1.0).abs() < 1e-9 && r.mean_quality[1] >= r.mean_quality[3]);
+    for split in [&r.in_domain, &r.cross_domain] {
+        let names: Vec<&str> = split.strategies.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "uniform fp16",
+                "uniform int8",
+                "uniform int4",
+                "uniform int2",
+                "random",
+                "oracle",
+                "controller + router"
+            ]
+        );
+        let s = &split.strategies;
+        assert!((s[0].cost - 1.0).abs() < 1e-12 && s[0].quality_retained == 1.0);
+        assert!(s[1].cost < s[0].cost && s[2].cost < s[1].cost && s[3].cost < s[2].cost);
+        assert_eq!(s[5].success_rate, 1.0);
+        assert!(s[6].cost <= 1.0 + 1e-9, "controller cost {}", s[6].cost);
+        assert!(split.pearson_r.is_finite() && split.overhead_median_ms > 0.0);
+        assert_eq!(split.sweep.len(), cfg.sweep.len());
+        let tested: usize = s[6].mix.iter().sum();
+        assert_eq!(tested, split.test_tasks);
+    }
+    let md = report::markdown(r);
+    assert!(md.contains("| controller + router |") && md.contains("Pearson r"));
+    let svg = report::svg(r);
+    assert!(
+        svg.starts_with("<svg") && svg.contains("oracle") && svg.trim_end().ends_with("</svg>")
+    );
+    // Labels are reusable: the same run from the saved labels gives the same report.
+    let again = run(
+        &set,
+        &ByteTokenizer,
+        &cfg,
+        "stories260K",
+        Some(out.labels.clone()),
+    )
+    .unwrap();
+    assert_eq!(
+        again.report.in_domain.strategies[5].cost,
+        r.in_domain.strategies[5].cost
+    );
+    assert_eq!(again.report.in_domain.pearson_r, r.in_domain.pearson_r);
+}
