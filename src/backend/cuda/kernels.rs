@@ -61,6 +61,13 @@ fn func(m: &Arc<cudarc::driver::CudaModule>, name: &str) -> Result<CudaFunction>
 impl Kernels {
     /// Compiles and loads every kernel for compute capability `arch` (e.g. 90).
     pub fn load(ctx: &Arc<CudaContext>, arch: i32) -> Result<Self> {
+        // Compile (or fetch from the cache) every translation unit in parallel first; the
+        // module loads below then hit the disk cache.
+        use rayon::prelude::*;
+        sources::KERNEL_SOURCES
+            .par_iter()
+            .map(|(name, src)| nvrtc::compile_cached(name, src, arch).map(|_| ()))
+            .collect::<Result<Vec<()>>>()?;
         let ew = module(ctx, "elementwise.cu", arch)?;
         let gemv = module(ctx, "gemv.cu", arch)?;
         let att = module(ctx, "attention_decode.cu", arch)?;
