@@ -9,7 +9,8 @@
 // attn_split: grid (splits, n_kv_heads * gchunks, rows), block 256 = 8 warps, where
 // gchunks = ceil(group / 8). A block handles one KV head, up to 8 of its query heads (so each
 // key and value row is read once for the whole group) and the keys [s * chunk, (s+1) * chunk)
-// of split s. Warp w takes keys w, w + 8, ...; lane l holds dims l, l+32, l+64, l+96. Each warp
+// of split s. Warp w takes keys w, w + 8, ... (two per iteration, both loaded before use);
+// lane l holds dims l, l+32, l+64, l+96. Each warp
 // keeps an online softmax (running max m, sum l, accumulator) in the exp2 domain; the 8 warps
 // merge through shared memory and the block writes one partial (m, l, acc[hd]) per query head
 // and split to part_ml / part_acc ([rows, n_heads, splits, 2] and [.., hd]). Splits that start
@@ -60,16 +61,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)
         }
     }
 
-    for (int t = start + warp; t < end; t += ATT_WARPS) {
-        const float* kr = kc + (size_t)t * kv_dim + (size_t)kvh * hd;
-        const float* vr = vc + (size_t)t * kv_dim + (size_t)kvh * hd;
-        float kx[ATT_D], vx[ATT_D];
-#pragma unroll
-        for (int i = 0; i < ATT_D; i++) {
-            const int d = lane + 32 * i;
-            kx[i] = d < hd ? kr[d] : 0.0f;
-            vx[i] = d < hd ? vr[d] : 0.0f;
-        }
+    // One key: scores for the G query heads, then the online-softmax update.
+    auto process = [&](const float* kx, const float* vx) {
 #pragma unroll
         for (int j = 0; j < ATT_G; j++) {
             if (j < G) {
@@ -86,6 +79,24 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)
                 m[j] = mn;
             }
         }
+    };
+    // Two keys per iteration (t and t + 8): both rows' loads are in flight before either is used.
+    for (int t = start + warp; t < end; t += 2 * ATT_WARPS) {
+        const bool two = t + ATT_WARPS < end;  // warp-uniform
+        const float* kr0 = kc + (size_t)t * kv_dim + (size_t)kvh * hd;
+        const float* vr0 = vc + (size_t)t * kv_dim + (size_t)kvh * hd;
+        const size_t step = (size_t)ATT_WARPS * kv_dim;
+        float kx0[ATT_D], vx0[ATT_D], kx1[ATT_D], vx1[ATT_D];
+#pragma unroll
+        for (int i = 0; i < ATT_D; i++) {
+            const int d = lane + 32 * i;
+            kx0[i] = d < hd ? kr0[d] : 0.0f;
+            vx0[i] = d < hd ? vr0[d] : 0.0f;
+            kx1[i] = (two && d < hd) ? kr0[step + d] : 0.0f;
+            vx1[i] = (two && d < hd) ? vr0[step + d] : 0.0f;
+        }
+        process(kx0, vx0);
+        if (two) process(kx1, vx1);
     }
 
 #pragma unroll

@@ -6,11 +6,12 @@
 // Query head h uses KV head h / (n_heads / n_kv_heads). Row r attends to keys 0 ..= pos0 + r.
 //
 // Launch: grid (ceil(rows / BM), n_heads), block 32 * WARPS with BM = 16 * WARPS query rows
-// (flash_attn_d{64,128}: WARPS 8; the _bm64 variants: WARPS 4); warp w owns query rows
+// (flash_attn_d{64,128} and _np: WARPS 8; the _bm64 variants: WARPS 4); warp w owns rows
 // m0 + 16w .. m0 + 16w + 15. Q (scaled by log2(e)/sqrt(D), rounded to f16) is staged through
 // shared memory once and kept as mma A fragments in registers. For each block of 64 keys:
 // K is stored [key][D + 8] and V transposed [D][64 + 8] (f16, padded: conflict-free fragment
-// loads); S = Q K^T by mma.sync.m16n8k16 (fp32 accumulate); causal mask; online softmax in
+// loads; in the default kernels the next tile is prefetched into registers during the mma
+// work, the _np and _bm64 variants load it after); S = Q K^T by mma.sync.m16n8k16 (fp32 accumulate); causal mask; online softmax in
 // the exp2 domain with per-row running max and sum (each row's 64 scores live in the 4 lanes
 // of a quad); P is re-packed from the S accumulators straight into A fragments and
 // O += P V by mma. Finally O / l is stored. Rows past `rows` and keys past pos0 + rows are
@@ -27,7 +28,7 @@ __device__ __forceinline__ void fa_mma(float* c, const unsigned* a, unsigned b0,
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-template <int D, int WARPS>
+template <int D, int WARPS, bool PREFETCH>
 __device__ __forceinline__ void flash_body(const float* __restrict__ q,
                                            const float* __restrict__ kc,
                                            const float* __restrict__ vc, float* __restrict__ out,
@@ -84,25 +85,75 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q,
     const int lim_a = pos0 + row_a, lim_b = pos0 + row_b;  // last key each row may see
     const int n_end = pos0 + min(m0 + BM, rows);            // keys this block needs
 
-    for (int n0 = 0; n0 < n_end; n0 += FA_BN) {
-        // K: one key row per (part of a) warp, coalesced, stored [key][d].
-        for (int idx = threadIdx.x; idx < FA_BN * C4; idx += blockDim.x) {
+    // K/V tile staging: fetch() loads a 64-key tile into registers, stash() rounds it to f16
+    // into shared memory. With 8 warps the next tile is fetched before the current one is
+    // multiplied, so its global loads overlap the mma work.
+    constexpr int KI = FA_BN * C4 / (32 * WARPS);        // float4 of K per thread
+    constexpr int VI = (FA_BN / 2) * C4 / (32 * WARPS);  // key pairs of V per thread
+    float4 kr[KI], va[VI], vb[VI];
+    auto fetch = [&](int n0) {
+        // K: consecutive threads read consecutive 16-byte chunks of one key row (coalesced).
+#pragma unroll
+        for (int it = 0; it < KI; it++) {
+            const int idx = threadIdx.x + it * 32 * WARPS;
             const int key = idx / C4, c = (idx % C4) * 4;
             const int gk = n0 + key;
-            float4 kv4 = make_float4(0.f, 0.f, 0.f, 0.f);
+            kr[it] = make_float4(0.f, 0.f, 0.f, 0.f);
             if (gk < kv_len)
-                kv4 = *reinterpret_cast<const float4*>(kc + (size_t)gk * kv_dim + (size_t)kvh * D + c);
-            *reinterpret_cast<uint2*>(ks + key * LDK + c) =
-                make_uint2(pack_h2(kv4.x, kv4.y), pack_h2(kv4.z, kv4.w));
+                kr[it] = *reinterpret_cast<const float4*>(kc + (size_t)gk * kv_dim + (size_t)kvh * D + c);
         }
-        // V, transposed to [d][key]: a lane takes keys (2kp, 2kp+1) x 4 dims and writes four
-        // packed key pairs. Within a warp, 16 key pairs x 2 adjacent 16-byte column chunks:
-        // full 32-byte sectors on load, conflict-free 32-bit stores.
-        for (int idx = threadIdx.x; idx < (FA_BN / 2) * C4; idx += blockDim.x) {
+        // V: a lane takes keys (2kp, 2kp+1) x 4 dims; within a warp 16 key pairs x 2 adjacent
+        // 16-byte column chunks, so every 32-byte sector read is used in full.
+#pragma unroll
+        for (int it = 0; it < VI; it++) {
+            const int idx = threadIdx.x + it * 32 * WARPS;
             const int wi = idx >> 5, ln = idx & 31;
-            const int kp = (wi & 1) * 16 + (ln & 15);
+            const int k0 = 2 * ((wi & 1) * 16 + (ln & 15));
             const int c = ((wi >> 1) * 2 + (ln >> 4)) * 4;
-            const int k0 = 2 * kp;
+            const size_t off = (size_t)(n0 + k0) * kv_dim + (size_t)kvh * D + c;
+            va[it] = make_float4(0.f, 0.f, 0.f, 0.f);
+            vb[it] = va[it];
+            if (n0 + k0 < kv_len) va[it] = *reinterpret_cast<const float4*>(vc + off);
+            if (n0 + k0 + 1 < kv_len) vb[it] = *reinterpret_cast<const float4*>(vc + off + kv_dim);
+        }
+    };
+    auto stash = [&]() {
+#pragma unroll
+        for (int it = 0; it < KI; it++) {
+            const int idx = threadIdx.x + it * 32 * WARPS;
+            const int key = idx / C4, c = (idx % C4) * 4;
+            *reinterpret_cast<uint2*>(ks + key * LDK + c) =
+                make_uint2(pack_h2(kr[it].x, kr[it].y), pack_h2(kr[it].z, kr[it].w));
+        }
+        // V transposed to [d][key] with packed key pairs: conflict-free 32-bit stores.
+#pragma unroll
+        for (int it = 0; it < VI; it++) {
+            const int idx = threadIdx.x + it * 32 * WARPS;
+            const int wi = idx >> 5, ln = idx & 31;
+            const int k0 = 2 * ((wi & 1) * 16 + (ln & 15));
+            const int c = ((wi >> 1) * 2 + (ln >> 4)) * 4;
+            unsigned* dst = reinterpret_cast<unsigned*>(vt + c * LDV + k0);
+            dst[0] = pack_h2(va[it].x, vb[it].x);
+            dst[LDV / 2] = pack_h2(va[it].y, vb[it].y);
+            dst[LDV] = pack_h2(va[it].z, vb[it].z);
+            dst[3 * LDV / 2] = pack_h2(va[it].w, vb[it].w);
+        }
+    };
+    // Without prefetch: load and store item by item (few registers live).
+    auto direct = [&](int n0) {
+        for (int idx = threadIdx.x; idx < FA_BN * C4; idx += 32 * WARPS) {
+            const int key = idx / C4, c = (idx % C4) * 4;
+            const int gk = n0 + key;
+            float4 k4 = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (gk < kv_len)
+                k4 = *reinterpret_cast<const float4*>(kc + (size_t)gk * kv_dim + (size_t)kvh * D + c);
+            *reinterpret_cast<uint2*>(ks + key * LDK + c) =
+                make_uint2(pack_h2(k4.x, k4.y), pack_h2(k4.z, k4.w));
+        }
+        for (int idx = threadIdx.x; idx < (FA_BN / 2) * C4; idx += 32 * WARPS) {
+            const int wi = idx >> 5, ln = idx & 31;
+            const int k0 = 2 * ((wi & 1) * 16 + (ln & 15));
+            const int c = ((wi >> 1) * 2 + (ln >> 4)) * 4;
             const size_t off = (size_t)(n0 + k0) * kv_dim + (size_t)kvh * D + c;
             float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
             if (n0 + k0 < kv_len) a = *reinterpret_cast<const float4*>(vc + off);
@@ -113,7 +164,21 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q,
             dst[LDV] = pack_h2(a.z, b.z);
             dst[3 * LDV / 2] = pack_h2(a.w, b.w);
         }
+    };
+    if (PREFETCH && n_end > 0) {
+        fetch(0);
+        stash();
         __syncthreads();
+    }
+
+    for (int n0 = 0; n0 < n_end; n0 += FA_BN) {
+        const bool more = n0 + FA_BN < n_end;
+        if (!PREFETCH) {
+            direct(n0);
+            __syncthreads();
+        } else if (more) {
+            fetch(n0 + FA_BN);
+        }
 
         float s[8][4];
 #pragma unroll
@@ -186,6 +251,10 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q,
             }
         }
         __syncthreads();
+        if (PREFETCH && more) {
+            stash();
+            __syncthreads();
+        }
     }
 
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
@@ -209,20 +278,23 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q,
     }
 }
 
-#define FA_KERNEL(NAME, D, WARPS)                                                          \
+#define FA_KERNEL(NAME, D, WARPS, PF)                                                         \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                 \
         NAME(const float* __restrict__ q, const float* __restrict__ kc,                        \
              const float* __restrict__ vc, float* __restrict__ out, int rows, int pos0,        \
              int n_heads, int n_kv_heads, float scale_log2) {                                  \
         __shared__ __align__(16) half_bits ks[FA_BN * (D + 8)];                                \
         __shared__ __align__(16) half_bits vt[D * (FA_BN + 8)];                                \
-        flash_body<D, WARPS>(q, kc, vc, out, rows, pos0, n_heads, n_kv_heads, scale_log2, ks,  \
+        flash_body<D, WARPS, PF>(q, kc, vc, out, rows, pos0, n_heads, n_kv_heads, scale_log2, ks,  \
                              vt);                                                              \
     }
 
-/// Default: 128 query rows per block (8 warps).
-FA_KERNEL(flash_attn_d64, 64, 8)
-FA_KERNEL(flash_attn_d128, 128, 8)
-/// Variant: 64 query rows per block (4 warps).
-FA_KERNEL(flash_attn_d64_bm64, 64, 4)
-FA_KERNEL(flash_attn_d128_bm64, 128, 4)
+/// Default: 128 query rows per block (8 warps), next K/V tile prefetched into registers.
+FA_KERNEL(flash_attn_d64, 64, 8, true)
+FA_KERNEL(flash_attn_d128, 128, 8, true)
+/// Variant: 64 query rows per block (4 warps), no prefetch.
+FA_KERNEL(flash_attn_d64_bm64, 64, 4, false)
+FA_KERNEL(flash_attn_d128_bm64, 128, 4, false)
+/// Variant: 128 query rows per block, no prefetch.
+FA_KERNEL(flash_attn_d64_np, 64, 8, false)
+FA_KERNEL(flash_attn_d128_np, 128, 8, false)

@@ -30,7 +30,7 @@ timeout 240 "$BIN" gpu-check "${STORIES[@]}" > "$LOGDIR/gpu-check.log" 2>&1
 CHECK_RC=$?
 t1=$(date +%s)
 echo "== gpu-check rc=$CHECK_RC ($((t1 - t0)) s); failures in full:"
-grep -E "^(device|kernels ready)|^FAIL |^error" "$LOGDIR/gpu-check.log" | cut -c1-400 | head -20
+grep -E "^(device|kernels ready)|^FAIL |^error|panicked" "$LOGDIR/gpu-check.log" | cut -c1-300 | head -12
 
 timeout 240 "$BIN" bench kernels > "$LOGDIR/bench.log" 2>&1
 BENCH_RC=$?
@@ -39,8 +39,10 @@ echo "== bench kernels rc=$BENCH_RC ($((t2 - t1)) s)"
 
 echo
 echo "================ FINAL TABLE ================"
-if grep -q "^check " "$LOGDIR/gpu-check.log"; then
-    sed -n '/^check /,/^gpu-check:/p' "$LOGDIR/gpu-check.log"
+# Per-check summary (every case is in $LOGDIR/gpu-check.log), then every failing case.
+if grep -q "^check .*cases" "$LOGDIR/gpu-check.log"; then
+    sed -n '/^check .*cases/,/^gpu-check:/p' "$LOGDIR/gpu-check.log"
+    grep -E "^[a-z0-9_-]+ .* (FAIL|SKIP) " "$LOGDIR/gpu-check.log" | cut -c1-220 | head -25
 else
     tail -20 "$LOGDIR/gpu-check.log"
 fi

@@ -31,4 +31,22 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The disk cache: a second process-level lookup returns the same CUBIN, from the file.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::env::set_var("AGENTCOMPRESS_KERNEL_CACHE", dir.path());
+    let (name, src) = sources::KERNEL_SOURCES[0];
+    let first = nvrtc::compile_cached(name, src, 90).expect("compiles");
+    let cached: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("cache dir")
+        .filter_map(|e| e.ok())
+        .collect();
+    assert_eq!(cached.len(), 1, "one cached CUBIN expected");
+    let file = cached[0].file_name().to_string_lossy().to_string();
+    assert!(
+        file.contains(sources::KERNEL_FINGERPRINT) && file.contains("sm90"),
+        "{file}"
+    );
+    assert_eq!(std::fs::read(cached[0].path()).expect("read"), first);
+    assert_eq!(nvrtc::compile_cached(name, src, 90).expect("cached"), first);
 }

@@ -327,6 +327,7 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         for (path, name) in [
             (AttnPath::Flash, "attn prefill flash"),
             (AttnPath::FlashBm64, "attn prefill flash64"),
+            (AttnPath::FlashNoPrefetch, "attn prefill flash-np"),
             (AttnPath::Split, "attn prefill split"),
         ] {
             let us = time_us(be, 2, it.min(10), |_| {

@@ -83,6 +83,55 @@ impl CheckReport {
         s
     }
 
+    /// One line per check name: cases run, failed and skipped, and the worst case.
+    pub fn summary(&self) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for r in &self.rows {
+            if !names.contains(&r.name.as_str()) {
+                names.push(&r.name);
+            }
+        }
+        let mut s = format!(
+            "{:<14} {:>5} {:>4} {:>4}  {:>9}  {}\n",
+            "check", "cases", "fail", "skip", "worst_rel", "worst case / first note"
+        );
+        for n in names {
+            let rows: Vec<&CheckRow> = self.rows.iter().filter(|r| r.name == n).collect();
+            let fail = rows.iter().filter(|r| r.status == Status::Fail).count();
+            let skip = rows.iter().filter(|r| r.status == Status::Skip).count();
+            let worst = rows
+                .iter()
+                .filter(|r| r.status != Status::Skip)
+                .max_by(|a, b| {
+                    let key = |r: &CheckRow| {
+                        if r.rel_err.is_nan() {
+                            f64::INFINITY
+                        } else {
+                            r.rel_err
+                        }
+                    };
+                    key(a).total_cmp(&key(b))
+                });
+            let (wrel, wcase) = worst
+                .map(|w| (w.rel_err, format!("{} {}", w.case, w.note)))
+                .unwrap_or((
+                    0.0,
+                    rows.first().map(|r| r.note.clone()).unwrap_or_default(),
+                ));
+            let wcase: String = wcase.chars().take(80).collect();
+            s.push_str(&format!(
+                "{:<14} {:>5} {:>4} {:>4}  {:>9.2e}  {}\n",
+                n,
+                rows.len(),
+                fail,
+                skip,
+                wrel,
+                wcase
+            ));
+        }
+        s
+    }
+
     /// Every failed row in full (untruncated notes), for the log.
     pub fn failures(&self) -> String {
         self.rows
@@ -319,6 +368,18 @@ fn kernel_checks(c: &mut Ctx<'_>, rep: &mut CheckReport) {
                 &case,
             );
             rep.push_result("attn-flash64", &case, r);
+            let r = check_attention(
+                c,
+                AttnPath::FlashNoPrefetch,
+                rows,
+                pos0,
+                h,
+                kv,
+                hd,
+                "attn-flash-np",
+                &case,
+            );
+            rep.push_result("attn-flash-np", &case, r);
             let r = check_attention(
                 c,
                 AttnPath::Flash,
@@ -815,6 +876,9 @@ mod tests {
         assert_eq!(rep.failed(), 0, "{}", rep.table());
         assert!(rep.rows.iter().all(|r| r.max_abs == 0.0), "{}", rep.table());
         assert!(rep.rows[2].note.contains("identical"), "{}", rep.table());
+        let summary = rep.summary();
+        assert_eq!(summary.lines().count(), 4, "{summary}");
+        assert!(summary.contains("model-greedy"), "{summary}");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub(crate) struct Kernels {
     pub flash_d128: CudaFunction,
     pub flash_d64_bm64: CudaFunction,
     pub flash_d128_bm64: CudaFunction,
+    pub flash_d64_np: CudaFunction,
+    pub flash_d128_np: CudaFunction,
     /// `(name, rows per block, function)` of the GEMV tuning variants (K % 8 == 0).
     pub gemv_variants: Vec<(&'static str, usize, CudaFunction)>,
 }
@@ -59,6 +61,13 @@ fn func(m: &Arc<cudarc::driver::CudaModule>, name: &str) -> Result<CudaFunction>
 impl Kernels {
     /// Compiles and loads every kernel for compute capability `arch` (e.g. 90).
     pub fn load(ctx: &Arc<CudaContext>, arch: i32) -> Result<Self> {
+        // Compile (or fetch from the cache) every translation unit in parallel first; the
+        // module loads below then hit the disk cache.
+        use rayon::prelude::*;
+        sources::KERNEL_SOURCES
+            .par_iter()
+            .map(|(name, src)| nvrtc::compile_cached(name, src, arch).map(|_| ()))
+            .collect::<Result<Vec<()>>>()?;
         let ew = module(ctx, "elementwise.cu", arch)?;
         let gemv = module(ctx, "gemv.cu", arch)?;
         let att = module(ctx, "attention_decode.cu", arch)?;
@@ -82,6 +91,8 @@ impl Kernels {
             flash_d128: func(&fa, "flash_attn_d128")?,
             flash_d64_bm64: func(&fa, "flash_attn_d64_bm64")?,
             flash_d128_bm64: func(&fa, "flash_attn_d128_bm64")?,
+            flash_d64_np: func(&fa, "flash_attn_d64_np")?,
+            flash_d128_np: func(&fa, "flash_attn_d128_np")?,
             gemv_variants: GEMV_VARIANTS
                 .iter()
                 .map(|&(n, r)| Ok((n, r, func(&gemv, n)?)))
@@ -128,8 +139,10 @@ pub enum AttnPath {
     /// Tensor-core FlashAttention-2 prefill (`flash_attn_d64/128`, 128 query rows per block):
     /// f16 operands.
     Flash,
-    /// The same kernel with 64 query rows per block (`flash_attn_d*_bm64`), kept for tuning.
+    /// The same kernel with 64 query rows per block and no prefetch (`flash_attn_d*_bm64`).
     FlashBm64,
+    /// 128 query rows per block without the register prefetch (`flash_attn_d*_np`).
+    FlashNoPrefetch,
 }
 
 /// The path [`crate::backend::Backend::attention`] takes: tensor cores for prefill chunks of
@@ -166,6 +179,8 @@ fn flash(
     let (f, bm) = match (head_dim, path) {
         (64, AttnPath::FlashBm64) => (&inner.k.flash_d64_bm64, 64),
         (128, AttnPath::FlashBm64) => (&inner.k.flash_d128_bm64, 64),
+        (64, AttnPath::FlashNoPrefetch) => (&inner.k.flash_d64_np, 128),
+        (128, AttnPath::FlashNoPrefetch) => (&inner.k.flash_d128_np, 128),
         (64, _) => (&inner.k.flash_d64, 128),
         (128, _) => (&inner.k.flash_d128, 128),
         (other, _) => {
@@ -213,7 +228,7 @@ pub(crate) fn attention_with(
     head_dim: usize,
 ) -> Result<()> {
     match path {
-        AttnPath::Flash | AttnPath::FlashBm64 => flash(
+        AttnPath::Flash | AttnPath::FlashBm64 | AttnPath::FlashNoPrefetch => flash(
             be, path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
         ),
         AttnPath::Split => split(

@@ -167,6 +167,21 @@ pub fn cache_dir() -> Option<PathBuf> {
 /// Like [`compile`], but reuses a cached CUBIN for the same sources, architecture and NVRTC
 /// version. Cache failures are never fatal (the kernel is simply recompiled).
 pub fn compile_cached(name: &str, src: &str, arch: i32) -> Result<Vec<u8>> {
+    type Memo = std::sync::Mutex<std::collections::HashMap<(String, i32), Vec<u8>>>;
+    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    let key = (name.to_string(), arch);
+    if let Some(c) = memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(c);
+    }
+    let cubin = compile_cached_on_disk(name, src, arch)?;
+    if let Ok(mut m) = memo.lock() {
+        m.insert(key, cubin.clone());
+    }
+    Ok(cubin)
+}
+
+fn compile_cached_on_disk(name: &str, src: &str, arch: i32) -> Result<Vec<u8>> {
     let (maj, min) = version()?;
     let stem = name.trim_end_matches(".cu");
     let file = cache_dir().map(|d| {

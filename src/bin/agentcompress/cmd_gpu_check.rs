@@ -31,8 +31,9 @@ pub fn run(args: Args) -> Result<()> {
         agentcompress::backend::cuda::nvrtc::version().ok()
     );
     let rep = check::run_all(&be, args.stories.as_deref(), args.seed);
-    println!("{}", rep.failures());
     println!("{}", rep.table());
+    println!("{}", rep.failures());
+    println!("{}", rep.summary());
     let (failed, skipped) = (
         rep.failed(),
         rep.rows
