@@ -7,7 +7,7 @@
 //   each of its rows (coalesced 512 bytes per warp per row), UNROLL chunks per row in flight
 //   (ROWS * UNROLL independent 16-byte weight loads per lane), bypassing L1 for the weights;
 //   x is read through the cache as float4. A warp-shuffle reduction finishes each row. Rows
-//   past N are clamped for loading and never stored. The default is ROWS 4, UNROLL 2.
+//   past N are clamped for loading and never stored. The default is ROWS 1, UNROLL 8.
 // gemv_f16_scalar (any K): one warp per row, lanes stride over K. Launch: grid
 //   (ceil(N / 4)), block 128.
 #include "common.cuh"
@@ -82,10 +82,19 @@ __device__ __forceinline__ void gemv_vec_body(const half_bits* __restrict__ w,
     }
 }
 
-/// The default decode GEMV: 4 rows per warp, 2 chunks per row in flight (grid ceil(N / 16)).
+/// The default decode GEMV: 1 row per warp, 8 chunks per row in flight (grid ceil(N / 4)).
+/// Chosen from the variants by H100 run 1 (docs/gpu-runs/2026-11-27-h100-run1): 88-99% of
+/// copy bandwidth at 70B layer shapes, at or ahead of cuBLAS at each.
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_f16_vec(const half_bits* __restrict__ w, const float* __restrict__ x,
                  float* __restrict__ out, int n, int k) {
+    gemv_vec_body<1, 8>(w, x, out, n, k);
+}
+
+/// Variant: 4 rows per warp, 2 chunks per row in flight (grid ceil(N / 16)); the first default.
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_f16_r4u2(const half_bits* __restrict__ w, const float* __restrict__ x,
+                  float* __restrict__ out, int n, int k) {
     gemv_vec_body<4, 2>(w, x, out, n, k);
 }
 
@@ -101,13 +110,6 @@ extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_f16_r8u1(const half_bits* __restrict__ w, const float* __restrict__ x,
                   float* __restrict__ out, int n, int k) {
     gemv_vec_body<8, 1>(w, x, out, n, k);
-}
-
-/// Variant: 1 row per warp, 8 chunks in flight (grid ceil(N / 4)).
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    gemv_f16_r1u8(const half_bits* __restrict__ w, const float* __restrict__ x,
-                  float* __restrict__ out, int n, int k) {
-    gemv_vec_body<1, 8>(w, x, out, n, k);
 }
 
 extern "C" __global__ void __launch_bounds__(128)

@@ -303,7 +303,7 @@ impl CudaBackend {
         let vec = w.inp % 8 == 0;
         if rows == 1 {
             let (f, blocks) = if vec {
-                (&k.gemv_vec, w.out.div_ceil(16))
+                (&k.gemv_vec, w.out.div_ceil(4))
             } else {
                 (&k.gemv_scalar, w.out.div_ceil(4))
             };
