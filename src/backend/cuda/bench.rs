@@ -117,6 +117,7 @@ impl Blas {
         Ok(Blas { handle })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn gemm(&self, be: &CudaBackend, x: &CudaSlice<u16>, w: &CudaSlice<u16>, out: &mut CudaSlice<u16>, m: usize, n: usize, k: usize) -> Result<()> {
         use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
         let s = be.stream();
