@@ -166,11 +166,7 @@ fn shape_rows(
             let cub = cublas[i]
                 .map(|c| format!("cuBLAS fp16 {c:.1} us ({:.2}x ours)", c / us))
                 .unwrap_or_else(|| "cuBLAS n/a".into());
-            let path = if m <= quant::GEMV_MAX_ROWS {
-                "qgemv"
-            } else {
-                "qgemm"
-            };
+            let path = quant::path_name(m);
             rows.push(BenchRow {
                 name: format!("{path} {fmt}"),
                 shape: format!("M {m} N {n} K {k}"),

@@ -33,7 +33,7 @@ pub const FORMATS: [(u32, usize); 8] = [
 ];
 
 /// `(rows, out, in)` of the kernel checks: GEMV tiles 1/2/4/8 and the GEMM, with odd shapes.
-const SHAPES: [(usize, usize, usize); 9] = [
+const SHAPES: [(usize, usize, usize); 11] = [
     (1, 1000, 1024),
     (1, 37, 172),
     (2, 130, 172),
@@ -41,6 +41,8 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (5, 64, 96),
     (8, 45, 520),
     (9, 33, 172),
+    (16, 200, 1024),
+    (32, 129, 172),
     (33, 65, 172),
     (130, 260, 512),
 ];
@@ -80,15 +82,7 @@ pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut C
     let mut rng = Rng::new(seed ^ 0x9a17);
     for (bits, group) in FORMATS {
         for &(rows, out, inp) in &SHAPES {
-            let name = format!(
-                "{} {}",
-                if rows <= super::quant::GEMV_MAX_ROWS {
-                    "qgemv"
-                } else {
-                    "qgemm"
-                },
-                label(bits, group)
-            );
+            let name = format!("{} {}", super::quant::path_name(rows), label(bits, group));
             let case = format!("M {rows} N {out} K {inp}");
             let r = check_qmatmul(gpu, &mut rng, rows, out, inp, bits, group, &name, &case);
             push(rep, &name, &case, r);

@@ -3,8 +3,9 @@
 //! `kernels/qgemv.cu` / `kernels/qgemm.cu` for how the kernels read it) and the launches.
 //!
 //! Decode (`rows <= 8`) runs the register-dequantising GEMV (`qgemv_b{BITS}_m{1,2,4,8}`) on an
-//! f16 copy of the activations padded with zeros to the packed row length; prefill (`rows > 8`)
-//! runs the tensor-core GEMM that dequantises tiles into shared memory (`qgemm_b{BITS}`).
+//! f16 copy of the activations padded with zeros to the packed row length; more rows run the
+//! tensor-core GEMM that dequantises tiles into shared memory (`qgemm_s_b{BITS}` with 32-row
+//! tiles up to 32 rows, `qgemm_b{BITS}` with 128-row tiles beyond).
 
 use super::{cuda_err, CudaBackend};
 use crate::quant::{Packed, WeightMatrix};
@@ -16,8 +17,21 @@ use std::sync::{Arc, Mutex};
 
 /// Largest activation row count served by the GEMV kernels; more rows use the GEMM.
 pub const GEMV_MAX_ROWS: usize = 8;
+/// Largest row count served by the skinny GEMM (32-row tiles); more rows use 128-row tiles.
+pub const SKINNY_MAX_ROWS: usize = 32;
 /// Activation tile widths of the GEMV kernels, smallest first.
 const GEMV_TILES: [usize; 4] = [1, 2, 4, 8];
+/// The kernel family serving `rows` activation rows (for check and bench labels).
+pub fn path_name(rows: usize) -> &'static str {
+    if rows <= GEMV_MAX_ROWS {
+        "qgemv"
+    } else if rows <= SKINNY_MAX_ROWS {
+        "qgemm-skinny"
+    } else {
+        "qgemm"
+    }
+}
+
 /// Output rows per GEMV block (4 warps x R rows; R = 4 for tiles 1 and 2, 2 otherwise).
 fn gemv_rows_per_block(tile: usize) -> usize {
     if tile <= 2 {
@@ -121,6 +135,8 @@ pub(crate) struct QuantState {
     /// `gemv[b][t]`: bits index b (0: INT8, 1: INT4, 2: INT2), tile index t (1, 2, 4, 8 rows).
     gemv: Vec<Vec<CudaFunction>>,
     gemm: Vec<CudaFunction>,
+    /// `gemm_s[b]`: the skinny (32-row tile) GEMM.
+    gemm_s: Vec<CudaFunction>,
     to_f16: CudaFunction,
     /// Benchmark fill kernels.
     pub(crate) fill_words: CudaFunction,
@@ -143,6 +159,7 @@ impl QuantState {
         let gm = super::kernels::module(ctx, "qgemm.cu", arch)?;
         let mut gemv = Vec::new();
         let mut gemm = Vec::new();
+        let mut gemm_s = Vec::new();
         for bits in [8u32, 4, 2] {
             let mut row = Vec::new();
             for t in GEMV_TILES {
@@ -150,10 +167,12 @@ impl QuantState {
             }
             gemv.push(row);
             gemm.push(super::kernels::func(&gm, &format!("qgemm_b{bits}"))?);
+            gemm_s.push(super::kernels::func(&gm, &format!("qgemm_s_b{bits}"))?);
         }
         Ok(QuantState {
             gemv,
             gemm,
+            gemm_s,
             to_f16: super::kernels::func(&gv, "qx_to_f16")?,
             fill_words: super::kernels::func(&gv, "qfill_words")?,
             fill_halves: super::kernels::func(&gv, "qfill_halves")?,
@@ -273,12 +292,17 @@ pub fn matmul(
     } else {
         let (m, rw) = (i32_of("rows", rows)?, i32_of("row words", w.row_words)?);
         let vec = (w.inp % 4 == 0) as i32;
+        let (f, bm) = if rows <= SKINNY_MAX_ROWS {
+            (&q.gemm_s[bi], 32)
+        } else {
+            (&q.gemm[bi], 128)
+        };
         let cfg = LaunchConfig {
-            grid_dim: (w.out.div_ceil(128) as u32, rows.div_ceil(128) as u32, 1),
+            grid_dim: (w.out.div_ceil(128) as u32, rows.div_ceil(bm) as u32, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = s.launch_builder(&q.gemm[bi]);
+        let mut b = s.launch_builder(f);
         b.arg(x)
             .arg(&w.codes)
             .arg(&w.scales)
@@ -312,5 +336,8 @@ mod tests {
         }
         assert_eq!(gemv_rows_per_block(1), 16);
         assert_eq!(gemv_rows_per_block(8), 8);
+        assert_eq!(path_name(8), "qgemv");
+        assert_eq!(path_name(9), "qgemm-skinny");
+        assert_eq!(path_name(33), "qgemm");
     }
 }
