@@ -129,12 +129,12 @@ fn rand_dev(be: &CudaBackend, n: usize, seed: u64) -> Result<CudaSlice<f32>> {
 }
 
 /// cuBLAS `out[M, N] = x[M, K] W[N, K]^T` in FP16 (fp32 compute), column-major view.
-struct Blas {
+pub(crate) struct Blas {
     handle: cudarc::cublas::CudaBlas,
 }
 
 impl Blas {
-    fn new(be: &CudaBackend) -> Result<Self> {
+    pub(crate) fn new(be: &CudaBackend) -> Result<Self> {
         libs::ensure_cublas()?;
         let handle = cudarc::cublas::CudaBlas::new(be.stream().clone())
             .map_err(|e| Error::Cuda(format!("cuBLAS init: {e:?}")))?;
@@ -142,19 +142,8 @@ impl Blas {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn gemm(
-        &self,
-        be: &CudaBackend,
-        x: &CudaSlice<u16>,
-        w: &CudaSlice<u16>,
-        out: &mut CudaSlice<u16>,
-        m: usize,
-        n: usize,
-        k: usize,
-    ) -> Result<()> {
-        use cudarc::cublas::sys::{
-            cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
-        };
+    pub(crate) fn gemm(&self, be: &CudaBackend, x: &CudaSlice<u16>, w: &CudaSlice<u16>, out: &mut CudaSlice<u16>, m: usize, n: usize, k: usize) -> Result<()> {
+        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
         let s = be.stream();
         let (alpha, beta) = (1.0f32, 0.0f32);
         let (wp, _a) = w.device_ptr(s);
@@ -315,6 +304,8 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
             ),
         });
     }
+
+    rows.extend(super::bench_quant::run_rows(be, it, copy_gbps, blas.as_ref()));
 
     // Prefill attention: 64 heads x 128, S = 4096, causal.
     {

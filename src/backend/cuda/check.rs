@@ -265,6 +265,7 @@ pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, seed: u64) -> CheckRep
     };
     kernel_checks(&mut c, &mut rep);
     model_checks(gpu, stories, seed, &mut rep);
+    super::check_quant::run_all(gpu, stories, seed, &mut rep);
     rep
 }
 

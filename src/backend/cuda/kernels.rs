@@ -41,7 +41,7 @@ pub const GEMV_VARIANTS: &[(&str, usize)] = &[
 ];
 
 /// Compiles (or fetches from the disk cache) and loads one translation unit.
-fn module(
+pub(crate) fn module(
     ctx: &Arc<CudaContext>,
     file: &str,
     arch: i32,
@@ -53,7 +53,7 @@ fn module(
         .map_err(|e| Error::Cuda(format!("loading {file} (sm_{arch}) failed: {e:?}")))
 }
 
-fn func(m: &Arc<cudarc::driver::CudaModule>, name: &str) -> Result<CudaFunction> {
+pub(crate) fn func(m: &Arc<cudarc::driver::CudaModule>, name: &str) -> Result<CudaFunction> {
     m.load_function(name)
         .map_err(|e| Error::Cuda(format!("kernel {name} missing from its module: {e:?}")))
 }

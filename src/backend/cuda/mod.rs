@@ -7,12 +7,15 @@
 //! grows to its high-water mark once), never per token.
 
 pub mod bench;
+pub mod bench_quant;
 pub mod check;
+pub mod check_quant;
 mod kernels;
 
 pub use kernels::{default_path, AttnPath};
 pub mod libs;
 pub mod nvrtc;
+pub mod quant;
 pub mod sources;
 
 use super::Backend;
@@ -31,11 +34,13 @@ pub(crate) fn cuda_err(e: DriverError) -> Error {
     Error::Cuda(format!("{e:?}"))
 }
 
-/// A weight matrix `[out, in]` resident on the device as FP16.
+/// A weight matrix `[out, in]` resident on the device as FP16, or packed INT8/INT4/INT2
+/// (`q`; `data` is then a one-element placeholder).
 pub struct CudaMat {
     data: CudaSlice<u16>,
     out: usize,
     inp: usize,
+    q: Option<quant::QMat>,
 }
 
 impl CudaMat {
@@ -65,6 +70,7 @@ struct Inner {
     sms: usize,
     k: Kernels,
     scratch: Mutex<Scratch>,
+    q: quant::QuantState,
 }
 
 /// The CUDA backend for one device. Cloning shares the device context, stream and kernels.
@@ -136,6 +142,7 @@ impl CudaBackend {
         let dev_name = ctx.name().map_err(cuda_err)?;
         let stream = ctx.default_stream();
         let k = Kernels::load(&ctx, arch.0 * 10 + arch.1)?;
+        let q = quant::QuantState::new(&ctx, &stream, arch.0 * 10 + arch.1)?;
         let scratch = Scratch {
             tokens: stream.alloc_zeros(256).map_err(cuda_err)?,
             part: stream.alloc_zeros(1 << 16).map_err(cuda_err)?,
@@ -150,6 +157,7 @@ impl CudaBackend {
                 sms,
                 k,
                 scratch: Mutex::new(scratch),
+                q,
             }),
         })
     }
@@ -178,6 +186,10 @@ impl CudaBackend {
         &self.inner.k
     }
 
+    pub(crate) fn quant(&self) -> &quant::QuantState {
+        &self.inner.q
+    }
+
     /// Sets the first `len` elements of `buf` to `value` on the device (used to poison outputs).
     pub fn fill(&self, buf: &mut CudaSlice<f32>, len: usize, value: f32) -> Result<()> {
         check_len("fill", buf.len(), len)?;
@@ -202,7 +214,7 @@ impl CudaBackend {
             )));
         }
         let data = self.inner.stream.clone_htod(bits).map_err(cuda_err)?;
-        Ok(CudaMat { data, out, inp })
+        Ok(CudaMat { data, out, inp, q: None })
     }
 
     /// Wraps an already-filled device FP16 buffer `[out, in]` as a matrix.
@@ -210,7 +222,7 @@ impl CudaBackend {
         if data.len() < out * inp {
             return Err(Error::invalid("device buffer smaller than the matrix"));
         }
-        Ok(CudaMat { data, out, inp })
+        Ok(CudaMat { data, out, inp, q: None })
     }
 
     /// [`Backend::attention`] through an explicit kernel path (for checks and benchmarks).
@@ -290,13 +302,10 @@ impl CudaBackend {
     }
 
     /// GEMV (`rows == 1`) or tensor-core GEMM into `out`, as [`Backend::matmul`].
-    fn launch_matmul(
-        &self,
-        x: &CudaSlice<f32>,
-        w: &CudaMat,
-        out: &mut CudaSlice<f32>,
-        rows: usize,
-    ) -> Result<()> {
+    fn launch_matmul(&self, x: &CudaSlice<f32>, w: &CudaMat, out: &mut CudaSlice<f32>, rows: usize) -> Result<()> {
+        if let Some(q) = &w.q {
+            return quant::matmul(self, x, q, out, rows);
+        }
         let (n, kdim) = (dim32("out features", w.out)?, dim32("in features", w.inp)?);
         let k = &self.inner.k;
         let s = &self.inner.stream;
@@ -386,9 +395,12 @@ impl Backend for CudaBackend {
                 let (out, inp) = (t.shape()[0], t.shape()[1]);
                 self.upload_f16(&to_f16_bits(t)?, out, inp)
             }
-            WeightMatrix::Int8(_) | WeightMatrix::Int4(_) | WeightMatrix::Int2(_) => Err(Error::Unsupported(
-                "quantized weights on the CUDA backend (its INT8/INT4/INT2 kernels are not wired in yet)".into(),
-            )),
+            WeightMatrix::Int8(_) | WeightMatrix::Int4(_) | WeightMatrix::Int2(_) => {
+                let q = quant::upload(self, m)?;
+                let (out, inp) = q.dims();
+                let data = self.inner.stream.alloc_zeros(1).map_err(cuda_err)?;
+                Ok(CudaMat { data, out, inp, q: Some(q) })
+            }
         }
     }
 
@@ -427,6 +439,9 @@ impl Backend for CudaBackend {
     }
 
     fn embed(&self, table: &CudaMat, tokens: &[u32], out: &mut CudaSlice<f32>) -> Result<()> {
+        if table.q.is_some() {
+            return Err(Error::Unsupported("embedding lookup in a packed INT8/INT4/INT2 table".into()));
+        }
         let (vocab, dim) = table.dims();
         check_len("embed", out.len(), tokens.len() * dim)?;
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {

@@ -1,0 +1,221 @@
+// Weight-only quantized GEMV / skinny GEMM for decode (M = 1..8 activation rows):
+//   out[m, o] = sum_k x[m, k] * W[o, k],  W packed INT8 / INT4 / INT2 (src/quant/packed.rs).
+//
+// Layout: `codes` is the packed matrix exactly as the store holds it, viewed as 16-byte chunks:
+//   row o has `chunks` = row_stride_bytes / 16 chunks, chunk c of row o at codes[o * chunks + c]
+//   holds CPC = 128 / BITS consecutive-in-K codes (k = c * CPC ..). `scales` / `zeros` are f16
+//   [N, ng] (zeros unused for INT8). `x16` is the activation converted to f16 by qx_to_f16:
+//   [M, xs] with xs = chunks * CPC, zero past K, so the padding codes of a row (partial last
+//   group, 16-byte row padding) meet zero activations and no activation at k >= K is read.
+//   `out` is f32 [M, N] row-major.
+// Launch: grid (ceil(N / (4 * R))), block 128 = 4 warps; warp w of block b owns rows
+//   (4b + w) * R .. + R (R = 4 for MT <= 2, else 2). Lane l streams chunks l, l + 32, ... of
+//   each of its rows (coalesced 512 bytes per warp per row), U = 2 chunks per row per step,
+//   so each lane has 2 * R independent 16-byte weight loads in flight (L1 bypassed); x is read
+//   through L1 (every warp of the SM reads the same few KB).
+// Math: per word, each code pair becomes an exact f16x2 with the magic number 0x6400, is
+//   dequantized to (q - z) * s in f16x2 (one fma), multiplied into an f16x2 partial sum with x,
+//   and every word's partial sum is flushed into the f32 accumulators (at most 16 products
+//   per f16 partial). A warp shuffle reduces each row; lane 0 writes it.
+// Bounds: rows past N are clamped for loading and never stored; rows m >= M of the MT-wide
+//   tile are skipped; group indices are clamped to ng - 1 (INT2 chunks of 64 codes may cover
+//   a second group that exists only as padding).
+#include "qcommon.cuh"
+
+#define QGEMV_WARPS 4
+
+__device__ __forceinline__ uint4 ld_stream_q(const uint4* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+/// Accumulates one 16-byte chunk `c` of R rows into acc[R][MT].
+template <int BITS, int MT, int R>
+__device__ __forceinline__ void qgemv_chunk(const uint4 (&wv)[R], const int (&rows)[R], int c,
+                                            const half_bits* __restrict__ scales,
+                                            const half_bits* __restrict__ zeros,
+                                            const half_bits* __restrict__ x16, int M, int ng,
+                                            int group, int xs, float (&acc)[R][MT]) {
+    typedef QFmt<BITS> F;
+    constexpr int CPC = 128 / BITS;
+    // Sub-blocks of at most 32 codes share one group (groups are multiples of 32; INT8
+    // groups are multiples of 16 or the whole row, and an INT8 chunk is 16 codes).
+    constexpr int SB = CPC < 32 ? CPC : 32;
+    constexpr int NS = CPC / SB;
+    constexpr int WPS = 4 / NS;  // words per sub-block
+    const int k0 = c * CPC;
+    unsigned s2[R][NS], nz2[R][NS];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+#pragma unroll
+        for (int s = 0; s < NS; s++) {
+            const int g = min((k0 + s * SB) / group, ng - 1);
+            const size_t pi = (size_t)rows[r] * ng + g;
+            group_params<BITS>(scales[pi], BITS == 8 ? (half_bits)0 : zeros[pi], s2[r][s],
+                               nz2[r][s]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        // x of word j for every m: PER_WORD halves = PAIRS u32.
+        unsigned xw[MT][F::PAIRS];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            const unsigned* xp =
+                reinterpret_cast<const unsigned*>(x16 + (size_t)m * xs + k0 + j * F::PER_WORD);
+            if (m < M) {
+                if (F::PAIRS == 2) {
+                    const uint2 v = *reinterpret_cast<const uint2*>(xp);
+                    xw[m][0] = v.x;
+                    xw[m][1 % F::PAIRS] = v.y;
+                } else {
+#pragma unroll
+                    for (int q = 0; q < F::PAIRS / 4; q++) {
+                        const uint4 v = *reinterpret_cast<const uint4*>(xp + 4 * q);
+                        xw[m][(4 * q + 0) % F::PAIRS] = v.x;
+                        xw[m][(4 * q + 1) % F::PAIRS] = v.y;
+                        xw[m][(4 * q + 2) % F::PAIRS] = v.z;
+                        xw[m][(4 * q + 3) % F::PAIRS] = v.w;
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int q = 0; q < F::PAIRS; q++) xw[m][q] = 0u;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const unsigned w = (j == 0 ? wv[r].x : j == 1 ? wv[r].y : j == 2 ? wv[r].z : wv[r].w) ^
+                               F::FLIP;
+            unsigned wd[F::PAIRS];
+#pragma unroll
+            for (int i = 0; i < F::PAIRS; i++)
+                wd[i] = dequant_pair<BITS>(code_pair<BITS>(w, i), s2[r][j / WPS], nz2[r][j / WPS]);
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                unsigned h = 0u;
+#pragma unroll
+                for (int i = 0; i < F::PAIRS; i++) h = hfma2_u(wd[i], xw[m][i], h);
+                acc[r][m] += lo_h2f(h) + hi_h2f(h);
+            }
+        }
+    }
+}
+
+template <int BITS, int MT, int R>
+__device__ __forceinline__ void qgemv_body(const uint4* __restrict__ codes,
+                                           const half_bits* __restrict__ scales,
+                                           const half_bits* __restrict__ zeros,
+                                           const half_bits* __restrict__ x16,
+                                           float* __restrict__ out, int N, int M, int chunks,
+                                           int ng, int group, int xs) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * R;
+    if (row0 >= N) return;
+    int rows[R];
+    const uint4* rp[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        rows[r] = min(row0 + r, N - 1);
+        rp[r] = codes + (size_t)rows[r] * chunks;
+    }
+    float acc[R][MT];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int m = 0; m < MT; m++) acc[r][m] = 0.0f;
+
+    int c = lane;
+    for (; c + 32 < chunks; c += 64) {
+        uint4 w0[R], w1[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            w0[r] = ld_stream_q(rp[r] + c);
+            w1[r] = ld_stream_q(rp[r] + c + 32);
+        }
+        qgemv_chunk<BITS, MT, R>(w0, rows, c, scales, zeros, x16, M, ng, group, xs, acc);
+        qgemv_chunk<BITS, MT, R>(w1, rows, c + 32, scales, zeros, x16, M, ng, group, xs, acc);
+    }
+    if (c < chunks) {
+        uint4 w0[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) w0[r] = ld_stream_q(rp[r] + c);
+        qgemv_chunk<BITS, MT, R>(w0, rows, c, scales, zeros, x16, M, ng, group, xs, acc);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            const float s = warp_sum(acc[r][m]);
+            if (lane == 0 && row0 + r < N && m < M) out[(size_t)m * N + row0 + r] = s;
+        }
+    }
+}
+
+#define QGEMV_KERNEL(BITS, MT, R)                                                              \
+    extern "C" __global__ void __launch_bounds__(QGEMV_WARPS * 32)                             \
+        qgemv_b##BITS##_m##MT(const uint4* __restrict__ codes,                                 \
+                              const half_bits* __restrict__ scales,                            \
+                              const half_bits* __restrict__ zeros,                             \
+                              const half_bits* __restrict__ x16, float* __restrict__ out,      \
+                              int N, int M, int chunks, int ng, int group, int xs) {           \
+        qgemv_body<BITS, MT, R>(codes, scales, zeros, x16, out, N, M, chunks, ng, group, xs); \
+    }
+
+QGEMV_KERNEL(8, 1, 4)
+QGEMV_KERNEL(8, 2, 4)
+QGEMV_KERNEL(8, 4, 2)
+QGEMV_KERNEL(8, 8, 2)
+QGEMV_KERNEL(4, 1, 4)
+QGEMV_KERNEL(4, 2, 4)
+QGEMV_KERNEL(4, 4, 2)
+QGEMV_KERNEL(4, 8, 2)
+QGEMV_KERNEL(2, 1, 4)
+QGEMV_KERNEL(2, 2, 4)
+QGEMV_KERNEL(2, 4, 2)
+QGEMV_KERNEL(2, 8, 2)
+
+// Activations f32 [M, K] -> f16 [M, xs] (xs >= K), zero for k >= K (the padding the packed
+// rows carry). Launch: grid (ceil(xs / 256), M), block 256.
+extern "C" __global__ void __launch_bounds__(256)
+    qx_to_f16(const float* __restrict__ x, half_bits* __restrict__ x16, int K, int xs) {
+    const int k = blockIdx.x * 256 + threadIdx.x;
+    const int m = blockIdx.y;
+    if (k >= xs) return;
+    x16[(size_t)m * xs + k] = k < K ? f2h(x[(size_t)m * K + k]) : (half_bits)0;
+}
+
+// Fills n u32 words with a hash of (seed, index): benchmark weights, never zero-heavy.
+// Launch: any 1-D grid of 256-thread blocks (grid-stride loop).
+extern "C" __global__ void __launch_bounds__(256)
+    qfill_words(unsigned* __restrict__ p, unsigned long long n, unsigned seed) {
+    for (unsigned long long i = blockIdx.x * 256ull + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * 256ull) {
+        unsigned h = (unsigned)i * 0x9e3779b9u ^ seed ^ (unsigned)(i >> 32) * 0x85ebca6bu;
+        h ^= h >> 16;
+        h *= 0x7feb352du;
+        h ^= h >> 15;
+        h *= 0x846ca68bu;
+        h ^= h >> 16;
+        p[i] = h;
+    }
+}
+
+// Fills n f16 values uniformly in [lo, hi) from a hash of (seed, index). Launch as qfill_words.
+extern "C" __global__ void __launch_bounds__(256)
+    qfill_halves(half_bits* __restrict__ p, unsigned long long n, unsigned seed, float lo,
+                 float hi) {
+    for (unsigned long long i = blockIdx.x * 256ull + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * 256ull) {
+        unsigned h = (unsigned)i * 0x9e3779b9u ^ seed;
+        h ^= h >> 16;
+        h *= 0x7feb352du;
+        h ^= h >> 15;
+        h *= 0x846ca68bu;
+        h ^= h >> 16;
+        p[i] = f2h(lo + (hi - lo) * (float)(h >> 8) * (1.0f / 16777216.0f));
+    }
+}
