@@ -16,10 +16,12 @@
 mod device;
 mod runner;
 mod types;
+mod variants;
 
 pub use device::Device;
 pub use runner::DynModel;
 pub use types::{EngineStats, Route, RunResult};
+pub use variants::{open_variant, VariantOpenOptions};
 
 use crate::engine::{GenerateOutput, GenerateParams, TokenEvent};
 use crate::model::tokenizer::Tokenizer;

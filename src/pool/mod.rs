@@ -9,8 +9,10 @@ mod device;
 pub mod policy;
 mod residency;
 mod stats;
+pub mod variants;
 
 pub use device::{DeviceAlloc, DeviceBuffer, HostDeviceAlloc, HostDeviceBuffer};
 pub use policy::{EntryMeta, PolicyTable};
 pub use residency::{LayerSource, Pool, PoolConfig, PoolGuard, PoolKey, Prefetch};
 pub use stats::PoolStats;
+pub use variants::{variant_pool, OpenVariant, VariantPoolConfig, VariantSource, GLOBALS};

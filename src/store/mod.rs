@@ -4,11 +4,15 @@
 //! The file layout and its alignment guarantees are documented in [`format`].
 
 pub mod build;
+pub mod entries;
 pub mod format;
 pub mod manifest;
 mod read;
 mod write;
 
+pub use entries::{
+    decode_globals, decode_layer, entry_layout, EntryLayout, EntryPart, Globals, Placed,
+};
 pub use build::{build_variants, evaluate_variants, BuildOptions, SelfText, VariantEval};
 pub use format::{ByteRange, Meta, Segment, TensorEntry, TensorFormat, VariantIndex};
 pub use manifest::{Manifest, VariantInfo, MANIFEST_FILE};
