@@ -54,7 +54,8 @@ fn streamed(
     budget: u64,
     prefetch: bool,
 ) -> (Model<CpuBackend>, Arc<Pool>) {
-    let pool = Arc::new(variant_pool(source.clone(), &VariantPoolConfig::with_budget(budget)).unwrap());
+    let pool =
+        Arc::new(variant_pool(source.clone(), &VariantPoolConfig::with_budget(budget)).unwrap());
     let m = Model::streamed(
         CpuBackend::new(),
         pool.clone(),
@@ -91,7 +92,10 @@ fn streamed_model_matches_resident_bit_for_bit_in_every_precision() {
         let layer = source.entry_bytes(p, EntryPart::Layer(0)).unwrap();
         let budget = 2 * source.max_entry_bytes(p).unwrap();
         let n_layers = source.variant(p).unwrap().layers.len() as u64;
-        assert!(budget < n_layers * layer, "{p}: the pool must be smaller than the model");
+        assert!(
+            budget < n_layers * layer,
+            "{p}: the pool must be smaller than the model"
+        );
         let full = resident(dir, p);
         for prefetch in [false, true] {
             let (m, pool) = streamed(&source, p, budget, prefetch);
@@ -141,7 +145,11 @@ fn pool_statistics_of_repeated_passes() {
     one_pass(&m);
     let second = pool.stats();
     assert_eq!(second.misses - first.misses, n, "{second}");
-    assert_eq!(second.evictions - first.evictions, n, "each miss evicts one block");
+    assert_eq!(
+        second.evictions - first.evictions,
+        n,
+        "each miss evicts one block"
+    );
     assert_eq!(second.hits, 0);
     assert_eq!(second.bytes_read - first.bytes_read, layer_bytes);
     assert!(second.load_s > 0.0 && second.disk_gbps > 0.0 && second.copy_gbps > 0.0);
@@ -187,13 +195,19 @@ fn corrupt_tensor_fails_the_streamed_pass_by_name_and_a_retry_after_repair_works
         "error must name the tensor and layer: {err}"
     );
     let key = VariantSource::key(p, EntryPart::Layer(2));
-    assert!(!pool.is_resident(&key), "nothing half-loaded stays resident");
+    assert!(
+        !pool.is_resident(&key),
+        "nothing half-loaded stays resident"
+    );
     assert_eq!(pool.stats().load_failures, 1);
 
     std::fs::write(&file, &original).unwrap();
     let mut st = m.new_state(8).unwrap();
     let again = m.forward(&mut st, &TOKENS, true).unwrap();
-    assert!(good.iter().zip(&again).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(good
+        .iter()
+        .zip(&again)
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
 }
 
 #[test]
@@ -213,14 +227,19 @@ fn api_opens_variant_directories_resident_and_streamed() {
         };
         let engine = open_variant(dir, &opts).unwrap();
         assert_eq!(engine.pool_stats().is_some(), budget.is_some());
-        let out = engine.generate("Once upon a time", &params, |_| true).unwrap();
+        let out = engine
+            .generate("Once upon a time", &params, |_| true)
+            .unwrap();
         assert!(!out.ids.is_empty());
         texts.push(out.text);
         if let Some(s) = engine.pool_stats() {
             assert!(s.misses > 0 && s.bytes_read > 0, "{s:?}");
         }
     }
-    assert_eq!(texts[0], texts[1], "embedded tokenizer, same tokens either way");
+    assert_eq!(
+        texts[0], texts[1],
+        "embedded tokenizer, same tokens either way"
+    );
     let too_small = VariantOpenOptions {
         device: Device::Cpu,
         pool_budget: Some(4096),
@@ -232,4 +251,32 @@ fn api_opens_variant_directories_resident_and_streamed() {
         .unwrap_err()
         .to_string()
         .contains("variant directory"));
+}
+
+#[test]
+fn bench_stream_runs_on_a_variant_directory() {
+    use agentcompress::pool::bench::{bench_stream, StreamBenchOptions};
+    let dir = variants();
+    let on_disk: u64 = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    let opts = StreamBenchOptions {
+        variants: Some(dir.to_path_buf()),
+        chunk_kib: 64,
+        ring: 4,
+        layer_mib: 1,
+        repeat: 1,
+        ..Default::default()
+    };
+    let r = bench_stream(&opts).unwrap();
+    assert_eq!(r.files, 5, "four variants and the manifest");
+    assert_eq!(r.bytes, on_disk);
+    assert_eq!(
+        r.pool.bytes_read, on_disk,
+        "one round reads every byte once"
+    );
+    assert!(r.floor_gbps > 0.0 && r.pipeline_gbps > 0.0 && r.ratio > 0.0);
 }

@@ -50,7 +50,9 @@ fn embedded_tokenizer(
     if name.is_some_and(|n| n.ends_with(".json")) {
         Ok(Some(Box::new(HfTokenizer::from_bytes(bytes, &origin)?)))
     } else {
-        Ok(Some(Box::new(Llama2cTokenizer::from_bytes(bytes, &origin)?)))
+        Ok(Some(Box::new(Llama2cTokenizer::from_bytes(
+            bytes, &origin,
+        )?)))
     }
 }
 

@@ -119,7 +119,10 @@ impl<B: Backend> Model<B> {
             (
                 be.upload_matrix(&WeightMatrix::Dense(g.embedding))?,
                 vec_of(be, &g.final_norm)?,
-                g.classifier.as_ref().map(|c| be.upload_matrix(c)).transpose()?,
+                g.classifier
+                    .as_ref()
+                    .map(|c| be.upload_matrix(c))
+                    .transpose()?,
             )
         };
         Ok(Model {

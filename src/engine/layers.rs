@@ -88,10 +88,7 @@ pub(super) enum Layers<B: Backend> {
 /// entry that stays pinned (by the guard) until this is dropped after the block.
 pub(super) enum Held<'a, B: Backend> {
     Resident(&'a Layer<B>),
-    Streamed {
-        layer: Layer<B>,
-        _pin: PoolGuard,
-    },
+    Streamed { layer: Layer<B>, _pin: PoolGuard },
 }
 
 impl<B: Backend> Held<'_, B> {
@@ -152,10 +149,7 @@ impl<B: Backend> Layers<B> {
                 }
                 let weights = s.source.decode_layer(s.precision, i, s.bytes(&guard)?)?;
                 let layer = Layer::upload(be, &weights)?;
-                Ok(Held::Streamed {
-                    layer,
-                    _pin: guard,
-                })
+                Ok(Held::Streamed { layer, _pin: guard })
             }
         }
     }

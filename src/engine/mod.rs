@@ -7,6 +7,6 @@ mod layers;
 pub mod sampling;
 
 pub use forward::{Model, State};
-pub use layers::StreamOptions;
 pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent};
+pub use layers::StreamOptions;
 pub use sampling::{Sampler, SamplingParams};

@@ -6,8 +6,8 @@
 
 use super::device::HostDeviceAlloc;
 use super::residency::{LayerSource, Pool, PoolConfig, PoolKey};
-use crate::io::{open_reader, Extent, HostStagingAlloc, Layer, ReaderConfig, StagingConfig};
 use crate::io::StagingPipeline;
+use crate::io::{open_reader, Extent, HostStagingAlloc, Layer, ReaderConfig, StagingConfig};
 use crate::model::LayerWeights;
 use crate::quant::{Precision, WeightMatrix};
 use crate::store::{
@@ -202,8 +202,7 @@ impl VariantSource {
     /// The largest entry of precision `p` (what a pool must hold at least to run it).
     pub fn max_entry_bytes(&self, p: Precision) -> Result<u64> {
         let v = self.variant(p)?;
-        Ok(v
-            .layers
+        Ok(v.layers
             .iter()
             .chain(std::iter::once(&v.globals))
             .map(EntryLayout::total_len)
@@ -220,7 +219,13 @@ impl VariantSource {
         bytes: &[u8],
     ) -> Result<LayerWeights<WeightMatrix>> {
         let v = self.variant(p)?;
-        decode_layer(&v.path, &v.index, v.layout(EntryPart::Layer(i))?, bytes, false)
+        decode_layer(
+            &v.path,
+            &v.index,
+            v.layout(EntryPart::Layer(i))?,
+            bytes,
+            false,
+        )
     }
 
     /// Rebuilds the embedding, final norm and classifier of precision `p` from the bytes of
@@ -292,8 +297,7 @@ impl VariantPoolConfig {
 /// A pool loading `source`'s entries into host memory through the staging pipeline.
 pub fn variant_pool(source: Arc<VariantSource>, cfg: &VariantPoolConfig) -> Result<Pool> {
     let reader = open_reader(&cfg.reader)?;
-    let pipeline =
-        StagingPipeline::new(reader, Arc::new(HostStagingAlloc), cfg.staging.clone())?;
+    let pipeline = StagingPipeline::new(reader, Arc::new(HostStagingAlloc), cfg.staging.clone())?;
     Pool::new(
         PoolConfig {
             device_budget: cfg.budget,

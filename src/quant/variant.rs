@@ -10,8 +10,8 @@
 use super::calib::Calibration;
 use super::fp16::to_f16;
 use super::packed::packed_byte_len;
-use super::quantizer::{quantize_matrix, Method};
 pub use super::precision::Precision;
+use super::quantizer::{quantize_matrix, Method};
 use super::WeightMatrix;
 use crate::model::{ModelConfig, ModelWeights, Tensor};
 use crate::{Error, Result};

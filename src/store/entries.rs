@@ -178,7 +178,9 @@ pub fn decode_globals(
     verify: bool,
 ) -> Result<Globals> {
     if layout.part != EntryPart::Globals {
-        return Err(Error::invalid("decode_globals needs the layout of the globals"));
+        return Err(Error::invalid(
+            "decode_globals needs the layout of the globals",
+        ));
     }
     let mut map = decode_entry(path, idx, layout, bytes, verify)?;
     let g = assemble_globals(path, &idx.meta.config, &mut map)?;
@@ -251,7 +253,11 @@ pub(super) fn assemble_layer(
             Ok(None)
         }
     };
-    let (bq, bk, bv) = (bias(map, "bq", q)?, bias(map, "bk", kv)?, bias(map, "bv", kv)?);
+    let (bq, bk, bv) = (
+        bias(map, "bq", q)?,
+        bias(map, "bk", kv)?,
+        bias(map, "bv", kv)?,
+    );
     Ok(LayerWeights {
         attn_norm: take_dense(path, map, &n("attn_norm"), [d, 0])?,
         wq: take(path, map, &n("wq"), [q, d])?,
@@ -303,6 +309,9 @@ mod tests {
 
     #[test]
     fn the_variant_manifest_marker_matches_the_loader() {
-        assert_eq!(crate::model::load::VARIANT_MANIFEST, super::super::MANIFEST_FILE);
+        assert_eq!(
+            crate::model::load::VARIANT_MANIFEST,
+            super::super::MANIFEST_FILE
+        );
     }
 }

@@ -10,10 +10,10 @@ pub mod manifest;
 mod read;
 mod write;
 
+pub use build::{build_variants, evaluate_variants, BuildOptions, SelfText, VariantEval};
 pub use entries::{
     decode_globals, decode_layer, entry_layout, EntryLayout, EntryPart, Globals, Placed,
 };
-pub use build::{build_variants, evaluate_variants, BuildOptions, SelfText, VariantEval};
 pub use format::{ByteRange, Meta, Segment, TensorEntry, TensorFormat, VariantIndex};
 pub use manifest::{Manifest, VariantInfo, MANIFEST_FILE};
 pub use read::{load_variant, read_index, LoadOptions};

@@ -30,7 +30,11 @@ fn inspect_variant(args: &InspectArgs) -> Result<()> {
     })?;
     let idx = read_index(&args.model.join(&info.file))?;
     let c = &idx.meta.config;
-    println!("variant: {} ({})", args.model.join(&info.file).display(), args.precision);
+    println!(
+        "variant: {} ({})",
+        args.model.join(&info.file).display(),
+        args.precision
+    );
     println!("{}", serde_json::to_string_pretty(c).unwrap_or_default());
     println!("parameters: {}", c.parameter_count());
     println!(

@@ -4,13 +4,13 @@
 mod cmd_bench;
 mod cmd_bench_stream;
 mod cmd_demo;
+mod cmd_eval_variants;
 mod cmd_generate;
 mod cmd_gpu_check;
 mod cmd_inspect;
 mod cmd_logits;
-mod common;
-mod cmd_eval_variants;
 mod cmd_quantize;
+mod common;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
