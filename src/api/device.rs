@@ -36,6 +36,22 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// Uploads variant weights (packed matrices) to the backend `device` names.
+pub fn upload_matrices(
+    device: Device,
+    weights: &ModelWeights<crate::quant::WeightMatrix>,
+) -> Result<Box<dyn DynModel>> {
+    match device {
+        Device::Cpu => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
+        Device::Cuda(ordinal) => Ok(Box::new(Model::new(CudaBackend::new(ordinal)?, weights)?)),
+        Device::Auto => match CudaBackend::new(0) {
+            Ok(cuda) => Ok(Box::new(Model::new(cuda, weights)?)),
+            Err(Error::NoDevice(_)) => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
+            Err(e) => Err(e),
+        },
+    }
+}
+
 /// Uploads `weights` to the backend `device` names.
 pub fn upload(device: Device, weights: &ModelWeights) -> Result<Box<dyn DynModel>> {
     match device {

@@ -17,11 +17,13 @@ mod demo;
 mod device;
 mod runner;
 mod types;
+mod variants;
 
 pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
 pub use device::Device;
 pub use runner::DynModel;
 pub use types::{EngineStats, Route, RunResult};
+pub use variants::{open_variant, VariantOpenOptions};
 
 use crate::engine::{GenerateOutput, GenerateParams, TokenEvent};
 use crate::model::tokenizer::Tokenizer;

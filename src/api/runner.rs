@@ -22,6 +22,10 @@ pub trait DynModel: Send + Sync {
     ) -> Result<GenerateOutput>;
     /// Logits of a fresh sequence: last position, or all when `all`.
     fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>>;
+    /// The weight pool's counters, when the model streams its blocks through one.
+    fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
+        None
+    }
 }
 
 impl<B: Backend> DynModel for Model<B> {
@@ -41,6 +45,10 @@ impl<B: Backend> DynModel for Model<B> {
         on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<GenerateOutput> {
         generate(self, tok, ids, params, on_token)
+    }
+
+    fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
+        Model::pool_stats(self)
     }
 
     fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>> {

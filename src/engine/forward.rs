@@ -2,31 +2,22 @@
 //! grouped-query attention -> output projection -> residual, RMSNorm -> SwiGLU FFN -> residual;
 //! then the final RMSNorm and the classifier.
 
+use super::layers::{vec_of, Layer, Layers, StreamOptions, Streamer};
 use crate::backend::Backend;
 use crate::model::{ModelConfig, ModelWeights};
-use crate::quant::WeightMatrix;
+use crate::pool::{Pool, PoolStats, VariantSource};
+use crate::quant::{Precision, WeightMatrix};
+use crate::store::EntryPart;
 use crate::{Error, Result};
+use std::sync::Arc;
 
-/// One layer's uploaded weights.
-struct Layer<B: Backend> {
-    attn_norm: B::Buf,
-    wq: B::Mat,
-    wk: B::Mat,
-    wv: B::Mat,
-    wo: B::Mat,
-    bias: Option<[B::Buf; 3]>,
-    ffn_norm: B::Buf,
-    w_gate: B::Mat,
-    w_up: B::Mat,
-    w_down: B::Mat,
-}
-
-/// A model whose weights live on backend `B`.
+/// A model whose weights live on backend `B`: all uploaded at construction ([`Model::new`]),
+/// or with the transformer blocks streamed through a pool ([`Model::streamed`]).
 pub struct Model<B: Backend> {
     backend: B,
     config: ModelConfig,
     embedding: B::Mat,
-    layers: Vec<Layer<B>>,
+    layers: Layers<B>,
     final_norm: B::Buf,
     classifier: Option<B::Mat>,
 }
@@ -63,10 +54,6 @@ impl<B: Backend> State<B> {
     }
 }
 
-fn vec_of<B: Backend>(be: &B, t: &crate::model::Tensor) -> Result<B::Buf> {
-    be.upload_vec(&t.to_f32_vec())
-}
-
 impl<B: Backend> Model<B> {
     /// Uploads `weights` to `backend`.
     pub fn new<M: Clone + Into<WeightMatrix>>(
@@ -78,37 +65,84 @@ impl<B: Backend> Model<B> {
         let be = &backend;
         let up = |m: &M| be.upload_matrix(&m.clone().into());
         let embedding = be.upload_matrix(&WeightMatrix::Dense(weights.embedding.clone()))?;
-        let mut layers = Vec::with_capacity(config.n_layers);
-        for l in &weights.layers {
-            let bias = match (&l.bq, &l.bk, &l.bv) {
-                (Some(q), Some(k), Some(v)) => {
-                    Some([vec_of(be, q)?, vec_of(be, k)?, vec_of(be, v)?])
-                }
-                _ => None,
-            };
-            layers.push(Layer {
-                attn_norm: vec_of(be, &l.attn_norm)?,
-                wq: up(&l.wq)?,
-                wk: up(&l.wk)?,
-                wv: up(&l.wv)?,
-                wo: up(&l.wo)?,
-                bias,
-                ffn_norm: vec_of(be, &l.ffn_norm)?,
-                w_gate: up(&l.w_gate)?,
-                w_up: up(&l.w_up)?,
-                w_down: up(&l.w_down)?,
-            });
-        }
+        let layers = weights
+            .layers
+            .iter()
+            .map(|l| Layer::upload(be, l))
+            .collect::<Result<Vec<_>>>()?;
         let final_norm = vec_of(be, &weights.final_norm)?;
         let classifier = weights.classifier.as_ref().map(up).transpose()?;
         Ok(Model {
             backend,
             config,
             embedding,
-            layers,
+            layers: Layers::Resident(layers),
             final_norm,
             classifier,
         })
+    }
+
+    /// A model of precision `precision` of `source` whose blocks are acquired from `pool` as
+    /// the forward pass reaches them (pinned while they run, released after). The embedding,
+    /// final norm and classifier (used at both ends of every pass) are read through the pool
+    /// once, here, and stay uploaded. With a budget smaller than the model this is offloaded
+    /// execution; the logits are the same as [`Model::new`] on the same variant.
+    pub fn streamed(
+        backend: B,
+        pool: Arc<Pool>,
+        source: Arc<VariantSource>,
+        precision: Precision,
+        opts: StreamOptions,
+    ) -> Result<Self> {
+        let variant = source.variant(precision)?;
+        let config = variant.index.meta.config.clone();
+        config.validate()?;
+        let budget = pool.stats().device_budget;
+        let largest = source.max_entry_bytes(precision)?;
+        if largest > budget {
+            return Err(Error::OutOfMemory(format!(
+                "the pool budget of {budget} bytes cannot hold the largest entry of the {precision} \
+                 variant ({largest} bytes)"
+            )));
+        }
+        let streamer = Streamer {
+            pool,
+            source: source.clone(),
+            precision,
+            n_layers: config.n_layers,
+            prefetch: opts.prefetch && budget >= 2 * largest,
+        };
+        let be = &backend;
+        let (embedding, final_norm, classifier) = {
+            let guard = streamer.acquire(EntryPart::Globals)?;
+            let g = source.decode_globals(precision, streamer.bytes(&guard)?)?;
+            (
+                be.upload_matrix(&WeightMatrix::Dense(g.embedding))?,
+                vec_of(be, &g.final_norm)?,
+                g.classifier
+                    .as_ref()
+                    .map(|c| be.upload_matrix(c))
+                    .transpose()?,
+            )
+        };
+        Ok(Model {
+            backend,
+            config,
+            embedding,
+            layers: Layers::Streamed(streamer),
+            final_norm,
+            classifier,
+        })
+    }
+
+    /// The pool's counters when the blocks are streamed (`None` when all are resident).
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        self.layers.pool_stats()
+    }
+
+    /// True when the blocks are streamed through a pool.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.layers, Layers::Streamed(_))
     }
 
     /// The model's configuration.
@@ -219,7 +253,11 @@ impl<B: Backend> Model<B> {
         let (dim, qd, kvd, hid) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
         let pos0 = s.pos;
         be.embed(&self.embedding, tokens, &mut s.x)?;
-        for (li, l) in self.layers.iter().enumerate() {
+        for li in 0..self.layers.len() {
+            // Resident: a borrow. Streamed: the block's pool entry stays pinned until `held`
+            // drops at the end of this iteration.
+            let held = self.layers.get(be, li)?;
+            let l = held.get();
             be.rmsnorm(&s.x, &l.attn_norm, &mut s.xb, n, dim, c.norm_eps)?;
             be.matmul(&s.xb, &l.wq, &mut s.q, n)?;
             be.matmul(&s.xb, &l.wk, &mut s.k, n)?;

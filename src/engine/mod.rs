@@ -3,8 +3,10 @@
 
 mod forward;
 mod generate;
+mod layers;
 pub mod sampling;
 
 pub use forward::{Model, State};
 pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent};
+pub use layers::StreamOptions;
 pub use sampling::{Sampler, SamplingParams};

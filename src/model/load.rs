@@ -12,6 +12,27 @@ pub enum ModelFormat {
     Llama2c,
     /// A Hugging Face directory: `config.json` plus safetensors.
     HuggingFace,
+    /// A variant-store directory (`manifest.json` plus `.acv` files, written by
+    /// `agentcompress quantize`). Its matrices are packed, so [`load_model`] does not read it:
+    /// `crate::store` (one level above this module) does, and `crate::api::open_variant` opens
+    /// it as an engine.
+    VariantStore,
+}
+
+/// The marker file of a variant-store directory (the same name as `crate::store::MANIFEST_FILE`,
+/// which a store test keeps equal; `model` sits below `store` and cannot import it).
+pub const VARIANT_MANIFEST: &str = "manifest.json";
+
+/// True when `dir` holds a variant manifest and at least one `.acv` variant file.
+fn is_variant_dir(dir: &Path) -> bool {
+    dir.join(VARIANT_MANIFEST).is_file()
+        && std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x.eq_ignore_ascii_case("acv"))
+            })
+        })
 }
 
 /// Decides the format of `path` from what is there (a file, or a directory and its contents).
@@ -21,13 +42,16 @@ pub fn detect_format(path: &Path) -> Result<ModelFormat> {
         return Ok(ModelFormat::Llama2c);
     }
     if meta.is_dir() {
-        // Directory formats, most specific marker first. A variant-store directory (written by
-        // `crate::store`) gets its own marker check and `ModelFormat` arm here.
+        // Directory formats, most specific marker first.
+        if is_variant_dir(path) {
+            return Ok(ModelFormat::VariantStore);
+        }
         if path.join(hf::CONFIG_FILE).is_file() {
             return Ok(ModelFormat::HuggingFace);
         }
         return Err(Error::invalid(format!(
-            "{} is a directory but not a model: it has no {} (Hugging Face checkpoint)",
+            "{} is a directory but not a model: it has no {} (Hugging Face checkpoint) and no \
+             {VARIANT_MANIFEST} with .acv files (variant store)",
             path.display(),
             hf::CONFIG_FILE
         )));
@@ -38,11 +62,18 @@ pub fn detect_format(path: &Path) -> Result<ModelFormat> {
     )))
 }
 
-/// Loads the model at `path`: a llama2.c `.bin` file or a Hugging Face directory.
+/// Loads the model at `path`: a llama2.c `.bin` file or a Hugging Face directory. A variant
+/// directory is recognised but refused with a message naming what opens it (its matrices are
+/// packed, not dense tensors).
 pub fn load_model(path: &Path) -> Result<ModelWeights> {
     match detect_format(path)? {
         ModelFormat::Llama2c => llama2c::load(path),
         ModelFormat::HuggingFace => hf::load(path),
+        ModelFormat::VariantStore => Err(Error::Unsupported(format!(
+            "{} is a variant directory: open one precision of it with \
+             agentcompress::api::open_variant or agentcompress::store::load_variant",
+            path.display()
+        ))),
     }
 }
 
@@ -52,6 +83,11 @@ pub fn load_model(path: &Path) -> Result<ModelWeights> {
 pub fn find_tokenizer(model_path: &Path) -> Option<PathBuf> {
     match detect_format(model_path).ok()? {
         ModelFormat::HuggingFace => Some(model_path.join("tokenizer.json")).filter(|p| p.is_file()),
+        // Variant files embed their tokenizer; a loose file beside them is a fallback.
+        ModelFormat::VariantStore => ["tokenizer.json", "tokenizer.bin"]
+            .into_iter()
+            .map(|n| model_path.join(n))
+            .find(|p| p.is_file()),
         ModelFormat::Llama2c => {
             let dir = model_path.parent()?;
             let mut candidates = Vec::new();
@@ -88,6 +124,14 @@ mod tests {
         let f = dir.path().join("m.bin");
         std::fs::write(&f, [0u8; 4]).unwrap();
         assert_eq!(detect_format(&f).unwrap(), ModelFormat::Llama2c);
+        let vdir = dir.path().join("variants");
+        std::fs::create_dir(&vdir).unwrap();
+        std::fs::write(vdir.join(VARIANT_MANIFEST), "{}").unwrap();
+        assert!(detect_format(&vdir).is_err(), "a manifest without variants");
+        std::fs::write(vdir.join("fp16.acv"), "x").unwrap();
+        assert_eq!(detect_format(&vdir).unwrap(), ModelFormat::VariantStore);
+        let e = load_model(&vdir).unwrap_err().to_string();
+        assert!(e.contains("variant directory"), "{e}");
         assert!(matches!(
             detect_format(&dir.path().join("nope")),
             Err(Error::Io { .. })

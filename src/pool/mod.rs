@@ -5,12 +5,15 @@
 //! [`policy`] is the pure bookkeeping; [`Pool`] adds memory (through a pluggable
 //! [`DeviceAlloc`]) and I/O; [`PoolStats`] reports what happened.
 
+pub mod bench;
 mod device;
 pub mod policy;
 mod residency;
 mod stats;
+pub mod variants;
 
 pub use device::{DeviceAlloc, DeviceBuffer, HostDeviceAlloc, HostDeviceBuffer};
 pub use policy::{EntryMeta, PolicyTable};
 pub use residency::{LayerSource, Pool, PoolConfig, PoolGuard, PoolKey, Prefetch};
 pub use stats::PoolStats;
+pub use variants::{variant_pool, OpenVariant, VariantPoolConfig, VariantSource, GLOBALS};

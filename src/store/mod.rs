@@ -4,12 +4,16 @@
 //! The file layout and its alignment guarantees are documented in [`mod@format`].
 
 pub mod build;
+pub mod entries;
 pub mod format;
 pub mod manifest;
 mod read;
 mod write;
 
 pub use build::{build_variants, evaluate_variants, BuildOptions, SelfText, VariantEval};
+pub use entries::{
+    decode_globals, decode_layer, entry_layout, EntryLayout, EntryPart, Globals, Placed,
+};
 pub use format::{ByteRange, Meta, Segment, TensorEntry, TensorFormat, VariantIndex};
 pub use manifest::{Manifest, VariantInfo, MANIFEST_FILE};
 pub use read::{load_variant, read_index, LoadOptions};

@@ -1,8 +1,9 @@
 //! Reading a variant file back into `ModelWeights<WeightMatrix>` (layout in
 //! [`super::format`]). Errors name the header field or the tensor that is wrong.
 
+use super::entries::{assemble_globals, assemble_layer, no_extra};
 use super::format::*;
-use crate::model::{DType, LayerWeights, ModelWeights, Tensor};
+use crate::model::{DType, ModelWeights, Tensor};
 use crate::quant::{Packed, WeightMatrix};
 use crate::{Error, Result};
 use half::f16;
@@ -197,7 +198,7 @@ fn packed<const B: u32>(t: &TensorEntry, p: &[u8]) -> Result<Packed<B>> {
 }
 
 /// Builds the tensor or matrix of one entry from its payload.
-fn decode(t: &TensorEntry, p: &[u8]) -> Result<WeightMatrix> {
+pub(super) fn decode(t: &TensorEntry, p: &[u8]) -> Result<WeightMatrix> {
     let dense = |d: DType| -> Result<WeightMatrix> {
         let n = t.shape.iter().try_fold(d.size(), |a, &x| a.checked_mul(x));
         if n != Some(p.len()) {
@@ -259,78 +260,18 @@ pub fn load_variant(
     }
     let c = idx.meta.config.clone();
     c.validate()?;
-    let has_classifier = by_name.contains_key("classifier");
-    let mut take = |name: String, shape: [usize; 2]| -> Result<WeightMatrix> {
-        let m = by_name
-            .remove(name.as_str())
-            .ok_or_else(|| Error::corrupt(path, format!("tensor {name} is missing")))?;
-        let ok = match &m {
-            WeightMatrix::Dense(t) => {
-                t.shape() == &shape[..] || (shape[1] == 0 && t.shape() == &shape[..1])
-            }
-            _ => m.dims() == (shape[0], shape[1]),
-        };
-        if !ok {
-            return Err(Error::corrupt(
-                path,
-                format!(
-                    "tensor {name} has the wrong shape for the model config (expected {shape:?})"
-                ),
-            ));
-        }
-        Ok(m)
-    };
-    let vec_of = |m: WeightMatrix, name: &str| -> Result<Tensor> {
-        match m {
-            WeightMatrix::Dense(t) => Ok(t),
-            _ => Err(Error::corrupt(path, format!("tensor {name} must be dense"))),
-        }
-    };
-    let (d, h, q, kv) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim());
-    let embedding = vec_of(take("embedding".into(), [c.vocab_size, d])?, "embedding")?;
-    let mut layers = Vec::with_capacity(c.n_layers);
-    for i in 0..c.n_layers {
-        let n = |s: &str| format!("layers.{i}.{s}");
-        let mut bias = |s: &str, len: usize| -> Result<Option<Tensor>> {
-            if !c.qkv_bias {
-                return Ok(None);
-            }
-            vec_of(take(n(s), [len, 0])?, &n(s)).map(Some)
-        };
-        let (bq, bk, bv) = (bias("bq", q)?, bias("bk", kv)?, bias("bv", kv)?);
-        layers.push(LayerWeights {
-            attn_norm: vec_of(take(n("attn_norm"), [d, 0])?, &n("attn_norm"))?,
-            wq: take(n("wq"), [q, d])?,
-            wk: take(n("wk"), [kv, d])?,
-            wv: take(n("wv"), [kv, d])?,
-            wo: take(n("wo"), [d, q])?,
-            bq,
-            bk,
-            bv,
-            ffn_norm: vec_of(take(n("ffn_norm"), [d, 0])?, &n("ffn_norm"))?,
-            w_gate: take(n("w_gate"), [h, d])?,
-            w_up: take(n("w_up"), [h, d])?,
-            w_down: take(n("w_down"), [d, h])?,
-        });
-    }
-    let final_norm = vec_of(take("final_norm".into(), [d, 0])?, "final_norm")?;
-    let classifier = match has_classifier {
-        true => Some(take("classifier".into(), [c.vocab_size, d])?),
-        false => None,
-    };
-    if let Some(extra) = by_name.keys().next() {
-        return Err(Error::corrupt(
-            path,
-            format!("tensor {extra} is not part of the model"),
-        ));
-    }
+    let g = assemble_globals(path, &c, &mut by_name)?;
+    let layers = (0..c.n_layers)
+        .map(|i| assemble_layer(path, &c, i, &mut by_name))
+        .collect::<Result<Vec<_>>>()?;
+    no_extra(path, &by_name)?;
     Ok((
         ModelWeights {
             config: c,
-            embedding,
+            embedding: g.embedding,
             layers,
-            final_norm,
-            classifier,
+            final_norm: g.final_norm,
+            classifier: g.classifier,
         },
         idx,
     ))

@@ -6,15 +6,9 @@
 //! refuses O_DIRECT (or io_uring is unavailable and the buffered fallback runs) the report says
 //! so: the page cache may then inflate both numbers.
 
-use agentcompress::io::{
-    gbps, open_reader, read_fully, AlignedBuf, BlockReader, Extent, HostStagingAlloc, Layer,
-    PreadReader, ReadReq, ReaderConfig, StagingConfig, StagingPipeline,
-};
-use agentcompress::pool::{HostDeviceAlloc, LayerSource, Pool, PoolConfig, PoolKey, PoolStats};
+use agentcompress::pool::bench::{bench_stream, Report, StreamBenchOptions};
 use agentcompress::{Error, Result};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::path::PathBuf;
 
 /// Options of `bench stream`.
 #[derive(clap::Args, Debug, Clone)]
@@ -51,205 +45,27 @@ pub struct Args {
     pub json: bool,
 }
 
-/// What `bench stream` measured.
-#[derive(Debug, serde::Serialize)]
-pub struct Report {
-    /// Files read.
-    pub files: usize,
-    /// Bytes per round.
-    pub bytes: u64,
-    /// Reader used by the pipeline ("IoUring" or "Pread").
-    pub pipeline_reader: String,
-    /// True when every pipeline byte came through O_DIRECT (no page cache).
-    pub direct_only: bool,
-    /// Floor throughput, GB/s (sequential O_DIRECT pread).
-    pub floor_gbps: f64,
-    /// The pipeline's reader alone, GB/s: each layer in one deep-queue read, no staging.
-    pub reader_gbps: f64,
-    /// Pipeline throughput, GB/s (reader + staging + pool into host memory).
-    pub pipeline_gbps: f64,
-    /// pipeline / floor.
-    pub ratio: f64,
-    /// Pool counters over all rounds.
-    pub pool: PoolStats,
-}
-
-/// Layers of the benchmarked files: file `i` cut into `layer` byte pieces.
-struct FileLayers {
-    layers: Vec<(PoolKey, Layer)>,
-}
-
-impl LayerSource for FileLayers {
-    fn layer(&self, key: &PoolKey) -> Result<Layer> {
-        self.layers
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, l)| l.clone())
-            .ok_or_else(|| Error::invalid(format!("unknown layer {key}")))
+impl Args {
+    /// The library's options for these flags.
+    fn options(&self) -> StreamBenchOptions {
+        StreamBenchOptions {
+            variants: self.variants.clone(),
+            files: self.files.clone(),
+            queue_depth: self.queue_depth,
+            io_kib: self.io_kib,
+            chunk_kib: self.chunk_kib,
+            ring: self.ring,
+            layer_mib: self.layer_mib,
+            repeat: self.repeat,
+            pread: self.pread,
+        }
     }
 }
 
 /// Runs the benchmark and prints the report.
 pub fn run(args: Args) -> Result<()> {
-    let files = collect_files(&args)?;
-    let sizes = files
-        .iter()
-        .map(|p| {
-            std::fs::metadata(p)
-                .map(|m| m.len())
-                .map_err(|e| Error::io(p, e))
-        })
-        .collect::<Result<Vec<u64>>>()?;
-    let bytes: u64 = sizes.iter().sum();
-    if bytes == 0 {
-        return Err(Error::invalid("the files to benchmark are all empty"));
-    }
-    let chunk = args.chunk_kib * 1024;
-    let layer_bytes = args.layer_mib.max(1) << 20;
-    let source = Arc::new(cut_layers(&files, &sizes, layer_bytes));
-    let max_layer = source
-        .layers
-        .iter()
-        .map(|(_, l)| l.total_len())
-        .max()
-        .unwrap_or(0);
-
-    let reader: Arc<dyn BlockReader> = if args.pread {
-        Arc::new(PreadReader::new(true, args.io_kib * 1024)?)
-    } else {
-        open_reader(&ReaderConfig {
-            io_uring: true,
-            direct: true,
-            queue_depth: args.queue_depth,
-            io_size: args.io_kib * 1024,
-        })?
-    };
-    let floor_reader = PreadReader::new(true, chunk)?;
-    let pipeline = StagingPipeline::new(
-        reader.clone(),
-        Arc::new(HostStagingAlloc),
-        StagingConfig {
-            chunk_size: chunk,
-            ring: args.ring,
-        },
-    )?;
-    let pool = Pool::new(
-        PoolConfig {
-            device_budget: 2 * max_layer.max(1),
-            host_budget: 0,
-        },
-        pipeline,
-        source.clone(),
-        Arc::new(HostDeviceAlloc::default()),
-    )?;
-
-    let (mut floor_s, mut reader_s, mut pipe_s) = (0.0, 0.0, 0.0);
-    let mut layer_buf = AlignedBuf::zeroed(max_layer as usize)?;
-    for _ in 0..args.repeat.max(1) {
-        floor_s += floor_pass(&floor_reader, &files, &sizes, chunk)?;
-        let t = Instant::now();
-        for (_, l) in &source.layers {
-            let e = &l.extents[0];
-            read_range(
-                reader.as_ref(),
-                &e.path,
-                e.offset,
-                &mut layer_buf[..e.len as usize],
-            )?;
-        }
-        reader_s += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        for (k, _) in &source.layers {
-            drop(pool.acquire(k)?);
-        }
-        pipe_s += t.elapsed().as_secs_f64();
-    }
-    let rounds = u64::from(args.repeat.max(1));
-    let floor_gbps = gbps(bytes * rounds, floor_s);
-    let pipeline_gbps = gbps(bytes * rounds, pipe_s);
-    let counters = reader.counters();
-    let report = Report {
-        files: files.len(),
-        bytes,
-        pipeline_reader: format!("{:?}", reader.kind()),
-        direct_only: counters.buffered_bytes == 0 && floor_reader.counters().buffered_bytes == 0,
-        floor_gbps,
-        reader_gbps: gbps(bytes * rounds, reader_s),
-        pipeline_gbps,
-        ratio: if floor_gbps > 0.0 {
-            pipeline_gbps / floor_gbps
-        } else {
-            0.0
-        },
-        pool: pool.stats(),
-    };
+    let report = bench_stream(&args.options())?;
     print_report(&args, &report)
-}
-
-/// The files named by `--file` and the regular files of `--variants`, sorted.
-fn collect_files(args: &Args) -> Result<Vec<PathBuf>> {
-    let mut files = args.files.clone();
-    if let Some(dir) = &args.variants {
-        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-            if ft.is_file() {
-                files.push(entry.path());
-            }
-        }
-    }
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::invalid(
-            "bench stream needs --variants DIR (with regular files) or --file PATH",
-        ));
-    }
-    Ok(files)
-}
-
-/// Cuts each file into layers of at most `layer_bytes` bytes; key = (file name, index).
-fn cut_layers(files: &[PathBuf], sizes: &[u64], layer_bytes: u64) -> FileLayers {
-    let mut layers = Vec::new();
-    for (i, (p, &size)) in files.iter().zip(sizes).enumerate() {
-        let name = format!(
-            "{i}:{}",
-            p.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        );
-        let mut off = 0u64;
-        let mut idx = 0u32;
-        while off < size {
-            let len = layer_bytes.min(size - off);
-            layers.push((
-                PoolKey::new(name.clone(), idx),
-                Layer::new(vec![Extent::new(p, off, len)]),
-            ));
-            off += len;
-            idx += 1;
-        }
-    }
-    FileLayers { layers }
-}
-
-/// The floor: every file read front to back with `chunk`-byte O_DIRECT preads into one
-/// aligned buffer. Returns seconds.
-fn floor_pass(reader: &PreadReader, files: &[PathBuf], sizes: &[u64], chunk: usize) -> Result<f64> {
-    let mut buf = AlignedBuf::zeroed(chunk)?;
-    let t = Instant::now();
-    for (p, &size) in files.iter().zip(sizes) {
-        let mut off = 0u64;
-        while off < size {
-            let len = (chunk as u64).min(size - off) as usize;
-            read_range(reader, p, off, &mut buf[..len])?;
-            off += len as u64;
-        }
-    }
-    Ok(t.elapsed().as_secs_f64())
-}
-
-fn read_range(reader: &dyn BlockReader, path: &Path, off: u64, dst: &mut [u8]) -> Result<()> {
-    read_fully(reader, &mut [ReadReq::new(path, off, dst)])
 }
 
 fn print_report(args: &Args, r: &Report) -> Result<()> {

@@ -29,11 +29,20 @@ pub struct GenerateArgs {
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Variant directories: stream the layers through a weight pool of this many bytes
+    /// (suffixes K, M, G) instead of loading them all (offloaded execution), then print the
+    /// pool's statistics.
+    #[arg(long, value_parser = parse_budget)]
+    pub pool_budget: Option<u64>,
+}
+
+fn parse_budget(s: &str) -> std::result::Result<u64, String> {
+    crate::common::parse_bytes(s).map_err(|e| e.to_string())
 }
 
 /// Runs the subcommand.
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let engine = args.model.open()?;
+    let engine = args.model.open_with(args.pool_budget)?;
     let params = GenerateParams {
         max_new_tokens: args.max_tokens,
         sampling: SamplingParams {
@@ -61,5 +70,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         out.ids.len(),
         out.decode_tokens_per_s()
     );
+    if let Some(stats) = engine.pool_stats() {
+        eprintln!("\nweight pool:\n{stats}");
+    }
     Ok(())
 }

@@ -1,20 +1,65 @@
 //! `agentcompress inspect`: print a model's configuration and tensor table.
 
-use agentcompress::model::load::load_model;
-use agentcompress::Result;
+use agentcompress::model::load::{detect_format, load_model, ModelFormat};
+use agentcompress::quant::Precision;
+use agentcompress::store::{read_index, Manifest};
+use agentcompress::{Error, Result};
 use clap::Args;
 use std::path::PathBuf;
 
 /// Print the configuration and the tensor table of a model.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Model: a llama2.c `.bin` file or a Hugging Face directory.
+    /// Model: a llama2.c `.bin` file, a Hugging Face directory or a variant directory.
     #[arg(long, short = 'm')]
     pub model: PathBuf,
+    /// Precision to show from a variant directory.
+    #[arg(long, default_value = "fp16")]
+    pub precision: Precision,
+}
+
+/// Prints the config and tensor directory of one variant of a variant directory.
+fn inspect_variant(args: &InspectArgs) -> Result<()> {
+    let manifest = Manifest::read(&args.model)?;
+    let info = manifest.variant(args.precision).ok_or_else(|| {
+        Error::invalid(format!(
+            "{} has no {} variant",
+            args.model.display(),
+            args.precision
+        ))
+    })?;
+    let idx = read_index(&args.model.join(&info.file))?;
+    let c = &idx.meta.config;
+    println!(
+        "variant: {} ({})",
+        args.model.join(&info.file).display(),
+        args.precision
+    );
+    println!("{}", serde_json::to_string_pretty(c).unwrap_or_default());
+    println!("parameters: {}", c.parameter_count());
+    println!(
+        "{:<28} {:>6} {:>16} {:>6} {:>12} {:>12}",
+        "tensor", "format", "shape", "group", "offset", "bytes"
+    );
+    for t in &idx.tensors {
+        println!(
+            "{:<28} {:>6} {:>16} {:>6} {:>12} {:>12}",
+            t.name,
+            format!("{:?}", t.format).to_lowercase(),
+            format!("{:?}", t.shape),
+            t.group,
+            t.offset,
+            t.len
+        );
+    }
+    Ok(())
 }
 
 /// Runs the subcommand.
 pub fn run(args: InspectArgs) -> Result<()> {
+    if detect_format(&args.model)? == ModelFormat::VariantStore {
+        return inspect_variant(&args);
+    }
     let w = load_model(&args.model)?;
     let c = &w.config;
     println!("model: {}", args.model.display());

@@ -1,14 +1,17 @@
 //! Flags shared by the subcommands that open a model.
 
-use agentcompress::api::{Device, Engine};
-use agentcompress::Result;
+use agentcompress::api::{open_variant, Device, Engine, VariantOpenOptions};
+use agentcompress::model::load::{detect_format, ModelFormat};
+use agentcompress::quant::Precision;
+use agentcompress::{Error, Result};
 use clap::Args;
 use std::path::PathBuf;
 
 /// Which model to open and where to run it.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a llama2.c `.bin` file or a Hugging Face directory (config.json + *.safetensors).
+    /// Model: a llama2.c `.bin` file, a Hugging Face directory (config.json + *.safetensors) or
+    /// a variant directory written by `quantize` (manifest.json + *.acv).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// Tokenizer file (llama2.c tokenizer.bin or Hugging Face tokenizer.json); default: the one
@@ -18,16 +21,77 @@ pub struct ModelArgs {
     /// Device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Precision to open from a variant directory: fp16, int8, int4 or int2.
+    #[arg(long, default_value = "fp16")]
+    pub precision: Precision,
+}
+
+/// Parses a byte count with an optional binary suffix: `1048576`, `64K`, `64M`, `2G` (also
+/// `64MiB`, `64MB`; every suffix means powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(Error::invalid(format!("byte count '{s}': unknown suffix"))),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| Error::invalid(format!("byte count '{s}' does not start with a number")))?;
+    n.checked_mul(1u64 << shift)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| Error::invalid(format!("byte count '{s}' is zero or too large")))
 }
 
 impl ModelArgs {
     /// Opens the engine these flags describe.
     pub fn open(&self) -> Result<Engine> {
+        self.open_with(None)
+    }
+
+    /// Opens the engine; a variant directory with `pool_budget` streams its blocks through a
+    /// pool of that many bytes (an error for other model formats).
+    pub fn open_with(&self, pool_budget: Option<u64>) -> Result<Engine> {
         let device: Device = self.device.parse()?;
+        if detect_format(&self.model)? == ModelFormat::VariantStore {
+            let opts = VariantOpenOptions {
+                precision: self.precision,
+                device,
+                tokenizer: self.tokenizer.clone(),
+                pool_budget,
+                ..Default::default()
+            };
+            return open_variant(&self.model, &opts);
+        }
+        if pool_budget.is_some() {
+            return Err(Error::invalid(
+                "--pool-budget needs a variant directory (see `agentcompress quantize`)",
+            ));
+        }
         let mut b = Engine::builder(&self.model).device(device);
         if let Some(t) = &self.tokenizer {
             b = b.tokenizer_path(t);
         }
         b.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_with_suffixes() {
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert_eq!(parse_bytes("64K").unwrap(), 64 << 10);
+        assert_eq!(parse_bytes("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert!(parse_bytes("12Q").unwrap_err().to_string().contains("12Q"));
+        assert!(parse_bytes("M").is_err() && parse_bytes("0").is_err());
     }
 }

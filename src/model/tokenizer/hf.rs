@@ -56,6 +56,12 @@ impl HfTokenizer {
         Self::from_json(&json, path, config)
     }
 
+    /// Builds from the bytes of a `tokenizer.json` (an embedded copy; `path` names it in
+    /// errors), without a `tokenizer_config.json`.
+    pub fn from_bytes(json: &[u8], path: &Path) -> Result<Self> {
+        Self::from_json(json, path, None)
+    }
+
     /// Builds from the bytes of a `tokenizer.json` (`path` names it in errors) and an optional
     /// parsed `tokenizer_config.json` with its path.
     fn from_json(json: &[u8], path: &Path, config: Option<(PathBuf, Value)>) -> Result<Self> {

@@ -1,0 +1,125 @@
+//! Opening one precision of a variant directory as an [`Engine`], fully resident or with its
+//! blocks streamed through a pool (offloaded execution), and reading the pool's counters.
+
+use super::{Device, DynModel, Engine, EngineStats};
+use crate::backend::cpu::CpuBackend;
+use crate::engine::{Model, StreamOptions};
+use crate::model::tokenizer::{HfTokenizer, Llama2cTokenizer, Tokenizer};
+use crate::pool::{variant_pool, PoolStats, VariantPoolConfig, VariantSource};
+use crate::quant::Precision;
+use crate::store::{load_variant, LoadOptions, Manifest};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// How [`open_variant`] opens a variant directory.
+#[derive(Clone, Debug)]
+pub struct VariantOpenOptions {
+    /// Which precision (default FP16).
+    pub precision: Precision,
+    /// Where to run. Streaming runs on the CPU backend only for now.
+    pub device: Device,
+    /// A tokenizer file instead of the one embedded in the variant.
+    pub tokenizer: Option<PathBuf>,
+    /// Stream the blocks through a pool of this many bytes instead of uploading them all.
+    pub pool_budget: Option<u64>,
+    /// Verify checksums while loading (default true).
+    pub verify_checksums: bool,
+}
+
+impl Default for VariantOpenOptions {
+    fn default() -> Self {
+        VariantOpenOptions {
+            precision: Precision::Fp16,
+            device: Device::Auto,
+            tokenizer: None,
+            pool_budget: None,
+            verify_checksums: true,
+        }
+    }
+}
+
+/// The tokenizer embedded in a variant file (`name` says which kind), if any.
+fn embedded_tokenizer(
+    path: &Path,
+    name: Option<&str>,
+    bytes: Option<&[u8]>,
+) -> Result<Option<Box<dyn Tokenizer>>> {
+    let Some(bytes) = bytes else { return Ok(None) };
+    let origin = path.join(name.unwrap_or("tokenizer"));
+    if name.is_some_and(|n| n.ends_with(".json")) {
+        Ok(Some(Box::new(HfTokenizer::from_bytes(bytes, &origin)?)))
+    } else {
+        Ok(Some(Box::new(Llama2cTokenizer::from_bytes(
+            bytes, &origin,
+        )?)))
+    }
+}
+
+/// Opens precision `opts.precision` of the variant directory `dir` (what `load_model` leaves to
+/// this level, since `model` sits below `store`). Without a pool budget the variant is loaded
+/// and uploaded whole; with one, its blocks are streamed through a pool of that many bytes.
+pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
+    let manifest = Manifest::read(dir)?;
+    let info = manifest.variant(opts.precision).ok_or_else(|| {
+        Error::invalid(format!(
+            "{} has no {} variant",
+            dir.display(),
+            opts.precision
+        ))
+    })?;
+    let file = dir.join(&info.file);
+    let load = LoadOptions {
+        verify_checksums: opts.verify_checksums,
+    };
+    let (model, index): (Box<dyn DynModel>, _) = match opts.pool_budget {
+        None => {
+            let (w, index) = load_variant(&file, load)?;
+            (super::device::upload_matrices(opts.device, &w)?, index)
+        }
+        Some(budget) => {
+            if matches!(opts.device, Device::Cuda(_)) {
+                return Err(Error::Unsupported(
+                    "streaming through the pool runs on the CPU backend for now".into(),
+                ));
+            }
+            let source = Arc::new(VariantSource::open_dir(dir, opts.verify_checksums)?);
+            let index = source.variant(opts.precision)?.index.clone();
+            let pool = Arc::new(variant_pool(
+                source.clone(),
+                &VariantPoolConfig::with_budget(budget),
+            )?);
+            let m = Model::streamed(
+                CpuBackend::new(),
+                pool,
+                source,
+                opts.precision,
+                StreamOptions::default(),
+            )?;
+            (Box::new(m) as Box<dyn DynModel>, index)
+        }
+    };
+    let tokenizer = match &opts.tokenizer {
+        Some(p) => Some(crate::model::tokenizer::load_tokenizer(p)?),
+        None => embedded_tokenizer(
+            &file,
+            index.meta.tokenizer_name.as_deref(),
+            index.tokenizer.as_deref(),
+        )?,
+    };
+    Ok(Engine {
+        model,
+        precision: opts.precision,
+        tokenizer,
+        source: format!("{} ({})", dir.display(), opts.precision),
+        stats: Mutex::new(EngineStats::default()),
+    })
+}
+
+impl Engine {
+    /// The weight pool's counters (hits, misses, bytes read, swap time, GB/s per stage,
+    /// evictions) when the model streams its blocks; `None` when it is fully resident.
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        self.model.pool_stats()
+    }
+}

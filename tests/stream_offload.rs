@@ -1,0 +1,282 @@
+//! Offloaded execution: stories260K quantized into a temporary variant directory, every
+//! precision streamed through a pool smaller than the model, against the fully resident model;
+//! pool statistics of repeated passes; a corrupt tensor fails the streamed pass by name and a
+//! retry after repairing the file works.
+
+use agentcompress::api::{open_variant, Device, VariantOpenOptions};
+use agentcompress::backend::cpu::CpuBackend;
+use agentcompress::engine::{GenerateParams, Model, StreamOptions};
+use agentcompress::model::llama2c;
+use agentcompress::pool::{variant_pool, Pool, VariantPoolConfig, VariantSource};
+use agentcompress::quant::{Precision, QuantConfig};
+use agentcompress::store::{build_variants, load_variant, BuildOptions, EntryPart, LoadOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+const TOKENS: [u32; 6] = [1, 403, 407, 261, 378, 260];
+
+/// The variant directory, built once for all tests of this file.
+fn variants() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, p) = DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
+        let dense = llama2c::load(&root.join("stories260K.bin")).unwrap();
+        let tok = std::fs::read(root.join("tok512.bin")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("variants");
+        let opts = BuildOptions {
+            quant: QuantConfig::default(),
+            calibration: None,
+            evaluation: None,
+        };
+        build_variants(
+            &dense,
+            "stories260K",
+            &out,
+            Some(("tokenizer.bin", &tok)),
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap();
+        (dir, out)
+    });
+    p
+}
+
+fn resident(dir: &Path, p: Precision) -> Model<CpuBackend> {
+    let (w, _) = load_variant(&dir.join(format!("{p}.acv")), LoadOptions::default()).unwrap();
+    Model::new(CpuBackend::new(), &w).unwrap()
+}
+
+fn streamed(
+    source: &Arc<VariantSource>,
+    p: Precision,
+    budget: u64,
+    prefetch: bool,
+) -> (Model<CpuBackend>, Arc<Pool>) {
+    let pool =
+        Arc::new(variant_pool(source.clone(), &VariantPoolConfig::with_budget(budget)).unwrap());
+    let m = Model::streamed(
+        CpuBackend::new(),
+        pool.clone(),
+        source.clone(),
+        p,
+        StreamOptions { prefetch },
+    )
+    .unwrap();
+    (m, pool)
+}
+
+fn all_logits(m: &Model<CpuBackend>, chunk: usize) -> Vec<f32> {
+    let mut st = m.new_state(chunk).unwrap();
+    m.forward(&mut st, &TOKENS, true).unwrap()
+}
+
+fn greedy(m: &Model<CpuBackend>) -> Vec<u32> {
+    let mut st = m.new_state(4).unwrap();
+    let logits = m.forward(&mut st, &TOKENS, false).unwrap();
+    let mut next = agentcompress::backend::cpu::argmax(&logits) as u32;
+    let mut out = vec![next];
+    for _ in 0..12 {
+        next = m.step_greedy(&mut st, next).unwrap();
+        out.push(next);
+    }
+    out
+}
+
+#[test]
+fn streamed_model_matches_resident_bit_for_bit_in_every_precision() {
+    let dir = variants();
+    let source = Arc::new(VariantSource::open_dir(dir, true).unwrap());
+    for p in Precision::ALL {
+        let layer = source.entry_bytes(p, EntryPart::Layer(0)).unwrap();
+        let budget = 2 * source.max_entry_bytes(p).unwrap();
+        let n_layers = source.variant(p).unwrap().layers.len() as u64;
+        assert!(
+            budget < n_layers * layer,
+            "{p}: the pool must be smaller than the model"
+        );
+        let full = resident(dir, p);
+        for prefetch in [false, true] {
+            let (m, pool) = streamed(&source, p, budget, prefetch);
+            assert!(m.is_streamed());
+            let a = all_logits(&full, 4);
+            let b = all_logits(&m, 4);
+            assert_eq!(a.len(), b.len());
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{p} (prefetch {prefetch}): streamed logits differ"
+            );
+            assert_eq!(greedy(&full), greedy(&m), "{p}: greedy tokens differ");
+            let s = pool.stats();
+            assert!(s.device_used <= budget && s.evictions > 0, "{p}: {s:?}");
+            assert_eq!(s.load_failures, 0);
+        }
+    }
+}
+
+#[test]
+fn pool_statistics_of_repeated_passes() {
+    let dir = variants();
+    let p = Precision::Int4;
+    let source = Arc::new(VariantSource::open_dir(dir, true).unwrap());
+    let n = source.variant(p).unwrap().layers.len() as u64;
+    let layer_bytes: u64 = (0..n as usize)
+        .map(|i| source.entry_bytes(p, EntryPart::Layer(i)).unwrap())
+        .sum();
+    let globals = source.entry_bytes(p, EntryPart::Globals).unwrap();
+    let largest = source.max_entry_bytes(p).unwrap();
+
+    // Budget of two entries, no prefetch: a cyclic scan of n > 2 blocks. Every block is used
+    // once per pass, so no resident entry ever has more uses than a newcomer and the older use
+    // is evicted first (LRU order): every acquire of a pass misses.
+    let (m, pool) = streamed(&source, p, 2 * largest, false);
+    let after_open = pool.stats();
+    assert_eq!((after_open.misses, after_open.bytes_read), (1, globals));
+    let one_pass = |m: &Model<CpuBackend>| {
+        let mut st = m.new_state(8).unwrap();
+        m.forward(&mut st, &TOKENS, false).unwrap();
+    };
+    one_pass(&m);
+    let first = pool.stats();
+    assert_eq!(first.misses - after_open.misses, n);
+    assert_eq!(first.hits, 0);
+    assert_eq!(first.bytes_read - after_open.bytes_read, layer_bytes);
+    one_pass(&m);
+    let second = pool.stats();
+    assert_eq!(second.misses - first.misses, n, "{second}");
+    assert_eq!(
+        second.evictions - first.evictions,
+        n,
+        "each miss evicts one block"
+    );
+    assert_eq!(second.hits, 0);
+    assert_eq!(second.bytes_read - first.bytes_read, layer_bytes);
+    assert!(second.load_s > 0.0 && second.disk_gbps > 0.0 && second.copy_gbps > 0.0);
+
+    // A budget that holds the whole model: the second pass is all hits and reads nothing.
+    let (m, pool) = streamed(&source, p, layer_bytes + globals, false);
+    one_pass(&m);
+    let first = pool.stats();
+    one_pass(&m);
+    let second = pool.stats();
+    assert_eq!(second.hits - first.hits, n);
+    assert_eq!(second.misses, first.misses);
+    assert_eq!(second.bytes_read, first.bytes_read);
+    assert_eq!(second.evictions, 0);
+}
+
+#[test]
+fn corrupt_tensor_fails_the_streamed_pass_by_name_and_a_retry_after_repair_works() {
+    let src_dir = variants();
+    let tmp = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(src_dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
+    }
+    let dir = tmp.path();
+    let p = Precision::Int8;
+    let source = Arc::new(VariantSource::open_dir(dir, true).unwrap());
+    let v = source.variant(p).unwrap();
+    let wq = v.index.tensor("layers.2.wq").unwrap().clone();
+    let file = v.path.clone();
+    let budget = 2 * source.max_entry_bytes(p).unwrap();
+    let (m, pool) = streamed(&source, p, budget, false);
+    let good = all_logits(&resident(dir, p), 8);
+
+    let original = std::fs::read(&file).unwrap();
+    let mut bad = original.clone();
+    bad[(wq.offset + wq.len / 2) as usize] ^= 0x40;
+    std::fs::write(&file, &bad).unwrap();
+    let mut st = m.new_state(8).unwrap();
+    let err = m.forward(&mut st, &TOKENS, true).unwrap_err().to_string();
+    assert!(
+        err.contains("layers.2.wq") && err.contains("layer 2"),
+        "error must name the tensor and layer: {err}"
+    );
+    let key = VariantSource::key(p, EntryPart::Layer(2));
+    assert!(
+        !pool.is_resident(&key),
+        "nothing half-loaded stays resident"
+    );
+    assert_eq!(pool.stats().load_failures, 1);
+
+    std::fs::write(&file, &original).unwrap();
+    let mut st = m.new_state(8).unwrap();
+    let again = m.forward(&mut st, &TOKENS, true).unwrap();
+    assert!(good
+        .iter()
+        .zip(&again)
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+#[test]
+fn api_opens_variant_directories_resident_and_streamed() {
+    let dir = variants();
+    let params = GenerateParams {
+        max_new_tokens: 10,
+        ..Default::default()
+    };
+    let mut texts = Vec::new();
+    for budget in [None, Some(256 << 10)] {
+        let opts = VariantOpenOptions {
+            precision: Precision::Int4,
+            device: Device::Cpu,
+            pool_budget: budget,
+            ..Default::default()
+        };
+        let engine = open_variant(dir, &opts).unwrap();
+        assert_eq!(engine.pool_stats().is_some(), budget.is_some());
+        let out = engine
+            .generate("Once upon a time", &params, |_| true)
+            .unwrap();
+        assert!(!out.ids.is_empty());
+        texts.push(out.text);
+        if let Some(s) = engine.pool_stats() {
+            assert!(s.misses > 0 && s.bytes_read > 0, "{s:?}");
+        }
+    }
+    assert_eq!(
+        texts[0], texts[1],
+        "embedded tokenizer, same tokens either way"
+    );
+    let too_small = VariantOpenOptions {
+        device: Device::Cpu,
+        pool_budget: Some(4096),
+        ..Default::default()
+    };
+    let err = open_variant(dir, &too_small).err().unwrap().to_string();
+    assert!(err.contains("budget"), "{err}");
+    assert!(agentcompress::model::load_model(dir)
+        .unwrap_err()
+        .to_string()
+        .contains("variant directory"));
+}
+
+#[test]
+fn bench_stream_runs_on_a_variant_directory() {
+    use agentcompress::pool::bench::{bench_stream, StreamBenchOptions};
+    let dir = variants();
+    let on_disk: u64 = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    let opts = StreamBenchOptions {
+        variants: Some(dir.to_path_buf()),
+        chunk_kib: 64,
+        ring: 4,
+        layer_mib: 1,
+        repeat: 1,
+        ..Default::default()
+    };
+    let r = bench_stream(&opts).unwrap();
+    assert_eq!(r.files, 5, "four variants and the manifest");
+    assert_eq!(r.bytes, on_disk);
+    assert_eq!(
+        r.pool.bytes_read, on_disk,
+        "one round reads every byte once"
+    );
+    assert!(r.floor_gbps > 0.0 && r.pipeline_gbps > 0.0 && r.ratio > 0.0);
+}
