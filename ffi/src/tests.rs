@@ -152,14 +152,18 @@ fn run_streams_routes_and_counts() {
     assert_eq!(i.text_len, seen.text.len());
     let mut taken = unsafe { std::mem::zeroed::<ac_route_info>() };
     assert_eq!(unsafe { ac_result_route(r, &mut taken) }, ac_status::AC_OK);
-    assert_eq!(taken, route, "run takes the route ac_route predicted");
+    assert_eq!(
+        taken.precision, route.precision,
+        "run takes the variant ac_route predicted"
+    );
 
     let st = stats(e);
     assert_eq!((st.tasks, st.tokens), (1, 12));
-    assert_eq!(st.per_precision[route.precision as usize], 1);
+    assert_eq!(st.per_precision[taken.precision as usize], 1);
     assert_eq!(st.per_precision.iter().sum::<u64>(), 1);
     assert_eq!(st.hits + st.swaps, 1);
-    assert!((st.cost - route.expected_cost).abs() < 1e-12);
+    assert_eq!(st.swaps, u64::from(taken.swap));
+    assert!((st.cost - taken.expected_cost).abs() < 1e-9);
 
     // A greedy rerun is identical; a NULL callback and NULL params are allowed.
     let (_, r2, seen2) = run(e, task, &params(12), None);
@@ -213,7 +217,7 @@ fn callback_returning_false_cancels_with_ok_and_partial_text() {
 fn null_arguments_are_invalid_and_named() {
     let e = open("builtin:tiny");
     let task = c"plan";
-    let mut out_e = 1usize as *mut ac_engine;
+    let mut out_e = std::ptr::dangling_mut::<ac_engine>();
     let s = unsafe { ac_engine_open(null(), null(), &mut out_e) };
     assert_eq!(s, ac_status::AC_INVALID_ARGUMENT);
     assert!(out_e.is_null(), "a failed open nulls *out");
@@ -309,7 +313,8 @@ fn bad_paths_corrupt_models_and_bad_params_are_reported() {
     );
 
     let e = open("builtin:tiny");
-    let bads: [(&str, fn(&mut ac_run_params)); 4] = [
+    type Spoil = fn(&mut ac_run_params);
+    let bads: [(&str, Spoil); 4] = [
         ("temperature", |p| p.temperature = -1.0),
         ("temperature", |p| p.temperature = f32::NAN),
         ("top_p", |p| p.top_p = 0.0),
@@ -318,7 +323,7 @@ fn bad_paths_corrupt_models_and_bad_params_are_reported() {
     for (name, spoil) in bads {
         let mut p = params(4);
         spoil(&mut p);
-        let mut r = 1usize as *mut ac_result;
+        let mut r = std::ptr::dangling_mut::<ac_result>();
         let s = unsafe { ac_run(e, c"x".as_ptr(), &p, None, null_mut(), &mut r) };
         assert_eq!(s, ac_status::AC_INVALID_ARGUMENT);
         assert!(r.is_null());
