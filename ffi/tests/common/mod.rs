@@ -67,6 +67,15 @@ fn find_or_build_lib() -> PathBuf {
     dir
 }
 
+/// A command running the native program `exe` against the library in `lib` only. Cargo runs
+/// tests with `LD_LIBRARY_PATH` naming the target folders, which outranks the program's
+/// run path and could load a stale `libagentcompress.so` from an earlier `cargo build`.
+pub fn native(exe: &Path, lib: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.env("LD_LIBRARY_PATH", lib);
+    cmd
+}
+
 /// Whether `tool` runs (`tool --version` succeeds).
 pub fn have(tool: &str) -> bool {
     Command::new(tool)
