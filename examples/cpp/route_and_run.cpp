@@ -47,7 +47,8 @@ struct Stream {
 extern "C" bool on_token(void *user_data, const ac_token *token) {
     auto *stream = static_cast<Stream *>(user_data);
     stream->text.append(token->text, token->text_len);
-    stream->tokens++;
+    // The last call may repeat the final index (text held back inside a UTF-8 character).
+    stream->tokens = token->index + 1;
     std::fwrite(token->text, 1, token->text_len, stdout);
     std::fflush(stdout);
     return true;  // false would stop generation (the run still returns AC_OK, cancelled)

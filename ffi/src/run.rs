@@ -49,7 +49,10 @@ impl ac_run_params {
     }
 }
 
-/// One generated token, as passed to an `ac_token_callback`.
+/// One generated token, as passed to an `ac_token_callback`. When generation ends in the
+/// middle of a multi-byte character, one last call repeats the final token's `id` and `index`
+/// and carries the text that was held back, so the concatenated `text` of all calls always
+/// equals `ac_result_text`. Count tokens by `index`, not by calls.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ac_token {
@@ -65,7 +68,8 @@ pub struct ac_token {
 }
 
 /// Receives each generated token during `ac_run`, on the thread that called `ac_run`, before
-/// `ac_run` returns. Return true to continue, false to stop generation. `user_data` is the
+/// `ac_run` returns. Return true to continue, false to stop generation (the return value of
+/// the held-back-text call described at `ac_token` is ignored). `user_data` is the
 /// pointer given to `ac_run`. The callback must not throw C++ exceptions or longjmp out, and
 /// must not call `ac_result_free` on results it does not own; it may call any other function
 /// of this library, including `ac_run` on the same engine.

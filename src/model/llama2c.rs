@@ -4,7 +4,7 @@
 //! seq_len; a negative vocab_size means an untied classifier follows), then float32 tensors:
 //! token_embedding [vocab, dim], rms_att [L, dim], wq [L, q, dim], wk [L, kv, dim],
 //! wv [L, kv, dim], wo [L, dim, q], rms_ffn [L, dim], w1 [L, hidden, dim], w2 [L, dim, hidden],
-//! w3 [L, hidden, dim], rms_final [dim], two legacy RoPE tables of seq_len*head/2 floats each,
+//! w3 [L, hidden, dim], rms_final \[dim\], two legacy RoPE tables of seq_len*head/2 floats each,
 //! then wcls [vocab, dim] when untied. RoPE is interleaved, theta 10000, RMSNorm eps 1e-5.
 
 use super::{DType, LayerWeights, ModelConfig, ModelWeights, RopeStyle, Tensor};

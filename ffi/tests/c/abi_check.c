@@ -22,11 +22,11 @@ static int failures = 0;
 /* Whether the last error mentions `what`. */
 static int error_mentions(const char *what) { return strstr(ac_last_error(), what) != NULL; }
 
-/* Stops after `*(unsigned *)user_data` tokens. */
+/* Stops once token index `*(unsigned *)user_data - 1` has arrived. */
 static bool stop_after(void *user_data, const ac_token *token) {
-    unsigned *left = (unsigned *)user_data;
+    const unsigned *count = (const unsigned *)user_data;
     CHECK(token != NULL && token->text != NULL && strlen(token->text) == token->text_len);
-    return --*left > 0;
+    return token->index + 1 < *count;
 }
 
 int main(void) {
@@ -37,7 +37,7 @@ int main(void) {
     ac_route_info route;
     ac_run_info info;
     ac_stats stats;
-    unsigned left = 3;
+    unsigned count = 3;
 
     CHECK(strcmp(ac_status_string(AC_CORRUPT_MODEL), "AC_CORRUPT_MODEL") == 0);
     CHECK(strlen(ac_version()) > 0);
@@ -61,7 +61,7 @@ int main(void) {
     CHECK(ac_route(engine, "caf\xc3", &route) == AC_INVALID_ARGUMENT && error_mentions("UTF-8"));
     rp.max_tokens = 10;
     rp.stop_at_eos = false;
-    CHECK(ac_run(engine, "plan a trip", &rp, stop_after, &left, &result) == AC_OK);
+    CHECK(ac_run(engine, "plan a trip", &rp, stop_after, &count, &result) == AC_OK);
     CHECK(ac_result_info(result, &info) == AC_OK && info.cancelled && info.tokens == 3);
     CHECK(ac_result_text(result) != NULL && strlen(ac_result_text(result)) == info.text_len);
     ac_result_free(result);

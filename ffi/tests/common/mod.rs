@@ -19,20 +19,28 @@ pub fn header_path() -> PathBuf {
     repo_root().join("include").join("agentcompress.h")
 }
 
-/// The directory holding `libagentcompress.so` for the profile these tests were built with.
-/// Cargo does not build a cdylib for integration tests, so the first call runs
-/// `cargo build -p agentcompress-ffi --lib` (a no-op when the library is fresh).
+/// The directory holding the `libagentcompress.so` that belongs to this test build.
+///
+/// The ffi crate is also an rlib, so the rustc invocation that builds the library these tests
+/// link also writes `libagentcompress.so` beside the test binaries (`<target>/<profile>/deps`),
+/// with the same features: nothing is rebuilt. If it is missing (an unusual cargo setup), the
+/// first call runs `cargo build -p agentcompress-ffi --lib` and uses `<target>/<profile>`.
 pub fn lib_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(build_lib).clone()
+    DIR.get_or_init(find_or_build_lib).clone()
 }
 
-fn build_lib() -> PathBuf {
-    // The test binary lives in <target>/<profile>/deps/.
+fn find_or_build_lib() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
+    let deps = exe
         .parent()
-        .and_then(Path::parent)
+        .expect("test executable has a folder")
+        .to_path_buf();
+    if deps.join("libagentcompress.so").is_file() {
+        return deps;
+    }
+    let dir = deps
+        .parent()
         .expect("test executable is in <target>/<profile>/deps")
         .to_path_buf();
     let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
@@ -57,6 +65,15 @@ fn build_lib() -> PathBuf {
         "no libagentcompress.so in {dir:?}"
     );
     dir
+}
+
+/// A command running the native program `exe` against the library in `lib` only. Cargo runs
+/// tests with `LD_LIBRARY_PATH` naming the target folders, which outranks the program's
+/// run path and could load a stale `libagentcompress.so` from an earlier `cargo build`.
+pub fn native(exe: &Path, lib: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.env("LD_LIBRARY_PATH", lib);
+    cmd
 }
 
 /// Whether `tool` runs (`tool --version` succeeds).
