@@ -23,7 +23,7 @@ pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
 pub use device::Device;
 pub use runner::DynModel;
 pub use types::{EngineStats, Route, RunResult};
-pub use variants::{open_variant, VariantOpenOptions};
+pub use variants::{open_variant, variant_tokenizer, VariantOpenOptions};
 
 use crate::engine::{GenerateOutput, GenerateParams, TokenEvent};
 use crate::model::tokenizer::Tokenizer;

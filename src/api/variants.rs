@@ -56,6 +56,17 @@ fn embedded_tokenizer(
     }
 }
 
+/// The tokenizer the FP16 variant of directory `dir` carries, if it carries one.
+pub fn variant_tokenizer(dir: &Path) -> Result<Option<Box<dyn Tokenizer>>> {
+    let manifest = Manifest::read(dir)?;
+    let info = manifest
+        .variant(crate::quant::Precision::Fp16)
+        .ok_or_else(|| Error::invalid(format!("{} has no fp16 variant", dir.display())))?;
+    let file = dir.join(&info.file);
+    let index = crate::store::read_index(&file)?;
+    embedded_tokenizer(&file, index.meta.tokenizer_name.as_deref(), index.tokenizer.as_deref())
+}
+
 /// Opens precision `opts.precision` of the variant directory `dir` (what `load_model` leaves to
 /// this level, since `model` sits below `store`). Without a pool budget the variant is loaded
 /// and uploaded whole; with one, its blocks are streamed through a pool of that many bytes.

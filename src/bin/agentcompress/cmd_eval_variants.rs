@@ -13,8 +13,15 @@ pub struct Args {
     variants: PathBuf,
     /// Evaluation text as token ids (whitespace-separated; one sequence per line). Default:
     /// sequences the FP16 variant samples itself from BOS.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "text")]
     tokens: Option<PathBuf>,
+    /// Evaluation text, tokenized with the variants' own tokenizer (or `--tokenizer`) and cut
+    /// into sequences of `--seq-len` tokens.
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Tokenizer for `--text` instead of the one the variants carry.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Self-generated sequences (when no `--tokens`).
     #[arg(long, default_value_t = 8)]
     seqs: usize,
@@ -56,20 +63,45 @@ fn read_tokens(p: &PathBuf) -> Result<Vec<Vec<u32>>> {
     Ok(seqs)
 }
 
+/// Tokenizes a text file and cuts it into sequences of `len` tokens (each starting with BOS).
+fn read_text(a: &Args, p: &PathBuf) -> Result<Vec<Vec<u32>>> {
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    let tok = match &a.tokenizer {
+        Some(t) => agentcompress::model::tokenizer::load_tokenizer(t)?,
+        None => agentcompress::api::variant_tokenizer(&a.variants)?.ok_or_else(|| {
+            Error::invalid(format!("{} carries no tokenizer: pass --tokenizer", a.variants.display()))
+        })?,
+    };
+    let ids = tok.encode(&text, false)?;
+    let len = a.seq_len.max(2);
+    let seqs: Vec<Vec<u32>> = ids
+        .chunks(len - 1)
+        .filter(|c| c.len() >= 2)
+        .map(|c| tok.bos_id().into_iter().chain(c.iter().copied()).collect())
+        .collect();
+    if seqs.is_empty() {
+        return Err(Error::corrupt(p, "the text encodes to fewer than 2 tokens"));
+    }
+    Ok(seqs)
+}
+
 /// Runs `eval-variants`.
 pub fn run(a: Args) -> Result<()> {
-    let seqs = a.tokens.as_ref().map(read_tokens).transpose()?;
+    let seqs = match (&a.tokens, &a.text) {
+        (Some(t), _) => Some(read_tokens(t)?),
+        (None, Some(t)) => Some(read_text(&a, t)?),
+        (None, None) => None,
+    };
     let text = SelfText {
         n_seqs: a.seqs,
         len: a.seq_len,
         seed: a.seed,
     };
     match &seqs {
-        Some(_) => eprintln!(
-            "evaluating on {}",
-            a.tokens
-                .as_ref()
-                .map_or(String::new(), |p| p.display().to_string())
+        Some(s) => eprintln!(
+            "evaluating on {} ({} sequences)",
+            a.tokens.as_ref().or(a.text.as_ref()).map_or(String::new(), |p| p.display().to_string()),
+            s.len()
         ),
         None => eprintln!("evaluating on {}", text.describe()),
     }

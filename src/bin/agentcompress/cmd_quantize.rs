@@ -1,7 +1,6 @@
 //! `agentcompress quantize`: writes the FP16, INT8, INT4 and INT2 variants of a model plus
 //! `manifest.json` into a directory, and prints a table of sizes and quality.
 
-use agentcompress::model::llama2c;
 use agentcompress::quant::{Method, QuantConfig};
 use agentcompress::store::{build_variants, BuildOptions, SelfText};
 use agentcompress::{Error, Result};
@@ -30,7 +29,8 @@ pub struct Args {
     /// Quantize the classifier too (default: it stays FP16).
     #[arg(long)]
     quantize_classifier: bool,
-    /// Tokenizer file (`tokenizer.bin` / `tokenizer.json`) to embed in every variant.
+    /// Tokenizer file (`tokenizer.bin` / `tokenizer.json`) to embed in every variant; default:
+    /// the one beside the model.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Self-generated calibration sequences for `als` (0: unweighted fit).
@@ -57,7 +57,8 @@ pub fn run(a: Args) -> Result<()> {
         keep_classifier_fp16: !a.quantize_classifier,
     };
     quant.validate()?;
-    let tok = match &a.tokenizer {
+    let tok_path = a.tokenizer.clone().or_else(|| agentcompress::model::load::find_tokenizer(&a.model));
+    let tok = match &tok_path {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
             let name = p
@@ -69,7 +70,7 @@ pub fn run(a: Args) -> Result<()> {
         None => None,
     };
     eprintln!("loading {}", a.model.display());
-    let dense = llama2c::load(&a.model)?;
+    let dense = agentcompress::model::load::load_model(&a.model)?;
     let text = |n: usize, seed: u64| {
         (n > 0).then_some(SelfText {
             n_seqs: n,
