@@ -8,18 +8,26 @@
 //   [M, xs] with xs = chunks * CPC, zero past K, so the padding codes of a row (partial last
 //   group, 16-byte row padding) meet zero activations and no activation at k >= K is read.
 //   `out` is f32 [M, N] row-major.
-// Launch: grid (ceil(N / (4 * R))), block 128 = 4 warps; warp w of block b owns rows
-//   (4b + w) * R .. + R (R = 4 for MT <= 2, else 2). Lane l streams chunks l, l + 32, ... of
-//   each of its rows (coalesced 512 bytes per warp per row), U = 2 chunks per row per step,
-//   so each lane has 2 * R independent 16-byte weight loads in flight (L1 bypassed); x is read
-//   through L1 (every warp of the SM reads the same few KB).
-// Math: per word, each code pair becomes an exact f16x2 with the magic number 0x6400, is
-//   dequantized to (q - z) * s in f16x2 (one fma), multiplied into an f16x2 partial sum with x,
-//   and every word's partial sum is flushed into the f32 accumulators (at most 16 products
-//   per f16 partial). A warp shuffle reduces each row; lane 0 writes it.
+//   `xsum` is f32 [M, xsb], xsb = xs / 32: the sum of each 32-element block of x16 (INT4 / INT2
+//   only; qx_to_f16 writes it).
+// Launch: grid (ceil(N / (4 * R)), S), block 128 = 4 warps; warp w of block b owns rows
+//   (4b + w) * R .. + R (R = 4 for MT <= 2, else 2). Split-K: block column y of S takes chunks
+//   y * 32 + lane, + 32 * S, ... of each of its rows (coalesced 512 bytes per warp per row),
+//   U = 2 chunks per row per step, so each lane has 2 * R independent 16-byte weight loads in
+//   flight (L1 bypassed); x is read through L1 (every warp of the SM reads the same few KB).
+//   S = 1 stores the outputs; S > 1 (small grids, chosen in quant.rs) adds them with f32
+//   atomics into an `out` that qx_to_f16 zeroed (S = 2 is still deterministic: 0 + a + b).
+// Math INT8: per word, each code pair becomes an exact f16x2 with the magic number 0x6400, is
+//   dequantized to q * s in f16x2, multiplied into an f16x2 partial sum with x, and every
+//   word's partial sum is flushed into the f32 accumulators.
+// Math INT4 / INT2 (group-sum): code pairs become exact f16x2 q without per-pair shifts
+//   (code_pair_ns: mask in place + one exact fma; one shift per word), f16x2 products q * x
+//   are flushed to f32 per word (at most 16 products per f16 partial) into a per-sub-block
+//   sum, and each 32-code sub-block (inside one group) adds s * sum(q x) - z * s * sum(x) in
+//   f32 once. A warp shuffle reduces each row; lane 0 writes (or adds) it.
 // Bounds: rows past N are clamped for loading and never stored; rows m >= M of the MT-wide
 //   tile are skipped; group indices are clamped to ng - 1 (INT2 chunks of 64 codes may cover
-//   a second group that exists only as padding).
+//   a second group that exists only as padding, where x and xsum are zero).
 #include "qcommon.cuh"
 
 #define QGEMV_WARPS 4

@@ -3,7 +3,9 @@
 //! `kernels/qgemv.cu` / `kernels/qgemm.cu` for how the kernels read it) and the launches.
 //!
 //! Decode (`rows <= 8`) runs the register-dequantising GEMV (`qgemv_b{BITS}_m{1,2,4,8}`) on an
-//! f16 copy of the activations padded with zeros to the packed row length; more rows run the
+//! f16 copy of the activations padded with zeros to the packed row length (plus 32-element sums
+//! for the INT4 / INT2 group-sum math), split across K over `gridDim.y` blocks when the rows
+//! alone give fewer than 8 blocks per SM; more rows run the
 //! tensor-core GEMM that dequantises tiles into shared memory (`qgemm_s_b{BITS}` with 32-row
 //! tiles up to 32 rows, `qgemm_b{BITS}` with 128-row tiles beyond).
 
