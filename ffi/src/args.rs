@@ -83,9 +83,7 @@ mod tests {
         let null = unsafe { c_str(std::ptr::null(), "task") }.unwrap_err();
         assert!(null.to_string().contains("task is NULL"));
         let bad = c"ab\xff";
-        let e = unsafe { c_str(bad.as_ptr(), "task") }
-            .unwrap_err()
-            .to_string();
+        let e = unsafe { c_str(bad.as_ptr(), "task") }.unwrap_err().to_string();
         assert!(e.contains("UTF-8") && e.contains("offset 2"), "{e}");
         assert!(unsafe { c_path(bad.as_ptr(), "path") }.is_ok());
         assert!(unsafe { c_path(c"".as_ptr(), "path") }.is_err());

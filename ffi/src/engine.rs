@@ -246,10 +246,7 @@ pub unsafe extern "C" fn ac_route(
 /// # Safety
 /// `out` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn ac_engine_stats(
-    engine: *const ac_engine,
-    out: *mut ac_stats,
-) -> ac_status {
+pub unsafe extern "C" fn ac_engine_stats(engine: *const ac_engine, out: *mut ac_stats) -> ac_status {
     guard(
         || {},
         || {

@@ -101,10 +101,6 @@ mod tests {
         assert_eq!(*held, "x", "an in-flight user keeps the object alive");
         let again = a.remove(h1).unwrap_err().to_string();
         assert!(again.contains("not live"), "{again}");
-        assert!(a
-            .get(std::ptr::null())
-            .unwrap_err()
-            .to_string()
-            .contains("NULL"));
+        assert!(a.get(std::ptr::null()).unwrap_err().to_string().contains("NULL"));
     }
 }

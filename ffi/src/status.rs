@@ -109,10 +109,7 @@ pub(crate) fn guard(
         Ok(Err(e)) => (ac_status::of(&e), e.to_string()),
         Err(p) => (
             ac_status::AC_INTERNAL,
-            format!(
-                "internal error: panic inside AgentCompress: {}",
-                panic_message(&*p)
-            ),
+            format!("internal error: panic inside AgentCompress: {}", panic_message(&*p)),
         ),
     };
     // The clean-up writes plain values to caller memory; it cannot panic in practice, but a
@@ -186,21 +183,14 @@ mod tests {
     #[test]
     fn guard_maps_errors_catches_panics_and_clears_on_success() {
         let mut cleaned = false;
-        let s = guard(
-            || cleaned = true,
-            || Err(Error::corrupt("m.bin", "short header")),
-        );
+        let s = guard(|| cleaned = true, || Err(Error::corrupt("m.bin", "short header")));
         assert_eq!(s, ac_status::AC_CORRUPT_MODEL);
         assert!(cleaned);
         assert!(last().contains("m.bin") && last().contains("short header"));
 
         let s = guard(|| {}, || panic!("boom {}", 7));
         assert_eq!(s, ac_status::AC_INTERNAL);
-        assert!(
-            last().contains("panic") && last().contains("boom 7"),
-            "{}",
-            last()
-        );
+        assert!(last().contains("panic") && last().contains("boom 7"), "{}", last());
 
         assert_eq!(guard(|| {}, || Ok(())), ac_status::AC_OK);
         assert_eq!(last(), "");

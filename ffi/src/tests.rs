@@ -108,14 +108,9 @@ fn version_and_static_names() {
     let v = unsafe { CStr::from_ptr(ac_version()) }.to_str().unwrap();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
     let name = |p: ac_precision| unsafe { CStr::from_ptr(ac_precision_name(p as i32)) };
+    assert_eq!(name(ac_precision::AC_PRECISION_INT4).to_str().unwrap(), "int4");
     assert_eq!(
-        name(ac_precision::AC_PRECISION_INT4).to_str().unwrap(),
-        "int4"
-    );
-    assert_eq!(
-        unsafe { CStr::from_ptr(ac_precision_name(17)) }
-            .to_str()
-            .unwrap(),
+        unsafe { CStr::from_ptr(ac_precision_name(17)) }.to_str().unwrap(),
         "unknown"
     );
 }
@@ -139,16 +134,8 @@ fn run_streams_routes_and_counts() {
     assert_eq!(seen.ids.len(), 12);
     assert!(seen.indices_in_order);
     assert!(!i.cancelled && !i.hit_eos);
-    assert_eq!(
-        i.prompt_tokens,
-        task.to_bytes().len() as u64 + 1,
-        "BOS + one id per byte"
-    );
-    assert_eq!(
-        text(r),
-        seen.text,
-        "the stream concatenates to the result text"
-    );
+    assert_eq!(i.prompt_tokens, task.to_bytes().len() as u64 + 1, "BOS + one id per byte");
+    assert_eq!(text(r), seen.text, "the stream concatenates to the result text");
     assert_eq!(i.text_len, seen.text.len());
     let mut taken = unsafe { std::mem::zeroed::<ac_route_info>() };
     assert_eq!(unsafe { ac_result_route(r, &mut taken) }, ac_status::AC_OK);
@@ -225,34 +212,22 @@ fn null_arguments_are_invalid_and_named() {
     let mut route = unsafe { std::mem::zeroed::<ac_route_info>() };
     let mut r = null_mut();
     unsafe {
-        check(
-            ac_route(null_mut(), task.as_ptr(), &mut route),
-            "engine handle is NULL",
-        );
+        check(ac_route(null_mut(), task.as_ptr(), &mut route), "engine handle is NULL");
         check(ac_route(e, null(), &mut route), "task is NULL");
         check(ac_route(e, task.as_ptr(), null_mut()), "out is NULL");
-        check(
-            ac_engine_stats(null(), &mut ac_stats::default()),
-            "engine handle is NULL",
-        );
+        check(ac_engine_stats(null(), &mut ac_stats::default()), "engine handle is NULL");
         check(ac_engine_stats(e, null_mut()), "out is NULL");
         check(
             ac_run(null_mut(), task.as_ptr(), null(), None, null_mut(), &mut r),
             "engine handle is NULL",
         );
-        check(
-            ac_run(e, null(), null(), None, null_mut(), &mut r),
-            "task is NULL",
-        );
+        check(ac_run(e, null(), null(), None, null_mut(), &mut r), "task is NULL");
         check(
             ac_run(e, task.as_ptr(), null(), None, null_mut(), null_mut()),
             "out is NULL",
         );
         check(ac_result_route(null(), &mut route), "result handle is NULL");
-        check(
-            ac_result_info(null(), &mut ac_run_info::default()),
-            "result handle is NULL",
-        );
+        check(ac_result_info(null(), &mut ac_run_info::default()), "result handle is NULL");
     }
     assert!(ac_result_text(null()).is_null());
     assert!(last_error().contains("result handle is NULL"));
@@ -303,10 +278,7 @@ fn bad_paths_corrupt_models_and_bad_params_are_reported() {
     assert_eq!(s, ac_status::AC_INVALID_ARGUMENT);
     let (s, msg) = open_status(c"builtin:tiny", Some(c"cu\xffda"), None);
     assert_eq!(s, ac_status::AC_INVALID_ARGUMENT);
-    assert!(
-        msg.contains("params->device") && msg.contains("UTF-8"),
-        "{msg}"
-    );
+    assert!(msg.contains("params->device") && msg.contains("UTF-8"), "{msg}");
 
     let e = open("builtin:tiny");
     let bads: [(&str, fn(&mut ac_run_params)); 4] = [
@@ -488,11 +460,7 @@ fn closing_while_another_thread_runs_is_safe() {
                 &mut r,
             )
         };
-        let tokens = if s == ac_status::AC_OK {
-            info(r).tokens
-        } else {
-            0
-        };
+        let tokens = if s == ac_status::AC_OK { info(r).tokens } else { 0 };
         ac_result_free(r);
         (s, tokens)
     });
@@ -510,15 +478,11 @@ fn closing_while_another_thread_runs_is_safe() {
 #[test]
 fn the_demo_model_opens_and_runs() {
     let e = open("builtin:demo");
-    let (s, r, seen) = run(
-        e,
-        c"Plan the steps to summarise a report.",
-        &params(3),
-        None,
-    );
+    let (s, r, seen) = run(e, c"Plan the steps to summarise a report.", &params(3), None);
     assert_eq!(s, ac_status::AC_OK, "{}", last_error());
     assert_eq!(seen.ids.len(), 3);
     assert!(seen.ids.iter().all(|&id| id < 259));
     ac_result_free(r);
     ac_engine_close(e);
 }
+

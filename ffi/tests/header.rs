@@ -84,8 +84,7 @@ fn declared_functions(header: &str) -> BTreeSet<String> {
         let mut i = 0;
         while let Some(pos) = line[i..].find("ac_") {
             let start = i + pos;
-            let boundary = start == 0
-                || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
             let end = start
                 + line[start..]
                     .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -115,10 +114,7 @@ fn library_exports_exactly_the_declared_functions() {
     }
     let header = std::fs::read_to_string(header_path()).expect("read include/agentcompress.h");
     let declared = declared_functions(&header);
-    assert!(
-        declared.len() >= 15,
-        "parsed too few declarations: {declared:?}"
-    );
+    assert!(declared.len() >= 15, "parsed too few declarations: {declared:?}");
     let so = lib_dir().join("libagentcompress.so");
     let out = output(Command::new("nm").args(["-D", "--defined-only"]).arg(&so));
     assert!(out.status.success(), "nm failed on {so:?}");

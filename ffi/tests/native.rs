@@ -12,10 +12,7 @@ use std::process::Command;
 const AC_UNSUPPORTED: i32 = 4;
 
 fn cpp_example() -> std::path::PathBuf {
-    repo_root()
-        .join("examples")
-        .join("cpp")
-        .join("route_and_run.cpp")
+    repo_root().join("examples").join("cpp").join("route_and_run.cpp")
 }
 
 /// Builds the C++ example into `dir`.
@@ -203,7 +200,6 @@ fn cmake_finds_the_installed_library() {
             .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())),
     );
     run_ok(Command::new("cmake").arg("--build").arg(&build));
-    let stdout =
-        run_ok(Command::new(build.join("route_and_run")).args(["builtin:tiny", "-", "hi", "3"]));
+    let stdout = run_ok(Command::new(build.join("route_and_run")).args(["builtin:tiny", "-", "hi", "3"]));
     check_report(&stdout, 3);
 }

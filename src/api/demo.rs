@@ -93,10 +93,7 @@ mod tests {
         assert_eq!(e.config().vocab_size, BYTE_VOCAB);
         assert_eq!(e.config().n_layers, 5);
         let err = Engine::builtin("builtin:huge").unwrap_err().to_string();
-        assert!(
-            err.contains("builtin:huge") && err.contains("builtin:demo"),
-            "{err}"
-        );
+        assert!(err.contains("builtin:huge") && err.contains("builtin:demo"), "{err}");
         assert!(!Engine::is_builtin("model.bin"));
     }
 }

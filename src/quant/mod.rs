@@ -19,6 +19,7 @@ pub use variant::{
 
 pub mod precision;
 
+
 use crate::model::Tensor;
 
 /// One projection matrix `[out, in]`, in whichever precision its variant stores it.
