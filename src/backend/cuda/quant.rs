@@ -3,7 +3,9 @@
 //! `kernels/qgemv.cu` / `kernels/qgemm.cu` for how the kernels read it) and the launches.
 //!
 //! Decode (`rows <= 8`) runs the register-dequantising GEMV (`qgemv_b{BITS}_m{1,2,4,8}`) on an
-//! f16 copy of the activations padded with zeros to the packed row length; more rows run the
+//! f16 copy of the activations padded with zeros to the packed row length (plus 32-element sums
+//! for the INT4 / INT2 group-sum math), split across K over `gridDim.y` blocks when the rows
+//! alone give fewer than 8 blocks per SM; more rows run the
 //! tensor-core GEMM that dequantises tiles into shared memory (`qgemm_s_b{BITS}` with 32-row
 //! tiles up to 32 rows, `qgemm_b{BITS}` with 128-row tiles beyond).
 
@@ -30,6 +32,18 @@ pub fn path_name(rows: usize) -> &'static str {
     } else {
         "qgemm"
     }
+}
+
+/// Blocks per SM the GEMV grid should reach before it splits K across blocks.
+const GEMV_BLOCKS_PER_SM: usize = 8;
+/// Fewest 16-byte chunks per row a K-split may take (2 per lane: one loop step).
+const GEMV_MIN_SPLIT_CHUNKS: usize = 64;
+
+/// K-splits of the GEMV: 1 while `blocks` fill `sms * GEMV_BLOCKS_PER_SM`, else enough splits
+/// to get there, each keeping at least `GEMV_MIN_SPLIT_CHUNKS` chunks of the row.
+fn gemv_splits(blocks: usize, chunks: usize, sms: usize) -> usize {
+    let want = (sms * GEMV_BLOCKS_PER_SM) / blocks.max(1);
+    want.min(chunks / GEMV_MIN_SPLIT_CHUNKS).clamp(1, 8)
 }
 
 /// Output rows per GEMV block (4 warps x R rows; R = 4 for tiles 1 and 2, 2 otherwise).
@@ -141,7 +155,13 @@ pub(crate) struct QuantState {
     /// Benchmark fill kernels.
     pub(crate) fill_words: CudaFunction,
     pub(crate) fill_halves: CudaFunction,
-    x16: Mutex<CudaSlice<u16>>,
+    x16: Mutex<GemvScratch>,
+}
+
+/// Device scratch of the GEMV path: the f16 activations and their 32-element sums.
+struct GemvScratch {
+    x16: CudaSlice<u16>,
+    xsum: CudaSlice<f32>,
 }
 
 fn bits_index(bits: u32) -> usize {
@@ -176,7 +196,10 @@ impl QuantState {
             to_f16: super::kernels::func(&gv, "qx_to_f16")?,
             fill_words: super::kernels::func(&gv, "qfill_words")?,
             fill_halves: super::kernels::func(&gv, "qfill_halves")?,
-            x16: Mutex::new(stream.alloc_zeros(1 << 16).map_err(cuda_err)?),
+            x16: Mutex::new(GemvScratch {
+                x16: stream.alloc_zeros(1 << 16).map_err(cuda_err)?,
+                xsum: stream.alloc_zeros(1 << 11).map_err(cuda_err)?,
+            }),
         })
     }
 }
@@ -248,28 +271,48 @@ pub fn matmul(
             .unwrap_or(GEMV_TILES.len() - 1);
         let tile = GEMV_TILES[ti];
         let xs = w.chunks() * w.codes_per_chunk();
-        let mut x16 = q
+        let mut scratch = q
             .x16
             .lock()
             .map_err(|_| Error::Internal("quant scratch lock poisoned".into()))?;
         // The kernels read `tile` rows of x16 (rows >= `rows` are never used but must exist).
         let need = tile * xs;
-        if x16.len() < need {
-            *x16 = s.alloc_zeros(need.next_power_of_two()).map_err(cuda_err)?;
+        if scratch.x16.len() < need {
+            scratch.x16 = s.alloc_zeros(need.next_power_of_two()).map_err(cuda_err)?;
         }
+        // 32-element activation sums of the INT4 / INT2 group-sum path (INT8 uses none).
+        let xsb = if w.bits == 8 { 0 } else { xs / 32 };
+        if scratch.xsum.len() < tile * xsb {
+            scratch.xsum = s
+                .alloc_zeros((tile * xsb).next_power_of_two())
+                .map_err(cuda_err)?;
+        }
+        let GemvScratch { x16, xsum } = &mut *scratch;
+        let blocks = w.out.div_ceil(gemv_rows_per_block(tile));
+        let splits = gemv_splits(blocks, w.chunks(), be.sm_count());
         let (xs32, m32) = (i32_of("padded in features", xs)?, i32_of("rows", rows)?);
+        let (xsb32, zero_out) = (i32_of("sub-blocks", xsb)?, (splits > 1) as i32);
         let cfg = LaunchConfig {
             grid_dim: (xs.div_ceil(256) as u32, rows as u32, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut b = s.launch_builder(&q.to_f16);
-        b.arg(x).arg(&mut *x16).arg(&k).arg(&xs32);
-        // SAFETY: x holds rows * in (checked by the caller); x16 holds tile * xs >= rows * xs.
+        b.arg(x)
+            .arg(&mut *x16)
+            .arg(&mut *xsum)
+            .arg(&mut *out)
+            .arg(&k)
+            .arg(&xs32)
+            .arg(&xsb32)
+            .arg(&n)
+            .arg(&zero_out);
+        // SAFETY: x holds rows * in (checked by the caller); x16 holds tile * xs >= rows * xs,
+        // xsum tile * xsb, out rows * out (zeroed only when the GEMV splits K).
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         let chunks = i32_of("chunks", w.chunks())?;
         let cfg = LaunchConfig {
-            grid_dim: (w.out.div_ceil(gemv_rows_per_block(tile)) as u32, 1, 1),
+            grid_dim: (blocks as u32, splits as u32, 1),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -278,16 +321,18 @@ pub fn matmul(
             .arg(&w.scales)
             .arg(&w.zeros)
             .arg(&*x16)
+            .arg(&*xsum)
             .arg(out)
             .arg(&n)
             .arg(&m32)
             .arg(&chunks)
             .arg(&ng)
             .arg(&group)
-            .arg(&xs32);
-        // SAFETY: codes/scales/zeros match the format (QMat::from_device); x16 rows < rows are
-        // written above and rows >= `rows` are read only as zeros-or-stale and never stored;
-        // out holds rows * out (checked by the caller).
+            .arg(&xs32)
+            .arg(&xsb32);
+        // SAFETY: codes/scales/zeros match the format (QMat::from_device); x16 / xsum rows <
+        // rows are written above and rows >= `rows` are never read; out holds rows * out
+        // (checked by the caller) and was zeroed above when splits > 1 (atomic adds).
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
     } else {
         let (m, rw) = (i32_of("rows", rows)?, i32_of("row words", w.row_words)?);
@@ -339,5 +384,11 @@ mod tests {
         assert_eq!(path_name(8), "qgemv");
         assert_eq!(path_name(9), "qgemm-skinny");
         assert_eq!(path_name(33), "qgemm");
+        // Big grids never split; small ones split up to the chunk limit.
+        assert_eq!(gemv_splits(1792, 128, 132), 1);
+        assert_eq!(gemv_splits(512, 256, 132), 2);
+        assert_eq!(gemv_splits(512, 128, 132), 2);
+        assert_eq!(gemv_splits(3, 63, 132), 1);
+        assert_eq!(gemv_splits(3, 4096, 132), 8);
     }
 }
