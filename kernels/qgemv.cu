@@ -145,7 +145,9 @@ __device__ __forceinline__ void qgemv_chunk_gs(const uint4 (&wv)[R], const int (
                                                float (&acc)[R][MT]) {
     typedef QFmt<BITS> F;
     constexpr int CPC = 128 / BITS;
-    constexpr int NS = CPC / 32;  // sub-blocks of 32 codes per chunk (INT4: 1, INT2: 2)
+    // Sub-blocks of 32 codes per chunk (INT4: 1, INT2: 2). INT8 never takes this path, but the
+    // plain `if` in qgemv_step instantiates it anyway: keep its constants well defined.
+    constexpr int NS = CPC >= 32 ? CPC / 32 : 1;
     constexpr int WPS = 4 / NS;   // words per sub-block
     constexpr int IP = (10 - BITS) / BITS + 1;
     const int k0 = c * CPC;
