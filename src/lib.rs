@@ -10,13 +10,13 @@ pub mod backend;
 pub mod controller;
 pub mod engine;
 pub mod error;
-pub mod io;
 pub mod eval;
+pub mod io;
 pub mod model;
 pub mod pool;
 pub mod quant;
-pub mod store;
 pub mod router;
+pub mod store;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -1,15 +1,18 @@
 //! Compiles every embedded CUDA kernel with NVRTC for sm_80 and sm_90 (no GPU needed).
 //! Skips, with a clear message, only when no NVRTC library can be found at all.
 
-use std::io::Write;
 use agentcompress::backend::cuda::{libs, nvrtc, sources};
+use std::io::Write;
 
 #[test]
 fn every_kernel_compiles_for_sm80_and_sm90() {
     if libs::find_nvrtc().is_none() {
         // Written to the stderr handle directly so the harness does not capture it: a skip is
         // always visible in the test output.
-        let _ = writeln!(std::io::stderr(), "SKIPPED: NVRTC not found (install nvidia-cuda-nvrtc or set AGENTCOMPRESS_NVRTC)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: NVRTC not found (install nvidia-cuda-nvrtc or set AGENTCOMPRESS_NVRTC)"
+        );
         return;
     }
     let (maj, min) = nvrtc::version().expect("NVRTC loads");

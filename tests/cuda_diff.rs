@@ -2,9 +2,9 @@
 //! `agentcompress gpu-check`). Without a CUDA device this prints `SKIPPED: no CUDA device
 //! (reason)`; it never passes silently.
 
-use std::io::Write;
 use agentcompress::backend::cuda::{check, CudaBackend};
 use agentcompress::Error;
+use std::io::Write;
 
 #[test]
 fn cuda_matches_cpu_oracle() {

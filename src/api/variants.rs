@@ -64,7 +64,11 @@ pub fn variant_tokenizer(dir: &Path) -> Result<Option<Box<dyn Tokenizer>>> {
         .ok_or_else(|| Error::invalid(format!("{} has no fp16 variant", dir.display())))?;
     let file = dir.join(&info.file);
     let index = crate::store::read_index(&file)?;
-    embedded_tokenizer(&file, index.meta.tokenizer_name.as_deref(), index.tokenizer.as_deref())
+    embedded_tokenizer(
+        &file,
+        index.meta.tokenizer_name.as_deref(),
+        index.tokenizer.as_deref(),
+    )
 }
 
 /// Opens precision `opts.precision` of the variant directory `dir` (what `load_model` leaves to

@@ -142,8 +142,19 @@ impl Blas {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn gemm(&self, be: &CudaBackend, x: &CudaSlice<u16>, w: &CudaSlice<u16>, out: &mut CudaSlice<u16>, m: usize, n: usize, k: usize) -> Result<()> {
-        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
+    pub(crate) fn gemm(
+        &self,
+        be: &CudaBackend,
+        x: &CudaSlice<u16>,
+        w: &CudaSlice<u16>,
+        out: &mut CudaSlice<u16>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        use cudarc::cublas::sys::{
+            cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
+        };
         let s = be.stream();
         let (alpha, beta) = (1.0f32, 0.0f32);
         let (wp, _a) = w.device_ptr(s);
@@ -305,7 +316,12 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         });
     }
 
-    rows.extend(super::bench_quant::run_rows(be, it, copy_gbps, blas.as_ref()));
+    rows.extend(super::bench_quant::run_rows(
+        be,
+        it,
+        copy_gbps,
+        blas.as_ref(),
+    ));
 
     // Prefill attention: 64 heads x 128, S = 4096, causal.
     {

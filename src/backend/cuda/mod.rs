@@ -214,7 +214,12 @@ impl CudaBackend {
             )));
         }
         let data = self.inner.stream.clone_htod(bits).map_err(cuda_err)?;
-        Ok(CudaMat { data, out, inp, q: None })
+        Ok(CudaMat {
+            data,
+            out,
+            inp,
+            q: None,
+        })
     }
 
     /// Wraps an already-filled device FP16 buffer `[out, in]` as a matrix.
@@ -222,7 +227,12 @@ impl CudaBackend {
         if data.len() < out * inp {
             return Err(Error::invalid("device buffer smaller than the matrix"));
         }
-        Ok(CudaMat { data, out, inp, q: None })
+        Ok(CudaMat {
+            data,
+            out,
+            inp,
+            q: None,
+        })
     }
 
     /// [`Backend::attention`] through an explicit kernel path (for checks and benchmarks).
@@ -302,7 +312,13 @@ impl CudaBackend {
     }
 
     /// GEMV (`rows == 1`) or tensor-core GEMM into `out`, as [`Backend::matmul`].
-    fn launch_matmul(&self, x: &CudaSlice<f32>, w: &CudaMat, out: &mut CudaSlice<f32>, rows: usize) -> Result<()> {
+    fn launch_matmul(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaMat,
+        out: &mut CudaSlice<f32>,
+        rows: usize,
+    ) -> Result<()> {
         if let Some(q) = &w.q {
             return quant::matmul(self, x, q, out, rows);
         }
@@ -399,7 +415,12 @@ impl Backend for CudaBackend {
                 let q = quant::upload(self, m)?;
                 let (out, inp) = q.dims();
                 let data = self.inner.stream.alloc_zeros(1).map_err(cuda_err)?;
-                Ok(CudaMat { data, out, inp, q: Some(q) })
+                Ok(CudaMat {
+                    data,
+                    out,
+                    inp,
+                    q: Some(q),
+                })
             }
         }
     }
@@ -440,7 +461,9 @@ impl Backend for CudaBackend {
 
     fn embed(&self, table: &CudaMat, tokens: &[u32], out: &mut CudaSlice<f32>) -> Result<()> {
         if table.q.is_some() {
-            return Err(Error::Unsupported("embedding lookup in a packed INT8/INT4/INT2 table".into()));
+            return Err(Error::Unsupported(
+                "embedding lookup in a packed INT8/INT4/INT2 table".into(),
+            ));
         }
         let (vocab, dim) = table.dims();
         check_len("embed", out.len(), tokens.len() * dim)?;

@@ -38,9 +38,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(a),
         BenchCommand::Stream(a) => crate::cmd_bench_stream::run(a),
-        BenchCommand::Controller(a) => crate::cmd_bench_controller::run(crate::cmd_bench_controller::BenchArgs {
-            what: crate::cmd_bench_controller::BenchWhat::Controller(a),
-        }),
+        BenchCommand::Controller(a) => {
+            crate::cmd_bench_controller::run(crate::cmd_bench_controller::BenchArgs {
+                what: crate::cmd_bench_controller::BenchWhat::Controller(a),
+            })
+        }
     }
 }
 

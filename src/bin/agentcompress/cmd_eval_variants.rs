@@ -69,7 +69,10 @@ fn read_text(a: &Args, p: &PathBuf) -> Result<Vec<Vec<u32>>> {
     let tok = match &a.tokenizer {
         Some(t) => agentcompress::model::tokenizer::load_tokenizer(t)?,
         None => agentcompress::api::variant_tokenizer(&a.variants)?.ok_or_else(|| {
-            Error::invalid(format!("{} carries no tokenizer: pass --tokenizer", a.variants.display()))
+            Error::invalid(format!(
+                "{} carries no tokenizer: pass --tokenizer",
+                a.variants.display()
+            ))
         })?,
     };
     let ids = tok.encode(&text, false)?;
@@ -100,7 +103,10 @@ pub fn run(a: Args) -> Result<()> {
     match &seqs {
         Some(s) => eprintln!(
             "evaluating on {} ({} sequences)",
-            a.tokens.as_ref().or(a.text.as_ref()).map_or(String::new(), |p| p.display().to_string()),
+            a.tokens
+                .as_ref()
+                .or(a.text.as_ref())
+                .map_or(String::new(), |p| p.display().to_string()),
             s.len()
         ),
         None => eprintln!("evaluating on {}", text.describe()),

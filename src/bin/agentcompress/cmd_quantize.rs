@@ -57,7 +57,10 @@ pub fn run(a: Args) -> Result<()> {
         keep_classifier_fp16: !a.quantize_classifier,
     };
     quant.validate()?;
-    let tok_path = a.tokenizer.clone().or_else(|| agentcompress::model::load::find_tokenizer(&a.model));
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .or_else(|| agentcompress::model::load::find_tokenizer(&a.model));
     let tok = match &tok_path {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;

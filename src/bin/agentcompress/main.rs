@@ -2,19 +2,19 @@
 //! clap `Args` struct and a `run` function; this file only dispatches.
 
 mod cmd_bench;
-mod cmd_bench_stream;
 mod cmd_bench_controller;
+mod cmd_bench_stream;
 mod cmd_demo;
 mod cmd_eval;
+mod cmd_eval_variants;
 mod cmd_generate;
 mod cmd_gpu_check;
 mod cmd_inspect;
 mod cmd_logits;
+mod cmd_quantize;
 mod cmd_route;
 mod cmd_train_controller;
 mod common;
-mod cmd_eval_variants;
-mod cmd_quantize;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
