@@ -254,6 +254,35 @@ fn api_opens_variant_directories_resident_and_streamed() {
 }
 
 #[test]
+fn engine_builder_opens_a_variant_directory_at_fp16() {
+    let dir = variants();
+    let params = GenerateParams {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let built = agentcompress::api::Engine::builder(dir)
+        .device(Device::Cpu)
+        .build()
+        .unwrap();
+    let opened = open_variant(
+        dir,
+        &VariantOpenOptions {
+            device: Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let a = built
+        .generate("Once upon a time", &params, |_| true)
+        .unwrap();
+    let b = opened
+        .generate("Once upon a time", &params, |_| true)
+        .unwrap();
+    assert_eq!(a.ids, b.ids);
+    assert_eq!(built.route("a task").unwrap().precision, Precision::Fp16);
+}
+
+#[test]
 fn bench_stream_runs_on_a_variant_directory() {
     use agentcompress::pool::bench::{bench_stream, StreamBenchOptions};
     let dir = variants();

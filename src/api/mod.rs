@@ -222,6 +222,24 @@ impl EngineBuilder {
 
     /// Loads the model and uploads it to the chosen device.
     pub fn build(self) -> Result<Engine> {
+        if let (None, Some(p)) = (&self.weights, &self.path) {
+            if p.is_dir()
+                && crate::model::load::detect_format(p)?
+                    == crate::model::load::ModelFormat::VariantStore
+            {
+                // A variants directory opens its FP16 variant; `open_variant` picks others.
+                let opts = VariantOpenOptions {
+                    device: self.device,
+                    tokenizer: self.tokenizer_path.clone(),
+                    ..Default::default()
+                };
+                let mut engine = open_variant(p, &opts)?;
+                if let Some(t) = self.tokenizer {
+                    engine.tokenizer = Some(t);
+                }
+                return Ok(engine);
+            }
+        }
         let (weights, source) = match (self.weights, &self.path) {
             (Some(w), _) => (w, "in-memory weights".to_string()),
             (None, Some(p)) => (crate::model::load::load_model(p)?, p.display().to_string()),
