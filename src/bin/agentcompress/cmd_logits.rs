@@ -3,6 +3,7 @@
 use crate::common::ModelArgs;
 use agentcompress::{Error, Result};
 use clap::Args;
+use std::io::Write;
 
 /// Print the logits of a token sequence as JSON: `{"logits": [[...]]}`.
 #[derive(Args, Debug)]
@@ -39,6 +40,7 @@ pub fn run(args: LogitsArgs) -> Result<()> {
     let engine = args.model.open()?;
     let logits = engine.logits(&ids, args.all)?;
     let json = serde_json::json!({ "logits": logits });
-    println!("{json}");
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout(), "{json}");
     Ok(())
 }
