@@ -234,6 +234,16 @@ fn api_opens_variant_directories_resident_and_streamed() {
         texts.push(out.text);
         if let Some(s) = engine.pool_stats() {
             assert!(s.misses > 0 && s.bytes_read > 0, "{s:?}");
+            let ran = engine.run("Once upon a time", &params, |_| true).unwrap();
+            assert!(!ran.output.ids.is_empty());
+            let after = engine.pool_stats().unwrap();
+            assert_eq!(
+                engine.stats().bytes_streamed,
+                after.bytes_read,
+                "engine stats report the pool's bytes"
+            );
+        } else {
+            assert_eq!(engine.stats().bytes_streamed, 0);
         }
     }
     assert_eq!(

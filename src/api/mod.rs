@@ -192,7 +192,11 @@ impl Engine {
 
     /// Counters since the engine was opened.
     pub fn stats(&self) -> EngineStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut st = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Some(pool) = self.model.pool_stats() {
+            st.bytes_streamed = pool.bytes_read;
+        }
+        st
     }
 
     /// Logits for `ids` from a fresh sequence: the last position, or every position when `all`.

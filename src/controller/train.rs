@@ -3,11 +3,11 @@
 //! `w_cost * cost + w_quality * max(0, threshold - quality)` (plus regression of the complexity
 //! and of the pruning/sparsity heads to their label-derived targets).
 //!
-//! Gradients are written by hand for the trainable part, the [`Head`] (attention pooling,
+//! Gradients are written by hand for the trainable part, the `Head` (attention pooling,
 //! complexity MLP, policy heads); the projection and encoder stay at their seeded
 //! initialisation (frozen random features), which keeps training light enough to live in the
 //! default build and to run in CI. Because training and inference call the same
-//! [`Head::forward_traced`], the runtime forward is the training forward by construction; a
+//! `Head::forward_traced`, the runtime forward is the training forward by construction; a
 //! finite-difference test checks the gradients.
 
 use super::encoder::{Encoded, Head};

@@ -215,7 +215,7 @@ pub fn write(path: &Path, wfs: &[Workflow]) -> Result<()> {
     std::fs::write(path, s).map_err(|e| Error::io(path, e))
 }
 
-/// Reads workflows written by [`write`].
+/// Reads workflows written by [`write()`].
 pub fn read(path: &Path) -> Result<Vec<Workflow>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     text.lines()

@@ -291,6 +291,11 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn argmax(&self, x: &Vec<f32>, len: usize) -> Result<u32> {
+        check_len("argmax", x.len(), len)?;
+        Ok(argmax(&x[..len]) as u32)
+    }
+
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<()> {
         check_len("add x", x.len(), len)?;
         check_len("add y", y.len(), len)?;

@@ -4,7 +4,7 @@
 //! Files are memory-mapped; every tensor is a zero-copy view (float32, float16 or bfloat16).
 //! Hugging Face stores q/k for the rotate-half RoPE convention, so the config says
 //! [`RopeStyle::RotateHalf`](crate::model::RopeStyle::RotateHalf). Every failure is a typed
-//! [`Error`](crate::Error) naming the file and the problem.
+//! [`crate::Error`] naming the file and the problem.
 
 pub mod config;
 pub mod safetensors;
