@@ -92,6 +92,9 @@ pub struct EvalArgs {
     /// Controller configuration: small or reference.
     #[arg(long, default_value = "small")]
     pub controller: String,
+    /// Outer (Adam) learning rate of controller training.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
     /// Quality threshold (fidelity to FP16) and router target.
     #[arg(long, default_value_t = 0.95)]
     pub threshold: f32,
@@ -128,6 +131,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         ..EvalConfig::default()
     };
     cfg.train.iterations = a.iterations;
+    cfg.train.outer_lr = a.lr;
     cfg.train.threshold = a.threshold;
     cfg.train.seed = a.seed;
     let labels = a.labels.as_deref().map(LabelSet::load).transpose()?;

@@ -36,6 +36,9 @@ pub struct TrainControllerArgs {
     /// Controller configuration: small or reference.
     #[arg(long, default_value = "small")]
     pub controller: String,
+    /// Outer (Adam) learning rate of controller training.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
     /// Quality threshold of the loss and router target.
     #[arg(long, default_value_t = 0.95)]
     pub threshold: f32,
@@ -61,6 +64,7 @@ pub fn run(a: TrainControllerArgs) -> Result<()> {
         ..EvalConfig::default()
     };
     cfg.train.iterations = a.iterations;
+    cfg.train.outer_lr = a.lr;
     cfg.train.batch = a.batch;
     cfg.train.threshold = a.threshold;
     cfg.train.w_cost = a.w_cost;
