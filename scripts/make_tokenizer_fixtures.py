@@ -109,6 +109,11 @@ HAND_TOK512 = [
     ("", [1]),
 ]
 
+# The ids SentencePiece's own Llama 2 tokenizer gives (widely published); " Once" 9038,
+# " upon" 2501, " a" 263, " time" 931.
+HAND_LLAMA2 = [("Once upon a time", [1, 9038, 2501, 263, 931])]
+HAND = {"tok512": HAND_TOK512, "llama2": HAND_LLAMA2}
+
 
 def write_json(path, obj):
     """Writes indented JSON, keeping each innermost case (text and id lists) on one line."""
@@ -138,12 +143,11 @@ def make_llama2c():
     for name, rel in VOCABS.items():
         pieces, scores = read_llama2c(os.path.join(MODELS, rel))
         cases = [{"text": t, "ids": llama2c_encode(pieces, scores, t)} for t in PROMPTS]
-        out["vocabs"][name] = {"file": rel, "cases": cases}
-        if name == "tok512":
-            for text, ids in HAND_TOK512:
-                got = llama2c_encode(pieces, scores, text)
-                assert got == ids, (text, got, ids)
-            out["hand_tok512"] = [{"text": t, "ids": ids} for t, ids in HAND_TOK512]
+        for text, ids in HAND[name]:
+            got = llama2c_encode(pieces, scores, text)
+            assert got == ids, (name, text, got, ids)
+        hand = [{"text": t, "ids": ids} for t, ids in HAND[name]]
+        out["vocabs"][name] = {"file": rel, "cases": cases, "by_hand": hand}
     write_json(os.path.join(OUT, "llama2c_expected.json"), out)
 
 
