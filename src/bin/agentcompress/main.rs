@@ -20,7 +20,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "agentcompress", version, about = "Route every task to the cheapest precision of one LLaMA-family model that still does it well")]
+#[command(
+    name = "agentcompress",
+    version,
+    about = "Route every task to the cheapest precision of one LLaMA-family model that still does it well"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
