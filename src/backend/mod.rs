@@ -5,6 +5,7 @@
 //! ([`Backend::Mat`], any precision). Activations are row-major `[rows, width]`.
 //! The CPU backend is the reference every other backend is tested against.
 
+pub mod checks;
 pub mod cpu;
 pub mod cuda;
 

@@ -5,6 +5,7 @@ mod kernels;
 
 pub use kernels::{argmax, dot};
 
+use super::checks::{check_len, AttentionShape};
 use super::Backend;
 use crate::model::{DType, RopeStyle, Tensor};
 use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, Packed, WeightMatrix};
@@ -56,15 +57,6 @@ impl CpuBackend {
 
 /// Rows are processed in parallel once a matrix has this many output rows.
 const PAR_MIN_ROWS: usize = 64;
-
-fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
-    if have < need {
-        return Err(Error::invalid(format!(
-            "{what}: buffer holds {have} elements, the operation needs {need}"
-        )));
-    }
-    Ok(())
-}
 
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
@@ -248,15 +240,14 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let q_dim = n_heads * head_dim;
         let kv_dim = n_kv_heads * head_dim;
-        check_len("attention q", q.len(), rows * q_dim)?;
-        check_len("attention out", out.len(), rows * q_dim)?;
-        check_len("attention k cache", k_cache.len(), (pos0 + rows) * kv_dim)?;
-        check_len("attention v cache", v_cache.len(), (pos0 + rows) * kv_dim)?;
-        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-            return Err(Error::invalid(format!(
-                "n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}"
-            )));
-        }
+        let shape = AttentionShape {
+            rows,
+            pos0,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+        };
+        shape.check(q.len(), out.len(), k_cache.len(), v_cache.len())?;
         let group = n_heads / n_kv_heads;
         let work = rows * n_heads * (pos0 + rows) * head_dim;
         let task = |(idx, o): (usize, &mut [f32])| {

@@ -18,6 +18,7 @@ pub mod nvrtc;
 pub mod quant;
 pub mod sources;
 
+use super::checks::{check_len, AttentionShape};
 use super::Backend;
 use crate::model::{DType, RopeStyle};
 use crate::quant::WeightMatrix;
@@ -85,15 +86,6 @@ fn dim32(what: &str, v: usize) -> Result<i32> {
             "{what} = {v} does not fit the kernels' 32-bit sizes"
         ))
     })
-}
-
-fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
-    if have < need {
-        return Err(Error::invalid(format!(
-            "{what}: buffer holds {have} elements, the operation needs {need}"
-        )));
-    }
-    Ok(())
 }
 
 /// Launch shape of the 1-D elementwise kernels.
@@ -250,17 +242,14 @@ impl CudaBackend {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> Result<()> {
-        let q_dim = n_heads * head_dim;
-        let kv_dim = n_kv_heads * head_dim;
-        check_len("attention q", q.len(), rows * q_dim)?;
-        check_len("attention out", out.len(), rows * q_dim)?;
-        check_len("attention k cache", k_cache.len(), (pos0 + rows) * kv_dim)?;
-        check_len("attention v cache", v_cache.len(), (pos0 + rows) * kv_dim)?;
-        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
-            return Err(Error::invalid(format!(
-                "n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}"
-            )));
-        }
+        let shape = AttentionShape {
+            rows,
+            pos0,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+        };
+        shape.check(q.len(), out.len(), k_cache.len(), v_cache.len())?;
         if head_dim == 0 || head_dim > 128 {
             return Err(Error::Unsupported(format!(
                 "head_dim {head_dim} (the CUDA attention kernels support 1..=128)"
