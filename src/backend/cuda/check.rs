@@ -817,17 +817,45 @@ fn model_check<B: Backend + Clone>(
     }
 
     // Free-running greedy: CPU with host argmax, GPU with the device argmax (step_greedy).
-    let (mut cs, mut gs) = (cm.new_state(64)?, gm.new_state(64)?);
-    let cl = cm.forward(&mut cs, &prompt, false)?;
-    let gl = gm.forward(&mut gs, &prompt, false)?;
+    rep.rows.push(greedy_row(
+        "model-greedy",
+        name,
+        &cm,
+        &gm,
+        &prompt,
+        64,
+        steps,
+        max_err,
+    )?);
+    Ok(())
+}
+
+/// Free-running greedy decode of `steps` tokens after `prompt` on the CPU oracle (host argmax)
+/// and on `gm` (device argmax, `step_greedy`). Passes when every token id matches; a divergence
+/// whose CPU logit margin is within twice the measured logit error `max_err` is a near-tie,
+/// reported in the note but not failed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn greedy_row<G: Backend>(
+    row: &str,
+    name: &str,
+    cm: &Model<CpuBackend>,
+    gm: &Model<G>,
+    prompt: &[u32],
+    chunk: usize,
+    steps: usize,
+    max_err: f64,
+) -> Result<CheckRow> {
+    let vocab = cm.config().vocab_size;
+    let (mut cs, mut gs) = (cm.new_state(chunk)?, gm.new_state(chunk)?);
+    let cl = cm.forward(&mut cs, prompt, false)?;
+    let gl = gm.forward(&mut gs, prompt, false)?;
+    let mut c_log = vec![0.0f32; vocab];
     let (mut ct, mut gt) = (
         cpu::argmax(&cl) as u32,
         gm.backend().argmax(&gm.backend().upload_vec(&gl)?, vocab)?,
     );
     c_log.copy_from_slice(&cl[..vocab]);
-    let mut same = 0;
-    let mut note = String::new();
-    let mut status = Status::Pass;
+    let (mut same, mut status, mut note) = (0, Status::Pass, String::new());
     for i in 0..steps {
         if ct != gt {
             let margin = (c_log[ct as usize] - c_log[gt as usize]) as f64;
@@ -844,8 +872,8 @@ fn model_check<B: Backend + Clone>(
         ct = cpu::argmax(&c_log) as u32;
         gt = gm.step_greedy(&mut gs, gt)?;
     }
-    rep.rows.push(CheckRow {
-        name: "model-greedy".into(),
+    Ok(CheckRow {
+        name: row.into(),
         case: format!("{name} {steps} tokens"),
         status,
         rel_err: 0.0,
@@ -857,8 +885,7 @@ fn model_check<B: Backend + Clone>(
         } else {
             note
         },
-    });
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -280,43 +280,16 @@ fn qmodel_check(
     }
 
     // Free-running greedy: the token ids must be identical (near-ties are reported, not failed).
-    let (mut cs, mut gs) = (cm.new_state(16)?, gm.new_state(16)?);
-    let cl = cm.forward(&mut cs, &prompt, false)?;
-    let gl = gm.forward(&mut gs, &prompt, false)?;
-    let mut ct = cpu::argmax(&cl) as u32;
-    let mut gt = cpu::argmax(&gl) as u32;
-    c_log.copy_from_slice(&cl[..vocab]);
-    let (mut same, mut status, mut note) = (0, Status::Pass, String::new());
-    for i in 0..steps {
-        if ct != gt {
-            let margin = (c_log[ct as usize] - c_log[gt as usize]) as f64;
-            if margin <= 2.0 * max_err {
-                note = format!("near-tie at step {i} (cpu {ct} gpu {gt}, margin {margin:.2e}); {same} matched first");
-            } else {
-                status = Status::Fail;
-                note = format!("diverged at step {i}: cpu {ct} gpu {gt} (margin {margin:.3e}, logit err {max_err:.2e})");
-            }
-            break;
-        }
-        same += 1;
-        cm.step(&mut cs, ct, &mut c_log)?;
-        ct = cpu::argmax(&c_log) as u32;
-        gt = gm.step_greedy(&mut gs, gt)?;
-    }
-    rep.rows.push(CheckRow {
-        name: "qmodel-greedy".into(),
-        case: format!("{name} {steps} tokens"),
-        status,
-        rel_err: 0.0,
-        max_abs: max_err,
-        tol: 0.0,
-        bad: steps - same,
-        note: if note.is_empty() {
-            format!("{same}/{steps} identical")
-        } else {
-            note
-        },
-    });
+    rep.rows.push(super::check::greedy_row(
+        "qmodel-greedy",
+        name,
+        &cm,
+        &gm,
+        &prompt,
+        16,
+        steps,
+        max_err,
+    )?);
     Ok(())
 }
 
