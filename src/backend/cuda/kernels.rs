@@ -1,6 +1,7 @@
 //! Loading the compiled kernel modules and the launches that need more than one kernel.
 
 use super::{cuda_err, nvrtc, sources, CudaBackend};
+use crate::backend::checks::AttentionShape;
 use crate::{Error, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
@@ -161,7 +162,6 @@ pub fn default_path(rows: usize, head_dim: usize) -> AttnPath {
 }
 
 /// Launches the tensor-core prefill kernel (see `kernels/attention_prefill.cu`).
-#[allow(clippy::too_many_arguments)]
 fn flash(
     be: &CudaBackend,
     path: AttnPath,
@@ -169,12 +169,15 @@ fn flash(
     k_cache: &CudaSlice<f32>,
     v_cache: &CudaSlice<f32>,
     out: &mut CudaSlice<f32>,
-    rows: usize,
-    pos0: usize,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
+    shape: AttentionShape,
 ) -> Result<()> {
+    let AttentionShape {
+        rows,
+        pos0,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = shape;
     let inner = &be.inner;
     let (f, bm) = match (head_dim, path) {
         (64, AttnPath::FlashBm64) => (&inner.k.flash_d64_bm64, 64),
@@ -213,7 +216,6 @@ fn flash(
 
 /// Attention through an explicit kernel path (arguments as [`crate::backend::Backend::attention`],
 /// already validated by the caller).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_with(
     be: &CudaBackend,
     path: AttnPath,
@@ -221,36 +223,32 @@ pub(crate) fn attention_with(
     k_cache: &CudaSlice<f32>,
     v_cache: &CudaSlice<f32>,
     out: &mut CudaSlice<f32>,
-    rows: usize,
-    pos0: usize,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
+    shape: AttentionShape,
 ) -> Result<()> {
     match path {
-        AttnPath::Flash | AttnPath::FlashBm64 | AttnPath::FlashNoPrefetch => flash(
-            be, path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
-        ),
-        AttnPath::Split => split(
-            be, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
-        ),
+        AttnPath::Flash | AttnPath::FlashBm64 | AttnPath::FlashNoPrefetch => {
+            flash(be, path, q, k_cache, v_cache, out, shape)
+        }
+        AttnPath::Split => split(be, q, k_cache, v_cache, out, shape),
     }
 }
 
 /// Launches split attention plus the combine kernel (see `kernels/attention_decode.cu`).
-#[allow(clippy::too_many_arguments)]
 fn split(
     be: &CudaBackend,
     q: &CudaSlice<f32>,
     k_cache: &CudaSlice<f32>,
     v_cache: &CudaSlice<f32>,
     out: &mut CudaSlice<f32>,
-    rows: usize,
-    pos0: usize,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
+    shape: AttentionShape,
 ) -> Result<()> {
+    let AttentionShape {
+        rows,
+        pos0,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = shape;
     let inner = &be.inner;
     let s = &inner.stream;
     let max_len = pos0 + rows;

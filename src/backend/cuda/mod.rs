@@ -258,9 +258,7 @@ impl CudaBackend {
         if rows == 0 {
             return Ok(());
         }
-        kernels::attention_with(
-            self, path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
-        )
+        kernels::attention_with(self, path, q, k_cache, v_cache, out, shape)
     }
 
     /// Names of the GEMV tuning variants (index 0 is the default used by `matmul`).
