@@ -2,7 +2,8 @@
 # GPU check for the CUDA backend: run from the repository root on the GPU machine.
 #   scripts/gpu-check.sh [path/to/agentcompress]   (default .gpu/agentcompress)
 # Prints an nvidia-smi summary, runs every differential check (gpu-check) and every
-# microbenchmark (bench kernels), then one final table. Exits non-zero if anything failed.
+# microbenchmark (bench kernels), whole-model decode per variant (bench decode), then one
+# final table. Exits non-zero if anything failed.
 # Full logs go to $OUT (when set) or .gpu/logs.
 set -u
 BIN="${1:-.gpu/agentcompress}"
@@ -37,6 +38,11 @@ BENCH_RC=$?
 t2=$(date +%s)
 echo "== bench kernels rc=$BENCH_RC ($((t2 - t1)) s)"
 
+timeout 200 "$BIN" bench decode --device cuda --preset llama2-7b > "$LOGDIR/decode.log" 2>&1
+DECODE_RC=$?
+t3=$(date +%s)
+echo "== bench decode rc=$DECODE_RC ($((t3 - t2)) s)"
+
 echo
 echo "================ FINAL TABLE ================"
 # Per-check summary (every case is in $LOGDIR/gpu-check.log), then every failing case.
@@ -51,8 +57,10 @@ if grep -q "^bench " "$LOGDIR/bench.log"; then
 else
     tail -20 "$LOGDIR/bench.log"
 fi
-if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ]; then
-    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC)"
+echo
+sed -n '/^whole-model decode/,$p' "$LOGDIR/decode.log" | grep . || tail -8 "$LOGDIR/decode.log"
+if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ] || [ $DECODE_RC -ne 0 ]; then
+    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC, decode rc=$DECODE_RC)"
     exit 1
 fi
 echo "RESULT: PASS"

@@ -209,19 +209,24 @@ impl Default for BenchOptions {
     }
 }
 
+/// Device copy bandwidth: a 1 GiB device-to-device copy timed `iters` times (at most 20);
+/// returns the median microseconds and GB/s counting bytes read plus written.
+pub fn copy_bandwidth(be: &CudaBackend, iters: usize) -> Result<(f64, f64)> {
+    let n = 1usize << 28;
+    let src = be.alloc(n)?;
+    let mut dst = be.alloc(n)?;
+    let us = time_us(be, 3, iters.clamp(5, 20), |_| {
+        be.stream().memcpy_dtod(&src, &mut dst).map_err(cuda_err)
+    })?;
+    Ok((us, 2.0 * (n * 4) as f64 / us / 1e3))
+}
+
 /// Runs every microbenchmark; failures of single rows are reported in the row, not fatal.
 pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     let it = opt.iters.max(5);
 
-    // Copy bandwidth: 1 GiB device-to-device, bytes read + written.
-    let n = 1usize << 28;
-    let src = be.alloc(n)?;
-    let mut dst = be.alloc(n)?;
-    let us = time_us(be, 3, it.min(20), |_| {
-        be.stream().memcpy_dtod(&src, &mut dst).map_err(cuda_err)
-    })?;
-    let copy_gbps = 2.0 * (n * 4) as f64 / us / 1e3;
+    let (us, copy_gbps) = copy_bandwidth(be, it)?;
     rows.push(BenchRow {
         name: "memcpy d2d".into(),
         shape: "1 GiB".into(),
@@ -230,7 +235,6 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         tflops: None,
         versus: "HBM copy ceiling (read+write)".into(),
     });
-    drop((src, dst));
 
     let blas = Blas::new(be);
     if let Err(e) = &blas {

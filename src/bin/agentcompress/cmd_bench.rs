@@ -14,6 +14,8 @@ pub enum BenchCommand {
     Stream(crate::cmd_bench_stream::Args),
     /// Controller inference latency over k-token tasks (median and p99).
     Controller(crate::cmd_bench_controller::ControllerBenchArgs),
+    /// Whole-model decode tokens/s of each variant beside its bandwidth floor.
+    Decode(crate::cmd_bench_decode::DecodeArgs),
 }
 
 /// Arguments of `bench kernels`.
@@ -38,6 +40,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(a),
         BenchCommand::Stream(a) => crate::cmd_bench_stream::run(a),
+        BenchCommand::Decode(a) => crate::cmd_bench_decode::run(a),
         BenchCommand::Controller(a) => {
             crate::cmd_bench_controller::run(crate::cmd_bench_controller::BenchArgs {
                 what: crate::cmd_bench_controller::BenchWhat::Controller(a),
