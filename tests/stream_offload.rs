@@ -61,7 +61,10 @@ fn streamed(
         pool.clone(),
         source.clone(),
         p,
-        StreamOptions { prefetch },
+        StreamOptions {
+            prefetch,
+            ..StreamOptions::default()
+        },
     )
     .unwrap();
     (m, pool)
@@ -164,6 +167,75 @@ fn pool_statistics_of_repeated_passes() {
     assert_eq!(second.misses, first.misses);
     assert_eq!(second.bytes_read, first.bytes_read);
     assert_eq!(second.evictions, 0);
+}
+
+#[test]
+fn backend_tier_keeps_uploaded_blocks_and_stays_bit_identical() {
+    let dir = variants();
+    let p = Precision::Int2;
+    let source = Arc::new(VariantSource::open_dir(dir, true).unwrap());
+    let n = source.variant(p).unwrap().layers.len();
+    let full = resident(dir, p);
+    // One chunk: each pass uses every block once.
+    let want = all_logits(&full, 8);
+    let pool_budget = 2 * source.max_entry_bytes(p).unwrap();
+    let open = |upload_budget: u64| {
+        let pool = Arc::new(
+            variant_pool(source.clone(), &VariantPoolConfig::with_budget(pool_budget)).unwrap(),
+        );
+        let opts = StreamOptions {
+            prefetch: true,
+            upload_budget,
+        };
+        let m = Model::streamed(CpuBackend::new(), pool.clone(), source.clone(), p, opts).unwrap();
+        (m, pool)
+    };
+    let same = |m: &Model<CpuBackend>| {
+        let got = all_logits(m, 8);
+        got.len() == want.len()
+            && got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    };
+
+    // Room for every block: the first pass uploads each once, later passes hit only and
+    // read nothing more from the pool.
+    let (m, pool) = open(1 << 30);
+    assert!(same(&m), "first pass");
+    let first = m.upload_stats().unwrap();
+    assert_eq!(
+        (first.misses, first.hits, first.evictions),
+        (n as u64, 0, 0)
+    );
+    let pool_first = pool.stats();
+    assert!(same(&m) && same(&m), "cached passes");
+    let later = m.upload_stats().unwrap();
+    assert_eq!(
+        (later.misses, later.hits),
+        (n as u64, 2 * n as u64),
+        "{later:?}"
+    );
+    assert_eq!(pool.stats().bytes_read, pool_first.bytes_read);
+    assert!(later.used > 0 && later.used == later.bytes_uploaded);
+    assert_eq!(greedy(&full), greedy(&m));
+
+    // Room for two blocks: the policy evicts, the logits stay identical, and the tier never
+    // holds more than its budget.
+    let budget = 2 * later.used / n as u64 + 1;
+    let (m, _) = open(budget);
+    assert!(same(&m) && same(&m), "two-block tier");
+    let s = m.upload_stats().unwrap();
+    assert!(s.evictions > 0 && s.used <= budget, "{s:?}");
+
+    // Smaller than one block: every use is uncached, still correct.
+    let (m, _) = open(16);
+    assert!(same(&m), "uncached");
+    let s = m.upload_stats().unwrap();
+    assert_eq!((s.uncached, s.used), (n as u64, 0), "{s:?}");
+
+    // No budget: no backend tier.
+    assert!(open(0).0.upload_stats().is_none());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! then the final RMSNorm and the classifier.
 
 use super::layers::{vec_of, Layer, Layers, StreamOptions, Streamer};
+use super::upload_cache::{UploadCache, UploadCacheStats};
 use crate::backend::Backend;
 use crate::model::{ModelConfig, ModelWeights};
 use crate::pool::{Pool, PoolStats, VariantSource};
@@ -129,7 +130,10 @@ impl<B: Backend> Model<B> {
             backend,
             config,
             embedding,
-            layers: Layers::Streamed(streamer),
+            layers: Layers::Streamed(
+                streamer,
+                (opts.upload_budget > 0).then(|| UploadCache::new(opts.upload_budget)),
+            ),
             final_norm,
             classifier,
         })
@@ -140,9 +144,15 @@ impl<B: Backend> Model<B> {
         self.layers.pool_stats()
     }
 
+    /// The backend tier's counters when the blocks are streamed with an upload budget
+    /// ([`StreamOptions::upload_budget`]); `None` otherwise.
+    pub fn upload_stats(&self) -> Option<UploadCacheStats> {
+        self.layers.upload_stats()
+    }
+
     /// True when the blocks are streamed through a pool.
     pub fn is_streamed(&self) -> bool {
-        matches!(self.layers, Layers::Streamed(_))
+        matches!(self.layers, Layers::Streamed(..))
     }
 
     /// The model's configuration.

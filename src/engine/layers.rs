@@ -2,7 +2,10 @@
 //! the fast path) or acquired from the pool as the pass reaches it ([`Layers::Streamed`]:
 //! acquire -> decode -> upload -> run -> release, with the next block prefetched meanwhile).
 //! With a pool budget smaller than the model this is offloaded execution: slower, same result.
+//! A streamed model may also keep uploaded blocks on the backend under a byte budget (the
+//! device tier, [`super::upload_cache`]), so that a hit skips the pool, the decode and the copy.
 
+use super::upload_cache::{CachedLayer, UploadCache, UploadCacheStats};
 use crate::backend::Backend;
 use crate::model::{LayerWeights, Tensor};
 use crate::pool::{Pool, PoolGuard, PoolStats, VariantSource};
@@ -59,11 +62,17 @@ pub struct StreamOptions {
     /// Prefetch block `i + 1` (and block 0 after the last) while block `i` runs. Skipped when
     /// the pool cannot hold two of the largest entries besides each other.
     pub prefetch: bool,
+    /// Bytes of uploaded blocks kept on the backend (device memory on CUDA) between uses, by
+    /// the pool's priority policy; 0 keeps none (every use acquires, decodes and uploads).
+    pub upload_budget: u64,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        StreamOptions { prefetch: true }
+        StreamOptions {
+            prefetch: true,
+            upload_budget: 0,
+        }
     }
 }
 
@@ -80,15 +89,20 @@ pub(super) struct Streamer {
 pub(super) enum Layers<B: Backend> {
     /// Uploaded once, at construction.
     Resident(Vec<Layer<B>>),
-    /// Acquired from the pool per use.
-    Streamed(Streamer),
+    /// Acquired from the pool per use, through the backend tier when it has a budget.
+    Streamed(Streamer, Option<UploadCache<B>>),
 }
 
 /// A block in use by a running pass: borrowed from the resident set, or uploaded from a pool
 /// entry that stays pinned (by the guard) until this is dropped after the block.
 pub(super) enum Held<'a, B: Backend> {
     Resident(&'a Layer<B>),
-    Streamed { layer: Layer<B>, _pin: PoolGuard },
+    Streamed {
+        layer: Layer<B>,
+        _pin: PoolGuard,
+    },
+    /// From the backend tier, pinned there while in use.
+    Cached(CachedLayer<B>),
 }
 
 impl<B: Backend> Held<'_, B> {
@@ -97,6 +111,7 @@ impl<B: Backend> Held<'_, B> {
         match self {
             Held::Resident(l) => l,
             Held::Streamed { layer, .. } => layer,
+            Held::Cached(c) => &c.layer,
         }
     }
 }
@@ -108,6 +123,18 @@ impl Streamer {
         self.pool
             .acquire(&key)
             .map_err(|e| self.source.explain_load_error(&key, e))
+    }
+
+    /// Asks the pool to load block `i + 1` (block 0 after the last) in the background, when
+    /// prefetch is on. The outcome is not needed: a failed prefetch is retried by the acquire.
+    fn prefetch_after(&self, i: usize) {
+        if self.prefetch {
+            let next = (i + 1) % self.n_layers;
+            drop(
+                self.pool
+                    .prefetch(&VariantSource::key(self.precision, EntryPart::Layer(next))),
+            );
+        }
     }
 
     /// The bytes of a resident entry.
@@ -126,7 +153,7 @@ impl<B: Backend> Layers<B> {
     pub fn len(&self) -> usize {
         match self {
             Layers::Resident(v) => v.len(),
-            Layers::Streamed(s) => s.n_layers,
+            Layers::Streamed(s, _) => s.n_layers,
         }
     }
 
@@ -137,20 +164,34 @@ impl<B: Backend> Layers<B> {
                 .get(i)
                 .map(Held::Resident)
                 .ok_or_else(|| crate::Error::Internal(format!("layer {i} out of range"))),
-            Layers::Streamed(s) => {
+            Layers::Streamed(s, None) => {
                 let guard = s.acquire(EntryPart::Layer(i))?;
-                if s.prefetch {
-                    let next = (i + 1) % s.n_layers;
-                    // The outcome is not needed: a failed prefetch is retried by the acquire.
-                    drop(
-                        s.pool
-                            .prefetch(&VariantSource::key(s.precision, EntryPart::Layer(next))),
-                    );
-                }
+                s.prefetch_after(i);
                 let weights = s.source.decode_layer(s.precision, i, s.bytes(&guard)?)?;
                 let layer = Layer::upload(be, &weights)?;
                 Ok(Held::Streamed { layer, _pin: guard })
             }
+            Layers::Streamed(s, Some(cache)) => {
+                let held = cache.get(i, || {
+                    let guard = s.acquire(EntryPart::Layer(i))?;
+                    let weights = s.source.decode_layer(s.precision, i, s.bytes(&guard)?)?;
+                    let bytes = layer_bytes(&weights);
+                    Ok((Layer::upload(be, &weights)?, bytes))
+                })?;
+                // The host tier only needs the next block when the backend tier lacks it.
+                if !cache.contains((i + 1) % s.n_layers) {
+                    s.prefetch_after(i);
+                }
+                Ok(Held::Cached(held))
+            }
+        }
+    }
+
+    /// The backend tier's counters, for a streamed model that has one.
+    pub fn upload_stats(&self) -> Option<UploadCacheStats> {
+        match self {
+            Layers::Streamed(_, Some(c)) => Some(c.stats()),
+            _ => None,
         }
     }
 
@@ -158,7 +199,26 @@ impl<B: Backend> Layers<B> {
     pub fn pool_stats(&self) -> Option<PoolStats> {
         match self {
             Layers::Resident(_) => None,
-            Layers::Streamed(s) => Some(s.pool.stats()),
+            Layers::Streamed(s, _) => Some(s.pool.stats()),
         }
     }
+}
+
+/// Bytes of one block's weights in their stored formats: the seven matrices (packed codes,
+/// scales and zeros, or FP16) plus norms and biases as uploaded (f32).
+fn layer_bytes(l: &LayerWeights<WeightMatrix>) -> u64 {
+    let mats = [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down];
+    let vecs = [
+        Some(&l.attn_norm),
+        Some(&l.ffn_norm),
+        l.bq.as_ref(),
+        l.bk.as_ref(),
+        l.bv.as_ref(),
+    ];
+    mats.iter().map(|m| m.byte_len() as u64).sum::<u64>()
+        + vecs
+            .iter()
+            .flatten()
+            .map(|t| 4 * t.numel() as u64)
+            .sum::<u64>()
 }
