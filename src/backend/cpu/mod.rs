@@ -1,7 +1,9 @@
 //! The CPU backend: the reference oracle for every other backend, and the default when no GPU
 //! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
 
+pub mod f16mat;
 mod kernels;
+pub mod qgemv;
 
 pub use kernels::{argmax, dot};
 
@@ -24,6 +26,15 @@ pub enum CpuMat {
         /// Input features.
         inp: usize,
     },
+    /// Dense FP16 `[out, in]`, kept in FP16 and widened per use ([`f16mat`]).
+    F16 {
+        /// The weights, row-major.
+        data: std::sync::Arc<Vec<half::f16>>,
+        /// Output features.
+        out: usize,
+        /// Input features.
+        inp: usize,
+    },
     /// INT8 packed codes, computed on directly (see [`crate::quant::packed`]).
     Int8(Int8Matrix),
     /// INT4 packed codes, computed on directly.
@@ -36,7 +47,7 @@ impl CpuMat {
     /// `(out, in)`.
     pub fn dims(&self) -> (usize, usize) {
         match self {
-            CpuMat::F32 { out, inp, .. } => (*out, *inp),
+            CpuMat::F32 { out, inp, .. } | CpuMat::F16 { out, inp, .. } => (*out, *inp),
             CpuMat::Int8(m) => m.dims(),
             CpuMat::Int4(m) => m.dims(),
             CpuMat::Int2(m) => m.dims(),
@@ -76,6 +87,18 @@ impl Backend for CpuBackend {
                     )));
                 }
                 let (out, inp) = (t.shape()[0], t.shape()[1]);
+                if t.dtype() == DType::F16 {
+                    let data = t
+                        .bytes()
+                        .chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+                        .collect();
+                    return Ok(CpuMat::F16 {
+                        data: std::sync::Arc::new(data),
+                        out,
+                        inp,
+                    });
+                }
                 let data = match t.dtype() {
                     DType::F32 if t.as_f32().is_some() => t.clone(),
                     _ => Tensor::from_f32(&t.to_f32_vec(), vec![out, inp]),
@@ -109,28 +132,35 @@ impl Backend for CpuBackend {
     }
 
     fn embed(&self, table: &CpuMat, tokens: &[u32], out: &mut Vec<f32>) -> Result<()> {
-        let CpuMat::F32 {
-            data,
-            out: vocab,
-            inp: dim,
-        } = table
-        else {
+        let (vocab, dim) = table.dims();
+        if matches!(table, CpuMat::Int8(_) | CpuMat::Int4(_) | CpuMat::Int2(_)) {
             return Err(Error::Unsupported(
                 "embedding tables must be dense (f32/f16/bf16), not packed".into(),
             ));
-        };
+        }
         check_len("embed", out.len(), tokens.len() * dim)?;
-        let t = data
-            .as_f32()
-            .ok_or_else(|| Error::Internal("embedding not f32".into()))?;
         for (r, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
-            if tok >= *vocab {
+            if tok >= vocab {
                 return Err(Error::invalid(format!(
                     "token id {tok} is outside the vocabulary of {vocab}"
                 )));
             }
-            out[r * dim..(r + 1) * dim].copy_from_slice(&t[tok * dim..(tok + 1) * dim]);
+            let dst = &mut out[r * dim..(r + 1) * dim];
+            let rows = tok * dim..(tok + 1) * dim;
+            match table {
+                CpuMat::F32 { data, .. } => dst.copy_from_slice(
+                    &data
+                        .as_f32()
+                        .ok_or_else(|| Error::Internal("embedding not f32".into()))?[rows],
+                ),
+                CpuMat::F16 { data, .. } => {
+                    dst.iter_mut()
+                        .zip(&data[rows])
+                        .for_each(|(d, h)| *d = h.to_f32());
+                }
+                _ => unreachable!("packed tables were rejected above"),
+            }
         }
         Ok(())
     }
@@ -176,6 +206,14 @@ impl Backend for CpuBackend {
                     |o, xr| dot(&wf[o * n_in..(o + 1) * n_in], xr),
                 );
             }
+            CpuMat::F16 { data, .. } => f16mat::f16_matmul(
+                data,
+                n_out,
+                n_in,
+                &x[..rows * n_in],
+                rows,
+                &mut out[..rows * n_out],
+            ),
             CpuMat::Int8(m) => packed_matmul(m, &x[..rows * n_in], rows, &mut out[..rows * n_out]),
             CpuMat::Int4(m) => packed_matmul(m, &x[..rows * n_in], rows, &mut out[..rows * n_out]),
             CpuMat::Int2(m) => packed_matmul(m, &x[..rows * n_in], rows, &mut out[..rows * n_out]),
@@ -298,11 +336,15 @@ impl Backend for CpuBackend {
     }
 }
 
-/// Matrix product on a packed matrix, never dequantising it whole: one input row uses
-/// [`Packed::row_dot`] (per group `s * (sum q*x - z * sum x)`) per output; several rows
-/// dequantise each weight row once into a per-task buffer and dot it with every input row.
+/// Matrix product on a packed matrix, never dequantising it whole: one input row uses the SIMD
+/// kernels of [`qgemv`] where the CPU has them, else [`Packed::row_dot`] (per group
+/// `s * (sum q*x - z * sum x)`) per output; several rows dequantise each weight row once into
+/// a per-task buffer and dot it with every input row.
 fn packed_matmul<const B: u32>(m: &Packed<B>, x: &[f32], rows: usize, out: &mut [f32]) {
     let (n_out, n_in) = m.dims();
+    if rows == 1 && qgemv::packed_gemv(m, x, out) {
+        return;
+    }
     if rows <= 1 {
         matmul_rows(rows, n_in, n_out, x, out, |o, xr| m.row_dot(o, xr));
         return;

@@ -27,6 +27,9 @@ pub struct DecodeArgs {
     /// Variants to time, comma-separated (fp16,int8,int4,int2).
     #[arg(long, default_value = "fp16,int8,int4,int2")]
     pub precisions: String,
+    /// Override the preset's layer count (e.g. a few 7B-shape layers on a small machine).
+    #[arg(long)]
+    pub layers: Option<usize>,
     /// Timed greedy steps per variant.
     #[arg(long, default_value_t = 64)]
     pub steps: usize,
@@ -84,6 +87,12 @@ fn bench_all<B: Backend + Clone>(
 ) -> Result<()> {
     let mut cfg = synthetic::preset(&a.preset)?;
     cfg.max_seq_len = cfg.max_seq_len.min(16 + a.warmup + a.steps);
+    if let Some(n) = a.layers {
+        if n == 0 {
+            return Err(Error::invalid("--layers must be at least 1"));
+        }
+        cfg.n_layers = n;
+    }
     let qcfg = QuantConfig::default();
     let mut rows: Vec<(DecodeResult, f64)> = Vec::new();
     for &p in ps {
