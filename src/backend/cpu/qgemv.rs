@@ -5,14 +5,16 @@
 //! GPU's int-to-half trick. Instead of un-interleaving the codes, the kernel permutes the
 //! *input* once per call into the order the bytes present them, so the inner loop is: load 8
 //! bytes, widen them to 8 lanes, then per sub-position `t` of a byte shift, mask, convert and
-//! fused-multiply-add with 8 permuted inputs.
+//! fused-multiply-add with 8 permuted inputs. Sub-position `t` is masked in place (the code
+//! times `2^(BITS t)`, no shift) and its permuted inputs carry the factor `2^(-BITS t)`, which
+//! is exact in f32.
 //!
 //! **Permuted input** ("unit" = 8 consecutive bytes of a row = 64 bits of codes): lane `b`
 //! (0..8) holds byte `b` of the unit, i.e. byte `b % 4` of word `2u + b / 4`; sub-position `t`
 //! (0..8/BITS) of that byte is the code at bit `BITS * t`, which is slot
 //! `(8 / BITS) * (b % 4) + t` of its word and so code `j` of the word with `slot(j)` equal to
-//! it. `xp[(u * (8 / BITS) + t) * 8 + b]` is the input at that code's K index, or 0 past the
-//! row's real width (so padding codes contribute nothing).
+//! it. `xp[(u * (8 / BITS) + t) * 8 + b]` is the input at that code's K index times
+//! `2^(-BITS t)`, or 0 past the row's real width (so padding codes contribute nothing).
 //!
 //! Groups are whole units (INT4/INT2 groups are multiples of 32 codes = 16/8 bytes, INT8 groups
 //! multiples of 16 bytes, or one group per row), so each group's `sum q * x` stays in one
@@ -72,7 +74,13 @@ fn permute_input<const BITS: u32>(
                 let j = code_of_slot(BITS, nsub * (b % 4) + t);
                 let k = word * per_word + j;
                 if k < x.len() {
-                    xp[(u * nsub + t) * 8 + b] = x[k];
+                    // Sub-position t is read unshifted (as code * 2^(BITS t)) by the kernel.
+                    let unshift = if BITS == 8 {
+                        1.0
+                    } else {
+                        (0.5f32).powi((BITS as usize * t) as i32)
+                    };
+                    xp[(u * nsub + t) * 8 + b] = x[k] * unshift;
                 }
             }
         }
@@ -131,34 +139,47 @@ unsafe fn row_avx2<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32], sx: 
     } else {
         m.group_size() * BITS as usize / 64
     };
-    let mask = _mm256_set1_epi32((1i32 << BITS) - 1);
+    let mut masks = [_mm256_setzero_si256(); 4];
+    for (t, m) in masks.iter_mut().enumerate().take(nsub.min(4)) {
+        *m = _mm256_set1_epi32(((1i32 << BITS) - 1) << (BITS as usize * t));
+    }
     let mut total = _mm256_setzero_ps();
     let mut zterm = 0.0f32;
     for g in 0..ng {
         let u1 = ((g + 1) * upg).min(units);
-        let mut acc = _mm256_setzero_ps();
-        for u in g * upg..u1 {
-            // Eight bytes, widened to eight 32-bit lanes (sign-extended for INT8 codes).
-            let raw = _mm_loadl_epi64(bytes.as_ptr().add(u * 8) as *const __m128i);
-            let v = if BITS == 8 {
-                _mm256_cvtepi8_epi32(raw)
-            } else {
-                _mm256_cvtepu8_epi32(raw)
-            };
-            let xs = xp.as_ptr().add(u * nsub * 8);
-            if BITS == 8 {
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(xs), acc);
-            } else {
-                for t in 0..nsub {
-                    let c = _mm256_and_si256(
-                        _mm256_srlv_epi32(v, _mm256_set1_epi32((BITS as usize * t) as i32)),
-                        mask,
-                    );
-                    acc =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_loadu_ps(xs.add(t * 8)), acc);
+        // Four independent accumulators, so consecutive FMAs do not wait on each other.
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut u = g * upg;
+        while u < u1 {
+            let pair = (u + 1 < u1) as usize + 1;
+            for (i, uu) in (u..u + pair).enumerate() {
+                // Eight bytes, widened to eight 32-bit lanes (sign-extended for INT8 codes).
+                let raw = _mm_loadl_epi64(bytes.as_ptr().add(uu * 8) as *const __m128i);
+                let v = if BITS == 8 {
+                    _mm256_cvtepi8_epi32(raw)
+                } else {
+                    _mm256_cvtepu8_epi32(raw)
+                };
+                let xs = xp.as_ptr().add(uu * nsub * 8);
+                if BITS == 8 {
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(xs), acc[i]);
+                } else {
+                    for t in 0..nsub {
+                        // The code times 2^(BITS t), unshifted: the permuted input carries
+                        // the 2^(-BITS t) (exact power-of-two scaling).
+                        let c = _mm256_and_si256(v, masks[t]);
+                        let a = (2 * i + t) % 4;
+                        acc[a] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(c),
+                            _mm256_loadu_ps(xs.add(t * 8)),
+                            acc[a],
+                        );
+                    }
                 }
             }
+            u += pair;
         }
+        let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         let s = scales[g].to_f32();
         total = _mm256_fmadd_ps(_mm256_set1_ps(s), acc, total);
         if BITS < 8 {
