@@ -164,10 +164,10 @@ unsafe fn row_avx2<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32], sx: 
                 if BITS == 8 {
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(xs), acc[i]);
                 } else {
-                    for t in 0..nsub {
+                    for (t, mask) in masks.iter().enumerate().take(nsub) {
                         // The code times 2^(BITS t), unshifted: the permuted input carries
                         // the 2^(-BITS t) (exact power-of-two scaling).
-                        let c = _mm256_and_si256(v, masks[t]);
+                        let c = _mm256_and_si256(v, *mask);
                         let a = (2 * i + t) % 4;
                         acc[a] = _mm256_fmadd_ps(
                             _mm256_cvtepi32_ps(c),
