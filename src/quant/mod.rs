@@ -7,6 +7,7 @@ pub mod calib;
 pub mod eval;
 pub mod fp16;
 pub mod gptq;
+pub mod int2_params;
 pub mod packed;
 pub mod quantizer;
 pub mod variant;
