@@ -189,19 +189,28 @@ pub fn fit_group(
     let mut best = rtn;
     let mut best_err = group_err(w, h, rtn.scale, rtn.zero, levels);
     let weight = |i: usize| h.map_or(1.0, |h| h[i] as f64);
+    // On the FP16 grid the alternation runs on real (s, z) and only its end point is
+    // rounded (FP16 is fine enough); on the coarse INT2 grid every step is snapped, so the
+    // codes are always chosen under a storable point, and each point is judged.
+    let on_grid = matches!(grid, ParamGrid::Int2(_));
     for &clip in &[1.0f32, 0.9, 0.8, 0.7, 0.6, 0.5] {
-        let s0 = ((hi - lo) * clip / levels).max(MIN_SCALE);
-        let mut cur = grid.snap(s0, -lo * clip / s0);
+        let mut s = ((hi - lo) * clip / levels).max(MIN_SCALE);
+        let mut z = -lo * clip / s;
+        let mut cur = grid.snap(s, z);
         for _ in 0..12 {
-            // Codes and error under the stored point, then least squares of w on those
-            // codes: w ≈ a*q + b, i.e. s = a, z = -b/a.
-            let (s, z) = (cur.scale.to_f32(), cur.zero.to_f32());
+            // Codes (and, on the grid, the error) under the current point, then least
+            // squares of w on those codes: w ≈ a*q + b, i.e. s = a, z = -b/a.
+            let (cs, cz) = if on_grid {
+                (cur.scale.to_f32(), cur.zero.to_f32())
+            } else {
+                (s, z)
+            };
             let (mut sw, mut sq, mut sww, mut sqq, mut sqw) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
             let mut err = 0.0f64;
             for (i, &x) in w.iter().enumerate() {
-                let qf = code(x, s, z, levels);
+                let qf = code(x, cs, cz, levels);
                 let (q, hw) = (qf as f64, weight(i));
-                let e = (x - (qf - z) * s) as f64;
+                let e = (x - (qf - cz) * cs) as f64;
                 err += hw * e * e;
                 sw += hw * x as f64;
                 sq += hw * q;
@@ -209,7 +218,7 @@ pub fn fit_group(
                 sqw += hw * q * x as f64;
                 sww += hw;
             }
-            if err < best_err {
+            if on_grid && err < best_err {
                 best_err = err;
                 best = cur;
             }
@@ -223,11 +232,22 @@ pub fn fit_group(
                 break;
             }
             let b = (sw - a * sq) / n;
-            let next = grid.snap(a as f32, (-b / a) as f32);
-            if next == cur {
+            let (ns, nz) = (a as f32, (-b / a) as f32);
+            let next = grid.snap(ns, nz);
+            let converged = if on_grid {
+                next == cur
+            } else {
+                (ns - s).abs() <= 1e-7 * s && (nz - z).abs() <= 1e-6
+            };
+            if converged {
                 break;
             }
-            cur = next;
+            (s, z, cur) = (ns, nz, next);
+        }
+        let e = group_err(w, h, cur.scale, cur.zero, levels);
+        if e < best_err {
+            best_err = e;
+            best = cur;
         }
     }
     if matches!(grid, ParamGrid::Int2(_)) {
