@@ -6,10 +6,10 @@
 //! Per row (rows are independent and run in parallel): for column `k`, at the start of each
 //! group fit `(s, z)` on the group's current (error-updated) weights with the
 //! [`Method::Als`] fit weighted by `diag(H)`, snapped to the stored parameter grid (INT2:
-//! the compact codes, with the row's super-scale fixed up front); quantize `w_k`; `e = (w_k - w'_k) / U_kk`;
-//! `w_j -= e * U_kj` for `j > k`, where `U` is the upper Cholesky factor of `H^-1`
-//! (`H^-1 = U^T U`). `H` is damped by 1% of its mean diagonal; channels never seen
-//! (`H_kk = 0`) get weight 0.
+//! the compact codes, with the row's super-scale fixed up front); quantize `w_k`;
+//! `e = (w_k - w'_k) / U_kk`; `w_j -= e * U_kj` for `j > k`, where `U` is the upper Cholesky
+//! factor of `H^-1` (`H^-1 = U^T U`). `H` is damped by 1% of its mean diagonal; channels
+//! never seen (`H_kk = 0`) get weight 0.
 
 use super::packed::Packed;
 use super::quantizer::{code, fit_group, pack_rows, row_grid, Method, RowFit};
