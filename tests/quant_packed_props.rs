@@ -5,6 +5,10 @@
 use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::backend::Backend;
 use agentcompress::model::Tensor;
+use agentcompress::quant::int2_params::{
+    decode_scale, decode_zero, encode_scale, encode_zero, Int2Params,
+};
+use agentcompress::quant::packed::packed_byte_len;
 use agentcompress::quant::quantizer::{quantize_asym, quantize_int8, quantize_matrix, Method};
 use agentcompress::quant::{Int2Matrix, Int4Matrix, Int8Matrix, WeightMatrix};
 use agentcompress::util::rng::Rng;
@@ -53,6 +57,65 @@ proptest! {
         let c8: Vec<i32> = (0..out * inp).map(|_| r.below(255) as i32 - 127).collect();
         let m8 = Int8Matrix::pack(out, inp, inp, &c8, vec![f16::ONE; out], vec![]).unwrap();
         prop_assert_eq!(m8.dequantize(), c8.iter().map(|&c| c as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn int2_parameter_codes_round_trip_through_bytes_and_decode(
+        out in 1usize..6, inp in prop_oneof![Just(172usize), 1usize..400], gsel in 0usize..2,
+        seed in any::<u64>()
+    ) {
+        let mut r = Rng::new(seed);
+        let g = [32, 64][gsel];
+        let ng = inp.div_ceil(g);
+        let codes: Vec<i32> = (0..out * inp).map(|_| r.below(4) as i32).collect();
+        let sup: Vec<f16> = (0..out).map(|_| f16::from_f32(r.uniform(1e-4, 4.0))).collect();
+        let mut sc: Vec<u8> = (0..out * ng).map(|_| r.below(256) as u8).collect();
+        let zc: Vec<u8> = (0..out * ng).map(|_| r.below(16) as u8).collect();
+        for row in 0..out {
+            sc[row * ng + row % ng] = 0; // the row's largest scale is its super-scale
+        }
+        let params = Int2Params::new(ng, sup.clone(), sc.clone(), zc.clone()).unwrap();
+        let m = Int2Matrix::pack_int2(out, inp, g, &codes, params.clone()).unwrap();
+        for i in 0..out * ng {
+            prop_assert_eq!(m.scales()[i], decode_scale(sup[i / ng], sc[i]));
+            prop_assert_eq!(m.zeros()[i], decode_zero(zc[i]));
+        }
+        for (i, &c) in codes.iter().enumerate() {
+            prop_assert_eq!(m.code(i / inp, i % inp), c);
+        }
+        // The stored bytes give back the same codes, and the matrix they rebuild is identical.
+        let zero_bytes = params.packed_zero_codes();
+        prop_assert_eq!(zero_bytes.len(), out * ng.div_ceil(2));
+        let back = Int2Params::from_bytes(out, ng, params.scale_codes(), &zero_bytes, &params.super_scale_bytes()).unwrap();
+        prop_assert_eq!(&back, &params);
+        let rebuilt = Int2Matrix::from_int2_parts(out, inp, g, m.words().to_vec(), back).unwrap();
+        prop_assert_eq!(rebuilt.dequantize(), m.dequantize());
+        // Decoded values re-encode losslessly.
+        let again = Int2Params::from_decoded(ng, m.scales(), m.zeros()).unwrap();
+        prop_assert_eq!(again.decode(), params.decode());
+        prop_assert_eq!(m.byte_len(), packed_byte_len(2, out, inp, g));
+        prop_assert_eq!(m.byte_len(), m.words().len() * 4 + params.byte_len());
+    }
+
+    #[test]
+    fn scale_and_zero_codes_encode_to_the_nearest_grid_point(
+        sup in 0.02f32..60.0, ratio in 0.0f32..9.0, z in -1.0f32..4.0
+    ) {
+        let sup = f16::from_f32(sup);
+        for c in 0..=255u8 {
+            prop_assert_eq!(encode_scale(sup, decode_scale(sup, c).to_f32()), c);
+        }
+        let s = sup.to_f32() * (-ratio * std::f32::consts::LN_2).exp();
+        let c = encode_scale(sup, s);
+        let d = decode_scale(sup, c).to_f32();
+        if ratio < 255.0 / 32.0 {
+            prop_assert!((d - s).abs() <= 0.0115 * s, "{} -> {} ({})", s, d, c);
+        } else {
+            prop_assert!(c >= 254);
+        }
+        let zc = encode_zero(z);
+        let zd = decode_zero(zc).to_f32();
+        prop_assert!((zd - z.clamp(0.0, 3.0)).abs() <= 0.1 + 1e-3, "{} -> {}", z, zd);
     }
 
     #[test]

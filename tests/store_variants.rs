@@ -141,9 +141,59 @@ fn wrong_version_or_magic_names_the_field() {
 }
 
 #[test]
-fn random_corruption_without_checksums_never_panics() {
+fn int2_stores_its_compact_codes_and_bad_ones_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, idx, path) = write(dir.path(), Precision::Int4);
+    let (w, idx, path) = write(dir.path(), Precision::Int2);
+    let (back, _) = load_variant(&path, LoadOptions::default()).unwrap();
+    let (WeightMatrix::Int2(a), WeightMatrix::Int2(b)) =
+        (&w.layers[1].w_down, &back.layers[1].w_down)
+    else {
+        panic!("INT2 variant holds INT2 matrices");
+    };
+    assert_eq!(a.int2_params(), b.int2_params());
+    assert_eq!(a.scales(), b.scales());
+    let t = idx.tensor("layers.1.w_down").unwrap();
+    let (out, inp) = a.dims();
+    let ng = inp.div_ceil(t.group);
+    assert_eq!(t.len, t.super_scales_offset + 2 * out as u64);
+    assert_eq!(t.super_scales_offset % 256, 0);
+    assert!(t.zeros_offset >= t.scales_offset + (out * ng) as u64);
+    let no_crc = LoadOptions {
+        verify_checksums: false,
+    };
+    // A zero super-scale and an out-of-grid padding nibble are named, tensor and field.
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    let at = (t.offset + t.super_scales_offset) as usize;
+    bad[at..at + 2].copy_from_slice(&[0, 0]);
+    std::fs::write(&path, &bad).unwrap();
+    let e = load_variant(&path, no_crc).unwrap_err().to_string();
+    assert!(
+        e.contains("tensor layers.1.w_down") && e.contains("super-scale of row 0"),
+        "{e}"
+    );
+    if ng % 2 == 1 {
+        let mut bad = good.clone();
+        bad[(t.offset + t.zeros_offset) as usize + ng / 2] |= 0x50;
+        std::fs::write(&path, &bad).unwrap();
+        let e = load_variant(&path, no_crc).unwrap_err().to_string();
+        assert!(
+            e.contains("tensor layers.1.w_down") && e.contains("nibble"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn random_corruption_without_checksums_never_panics() {
+    for p in [Precision::Int4, Precision::Int2] {
+        random_corruption(p);
+    }
+}
+
+fn random_corruption(p: Precision) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, idx, path) = write(dir.path(), p);
     let good = std::fs::read(&path).unwrap();
     let covered = |at: u64| {
         at < idx.data_start

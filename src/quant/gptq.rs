@@ -5,16 +5,22 @@
 //!
 //! Per row (rows are independent and run in parallel): for column `k`, at the start of each
 //! group fit `(s, z)` on the group's current (error-updated) weights with the
-//! [`Method::Als`] fit weighted by `diag(H)`; quantize `w_k`; `e = (w_k - w'_k) / U_kk`;
-//! `w_j -= e * U_kj` for `j > k`, where `U` is the upper Cholesky factor of `H^-1`
-//! (`H^-1 = U^T U`). `H` is damped by 1% of its mean diagonal; channels never seen
-//! (`H_kk = 0`) get weight 0.
+//! [`Method::Als`] fit weighted by `diag(H)`, snapped to the stored parameter grid (INT2:
+//! the compact codes, with the row's super-scale fixed up front); quantize `w_k`;
+//! `e = (w_k - w'_k) / U_kk`; `w_j -= e * U_kj` for `j > k`, where `U` is the upper Cholesky
+//! factor of `H^-1` (`H^-1 = U^T U`). `H` is damped by 1% of its mean diagonal; channels
+//! never seen (`H_kk = 0`) get weight 0.
 
 use super::packed::Packed;
-use super::quantizer::{fit_group, Method};
+use super::quantizer::{code, fit_group, pack_rows, row_grid, Method, RowFit};
 use crate::{Error, Result};
-use half::f16;
 use rayon::prelude::*;
+
+/// Headroom of an INT2 row's super-scale over its largest min/max group scale: the error
+/// feedback can widen a group's range before it is quantized, and a scale above the
+/// super-scale would have to clamp (a margin costs no resolution: the scale grid is
+/// logarithmic).
+const SUPER_SCALE_MARGIN: f32 = 1.25;
 
 /// Lower Cholesky factor of a symmetric positive-definite `n x n` matrix (row-major).
 fn cholesky(a: &[f64], n: usize) -> Result<Vec<f64>> {
@@ -114,18 +120,15 @@ pub fn gptq_asym<const BITS: u32>(
     let u = inverse_cholesky_upper(&h, inp)?;
     let ng = inp.div_ceil(group);
     let levels = Packed::<BITS>::MAX_CODE;
-    let rows: Vec<(Vec<i32>, Vec<f16>, Vec<f16>)> = (0..out)
+    let rows: Vec<RowFit> = (0..out)
         .into_par_iter()
         .map(|r| {
-            let mut row: Vec<f64> = w[r * inp..(r + 1) * inp]
-                .iter()
-                .map(|&x| x as f64)
-                .collect();
-            let (mut codes, mut ss, mut zs) = (
-                Vec::with_capacity(inp),
-                Vec::with_capacity(ng),
-                Vec::with_capacity(ng),
-            );
+            let orig = &w[r * inp..(r + 1) * inp];
+            // INT2 rows fix their super-scale before any error feedback, from the original
+            // weights with headroom for the ranges the feedback widens.
+            let grid = row_grid::<BITS>(orig, group, SUPER_SCALE_MARGIN);
+            let mut row: Vec<f64> = orig.iter().map(|&x| x as f64).collect();
+            let (mut codes, mut groups) = (Vec::with_capacity(inp), Vec::with_capacity(ng));
             let (mut s, mut z) = (1.0f32, 0.0f32);
             for k in 0..inp {
                 if k % group == 0 {
@@ -133,12 +136,11 @@ pub fn gptq_asym<const BITS: u32>(
                     let cur: Vec<f32> = row[k..k1].iter().map(|&x| x as f32).collect();
                     let imp = &importance[k..k1];
                     let hw = imp.iter().any(|&v| v > 0.0).then_some(imp);
-                    let (sh, zh) = fit_group(&cur, hw, levels, Method::Als);
-                    ss.push(sh);
-                    zs.push(zh);
-                    (s, z) = (sh.to_f32(), zh.to_f32());
+                    let fit = fit_group(&cur, hw, levels, Method::Als, grid);
+                    (s, z) = (fit.scale.to_f32(), fit.zero.to_f32());
+                    groups.push(fit);
                 }
-                let q = ((row[k] as f32) / s + z).round().clamp(0.0, levels as f32);
+                let q = code(row[k] as f32, s, z, levels as f32);
                 codes.push(q as i32);
                 let deq = ((q - z) * s) as f64;
                 let e = (row[k] - deq) / u[k * inp + k];
@@ -146,17 +148,14 @@ pub fn gptq_asym<const BITS: u32>(
                     row[j] -= e * u[k * inp + j];
                 }
             }
-            (codes, ss, zs)
+            RowFit {
+                codes,
+                grid,
+                groups,
+            }
         })
         .collect();
-    let mut codes = Vec::with_capacity(out * inp);
-    let (mut scales, mut zeros) = (Vec::with_capacity(out * ng), Vec::with_capacity(out * ng));
-    for (c, s, z) in rows {
-        codes.extend(c);
-        scales.extend(s);
-        zeros.extend(z);
-    }
-    Packed::<BITS>::pack(out, inp, group, &codes, scales, zeros)
+    pack_rows::<BITS>(out, inp, group, rows)
 }
 
 #[cfg(test)]
@@ -217,5 +216,8 @@ mod tests {
         let r = quantize_asym::<2>(&w, out, inp, 32, Method::Rtn, None).unwrap();
         let (eg, er) = (out_err(&g.dequantize()), out_err(&r.dequantize()));
         assert!(eg < 0.7 * er, "gptq {eg} vs rtn {er}");
+        // What GPTQ reconstructs with is what the compact parameters decode to.
+        let (s, z) = g.int2_params().unwrap().decode();
+        assert_eq!((&s[..], &z[..]), (g.scales(), g.zeros()));
     }
 }

@@ -1,12 +1,14 @@
 //! Weight matrices as the engine consumes them: dense (f32/f16/bf16) or quantized packings.
 //!
-//! The packed formats (INT8 symmetric, INT4/INT2 asymmetric group-wise, FP16 scales and zeros)
-//! are documented once, in [`packed`]; the FP16 conversion in [`fp16`].
+//! The packed formats (INT8 symmetric, INT4/INT2 asymmetric group-wise; FP16 scales and zeros,
+//! compact scale/zero codes for INT2) are documented once, in [`packed`]; the FP16 conversion
+//! in [`fp16`].
 
 pub mod calib;
 pub mod eval;
 pub mod fp16;
 pub mod gptq;
+pub mod int2_params;
 pub mod packed;
 pub mod quantizer;
 pub mod variant;
@@ -30,7 +32,7 @@ pub enum WeightMatrix {
     Int8(Int8Matrix),
     /// INT4 weight-only, group-wise, FP16 scale and zero.
     Int4(Int4Matrix),
-    /// INT2 weight-only, group-wise, FP16 scale and zero.
+    /// INT2 weight-only, group-wise, compact scale and zero codes (decoded to FP16 in memory).
     Int2(Int2Matrix),
 }
 
@@ -45,7 +47,8 @@ impl WeightMatrix {
         }
     }
 
-    /// Bytes the matrix occupies in this precision (packed data plus scales and zeros).
+    /// Bytes the matrix occupies in this precision as stored (packed data plus scales and
+    /// zeros, or INT2's compact parameter codes).
     pub fn byte_len(&self) -> usize {
         match self {
             WeightMatrix::Dense(t) => t.bytes().len(),

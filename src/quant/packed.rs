@@ -13,9 +13,36 @@
 //! * INT2: asymmetric, unsigned codes `q` in `[0, 3]`, `w ≈ (q - z) * s`; `group` is a
 //!   multiple of 32 (32/64; default 64).
 //!
-//! `z` is a real number stored in FP16 (not necessarily an integer), so error-minimising
-//! quantizers may move it freely. Scales and zeros are stored row-major `[out, n_groups]`:
-//! the parameters of row `r`, group `g` are at index `r * n_groups + g`.
+//! For INT8 and INT4, `s` and `z` are stored as FP16; `z` is a real number (not necessarily
+//! an integer), so error-minimising quantizers may move it freely. INT2 stores them in the
+//! compact code form below. Per-group parameters are row-major `[out, n_groups]`: those of
+//! row `r`, group `g` are at index `r * n_groups + g`.
+//!
+//! **INT2 parameters.** Two FP16 values per group of 64 would cost 0.5 bits per weight, a
+//! quarter of the 2-bit payload; the format instead stores, per row, one FP16 super-scale
+//! `S_r` (the row's largest group scale) and, per group, a u8 scale code `c` and a 4-bit zero
+//! code `zc`, decoded as
+//!
+//! ```text
+//! s = f16(S_r * 2^(-c / 32))      c in 0..=255, zc in 0..=15
+//! z = f16(zc * 3 / 15)            (z in [0, 3], in units of the quantisation step)
+//! ```
+//!
+//! Why: group scales within a row vary over a few octaves at most, and the quantisation
+//! error of a 2-bit group is ~29% of its step, so a log grid of 32 steps per octave (1.1%
+//! maximum relative error) over 8 octaves loses nothing measurable, while smaller scales
+//! (groups of near-zero weights) clamp to `c = 255`. An asymmetric 2-bit group's zero lies
+//! in `[0, 3]` (the range of the four levels); a step of 0.2 keeps the offset error at most
+//! a tenth of a step, well under the rounding error. Stored: scale codes `[out, n_groups]`
+//! u8, zero codes two per byte `[out, ceil(n_groups / 2)]` (even group in the low nibble,
+//! an unused last high nibble is 0), super-scales `[out]` FP16: at group 64 that is
+//! (128 + 8 + 4) / 64 = 2.1875 bits per weight plus 16 bits per row (2.19 at Llama-2-7B
+//! shape), against 2.5 with FP16 pairs. `2^(-c/32)` is built from correctly rounded square
+//! roots and products, so every host decodes the same bits. In memory a [`Packed<2>`] keeps
+//! the codes ([`Packed::int2_params`], the source of truth) *and* their decoded FP16 scales
+//! and zeros, which the CPU kernels and the CUDA upload consume exactly as for INT4. The
+//! quantizers snap `(s, z)` to this grid before choosing codes, so the codes are optimal
+//! for the parameters actually stored (`super::int2_params` is the codec).
 //!
 //! **Codes** are packed into little-endian `u32` words, `32 / BITS` codes per word (4 INT8,
 //! 8 INT4, 16 INT2), covering consecutive K. Inside a word the codes are *interleaved*: the
@@ -52,6 +79,7 @@
 //! weights only. Kernels must still read no activation at `k >= in` (bound the loop, or feed
 //! zeros): the padding codes need not dequantize to exactly zero.
 
+use super::int2_params::{param_byte_len, Int2Params};
 use crate::{Error, Result};
 use half::f16;
 use std::sync::Arc;
@@ -62,11 +90,17 @@ pub fn row_stride_bytes(bits: u32, inp: usize, group: usize) -> usize {
     (n_groups * group * bits as usize / 8).div_ceil(16) * 16
 }
 
-/// Bytes a packed `[out, inp]` matrix occupies: codes plus FP16 scales (and zeros below 8 bits).
+/// Bytes a packed `[out, inp]` matrix occupies as stored: codes plus FP16 scales (INT8),
+/// FP16 scales and zeros (INT4), or the compact INT2 parameters (u8 scale codes, 4-bit zero
+/// codes, one FP16 super-scale per row).
 pub fn packed_byte_len(bits: u32, out: usize, inp: usize, group: usize) -> usize {
     let n_groups = inp.div_ceil(group.max(1));
-    let params = if bits == 8 { 1 } else { 2 };
-    out * row_stride_bytes(bits, inp, group) + out * n_groups * 2 * params
+    let params = match bits {
+        8 => out * n_groups * 2,
+        2 => param_byte_len(out, n_groups),
+        _ => out * n_groups * 4,
+    };
+    out * row_stride_bytes(bits, inp, group) + params
 }
 
 /// Slot (in units of `BITS`) of code `j` inside its word; see the module docs.
@@ -86,6 +120,8 @@ pub struct Packed<const BITS: u32> {
     words: Arc<Vec<u32>>,
     scales: Arc<Vec<f16>>,
     zeros: Arc<Vec<f16>>,
+    /// INT2 only: the compact parameters `scales`/`zeros` are the decode of.
+    int2: Option<Arc<Int2Params>>,
 }
 
 /// INT8 symmetric weights.
@@ -126,7 +162,9 @@ impl<const BITS: u32> Packed<BITS> {
     /// Packs codes (`[out, in]` row-major, INT8 codes as `i32` in `[-127, 127]`, others in
     /// `[0, MAX_CODE]`) with per-group scales and zeros (`[out, n_groups]`; zeros empty for
     /// INT8). `pad_codes[r * n_groups + n_groups - 1]` is the code written into the padding of
-    /// row `r`'s last group (see the module docs).
+    /// row `r`'s last group (see the module docs). For INT2 the scales and zeros must lie on
+    /// the compact grid (each row's largest scale as its super-scale) and are encoded
+    /// losslessly; quantizers use [`Packed::pack_int2`] with the codes directly.
     pub fn pack(
         out: usize,
         inp: usize,
@@ -135,15 +173,174 @@ impl<const BITS: u32> Packed<BITS> {
         scales: Vec<f16>,
         zeros: Vec<f16>,
     ) -> Result<Self> {
+        Self::check_param_lens(out, inp, group, scales.len(), zeros.len())?;
+        let int2 = Self::int2_from_decoded(inp, group, &scales, &zeros)?;
+        let words = Self::pack_words(out, inp, group, codes, &zeros)?;
+        Ok(Self::assemble(out, inp, group, words, scales, zeros, int2))
+    }
+
+    /// Packs INT2 codes (`[out, in]`, each in `[0, 3]`) with their compact group parameters
+    /// (see "INT2 parameters" in the module docs); the FP16 scales and zeros kept beside them
+    /// are exactly `params.decode()`. An error for any other `BITS`.
+    pub fn pack_int2(
+        out: usize,
+        inp: usize,
+        group: usize,
+        codes: &[i32],
+        params: Int2Params,
+    ) -> Result<Self> {
+        let (scales, zeros) = Self::decode_int2(out, inp, group, &params)?;
+        let words = Self::pack_words(out, inp, group, codes, &zeros)?;
+        Ok(Self::assemble(
+            out,
+            inp,
+            group,
+            words,
+            scales,
+            zeros,
+            Some(params),
+        ))
+    }
+
+    /// Rebuilds a matrix from stored parts (codes already packed), checking every length.
+    /// INT2 scales and zeros must lie on the compact grid, as for [`Packed::pack`].
+    pub fn from_parts(
+        out: usize,
+        inp: usize,
+        group: usize,
+        words: Vec<u32>,
+        scales: Vec<f16>,
+        zeros: Vec<f16>,
+    ) -> Result<Self> {
+        Self::check_param_lens(out, inp, group, scales.len(), zeros.len())?;
+        Self::check_words(out, inp, group, words.len())?;
+        let int2 = Self::int2_from_decoded(inp, group, &scales, &zeros)?;
+        Ok(Self::assemble(out, inp, group, words, scales, zeros, int2))
+    }
+
+    /// Rebuilds an INT2 matrix from its packed code words and compact parameters (what the
+    /// store holds). An error for any other `BITS`.
+    pub fn from_int2_parts(
+        out: usize,
+        inp: usize,
+        group: usize,
+        words: Vec<u32>,
+        params: Int2Params,
+    ) -> Result<Self> {
+        let (scales, zeros) = Self::decode_int2(out, inp, group, &params)?;
+        Self::check_words(out, inp, group, words.len())?;
+        Ok(Self::assemble(
+            out,
+            inp,
+            group,
+            words,
+            scales,
+            zeros,
+            Some(params),
+        ))
+    }
+
+    fn assemble(
+        out: usize,
+        inp: usize,
+        group: usize,
+        words: Vec<u32>,
+        scales: Vec<f16>,
+        zeros: Vec<f16>,
+        int2: Option<Int2Params>,
+    ) -> Self {
+        Packed {
+            out,
+            inp,
+            group,
+            words: Arc::new(words),
+            scales: Arc::new(scales),
+            zeros: Arc::new(zeros),
+            int2: int2.map(Arc::new),
+        }
+    }
+
+    /// Checks the group and the scale/zero counts of an `[out, inp]` matrix.
+    fn check_param_lens(
+        out: usize,
+        inp: usize,
+        group: usize,
+        n_scales: usize,
+        n_zeros: usize,
+    ) -> Result<()> {
         Self::check_group(inp, group)?;
         let ng = inp.div_ceil(group);
         let want_zeros = if Self::HAS_ZEROS { out * ng } else { 0 };
-        if codes.len() != out * inp || scales.len() != out * ng || zeros.len() != want_zeros {
+        if n_scales != out * ng || n_zeros != want_zeros {
             return Err(Error::invalid(format!(
-                "INT{BITS} pack of [{out}, {inp}] group {group}: got {} codes, {} scales, {} zeros",
-                codes.len(),
-                scales.len(),
-                zeros.len()
+                "INT{BITS} [{out}, {inp}] group {group} needs {} scales and {} zeros; got {n_scales}, {n_zeros}",
+                out * ng,
+                want_zeros,
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_words(out: usize, inp: usize, group: usize, n_words: usize) -> Result<()> {
+        let want = out * row_stride_bytes(BITS, inp, group) / 4;
+        if n_words != want {
+            return Err(Error::invalid(format!(
+                "INT{BITS} [{out}, {inp}] group {group} needs {want} code words; got {n_words}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The compact INT2 form of decoded scales and zeros (`None` for INT8/INT4).
+    fn int2_from_decoded(
+        inp: usize,
+        group: usize,
+        scales: &[f16],
+        zeros: &[f16],
+    ) -> Result<Option<Int2Params>> {
+        if BITS != 2 {
+            return Ok(None);
+        }
+        Int2Params::from_decoded(inp.div_ceil(group), scales, zeros).map(Some)
+    }
+
+    /// Checks that compact parameters fit an `[out, inp]` INT2 matrix and decodes them.
+    fn decode_int2(
+        out: usize,
+        inp: usize,
+        group: usize,
+        params: &Int2Params,
+    ) -> Result<(Vec<f16>, Vec<f16>)> {
+        if BITS != 2 {
+            return Err(Error::invalid(format!(
+                "compact INT2 parameters given for an INT{BITS} matrix"
+            )));
+        }
+        Self::check_group(inp, group)?;
+        let ng = inp.div_ceil(group);
+        if params.rows() != out || params.n_groups() != ng {
+            return Err(Error::invalid(format!(
+                "INT2 [{out}, {inp}] group {group} needs parameters for {out} rows x {ng} groups; got {} x {}",
+                params.rows(),
+                params.n_groups()
+            )));
+        }
+        Ok(params.decode())
+    }
+
+    /// Packs checked codes into row-padded words (the padding code comes from `zeros`).
+    fn pack_words(
+        out: usize,
+        inp: usize,
+        group: usize,
+        codes: &[i32],
+        zeros: &[f16],
+    ) -> Result<Vec<u32>> {
+        let ng = inp.div_ceil(group);
+        if codes.len() != out * inp {
+            return Err(Error::invalid(format!(
+                "INT{BITS} pack of [{out}, {inp}] group {group}: got {} codes",
+                codes.len()
             )));
         }
         let (lo, hi) = if BITS == 8 {
@@ -173,48 +370,7 @@ impl<const BITS: u32> Packed<BITS> {
                 row[w] |= ((c as u32) & mask) << (BITS as usize * slot(BITS, j));
             }
         }
-        Ok(Packed {
-            out,
-            inp,
-            group,
-            words: Arc::new(words),
-            scales: Arc::new(scales),
-            zeros: Arc::new(zeros),
-        })
-    }
-
-    /// Rebuilds a matrix from stored parts (codes already packed), checking every length.
-    pub fn from_parts(
-        out: usize,
-        inp: usize,
-        group: usize,
-        words: Vec<u32>,
-        scales: Vec<f16>,
-        zeros: Vec<f16>,
-    ) -> Result<Self> {
-        Self::check_group(inp, group)?;
-        let ng = inp.div_ceil(group);
-        let row_words = row_stride_bytes(BITS, inp, group) / 4;
-        let want_zeros = if Self::HAS_ZEROS { out * ng } else { 0 };
-        if words.len() != out * row_words || scales.len() != out * ng || zeros.len() != want_zeros {
-            return Err(Error::invalid(format!(
-                "INT{BITS} [{out}, {inp}] group {group} needs {} words, {} scales, {} zeros; got {}, {}, {}",
-                out * row_words,
-                out * ng,
-                want_zeros,
-                words.len(),
-                scales.len(),
-                zeros.len()
-            )));
-        }
-        Ok(Packed {
-            out,
-            inp,
-            group,
-            words: Arc::new(words),
-            scales: Arc::new(scales),
-            zeros: Arc::new(zeros),
-        })
+        Ok(words)
     }
 
     /// `(out, in)`.
@@ -264,9 +420,16 @@ impl<const BITS: u32> Packed<BITS> {
         &self.zeros
     }
 
-    /// Bytes of codes plus scales plus zeros.
+    /// INT2 only: the compact parameters (the source of truth of [`Packed::scales`] and
+    /// [`Packed::zeros`], which are their decode); `None` for INT8/INT4.
+    pub fn int2_params(&self) -> Option<&Int2Params> {
+        self.int2.as_deref()
+    }
+
+    /// Bytes of codes plus parameters as stored ([`packed_byte_len`]): FP16 scales (and zeros)
+    /// for INT8/INT4, the compact codes for INT2.
     pub fn byte_len(&self) -> usize {
-        self.words.len() * 4 + (self.scales.len() + self.zeros.len()) * 2
+        packed_byte_len(BITS, self.out, self.inp, self.group)
     }
 
     /// Code `k` of row `r` (signed for INT8); `k` may index the padding.
@@ -421,6 +584,56 @@ mod tests {
         let mut row = vec![0.0; 40];
         m.dequantize_row_into(0, &mut row);
         assert_eq!(row, m.dequantize());
+    }
+
+    #[test]
+    fn int2_keeps_its_codes_and_reports_the_compact_size() {
+        use crate::quant::int2_params::{decode_scale, decode_zero};
+        // 2 rows of 172 at group 64: 3 groups, the last one partial.
+        let (out, inp, g) = (2, 172, 64);
+        let codes: Vec<i32> = (0..out * inp).map(|k| (k * 7 % 4) as i32).collect();
+        let sup = vec![f16::from_f32(0.02), f16::from_f32(3.5)];
+        let params = Int2Params::new(
+            3,
+            sup.clone(),
+            vec![0, 40, 255, 7, 0, 31],
+            vec![0, 15, 6, 1, 2, 3],
+        )
+        .unwrap();
+        let m = Int2Matrix::pack_int2(out, inp, g, &codes, params.clone()).unwrap();
+        assert_eq!(m.int2_params(), Some(&params));
+        assert_eq!(m.scales()[1], decode_scale(sup[0], 40));
+        assert_eq!(m.zeros()[4], decode_zero(2));
+        assert_eq!(
+            m.params(1, 2),
+            (decode_scale(sup[1], 31).to_f32(), decode_zero(3).to_f32())
+        );
+        // Codes 48 bytes per row, then 3 scale codes + 2 zero bytes + 2 super-scale bytes.
+        assert_eq!(m.byte_len(), out * (48 + 3 + 2 + 2));
+        assert_eq!(packed_byte_len(2, out, inp, g), m.byte_len());
+        // The padding of the partial group holds the code nearest to the zero (1.2 -> 1).
+        assert_eq!(m.code(0, 191), 1);
+        let back =
+            Int2Matrix::from_int2_parts(out, inp, g, m.words().to_vec(), params.clone()).unwrap();
+        assert_eq!(back.dequantize(), m.dequantize());
+        // The FP16 entry point re-derives the same codes from decoded values.
+        let same = Int2Matrix::from_parts(
+            out,
+            inp,
+            g,
+            m.words().to_vec(),
+            m.scales().to_vec(),
+            m.zeros().to_vec(),
+        )
+        .unwrap();
+        assert_eq!(same.int2_params(), Some(&params));
+        assert!(Int4Matrix::pack_int2(out, inp, g, &codes, params.clone()).is_err());
+        let e = Int2Matrix::pack_int2(out, 128, g, &codes[..256], params).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("needs parameters for 2 rows x 2 groups"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,9 +11,13 @@
 //!   [`super::calib`]) it minimises `sum_k h_k (w_k - w'_k)^2`, the expected output error of
 //!   a diagonal approximation of the layer's input covariance.
 //!
-//! Scales and zeros are rounded to FP16 *before* the final codes are chosen, so the stored
-//! parameters and codes are consistent.
+//! Scales and zeros are snapped to what is stored *before* codes are chosen (FP16 for INT4,
+//! the compact code grid of [`super::packed`] for INT2, see [`ParamGrid`]), so the stored
+//! parameters and codes are consistent and reconstruction equals the stored decode.
 
+use super::int2_params::{
+    decode_scale, decode_zero, encode_scale, encode_zero, Int2Params, MAX_SCALE_CODE, MAX_ZERO_CODE,
+};
 use super::packed::Packed;
 use super::{Int8Matrix, WeightMatrix};
 use crate::{Error, Result};
@@ -73,7 +77,7 @@ fn to_f16_scale(s: f32) -> f16 {
 
 /// Codes of `w` under `(s, z)` with `levels = 2^b - 1`.
 #[inline]
-fn code(w: f32, s: f32, z: f32, levels: f32) -> f32 {
+pub(super) fn code(w: f32, s: f32, z: f32, levels: f32) -> f32 {
     (w / s + z).round().clamp(0.0, levels)
 }
 
@@ -89,40 +93,134 @@ fn group_err(w: &[f32], h: Option<&[f32]>, s: f16, z: f16, levels: f32) -> f64 {
         .sum()
 }
 
-/// RTN min/max parameters of a group, FP16-rounded.
-fn rtn_params(lo: f32, hi: f32, levels: f32) -> (f16, f16) {
-    let s = to_f16_scale((hi - lo) / levels);
-    let z = f16::from_f32(-lo / s.to_f32());
-    (s, z)
+/// Where a group's scale and zero may lie.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ParamGrid {
+    /// Any positive FP16 scale and any FP16 zero (INT4).
+    Fp16,
+    /// The compact INT2 grid of a row whose super-scale is the given FP16 value (see
+    /// "INT2 parameters" in [`super::packed`]).
+    Int2(f16),
 }
 
-/// Fits `(scale, zero)` of one asymmetric group with `levels = 2^b - 1`.
-pub fn fit_group(w: &[f32], h: Option<&[f32]>, levels: u32, method: Method) -> (f16, f16) {
+/// A group's fitted parameters: the FP16 scale and zero the codes are chosen with and, on
+/// the INT2 grid, the scale and zero codes they are the exact decode of (0 on the FP16 grid).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupFit {
+    /// Decoded scale.
+    pub scale: f16,
+    /// Decoded zero point.
+    pub zero: f16,
+    /// INT2 scale code.
+    pub scale_code: u8,
+    /// INT2 zero code.
+    pub zero_code: u8,
+}
+
+impl ParamGrid {
+    /// The grid point nearest to a real `(s, z)`.
+    pub fn snap(self, s: f32, z: f32) -> GroupFit {
+        match self {
+            ParamGrid::Fp16 => GroupFit {
+                scale: to_f16_scale(s),
+                zero: f16::from_f32(z),
+                scale_code: 0,
+                zero_code: 0,
+            },
+            ParamGrid::Int2(sup) => self.point(encode_scale(sup, s), encode_zero(z)),
+        }
+    }
+
+    /// The INT2 grid point of codes `(c, zc)` (on the FP16 grid the codes are ignored and
+    /// the point is the smallest positive FP16 scale with zero 0).
+    fn point(self, c: u8, zc: u8) -> GroupFit {
+        match self {
+            ParamGrid::Fp16 => self.snap(0.0, 0.0),
+            ParamGrid::Int2(sup) => GroupFit {
+                scale: decode_scale(sup, c),
+                zero: decode_zero(zc),
+                scale_code: c,
+                zero_code: zc,
+            },
+        }
+    }
+
+    /// Min/max (RTN) parameters: the scale `(hi - lo) / levels` snapped first, then the zero
+    /// `-lo / s` computed with that stored scale and snapped.
+    fn rtn(self, lo: f32, hi: f32, levels: f32) -> GroupFit {
+        let s = self.snap((hi - lo) / levels, 0.0).scale.to_f32();
+        self.snap(s, -lo / s)
+    }
+}
+
+/// The INT2 super-scale of a row: `margin` times its largest min/max group scale
+/// `(max(w, 0) - min(w, 0)) / levels`, as a positive FP16.
+pub fn row_super_scale(row: &[f32], group: usize, levels: u32, margin: f32) -> f16 {
+    let widest = row
+        .chunks(group.max(1))
+        .map(|g| {
+            let lo = g.iter().copied().fold(0.0f32, f32::min);
+            let hi = g.iter().copied().fold(0.0f32, f32::max);
+            hi - lo
+        })
+        .fold(0.0f32, f32::max);
+    to_f16_scale(widest / levels as f32 * margin)
+}
+
+/// Fits `(scale, zero)` of one asymmetric group with `levels = 2^b - 1` on `grid`. Every
+/// candidate is snapped to the grid before its codes are chosen, so the error it is judged by
+/// is the error of what is stored. [`Method::Als`] alternates on the grid from several
+/// clipped ranges, keeping the best point seen (RTN's included); on the INT2 grid it then
+/// descends over neighbouring scale and zero codes until no neighbour is better.
+pub fn fit_group(
+    w: &[f32],
+    h: Option<&[f32]>,
+    levels: u32,
+    method: Method,
+    grid: ParamGrid,
+) -> GroupFit {
     let levels = levels as f32;
     let lo = w.iter().copied().fold(f32::INFINITY, f32::min).min(0.0);
     let hi = w.iter().copied().fold(f32::NEG_INFINITY, f32::max).max(0.0);
-    let rtn = rtn_params(lo, hi, levels);
+    let rtn = grid.rtn(lo, hi, levels);
     if method == Method::Rtn {
         return rtn;
     }
     let mut best = rtn;
-    let mut best_err = group_err(w, h, rtn.0, rtn.1, levels);
+    let mut best_err = group_err(w, h, rtn.scale, rtn.zero, levels);
     let weight = |i: usize| h.map_or(1.0, |h| h[i] as f64);
+    // On the FP16 grid the alternation runs on real (s, z) and only its end point is
+    // rounded (FP16 is fine enough); on the coarse INT2 grid every step is snapped, so the
+    // codes are always chosen under a storable point, and each point is judged.
+    let on_grid = matches!(grid, ParamGrid::Int2(_));
     for &clip in &[1.0f32, 0.9, 0.8, 0.7, 0.6, 0.5] {
-        let (mut s, mut z) = ((hi - lo) * clip / levels, -lo * clip);
-        s = s.max(MIN_SCALE);
-        z /= s;
+        let mut s = ((hi - lo) * clip / levels).max(MIN_SCALE);
+        let mut z = -lo * clip / s;
+        let mut cur = grid.snap(s, z);
         for _ in 0..12 {
-            // Least squares of w on q: w ≈ a*q + b, then s = a, z = -b/a.
+            // Codes (and, on the grid, the error) under the current point, then least
+            // squares of w on those codes: w ≈ a*q + b, i.e. s = a, z = -b/a.
+            let (cs, cz) = if on_grid {
+                (cur.scale.to_f32(), cur.zero.to_f32())
+            } else {
+                (s, z)
+            };
             let (mut sw, mut sq, mut sww, mut sqq, mut sqw) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+            let mut err = 0.0f64;
             for (i, &x) in w.iter().enumerate() {
-                let q = code(x, s, z, levels) as f64;
-                let hw = weight(i);
+                let qf = code(x, cs, cz, levels);
+                let (q, hw) = (qf as f64, weight(i));
+                let e = (x - (qf - cz) * cs) as f64;
+                err += hw * e * e;
                 sw += hw * x as f64;
                 sq += hw * q;
                 sqq += hw * q * q;
                 sqw += hw * q * x as f64;
                 sww += hw;
+            }
+            if on_grid && err < best_err {
+                best_err = err;
+                best = cur;
             }
             let n = sww;
             let var = sqq - sq * sq / n;
@@ -135,25 +233,113 @@ pub fn fit_group(w: &[f32], h: Option<&[f32]>, levels: u32, method: Method) -> (
             }
             let b = (sw - a * sq) / n;
             let (ns, nz) = (a as f32, (-b / a) as f32);
-            if (ns - s).abs() <= 1e-7 * s && (nz - z).abs() <= 1e-6 {
+            let next = grid.snap(ns, nz);
+            let converged = if on_grid {
+                next == cur
+            } else {
+                (ns - s).abs() <= 1e-7 * s && (nz - z).abs() <= 1e-6
+            };
+            if converged {
                 break;
             }
-            s = ns;
-            z = nz;
+            (s, z, cur) = (ns, nz, next);
         }
-        let cand = (to_f16_scale(s), f16::from_f32(z));
-        let e = group_err(w, h, cand.0, cand.1, levels);
+        let e = group_err(w, h, cur.scale, cur.zero, levels);
         if e < best_err {
             best_err = e;
-            best = cand;
+            best = cur;
+        }
+    }
+    if matches!(grid, ParamGrid::Int2(_)) {
+        for _ in 0..32 {
+            let mut moved = false;
+            for dc in -2i32..=2 {
+                for dz in -1i32..=1 {
+                    let c = best.scale_code as i32 + dc;
+                    let zc = best.zero_code as i32 + dz;
+                    if (dc, dz) == (0, 0)
+                        || !(0..=MAX_SCALE_CODE as i32).contains(&c)
+                        || !(0..=MAX_ZERO_CODE as i32).contains(&zc)
+                    {
+                        continue;
+                    }
+                    let cand = grid.point(c as u8, zc as u8);
+                    let e = group_err(w, h, cand.scale, cand.zero, levels);
+                    if e < best_err {
+                        (best, best_err, moved) = (cand, e, true);
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
         }
     }
     best
 }
 
+/// One quantized row: its codes, the grid its groups were fitted on, and their parameters.
+pub(super) struct RowFit {
+    /// Codes, `in` of them.
+    pub codes: Vec<i32>,
+    /// The row's grid (its super-scale on INT2).
+    pub grid: ParamGrid,
+    /// One fit per group.
+    pub groups: Vec<GroupFit>,
+}
+
+/// Packs fitted rows into a `BITS`-bit matrix: compact parameters for INT2, FP16 otherwise.
+pub(super) fn pack_rows<const BITS: u32>(
+    out: usize,
+    inp: usize,
+    group: usize,
+    rows: Vec<RowFit>,
+) -> Result<Packed<BITS>> {
+    let ng = inp.div_ceil(group);
+    let mut codes = Vec::with_capacity(out * inp);
+    let mut fits = Vec::with_capacity(out * ng);
+    let mut supers = Vec::with_capacity(out);
+    for r in rows {
+        codes.extend(r.codes);
+        fits.extend(r.groups);
+        if let ParamGrid::Int2(sup) = r.grid {
+            supers.push(sup);
+        }
+    }
+    if BITS == 2 {
+        let params = Int2Params::new(
+            ng,
+            supers,
+            fits.iter().map(|f| f.scale_code).collect(),
+            fits.iter().map(|f| f.zero_code).collect(),
+        )?;
+        Packed::<BITS>::pack_int2(out, inp, group, &codes, params)
+    } else {
+        let scales = fits.iter().map(|f| f.scale).collect();
+        let zeros = fits.iter().map(|f| f.zero).collect();
+        Packed::<BITS>::pack(out, inp, group, &codes, scales, zeros)
+    }
+}
+
+/// The grid of a row of a `BITS`-bit matrix: INT2 rows get a super-scale from
+/// [`row_super_scale`] with `margin`.
+pub(super) fn row_grid<const BITS: u32>(row: &[f32], group: usize, margin: f32) -> ParamGrid {
+    if BITS == 2 {
+        ParamGrid::Int2(row_super_scale(
+            row,
+            group,
+            Packed::<BITS>::MAX_CODE,
+            margin,
+        ))
+    } else {
+        ParamGrid::Fp16
+    }
+}
+
 /// Quantizes `w` (`[out, inp]` row-major f32) to a `BITS`-bit asymmetric packed matrix
 /// (`BITS` = 4 or 2). `importance`, when given, holds one non-negative weight per input
-/// channel (length `inp`) for [`Method::Als`].
+/// channel (length `inp`) for [`Method::Als`]. INT2 rows take their largest min/max group
+/// scale as super-scale.
 pub fn quantize_asym<const BITS: u32>(
     w: &[f32],
     out: usize,
@@ -174,36 +360,33 @@ pub fn quantize_asym<const BITS: u32>(
     check_len(w.len(), out, inp, importance)?;
     let ng = inp.div_ceil(group);
     let levels = Packed::<BITS>::MAX_CODE;
-    let rows: Vec<(Vec<i32>, Vec<f16>, Vec<f16>)> = (0..out)
+    let rows: Vec<RowFit> = (0..out)
         .into_par_iter()
         .map(|r| {
             let row = &w[r * inp..(r + 1) * inp];
+            let grid = row_grid::<BITS>(row, group, 1.0);
             let mut codes = Vec::with_capacity(inp);
-            let (mut ss, mut zs) = (Vec::with_capacity(ng), Vec::with_capacity(ng));
+            let mut groups = Vec::with_capacity(ng);
             for g in 0..ng {
                 let (k0, k1) = (g * group, ((g + 1) * group).min(inp));
                 let h = importance.map(|h| &h[k0..k1]);
-                let (s, z) = fit_group(&row[k0..k1], h, levels, method);
-                let (sf, zf) = (s.to_f32(), z.to_f32());
+                let fit = fit_group(&row[k0..k1], h, levels, method, grid);
+                let (sf, zf) = (fit.scale.to_f32(), fit.zero.to_f32());
                 codes.extend(
                     row[k0..k1]
                         .iter()
                         .map(|&x| code(x, sf, zf, levels as f32) as i32),
                 );
-                ss.push(s);
-                zs.push(z);
+                groups.push(fit);
             }
-            (codes, ss, zs)
+            RowFit {
+                codes,
+                grid,
+                groups,
+            }
         })
         .collect();
-    let mut codes = Vec::with_capacity(out * inp);
-    let (mut scales, mut zeros) = (Vec::with_capacity(out * ng), Vec::with_capacity(out * ng));
-    for (c, s, z) in rows {
-        codes.extend(c);
-        scales.extend(s);
-        zeros.extend(z);
-    }
-    Packed::<BITS>::pack(out, inp, group, &codes, scales, zeros)
+    pack_rows::<BITS>(out, inp, group, rows)
 }
 
 /// Quantizes `w` (`[out, inp]`) to symmetric INT8 with groups of `group` (pass `inp` for one
@@ -291,6 +474,50 @@ mod tests {
             let (er, ea) = (mse(&w, &rtn.dequantize()), mse(&w, &als.dequantize()));
             assert!(ea < er * 0.95, "INT{bits}: als {ea} vs rtn {er}");
         }
+    }
+
+    #[test]
+    fn int2_codes_are_chosen_under_the_stored_parameters() {
+        let mut rng = Rng::new(11);
+        let (out, inp, g) = (12, 172, 64);
+        let w: Vec<f32> = (0..out * inp).map(|_| rng.normal() * 0.05).collect();
+        let imp: Vec<f32> = (0..inp).map(|_| rng.uniform(0.1, 2.0)).collect();
+        for method in [Method::Rtn, Method::Als] {
+            let m = quantize_asym::<2>(&w, out, inp, g, method, Some(&imp)).unwrap();
+            let p = m.int2_params().unwrap();
+            let (s, z) = p.decode();
+            assert_eq!((&s[..], &z[..]), (m.scales(), m.zeros()), "{method}");
+            for r in 0..out {
+                for k in 0..inp {
+                    let (sf, zf) = m.params(r, k / g);
+                    let want = code(w[r * inp + k], sf, zf, 3.0) as i32;
+                    assert_eq!(m.code(r, k), want, "{method} row {r} k {k}");
+                }
+                if method == Method::Rtn {
+                    // The super-scale is the row's widest RTN scale: that group has code 0.
+                    assert!(p.scale_codes()[r * 3..r * 3 + 3].contains(&0), "row {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int2_fits_are_grid_points_no_worse_than_rtn() {
+        let mut rng = Rng::new(4);
+        let sup = f16::from_f32(0.07);
+        let grid = ParamGrid::Int2(sup);
+        for _ in 0..50 {
+            let w: Vec<f32> = (0..64).map(|_| rng.normal() * 0.03 + 0.01).collect();
+            let rtn = fit_group(&w, None, 3, Method::Rtn, grid);
+            let als = fit_group(&w, None, 3, Method::Als, grid);
+            for f in [rtn, als] {
+                assert_eq!(f, grid.point(f.scale_code, f.zero_code));
+            }
+            let err = |f: GroupFit| group_err(&w, None, f.scale, f.zero, 3.0);
+            assert!(err(als) <= err(rtn), "{als:?} vs {rtn:?}");
+        }
+        // Range checks of the grid: scales above the super-scale clamp to code 0.
+        assert_eq!(grid.snap(1.0, 9.0), grid.point(0, 15));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic        b"ACVARNT\0"
-//!      8     4  version      u32 LE, currently 1
+//!      8     4  version      u32 LE, currently 2
 //!     12     4  header_crc   crc32 of bytes [64, data_start) (metadata + tokenizer + directory)
 //!     16     8  meta_len     u64 LE, JSON [`Meta`]
 //!     24     8  tok_len      u64 LE, raw tokenizer file bytes (0 = none)
@@ -23,9 +23,18 @@
 //! range ([`VariantIndex::segments`]).
 //!
 //! **Packed payloads** hold the codes (`[out, row_stride]` bytes, see
-//! [`crate::quant::packed`]), then the FP16 scales at `scales_offset`, then the FP16 zeros at
-//! `zeros_offset` (both relative to the payload start and multiples of 256, so a GPU can use
-//! them in place). Dense payloads are the tensor's little-endian bytes.
+//! [`crate::quant::packed`]), then the group parameters, each part at an offset relative to
+//! the payload start that is a multiple of 256 (so a GPU can use it in place):
+//!
+//! | format | `scales_offset` | `zeros_offset` | `super_scales_offset` |
+//! | --- | --- | --- | --- |
+//! | INT8 | FP16 scales `[out, n_groups]` | 0 (none) | 0 (none) |
+//! | INT4 | FP16 scales `[out, n_groups]` | FP16 zeros `[out, n_groups]` | 0 (none) |
+//! | INT2 | u8 scale codes `[out, n_groups]` | zero codes, two per byte, `[out, ceil(n_groups/2)]` | FP16 super-scales `[out]` |
+//!
+//! (the INT2 codes and their decode are documented with the packer, "INT2 parameters").
+//! Dense payloads are the tensor's little-endian bytes. Version 2 introduced the compact
+//! INT2 parameters (version 1 stored FP16 scales and zeros for INT2 too).
 
 use crate::model::{DType, ModelConfig};
 use crate::quant::QuantConfig;
@@ -34,7 +43,7 @@ use serde::{Deserialize, Serialize};
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"ACVARNT\0";
 /// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Payload alignment (bytes).
@@ -93,10 +102,14 @@ pub struct TensorEntry {
     pub offset: u64,
     /// Payload length in bytes (without the alignment padding).
     pub len: u64,
-    /// Offset of the FP16 scales inside the payload (packed formats; 0 for dense).
+    /// Offset of the scales inside the payload: FP16 (INT8/INT4) or u8 codes (INT2); 0 for
+    /// dense.
     pub scales_offset: u64,
-    /// Offset of the FP16 zeros inside the payload (INT4/INT2; 0 otherwise).
+    /// Offset of the zeros inside the payload: FP16 (INT4) or packed 4-bit codes (INT2); 0
+    /// otherwise.
     pub zeros_offset: u64,
+    /// Offset of the FP16 per-row super-scales inside the payload (INT2; 0 otherwise).
+    pub super_scales_offset: u64,
     /// crc32 (IEEE) of the `len` payload bytes.
     pub crc32: u32,
 }

@@ -4,6 +4,7 @@
 use super::entries::{assemble_globals, assemble_layer, no_extra};
 use super::format::*;
 use crate::model::{DType, ModelWeights, Tensor};
+use crate::quant::int2_params::Int2Params;
 use crate::quant::{Packed, WeightMatrix};
 use crate::{Error, Result};
 use half::f16;
@@ -157,6 +158,21 @@ fn f16s(b: &[u8]) -> Vec<f16> {
         .collect()
 }
 
+/// The byte lengths of a packed payload's parameter parts, in payload order: INT8 scales;
+/// INT4 scales, zeros; INT2 scale codes, packed zero codes, super-scales.
+fn part_lens(bits: u32, out: usize, ng: usize) -> Option<Vec<usize>> {
+    let groups = out.checked_mul(ng)?;
+    Some(match bits {
+        8 => vec![groups.checked_mul(2)?],
+        2 => vec![
+            groups,
+            out.checked_mul(ng.div_ceil(2))?,
+            out.checked_mul(2)?,
+        ],
+        _ => vec![groups.checked_mul(2)?, groups.checked_mul(2)?],
+    })
+}
+
 fn packed<const B: u32>(t: &TensorEntry, p: &[u8]) -> Result<Packed<B>> {
     let (out, inp) = (t.shape[0], t.shape[1]);
     Packed::<B>::check_group(inp, t.group)?;
@@ -164,37 +180,44 @@ fn packed<const B: u32>(t: &TensorEntry, p: &[u8]) -> Result<Packed<B>> {
     let stride = crate::quant::packed::row_stride_bytes(B, inp, t.group);
     let too_big = || Error::invalid(format!("shape {:?} is too large", t.shape));
     let code_len = out.checked_mul(stride).ok_or_else(too_big)?;
-    let param_bytes = out
-        .checked_mul(ng)
-        .and_then(|n| n.checked_mul(2))
-        .ok_or_else(too_big)?;
-    let s0 = t.scales_offset as usize;
-    let z0 = t.zeros_offset as usize;
-    let nz = if B < 8 { param_bytes } else { 0 };
-    let fits = |at: usize, n: usize| at.checked_add(n).is_some_and(|e| e <= p.len());
-    if code_len > s0
-        || !fits(s0, param_bytes)
-        || (nz > 0 && (z0 < s0 + param_bytes || !fits(z0, nz)))
-    {
-        return Err(Error::invalid("payload parts do not fit its length"));
+    let lens = part_lens(B, out, ng).ok_or_else(too_big)?;
+    let offsets = [t.scales_offset, t.zeros_offset, t.super_scales_offset];
+    let names = match B {
+        2 => ["scale codes", "zero codes", "super-scales"],
+        _ => ["scales", "zeros", "super-scales"],
+    };
+    let mut end = code_len;
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(lens.len());
+    for ((&len, &off), name) in lens.iter().zip(&offsets).zip(names) {
+        let at = usize::try_from(off).map_err(|_| too_big())?;
+        match at.checked_add(len) {
+            Some(e) if at >= end && e <= p.len() => {
+                parts.push(&p[at..e]);
+                end = e;
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{name} ({len} bytes at offset {off}) do not fit the {}-byte payload after byte {end}",
+                    p.len()
+                )))
+            }
+        }
     }
     let words = p[..code_len]
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    let zeros = if nz > 0 {
-        f16s(&p[z0..z0 + nz])
-    } else {
-        Vec::new()
-    };
-    Packed::<B>::from_parts(
-        out,
-        inp,
-        t.group,
-        words,
-        f16s(&p[s0..s0 + param_bytes]),
-        zeros,
-    )
+    match (B, &parts[..]) {
+        (2, &[codes, zeros, supers]) => {
+            let params = Int2Params::from_bytes(out, ng, codes, zeros, supers)?;
+            Packed::<B>::from_int2_parts(out, inp, t.group, words, params)
+        }
+        (8, &[scales]) => Packed::<B>::from_parts(out, inp, t.group, words, f16s(scales), vec![]),
+        (_, &[scales, zeros]) => {
+            Packed::<B>::from_parts(out, inp, t.group, words, f16s(scales), f16s(zeros))
+        }
+        _ => Err(Error::Internal(format!("INT{B} has no payload layout"))),
+    }
 }
 
 /// Builds the tensor or matrix of one entry from its payload.
@@ -275,4 +298,47 @@ pub fn load_variant(
         },
         idx,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantizer::{quantize_asym, Method};
+
+    #[test]
+    fn misplaced_int2_parts_are_named() {
+        let w: Vec<f32> = (0..3 * 100)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.01)
+            .collect();
+        let m = quantize_asym::<2>(&w, 3, 100, 64, Method::Rtn, None).unwrap();
+        let p = m.int2_params().unwrap();
+        let mut payload = m.packed_bytes(); // 3 rows x 32 bytes
+        payload.extend_from_slice(p.scale_codes()); // at 96
+        payload.extend_from_slice(&p.packed_zero_codes()); // at 102
+        payload.extend_from_slice(&p.super_scale_bytes()); // at 105
+        let mut t = TensorEntry {
+            name: "layers.0.wq".into(),
+            layer: Some(0),
+            format: TensorFormat::Int2,
+            shape: vec![3, 100],
+            group: 64,
+            offset: 0,
+            len: payload.len() as u64,
+            scales_offset: 96,
+            zeros_offset: 102,
+            super_scales_offset: 105,
+            crc32: 0,
+        };
+        let WeightMatrix::Int2(back) = decode(&t, &payload).unwrap() else {
+            panic!("an INT2 entry decodes to INT2");
+        };
+        assert_eq!(back.dequantize(), m.dequantize());
+        t.super_scales_offset = 106;
+        let e = decode(&t, &payload).unwrap_err().to_string();
+        assert!(e.contains("super-scales (6 bytes at offset 106)"), "{e}");
+        t.super_scales_offset = 105;
+        t.zeros_offset = 100;
+        let e = decode(&t, &payload).unwrap_err().to_string();
+        assert!(e.contains("zero codes (3 bytes at offset 100)"), "{e}");
+    }
 }

@@ -13,18 +13,28 @@ enum Item<'a> {
     Matrix(&'a WeightMatrix),
 }
 
-fn packed_payload<const B: u32>(m: &Packed<B>) -> (Vec<u8>, u64, u64) {
+/// A packed payload: the code rows, then each parameter part at a 256-aligned offset (INT8:
+/// FP16 scales; INT4: FP16 scales, zeros; INT2: scale codes, packed zero codes, FP16
+/// super-scales). Returns the bytes and the parts' offsets (0 where absent).
+fn packed_payload<const B: u32>(m: &Packed<B>) -> (Vec<u8>, [u64; 3]) {
+    let f16_bytes = |v: &[half::f16]| v.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<_>>();
+    let parts: Vec<Vec<u8>> = match m.int2_params() {
+        Some(p) => vec![
+            p.scale_codes().to_vec(),
+            p.packed_zero_codes(),
+            p.super_scale_bytes(),
+        ],
+        None if m.zeros().is_empty() => vec![f16_bytes(m.scales())],
+        None => vec![f16_bytes(m.scales()), f16_bytes(m.zeros())],
+    };
     let mut bytes = m.packed_bytes();
-    bytes.resize(round_up(bytes.len() as u64, PART_ALIGN) as usize, 0);
-    let scales_off = bytes.len() as u64;
-    bytes.extend(m.scales().iter().flat_map(|s| s.to_le_bytes()));
-    let mut zeros_off = 0;
-    if !m.zeros().is_empty() {
+    let mut offsets = [0u64; 3];
+    for (part, off) in parts.iter().zip(&mut offsets) {
         bytes.resize(round_up(bytes.len() as u64, PART_ALIGN) as usize, 0);
-        zeros_off = bytes.len() as u64;
-        bytes.extend(m.zeros().iter().flat_map(|s| s.to_le_bytes()));
+        *off = bytes.len() as u64;
+        bytes.extend_from_slice(part);
     }
-    (bytes, scales_off, zeros_off)
+    (bytes, offsets)
 }
 
 /// Payload bytes and a directory entry template (offset and crc filled in by the caller).
@@ -36,29 +46,29 @@ fn payload(name: String, layer: Option<usize>, item: &Item<'_>) -> (Vec<u8>, Ten
             t.shape().to_vec(),
         )
     };
-    let (bytes, format, shape, group, so, zo) = match item {
+    let (bytes, format, shape, group, [so, zo, uo]) = match item {
         Item::Dense(t) => {
             let (b, f, s) = dense(t);
-            (b, f, s, 0, 0, 0)
+            (b, f, s, 0, [0; 3])
         }
         Item::Matrix(WeightMatrix::Dense(t)) => {
             let (b, f, s) = dense(t);
-            (b, f, s, 0, 0, 0)
+            (b, f, s, 0, [0; 3])
         }
         Item::Matrix(WeightMatrix::Int8(m)) => {
-            let (b, so, zo) = packed_payload(m);
+            let (b, offs) = packed_payload(m);
             let (o, i) = m.dims();
-            (b, TensorFormat::Int8, vec![o, i], m.group_size(), so, zo)
+            (b, TensorFormat::Int8, vec![o, i], m.group_size(), offs)
         }
         Item::Matrix(WeightMatrix::Int4(m)) => {
-            let (b, so, zo) = packed_payload(m);
+            let (b, offs) = packed_payload(m);
             let (o, i) = m.dims();
-            (b, TensorFormat::Int4, vec![o, i], m.group_size(), so, zo)
+            (b, TensorFormat::Int4, vec![o, i], m.group_size(), offs)
         }
         Item::Matrix(WeightMatrix::Int2(m)) => {
-            let (b, so, zo) = packed_payload(m);
+            let (b, offs) = packed_payload(m);
             let (o, i) = m.dims();
-            (b, TensorFormat::Int2, vec![o, i], m.group_size(), so, zo)
+            (b, TensorFormat::Int2, vec![o, i], m.group_size(), offs)
         }
     };
     let entry = TensorEntry {
@@ -71,6 +81,7 @@ fn payload(name: String, layer: Option<usize>, item: &Item<'_>) -> (Vec<u8>, Ten
         len: bytes.len() as u64,
         scales_offset: so,
         zeros_offset: zo,
+        super_scales_offset: uo,
         crc32: crc32fast::hash(&bytes),
     };
     (bytes, entry)
