@@ -10,8 +10,10 @@ use std::sync::LazyLock;
 pub const SCALE_STEPS_PER_OCTAVE: u32 = 32;
 /// Largest scale code (8 octaves below the super-scale); smaller scales clamp to it.
 pub const MAX_SCALE_CODE: u8 = 255;
-/// Largest zero code: `z = zc * 3 / 15`, so `z` spans `[0, 3]` in steps of 0.2.
+/// Largest zero code: `z = zc / 4`, so `z` spans `[0, 3.75]` in steps of 0.25.
 pub const MAX_ZERO_CODE: u8 = 15;
+/// Zero codes per quantisation step: `z = zc / 4`.
+pub const ZERO_CODES_PER_STEP: f64 = 4.0;
 
 /// `2^(-c/32)` for every code. Built from square roots and products of exact binary
 /// fractions only (each correctly rounded by IEEE 754), so every host decodes the same bits.
@@ -63,9 +65,9 @@ pub fn encode_scale(super_scale: f16, s: f32) -> u8 {
     best.1
 }
 
-/// The decoded zero of code `zc`: `f16(zc * 3 / 15)`.
+/// The decoded zero of code `zc`: `zc / 4` (exact in FP16).
 pub fn decode_zero(zc: u8) -> f16 {
-    f16::from_f64(zc as f64 * 3.0 / MAX_ZERO_CODE as f64)
+    f16::from_f64(zc as f64 / ZERO_CODES_PER_STEP)
 }
 
 /// The zero code nearest to `z`, clamped to `0..=15` (non-finite `z` gives 0).
@@ -73,7 +75,7 @@ pub fn encode_zero(z: f32) -> u8 {
     if !z.is_finite() {
         return 0;
     }
-    (z * MAX_ZERO_CODE as f32 / 3.0)
+    (z * ZERO_CODES_PER_STEP as f32)
         .round()
         .clamp(0.0, MAX_ZERO_CODE as f32) as u8
 }
@@ -333,16 +335,16 @@ mod tests {
     }
 
     #[test]
-    fn zero_codes_cover_zero_to_three() {
+    fn zero_codes_cover_zero_to_three_and_three_quarters() {
         assert_eq!(decode_zero(0).to_f32(), 0.0);
-        assert_eq!(decode_zero(15).to_f32(), 3.0);
-        assert_eq!(decode_zero(5).to_f32(), 1.0);
+        assert_eq!(decode_zero(15).to_f32(), 3.75);
+        assert_eq!(decode_zero(6).to_f32(), 1.5, "a symmetric group's zero is exact");
         for zc in 0..=MAX_ZERO_CODE {
             assert_eq!(encode_zero(decode_zero(zc).to_f32()), zc);
         }
         assert_eq!(encode_zero(-1.0), 0);
         assert_eq!(encode_zero(7.0), 15);
-        assert_eq!(encode_zero(0.31), 2);
+        assert_eq!(encode_zero(0.31), 1);
         assert_eq!(encode_zero(f32::NAN), 0);
     }
 

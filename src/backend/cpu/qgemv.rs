@@ -223,15 +223,33 @@ mod tests {
                 }
             })
             .collect();
-        let scales: Vec<f16> = (0..out * ng)
-            .map(|_| f16::from_f32(0.001 + 0.02 * rng.next_f32()))
-            .collect();
-        let zeros: Vec<f16> = if BITS == 8 {
-            Vec::new()
+        let (scales, zeros): (Vec<f16>, Vec<f16>) = if BITS == 2 {
+            // INT2 parameters must lie on the compact grid: each row's first group carries the
+            // super-scale (code 0), the others random log-scale and zero codes.
+            use crate::quant::int2_params::{decode_scale, decode_zero};
+            let mut sc = Vec::new();
+            let mut zc = Vec::new();
+            for _ in 0..out {
+                let sup = f16::from_f32(0.005 + 0.02 * rng.next_f32());
+                for g in 0..ng {
+                    let c = if g == 0 { 0 } else { rng.below(200) as u8 };
+                    sc.push(decode_scale(sup, c));
+                    zc.push(decode_zero(rng.below(16) as u8));
+                }
+            }
+            (sc, zc)
         } else {
-            (0..out * ng)
-                .map(|_| f16::from_f32(max as f32 * rng.next_f32()))
-                .collect()
+            let scales = (0..out * ng)
+                .map(|_| f16::from_f32(0.001 + 0.02 * rng.next_f32()))
+                .collect();
+            let zeros = if BITS == 8 {
+                Vec::new()
+            } else {
+                (0..out * ng)
+                    .map(|_| f16::from_f32(max as f32 * rng.next_f32()))
+                    .collect()
+            };
+            (scales, zeros)
         };
         let m = Packed::<BITS>::pack(out, inp, group, &codes, scales, zeros).unwrap();
         let x: Vec<f32> = (0..inp).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
