@@ -56,7 +56,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut cfg = preset("tiny")?;
     cfg.max_seq_len = 256;
     let weights = synthetic_weights(&cfg, args.seed, DType::F32)?;
-    let set = VariantSet::simulated(&weights)?;
+    let set = VariantSet::quantize(&weights, &agentcompress::quant::QuantConfig::default())?;
     let tok = ByteTokenizer;
     println!(
         "AgentCompress demo: synthetic LLaMA-shape model ({} layers, dim {}, {:.2}M parameters, seed {}), variants fp16/int8/int4/int2 at {:.2}/{:.2}/{:.2}/{:.2} of fp16's bytes (simulated quantisation)",
