@@ -165,7 +165,11 @@ fn routes_by_complexity_swaps_under_a_small_budget_and_hits_when_resident() {
     let easy = engine.route(r.easy[0]).unwrap();
     assert_eq!(easy.precision, Precision::Int2, "{:?}", easy.reasons);
     assert!(easy.swap && easy.complexity.is_some());
-    assert!(easy.reasons[0].starts_with("complexity "), "{:?}", easy.reasons);
+    assert!(
+        easy.reasons[0].starts_with("complexity "),
+        "{:?}",
+        easy.reasons
+    );
     assert!(easy.reasons.iter().any(|s| s.contains("chose int2")));
     let alts: Vec<Precision> = easy.alternatives.iter().map(|a| a.0).collect();
     assert!(alts.contains(&Precision::Fp16) && alts.contains(&Precision::Int8));
@@ -275,8 +279,12 @@ fn without_a_controller_every_task_goes_to_the_stated_fallback() {
         "{:?}",
         route.reasons
     );
-    let a = engine.run("Once upon a time", &greedy(3), |_| true).unwrap();
-    let b = engine.run("Once upon a time", &greedy(3), |_| true).unwrap();
+    let a = engine
+        .run("Once upon a time", &greedy(3), |_| true)
+        .unwrap();
+    let b = engine
+        .run("Once upon a time", &greedy(3), |_| true)
+        .unwrap();
     assert!(a.route.swap && !b.route.swap);
     assert_eq!(engine.stats().per_precision, [0, 0, 2, 0]);
     assert!(engine.route("").is_err());
@@ -298,7 +306,10 @@ fn bad_variant_directories_give_typed_errors() {
     // A budget that cannot hold the FP16 variant.
     let e = build_err(bare(), Some(1000));
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
-    assert!(e.to_string().contains("cannot hold the fp16 variant"), "{e}");
+    assert!(
+        e.to_string().contains("cannot hold the fp16 variant"),
+        "{e}"
+    );
 
     // A manifest without INT2.
     let d = copy_of(bare());

@@ -65,7 +65,7 @@ enum Models {
         precision: Precision,
     },
     /// Four variants, routed.
-    Routed(routed::Routed),
+    Routed(Box<routed::Routed>),
 }
 
 /// Builds an [`Engine`] from a path (or from weights already in memory).
@@ -92,6 +92,8 @@ impl EngineBuilder {
                 prefetch: false,
                 fallback: Precision::Fp16,
                 verify_checksums: true,
+                router_dir: None,
+                target: None,
             },
         }
     }
@@ -145,6 +147,20 @@ impl Engine {
         match &self.models {
             Models::Single { .. } => None,
             Models::Routed(r) => Some(r.bytes()),
+        }
+    }
+
+    /// Makes variant `p` resident (loading it within the budget, evicting the least recently
+    /// used ones) without running a task; returns whether it had to be loaded. A single-model
+    /// engine has only its own variant.
+    pub fn make_resident(&self, p: Precision) -> Result<bool> {
+        match &self.models {
+            Models::Single { precision, .. } if *precision == p => Ok(false),
+            Models::Single { precision, .. } => Err(Error::invalid(format!(
+                "{} holds only the {precision} variant, not {p}",
+                self.source
+            ))),
+            Models::Routed(r) => r.acquire(p).map(|(_, loaded)| loaded),
         }
     }
 
@@ -368,6 +384,20 @@ impl EngineBuilder {
         self
     }
 
+    /// Read `controller.safetensors` and `router.json` from `dir` instead of the variant
+    /// directory (e.g. the output directory of `agentcompress eval`).
+    pub fn router_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.routed.router_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Overrides the router's quality target (fidelity to FP16 a route must be expected to
+    /// keep, in [0, 1]).
+    pub fn router_target(mut self, target: f32) -> Self {
+        self.routed.target = Some(target);
+        self
+    }
+
     /// The variant every task goes to when a variant directory has no controller and router
     /// (default FP16, the quality-safe choice).
     pub fn fallback_precision(mut self, p: Precision) -> Self {
@@ -402,7 +432,7 @@ impl EngineBuilder {
                     (None, None) => variant_tokenizer(p)?,
                 };
                 return Ok(Engine {
-                    models: Models::Routed(r),
+                    models: Models::Routed(Box::new(r)),
                     tokenizer,
                     source: format!("{} (routed variants)", p.display()),
                     stats: Mutex::new(EngineStats::default()),

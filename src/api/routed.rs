@@ -30,8 +30,8 @@ pub const ROUTER_FILE: &str = "router.json";
 enum Brain {
     /// Controller, router and the frozen embedding table the controller reads.
     Trained {
-        controller: Controller,
-        router: Router,
+        controller: Box<Controller>,
+        router: Box<Router>,
         embedding: Vec<f32>,
     },
     /// Every task goes to `precision`; `why` says what was missing.
@@ -79,6 +79,10 @@ pub(crate) struct RoutedOptions {
     pub prefetch: bool,
     pub fallback: Precision,
     pub verify_checksums: bool,
+    /// Where `controller.safetensors` and `router.json` are (default: the variant directory).
+    pub router_dir: Option<PathBuf>,
+    /// Overrides the router's quality target.
+    pub target: Option<f32>,
 }
 
 /// The routed part of an engine.
@@ -126,6 +130,7 @@ fn read_brain(
     bytes: &[u64; 4],
     opts: &RoutedOptions,
 ) -> Result<Brain> {
+    let dir = opts.router_dir.as_deref().unwrap_or(dir);
     let (cp, rp) = (dir.join(CONTROLLER_FILE), dir.join(ROUTER_FILE));
     match (cp.is_file(), rp.is_file()) {
         (false, false) => {
@@ -165,6 +170,14 @@ fn read_brain(
             ),
         ));
     }
+    if let Some(t) = opts.target {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(Error::invalid(format!(
+                "quality target {t} is not in [0, 1]"
+            )));
+        }
+        router.config.target = t;
+    }
     // Costs are this directory's real variant sizes.
     router.relative_bytes = bytes.map(|b| b as f64 / bytes[0].max(1) as f64);
     let (w, _) = load_variant(
@@ -174,8 +187,8 @@ fn read_brain(
         },
     )?;
     Ok(Brain::Trained {
-        controller,
-        router,
+        controller: Box::new(controller),
+        router: Box::new(router),
         embedding: w.embedding.to_f32_vec(),
     })
 }
@@ -206,9 +219,8 @@ impl Routed {
             files[p.index()] = file;
         }
         let budget = opts.budget.unwrap_or(bytes.iter().sum());
-        let residency = Residency::new(budget, bytes).map_err(|e| {
-            Error::invalid(format!("memory budget of {}: {e}", dir.display()))
-        })?;
+        let residency = Residency::new(budget, bytes)
+            .map_err(|e| Error::invalid(format!("memory budget of {}: {e}", dir.display())))?;
         let brain = read_brain(dir, &manifest, &files[0], &bytes, opts)?;
         Ok(Routed {
             files,
@@ -269,7 +281,11 @@ impl Routed {
 
     /// Admits a finished background load (waiting for it when `wait`). A load that cannot be
     /// admitted any more (the device filled up meanwhile) is returned instead of dropped.
-    fn harvest(&self, st: &mut State, wait: bool) -> Result<Option<(Precision, Arc<dyn DynModel>)>> {
+    fn harvest(
+        &self,
+        st: &mut State,
+        wait: bool,
+    ) -> Result<Option<(Precision, Arc<dyn DynModel>)>> {
         let done = st
             .inflight
             .as_ref()

@@ -287,10 +287,7 @@ mod tests {
         assert_eq!(easy.precision, Int4);
         assert!(easy.swap);
         assert!(easy.alternatives.iter().any(|(p, _)| *p == Int8));
-        assert!(easy
-            .alternatives
-            .windows(2)
-            .all(|w| w[0].1 <= w[1].1));
+        assert!(easy.alternatives.windows(2).all(|w| w[0].1 <= w[1].1));
         let mut probs = out(0.05);
         probs.precision_probs = [0.1, 0.6, 0.2, 0.1];
         assert_eq!(r.decide(&probs, &res).next, Some(Int8));

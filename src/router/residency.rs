@@ -70,7 +70,10 @@ impl Residency {
 
     /// Bytes of the resident variants.
     pub fn used(&self) -> u64 {
-        self.resident.iter().map(|(q, _)| self.bytes[q.index()]).sum()
+        self.resident
+            .iter()
+            .map(|(q, _)| self.bytes[q.index()])
+            .sum()
     }
 
     /// Evicts least recently used variants, keeping the `keep` most recently used ones, until

@@ -36,7 +36,11 @@ pub struct VariantArgs {
 impl VariantArgs {
     /// Opens the variants and a tokenizer; returns them with a description of the model.
     pub fn open(&self) -> Result<(VariantSet, Box<dyn Tokenizer>, String)> {
-        if let Some(dir) = self.model.as_deref().filter(|p| p.join(MANIFEST_FILE).is_file()) {
+        if let Some(dir) = self
+            .model
+            .as_deref()
+            .filter(|p| p.join(MANIFEST_FILE).is_file())
+        {
             let set = VariantSet::open_dir(dir, true)?;
             let tok = match &self.tokenizer {
                 Some(p) => load_tokenizer(p)?,
