@@ -293,10 +293,11 @@ impl Routed {
         let Some(f) = st.inflight.take_if(|_| done) else {
             return Ok(None);
         };
-        let (model, _) = f
-            .handle
-            .join()
-            .map_err(|_| Error::Internal("the prefetch thread panicked".into()))??;
+        // A failed background load is dropped: it was only a guess, and a task that needs the
+        // variant loads it on demand, which reports the error to that task.
+        let Ok(Ok((model, _))) = f.handle.join() else {
+            return Ok(None);
+        };
         st.loads.bytes_loaded += self.bytes[f.precision.index()];
         if !st.residency.prefetch(f.precision) {
             return Ok(Some((f.precision, model)));
@@ -360,7 +361,8 @@ impl Routed {
     }
 
     /// Makes `p` resident (a hit, a prefetch hit, or a swap that loads it) and returns its
-    /// model and whether a swap happened.
+    /// model and whether a swap happened. A swap loads under the residency lock, so other
+    /// routes and runs on this engine wait for it (generation itself runs unlocked).
     pub fn acquire(&self, p: Precision) -> Result<(Arc<dyn DynModel>, bool)> {
         let mut st = self.lock()?;
         let waiting = st.inflight.as_ref().is_some_and(|f| f.precision == p);
