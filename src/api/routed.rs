@@ -219,8 +219,12 @@ impl Routed {
             files[p.index()] = file;
         }
         let budget = opts.budget.unwrap_or(bytes.iter().sum());
-        let residency = Residency::new(budget, bytes)
-            .map_err(|e| Error::invalid(format!("memory budget of {}: {e}", dir.display())))?;
+        let residency = Residency::new(budget, bytes).map_err(|e| match e {
+            Error::InvalidArgument(m) => {
+                Error::invalid(format!("memory budget for {}: {m}", dir.display()))
+            }
+            other => other,
+        })?;
         let brain = read_brain(dir, &manifest, &files[0], &bytes, opts)?;
         Ok(Routed {
             files,
