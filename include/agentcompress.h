@@ -142,6 +142,18 @@ typedef struct ac_engine_params {
    * the tokenizer found beside the model. Must be NULL for the built-in models.
    */
   const char *tokenizer_path;
+  /**
+   * Variants directories: bytes of variant weights that may be resident at once; loading a
+   * variant evicts the least recently used ones. 0 means room for all four. A budget
+   * smaller than the largest variant fails `ac_engine_open` with `AC_INVALID_ARGUMENT`.
+   * Ignored for single models.
+   */
+  uint64_t memory_budget;
+  /**
+   * Variants directories: after each run, load the variant the router expects next on a
+   * background thread. Ignored for single models.
+   */
+  bool prefetch;
 } ac_engine_params;
 
 /**
@@ -202,6 +214,22 @@ typedef struct ac_stats {
    * Accumulated relative cost (FP16 = 1.0 per task).
    */
   double cost;
+  /**
+   * Bytes of variant weights loaded by swaps and prefetches (variants directories).
+   */
+  uint64_t bytes_loaded;
+  /**
+   * Seconds tasks spent waiting for their variant to load.
+   */
+  double swap_seconds;
+  /**
+   * Variants loaded in the background and admitted ahead of use.
+   */
+  uint64_t prefetches;
+  /**
+   * Tasks served by a variant a prefetch had loaded.
+   */
+  uint64_t prefetch_hits;
 } ac_stats;
 
 /**
@@ -360,6 +388,23 @@ void ac_engine_close(struct ac_engine *engine);
 enum ac_status ac_route(struct ac_engine *engine, const char *task, struct ac_route_info *out);
 
 /**
+ * Writes the reasons `ac_route` would give for `task` (complexity, expected quality against
+ * the target, the chosen variant, alternatives with their costs, swap or hit), one per line,
+ * into `buf` as a NUL-terminated string truncated to `cap` bytes, and the full length
+ * (excluding the NUL) into `*len` when `len` is not NULL. `buf` may be NULL when `cap` is 0,
+ * to ask for the length. `task` must be non-empty UTF-8. Thread-safe.
+ *
+ * # Safety
+ * `task` is NULL or NUL-terminated; `buf` is NULL or writable for `cap` bytes; `len` is NULL
+ * or writable.
+ */
+enum ac_status ac_route_reasons(struct ac_engine *engine,
+                                const char *task,
+                                char *buf,
+                                size_t cap,
+                                size_t *len);
+
+/**
  * Stores the engine's counters since it was opened in `*out`. Thread-safe: the counters are
  * a consistent snapshot.
  *
@@ -409,6 +454,14 @@ enum ac_status ac_run(struct ac_engine *engine,
  * to the result and stays valid until `ac_result_free(result)`.
  */
 const char *ac_result_text(const struct ac_result *result);
+
+/**
+ * The reasons for the route a result's task took (complexity, expected quality, the chosen
+ * variant, alternatives, swap or hit, prefetch), one per line, NUL-terminated; NULL (with a
+ * message for `ac_last_error()`) when `result` is NULL or not live. The string belongs to the
+ * result and stays valid until `ac_result_free(result)`.
+ */
+const char *ac_result_reasons(const struct ac_result *result);
 
 /**
  * Stores the route a result's task took in `*out`.

@@ -1,4 +1,4 @@
-//! A reduced workflow benchmark on stories260K (simulated variants, byte-encoded task text until
+//! A reduced workflow benchmark on stories260K (packed RTN variants, byte-encoded task text until
 //! the llama2.c tokenizer is wired in): every strategy is reported, the uniform baselines are
 //! ordered by cost, the oracle meets the threshold everywhere, and the controller + router
 //! never does worse than FP16 on cost.
@@ -8,6 +8,7 @@ use agentcompress::model::load::load_model;
 use agentcompress::model::synthetic::{preset, synthetic_weights};
 use agentcompress::model::tokenizer::ByteTokenizer;
 use agentcompress::model::DType;
+use agentcompress::quant::{Method, QuantConfig};
 use agentcompress::router::VariantSet;
 use std::path::Path;
 
@@ -22,7 +23,11 @@ fn reduced_benchmark_on_stories260k() {
         c.max_seq_len = 128;
         synthetic_weights(&c, 1, DType::F32).unwrap()
     };
-    let set = VariantSet::simulated(&weights).unwrap();
+    let quant = QuantConfig {
+        method: Method::Rtn,
+        ..QuantConfig::default()
+    };
+    let set = VariantSet::quantize(&weights, &quant).unwrap();
     let mut cfg = EvalConfig {
         workflows: 8,
         n_gen: 12,

@@ -41,6 +41,14 @@ pub struct ac_engine_params {
     /// Tokenizer file (llama2.c `tokenizer.bin` or Hugging Face `tokenizer.json`). NULL means
     /// the tokenizer found beside the model. Must be NULL for the built-in models.
     pub tokenizer_path: *const c_char,
+    /// Variants directories: bytes of variant weights that may be resident at once; loading a
+    /// variant evicts the least recently used ones. 0 means room for all four. A budget
+    /// smaller than the largest variant fails `ac_engine_open` with `AC_INVALID_ARGUMENT`.
+    /// Ignored for single models.
+    pub memory_budget: u64,
+    /// Variants directories: after each run, load the variant the router expects next on a
+    /// background thread. Ignored for single models.
+    pub prefetch: bool,
 }
 
 /// The number of precisions, the length of `ac_stats.per_precision`.
@@ -119,6 +127,14 @@ pub struct ac_stats {
     pub bytes_streamed: u64,
     /// Accumulated relative cost (FP16 = 1.0 per task).
     pub cost: f64,
+    /// Bytes of variant weights loaded by swaps and prefetches (variants directories).
+    pub bytes_loaded: u64,
+    /// Seconds tasks spent waiting for their variant to load.
+    pub swap_seconds: f64,
+    /// Variants loaded in the background and admitted ahead of use.
+    pub prefetches: u64,
+    /// Tasks served by a variant a prefetch had loaded.
+    pub prefetch_hits: u64,
 }
 
 /// The default `ac_engine_params`: device `"auto"`, the tokenizer beside the model.
@@ -128,6 +144,8 @@ pub extern "C" fn ac_engine_default_params() -> ac_engine_params {
     ac_engine_params {
         device: std::ptr::null(),
         tokenizer_path: std::ptr::null(),
+        memory_budget: 0,
+        prefetch: false,
     }
 }
 
@@ -182,7 +200,12 @@ pub unsafe extern "C" fn ac_engine_open(
                 Engine::builtin(name)?.device(device).build()?
             }
             None => {
-                let mut b = Engine::builder(&path).device(device);
+                let mut b = Engine::builder(&path)
+                    .device(device)
+                    .prefetch(params.prefetch);
+                if params.memory_budget > 0 {
+                    b = b.memory_budget(params.memory_budget);
+                }
                 if !params.tokenizer_path.is_null() {
                     b = b.tokenizer_path(unsafe {
                         c_path(params.tokenizer_path, "params->tokenizer_path")
@@ -240,6 +263,49 @@ pub unsafe extern "C" fn ac_route(
     )
 }
 
+/// Writes the reasons `ac_route` would give for `task` (complexity, expected quality against
+/// the target, the chosen variant, alternatives with their costs, swap or hit), one per line,
+/// into `buf` as a NUL-terminated string truncated to `cap` bytes, and the full length
+/// (excluding the NUL) into `*len` when `len` is not NULL. `buf` may be NULL when `cap` is 0,
+/// to ask for the length. `task` must be non-empty UTF-8. Thread-safe.
+///
+/// # Safety
+/// `task` is NULL or NUL-terminated; `buf` is NULL or writable for `cap` bytes; `len` is NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ac_route_reasons(
+    engine: *mut ac_engine,
+    task: *const c_char,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> ac_status {
+    guard(
+        || {},
+        || {
+            if buf.is_null() && cap > 0 {
+                return Err(Error::invalid("buf is NULL but cap is not 0"));
+            }
+            let engine = engine_of(engine)?;
+            let task = unsafe { c_str(task, "task") }?;
+            let text = engine.route(task)?.reasons.join("\n");
+            if cap > 0 {
+                let n = text.len().min(cap - 1);
+                // SAFETY: `buf` is writable for `cap` bytes per the contract and n < cap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+                    *buf.add(n) = 0;
+                }
+            }
+            if !len.is_null() {
+                // SAFETY: writable per the contract.
+                unsafe { *len = text.len() };
+            }
+            Ok(())
+        },
+    )
+}
+
 /// Stores the engine's counters since it was opened in `*out`. Thread-safe: the counters are
 /// a consistent snapshot.
 ///
@@ -265,6 +331,10 @@ pub unsafe extern "C" fn ac_engine_stats(
                     hits: s.hits,
                     bytes_streamed: s.bytes_streamed,
                     cost: s.cost,
+                    bytes_loaded: s.bytes_loaded,
+                    swap_seconds: s.swap_seconds,
+                    prefetches: s.prefetches,
+                    prefetch_hits: s.prefetch_hits,
                 }
             };
             Ok(())

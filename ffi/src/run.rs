@@ -107,6 +107,8 @@ pub struct ac_run_info {
 pub(crate) struct RunOutcome {
     /// The generated text followed by one NUL.
     text: Vec<u8>,
+    /// The route's reasons, one per line, followed by one NUL.
+    reasons: Vec<u8>,
     route: ac_route_info,
     info: ac_run_info,
 }
@@ -194,7 +196,11 @@ pub unsafe extern "C" fn ac_run(
         let o = &r.output;
         let mut text = o.text.as_bytes().to_vec();
         text.push(0);
+        let mut reasons = r.route.reasons.join("\n").into_bytes();
+        reasons.retain(|b| *b != 0);
+        reasons.push(0);
         let outcome = RunOutcome {
+            reasons,
             route: ac_route_info::from(&r.route),
             info: ac_run_info {
                 prompt_tokens: o.prompt_ids.len() as u64,
@@ -222,6 +228,17 @@ pub extern "C" fn ac_result_text(result: *const ac_result) -> *const c_char {
     guard_value(std::ptr::null(), || {
         // The registry keeps the outcome (and its text buffer) alive until ac_result_free.
         Ok(result_of(result)?.text.as_ptr().cast())
+    })
+}
+
+/// The reasons for the route a result's task took (complexity, expected quality, the chosen
+/// variant, alternatives, swap or hit, prefetch), one per line, NUL-terminated; NULL (with a
+/// message for `ac_last_error()`) when `result` is NULL or not live. The string belongs to the
+/// result and stays valid until `ac_result_free(result)`.
+#[no_mangle]
+pub extern "C" fn ac_result_reasons(result: *const ac_result) -> *const c_char {
+    guard_value(std::ptr::null(), || {
+        Ok(result_of(result)?.reasons.as_ptr().cast())
     })
 }
 

@@ -538,3 +538,103 @@ fn the_demo_model_opens_and_runs() {
     ac_result_free(r);
     ac_engine_close(e);
 }
+
+/// stories260K quantized (RTN) into a temporary variants directory without a controller.
+fn variants_dir() -> tempfile::TempDir {
+    use ac::store::{build_variants, BuildOptions};
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K");
+    let dense = ac::model::llama2c::load(&root.join("stories260K.bin")).unwrap();
+    let tok = std::fs::read(root.join("tok512.bin")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BuildOptions {
+        quant: ac::quant::QuantConfig {
+            method: ac::quant::Method::Rtn,
+            ..Default::default()
+        },
+        calibration: None,
+        evaluation: None,
+    };
+    build_variants(
+        &dense,
+        "stories260K",
+        dir.path(),
+        Some(("tokenizer.bin", &tok)),
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn variants_directory_routes_with_reasons_budget_and_load_counters() {
+    let dir = variants_dir();
+    let path = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut p = ac_engine_default_params();
+    p.device = c"cpu".as_ptr();
+    let mut e = null_mut();
+    p.memory_budget = 1000;
+    let s = unsafe { ac_engine_open(path.as_ptr(), &p, &mut e) };
+    check(s, "cannot hold");
+    assert!(e.is_null());
+    p.memory_budget = 0;
+    p.prefetch = true;
+    assert_eq!(
+        unsafe { ac_engine_open(path.as_ptr(), &p, &mut e) },
+        ac_status::AC_OK,
+        "{}",
+        last_error()
+    );
+    let task = c"Once upon a time";
+    let mut len = 0usize;
+    assert_eq!(
+        unsafe { ac_route_reasons(e, task.as_ptr(), null_mut(), 0, &mut len) },
+        ac_status::AC_OK
+    );
+    let mut buf = vec![0 as std::ffi::c_char; len + 1];
+    assert_eq!(
+        unsafe { ac_route_reasons(e, task.as_ptr(), buf.as_mut_ptr(), buf.len(), null_mut()) },
+        ac_status::AC_OK
+    );
+    let reasons = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+    assert_eq!(reasons.len(), len);
+    assert!(
+        reasons.contains("controller.safetensors") && reasons.contains("\nchose fp16"),
+        "{reasons}"
+    );
+    // Truncated to the buffer, still NUL-terminated.
+    let mut small = [1 as std::ffi::c_char; 8];
+    assert_eq!(
+        unsafe { ac_route_reasons(e, task.as_ptr(), small.as_mut_ptr(), 8, null_mut()) },
+        ac_status::AC_OK
+    );
+    assert_eq!(
+        unsafe { CStr::from_ptr(small.as_ptr()) }.to_bytes().len(),
+        7
+    );
+    check(
+        unsafe { ac_route_reasons(e, task.as_ptr(), null_mut(), 4, null_mut()) },
+        "buf is NULL",
+    );
+
+    let (s, r, _) = run(e, task, &params(3), None);
+    assert_eq!(s, ac_status::AC_OK, "{}", last_error());
+    let rr = unsafe { CStr::from_ptr(ac_result_reasons(r)) }
+        .to_str()
+        .unwrap();
+    assert!(rr.contains("chose fp16") && rr.contains("swap"), "{rr}");
+    ac_result_free(r);
+    let (_, r, _) = run(e, task, &params(3), None);
+    let rr = unsafe { CStr::from_ptr(ac_result_reasons(r)) }
+        .to_str()
+        .unwrap();
+    assert!(rr.contains("hit"), "{rr}");
+    ac_result_free(r);
+    assert!(ac_result_reasons(null()).is_null());
+    let st = stats(e);
+    assert_eq!((st.tasks, st.swaps, st.hits), (2, 1, 1));
+    assert!(st.bytes_loaded > 0 && st.swap_seconds > 0.0);
+    assert_eq!(st.per_precision[0], 2);
+    ac_engine_close(e);
+}

@@ -1,4 +1,15 @@
-//! The public entry point for Rust hosts: open a model, generate, inspect.
+//! The public entry point for Rust hosts: open a model, route tasks, generate, inspect.
+//!
+//! An engine opens either one model (a llama2.c `.bin`, a Hugging Face directory, a built-in
+//! model: a set of one, routing has no alternatives) or a variant directory written by
+//! `agentcompress quantize` (its `manifest.json` and four `.acv` files). Over a variant
+//! directory the engine routes: `controller.safetensors` and `router.json` in the directory
+//! (written by `agentcompress eval -m DIR --out DIR` or `train-controller`) pick the variant of
+//! each task; without them every task goes to the fallback variant (FP16 unless
+//! [`EngineBuilder::fallback_precision`] says otherwise) and each route says why. Variants are
+//! loaded and evicted within [`EngineBuilder::memory_budget`], and with
+//! [`EngineBuilder::prefetch`] the variant the router expects next is loaded in the
+//! background.
 //!
 //! ```no_run
 //! use agentcompress::api::{Engine, Device};
@@ -15,12 +26,14 @@
 
 mod demo;
 mod device;
+mod routed;
 mod runner;
 mod types;
 mod variants;
 
 pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
 pub use device::Device;
+pub use routed::{CONTROLLER_FILE, ROUTER_FILE};
 pub use runner::DynModel;
 pub use types::{EngineStats, Route, RunResult};
 pub use variants::{open_variant, variant_tokenizer, VariantOpenOptions};
@@ -38,11 +51,21 @@ use std::sync::Mutex;
 /// An `Engine` is `Send + Sync`: several threads may call [`Engine::run`] at once; each call
 /// has its own sequence state, and statistics are updated atomically.
 pub struct Engine {
-    model: Box<dyn DynModel>,
-    precision: Precision,
+    models: Models,
     tokenizer: Option<Box<dyn Tokenizer>>,
     source: String,
     stats: Mutex<EngineStats>,
+}
+
+/// What an engine runs on: one model, or the routed variants of a directory.
+enum Models {
+    /// One model of one precision.
+    Single {
+        model: Box<dyn DynModel>,
+        precision: Precision,
+    },
+    /// Four variants, routed.
+    Routed(Box<routed::Routed>),
 }
 
 /// Builds an [`Engine`] from a path (or from weights already in memory).
@@ -52,40 +75,110 @@ pub struct EngineBuilder {
     tokenizer_path: Option<PathBuf>,
     tokenizer: Option<Box<dyn Tokenizer>>,
     device: Device,
+    routed: routed::RoutedOptions,
+}
+
+impl EngineBuilder {
+    fn new(path: Option<PathBuf>, weights: Option<ModelWeights>) -> Self {
+        EngineBuilder {
+            path,
+            weights,
+            tokenizer_path: None,
+            tokenizer: None,
+            device: Device::Auto,
+            routed: routed::RoutedOptions {
+                device: Device::Auto,
+                budget: None,
+                prefetch: false,
+                fallback: Precision::Fp16,
+                verify_checksums: true,
+                router_dir: None,
+                target: None,
+            },
+        }
+    }
 }
 
 impl Engine {
     /// Starts building an engine for the model at `path` (a llama2.c `.bin` or a Hugging Face
-    /// directory).
+    /// directory, or a variant directory with `manifest.json`, which the engine routes over).
     pub fn builder(path: impl AsRef<Path>) -> EngineBuilder {
-        EngineBuilder {
-            path: Some(path.as_ref().to_path_buf()),
-            weights: None,
-            tokenizer_path: None,
-            tokenizer: None,
-            device: Device::Auto,
-        }
+        EngineBuilder::new(Some(path.as_ref().to_path_buf()), None)
     }
 
     /// Starts building an engine over weights already in memory (synthetic models, tests).
     pub fn from_weights(weights: ModelWeights) -> EngineBuilder {
-        EngineBuilder {
-            path: None,
-            weights: Some(weights),
-            tokenizer_path: None,
-            tokenizer: None,
-            device: Device::Auto,
-        }
+        EngineBuilder::new(None, Some(weights))
     }
 
     /// The model's configuration.
     pub fn config(&self) -> &ModelConfig {
-        self.model.config()
+        match &self.models {
+            Models::Single { model, .. } => model.config(),
+            Models::Routed(r) => r.config(),
+        }
     }
 
     /// The backend's name.
     pub fn backend_name(&self) -> String {
-        self.model.backend_name()
+        match &self.models {
+            Models::Single { model, .. } => model.backend_name(),
+            Models::Routed(r) => r.backend_name(),
+        }
+    }
+
+    /// Whether tasks are routed by a trained controller and router (false for a single model
+    /// and for a variant directory without them, which uses its fallback variant).
+    pub fn has_router(&self) -> bool {
+        matches!(&self.models, Models::Routed(r) if r.has_router())
+    }
+
+    /// The variants that are resident now, most recently used first.
+    pub fn resident(&self) -> Result<Vec<Precision>> {
+        match &self.models {
+            Models::Single { precision, .. } => Ok(vec![*precision]),
+            Models::Routed(r) => r.resident(),
+        }
+    }
+
+    /// Bytes of each variant's weights, in [`Precision::ALL`] order (`None` for a single
+    /// model).
+    pub fn variant_bytes(&self) -> Option<[u64; 4]> {
+        match &self.models {
+            Models::Single { .. } => None,
+            Models::Routed(r) => Some(r.bytes()),
+        }
+    }
+
+    /// Makes variant `p` resident (loading it within the budget, evicting the least recently
+    /// used ones) without running a task; returns whether it had to be loaded. A single-model
+    /// engine has only its own variant.
+    pub fn make_resident(&self, p: Precision) -> Result<bool> {
+        match &self.models {
+            Models::Single { precision, .. } if *precision == p => Ok(false),
+            Models::Single { precision, .. } => Err(Error::invalid(format!(
+                "{} holds only the {precision} variant, not {p}",
+                self.source
+            ))),
+            Models::Routed(r) => r.acquire(p).map(|(_, loaded)| loaded),
+        }
+    }
+
+    /// Waits until a background prefetch, if one is running, has finished and been admitted.
+    pub fn wait_prefetch(&self) -> Result<()> {
+        match &self.models {
+            Models::Single { .. } => Ok(()),
+            Models::Routed(r) => r.wait_prefetch(),
+        }
+    }
+
+    /// The model that serves direct generation: the single model, or the FP16 variant (made
+    /// resident through the budget like any other use).
+    fn direct(&self) -> Result<DirectModel<'_>> {
+        match &self.models {
+            Models::Single { model, .. } => Ok(DirectModel::Borrowed(model.as_ref())),
+            Models::Routed(r) => Ok(DirectModel::Shared(r.acquire(Precision::Fp16)?.0)),
+        }
     }
 
     /// Where the model came from.
@@ -126,6 +219,7 @@ impl Engine {
     }
 
     /// Generates from a text prompt, streaming each token to `on_token` (return `false` to stop).
+    /// Over a variant directory this runs the FP16 variant, unrouted; [`Engine::run`] routes.
     pub fn generate(
         &self,
         prompt: &str,
@@ -133,47 +227,80 @@ impl Engine {
         mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<GenerateOutput> {
         let ids = self.encode(prompt)?;
-        self.model
+        self.direct()?
+            .get()
             .generate(self.need_tokenizer()?, &ids, params, &mut on_token)
     }
 
-    /// Generates from token ids.
+    /// Generates from token ids (the FP16 variant over a variant directory, unrouted).
     pub fn generate_ids(
         &self,
         ids: &[u32],
         params: &GenerateParams,
         mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<GenerateOutput> {
-        self.model
+        self.direct()?
+            .get()
             .generate(self.need_tokenizer()?, ids, params, &mut on_token)
     }
 
-    /// Decides which variant would serve `task`, without running it.
+    /// Decides which variant would serve `task`, without running it: the router's choice with
+    /// its reasons (complexity, expected quality against the target, chosen variant,
+    /// alternatives with their costs, swap or hit), or for a single model the one variant.
     pub fn route(&self, task: &str) -> Result<Route> {
         if task.is_empty() {
             return Err(Error::invalid("task text is empty"));
         }
-        Ok(Route {
-            precision: self.precision,
-            complexity: None,
-            expected_cost: self.precision.bits() as f64 / 16.0,
-            swap: false,
-            reasons: vec![format!(
-                "only the {} variant is loaded: no alternatives",
-                self.precision
-            )],
-        })
+        match &self.models {
+            Models::Single { precision, .. } => Ok(Route {
+                precision: *precision,
+                complexity: None,
+                expected_cost: precision.bits() as f64 / 16.0,
+                swap: false,
+                alternatives: Vec::new(),
+                next: None,
+                reasons: vec![format!(
+                    "only the {precision} variant is loaded: no alternatives"
+                )],
+            }),
+            Models::Routed(r) => r.route(&self.encode(task)?),
+        }
     }
 
-    /// Routes `task` and generates from it, streaming tokens to `on_token`.
+    /// Routes `task`, makes the chosen variant resident (a hit, or a swap that loads it and
+    /// evicts others within the budget), starts prefetching the variant the router expects
+    /// next (when enabled), and generates on the chosen variant, streaming tokens to
+    /// `on_token`. The returned route's `swap` says what actually happened.
     pub fn run(
         &self,
         task: &str,
         params: &GenerateParams,
-        on_token: impl FnMut(TokenEvent<'_>) -> bool,
+        mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<RunResult> {
-        let route = self.route(task)?;
-        let output = self.generate(task, params, on_token)?;
+        let (route, output) = match &self.models {
+            Models::Single { .. } => {
+                let route = self.route(task)?;
+                (route, self.generate(task, params, on_token)?)
+            }
+            Models::Routed(r) => {
+                if task.is_empty() {
+                    return Err(Error::invalid("task text is empty"));
+                }
+                let ids = self.encode(task)?;
+                let mut route = r.route(&ids)?;
+                let (model, swapped) = r.acquire(route.precision)?;
+                route.swap = swapped;
+                if let Some(next) = route.next {
+                    if r.prefetch(next)? {
+                        route
+                            .reasons
+                            .push(format!("prefetching {next} in the background"));
+                    }
+                }
+                let out = model.generate(self.need_tokenizer()?, &ids, params, &mut on_token)?;
+                (route, out)
+            }
+        };
         let mut st = self
             .stats
             .lock()
@@ -193,15 +320,44 @@ impl Engine {
     /// Counters since the engine was opened.
     pub fn stats(&self) -> EngineStats {
         let mut st = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
-        if let Some(pool) = self.model.pool_stats() {
-            st.bytes_streamed = pool.bytes_read;
+        match &self.models {
+            Models::Single { model, .. } => {
+                if let Some(pool) = model.pool_stats() {
+                    st.bytes_streamed = pool.bytes_read;
+                }
+            }
+            Models::Routed(r) => {
+                let l = r.load_stats();
+                st.bytes_loaded = l.bytes_loaded;
+                st.bytes_streamed = l.bytes_loaded;
+                st.swap_seconds = l.swap_seconds;
+                st.prefetches = l.prefetches;
+                st.prefetch_hits = l.prefetch_hits;
+            }
         }
         st
     }
 
-    /// Logits for `ids` from a fresh sequence: the last position, or every position when `all`.
+    /// Logits for `ids` from a fresh sequence: the last position, or every position when `all`
+    /// (the FP16 variant over a variant directory).
     pub fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>> {
-        self.model.logits(ids, all)
+        self.direct()?.get().logits(ids, all)
+    }
+}
+
+/// The model behind direct generation: borrowed from a single-model engine or shared with the
+/// residency of a routed one.
+enum DirectModel<'a> {
+    Borrowed(&'a dyn DynModel),
+    Shared(std::sync::Arc<dyn DynModel>),
+}
+
+impl DirectModel<'_> {
+    fn get(&self) -> &dyn DynModel {
+        match self {
+            DirectModel::Borrowed(m) => *m,
+            DirectModel::Shared(m) => m.as_ref(),
+        }
     }
 }
 
@@ -209,6 +365,43 @@ impl EngineBuilder {
     /// Which device to run on (default: [`Device::Auto`]).
     pub fn device(mut self, device: Device) -> Self {
         self.device = device;
+        self.routed.device = device;
+        self
+    }
+
+    /// Bytes of variant weights a variant directory may keep resident at once (default: all
+    /// four). Loading a variant evicts the least recently used ones to stay within it; a
+    /// budget smaller than the largest variant is an error at [`EngineBuilder::build`].
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.routed.budget = Some(bytes);
+        self
+    }
+
+    /// After each routed run, load the variant the router expects next in the background
+    /// (default off). It is admitted only beside the most recently used variant.
+    pub fn prefetch(mut self, on: bool) -> Self {
+        self.routed.prefetch = on;
+        self
+    }
+
+    /// Read `controller.safetensors` and `router.json` from `dir` instead of the variant
+    /// directory (e.g. the output directory of `agentcompress eval`).
+    pub fn router_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.routed.router_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Overrides the router's quality target (fidelity to FP16 a route must be expected to
+    /// keep, in [0, 1]).
+    pub fn router_target(mut self, target: f32) -> Self {
+        self.routed.target = Some(target);
+        self
+    }
+
+    /// The variant every task goes to when a variant directory has no controller and router
+    /// (default FP16, the quality-safe choice).
+    pub fn fallback_precision(mut self, p: Precision) -> Self {
+        self.routed.fallback = p;
         self
     }
 
@@ -231,17 +424,19 @@ impl EngineBuilder {
                 && crate::model::load::detect_format(p)?
                     == crate::model::load::ModelFormat::VariantStore
             {
-                // A variants directory opens its FP16 variant; `open_variant` picks others.
-                let opts = VariantOpenOptions {
-                    device: self.device,
-                    tokenizer: self.tokenizer_path.clone(),
-                    ..Default::default()
+                // A variants directory: routed over its four variants.
+                let r = routed::Routed::open(p, &self.routed)?;
+                let tokenizer = match (self.tokenizer, &self.tokenizer_path) {
+                    (Some(t), _) => Some(t),
+                    (None, Some(tp)) => Some(crate::model::tokenizer::load_tokenizer(tp)?),
+                    (None, None) => variant_tokenizer(p)?,
                 };
-                let mut engine = open_variant(p, &opts)?;
-                if let Some(t) = self.tokenizer {
-                    engine.tokenizer = Some(t);
-                }
-                return Ok(engine);
+                return Ok(Engine {
+                    models: Models::Routed(Box::new(r)),
+                    tokenizer,
+                    source: format!("{} (routed variants)", p.display()),
+                    stats: Mutex::new(EngineStats::default()),
+                });
             }
         }
         let (weights, source) = match (self.weights, &self.path) {
@@ -272,8 +467,10 @@ impl EngineBuilder {
         }
         let model = device::upload(self.device, &weights)?;
         Ok(Engine {
-            model,
-            precision: Precision::Fp16,
+            models: Models::Single {
+                model,
+                precision: Precision::Fp16,
+            },
             tokenizer,
             source,
             stats: Mutex::new(EngineStats::default()),

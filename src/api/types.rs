@@ -15,6 +15,10 @@ pub struct Route {
     pub expected_cost: f64,
     /// Whether serving the task needs loading a variant that is not resident.
     pub swap: bool,
+    /// The other adequate variants and their expected cost (swap included), cheapest first.
+    pub alternatives: Vec<(Precision, f64)>,
+    /// The variant the router expects to want next (what the engine prefetches).
+    pub next: Option<Precision>,
     /// Human-readable reasons: complexity, alternatives considered, hit or swap.
     pub reasons: Vec<String>,
 }
@@ -37,12 +41,32 @@ pub struct EngineStats {
     pub tokens: u64,
     /// Tasks per precision, indexed by [`Precision::index`].
     pub per_precision: [u64; 4],
-    /// Variant loads that were needed (swaps).
+    /// Tasks that had to load their variant (swaps).
     pub swaps: u64,
     /// Tasks served by an already resident variant.
     pub hits: u64,
-    /// Bytes read from storage.
+    /// Bytes read from storage (pool streaming, or variant loads of a routed engine).
     pub bytes_streamed: u64,
+    /// Bytes of variant weights loaded by swaps and prefetches (routed engines).
+    pub bytes_loaded: u64,
+    /// Seconds tasks spent waiting for their variant to load (swaps, prefetch waits).
+    pub swap_seconds: f64,
+    /// Variants loaded in the background and admitted ahead of use.
+    pub prefetches: u64,
+    /// Tasks served by a variant a prefetch had loaded.
+    pub prefetch_hits: u64,
     /// Accumulated relative cost (FP16 = 1.0 per task).
     pub cost: f64,
+}
+
+impl EngineStats {
+    /// Fraction of tasks served by a resident variant (0 before any task).
+    pub fn hit_rate(&self) -> f64 {
+        let n = self.hits + self.swaps;
+        if n == 0 {
+            0.0
+        } else {
+            self.hits as f64 / n as f64
+        }
+    }
 }

@@ -123,8 +123,10 @@ pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
         )?,
     };
     Ok(Engine {
-        model,
-        precision: opts.precision,
+        models: super::Models::Single {
+            model,
+            precision: opts.precision,
+        },
         tokenizer,
         source: format!("{} ({})", dir.display(), opts.precision),
         stats: Mutex::new(EngineStats::default()),
@@ -135,6 +137,9 @@ impl Engine {
     /// The weight pool's counters (hits, misses, bytes read, swap time, GB/s per stage,
     /// evictions) when the model streams its blocks; `None` when it is fully resident.
     pub fn pool_stats(&self) -> Option<PoolStats> {
-        self.model.pool_stats()
+        match &self.models {
+            super::Models::Single { model, .. } => model.pool_stats(),
+            super::Models::Routed(_) => None,
+        }
     }
 }

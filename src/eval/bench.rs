@@ -190,7 +190,7 @@ pub fn label_workflows(
         .collect::<Result<Vec<_>>>()?;
     Ok(LabelSet {
         model: model.to_string(),
-        simulated: set.simulated,
+        formats: set.formats.clone(),
         n_gen,
         bytes: set.bytes,
         tasks,

@@ -151,8 +151,10 @@ pub struct LabelledTask {
 pub struct LabelSet {
     /// Description of the model.
     pub model: String,
-    /// Whether lower precisions were simulated.
-    pub simulated: bool,
+    /// How the variants were made (packed formats, method, groups; see
+    /// [`VariantSet::formats`]).
+    #[serde(default)]
+    pub formats: String,
     /// Tokens generated per task.
     pub n_gen: usize,
     /// Variant sizes in bytes.
@@ -186,7 +188,11 @@ mod tests {
         let mut cfg = preset("tiny").unwrap();
         cfg.max_seq_len = 64;
         let w = synthetic_weights(&cfg, 3, DType::F32).unwrap();
-        let set = VariantSet::simulated(&w).unwrap();
+        let q = crate::quant::QuantConfig {
+            method: crate::quant::Method::Rtn,
+            ..Default::default()
+        };
+        let set = VariantSet::quantize(&w, &q).unwrap();
         let l = measure(&set, &[1, 40, 41, 300, 7, 9], 8).unwrap();
         assert_eq!(l.quality[0], 1.0);
         assert!(l.exact[0]);

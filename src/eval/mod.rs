@@ -7,8 +7,8 @@
 //!   greedy continuation (`n_gen` tokens); KL and exact match are reported beside it.
 //! - **true complexity**: the mean quality lost by INT8, INT4 and INT2.
 //! - **cost** of a task: bytes of weights read, i.e. the variant's size relative to FP16
-//!   (decode is bound by memory traffic; the simulated variants run at f32 speed on the CPU, so
-//!   measured time is recorded in the labels but not used); a **swap** (loading a variant that
+//!   (decode is bound by memory traffic; the packed variants run on the CPU backend's packed
+//!   kernels, whose time is recorded in the labels but not used); a **swap** (loading a variant that
 //!   is not resident) costs `swap_factor` times the variant's bytes, spread over the task's
 //!   `n_gen` forward calls. Residency is a byte budget (`capacity` x FP16's size) with LRU.
 //! - **success**: quality at or above the threshold; **quality retained**: mean quality.

@@ -7,4 +7,4 @@ pub mod variants;
 
 pub use policy::{Decision, QualityModel, Router, RouterConfig};
 pub use residency::Residency;
-pub use variants::{simulate_quantization, VariantSet};
+pub use variants::VariantSet;

@@ -88,6 +88,13 @@ pub struct Decision {
     pub expected_cost: f64,
     /// Whether the chosen variant must be loaded.
     pub swap: bool,
+    /// The other adequate variants with their expected cost (swap included when not
+    /// resident), cheapest first.
+    pub alternatives: Vec<(Precision, f64)>,
+    /// The variant the router expects to want next, worth prefetching: the cheapest adequate
+    /// variant when a resident one was preferred to it, otherwise the policy head's most
+    /// probable precision other than the choice.
+    pub next: Option<Precision>,
     /// Why.
     pub reasons: Vec<String>,
 }
@@ -182,11 +189,26 @@ impl Router {
             ));
         }
         let swap = !residency.is_resident(choice);
-        let others: Vec<String> = ok
+        let mut alternatives: Vec<(Precision, f64)> = ok
             .iter()
             .filter(|p| **p != choice)
-            .map(|p| format!("{p} ({:.3})", self.cost(*p, !residency.is_resident(*p))))
+            .map(|p| (*p, self.cost(*p, !residency.is_resident(*p))))
             .collect();
+        alternatives.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let others: Vec<String> = alternatives
+            .iter()
+            .map(|(p, c)| format!("{p} ({c:.3})"))
+            .collect();
+        let next = if choice != cheapest {
+            Some(cheapest)
+        } else {
+            Precision::ALL
+                .into_iter()
+                .filter(|p| *p != choice)
+                .max_by(|a, b| {
+                    out.precision_probs[a.index()].total_cmp(&out.precision_probs[b.index()])
+                })
+        };
         let expected_cost = self.cost(choice, swap);
         reasons.push(format!(
             "chose {choice}: expected cost {expected_cost:.3} of fp16, {}; alternatives {}",
@@ -202,6 +224,8 @@ impl Router {
             complexity: c,
             expected_cost,
             swap,
+            alternatives,
+            next,
             reasons,
         }
     }
@@ -262,6 +286,11 @@ mod tests {
         let easy = r.decide(&out(0.05), &res);
         assert_eq!(easy.precision, Int4);
         assert!(easy.swap);
+        assert!(easy.alternatives.iter().any(|(p, _)| *p == Int8));
+        assert!(easy.alternatives.windows(2).all(|w| w[0].1 <= w[1].1));
+        let mut probs = out(0.05);
+        probs.precision_probs = [0.1, 0.6, 0.2, 0.1];
+        assert_eq!(r.decide(&probs, &res).next, Some(Int8));
         let hard = r.decide(&out(0.9), &res);
         assert_eq!(hard.precision, Int8);
         assert!(hard.reasons.iter().any(|s| s.contains("complexity 0.900")));
@@ -280,6 +309,9 @@ mod tests {
             .reasons
             .iter()
             .any(|s| s.contains("resident and adequate")));
+        // The cheaper variant it declined is the one worth prefetching.
+        assert_eq!(d.next, Some(Int4));
+        assert_eq!(d.alternatives[0].0, Int4);
         // Long horizon: the saving pays for the swap.
         let d = router(1000.0).decide(&out(0.05), &res);
         assert_eq!(d.precision, Int4);

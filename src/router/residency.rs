@@ -1,6 +1,6 @@
 //! Which variants are resident in device memory: a capacity in bytes and least-recently-used
-//! eviction. (The device-memory pool will replace this bookkeeping; the router only asks
-//! "is it resident?" and "what does loading it evict?".)
+//! eviction. The router asks "is it resident?"; the engine keeps exactly the variants listed
+//! here loaded, so a variant evicted here is dropped from memory.
 
 use crate::quant::Precision;
 use crate::{Error, Result};
@@ -17,6 +17,8 @@ pub struct Residency {
     pub swaps: u64,
     /// Uses of an already resident variant so far.
     pub hits: u64,
+    /// Variants admitted ahead of use by [`Residency::prefetch`] so far.
+    pub prefetches: u64,
 }
 
 impl Residency {
@@ -35,6 +37,7 @@ impl Residency {
             clock: 0,
             swaps: 0,
             hits: 0,
+            prefetches: 0,
         })
     }
 
@@ -59,10 +62,27 @@ impl Residency {
             self.hits += 1;
             return false;
         }
-        let used = |r: &Vec<(Precision, u64)>, b: &[u64; 4]| -> u64 {
-            r.iter().map(|(q, _)| b[q.index()]).sum()
-        };
-        while used(&self.resident, &self.bytes) + self.bytes[p.index()] > self.capacity {
+        self.make_room(self.bytes[p.index()], 0);
+        self.resident.push((p, self.clock));
+        self.swaps += 1;
+        true
+    }
+
+    /// Bytes of the resident variants.
+    pub fn used(&self) -> u64 {
+        self.resident
+            .iter()
+            .map(|(q, _)| self.bytes[q.index()])
+            .sum()
+    }
+
+    /// Evicts least recently used variants, keeping the `keep` most recently used ones, until
+    /// `need` more bytes fit; returns whether they do.
+    fn make_room(&mut self, need: u64, keep: usize) -> bool {
+        while self.used() + need > self.capacity {
+            if self.resident.len() <= keep {
+                return false;
+            }
             let Some(lru) = self
                 .resident
                 .iter()
@@ -70,12 +90,31 @@ impl Residency {
                 .min_by_key(|(_, (_, t))| *t)
                 .map(|(i, _)| i)
             else {
-                break;
+                return false;
             };
             self.resident.remove(lru);
         }
+        true
+    }
+
+    /// Whether `p` could be admitted by [`Residency::prefetch`] now: it is not resident and
+    /// fits beside the most recently used variant.
+    pub fn can_prefetch(&self, p: Precision) -> bool {
+        let mru = self.resident().first().map_or(0, |q| self.bytes[q.index()]);
+        !self.is_resident(p) && mru + self.bytes[p.index()] <= self.capacity
+    }
+
+    /// Admits `p` ahead of use (a background load finished), evicting least recently used
+    /// variants but never the most recently used one. Counts neither a hit nor a swap; returns
+    /// whether `p` was admitted (false when already resident or when it does not fit beside
+    /// the most recently used variant).
+    pub fn prefetch(&mut self, p: Precision) -> bool {
+        if !self.can_prefetch(p) || !self.make_room(self.bytes[p.index()], 1) {
+            return false;
+        }
+        self.clock += 1;
         self.resident.push((p, self.clock));
-        self.swaps += 1;
+        self.prefetches += 1;
         true
     }
 
@@ -110,5 +149,26 @@ mod tests {
         assert_eq!((r.swaps, r.hits), (5, 1));
         assert!((r.hit_rate() - 1.0 / 6.0).abs() < 1e-12);
         assert!(Residency::new(10, [100, 50, 30, 20]).is_err());
+    }
+
+    #[test]
+    fn prefetch_admits_beside_the_most_recent_variant_without_counting_a_use() {
+        let mut r = Residency::new(100, [100, 50, 30, 20]).unwrap();
+        r.use_variant(Int8);
+        r.use_variant(Int4);
+        // INT2 fits beside both (50 + 30 + 20).
+        assert!(r.prefetch(Int2));
+        assert!(!r.prefetch(Int2), "already resident");
+        assert_eq!(r.used(), 100);
+        // FP16 cannot fit beside the most recent (INT2 now): refused, nothing evicted.
+        assert!(!r.can_prefetch(Fp16));
+        assert!(!r.prefetch(Fp16));
+        assert_eq!(r.resident().len(), 3);
+        // FP16 needs the whole device: a demand swap evicts everything, and nothing fits beside it.
+        r.use_variant(Int4);
+        assert!(r.use_variant(Fp16));
+        assert_eq!(r.resident(), vec![Fp16]);
+        assert!(!r.prefetch(Int2));
+        assert_eq!((r.swaps, r.hits, r.prefetches), (3, 1, 1));
     }
 }

@@ -1,116 +1,115 @@
-//! The four variants of one model as the router and the benchmark use them.
-//!
-//! Until the packed variant store is wired in, lower precisions are produced by
-//! [`simulate_quantization`]: every projection matrix is quantised group-wise
-//! (round-to-nearest, asymmetric, FP16 scale and zero per group) and immediately dequantised
-//! back to f32. The forward passes therefore compute exactly what the quantised weights
-//! compute (up to f32 accumulation order), so fidelity labels are real measurements; only
-//! speed is not representative, which is why costs come from [`variant_bytes`].
+//! The four variants of one model as the router, the labels and the benchmark use them: real
+//! packed models (FP16 tensors, INT8/INT4/INT2 packed matrices) running on the CPU backend's
+//! packed kernels, either quantised in memory with [`crate::quant::quantize_model`] or loaded
+//! from a variant directory written by `agentcompress quantize`. Sizes are the packed bytes
+//! of the weights (codes, scales, zeros and FP16 tensors), so costs measure the real formats.
 
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Model;
-use crate::model::{ModelConfig, ModelWeights, Tensor};
-use crate::quant::Precision;
+use crate::model::{ModelConfig, ModelWeights};
+use crate::quant::{quantize_model, size_report, Precision, QuantConfig, WeightMatrix};
+use crate::store::{load_variant, LoadOptions, Manifest};
 use crate::{Error, Result};
-use half::f16;
-
-/// Quantisation group width (along the input dimension) of the simulated variants.
-pub const SIM_GROUP: usize = 32;
-
-/// Quantises then dequantises `w` (`[rows, cols]`) group-wise at `bits` (2..=8), in place.
-/// At 16 bits it rounds every weight to FP16 instead.
-pub fn fake_quantize(w: &mut [f32], cols: usize, bits: u32, group: usize) {
-    if bits >= 16 {
-        w.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32());
-        return;
-    }
-    let levels = ((1u32 << bits) - 1) as f32;
-    for row in w.chunks_mut(cols) {
-        for g in row.chunks_mut(group.max(1)) {
-            let lo = g.iter().copied().fold(f32::INFINITY, f32::min);
-            let hi = g.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let scale = f16::from_f32((hi - lo) / levels).to_f32();
-            let zero = f16::from_f32(lo).to_f32();
-            if scale <= 0.0 {
-                g.iter_mut().for_each(|v| *v = zero);
-                continue;
-            }
-            for v in g.iter_mut() {
-                let q = ((*v - zero) / scale).round().clamp(0.0, levels);
-                *v = zero + q * scale;
-            }
-        }
-    }
-}
-
-/// The weights of the `p` variant of `weights`, simulated by fake quantisation (see the module
-/// documentation). The embedding and norms stay as they are.
-pub fn simulate_quantization(weights: &ModelWeights, p: Precision) -> Result<ModelWeights> {
-    weights.clone().try_map(|_, _, t: Tensor| {
-        let shape = t.shape().to_vec();
-        if shape.len() != 2 {
-            return Err(Error::invalid(format!(
-                "matrix of shape {shape:?} is not 2-D"
-            )));
-        }
-        let mut v = t.to_f32_vec();
-        fake_quantize(&mut v, shape[1], p.bits(), SIM_GROUP);
-        Ok(Tensor::from_f32(&v, shape))
-    })
-}
-
-/// Bytes the `p` variant of a model of shape `c` occupies: projection matrices (and an untied
-/// classifier) at `p.bits()` per weight plus an FP16 scale and zero per group of
-/// [`SIM_GROUP`] below 16 bits; embedding and norms in FP16.
-pub fn variant_bytes(c: &ModelConfig, p: Precision) -> u64 {
-    let (d, h, q, kv) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim());
-    let mats: [(usize, usize); 7] = [(q, d), (kv, d), (kv, d), (d, q), (h, d), (h, d), (d, h)];
-    let mat_bits = |rows: usize, cols: usize| -> u64 {
-        let n = (rows * cols) as u64;
-        if p == Precision::Fp16 {
-            16 * n
-        } else {
-            let groups = (rows * cols.div_ceil(SIM_GROUP)) as u64;
-            p.bits() as u64 * n + 32 * groups
-        }
-    };
-    let mut bits: u64 = mats.iter().map(|&(r, k)| mat_bits(r, k)).sum::<u64>() * c.n_layers as u64;
-    if !c.tied_embeddings {
-        bits += mat_bits(c.vocab_size, d);
-    }
-    bits += 16 * (c.vocab_size * d + (2 * c.n_layers + 1) * d) as u64;
-    bits.div_ceil(8)
-}
+use std::path::Path;
 
 /// The four variants of one model, on the CPU backend, with their sizes.
 pub struct VariantSet {
     /// Shape of the model.
     pub config: ModelConfig,
-    /// The frozen token-embedding table `[vocab, dim]` the controller reads.
+    /// The frozen token-embedding table `[vocab, dim]` the controller reads (the FP16
+    /// variant's embedding, widened to f32).
     pub embedding: Vec<f32>,
     /// One model per precision, in [`Precision::ALL`] order.
     pub models: Vec<Model<CpuBackend>>,
-    /// Bytes of each variant, in [`Precision::ALL`] order.
+    /// Bytes of each variant's weights (packed codes, scales, zeros, FP16 tensors), in
+    /// [`Precision::ALL`] order.
     pub bytes: [u64; 4],
-    /// Whether the lower precisions are simulated (fake-quantised) rather than packed.
-    pub simulated: bool,
+    /// How the variants were made (method and group sizes, or the directory they came from).
+    pub formats: String,
+}
+
+/// A one-line description of a quantisation configuration.
+fn describe(cfg: &QuantConfig) -> String {
+    format!(
+        "packed {} (int8 {}, int4 g{}, int2 g{}, classifier {})",
+        cfg.method,
+        cfg.int8_group
+            .map_or("per channel".to_string(), |g| format!("g{g}")),
+        cfg.int4_group,
+        cfg.int2_group,
+        if cfg.keep_classifier_fp16 {
+            "fp16"
+        } else {
+            "quantized"
+        }
+    )
 }
 
 impl VariantSet {
-    /// Builds all four variants of `weights` by simulation (see [`simulate_quantization`]).
-    pub fn simulated(weights: &ModelWeights) -> Result<Self> {
-        weights.check_shapes()?;
-        let models = Precision::ALL
+    /// Quantises `weights` to all four precisions in memory with `cfg` (no calibration: ALS
+    /// fits unweighted, GPTQ is refused since it needs calibration Gram matrices).
+    pub fn quantize(weights: &ModelWeights, cfg: &QuantConfig) -> Result<Self> {
+        let variants = Precision::ALL
             .iter()
-            .map(|&p| Model::new(CpuBackend::new(), &simulate_quantization(weights, p)?))
+            .map(|&p| quantize_model(weights, p, cfg, None))
             .collect::<Result<Vec<_>>>()?;
-        let bytes = Precision::ALL.map(|p| variant_bytes(&weights.config, p));
+        let bytes = Precision::ALL.map(|p| size_report(&weights.config, p, cfg).total_bytes);
+        Self::from_packed(variants, bytes, describe(cfg))
+    }
+
+    /// Loads the four variants of the variant directory `dir` (its `manifest.json` and `.acv`
+    /// files), verifying checksums when `verify`.
+    pub fn open_dir(dir: &Path, verify: bool) -> Result<Self> {
+        let manifest = Manifest::read(dir)?;
+        let mut variants = Vec::with_capacity(4);
+        let mut bytes = [0u64; 4];
+        for p in Precision::ALL {
+            let info = manifest.variant(p).ok_or_else(|| {
+                Error::corrupt(
+                    dir.join(crate::store::MANIFEST_FILE),
+                    format!("the manifest lists no {p} variant (routing needs all four)"),
+                )
+            })?;
+            let (w, _) = load_variant(
+                &dir.join(&info.file),
+                LoadOptions {
+                    verify_checksums: verify,
+                },
+            )?;
+            bytes[p.index()] = info.weight_bytes;
+            variants.push(w);
+        }
+        let formats = format!("{} from {}", describe(&manifest.quant), dir.display());
+        Self::from_packed(variants, bytes, formats)
+    }
+
+    /// Uploads four packed variants (in [`Precision::ALL`] order) to the CPU backend.
+    fn from_packed(
+        variants: Vec<ModelWeights<WeightMatrix>>,
+        bytes: [u64; 4],
+        formats: String,
+    ) -> Result<Self> {
+        let fp16 = variants
+            .first()
+            .ok_or_else(|| Error::invalid("a variant set needs four variants"))?;
+        let config = fp16.config.clone();
+        if let Some(w) = variants.iter().find(|w| w.config != config) {
+            return Err(Error::invalid(format!(
+                "variants disagree on the model shape ({} layers, dim {} vs {} layers, dim {})",
+                config.n_layers, config.dim, w.config.n_layers, w.config.dim
+            )));
+        }
+        let embedding = fp16.embedding.to_f32_vec();
+        let models = variants
+            .iter()
+            .map(|w| Model::new(CpuBackend::new(), w))
+            .collect::<Result<Vec<_>>>()?;
         Ok(VariantSet {
-            config: weights.config.clone(),
-            embedding: weights.embedding.to_f32_vec(),
+            config,
+            embedding,
             models,
             bytes,
-            simulated: true,
+            formats,
         })
     }
 
@@ -130,53 +129,27 @@ mod tests {
     use super::*;
     use crate::model::synthetic::{preset, synthetic_weights};
     use crate::model::DType;
-    use crate::util::rng::Rng;
+    use crate::quant::Method;
 
     #[test]
-    fn fake_quantization_error_shrinks_with_bits_and_levels_are_few() {
-        let w0 = Rng::new(1).vec_uniform(4 * 64, 1.0);
-        let mut prev = f32::INFINITY;
-        for bits in [2u32, 4, 8, 16] {
-            let mut w = w0.clone();
-            fake_quantize(&mut w, 64, bits, 32);
-            let err = w
-                .iter()
-                .zip(&w0)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(err < prev, "{bits} bits: max error {err} not below {prev}");
-            prev = err;
-            if bits < 16 {
-                let group = &w[..32];
-                let mut distinct: Vec<u32> = group.iter().map(|v| v.to_bits()).collect();
-                distinct.sort_unstable();
-                distinct.dedup();
-                assert!(distinct.len() <= 1 << bits);
-                // Half a step of the group's range bounds the error.
-                let (lo, hi) = w0[..32]
-                    .iter()
-                    .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
-                let step = (hi - lo) / ((1u32 << bits) - 1) as f32;
-                assert!(err <= step * 0.51 + 2e-3, "{bits}: {err} vs step {step}");
-            }
-        }
-        let mut flat = vec![0.5f32; 32];
-        fake_quantize(&mut flat, 32, 2, 32);
-        assert!(flat.iter().all(|&v| v == 0.5));
-    }
-
-    #[test]
-    fn variant_sizes_shrink_with_precision_and_models_differ() {
+    fn packed_sizes_shrink_with_precision_and_models_differ() {
         let mut cfg = preset("tiny").unwrap();
         cfg.max_seq_len = 64;
         let w = synthetic_weights(&cfg, 3, DType::F32).unwrap();
-        let set = VariantSet::simulated(&w).unwrap();
+        let q = QuantConfig {
+            method: Method::Rtn,
+            ..QuantConfig::default()
+        };
+        let set = VariantSet::quantize(&w, &q).unwrap();
+        assert!(set.formats.contains("rtn"), "{}", set.formats);
         let rel = set.relative_bytes();
         assert_eq!(rel[0], 1.0);
         assert!(
             rel[1] < 0.75 && rel[2] < rel[1] && rel[3] < rel[2],
             "{rel:?}"
         );
+        // The FP16 variant stores every weight in two bytes.
+        assert_eq!(set.bytes[0], 2 * cfg.parameter_count());
         let ids = [1u32, 5, 9, 13];
         let run = |p: Precision| {
             let m = set.model(p);
@@ -191,6 +164,24 @@ mod tests {
             .map(|(x, y)| (x - y).abs())
             .sum();
         let d2: f32 = b.iter().zip(&a).map(|(x, y)| (x - y).abs()).sum();
-        assert!(d8 < d2);
+        assert!(d8 < d2, "int8 error {d8} not below int2 error {d2}");
+    }
+
+    #[test]
+    fn gptq_without_calibration_and_missing_directories_are_typed_errors() {
+        let mut cfg = preset("tiny").unwrap();
+        cfg.max_seq_len = 16;
+        let w = synthetic_weights(&cfg, 3, DType::F32).unwrap();
+        let q = QuantConfig {
+            method: Method::Gptq,
+            ..QuantConfig::default()
+        };
+        let err = VariantSet::quantize(&w, &q).err().unwrap().to_string();
+        assert!(err.contains("GPTQ needs a calibration"), "{err}");
+        let err = VariantSet::open_dir(Path::new("/nonexistent/variants"), true)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("manifest.json"), "{err}");
     }
 }

@@ -1,17 +1,21 @@
 //! `agentcompress demo`: route a small built-in workflow end to end on an embedded default, with
-//! no download and no GPU: a seeded synthetic model in four (simulated) precisions, a controller
-//! trained and a router calibrated on a few labelled workflows, then each stage of the demo
-//! workflow routed, generated on the chosen variant and scored against FP16.
+//! no download and no GPU: a seeded synthetic model quantised into a temporary variant
+//! directory (packed FP16/INT8/INT4/INT2), a controller trained and a router calibrated on a
+//! few labelled workflows and saved beside the variants, then an [`Engine`] over that directory
+//! (memory budget 1.5 x FP16, prefetch on) runs each stage of the demo workflow: routed,
+//! swapped in if needed, generated, and scored against FP16.
 
-use agentcompress::api::Device;
-use agentcompress::engine::{generate, GenerateParams, SamplingParams};
+use agentcompress::api::{Device, Engine, CONTROLLER_FILE, ROUTER_FILE};
+use agentcompress::engine::{GenerateParams, SamplingParams};
 use agentcompress::eval::labels::measure;
 use agentcompress::eval::workflows::{Stage, StageKind};
 use agentcompress::eval::{run as run_eval, EvalConfig};
 use agentcompress::model::synthetic::{preset, synthetic_weights};
-use agentcompress::model::tokenizer::{ByteTokenizer, Tokenizer};
+use agentcompress::model::tokenizer::ByteTokenizer;
 use agentcompress::model::DType;
-use agentcompress::router::{Residency, VariantSet};
+use agentcompress::quant::{Method, Precision, QuantConfig};
+use agentcompress::router::VariantSet;
+use agentcompress::store::{build_variants, BuildOptions};
 use agentcompress::{Error, Result};
 use clap::Args;
 
@@ -24,7 +28,7 @@ pub struct DemoArgs {
     /// Tokens to generate per stage.
     #[arg(short = 'n', long, default_value_t = 16)]
     pub max_tokens: usize,
-    /// Device: auto or cpu (the routed demo runs on the CPU backend).
+    /// Device of the engine: auto, cpu, cuda or cuda:N (labels are measured on the CPU).
     #[arg(long, default_value = "auto")]
     pub device: String,
 }
@@ -45,29 +49,42 @@ fn demo_workflow() -> Vec<Stage> {
 
 /// Runs the subcommand.
 pub fn run(args: DemoArgs) -> Result<()> {
-    match args.device.parse::<Device>()? {
-        Device::Auto | Device::Cpu => {}
-        Device::Cuda(_) => {
-            return Err(Error::Unsupported(
-                "the routed demo runs its variants on the CPU backend".into(),
-            ))
-        }
-    }
+    let device = args.device.parse::<Device>()?;
     let mut cfg = preset("tiny")?;
     cfg.max_seq_len = 256;
     let weights = synthetic_weights(&cfg, args.seed, DType::F32)?;
-    let set = VariantSet::simulated(&weights)?;
+    let dir = DemoDir::new()?;
+    let quant = QuantConfig {
+        method: Method::Rtn,
+        ..QuantConfig::default()
+    };
+    let build = BuildOptions {
+        quant,
+        calibration: None,
+        evaluation: None,
+    };
+    build_variants(
+        &weights,
+        "synthetic tiny",
+        &dir.0,
+        None,
+        &build,
+        &mut |_| {},
+    )?;
+    let set = VariantSet::open_dir(&dir.0, true)?;
     let tok = ByteTokenizer;
+    let rel = set.relative_bytes();
     println!(
-        "AgentCompress demo: synthetic LLaMA-shape model ({} layers, dim {}, {:.2}M parameters, seed {}), variants fp16/int8/int4/int2 at {:.2}/{:.2}/{:.2}/{:.2} of fp16's bytes (simulated quantisation)",
+        "AgentCompress demo: synthetic LLaMA-shape model ({} layers, dim {}, {:.2}M parameters, seed {}), packed variants fp16/int8/int4/int2 ({}) at {:.2}/{:.2}/{:.2}/{:.2} of fp16's bytes",
         cfg.n_layers,
         cfg.dim,
         cfg.parameter_count() as f64 / 1e6,
         args.seed,
-        1.0,
-        set.relative_bytes()[1],
-        set.relative_bytes()[2],
-        set.relative_bytes()[3]
+        set.formats,
+        rel[0],
+        rel[1],
+        rel[2],
+        rel[3]
     );
     let mut ecfg = EvalConfig {
         workflows: 8,
@@ -89,8 +106,22 @@ pub fn run(args: DemoArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         ecfg.threshold
     );
-    let (controller, router) = (&trained.controller, &trained.router);
-    let mut res = Residency::new((1.5 * set.bytes[0] as f64) as u64, set.bytes)?;
+    agentcompress::controller::io::save(&trained.controller, &dir.0.join(CONTROLLER_FILE))?;
+    let router_json = serde_json::to_string_pretty(&trained.router)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let rp = dir.0.join(ROUTER_FILE);
+    std::fs::write(&rp, router_json).map_err(|e| Error::io(&rp, e))?;
+    let budget = (1.5 * set.bytes[0] as f64) as u64;
+    let engine = Engine::builder(&dir.0)
+        .device(device)
+        .tokenizer(Box::new(ByteTokenizer))
+        .memory_budget(budget)
+        .prefetch(true)
+        .build()?;
+    println!(
+        "engine on {}: memory budget {budget} bytes (1.5 x fp16), prefetch on",
+        engine.backend_name()
+    );
     let params = GenerateParams {
         max_new_tokens: args.max_tokens,
         sampling: SamplingParams {
@@ -102,16 +133,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let (mut cost, mut fp16_cost, mut quality) = (0.0, 0.0, 0.0);
     let stages = demo_workflow();
     for (i, st) in stages.iter().enumerate() {
-        let mut ids = tok.encode(&st.text, true)?;
-        ids.truncate(ecfg.max_prompt);
         let t = std::time::Instant::now();
-        let out = controller.predict(&set.embedding, &ids)?;
-        let d = router.decide(&out, &res);
-        let overhead = t.elapsed().as_secs_f64() * 1e3;
-        let swap = res.use_variant(d.precision);
-        cost += router.cost(d.precision, swap);
-        fp16_cost += router.cost(agentcompress::quant::Precision::Fp16, i == 0);
-        let gen = generate(set.model(d.precision), &tok, &ids, &params, |_| true)?;
+        let r = engine.run(&st.text, &params, |_| true)?;
+        let wall = t.elapsed().as_secs_f64() * 1e3;
+        let d = &r.route;
+        cost += trained.router.cost(d.precision, false);
+        fp16_cost += trained.router.cost(Precision::Fp16, i == 0);
+        let ids = engine.encode(&st.text)?;
         let label = measure(&set, &ids, args.max_tokens.max(1))?;
         let q = label.quality[d.precision.index()];
         quality += q as f64;
@@ -122,26 +150,52 @@ pub fn run(args: DemoArgs) -> Result<()> {
             st.text.replace('\n', " ")
         );
         println!(
-            "  -> {} ({}), complexity {:.3}, controller {:.2} ms, generated {} tokens at {:.0} tokens/s, fidelity to fp16 {:.2}",
+            "  -> {} ({}), complexity {:.3}, generated {} tokens at {:.0} tokens/s ({wall:.1} ms in all), fidelity to fp16 {:.2}",
             d.precision,
-            if swap { "swap" } else { "hit" },
-            d.complexity,
-            overhead,
-            gen.ids.len(),
-            gen.decode_tokens_per_s(),
+            if d.swap { "swap" } else { "hit" },
+            d.complexity.unwrap_or(f32::NAN),
+            r.output.ids.len(),
+            r.output.decode_tokens_per_s(),
             q
         );
-        for r in &d.reasons {
-            println!("     {r}");
+        for reason in &d.reasons {
+            println!("     {reason}");
         }
     }
+    let s = engine.stats();
+    // Every load is charged, background prefetches included, at the router's swap price.
+    let rc = &trained.router.config;
+    cost += rc.swap_factor * (s.bytes_loaded as f64 / set.bytes[0] as f64) / rc.task_bytes.max(1.0);
     println!(
-        "\nworkflow: cost {:.3} of running every stage on fp16 ({:.1}% saved, swaps included), mean fidelity {:.3}, swaps {}, hits {}",
+        "\nworkflow: cost {:.3} of running every stage on fp16 ({:.1}% saved, every load included), mean fidelity {:.3}; swaps {}, hits {} (hit rate {:.2}), prefetches {} ({} used), {} bytes loaded in {:.1} ms",
         cost / fp16_cost,
         100.0 * (1.0 - cost / fp16_cost),
         quality / stages.len() as f64,
-        res.swaps,
-        res.hits
+        s.swaps,
+        s.hits,
+        s.hit_rate(),
+        s.prefetches,
+        s.prefetch_hits,
+        s.bytes_loaded,
+        s.swap_seconds * 1e3
     );
     Ok(())
+}
+
+/// A temporary variant directory, removed when dropped.
+struct DemoDir(std::path::PathBuf);
+
+impl DemoDir {
+    fn new() -> Result<Self> {
+        let p = std::env::temp_dir().join(format!("agentcompress-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        Ok(DemoDir(p))
+    }
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover temporary directory is harmless.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -1,11 +1,14 @@
 //! `agentcompress eval`: the workflow benchmark (see `agentcompress::eval`).
 
+use agentcompress::api::variant_tokenizer;
 use agentcompress::eval::labels::LabelSet;
 use agentcompress::eval::{bench, report, workflows, EvalConfig};
 use agentcompress::model::synthetic::{preset, synthetic_weights};
 use agentcompress::model::tokenizer::{load_tokenizer, ByteTokenizer, Tokenizer, BYTE_VOCAB};
 use agentcompress::model::DType;
+use agentcompress::quant::QuantConfig;
 use agentcompress::router::VariantSet;
+use agentcompress::store::MANIFEST_FILE;
 use agentcompress::{Error, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -13,10 +16,14 @@ use std::path::{Path, PathBuf};
 /// Which model's variants to use and how to tokenise task text.
 #[derive(Args, Debug, Clone)]
 pub struct VariantArgs {
-    /// Model file (llama2.c `.bin`); its INT8/INT4/INT2 variants are simulated by group-wise
-    /// quantise-dequantise until the packed variant store is wired in.
+    /// Model file (llama2.c `.bin`, quantised in memory to packed INT8/INT4/INT2 with
+    /// `--method`), or a variant directory written by `agentcompress quantize` (its four
+    /// `.acv` files are loaded as they are).
     #[arg(long, short = 'm', conflicts_with = "synthetic")]
     pub model: Option<PathBuf>,
+    /// Quantisation method of the in-memory variants: rtn or als (uncalibrated).
+    #[arg(long, default_value = "als")]
+    pub method: String,
     /// Use a seeded synthetic model of this preset instead (`tiny`, `small`, ...).
     #[arg(long)]
     pub synthetic: Option<String>,
@@ -29,6 +36,23 @@ pub struct VariantArgs {
 impl VariantArgs {
     /// Opens the variants and a tokenizer; returns them with a description of the model.
     pub fn open(&self) -> Result<(VariantSet, Box<dyn Tokenizer>, String)> {
+        if let Some(dir) = self
+            .model
+            .as_deref()
+            .filter(|p| p.join(MANIFEST_FILE).is_file())
+        {
+            let set = VariantSet::open_dir(dir, true)?;
+            let tok = match &self.tokenizer {
+                Some(p) => load_tokenizer(p)?,
+                None => variant_tokenizer(dir)?.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{} carries no tokenizer: pass --tokenizer",
+                        dir.display()
+                    ))
+                })?,
+            };
+            return Ok((set, tok, dir.display().to_string()));
+        }
         let (weights, name) = match (&self.model, &self.synthetic) {
             (Some(p), _) => (
                 agentcompress::model::load::load_model(p)?,
@@ -68,7 +92,11 @@ impl VariantArgs {
                 Box::new(ByteTokenizer)
             }
         };
-        Ok((VariantSet::simulated(&weights)?, tok, name))
+        let quant = QuantConfig {
+            method: self.method.parse()?,
+            ..QuantConfig::default()
+        };
+        Ok((VariantSet::quantize(&weights, &quant)?, tok, name))
     }
 }
 
@@ -137,9 +165,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let labels = a.labels.as_deref().map(LabelSet::load).transpose()?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
     eprintln!(
-        "eval: {} workflows on {name} ({} variants), labelling and training...",
-        a.workflows,
-        if set.simulated { "simulated" } else { "packed" }
+        "eval: {} workflows on {name} ({}), labelling and training...",
+        a.workflows, set.formats
     );
     let out = bench::run(&set, tok.as_ref(), &cfg, &name, labels)?;
     workflows::write(&a.out.join("workflows.jsonl"), &out.workflows)?;

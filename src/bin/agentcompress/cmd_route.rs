@@ -1,10 +1,8 @@
-//! `agentcompress route`: predict a task's complexity and print the routing decision with its
-//! reasons.
+//! `agentcompress route`: open a variant directory as an [`Engine`], predict a task's
+//! complexity and print the routing decision with its reasons.
 
-use crate::cmd_eval::VariantArgs;
-use agentcompress::controller::io;
+use agentcompress::api::{Device, Engine};
 use agentcompress::quant::Precision;
-use agentcompress::router::{Residency, Router};
 use agentcompress::{Error, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -12,21 +10,30 @@ use std::path::PathBuf;
 /// Route one task and print the decision and its reasons.
 #[derive(Args, Debug)]
 pub struct RouteArgs {
-    /// Directory holding `controller.safetensors` and `router.json` (from `train-controller`
-    /// or `eval`).
+    /// Variant directory (from `quantize`); its `controller.safetensors` and `router.json`
+    /// (from `eval -m DIR --out DIR` or `train-controller`) route the task.
     #[arg(long)]
     pub variants: PathBuf,
-    #[command(flatten)]
-    pub model: VariantArgs,
+    /// Read `controller.safetensors` and `router.json` from this directory instead (e.g. the
+    /// `--out` directory of `eval`).
+    #[arg(long)]
+    pub router_dir: Option<PathBuf>,
     /// The task text.
     #[arg(long)]
     pub task: String,
-    /// Variants already resident, comma-separated (e.g. `int8,int4`).
+    /// Variants to make resident first, comma-separated (e.g. `int8,int4`); they are loaded,
+    /// within the budget, in that order.
     #[arg(long, default_value = "")]
     pub resident: String,
+    /// Memory budget for resident variants in bytes (default: all four).
+    #[arg(long)]
+    pub budget: Option<u64>,
     /// Override the router's quality target.
     #[arg(long)]
     pub target: Option<f32>,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Print the decision as JSON.
     #[arg(long)]
     pub json: bool,
@@ -37,56 +44,43 @@ pub fn run(a: RouteArgs) -> Result<()> {
     if a.task.is_empty() {
         return Err(Error::invalid("--task is empty"));
     }
-    let controller = io::load(&a.variants.join("controller.safetensors"))?;
-    let rp = a.variants.join("router.json");
-    let text = std::fs::read_to_string(&rp).map_err(|e| Error::io(&rp, e))?;
-    let mut router: Router =
-        serde_json::from_str(&text).map_err(|e| Error::corrupt(&rp, e.to_string()))?;
+    let mut b = Engine::builder(&a.variants).device(a.device.parse::<Device>()?);
+    if let Some(d) = &a.router_dir {
+        b = b.router_dir(d);
+    }
     if let Some(t) = a.target {
-        router.config.target = t;
+        b = b.router_target(t);
     }
-    let (set, tok, _) = a.model.open()?;
-    if controller.config.embed_dim != set.config.dim {
-        return Err(Error::invalid(format!(
-            "the controller reads {}-wide embeddings but the model's are {}",
-            controller.config.embed_dim, set.config.dim
-        )));
+    if let Some(x) = a.budget {
+        b = b.memory_budget(x);
     }
-    let mut res = Residency::new(set.bytes.iter().sum(), set.bytes)?;
+    let engine = b.build()?;
     for name in a
         .resident
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        res.use_variant(name.parse::<Precision>()?);
+        engine.make_resident(name.parse::<Precision>()?)?;
     }
     let t0 = std::time::Instant::now();
-    let ids = tok.encode(&a.task, true)?;
-    let out = controller.predict(&set.embedding, &ids)?;
-    let d = router.decide(&out, &res);
+    let route = engine.route(&a.task)?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     if a.json {
-        let v = serde_json::json!({
-            "precision": d.precision,
-            "complexity": d.complexity,
-            "expected_cost": d.expected_cost,
-            "swap": d.swap,
-            "reasons": d.reasons,
-            "pruning": out.pruning,
-            "sparsity": out.sparsity,
-            "overhead_ms": ms,
-        });
+        let mut v = serde_json::to_value(&route).map_err(|e| Error::Internal(e.to_string()))?;
+        v["overhead_ms"] = serde_json::json!(ms);
         println!("{v}");
     } else {
+        let complexity = route.complexity.map_or("no controller".to_string(), |c| {
+            format!("complexity {c:.3}")
+        });
         println!(
-            "route: {} (complexity {:.3}, expected cost {:.3} of fp16, {}) in {ms:.2} ms",
-            d.precision,
-            d.complexity,
-            d.expected_cost,
-            if d.swap { "swap" } else { "hit" }
+            "route: {} ({complexity}, expected cost {:.3} of fp16, {}) in {ms:.2} ms",
+            route.precision,
+            route.expected_cost,
+            if route.swap { "swap" } else { "hit" }
         );
-        for r in &d.reasons {
+        for r in &route.reasons {
             println!("  - {r}");
         }
     }

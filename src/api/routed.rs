@@ -1,0 +1,445 @@
+//! An engine over a variant directory: the four variants, the controller and router that
+//! choose between them, which variants are resident under a memory budget, and router-driven
+//! prefetch.
+//!
+//! Residency is real: the engine keeps loaded exactly the variants that
+//! [`crate::router::Residency`] lists, so a variant it evicts is dropped (a generation still
+//! running on it keeps it alive until it ends). A swap loads the variant file and uploads it
+//! to the device on the caller's thread; a prefetch does the same on a background thread and
+//! admits the variant only beside the most recently used one.
+
+use super::types::Route;
+use super::{Device, DynModel};
+use crate::controller::{io as controller_io, Controller};
+use crate::quant::Precision;
+use crate::router::{Residency, Router};
+use crate::store::{load_variant, LoadOptions, Manifest, MANIFEST_FILE};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// File name of the trained controller inside a variant directory.
+pub const CONTROLLER_FILE: &str = "controller.safetensors";
+/// File name of the calibrated router inside a variant directory.
+pub const ROUTER_FILE: &str = "router.json";
+
+/// How tasks are routed: by the trained controller and router, or by the documented fallback
+/// (one fixed variant) when the directory carries neither.
+enum Brain {
+    /// Controller, router and the frozen embedding table the controller reads.
+    Trained {
+        controller: Box<Controller>,
+        router: Box<Router>,
+        embedding: Vec<f32>,
+    },
+    /// Every task goes to `precision`; `why` says what was missing.
+    Fallback { precision: Precision, why: String },
+}
+
+/// A background load of one variant.
+struct InFlight {
+    precision: Precision,
+    handle: JoinHandle<Result<(Arc<dyn DynModel>, f64)>>,
+}
+
+/// Load counters beside the residency's own swap/hit/prefetch counts.
+#[derive(Default)]
+struct Loads {
+    swap_seconds: f64,
+    bytes_loaded: u64,
+    prefetch_hits: u64,
+}
+
+/// What the lock guards: residency, the loaded models, and prefetch bookkeeping.
+struct State {
+    residency: Residency,
+    models: [Option<Arc<dyn DynModel>>; 4],
+    /// Admitted by a prefetch and not used since.
+    prefetched: [bool; 4],
+    inflight: Option<InFlight>,
+    loads: Loads,
+}
+
+/// Load counters of a routed engine (see [`super::EngineStats`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LoadStats {
+    pub swap_seconds: f64,
+    pub bytes_loaded: u64,
+    pub prefetches: u64,
+    pub prefetch_hits: u64,
+}
+
+/// Options of a routed engine (set on [`super::EngineBuilder`]).
+#[derive(Clone, Debug)]
+pub(crate) struct RoutedOptions {
+    pub device: Device,
+    pub budget: Option<u64>,
+    pub prefetch: bool,
+    pub fallback: Precision,
+    pub verify_checksums: bool,
+    /// Where `controller.safetensors` and `router.json` are (default: the variant directory).
+    pub router_dir: Option<PathBuf>,
+    /// Overrides the router's quality target.
+    pub target: Option<f32>,
+}
+
+/// The routed part of an engine.
+pub(crate) struct Routed {
+    files: [PathBuf; 4],
+    bytes: [u64; 4],
+    config: crate::model::ModelConfig,
+    device: Device,
+    verify: bool,
+    prefetch: bool,
+    brain: Brain,
+    state: Mutex<State>,
+}
+
+/// Resolves [`Device::Auto`] once, so every variant lands on the same backend.
+fn resolve(device: Device) -> Result<Device> {
+    match device {
+        Device::Auto => match crate::backend::cuda::CudaBackend::new(0) {
+            Ok(_) => Ok(Device::Cuda(0)),
+            Err(Error::NoDevice(_)) => Ok(Device::Cpu),
+            Err(e) => Err(e),
+        },
+        d => Ok(d),
+    }
+}
+
+/// Loads one variant file and uploads it; returns the model and the seconds it took.
+fn load(path: &Path, device: Device, verify: bool) -> Result<(Arc<dyn DynModel>, f64)> {
+    let t0 = Instant::now();
+    let (w, _) = load_variant(
+        path,
+        LoadOptions {
+            verify_checksums: verify,
+        },
+    )?;
+    let model: Arc<dyn DynModel> = Arc::from(super::device::upload_matrices(device, &w)?);
+    Ok((model, t0.elapsed().as_secs_f64()))
+}
+
+/// Reads the controller and router of `dir`, or says why there are none.
+fn read_brain(
+    dir: &Path,
+    manifest: &Manifest,
+    fp16_file: &Path,
+    bytes: &[u64; 4],
+    opts: &RoutedOptions,
+) -> Result<Brain> {
+    let dir = opts.router_dir.as_deref().unwrap_or(dir);
+    let (cp, rp) = (dir.join(CONTROLLER_FILE), dir.join(ROUTER_FILE));
+    match (cp.is_file(), rp.is_file()) {
+        (false, false) => {
+            return Ok(Brain::Fallback {
+                precision: opts.fallback,
+                why: format!(
+                    "no {CONTROLLER_FILE} or {ROUTER_FILE} in {} (write them with `agentcompress eval -m {0} --out {0}`): every task goes to the fallback variant {}",
+                    dir.display(),
+                    opts.fallback
+                ),
+            })
+        }
+        (true, false) | (false, true) => {
+            let (have, missing) = if cp.is_file() {
+                (CONTROLLER_FILE, &rp)
+            } else {
+                (ROUTER_FILE, &cp)
+            };
+            return Err(Error::invalid(format!(
+                "{} has {have} but not {}: routing needs both",
+                dir.display(),
+                missing.display()
+            )));
+        }
+        (true, true) => {}
+    }
+    let controller = controller_io::load(&cp)?;
+    let text = std::fs::read_to_string(&rp).map_err(|e| Error::io(&rp, e))?;
+    let mut router: Router =
+        serde_json::from_str(&text).map_err(|e| Error::corrupt(&rp, e.to_string()))?;
+    if controller.config.embed_dim != manifest.config.dim {
+        return Err(Error::corrupt(
+            &cp,
+            format!(
+                "the controller reads {}-wide embeddings but the model's are {}",
+                controller.config.embed_dim, manifest.config.dim
+            ),
+        ));
+    }
+    if let Some(t) = opts.target {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(Error::invalid(format!(
+                "quality target {t} is not in [0, 1]"
+            )));
+        }
+        router.config.target = t;
+    }
+    // Costs are this directory's real variant sizes.
+    router.relative_bytes = bytes.map(|b| b as f64 / bytes[0].max(1) as f64);
+    let (w, _) = load_variant(
+        fp16_file,
+        LoadOptions {
+            verify_checksums: opts.verify_checksums,
+        },
+    )?;
+    Ok(Brain::Trained {
+        controller: Box::new(controller),
+        router: Box::new(router),
+        embedding: w.embedding.to_f32_vec(),
+    })
+}
+
+impl Routed {
+    /// Opens the variant directory `dir`: its manifest (all four variants), controller and
+    /// router (or the fallback), and an empty residency of `opts.budget` bytes (default: room
+    /// for all four variants).
+    pub fn open(dir: &Path, opts: &RoutedOptions) -> Result<Self> {
+        let manifest = Manifest::read(dir)?;
+        let mut bytes = [0u64; 4];
+        let mut files: [PathBuf; 4] = Default::default();
+        for p in Precision::ALL {
+            let info = manifest.variant(p).ok_or_else(|| {
+                Error::corrupt(
+                    dir.join(MANIFEST_FILE),
+                    format!("the manifest lists no {p} variant (the engine routes over all four)"),
+                )
+            })?;
+            let file = dir.join(&info.file);
+            if !file.is_file() {
+                return Err(Error::corrupt(
+                    dir.join(MANIFEST_FILE),
+                    format!("the {p} variant's file {} is missing", file.display()),
+                ));
+            }
+            bytes[p.index()] = info.weight_bytes;
+            files[p.index()] = file;
+        }
+        let budget = opts.budget.unwrap_or(bytes.iter().sum());
+        let residency = Residency::new(budget, bytes).map_err(|e| match e {
+            Error::InvalidArgument(m) => {
+                Error::invalid(format!("memory budget for {}: {m}", dir.display()))
+            }
+            other => other,
+        })?;
+        let brain = read_brain(dir, &manifest, &files[0], &bytes, opts)?;
+        Ok(Routed {
+            files,
+            bytes,
+            config: manifest.config.clone(),
+            device: resolve(opts.device)?,
+            verify: opts.verify_checksums,
+            prefetch: opts.prefetch,
+            brain,
+            state: Mutex::new(State {
+                residency,
+                models: Default::default(),
+                prefetched: [false; 4],
+                inflight: None,
+                loads: Loads::default(),
+            }),
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &crate::model::ModelConfig {
+        &self.config
+    }
+
+    /// Bytes of each variant's weights.
+    pub fn bytes(&self) -> [u64; 4] {
+        self.bytes
+    }
+
+    /// The backend's name, as the device was resolved.
+    pub fn backend_name(&self) -> String {
+        match self.device {
+            Device::Cuda(n) => format!("cuda:{n}"),
+            _ => "cpu".to_string(),
+        }
+    }
+
+    /// Whether a controller and router route the tasks (false: the fallback variant).
+    pub fn has_router(&self) -> bool {
+        matches!(self.brain, Brain::Trained { .. })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Internal("engine residency lock poisoned".into()))
+    }
+
+    /// Drops the models the residency no longer lists (and their prefetch marks).
+    fn sync_models(st: &mut State) {
+        for p in Precision::ALL {
+            if !st.residency.is_resident(p) {
+                st.models[p.index()] = None;
+                st.prefetched[p.index()] = false;
+            }
+        }
+    }
+
+    /// Admits a finished background load (waiting for it when `wait`). A load that cannot be
+    /// admitted any more (the device filled up meanwhile) is returned instead of dropped.
+    fn harvest(
+        &self,
+        st: &mut State,
+        wait: bool,
+    ) -> Result<Option<(Precision, Arc<dyn DynModel>)>> {
+        let done = st
+            .inflight
+            .as_ref()
+            .is_some_and(|f| wait || f.handle.is_finished());
+        let Some(f) = st.inflight.take_if(|_| done) else {
+            return Ok(None);
+        };
+        // A failed background load is dropped: it was only a guess, and a task that needs the
+        // variant loads it on demand, which reports the error to that task.
+        let Ok(Ok((model, _))) = f.handle.join() else {
+            return Ok(None);
+        };
+        st.loads.bytes_loaded += self.bytes[f.precision.index()];
+        if !st.residency.prefetch(f.precision) {
+            return Ok(Some((f.precision, model)));
+        }
+        Self::sync_models(st);
+        st.models[f.precision.index()] = Some(model);
+        st.prefetched[f.precision.index()] = true;
+        Ok(None)
+    }
+
+    /// The resident variants, most recently used first.
+    pub fn resident(&self) -> Result<Vec<Precision>> {
+        let mut st = self.lock()?;
+        self.harvest(&mut st, false)?;
+        Ok(st.residency.resident())
+    }
+
+    /// Decides which variant serves a task whose prompt encodes to `ids`.
+    pub fn route(&self, ids: &[u32]) -> Result<Route> {
+        let mut st = self.lock()?;
+        self.harvest(&mut st, false)?;
+        let res = &st.residency;
+        match &self.brain {
+            Brain::Fallback { precision, why } => {
+                let swap = !res.is_resident(*precision);
+                let rel = self.bytes[precision.index()] as f64 / self.bytes[0].max(1) as f64;
+                Ok(Route {
+                    precision: *precision,
+                    complexity: None,
+                    expected_cost: rel,
+                    swap,
+                    alternatives: Vec::new(),
+                    next: None,
+                    reasons: vec![
+                        why.clone(),
+                        format!(
+                            "chose {precision}: expected cost {rel:.3} of fp16, {}",
+                            if swap { "swap" } else { "hit" }
+                        ),
+                    ],
+                })
+            }
+            Brain::Trained {
+                controller,
+                router,
+                embedding,
+            } => {
+                let out = controller.predict(embedding, ids)?;
+                let d = router.decide(&out, res);
+                Ok(Route {
+                    precision: d.precision,
+                    complexity: Some(d.complexity),
+                    expected_cost: d.expected_cost,
+                    swap: d.swap,
+                    alternatives: d.alternatives,
+                    next: d.next,
+                    reasons: d.reasons,
+                })
+            }
+        }
+    }
+
+    /// Makes `p` resident (a hit, a prefetch hit, or a swap that loads it) and returns its
+    /// model and whether a swap happened. A swap loads under the residency lock, so other
+    /// routes and runs on this engine wait for it (generation itself runs unlocked).
+    pub fn acquire(&self, p: Precision) -> Result<(Arc<dyn DynModel>, bool)> {
+        let mut st = self.lock()?;
+        let waiting = st.inflight.as_ref().is_some_and(|f| f.precision == p);
+        let t0 = Instant::now();
+        let rejected = self.harvest(&mut st, waiting)?;
+        if let Some((q, model)) = rejected.filter(|(q, _)| *q == p) {
+            // Loaded in the background but not admitted beside the most recent variant: use
+            // it as a swap (the wait was the swap's time; its bytes are counted already).
+            st.residency.use_variant(q);
+            Self::sync_models(&mut st);
+            st.models[q.index()] = Some(model.clone());
+            st.loads.swap_seconds += t0.elapsed().as_secs_f64();
+            return Ok((model, true));
+        }
+        if let Some(m) = st.models[p.index()].clone() {
+            st.residency.use_variant(p);
+            if std::mem::take(&mut st.prefetched[p.index()]) {
+                st.loads.prefetch_hits += 1;
+            }
+            if waiting {
+                st.loads.swap_seconds += t0.elapsed().as_secs_f64();
+            }
+            return Ok((m, false));
+        }
+        let (model, secs) = load(&self.files[p.index()], self.device, self.verify)?;
+        st.residency.use_variant(p);
+        Self::sync_models(&mut st);
+        st.models[p.index()] = Some(model.clone());
+        st.loads.swap_seconds += secs;
+        st.loads.bytes_loaded += self.bytes[p.index()];
+        Ok((model, true))
+    }
+
+    /// Starts loading `p` in the background when prefetch is on, nothing else is loading, and
+    /// `p` would be admitted (not resident, fits beside the most recently used variant).
+    /// Returns whether a load started.
+    pub fn prefetch(&self, p: Precision) -> Result<bool> {
+        if !self.prefetch {
+            return Ok(false);
+        }
+        let mut st = self.lock()?;
+        self.harvest(&mut st, false)?;
+        if st.inflight.is_some() || !st.residency.can_prefetch(p) {
+            return Ok(false);
+        }
+        let (file, device, verify) = (self.files[p.index()].clone(), self.device, self.verify);
+        let handle = std::thread::Builder::new()
+            .name(format!("ac-prefetch-{p}"))
+            .spawn(move || load(&file, device, verify))
+            .map_err(|e| Error::Internal(format!("cannot start the prefetch thread: {e}")))?;
+        st.inflight = Some(InFlight {
+            precision: p,
+            handle,
+        });
+        Ok(true)
+    }
+
+    /// Waits for a background load, if any, and admits it.
+    pub fn wait_prefetch(&self) -> Result<()> {
+        let mut st = self.lock()?;
+        self.harvest(&mut st, true).map(|_| ())
+    }
+
+    /// Load counters so far.
+    pub fn load_stats(&self) -> LoadStats {
+        match self.state.lock() {
+            Ok(st) => LoadStats {
+                swap_seconds: st.loads.swap_seconds,
+                bytes_loaded: st.loads.bytes_loaded,
+                prefetches: st.residency.prefetches,
+                prefetch_hits: st.loads.prefetch_hits,
+            },
+            Err(_) => LoadStats::default(),
+        }
+    }
+}
