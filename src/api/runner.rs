@@ -26,6 +26,10 @@ pub trait DynModel: Send + Sync {
     fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
         None
     }
+    /// The backend tier's counters, when the model keeps uploaded blocks between uses.
+    fn upload_stats(&self) -> Option<crate::engine::UploadCacheStats> {
+        None
+    }
 }
 
 impl<B: Backend> DynModel for Model<B> {
@@ -49,6 +53,10 @@ impl<B: Backend> DynModel for Model<B> {
 
     fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
         Model::pool_stats(self)
+    }
+
+    fn upload_stats(&self) -> Option<crate::engine::UploadCacheStats> {
+        Model::upload_stats(self)
     }
 
     fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>> {

@@ -3,6 +3,7 @@
 
 use super::{Device, DynModel, Engine, EngineStats};
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::CudaBackend;
 use crate::engine::{Model, StreamOptions};
 use crate::model::tokenizer::{HfTokenizer, Llama2cTokenizer, Tokenizer};
 use crate::pool::{variant_pool, PoolStats, VariantPoolConfig, VariantSource};
@@ -17,12 +18,15 @@ use std::sync::{Arc, Mutex};
 pub struct VariantOpenOptions {
     /// Which precision (default FP16).
     pub precision: Precision,
-    /// Where to run. Streaming runs on the CPU backend only for now.
+    /// Where to run (streamed or resident, on either backend).
     pub device: Device,
     /// A tokenizer file instead of the one embedded in the variant.
     pub tokenizer: Option<PathBuf>,
     /// Stream the blocks through a pool of this many bytes instead of uploading them all.
     pub pool_budget: Option<u64>,
+    /// With a pool: bytes of uploaded blocks kept on the backend (GPU memory on CUDA) between
+    /// uses, by the same priority policy; 0 keeps none (see [`StreamOptions::upload_budget`]).
+    pub upload_budget: u64,
     /// Verify checksums while loading (default true).
     pub verify_checksums: bool,
 }
@@ -34,6 +38,7 @@ impl Default for VariantOpenOptions {
             device: Device::Auto,
             tokenizer: None,
             pool_budget: None,
+            upload_budget: 0,
             verify_checksums: true,
         }
     }
@@ -93,25 +98,37 @@ pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
             (super::device::upload_matrices(opts.device, &w)?, index)
         }
         Some(budget) => {
-            if matches!(opts.device, Device::Cuda(_)) {
-                return Err(Error::Unsupported(
-                    "streaming through the pool runs on the CPU backend for now".into(),
-                ));
-            }
             let source = Arc::new(VariantSource::open_dir(dir, opts.verify_checksums)?);
             let index = source.variant(opts.precision)?.index.clone();
             let pool = Arc::new(variant_pool(
                 source.clone(),
                 &VariantPoolConfig::with_budget(budget),
             )?);
-            let m = Model::streamed(
-                CpuBackend::new(),
-                pool,
-                source,
-                opts.precision,
-                StreamOptions::default(),
-            )?;
-            (Box::new(m) as Box<dyn DynModel>, index)
+            let stream = StreamOptions {
+                upload_budget: opts.upload_budget,
+                ..StreamOptions::default()
+            };
+            let p = opts.precision;
+            let m: Box<dyn DynModel> = match opts.device {
+                Device::Cpu => {
+                    Box::new(Model::streamed(CpuBackend::new(), pool, source, p, stream)?)
+                }
+                Device::Cuda(n) => Box::new(Model::streamed(
+                    CudaBackend::new(n)?,
+                    pool,
+                    source,
+                    p,
+                    stream,
+                )?),
+                Device::Auto => match CudaBackend::new(0) {
+                    Ok(be) => Box::new(Model::streamed(be, pool, source, p, stream)?),
+                    Err(Error::NoDevice(_)) => {
+                        Box::new(Model::streamed(CpuBackend::new(), pool, source, p, stream)?)
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            (m, index)
         }
     };
     let tokenizer = match &opts.tokenizer {
@@ -139,6 +156,15 @@ impl Engine {
     pub fn pool_stats(&self) -> Option<PoolStats> {
         match &self.models {
             super::Models::Single { model, .. } => model.pool_stats(),
+            super::Models::Routed(_) => None,
+        }
+    }
+
+    /// The backend tier's counters (hits, misses, evictions, bytes uploaded) when a streamed
+    /// model keeps uploaded blocks on the device ([`VariantOpenOptions::upload_budget`]).
+    pub fn upload_stats(&self) -> Option<crate::engine::UploadCacheStats> {
+        match &self.models {
+            super::Models::Single { model, .. } => model.upload_stats(),
             super::Models::Routed(_) => None,
         }
     }

@@ -338,7 +338,11 @@ mod tests {
     fn zero_codes_cover_zero_to_three_and_three_quarters() {
         assert_eq!(decode_zero(0).to_f32(), 0.0);
         assert_eq!(decode_zero(15).to_f32(), 3.75);
-        assert_eq!(decode_zero(6).to_f32(), 1.5, "a symmetric group's zero is exact");
+        assert_eq!(
+            decode_zero(6).to_f32(),
+            1.5,
+            "a symmetric group's zero is exact"
+        );
         for zc in 0..=MAX_ZERO_CODE {
             assert_eq!(encode_zero(decode_zero(zc).to_f32()), zc);
         }

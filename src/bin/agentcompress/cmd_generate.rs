@@ -34,6 +34,10 @@ pub struct GenerateArgs {
     /// pool's statistics.
     #[arg(long, value_parser = parse_budget)]
     pub pool_budget: Option<u64>,
+    /// With --pool-budget: keep up to this many bytes of uploaded blocks on the device (GPU
+    /// memory on CUDA) between uses, by the pool's priority policy, then print its statistics.
+    #[arg(long, value_parser = parse_budget, requires = "pool_budget")]
+    pub device_cache: Option<u64>,
 }
 
 fn parse_budget(s: &str) -> std::result::Result<u64, String> {
@@ -42,7 +46,9 @@ fn parse_budget(s: &str) -> std::result::Result<u64, String> {
 
 /// Runs the subcommand.
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let engine = args.model.open_with(args.pool_budget)?;
+    let engine = args
+        .model
+        .open_with(args.pool_budget, args.device_cache.unwrap_or(0))?;
     let params = GenerateParams {
         max_new_tokens: args.max_tokens,
         sampling: SamplingParams {
@@ -70,6 +76,19 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         out.ids.len(),
         out.decode_tokens_per_s()
     );
+    if let Some(s) = engine.upload_stats() {
+        eprintln!(
+            "\nuploaded-block tier (--device-cache): {} hits, {} misses ({} uncached), {} evictions, {:.1} MB uploaded in {:.3} s, {:.1} of {:.1} MB used",
+            s.hits,
+            s.misses,
+            s.uncached,
+            s.evictions,
+            s.bytes_uploaded as f64 / 1e6,
+            s.upload_s,
+            s.used as f64 / 1e6,
+            s.budget as f64 / 1e6
+        );
+    }
     if let Some(stats) = engine.pool_stats() {
         eprintln!("\nweight pool:\n{stats}");
     }

@@ -51,12 +51,13 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
 impl ModelArgs {
     /// Opens the engine these flags describe.
     pub fn open(&self) -> Result<Engine> {
-        self.open_with(None)
+        self.open_with(None, 0)
     }
 
     /// Opens the engine; a variant directory with `pool_budget` streams its blocks through a
-    /// pool of that many bytes (an error for other model formats).
-    pub fn open_with(&self, pool_budget: Option<u64>) -> Result<Engine> {
+    /// pool of that many bytes, keeping up to `upload_budget` bytes of uploaded blocks on the
+    /// backend (an error for other model formats).
+    pub fn open_with(&self, pool_budget: Option<u64>, upload_budget: u64) -> Result<Engine> {
         let device: Device = self.device.parse()?;
         if detect_format(&self.model)? == ModelFormat::VariantStore {
             let opts = VariantOpenOptions {
@@ -64,13 +65,14 @@ impl ModelArgs {
                 device,
                 tokenizer: self.tokenizer.clone(),
                 pool_budget,
+                upload_budget,
                 ..Default::default()
             };
             return open_variant(&self.model, &opts);
         }
-        if pool_budget.is_some() {
+        if pool_budget.is_some() || upload_budget > 0 {
             return Err(Error::invalid(
-                "--pool-budget needs a variant directory (see `agentcompress quantize`)",
+                "--pool-budget and --device-cache need a variant directory (see `agentcompress quantize`)",
             ));
         }
         let mut b = Engine::builder(&self.model).device(device);
