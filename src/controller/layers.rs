@@ -1,6 +1,7 @@
 //! The controller's building blocks over plain f32 slices: linear maps, layer norm, GELU,
 //! masked multi-head attention. Each is small enough to check against a direct formula.
 
+use crate::backend::cpu::gemm::{gemm, Epilogue, PackedMatrix};
 use crate::backend::cpu::{dot, matmul_rows};
 use crate::util::rng::Rng;
 
@@ -87,6 +88,47 @@ impl Linear {
     }
 }
 
+/// A [`Linear`] packed once for the fast CPU product ([`crate::backend::cpu::gemm`]): the
+/// inference form of a layer whose weights no longer change. Pack again after training.
+#[derive(Clone, Debug)]
+pub struct PackedLinear {
+    m: PackedMatrix,
+}
+
+impl Linear {
+    /// Packs the weights and bias for [`PackedLinear::forward_into`].
+    pub fn pack(&self) -> PackedLinear {
+        PackedLinear {
+            m: PackedMatrix::pack(&self.w, Some(&self.b), self.out, self.inp),
+        }
+    }
+}
+
+impl PackedLinear {
+    /// Output features.
+    pub fn out(&self) -> usize {
+        self.m.n()
+    }
+
+    /// Input features.
+    pub fn inp(&self) -> usize {
+        self.m.k()
+    }
+
+    /// `y = x W^T + b` for `rows` rows of `x` (`[rows, in]`), resizing `y` to `[rows, out]`
+    /// (no allocation once `y` has grown to that size).
+    pub fn forward_into(&self, x: &[f32], rows: usize, y: &mut Vec<f32>) {
+        self.forward_map_into(x, rows, y, Epilogue::None);
+    }
+
+    /// [`PackedLinear::forward_into`] with `epi` applied to each output (fused into the
+    /// product, so it runs on every thread).
+    pub fn forward_map_into(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, epi: Epilogue) {
+        y.resize(rows * self.out(), 0.0);
+        gemm(&x[..rows * self.inp()], rows, &self.m, y, epi);
+    }
+}
+
 /// Layer normalisation with a learned gain and bias.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerNorm {
@@ -108,8 +150,15 @@ impl LayerNorm {
     /// Normalises each row of `x` (`[rows, width]`) to zero mean and unit variance, then
     /// applies gain and bias.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = Vec::new();
+        self.forward_into(x, &mut y);
+        y
+    }
+
+    /// [`LayerNorm::forward`] into `y`, resized to `x.len()` (reused across calls).
+    pub fn forward_into(&self, x: &[f32], y: &mut Vec<f32>) {
         let w = self.g.len();
-        let mut y = vec![0.0; x.len()];
+        y.resize(x.len(), 0.0);
         for (row, out) in x.chunks(w).zip(y.chunks_mut(w)) {
             let mean = row.iter().sum::<f32>() / w as f32;
             let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / w as f32;
@@ -118,7 +167,6 @@ impl LayerNorm {
                 out[i] = (row[i] - mean) * inv * self.g[i] + self.b[i];
             }
         }
-        y
     }
 }
 
@@ -156,18 +204,37 @@ pub fn attention(
     n_k: usize,
     heads: usize,
 ) -> Vec<f32> {
+    let mut out = Vec::new();
+    attention_into(q, k, v, n_q, n_k, heads, &mut out, &mut Vec::new());
+    out
+}
+
+/// [`attention`] into `out` (resized to `[n_q, heads*hd]`), with `scores` as scratch; neither
+/// allocates once grown.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_into(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_q: usize,
+    n_k: usize,
+    heads: usize,
+    out: &mut Vec<f32>,
+    scores: &mut Vec<f32>,
+) {
     let width = q.len() / n_q.max(1);
     let hd = width / heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = vec![0.0; n_q * width];
-    let mut scores = vec![0.0; n_k];
+    out.clear();
+    out.resize(n_q * width, 0.0);
+    scores.resize(n_k, 0.0);
     for i in 0..n_q {
         for h in 0..heads {
             let qh = &q[i * width + h * hd..i * width + (h + 1) * hd];
             for (t, s) in scores.iter_mut().enumerate() {
                 *s = dot(qh, &k[t * width + h * hd..t * width + (h + 1) * hd]) * scale;
             }
-            softmax(&mut scores);
+            softmax(scores);
             let o = &mut out[i * width + h * hd..i * width + (h + 1) * hd];
             for (t, &p) in scores.iter().enumerate() {
                 let vr = &v[t * width + h * hd..t * width + (h + 1) * hd];
@@ -175,7 +242,6 @@ pub fn attention(
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The CPU backend: the reference oracle for every other backend, and the default when no GPU
 //! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
 
+pub mod gemm;
 mod kernels;
 
 pub use kernels::{argmax, dot};
