@@ -1,7 +1,7 @@
 //! The controller network and its forward pass.
 
-use super::layers::PackedLinear;
 use super::layers::{attention, attention_into, gelu, sigmoid, softmax, LayerNorm, Linear};
+use super::layers::{attention_packed, gelu_slice, AttentionScratch, PackedLinear};
 use super::ControllerConfig;
 use crate::backend::cpu::gemm::Epilogue;
 use crate::quant::Precision;
@@ -62,11 +62,16 @@ impl EncoderLayer {
 /// A linear map the encoder runs: the training form [`Linear`] or the packed inference form
 /// [`PackedLinear`]. Both compute `y = x W^T + b`, then GELU when asked.
 pub(crate) trait Affine {
+    /// Whether the encoder should use the inference-path attention ([`attention_packed`]).
+    const PACKED: bool;
+
     /// `y = x W^T + b` over `rows` rows (then GELU if `gelu`), `y` resized to `[rows, out]`.
     fn apply(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, gelu: bool);
 }
 
 impl Affine for Linear {
+    const PACKED: bool = false;
+
     fn apply(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, act: bool) {
         *y = self.forward(x, rows);
         if act {
@@ -76,9 +81,11 @@ impl Affine for Linear {
 }
 
 impl Affine for PackedLinear {
+    const PACKED: bool = true;
+
     fn apply(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, act: bool) {
         let epi = if act {
-            Epilogue::Map(gelu)
+            Epilogue::Apply(gelu_slice)
         } else {
             Epilogue::None
         };
@@ -95,6 +102,7 @@ pub(crate) struct LayerScratch {
     v: Vec<f32>,
     a: Vec<f32>,
     scores: Vec<f32>,
+    attn: AttentionScratch,
     o: Vec<f32>,
     f: Vec<f32>,
 }
@@ -114,7 +122,11 @@ pub(crate) fn layer_forward<L: Affine>(
     wq.apply(&s.h, n, &mut s.q, false);
     wk.apply(&s.h, n, &mut s.k, false);
     wv.apply(&s.h, n, &mut s.v, false);
-    attention_into(&s.q, &s.k, &s.v, n, n, heads, &mut s.a, &mut s.scores);
+    if L::PACKED {
+        attention_packed(&s.q, &s.k, &s.v, n, n, heads, &mut s.a, &mut s.attn);
+    } else {
+        attention_into(&s.q, &s.k, &s.v, n, n, heads, &mut s.a, &mut s.scores);
+    }
     wo.apply(&s.a, n, &mut s.o, false);
     x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
     ln2.forward_into(x, &mut s.h);

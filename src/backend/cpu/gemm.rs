@@ -76,13 +76,14 @@ pub fn gemm_path() -> GemmPath {
     *PATH.get_or_init(GemmPath::detect)
 }
 
-/// A weight matrix `W[N, K]` packed into panels of [`NR`] output columns.
+/// A weight matrix `W[N, K]` packed into panels of [`NR`] output columns (the default is the
+/// empty `[0, 0]` matrix, to be filled by [`PackedMatrix::repack_with`]).
 ///
 /// Layout: panel `p` covers outputs `p*NR .. p*NR+NR` and occupies `data[p*K*NR .. (p+1)*K*NR]`;
 /// inside it, element `k*NR + j` is `W[p*NR + j, k]`, so one step of `k` reads `NR` contiguous
 /// floats (one aligned-size vector load per SIMD register). Columns past `N` in the last panel
 /// are zero, as is the padded bias, so the microkernels never branch on ragged `N`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PackedMatrix {
     data: Vec<f32>,
     bias: Vec<f32>,
@@ -120,6 +121,25 @@ impl PackedMatrix {
         }
     }
 
+    /// Packs again in place, reusing the buffers: `W[j, kk] = f(j, kk)` for an `[n, k]`
+    /// matrix with zero bias (for operands built per call, such as attention's keys).
+    pub fn repack_with(&mut self, n: usize, k: usize, f: impl Fn(usize, usize) -> f32) {
+        let panels = n.div_ceil(NR);
+        self.data.clear();
+        self.data.resize(panels * k * NR, 0.0);
+        for (p, panel) in self.data.chunks_exact_mut((k * NR).max(1)).enumerate() {
+            for j in 0..NR.min(n - p * NR) {
+                for kk in 0..k {
+                    panel[kk * NR + j] = f(p * NR + j, kk);
+                }
+            }
+        }
+        self.bias.clear();
+        self.bias.resize(panels * NR, 0.0);
+        self.n = n;
+        self.k = k;
+    }
+
     /// Output features `N`.
     pub fn n(&self) -> usize {
         self.n
@@ -140,8 +160,9 @@ impl PackedMatrix {
 pub enum Epilogue {
     /// Nothing: `y = x W^T + b`.
     None,
-    /// `y = f(x W^T + b)` with `f` applied elementwise.
-    Map(fn(f32) -> f32),
+    /// `y = x W^T + b`, then `f` applied in place to each contiguous run of outputs (up to
+    /// [`NR`] values of one row at a time, so `f` can vectorise).
+    Apply(fn(&mut [f32])),
 }
 
 /// `y[m, :] = x[m, :] * W^T + bias` for `m` rows, with the process's [`gemm_path`].
@@ -150,6 +171,22 @@ pub enum Epilogue {
 /// same shapes).
 pub fn gemm(x: &[f32], m: usize, w: &PackedMatrix, y: &mut [f32], epi: Epilogue) {
     gemm_with(gemm_path(), x, m, w, y, epi)
+}
+
+/// [`gemm`] on row-strided operands: row `r` of `x` is `x[r*ldx .. r*ldx + K]` and row `r`
+/// of `y` is `y[r*ldy .. r*ldy + N]`; elements between rows are neither read nor written.
+///
+/// Panics if the strides are smaller than the rows or the slices too short.
+pub fn gemm_strided(
+    x: &[f32],
+    ldx: usize,
+    m: usize,
+    w: &PackedMatrix,
+    y: &mut [f32],
+    ldy: usize,
+    epi: Epilogue,
+) {
+    run(gemm_path(), Operands { x, ldx, m, ldy }, w, y, epi)
 }
 
 /// [`gemm`] on an explicit path (for tests and benchmarks). Falls back to the portable kernel
@@ -164,6 +201,38 @@ pub fn gemm_with(
 ) {
     assert_eq!(x.len(), m * w.k, "gemm: x is not [{m}, {}]", w.k);
     assert_eq!(y.len(), m * w.n, "gemm: y is not [{m}, {}]", w.n);
+    let ops = Operands {
+        x,
+        ldx: w.k,
+        m,
+        ldy: w.n,
+    };
+    run(path, ops, w, y, epi)
+}
+
+/// The left operand and the output's shape of one product.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    x: &'a [f32],
+    ldx: usize,
+    m: usize,
+    ldy: usize,
+}
+
+/// Checks the operands, then runs every panel (in parallel when the product is large).
+fn run(path: GemmPath, ops: Operands, w: &PackedMatrix, y: &mut [f32], epi: Epilogue) {
+    let Operands { x, ldx, m, ldy } = ops;
+    if m == 0 || w.n == 0 {
+        return;
+    }
+    assert!(
+        ldx >= w.k && x.len() >= (m - 1) * ldx + w.k,
+        "gemm: x too short"
+    );
+    assert!(
+        ldy >= w.n && y.len() >= (m - 1) * ldy + w.n,
+        "gemm: y too short"
+    );
     let path = if path.available() {
         path
     } else {
@@ -173,7 +242,7 @@ pub fn gemm_with(
     let task = |p: usize| {
         // SAFETY: each panel writes only its own column range of `y`, so tasks never overlap,
         // and `y` outlives the (blocking) parallel loop.
-        unsafe { panel_task(path, x, m, w, p, out, epi) }
+        unsafe { panel_task(path, ops, w, p, out, epi) }
     };
     if m * w.n * w.k >= PAR_MIN_MACS && w.panels() > 1 {
         (0..w.panels()).into_par_iter().for_each(task);
@@ -192,17 +261,17 @@ unsafe impl Sync for OutPtr {}
 /// Computes the columns of panel `p` for every row of `x`, MR rows at a time.
 ///
 /// # Safety
-/// `out` must point to an `[m, w.n]` buffer that no other thread touches in this panel's
-/// columns.
+/// `out` must point to a buffer holding `m` rows of stride `ops.ldy` (checked by [`run`])
+/// that no other thread touches in this panel's columns.
 unsafe fn panel_task(
     path: GemmPath,
-    x: &[f32],
-    m: usize,
+    ops: Operands,
     w: &PackedMatrix,
     p: usize,
     out: OutPtr,
     epi: Epilogue,
 ) {
+    let Operands { x, ldx, m, ldy } = ops;
     let k = w.k;
     let panel = &w.data[p * k * NR..(p + 1) * k * NR];
     let bias: &[f32; NR] = w.bias[p * NR..(p + 1) * NR]
@@ -213,14 +282,14 @@ unsafe fn panel_task(
     let mut r0 = 0;
     while r0 < m {
         let rows = MR.min(m - r0);
-        let xs = &x[r0 * k..(r0 + rows) * k];
-        microkernel(path, xs, rows, k, panel, bias, &mut tile);
+        let xs = &x[r0 * ldx..(r0 + rows - 1) * ldx + k];
+        microkernel(path, xs, ldx, rows, k, panel, bias, &mut tile);
         for (r, t) in tile.iter().enumerate().take(rows) {
             // SAFETY: row r0 + r < m and columns p*NR .. p*NR + cols < n are in bounds.
-            let dst = std::slice::from_raw_parts_mut(out.0.add((r0 + r) * w.n + p * NR), cols);
-            match epi {
-                Epilogue::None => dst.copy_from_slice(&t[..cols]),
-                Epilogue::Map(f) => dst.iter_mut().zip(t).for_each(|(d, &v)| *d = f(v)),
+            let dst = std::slice::from_raw_parts_mut(out.0.add((r0 + r) * ldy + p * NR), cols);
+            dst.copy_from_slice(&t[..cols]);
+            if let Epilogue::Apply(f) = epi {
+                f(dst);
             }
         }
         r0 += rows;
@@ -228,44 +297,50 @@ unsafe fn panel_task(
 }
 
 /// `tile[r, j] = bias[j] + sum_k xs[r, k] * panel[k, j]` for `rows <= MR` rows.
+#[allow(clippy::too_many_arguments)]
 fn microkernel(
     path: GemmPath,
     xs: &[f32],
+    ldx: usize,
     rows: usize,
     k: usize,
     panel: &[f32],
     bias: &[f32; NR],
     tile: &mut [[f32; NR]; MR],
 ) {
-    debug_assert!(rows <= MR && xs.len() == rows * k && panel.len() == k * NR);
+    debug_assert!(rows <= MR && xs.len() == (rows - 1) * ldx + k && panel.len() == k * NR);
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `gemm_with` only selects this path when the CPU has AVX-512F.
-        GemmPath::Avx512 => unsafe { x86::kernel_avx512(xs, rows, k, panel, bias, tile) },
+        GemmPath::Avx512 => unsafe { x86::kernel_avx512(xs, ldx, rows, k, panel, bias, tile) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `gemm_with` only selects this path when the CPU has AVX2 and FMA.
-        GemmPath::Avx2Fma => unsafe { x86::kernel_avx2(xs, rows, k, panel, bias, tile) },
-        _ => kernel_portable(xs, rows, k, panel, bias, tile),
+        GemmPath::Avx2Fma => unsafe { x86::kernel_avx2(xs, ldx, rows, k, panel, bias, tile) },
+        _ => kernel_portable(xs, ldx, rows, k, panel, bias, tile),
     }
 }
 
 /// Portable microkernel: one row at a time over a `NR`-wide accumulator array.
 fn kernel_portable(
     xs: &[f32],
+    ldx: usize,
     rows: usize,
     k: usize,
     panel: &[f32],
     bias: &[f32; NR],
     tile: &mut [[f32; NR]; MR],
 ) {
-    for (r, acc) in tile.iter_mut().enumerate().take(rows) {
-        *acc = *bias;
-        let xr = &xs[r * k..(r + 1) * k];
+    for (r, out) in tile.iter_mut().enumerate().take(rows) {
+        // A local accumulator the optimiser keeps in registers.
+        let mut acc = *bias;
+        let xr = &xs[r * ldx..r * ldx + k];
         for (&xv, wk) in xr.iter().zip(panel.chunks_exact(NR)) {
-            for (a, &wv) in acc.iter_mut().zip(wk) {
-                *a += xv * wv;
+            let wk: &[f32; NR] = wk.try_into().expect("chunks are NR long");
+            for j in 0..NR {
+                acc[j] += xv * wk[j];
             }
         }
+        *out = acc;
     }
 }
 
@@ -282,6 +357,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn kernel_avx512(
         xs: &[f32],
+        ldx: usize,
         rows: usize,
         k: usize,
         panel: &[f32],
@@ -289,14 +365,14 @@ mod x86 {
         tile: &mut [[f32; NR]; MR],
     ) {
         match rows {
-            8 => avx512_rows::<8>(xs, k, panel, bias, tile),
-            7 => avx512_rows::<7>(xs, k, panel, bias, tile),
-            6 => avx512_rows::<6>(xs, k, panel, bias, tile),
-            5 => avx512_rows::<5>(xs, k, panel, bias, tile),
-            4 => avx512_rows::<4>(xs, k, panel, bias, tile),
-            3 => avx512_rows::<3>(xs, k, panel, bias, tile),
-            2 => avx512_rows::<2>(xs, k, panel, bias, tile),
-            _ => avx512_rows::<1>(xs, k, panel, bias, tile),
+            8 => avx512_rows::<8>(xs, ldx, k, panel, bias, tile),
+            7 => avx512_rows::<7>(xs, ldx, k, panel, bias, tile),
+            6 => avx512_rows::<6>(xs, ldx, k, panel, bias, tile),
+            5 => avx512_rows::<5>(xs, ldx, k, panel, bias, tile),
+            4 => avx512_rows::<4>(xs, ldx, k, panel, bias, tile),
+            3 => avx512_rows::<3>(xs, ldx, k, panel, bias, tile),
+            2 => avx512_rows::<2>(xs, ldx, k, panel, bias, tile),
+            _ => avx512_rows::<1>(xs, ldx, k, panel, bias, tile),
         }
     }
 
@@ -305,12 +381,13 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_rows<const R: usize>(
         xs: &[f32],
+        ldx: usize,
         k: usize,
         panel: &[f32],
         bias: &[f32; NR],
         tile: &mut [[f32; NR]; MR],
     ) {
-        assert!(xs.len() >= R * k && panel.len() >= k * NR);
+        assert!(xs.len() >= (R - 1) * ldx + k && panel.len() >= k * NR);
         let (xp, wp) = (xs.as_ptr(), panel.as_ptr());
         let b0 = _mm512_loadu_ps(bias.as_ptr());
         let b1 = _mm512_loadu_ps(bias.as_ptr().add(16));
@@ -319,7 +396,7 @@ mod x86 {
             let w0 = _mm512_loadu_ps(wp.add(kk * NR));
             let w1 = _mm512_loadu_ps(wp.add(kk * NR + 16));
             for (r, a) in acc.iter_mut().enumerate() {
-                let xv = _mm512_set1_ps(*xp.add(r * k + kk));
+                let xv = _mm512_set1_ps(*xp.add(r * ldx + kk));
                 a[0] = _mm512_fmadd_ps(xv, w0, a[0]);
                 a[1] = _mm512_fmadd_ps(xv, w1, a[1]);
             }
@@ -337,6 +414,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_avx2(
         xs: &[f32],
+        ldx: usize,
         rows: usize,
         k: usize,
         panel: &[f32],
@@ -346,12 +424,12 @@ mod x86 {
         let mut r = 0;
         while r < rows {
             let take = 3.min(rows - r);
-            let sub = &xs[r * k..(r + take) * k];
+            let sub = &xs[r * ldx..(r + take - 1) * ldx + k];
             let dst = &mut tile[r..r + take];
             match take {
-                3 => avx2_rows::<3>(sub, k, panel, bias, dst),
-                2 => avx2_rows::<2>(sub, k, panel, bias, dst),
-                _ => avx2_rows::<1>(sub, k, panel, bias, dst),
+                3 => avx2_rows::<3>(sub, ldx, k, panel, bias, dst),
+                2 => avx2_rows::<2>(sub, ldx, k, panel, bias, dst),
+                _ => avx2_rows::<1>(sub, ldx, k, panel, bias, dst),
             }
             r += take;
         }
@@ -361,12 +439,13 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_rows<const R: usize>(
         xs: &[f32],
+        ldx: usize,
         k: usize,
         panel: &[f32],
         bias: &[f32; NR],
         tile: &mut [[f32; NR]],
     ) {
-        assert!(xs.len() >= R * k && panel.len() >= k * NR && tile.len() >= R);
+        assert!(xs.len() >= (R - 1) * ldx + k && panel.len() >= k * NR && tile.len() >= R);
         let (xp, wp, bp) = (xs.as_ptr(), panel.as_ptr(), bias.as_ptr());
         let b = [
             _mm256_loadu_ps(bp),
@@ -384,7 +463,7 @@ mod x86 {
                 _mm256_loadu_ps(p.add(24)),
             ];
             for (r, a) in acc.iter_mut().enumerate() {
-                let xv = _mm256_set1_ps(*xp.add(r * k + kk));
+                let xv = _mm256_set1_ps(*xp.add(r * ldx + kk));
                 for (ai, &wi) in a.iter_mut().zip(&w) {
                     *ai = _mm256_fmadd_ps(xv, wi, *ai);
                 }
@@ -483,6 +562,33 @@ mod tests {
     }
 
     #[test]
+    fn strided_operands_and_repacking_give_the_dense_result() {
+        let mut rng = Rng::new(12);
+        let (m, n, k, ldx, ldy) = (11, 37, 20, 29, 45);
+        let x = rng.vec_uniform(m * ldx, 1.0);
+        let w = rng.vec_uniform(n * k, 1.0);
+        let mut p = PackedMatrix::default();
+        // Pack the transpose of a [k, n] source through the closure.
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        p.repack_with(n, k, |j, kk| wt[kk * n + j]);
+        assert_eq!(p, PackedMatrix::pack(&w, None, n, k));
+        let mut y = vec![-7.0; m * ldy];
+        gemm_strided(&x, ldx, m, &p, &mut y, ldy, Epilogue::None);
+        let dense: Vec<f32> = (0..m * k).map(|i| x[(i / k) * ldx + i % k]).collect();
+        let want = naive(&dense, &w, &vec![0.0; n], m, n, k);
+        for r in 0..m {
+            for j in 0..ldy {
+                let got = y[r * ldy + j];
+                if j < n {
+                    assert!((got - want[r * n + j]).abs() < 1e-4);
+                } else {
+                    assert_eq!(got, -7.0, "gap between rows was written");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_epilogue_is_applied_to_every_output() {
         let mut rng = Rng::new(8);
         let (m, n, k) = (5, 40, 12);
@@ -491,7 +597,13 @@ mod tests {
         let mut plain = vec![0.0; m * n];
         let mut relu = vec![0.0; m * n];
         gemm(&x, m, &p, &mut plain, Epilogue::None);
-        gemm(&x, m, &p, &mut relu, Epilogue::Map(|v| v.max(0.0)));
+        gemm(
+            &x,
+            m,
+            &p,
+            &mut relu,
+            Epilogue::Apply(|r| r.iter_mut().for_each(|v| *v = v.max(0.0))),
+        );
         assert!(plain.iter().any(|&v| v < 0.0));
         for (a, b) in plain.iter().zip(&relu) {
             assert_eq!(a.max(0.0), *b);
