@@ -181,6 +181,34 @@ pub fn gelu(x: f32) -> f32 {
 /// the equal `x / (1 + exp(-2u))` with a branch-free exponential (within a few f32 ulps of
 /// [`gelu`]; tested). Used by the packed inference path.
 pub fn gelu_slice(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match crate::backend::cpu::gemm::gemm_path() {
+        // SAFETY: the path is only chosen when the CPU has these features.
+        GemmPath::Avx512 => return unsafe { gelu_avx512(xs) },
+        // SAFETY: as above.
+        GemmPath::Avx2Fma => return unsafe { gelu_avx2(xs) },
+        GemmPath::Portable => {}
+    }
+    gelu_body(xs)
+}
+
+/// [`gelu_body`] compiled for AVX-512 (same arithmetic, wider vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_avx512(xs: &mut [f32]) {
+    gelu_body(xs)
+}
+
+/// [`gelu_body`] compiled for AVX2 (same arithmetic, wider vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gelu_avx2(xs: &mut [f32]) {
+    gelu_body(xs)
+}
+
+/// The arithmetic of [`gelu_slice`].
+#[inline(always)]
+fn gelu_body(xs: &mut [f32]) {
     for x in xs.iter_mut() {
         let v = *x;
         let u = 0.797_884_6 * (v + 0.044_715 * v * v * v);
@@ -198,15 +226,24 @@ fn exp_approx(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Round to nearest through the 1.5 * 2^23 trick (vectorises without SSE4.1).
     const MAGIC: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let x = if x < -87.0 {
+        -87.0
+    } else if x > 88.0 {
+        88.0
+    } else {
+        x
+    };
+    // `t`'s low mantissa bits hold n (integer arithmetic below, no float-to-int cast).
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
 /// Logistic sigmoid.
