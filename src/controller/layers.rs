@@ -226,13 +226,7 @@ fn exp_approx(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Round to nearest through the 1.5 * 2^23 trick (vectorises without SSE4.1).
     const MAGIC: f32 = 12_582_912.0;
-    let x = if x < -87.0 {
-        -87.0
-    } else if x > 88.0 {
-        88.0
-    } else {
-        x
-    };
+    let x = x.clamp(-87.0, 88.0);
     // `t`'s low mantissa bits hold n (integer arithmetic below, no float-to-int cast).
     let t = x * LOG2E + MAGIC;
     let n = t - MAGIC;
