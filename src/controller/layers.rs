@@ -411,12 +411,14 @@ impl AttnRows<'_> {
         self.row(q, o, scores)
     }
 
+    /// [`AttnRows::row`] compiled for AVX-512.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn row_avx512(&self, q: &[f32], o: &mut [f32], scores: &mut [f32]) {
         self.row(q, o, scores)
     }
 
+    /// [`AttnRows::row`] compiled for AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn row_avx2(&self, q: &[f32], o: &mut [f32], scores: &mut [f32]) {
