@@ -1,7 +1,9 @@
 //! The controller network and its forward pass.
 
-use super::layers::{attention, gelu, sigmoid, softmax, LayerNorm, Linear};
+use super::layers::{attention, attention_into, gelu, sigmoid, softmax, LayerNorm, Linear};
+use super::layers::{attention_packed, gelu_slice, AttentionScratch, PackedLinear};
 use super::ControllerConfig;
+use crate::backend::cpu::gemm::Epilogue;
 use crate::quant::Precision;
 use crate::util::rng::Rng;
 use crate::{Error, Result};
@@ -44,21 +46,155 @@ impl EncoderLayer {
 
     /// `x += attn(ln1(x)); x += ff2(gelu(ff1(ln2(x))))` over `n` rows.
     pub fn forward(&self, x: &mut [f32], n: usize, heads: usize) {
-        let h = self.ln1.forward(x);
-        let (q, k, v) = (
-            self.wq.forward(&h, n),
-            self.wk.forward(&h, n),
-            self.wv.forward(&h, n),
+        let maps = [&self.wq, &self.wk, &self.wv, &self.wo, &self.ff1, &self.ff2];
+        layer_forward(
+            &self.ln1,
+            &self.ln2,
+            maps,
+            x,
+            n,
+            heads,
+            &mut LayerScratch::default(),
         );
-        let a = attention(&q, &k, &v, n, n, heads);
-        let o = self.wo.forward(&a, n);
-        x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
-        let h = self.ln2.forward(x);
-        let mut f = self.ff1.forward(&h, n);
-        f.iter_mut().for_each(|v| *v = gelu(*v));
-        let f = self.ff2.forward(&f, n);
-        x.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
     }
+}
+
+/// A linear map the encoder runs: the training form [`Linear`] or the packed inference form
+/// [`PackedLinear`]. Both compute `y = x W^T + b`, then GELU when asked.
+pub(crate) trait Affine {
+    /// Whether the encoder should use the inference-path attention ([`attention_packed`]).
+    const PACKED: bool;
+
+    /// `y = x W^T + b` over `rows` rows (then GELU if `gelu`), `y` resized to `[rows, out]`.
+    fn apply(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, gelu: bool);
+}
+
+impl Affine for Linear {
+    const PACKED: bool = false;
+
+    fn apply(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, act: bool) {
+        *y = self.forward(x, rows);
+        if act {
+            y.iter_mut().for_each(|v| *v = gelu(*v));
+        }
+    }
+}
+
+impl Affine for PackedLinear {
+    const PACKED: bool = true;
+
+    fn apply(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, act: bool) {
+        let epi = if act {
+            Epilogue::Apply(gelu_slice)
+        } else {
+            Epilogue::None
+        };
+        self.forward_map_into(x, rows, y, epi);
+    }
+}
+
+/// Buffers one encoder layer's forward pass reuses.
+#[derive(Default)]
+pub(crate) struct LayerScratch {
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    a: Vec<f32>,
+    scores: Vec<f32>,
+    attn: AttentionScratch,
+    o: Vec<f32>,
+    f: Vec<f32>,
+}
+
+/// One pre-norm encoder layer over `n` rows of `x`; `maps` are `[wq, wk, wv, wo, ff1, ff2]`.
+pub(crate) fn layer_forward<L: Affine>(
+    ln1: &LayerNorm,
+    ln2: &LayerNorm,
+    maps: [&L; 6],
+    x: &mut [f32],
+    n: usize,
+    heads: usize,
+    s: &mut LayerScratch,
+) {
+    let [wq, wk, wv, wo, ff1, ff2] = maps;
+    ln1.forward_into(x, &mut s.h);
+    wq.apply(&s.h, n, &mut s.q, false);
+    wk.apply(&s.h, n, &mut s.k, false);
+    wv.apply(&s.h, n, &mut s.v, false);
+    if L::PACKED {
+        attention_packed(&s.q, &s.k, &s.v, n, n, heads, &mut s.a, &mut s.attn);
+    } else {
+        attention_into(&s.q, &s.k, &s.v, n, n, heads, &mut s.a, &mut s.scores);
+    }
+    wo.apply(&s.a, n, &mut s.o, false);
+    x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
+    ln2.forward_into(x, &mut s.h);
+    ff1.apply(&s.h, n, &mut s.f, true);
+    ff2.apply(&s.f, n, &mut s.o, false);
+    x.iter_mut().zip(&s.o).for_each(|(x, f)| *x += f);
+}
+
+/// The sinusoidal position code added to feature `i` of token `t` in a `d`-wide encoder.
+pub(crate) fn position_code(t: usize, i: usize, d: usize) -> f32 {
+    let freq = 1.0 / 10000f32.powf((2 * (i / 2)) as f32 / d as f32);
+    let a = t as f32 * freq;
+    if i % 2 == 0 {
+        a.sin()
+    } else {
+        a.cos()
+    }
+}
+
+/// The embeddings of the first k of `ids` from `table` (see [`Controller::gather`]).
+pub(crate) fn gather_rows(c: &ControllerConfig, table: &[f32], ids: &[u32]) -> Result<Vec<f32>> {
+    let e = c.embed_dim;
+    if ids.is_empty() {
+        return Err(Error::invalid("the controller needs at least one token"));
+    }
+    if table.len() % e != 0 {
+        return Err(Error::invalid(format!(
+            "embedding table of {} values is not a multiple of the controller's embed_dim {e}",
+            table.len()
+        )));
+    }
+    let vocab = table.len() / e;
+    let mut x = Vec::with_capacity(ids.len().min(c.k) * e);
+    for &id in ids.iter().take(c.k) {
+        let i = id as usize;
+        if i >= vocab {
+            return Err(Error::invalid(format!(
+                "token id {id} is outside the embedding table of {vocab} rows"
+            )));
+        }
+        x.extend_from_slice(&table[i * e..(i + 1) * e]);
+    }
+    Ok(x)
+}
+
+/// Checks that `emb` holds 1..=k rows of `embed_dim` values and returns the row count.
+pub(crate) fn input_rows(c: &ControllerConfig, emb: &[f32]) -> Result<usize> {
+    let n = emb.len() / c.embed_dim;
+    if n == 0 || n > c.k || emb.len() % c.embed_dim != 0 {
+        return Err(Error::invalid(format!(
+            "controller input of {} values is not 1..={} rows of {}",
+            emb.len(),
+            c.k,
+            c.embed_dim
+        )));
+    }
+    Ok(n)
+}
+
+/// The mean of the `d`-wide rows of `tokens`.
+pub(crate) fn mean_rows(tokens: &[f32], d: usize) -> Vec<f32> {
+    let n = tokens.len() / d;
+    let mut pooled = vec![0.0; d];
+    for row in tokens.chunks(d) {
+        pooled.iter_mut().zip(row).for_each(|(p, v)| *p += v);
+    }
+    pooled.iter_mut().for_each(|p| *p /= n as f32);
+    pooled
 }
 
 /// The trainable top of the controller: attention pooling, complexity MLP and policy heads.
@@ -146,10 +282,22 @@ impl Head {
 
     /// Forward pass keeping the intermediates the backward pass needs.
     pub(crate) fn forward_traced(&self, enc: &Encoded, heads: usize) -> (ControllerOutput, Trace) {
+        let k = self.pk.forward(&enc.tokens, enc.n);
+        let v = self.pv.forward(&enc.tokens, enc.n);
+        self.forward_from_kv(enc, k, v, heads)
+    }
+
+    /// The rest of [`Head::forward_traced`] once the pooling keys `k` and values `v`
+    /// (`[n, pool_dim]`) of the encoded tokens are known.
+    pub(crate) fn forward_from_kv(
+        &self,
+        enc: &Encoded,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        heads: usize,
+    ) -> (ControllerOutput, Trace) {
         let n = enc.n;
         let q = self.pq.forward_vec(&enc.pooled);
-        let k = self.pk.forward(&enc.tokens, n);
-        let v = self.pv.forward(&enc.tokens, n);
         let att = attention(&q, &k, &v, 1, n, heads);
         let h = self.po.forward_vec(&att);
         let a1 = self.mlp1.forward_vec(&h);
@@ -283,60 +431,25 @@ impl Controller {
     /// Gathers the frozen embeddings of the first k of `ids` from `table` (`[vocab, embed_dim]`,
     /// row-major). Positions past the end of a short task are padding and are left out.
     pub fn gather(&self, table: &[f32], ids: &[u32]) -> Result<Vec<f32>> {
-        let e = self.config.embed_dim;
-        if ids.is_empty() {
-            return Err(Error::invalid("the controller needs at least one token"));
-        }
-        if table.len() % e != 0 {
-            return Err(Error::invalid(format!(
-                "embedding table of {} values is not a multiple of the controller's embed_dim {e}",
-                table.len()
-            )));
-        }
-        let vocab = table.len() / e;
-        let mut x = Vec::with_capacity(ids.len().min(self.config.k) * e);
-        for &id in ids.iter().take(self.config.k) {
-            let i = id as usize;
-            if i >= vocab {
-                return Err(Error::invalid(format!(
-                    "token id {id} is outside the embedding table of {vocab} rows"
-                )));
-            }
-            x.extend_from_slice(&table[i * e..(i + 1) * e]);
-        }
-        Ok(x)
+        gather_rows(&self.config, table, ids)
     }
 
     /// Runs the projection and the encoder over gathered embeddings `[n, embed_dim]`.
     pub fn encode(&self, emb: &[f32]) -> Result<Encoded> {
         let c = &self.config;
-        let n = emb.len() / c.embed_dim;
-        if n == 0 || n > c.k || emb.len() % c.embed_dim != 0 {
-            return Err(Error::invalid(format!(
-                "controller input of {} values is not 1..={} rows of {}",
-                emb.len(),
-                c.k,
-                c.embed_dim
-            )));
-        }
+        let n = input_rows(c, emb)?;
         let d = c.d_model;
         let mut x = self.proj.forward(emb, n);
         for (t, row) in x.chunks_mut(d).enumerate() {
             for (i, v) in row.iter_mut().enumerate() {
-                let freq = 1.0 / 10000f32.powf((2 * (i / 2)) as f32 / d as f32);
-                let a = t as f32 * freq;
-                *v += if i % 2 == 0 { a.sin() } else { a.cos() };
+                *v += position_code(t, i, d);
             }
         }
         for layer in &self.layers {
             layer.forward(&mut x, n, c.n_heads);
         }
         let tokens = self.ln_f.forward(&x);
-        let mut pooled = vec![0.0; d];
-        for row in tokens.chunks(d) {
-            pooled.iter_mut().zip(row).for_each(|(p, v)| *p += v);
-        }
-        pooled.iter_mut().for_each(|p| *p /= n as f32);
+        let pooled = mean_rows(&tokens, d);
         Ok(Encoded { tokens, n, pooled })
     }
 

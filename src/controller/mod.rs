@@ -18,7 +18,9 @@ mod config;
 mod encoder;
 pub mod io;
 pub mod layers;
+mod runtime;
 pub mod train;
 
 pub use config::ControllerConfig;
 pub use encoder::{Controller, ControllerOutput, Encoded};
+pub use runtime::PackedController;

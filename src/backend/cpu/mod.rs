@@ -2,6 +2,7 @@
 //! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
 
 pub mod f16mat;
+pub mod gemm;
 mod kernels;
 pub mod qgemv;
 

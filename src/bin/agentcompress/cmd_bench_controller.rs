@@ -38,6 +38,9 @@ pub struct ControllerBenchArgs {
     /// Device: only cpu is supported by the controller so far.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Time the unpacked training-form forward instead of the packed inference form.
+    #[arg(long)]
+    pub unpacked: bool,
 }
 
 /// Runs the subcommand.
@@ -54,6 +57,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let cfg = ControllerConfig::named(&a.config, a.embed_dim)?;
     let c = Controller::new(cfg.clone(), 1)?;
+    let packed = c.packed();
     let mut rng = Rng::new(2);
     let table = rng.vec_uniform(a.vocab * a.embed_dim, 1.0);
     let mut times = Vec::with_capacity(a.iters);
@@ -62,7 +66,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .map(|_| rng.below(a.vocab as u64) as u32)
             .collect();
         let t0 = std::time::Instant::now();
-        let out = c.predict(&table, &ids)?;
+        let out = if a.unpacked {
+            c.predict(&table, &ids)?
+        } else {
+            packed.predict(&table, &ids)?
+        };
         let dt = t0.elapsed().as_secs_f64() * 1e3;
         std::hint::black_box(out);
         if i >= 5 {
@@ -70,10 +78,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     println!(
-        "controller '{}' ({} parameters, k = {}, cpu, {} threads): median {:.3} ms, p99 {:.3} ms over {} tasks",
+        "controller '{}' ({} parameters, k = {}, cpu {}, {} threads): median {:.3} ms, p99 {:.3} ms over {} tasks",
         a.config,
         c.param_count(),
         cfg.k,
+        if a.unpacked {
+            "unpacked dot"
+        } else {
+            packed.gemm_path().name()
+        },
         rayon::current_num_threads(),
         quantile(&times, 0.5),
         quantile(&times, 0.99),

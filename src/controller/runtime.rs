@@ -1,0 +1,208 @@
+//! The controller's inference form: every token-wise linear map packed once for the fast CPU
+//! product ([`crate::backend::cpu::gemm`]), position codes precomputed, and the forward pass's
+//! buffers reused across tasks. It computes what [`Controller::predict`] computes, up to f32
+//! summation order (tested below); training keeps working on [`Controller`] and packs again
+//! when it is done.
+
+use super::encoder::{
+    gather_rows, input_rows, layer_forward, mean_rows, position_code, Controller, ControllerOutput,
+    Encoded, Head, LayerScratch,
+};
+use super::layers::{LayerNorm, PackedLinear};
+use super::ControllerConfig;
+use crate::backend::cpu::gemm::{gemm_path, GemmPath};
+use crate::Result;
+use std::sync::Mutex;
+
+/// One encoder layer in packed form.
+#[derive(Clone, Debug)]
+struct PackedLayer {
+    ln1: LayerNorm,
+    ln2: LayerNorm,
+    /// `[wq, wk, wv, wo, ff1, ff2]`.
+    maps: [PackedLinear; 6],
+}
+
+/// Buffers of one forward pass.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    layer: LayerScratch,
+}
+
+/// A [`Controller`] packed for inference (see the module documentation). Shareable across
+/// threads; concurrent predictions take turns on the scratch buffers.
+pub struct PackedController {
+    config: ControllerConfig,
+    proj: PackedLinear,
+    layers: Vec<PackedLayer>,
+    ln_f: LayerNorm,
+    head: Head,
+    pool_k: PackedLinear,
+    pool_v: PackedLinear,
+    /// Position codes `[k, d_model]`.
+    positions: Vec<f32>,
+    scratch: Mutex<Scratch>,
+}
+
+impl Controller {
+    /// Packs the controller for inference (copies the weights; pack again after training).
+    pub fn packed(&self) -> PackedController {
+        let c = &self.config;
+        let d = c.d_model;
+        let positions = (0..c.k * d)
+            .map(|j| position_code(j / d, j % d, d))
+            .collect();
+        PackedController {
+            config: c.clone(),
+            proj: self.proj.pack(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| PackedLayer {
+                    ln1: l.ln1.clone(),
+                    ln2: l.ln2.clone(),
+                    maps: [&l.wq, &l.wk, &l.wv, &l.wo, &l.ff1, &l.ff2].map(|m| m.pack()),
+                })
+                .collect(),
+            ln_f: self.ln_f.clone(),
+            head: self.head.clone(),
+            pool_k: self.head.pk.pack(),
+            pool_v: self.head.pv.pack(),
+            positions,
+            scratch: Mutex::new(Scratch::default()),
+        }
+    }
+}
+
+impl PackedController {
+    /// The controller's sizes.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// The matrix-product kernel this process uses.
+    pub fn gemm_path(&self) -> GemmPath {
+        gemm_path()
+    }
+
+    /// Runs the projection and the encoder over gathered embeddings `[n, embed_dim]`
+    /// (as [`Controller::encode`]).
+    pub fn encode(&self, emb: &[f32]) -> Result<Encoded> {
+        let c = &self.config;
+        let n = input_rows(c, emb)?;
+        let d = c.d_model;
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let Scratch { x, layer } = &mut *guard;
+        self.proj.forward_into(emb, n, x);
+        x.iter_mut()
+            .zip(&self.positions[..n * d])
+            .for_each(|(v, p)| *v += p);
+        for l in &self.layers {
+            let maps = [0, 1, 2, 3, 4, 5].map(|i| &l.maps[i]);
+            layer_forward(&l.ln1, &l.ln2, maps, x, n, c.n_heads, layer);
+        }
+        let tokens = self.ln_f.forward(x);
+        let pooled = mean_rows(&tokens, d);
+        Ok(Encoded { tokens, n, pooled })
+    }
+
+    /// Predicts complexity and policy for a task (as [`Controller::predict`]).
+    pub fn predict(&self, table: &[f32], ids: &[u32]) -> Result<ControllerOutput> {
+        let enc = self.encode(&gather_rows(&self.config, table, ids)?)?;
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        self.pool_k.forward_into(&enc.tokens, enc.n, &mut k);
+        self.pool_v.forward_into(&enc.tokens, enc.n, &mut v);
+        let (out, _) = self
+            .head
+            .forward_from_kv(&enc, k, v, self.config.pool_heads);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::rng::Rng;
+
+    /// Largest absolute difference between two slices.
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    fn assert_close(a: &ControllerOutput, b: &ControllerOutput, tol: f32) {
+        let fa = [a.complexity, a.pruning, a.sparsity];
+        let fb = [b.complexity, b.pruning, b.sparsity];
+        assert!(max_diff(&fa, &fb) <= tol, "{a:?} vs {b:?}");
+        assert!(max_diff(&a.precision_logits, &b.precision_logits) <= tol);
+        assert!(max_diff(&a.precision_probs, &b.precision_probs) <= tol);
+    }
+
+    #[test]
+    fn packed_predictions_match_the_reference_forward() {
+        // Ragged widths (not multiples of the 32-column panels) and a short task too.
+        let cfg = ControllerConfig {
+            k: 12,
+            embed_dim: 20,
+            d_model: 36,
+            n_layers: 2,
+            n_heads: 3,
+            ffn_dim: 70,
+            pool_heads: 2,
+            pool_dim: 18,
+            mlp_hidden: 9,
+        };
+        for c in [
+            Controller::new(cfg, 3).unwrap(),
+            Controller::new(ControllerConfig::small(64), 4).unwrap(),
+        ] {
+            let e = c.config.embed_dim;
+            let table = Rng::new(9).vec_uniform(50 * e, 1.0);
+            let p = c.packed();
+            for (i, len) in [1usize, 5, 40].into_iter().enumerate() {
+                let ids: Vec<u32> = (0..len).map(|j| ((j * 13 + i) % 50) as u32).collect();
+                let emb = c.gather(&table, &ids).unwrap();
+                let (want, got) = (c.encode(&emb).unwrap(), p.encode(&emb).unwrap());
+                assert_eq!(want.n, got.n);
+                assert!(max_diff(&want.tokens, &got.tokens) < 1e-4);
+                assert!(max_diff(&want.pooled, &got.pooled) < 1e-4);
+                let (a, b) = (
+                    c.predict(&table, &ids).unwrap(),
+                    p.predict(&table, &ids).unwrap(),
+                );
+                assert_close(&a, &b, 1e-4);
+                // The scratch buffers carry nothing from one task to the next.
+                assert_eq!(p.predict(&table, &ids).unwrap(), b);
+            }
+        }
+    }
+
+    #[test]
+    fn the_reference_config_agrees_within_tolerance() {
+        // Full widths, a few tokens (keeps the debug-build test fast).
+        let c = Controller::new(ControllerConfig::reference(16), 1).unwrap();
+        let table = Rng::new(2).vec_uniform(30 * 16, 1.0);
+        let ids = [3u32, 7, 11, 29];
+        let (a, b) = (
+            c.predict(&table, &ids).unwrap(),
+            c.packed().predict(&table, &ids).unwrap(),
+        );
+        assert_close(&a, &b, 1e-4);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let c = Controller::new(ControllerConfig::small(16), 5).unwrap();
+        let p = c.packed();
+        let t = Rng::new(1).vec_uniform(40 * 16, 1.0);
+        assert!(p.predict(&t, &[]).is_err());
+        assert!(p.predict(&t, &[41]).unwrap_err().to_string().contains("41"));
+        assert!(p.predict(&t[..15], &[1]).is_err());
+        assert!(p.encode(&t[..16 * 33]).is_err());
+        assert_eq!(p.config(), &c.config);
+    }
+}
