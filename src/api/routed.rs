@@ -10,7 +10,7 @@
 
 use super::types::Route;
 use super::{Device, DynModel};
-use crate::controller::{io as controller_io, Controller};
+use crate::controller::{io as controller_io, PackedController};
 use crate::quant::Precision;
 use crate::router::{Residency, Router};
 use crate::store::{load_variant, LoadOptions, Manifest, MANIFEST_FILE};
@@ -30,7 +30,7 @@ pub const ROUTER_FILE: &str = "router.json";
 enum Brain {
     /// Controller, router and the frozen embedding table the controller reads.
     Trained {
-        controller: Box<Controller>,
+        controller: Box<PackedController>,
         router: Box<Router>,
         embedding: Vec<f32>,
     },
@@ -187,7 +187,7 @@ fn read_brain(
         },
     )?;
     Ok(Brain::Trained {
-        controller: Box::new(controller),
+        controller: Box::new(controller.packed()),
         router: Box::new(router),
         embedding: w.embedding.to_f32_vec(),
     })
