@@ -266,6 +266,10 @@ pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, seed: u64) -> CheckRep
     kernel_checks(&mut c, &mut rep);
     model_checks(gpu, stories, seed, &mut rep);
     super::check_quant::run_all(gpu, stories, seed, &mut rep);
+    let stories_path = stories
+        .map(Path::to_path_buf)
+        .or_else(|| stories_candidates().into_iter().find(|p| p.is_file()));
+    super::check_stream::run_all(gpu, stories_path.as_deref(), &mut rep);
     rep
 }
 

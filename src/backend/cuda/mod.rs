@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_quant;
 pub mod check;
 pub mod check_quant;
+pub mod check_stream;
 mod kernels;
 
 pub use kernels::{default_path, AttnPath};
