@@ -19,6 +19,8 @@ mod encoder;
 pub mod io;
 pub mod layers;
 pub mod train;
+#[cfg(feature = "train")]
+pub mod train_model;
 
 pub use config::ControllerConfig;
 pub use encoder::{Controller, ControllerOutput, Encoded};

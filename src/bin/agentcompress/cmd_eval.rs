@@ -118,6 +118,11 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// Runs the subcommand.
 pub fn run(a: EvalArgs) -> Result<()> {
+    if !cfg!(feature = "train") {
+        return Err(Error::Unsupported(
+            "eval trains the controller and needs the `train` cargo feature (candle); rebuild without --no-default-features".into(),
+        ));
+    }
     let t0 = std::time::Instant::now();
     let (set, tok, name) = a.variants.open()?;
     let mut cfg = EvalConfig {
