@@ -1,5 +1,6 @@
 //! `agentcompress eval`: the workflow benchmark (see `agentcompress::eval`).
 
+use agentcompress::controller::train::TrainConfig;
 use agentcompress::eval::labels::LabelSet;
 use agentcompress::eval::{bench, report, workflows, EvalConfig};
 use agentcompress::model::synthetic::{preset, synthetic_weights};
@@ -146,6 +147,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
         a.workflows,
         if set.simulated { "simulated" } else { "packed" }
     );
+    let full = TrainConfig::default().iterations;
+    if a.iterations < full {
+        eprintln!(
+            "note: the controller trains for {} iterations per split here, fewer than the {full} of train-controller, to keep the benchmark short (--iterations)",
+            a.iterations
+        );
+    }
     let out = bench::run(&set, tok.as_ref(), &cfg, &name, labels)?;
     workflows::write(&a.out.join("workflows.jsonl"), &out.workflows)?;
     out.labels.save(&a.out.join("labels.json"))?;
