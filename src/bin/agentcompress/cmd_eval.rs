@@ -119,6 +119,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// Runs the subcommand.
 pub fn run(a: EvalArgs) -> Result<()> {
+    crate::cmd_train_controller::single_threaded_candle();
     if !cfg!(feature = "train") {
         return Err(Error::Unsupported(
             "eval trains the controller and needs the `train` cargo feature (candle); rebuild without --no-default-features".into(),

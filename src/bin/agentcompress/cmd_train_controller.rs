@@ -55,6 +55,7 @@ pub struct TrainControllerArgs {
 
 /// Runs the subcommand.
 pub fn run(a: TrainControllerArgs) -> Result<()> {
+    single_threaded_candle();
     if !cfg!(feature = "train") {
         return Err(Error::Unsupported(
             "train-controller needs the `train` cargo feature (candle); rebuild without --no-default-features".into(),
@@ -132,4 +133,14 @@ pub fn run(a: TrainControllerArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// Runs candle's CPU kernels on one thread unless `CANDLE_NUM_THREADS` says otherwise: the
+/// controller's matrices are small, and candle's spinning thread barrier costs more than the
+/// work it splits (a third of the training time on two cores). Called before any thread
+/// starts, so setting the variable races with nothing.
+pub fn single_threaded_candle() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
 }
