@@ -96,6 +96,9 @@ pub struct EvalArgs {
     /// Outer (Adam) learning rate of controller training.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
+    /// Weight of the complexity regression term of the training loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub w_complexity: f32,
     /// Quality threshold (fidelity to FP16) and router target.
     #[arg(long, default_value_t = 0.95)]
     pub threshold: f32,
@@ -139,6 +142,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     cfg.train.iterations = a.iterations;
     cfg.train.outer_lr = a.lr;
+    cfg.train.w_complexity = a.w_complexity;
     cfg.train.threshold = a.threshold;
     cfg.train.seed = a.seed;
     let labels = a.labels.as_deref().map(LabelSet::load).transpose()?;
