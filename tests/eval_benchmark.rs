@@ -1,7 +1,9 @@
 //! A reduced workflow benchmark on stories260K (packed RTN variants, byte-encoded task text until
 //! the llama2.c tokenizer is wired in): every strategy is reported, the uniform baselines are
 //! ordered by cost, the oracle meets the threshold everywhere, and the controller + router
-//! never does worse than FP16 on cost.
+//! never does worse than FP16 on cost. The benchmark trains the controller, so it needs the
+//! `train` feature.
+#![cfg(feature = "train")]
 
 use agentcompress::eval::{report, run, EvalConfig};
 use agentcompress::model::load::load_model;

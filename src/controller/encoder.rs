@@ -266,28 +266,14 @@ impl Head {
         ]
     }
 
-    /// A head of zeros with the same shapes (gradient accumulators).
-    pub fn zeros_like(&self) -> Self {
-        let mut z = self.clone();
-        for l in z.linears_mut() {
-            *l = l.zeros_like();
-        }
-        z
-    }
-
     /// The head's output for encoded tokens `x` (`[n, d_model]`) and their mean `pooled`.
     pub fn forward(&self, enc: &Encoded, heads: usize) -> ControllerOutput {
-        self.forward_traced(enc, heads).0
-    }
-
-    /// Forward pass keeping the intermediates the backward pass needs.
-    pub(crate) fn forward_traced(&self, enc: &Encoded, heads: usize) -> (ControllerOutput, Trace) {
         let k = self.pk.forward(&enc.tokens, enc.n);
         let v = self.pv.forward(&enc.tokens, enc.n);
         self.forward_from_kv(enc, k, v, heads)
     }
 
-    /// The rest of [`Head::forward_traced`] once the pooling keys `k` and values `v`
+    /// The rest of [`Head::forward`] once the pooling keys `k` and values `v`
     /// (`[n, pool_dim]`) of the encoded tokens are known.
     pub(crate) fn forward_from_kv(
         &self,
@@ -295,46 +281,29 @@ impl Head {
         k: Vec<f32>,
         v: Vec<f32>,
         heads: usize,
-    ) -> (ControllerOutput, Trace) {
+    ) -> ControllerOutput {
         let n = enc.n;
         let q = self.pq.forward_vec(&enc.pooled);
         let att = attention(&q, &k, &v, 1, n, heads);
         let h = self.po.forward_vec(&att);
-        let a1 = self.mlp1.forward_vec(&h);
-        let r: Vec<f32> = a1.iter().map(|v| v.max(0.0)).collect();
+        let r: Vec<f32> = self
+            .mlp1
+            .forward_vec(&h)
+            .iter()
+            .map(|v| v.max(0.0))
+            .collect();
         let complexity = sigmoid(self.mlp2.forward_vec(&r)[0]);
         let logits = self.precision.forward_vec(&h);
         let mut probs = logits.clone();
         softmax(&mut probs);
-        let out = ControllerOutput {
+        ControllerOutput {
             complexity,
             precision_logits: [logits[0], logits[1], logits[2], logits[3]],
             precision_probs: [probs[0], probs[1], probs[2], probs[3]],
             pruning: sigmoid(self.pruning.forward_vec(&h)[0]),
             sparsity: sigmoid(self.sparsity.forward_vec(&h)[0]),
-        };
-        let trace = Trace {
-            q,
-            k,
-            v,
-            att,
-            h,
-            a1,
-            r,
-        };
-        (out, trace)
+        }
     }
-}
-
-/// Intermediates of [`Head::forward_traced`].
-pub(crate) struct Trace {
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-    pub att: Vec<f32>,
-    pub h: Vec<f32>,
-    pub a1: Vec<f32>,
-    pub r: Vec<f32>,
 }
 
 /// The encoder's output for one task: encoded tokens and their mean.

@@ -10,8 +10,9 @@ use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Every named tensor of a controller as `(name, shape, values)`.
-fn named(c: &Controller) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+/// Every named tensor of a controller as `(name, shape, values)`, in a fixed order; these
+/// are the names of the safetensors file (and of the training mirror's parameters).
+pub fn named(c: &Controller) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut out = Vec::new();
     let mut lin = |name: String, l: &Linear| {
         out.push((format!("{name}.weight"), vec![l.out, l.inp], l.w.clone()));
@@ -81,10 +82,11 @@ pub fn load(path: &Path) -> Result<Controller> {
     let config: ControllerConfig =
         serde_json::from_str(cfg_text).map_err(|e| Error::corrupt(path, e.to_string()))?;
     let st = SafeTensors::deserialize(&data).map_err(|e| Error::corrupt(path, e.to_string()))?;
-    let mut c = Controller::new(config, 0).map_err(|e| Error::corrupt(path, e.to_string()))?;
-    let want = named(&c);
+    let shapes = named(
+        &Controller::new(config.clone(), 0).map_err(|e| Error::corrupt(path, e.to_string()))?,
+    );
     let mut values: HashMap<String, Vec<f32>> = HashMap::new();
-    for (name, shape, _) in want {
+    for (name, shape, _) in shapes {
         let t = st
             .tensor(&name)
             .map_err(|_| Error::corrupt(path, format!("missing tensor {name}")))?;
@@ -105,9 +107,33 @@ pub fn load(path: &Path) -> Result<Controller> {
             .collect();
         values.insert(name, v);
     }
+    from_named(config, values).map_err(|e| Error::corrupt(path, e.to_string()))
+}
+
+/// Builds a controller of `config` from tensors named as [`named`] gives them (flat values,
+/// row-major). A missing tensor or one with the wrong number of values is an error naming it.
+pub fn from_named(
+    config: ControllerConfig,
+    mut values: HashMap<String, Vec<f32>>,
+) -> Result<Controller> {
+    let mut c = Controller::new(config, 0)?;
+    for (name, shape, _) in named(&c) {
+        let want: usize = shape.iter().product();
+        match values.get(&name) {
+            None => return Err(Error::invalid(format!("missing tensor {name}"))),
+            Some(v) if v.len() != want => {
+                return Err(Error::invalid(format!(
+                    "tensor {name} has {} values, expected {want} (shape {shape:?})",
+                    v.len()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let values = &mut values;
     let mut lin = |name: &str, l: &mut Linear| {
-        fill(&mut values, &format!("{name}.weight"), &mut l.w);
-        fill(&mut values, &format!("{name}.bias"), &mut l.b);
+        fill(values, &format!("{name}.weight"), &mut l.w);
+        fill(values, &format!("{name}.bias"), &mut l.b);
     };
     lin("proj", &mut c.proj);
     for (i, l) in c.layers.iter_mut().enumerate() {
@@ -127,8 +153,8 @@ pub fn load(path: &Path) -> Result<Controller> {
         lin(n, l);
     }
     let mut norm = |name: &str, l: &mut LayerNorm| {
-        fill(&mut values, &format!("{name}.gain"), &mut l.g);
-        fill(&mut values, &format!("{name}.bias"), &mut l.b);
+        fill(values, &format!("{name}.gain"), &mut l.g);
+        fill(values, &format!("{name}.bias"), &mut l.b);
     };
     for (i, l) in c.layers.iter_mut().enumerate() {
         norm(&format!("layers.{i}.ln1"), &mut l.ln1);
@@ -162,5 +188,14 @@ mod tests {
         std::fs::write(&p, b"not a safetensors file").unwrap();
         assert!(load(&p).is_err());
         assert!(load(&dir.path().join("missing")).is_err());
+        let mut vals: HashMap<String, Vec<f32>> =
+            named(&c).into_iter().map(|(n, _, v)| (n, v)).collect();
+        assert_eq!(from_named(c.config.clone(), vals.clone()).unwrap(), c);
+        vals.get_mut("ln_f.gain").unwrap().pop();
+        let e = from_named(c.config.clone(), vals.clone()).unwrap_err();
+        assert!(e.to_string().contains("ln_f.gain"), "{e}");
+        vals.remove("proj.weight");
+        let e = from_named(c.config.clone(), vals).unwrap_err();
+        assert!(e.to_string().contains("proj.weight"), "{e}");
     }
 }

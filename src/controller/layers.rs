@@ -34,16 +34,6 @@ impl Linear {
         }
     }
 
-    /// A layer of zeros with the given shape (gradient accumulators).
-    pub fn zeros_like(&self) -> Self {
-        Linear {
-            w: vec![0.0; self.w.len()],
-            b: vec![0.0; self.b.len()],
-            out: self.out,
-            inp: self.inp,
-        }
-    }
-
     /// Number of parameters.
     pub fn param_count(&self) -> usize {
         self.w.len() + self.b.len()
@@ -63,29 +53,6 @@ impl Linear {
         (0..self.out)
             .map(|o| dot(x, &self.w[o * self.inp..(o + 1) * self.inp]) + self.b[o])
             .collect()
-    }
-
-    /// `W^T dy`: the gradient with respect to the input of one vector.
-    pub fn backward_input(&self, dy: &[f32]) -> Vec<f32> {
-        let mut dx = vec![0.0; self.inp];
-        for (o, &g) in dy.iter().enumerate() {
-            if g != 0.0 {
-                let row = &self.w[o * self.inp..(o + 1) * self.inp];
-                dx.iter_mut().zip(row).for_each(|(d, &w)| *d += g * w);
-            }
-        }
-        dx
-    }
-
-    /// Accumulates `dW += dy x^T` and `db += dy` into `grad` for one vector.
-    pub fn accumulate_grad(grad: &mut Linear, x: &[f32], dy: &[f32]) {
-        for (o, &g) in dy.iter().enumerate() {
-            if g != 0.0 {
-                grad.b[o] += g;
-                let row = &mut grad.w[o * grad.inp..(o + 1) * grad.inp];
-                row.iter_mut().zip(x).for_each(|(d, &xv)| *d += g * xv);
-            }
-        }
     }
 }
 
@@ -463,35 +430,6 @@ mod tests {
         }
         assert_eq!(l.forward_vec(&x[5..]), y[3..].to_vec());
         assert_eq!(l.param_count(), 18);
-    }
-
-    #[test]
-    fn linear_backward_matches_finite_differences() {
-        let mut rng = Rng::new(4);
-        let l = Linear::init(&mut rng, 4, 3);
-        let x = rng.vec_uniform(4, 1.0);
-        let dy = rng.vec_uniform(3, 1.0);
-        let loss = |l: &Linear, x: &[f32]| -> f32 {
-            l.forward_vec(x).iter().zip(&dy).map(|(a, b)| a * b).sum()
-        };
-        let dx = l.backward_input(&dy);
-        let mut grad = l.zeros_like();
-        Linear::accumulate_grad(&mut grad, &x, &dy);
-        let eps = 1e-2;
-        for i in 0..4 {
-            let (mut xp, mut xm) = (x.clone(), x.clone());
-            xp[i] += eps;
-            xm[i] -= eps;
-            let fd = (loss(&l, &xp) - loss(&l, &xm)) / (2.0 * eps);
-            assert!((fd - dx[i]).abs() < 1e-3, "dx[{i}] {fd} vs {}", dx[i]);
-        }
-        let mut lp = l.clone();
-        lp.w[5] += eps;
-        let mut lm = l.clone();
-        lm.w[5] -= eps;
-        let fd = (loss(&lp, &x) - loss(&lm, &x)) / (2.0 * eps);
-        assert!((fd - grad.w[5]).abs() < 1e-3);
-        assert_eq!(grad.b, dy);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub mod io;
 pub mod layers;
 mod runtime;
 pub mod train;
+#[cfg(feature = "train")]
+pub mod train_model;
 
 pub use config::ControllerConfig;
 pub use encoder::{Controller, ControllerOutput, Encoded};

@@ -113,10 +113,9 @@ impl PackedController {
         let (mut k, mut v) = (Vec::new(), Vec::new());
         self.pool_k.forward_into(&enc.tokens, enc.n, &mut k);
         self.pool_v.forward_into(&enc.tokens, enc.n, &mut v);
-        let (out, _) = self
+        Ok(self
             .head
-            .forward_from_kv(&enc, k, v, self.config.pool_heads);
-        Ok(out)
+            .forward_from_kv(&enc, k, v, self.config.pool_heads))
     }
 }
 

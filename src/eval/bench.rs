@@ -6,8 +6,8 @@
 use super::labels::{measure, LabelSet, LabelledTask};
 use super::metrics::{pearson, quantile};
 use super::workflows::{generate, Workflow};
-use crate::controller::train::{train, Sample, TrainConfig, TrainReport};
-use crate::controller::{Controller, ControllerConfig, ControllerOutput, Encoded};
+use crate::controller::train::{Sample, TrainConfig, TrainReport};
+use crate::controller::{Controller, ControllerConfig, ControllerOutput};
 use crate::model::tokenizer::Tokenizer;
 use crate::quant::Precision;
 use crate::router::{QualityModel, Residency, Router, RouterConfig, VariantSet};
@@ -200,7 +200,7 @@ pub fn label_workflows(
 struct Ctx<'a> {
     set: &'a VariantSet,
     labels: &'a LabelSet,
-    encoded: &'a [Encoded],
+    gathered: &'a [Vec<f32>],
     base: &'a Controller,
     cfg: &'a EvalConfig,
     tok: &'a dyn Tokenizer,
@@ -245,23 +245,37 @@ fn replay(
     })
 }
 
-/// Trains a copy of `base` on the labelled tasks `idx` (whose encodings are `encoded`) and
-/// calibrates a router on its predictions for them. `progress` receives `(iteration, loss)`.
+/// Trains a copy of `base` (all of it, end to end) on the labelled tasks `idx`, whose gathered
+/// embeddings are `gathered` (see [`gather_all`]), and calibrates a router on its predictions
+/// for them. `progress` receives `(iteration, loss)`. Needs the `train` cargo feature.
 pub fn fit(
     set: &VariantSet,
     labels: &LabelSet,
     base: &Controller,
-    encoded: &[Encoded],
+    gathered: &[Vec<f32>],
     idx: &[usize],
     cfg: &EvalConfig,
     progress: impl FnMut(usize, f32),
 ) -> Result<(Controller, Router, TrainReport)> {
     let tasks = &labels.tasks;
+    if gathered.len() != tasks.len() {
+        return Err(Error::invalid(format!(
+            "{} gathered inputs for {} labelled tasks",
+            gathered.len(),
+            tasks.len()
+        )));
+    }
+    if let Some(&bad) = idx.iter().find(|&&i| i >= tasks.len()) {
+        return Err(Error::invalid(format!(
+            "training task {bad} is outside the {} labelled tasks",
+            tasks.len()
+        )));
+    }
     let rel = set.relative_bytes();
     let samples: Vec<Sample> = idx
         .iter()
         .map(|&i| Sample {
-            enc: encoded[i].clone(),
+            emb: gathered[i].clone(),
             quality: tasks[i].label.quality,
             cost: rel.map(|r| r as f32),
             complexity: tasks[i].label.complexity(),
@@ -270,21 +284,12 @@ pub fn fit(
         })
         .collect();
     let mut controller = base.clone();
-    let heads = controller.config.pool_heads;
-    let curve = train(
-        &mut controller.head,
-        &samples,
-        heads,
-        &cfg.train,
-        100,
-        progress,
-    )?;
+    let curve = train_controller(&mut controller, &samples, &cfg.train, progress)?;
+    let outs = predict_all(&controller, gathered, idx)?;
     let points: Vec<(f32, [f32; 4])> = idx
         .iter()
-        .map(|&i| {
-            let out = controller.head.forward(&encoded[i], heads);
-            (out.complexity, tasks[i].label.quality)
-        })
+        .zip(&outs)
+        .map(|(&i, out)| (out.complexity, tasks[i].label.quality))
         .collect();
     let router = Router {
         config: RouterConfig {
@@ -299,12 +304,52 @@ pub fn fit(
     Ok((controller, router, curve))
 }
 
-/// Runs the frozen encoder of `base` over every labelled task.
-pub fn encode_all(set: &VariantSet, base: &Controller, labels: &LabelSet) -> Result<Vec<Encoded>> {
+#[cfg(feature = "train")]
+fn train_controller(
+    controller: &mut Controller,
+    samples: &[Sample],
+    cfg: &TrainConfig,
+    progress: impl FnMut(usize, f32),
+) -> Result<TrainReport> {
+    crate::controller::train::train(controller, samples, cfg, 100, progress)
+}
+
+#[cfg(not(feature = "train"))]
+fn train_controller(
+    _controller: &mut Controller,
+    _samples: &[Sample],
+    _cfg: &TrainConfig,
+    _progress: impl FnMut(usize, f32),
+) -> Result<TrainReport> {
+    Err(Error::Unsupported(
+        "training the controller needs the `train` cargo feature (on by default)".into(),
+    ))
+}
+
+/// The runtime controller's outputs for the tasks `idx` (in parallel).
+pub fn predict_all(
+    controller: &Controller,
+    gathered: &[Vec<f32>],
+    idx: &[usize],
+) -> Result<Vec<ControllerOutput>> {
+    let heads = controller.config.pool_heads;
+    idx.par_iter()
+        .map(|&i| {
+            let emb = gathered.get(i).ok_or_else(|| {
+                Error::invalid(format!("task {i} has no gathered controller input"))
+            })?;
+            Ok(controller.head.forward(&controller.encode(emb)?, heads))
+        })
+        .collect()
+}
+
+/// Gathers, for every labelled task, the frozen embeddings of its first k tokens (the
+/// controller's input; it does not depend on the controller's weights).
+pub fn gather_all(set: &VariantSet, base: &Controller, labels: &LabelSet) -> Result<Vec<Vec<f32>>> {
     labels
         .tasks
-        .par_iter()
-        .map(|t| base.encode(&base.gather(&set.embedding, &t.ids)?))
+        .iter()
+        .map(|t| base.gather(&set.embedding, &t.ids))
         .collect()
 }
 
@@ -326,17 +371,13 @@ fn run_split(
         ctx.set,
         ctx.labels,
         ctx.base,
-        ctx.encoded,
+        ctx.gathered,
         &train_idx,
         cfg,
         |_, _| {},
     )?;
-    let heads = controller.config.pool_heads;
-    let outs: Vec<ControllerOutput> = ctx
-        .encoded
-        .iter()
-        .map(|e| controller.head.forward(e, heads))
-        .collect();
+    let all: Vec<usize> = (0..tasks.len()).collect();
+    let outs = predict_all(&controller, ctx.gathered, &all)?;
     let mut strategies = Vec::new();
     for p in Precision::ALL {
         strategies.push(replay(
@@ -390,11 +431,13 @@ fn run_split(
     let cap = (cfg.capacity * ctx.set.bytes[0] as f64) as u64;
     let res = Residency::new(cap, ctx.set.bytes)?;
     let mut times = Vec::with_capacity(test_idx.len());
+    // The inference form the engine routes with (packed once, as the engine does at open).
+    let packed = controller.packed();
     for &i in &test_idx {
         let t0 = Instant::now();
         let mut ids = ctx.tok.encode(&ctx.texts[i], true)?;
         ids.truncate(cfg.max_prompt);
-        let out = controller.predict(&ctx.set.embedding, &ids)?;
+        let out = packed.predict(&ctx.set.embedding, &ids)?;
         let d = router.decide(&out, &res);
         times.push(t0.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(d);
@@ -458,11 +501,11 @@ pub fn run(
         ControllerConfig::named(&cfg.controller, set.config.dim)?,
         cfg.seed,
     )?;
-    let encoded = encode_all(set, &base, &labels)?;
+    let gathered = gather_all(set, &base, &labels)?;
     let ctx = Ctx {
         set,
         labels: &labels,
-        encoded: &encoded,
+        gathered: &gathered,
         base: &base,
         cfg,
         tok,

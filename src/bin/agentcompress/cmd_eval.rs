@@ -1,6 +1,7 @@
 //! `agentcompress eval`: the workflow benchmark (see `agentcompress::eval`).
 
 use agentcompress::api::variant_tokenizer;
+use agentcompress::controller::train::TrainConfig;
 use agentcompress::eval::labels::LabelSet;
 use agentcompress::eval::{bench, report, workflows, EvalConfig};
 use agentcompress::model::synthetic::{preset, synthetic_weights};
@@ -123,6 +124,9 @@ pub struct EvalArgs {
     /// Outer (Adam) learning rate of controller training.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
+    /// Weight of the complexity regression term of the training loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub w_complexity: f32,
     /// Quality threshold (fidelity to FP16) and router target.
     #[arg(long, default_value_t = 0.95)]
     pub threshold: f32,
@@ -146,6 +150,12 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// Runs the subcommand.
 pub fn run(a: EvalArgs) -> Result<()> {
+    crate::cmd_train_controller::single_threaded_candle();
+    if !cfg!(feature = "train") {
+        return Err(Error::Unsupported(
+            "eval trains the controller and needs the `train` cargo feature (candle); rebuild without --no-default-features".into(),
+        ));
+    }
     let t0 = std::time::Instant::now();
     let (set, tok, name) = a.variants.open()?;
     let mut cfg = EvalConfig {
@@ -160,6 +170,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     cfg.train.iterations = a.iterations;
     cfg.train.outer_lr = a.lr;
+    cfg.train.w_complexity = a.w_complexity;
     cfg.train.threshold = a.threshold;
     cfg.train.seed = a.seed;
     let labels = a.labels.as_deref().map(LabelSet::load).transpose()?;
@@ -168,6 +179,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
         "eval: {} workflows on {name} ({}), labelling and training...",
         a.workflows, set.formats
     );
+    let full = TrainConfig::default().iterations;
+    if a.iterations < full {
+        eprintln!(
+            "note: the controller trains for {} iterations per split here, fewer than the {full} of train-controller, to keep the benchmark short (--iterations)",
+            a.iterations
+        );
+    }
     let out = bench::run(&set, tok.as_ref(), &cfg, &name, labels)?;
     workflows::write(&a.out.join("workflows.jsonl"), &out.workflows)?;
     out.labels.save(&a.out.join("labels.json"))?;

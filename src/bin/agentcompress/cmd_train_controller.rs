@@ -4,7 +4,7 @@
 
 use crate::cmd_eval::VariantArgs;
 use agentcompress::controller::{io, Controller, ControllerConfig};
-use agentcompress::eval::bench::{encode_all, fit, label_workflows};
+use agentcompress::eval::bench::{fit, gather_all, label_workflows};
 use agentcompress::eval::labels::LabelSet;
 use agentcompress::eval::workflows::generate;
 use agentcompress::eval::EvalConfig;
@@ -55,6 +55,12 @@ pub struct TrainControllerArgs {
 
 /// Runs the subcommand.
 pub fn run(a: TrainControllerArgs) -> Result<()> {
+    single_threaded_candle();
+    if !cfg!(feature = "train") {
+        return Err(Error::Unsupported(
+            "train-controller needs the `train` cargo feature (candle); rebuild without --no-default-features".into(),
+        ));
+    }
     let (set, tok, name) = a.variants.open()?;
     let mut cfg = EvalConfig {
         workflows: a.workflows,
@@ -91,11 +97,11 @@ pub fn run(a: TrainControllerArgs) -> Result<()> {
         base.param_count(),
         labels.tasks.len()
     );
-    let encoded = encode_all(&set, &base, &labels)?;
+    let gathered = gather_all(&set, &base, &labels)?;
     let idx: Vec<usize> = (0..labels.tasks.len()).collect();
     let total = a.iterations.max(1);
     let (controller, router, curve) =
-        fit(&set, &labels, &base, &encoded, &idx, &cfg, |it, loss| {
+        fit(&set, &labels, &base, &gathered, &idx, &cfg, |it, loss| {
             let width = 40;
             let done = it * width / total;
             eprint!(
@@ -127,4 +133,14 @@ pub fn run(a: TrainControllerArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// Runs candle's CPU kernels on one thread unless `CANDLE_NUM_THREADS` says otherwise: the
+/// controller's matrices are small, and candle's spinning thread barrier costs more than the
+/// work it splits (a third of the training time on two cores). Called before any thread
+/// starts, so setting the variable races with nothing.
+pub fn single_threaded_candle() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
 }
