@@ -161,9 +161,9 @@ pub fn bytes_per_token(w: &ModelWeights<WeightMatrix>) -> u64 {
         .layers
         .iter()
         .map(|l| {
-            [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+            l.matrices()
                 .iter()
-                .map(|m| m.byte_len() as u64)
+                .map(|(_, m)| m.byte_len() as u64)
                 .sum::<u64>()
                 + t(&l.attn_norm)
                 + t(&l.ffn_norm)
@@ -256,14 +256,14 @@ mod tests {
             let real_bytes: usize = real
                 .layers
                 .iter()
-                .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-                .map(|m| m.byte_len())
+                .flat_map(|l| l.matrices())
+                .map(|(_, m)| m.byte_len())
                 .sum();
             let rand_bytes: usize = rand
                 .layers
                 .iter()
-                .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-                .map(|m| m.byte_len())
+                .flat_map(|l| l.matrices())
+                .map(|(_, m)| m.byte_len())
                 .sum();
             assert_eq!(rand_bytes, real_bytes, "{p}");
             assert_eq!(rand.layers[0].wq.bits(), real.layers[0].wq.bits(), "{p}");

@@ -207,7 +207,7 @@ impl<B: Backend> Layers<B> {
 /// Bytes of one block's weights in their stored formats: the seven matrices (packed codes,
 /// scales and zeros, or FP16) plus norms and biases as uploaded (f32).
 fn layer_bytes(l: &LayerWeights<WeightMatrix>) -> u64 {
-    let mats = [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down];
+    let mats = l.matrices();
     let vecs = [
         Some(&l.attn_norm),
         Some(&l.ffn_norm),
@@ -215,7 +215,7 @@ fn layer_bytes(l: &LayerWeights<WeightMatrix>) -> u64 {
         l.bk.as_ref(),
         l.bv.as_ref(),
     ];
-    mats.iter().map(|m| m.byte_len() as u64).sum::<u64>()
+    mats.iter().map(|(_, m)| m.byte_len() as u64).sum::<u64>()
         + vecs
             .iter()
             .flatten()

@@ -7,29 +7,11 @@
 use half::f16;
 use rayon::prelude::*;
 
-/// True when this machine runs the F16C + AVX2 + FMA kernel (checked once).
-pub fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// `sum_k w[k] * x[k]` over `min(w.len(), x.len())` elements, in f32.
 pub fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
     let n = w.len().min(x.len());
     #[cfg(target_arch = "x86_64")]
-    if simd_available() {
+    if super::simd::avx2_fma_f16c() {
         // SAFETY: the features were checked just above.
         return unsafe { dot_f16_avx2(&w[..n], &x[..n]) };
     }
@@ -61,10 +43,7 @@ unsafe fn dot_f16_avx2(w: &[f16], x: &[f32]) -> f32 {
         k += 8;
     }
     let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    let mut total = _mm_cvtss_f32(q);
+    let mut total = super::simd::hsum256(s);
     for i in k..n {
         total += w[i].to_f32() * x[i];
     }
@@ -83,26 +62,11 @@ pub fn f16_matmul(w: &[f16], n_out: usize, n_in: usize, x: &[f32], rows: usize, 
             .for_each(|(o, y)| *y = dot_f16(row(o), &x[..n_in]));
         return;
     }
-    let cols: Vec<Vec<f32>> = (0..n_out)
-        .into_par_iter()
-        .with_min_len(8)
-        .map_init(
-            || vec![0.0f32; n_in],
-            |wrow, o| {
-                for (d, h) in wrow.iter_mut().zip(row(o)) {
-                    *d = h.to_f32();
-                }
-                (0..rows)
-                    .map(|r| super::dot(wrow, &x[r * n_in..(r + 1) * n_in]))
-                    .collect()
-            },
-        )
-        .collect();
-    for (o, col) in cols.into_iter().enumerate() {
-        for (r, v) in col.into_iter().enumerate() {
-            out[r * n_out + o] = v;
+    super::matmul_widened_rows(rows, n_in, n_out, x, out, |o, wrow| {
+        for (d, h) in wrow.iter_mut().zip(row(o)) {
+            *d = h.to_f32();
         }
-    }
+    });
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod f16mat;
 pub mod gemm;
 mod kernels;
 pub mod qgemv;
+mod simd;
 
 pub use kernels::{argmax, dot};
 
@@ -350,19 +351,40 @@ fn packed_matmul<const B: u32>(m: &Packed<B>, x: &[f32], rows: usize, out: &mut 
         matmul_rows(rows, n_in, n_out, x, out, |o, xr| m.row_dot(o, xr));
         return;
     }
+    matmul_widened_rows(rows, n_in, n_out, x, out, |o, wrow| {
+        m.dequantize_row_into(o, wrow)
+    });
+}
+
+/// `out[r, o] = sum_k w[o, k] * x[r, k]` for several input rows, where `widen(o, buf)` writes
+/// weight row `o` as f32 into a per-task buffer: each weight row is widened once for all
+/// input rows (packed and FP16 matrices share this).
+pub(crate) fn matmul_widened_rows(
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    x: &[f32],
+    out: &mut [f32],
+    widen: impl Fn(usize, &mut [f32]) + Sync,
+) {
     let cols: Vec<Vec<f32>> = (0..n_out)
         .into_par_iter()
         .with_min_len(8)
         .map_init(
             || vec![0.0f32; n_in],
             |wrow, o| {
-                m.dequantize_row_into(o, wrow);
+                widen(o, wrow);
                 (0..rows)
                     .map(|r| dot(wrow, &x[r * n_in..(r + 1) * n_in]))
                     .collect()
             },
         )
         .collect();
+    scatter_columns(cols, n_out, out);
+}
+
+/// Writes per-output columns (`cols[o][r]`) into row-major `out[r, o]`.
+fn scatter_columns(cols: Vec<Vec<f32>>, n_out: usize, out: &mut [f32]) {
     for (o, col) in cols.into_iter().enumerate() {
         for (r, v) in col.into_iter().enumerate() {
             out[r * n_out + o] = v;
@@ -402,11 +424,7 @@ pub fn matmul_rows(
                 .collect()
         })
         .collect();
-    for (o, col) in cols.into_iter().enumerate() {
-        for (r, v) in col.into_iter().enumerate() {
-            out[r * n_out + o] = v;
-        }
-    }
+    scatter_columns(cols, n_out, out);
 }
 
 #[cfg(test)]

@@ -29,21 +29,9 @@ use std::cell::RefCell;
 /// Outputs per rayon task.
 const ROWS_PER_TASK: usize = 16;
 
-/// True when this machine runs the AVX2 + FMA kernels (checked once).
+/// True when this machine runs the AVX2 + FMA kernels.
 pub fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::simd::avx2_fma()
 }
 
 /// The code index `j` inside a word whose slot is `s` (the inverse of [`slot`]).
@@ -186,12 +174,7 @@ unsafe fn row_avx2<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32], sx: 
             zterm += s * zeros[g].to_f32() * sx[g];
         }
     }
-    let hi = _mm256_extractf128_ps(total, 1);
-    let lo = _mm256_castps256_ps128(total);
-    let q = _mm_add_ps(lo, hi);
-    let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    _mm_cvtss_f32(q) - zterm
+    super::simd::hsum256(total) - zterm
 }
 
 #[cfg(not(target_arch = "x86_64"))]

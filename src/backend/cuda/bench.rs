@@ -8,7 +8,7 @@
 use super::{cuda_err, libs, AttnPath, CudaBackend, CudaMat};
 use crate::backend::Backend;
 use crate::engine::Model;
-use crate::model::{synthetic, DType};
+use crate::model::synthetic;
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use std::time::Instant;
@@ -393,46 +393,32 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
     Ok(rows)
 }
 
-/// Greedy decode tokens/s of a Llama-2-7B-shaped synthetic FP16 model (host-generated, then
-/// uploaded), beside the floor set by streaming every weight once per token at copy bandwidth.
+/// Greedy decode tokens/s of a Llama-2-7B-shaped FP16 model (random weights built on the host,
+/// then uploaded), beside the floor set by streaming every weight once per token at copy
+/// bandwidth; `bench decode` does the same for every precision.
 fn model_decode(be: &CudaBackend, steps: usize, copy_gbps: f64) -> Result<BenchRow> {
+    use crate::engine::decode_bench::{bytes_per_token, random_variant, time_decode};
+    use crate::quant::{Precision, QuantConfig};
     let mut cfg = synthetic::preset("llama2-7b")?;
     cfg.max_seq_len = 1024;
     let t0 = Instant::now();
-    let w = synthetic::synthetic_weights(&cfg, 42, DType::F16)?;
-    let gen_s = t0.elapsed().as_secs_f64();
+    let w = random_variant(&cfg, Precision::Fp16, &QuantConfig::default(), 42)?;
+    let bytes = bytes_per_token(&w);
     let model = Model::new(be.clone(), &w)?;
     drop(w);
-    let mut st = model.new_state(16)?;
-    let prompt: Vec<u32> = (0..8).map(|i| 1 + i * 37).collect();
-    let logits = model.forward(&mut st, &prompt, false)?;
-    let mut tok = crate::backend::cpu::argmax(&logits) as u32;
-    for _ in 0..4 {
-        tok = model.step_greedy(&mut st, tok)?;
-    }
-    be.synchronize()?;
-    let t = Instant::now();
-    for _ in 0..steps {
-        tok = model.step_greedy(&mut st, tok)?;
-    }
-    be.synchronize()?;
-    let per_tok = t.elapsed().as_secs_f64() / steps as f64;
-    let c = model.config();
-    let per_layer =
-        c.dim * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * c.dim + 3 * c.dim * c.hidden_dim;
-    let weight_bytes = 2.0 * (c.n_layers * per_layer + c.vocab_size * c.dim) as f64;
-    let floor_s = weight_bytes / (copy_gbps * 1e9);
+    let build_s = t0.elapsed().as_secs_f64();
+    let r = time_decode(&model, Precision::Fp16, bytes, 4, steps)?;
+    let floor = r.floor_tokens_per_s(copy_gbps);
     Ok(BenchRow {
         name: "decode llama2-7b".into(),
         shape: format!("{steps} greedy steps, fp16"),
-        us: per_tok * 1e6,
-        gbps: Some(weight_bytes / per_tok / 1e9),
+        us: r.seconds_per_token * 1e6,
+        gbps: Some(r.gbps()),
         tflops: None,
         versus: format!(
-            "{:.1} tok/s; floor {:.1} tok/s ({:.0}%); weights generated in {gen_s:.1} s",
-            1.0 / per_tok,
-            1.0 / floor_s,
-            100.0 * floor_s / per_tok
+            "{:.1} tok/s; floor {floor:.1} tok/s ({:.0}%); weights built and uploaded in {build_s:.1} s",
+            r.tokens_per_s(),
+            100.0 * r.tokens_per_s() / floor
         ),
     })
 }

@@ -141,7 +141,8 @@ impl CheckReport {
             .collect()
     }
 
-    fn push_result(&mut self, name: &str, case: &str, r: Result<CheckRow>) {
+    /// Adds `r`'s row, or a failing row naming the error.
+    pub(crate) fn push_result(&mut self, name: &str, case: &str, r: Result<CheckRow>) {
         match r {
             Ok(row) => self.rows.push(row),
             Err(e) => self.rows.push(CheckRow {
@@ -155,6 +156,20 @@ impl CheckReport {
                 note: format!("error: {e}"),
             }),
         }
+    }
+
+    /// Adds a skipped row (an input was missing) with the reason.
+    pub(crate) fn push_skip(&mut self, name: &str, case: &str, note: String) {
+        self.rows.push(CheckRow {
+            name: name.into(),
+            case: case.into(),
+            status: Status::Skip,
+            rel_err: 0.0,
+            max_abs: 0.0,
+            tol: 0.0,
+            bad: 0,
+            note,
+        });
     }
 }
 
@@ -735,21 +750,16 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
                 rep.push_result("model", "stories260K", Err(e));
             }
         }
-        other => rep.rows.push(CheckRow {
-            name: "model".into(),
-            case: "stories260K".into(),
-            status: Status::Skip,
-            rel_err: 0.0,
-            max_abs: 0.0,
-            tol: 0.0,
-            bad: 0,
-            note: format!(
+        other => rep.push_skip(
+            "model",
+            "stories260K",
+            format!(
                 "stories260K.bin not found ({}); pass --stories PATH",
                 other
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| "searched .gpu/, shared/, ../shared/".into())
             ),
-        }),
+        ),
     }
 }
 

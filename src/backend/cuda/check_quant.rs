@@ -90,23 +90,10 @@ pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut C
             let name = format!("{} {}", super::quant::path_name(rows), label(bits, group));
             let case = format!("M {rows} N {out} K {inp}");
             let r = check_qmatmul(gpu, &mut rng, rows, out, inp, bits, group, &name, &case);
-            push(rep, &name, &case, r);
+            rep.push_result(&name, &case, r);
         }
     }
     model_checks(gpu, stories, seed, rep);
-}
-
-fn push(rep: &mut CheckReport, name: &str, case: &str, r: Result<CheckRow>) {
-    rep.rows.push(r.unwrap_or_else(|e| CheckRow {
-        name: name.into(),
-        case: case.into(),
-        status: Status::Fail,
-        rel_err: f64::NAN,
-        max_abs: f64::NAN,
-        tol: 0.0,
-        bad: 0,
-        note: format!("error: {e}"),
-    }));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -184,22 +171,17 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
         Some(p) if p.is_file() => {
             bases.push(("stories260K".into(), crate::model::llama2c::load(&p)))
         }
-        _ => rep.rows.push(CheckRow {
-            name: "qmodel".into(),
-            case: "stories260K".into(),
-            status: Status::Skip,
-            rel_err: 0.0,
-            max_abs: 0.0,
-            tol: 0.0,
-            bad: 0,
-            note: "stories260K.bin not found; pass --stories PATH".into(),
-        }),
+        _ => rep.push_skip(
+            "qmodel",
+            "stories260K",
+            "stories260K.bin not found; pass --stories PATH".into(),
+        ),
     }
     for (name, w) in bases {
         let w = match w {
             Ok(w) => w,
             Err(e) => {
-                push(rep, "qmodel", &name, Err(e));
+                rep.push_result("qmodel", &name, Err(e));
                 continue;
             }
         };
@@ -208,7 +190,7 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
             let r = quantize_weights(&w, bits, group)
                 .and_then(|q| qmodel_check(gpu, &case, &q, seed, rep));
             if let Err(e) = r {
-                push(rep, "qmodel", &case, Err(e));
+                rep.push_result("qmodel", &case, Err(e));
             }
         }
     }

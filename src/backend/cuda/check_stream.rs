@@ -4,7 +4,7 @@
 //! same kernels on the same weights, so the logits must agree to round-off; the tier must hit
 //! on the second pass. The note reports the upload rate (pageable host-to-device copies).
 
-use super::check::{compare, CheckReport, CheckRow, Status};
+use super::check::{compare, CheckReport, Status};
 use super::CudaBackend;
 use crate::engine::{Model, StreamOptions};
 use crate::pool::{variant_pool, VariantPoolConfig, VariantSource};
@@ -20,31 +20,18 @@ const STREAM_TOL: f64 = 1e-6;
 /// Runs the streamed-versus-resident checks when stories260K is available.
 pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, rep: &mut CheckReport) {
     let Some(path) = stories.filter(|p| p.is_file()) else {
-        rep.rows.push(CheckRow {
-            name: "stream".into(),
-            case: "stories260K".into(),
-            status: Status::Skip,
-            rel_err: 0.0,
-            max_abs: 0.0,
-            tol: 0.0,
-            bad: 0,
-            note: "stories260K.bin not found; pass --stories PATH".into(),
-        });
+        rep.push_skip(
+            "stream",
+            "stories260K",
+            "stories260K.bin not found; pass --stories PATH".into(),
+        );
         return;
     };
     let dir =
         std::env::temp_dir().join(format!("agentcompress-stream-check-{}", std::process::id()));
-    if let Err(e) = check_dir(gpu, path, &dir, rep) {
-        rep.rows.push(CheckRow {
-            name: "stream".into(),
-            case: "stories260K".into(),
-            status: Status::Fail,
-            rel_err: f64::NAN,
-            max_abs: f64::NAN,
-            tol: STREAM_TOL,
-            bad: 0,
-            note: format!("error: {e}"),
-        });
+    let r = check_dir(gpu, path, &dir, rep);
+    if let Err(e) = r {
+        rep.push_result("stream", "stories260K", Err(e));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
