@@ -7,7 +7,7 @@ use agentcompress::model::synthetic::{preset, synthetic_weights};
 use agentcompress::model::{DType, ModelWeights, Tensor};
 use agentcompress::quant::{quantize_model, Precision, QuantConfig, WeightMatrix};
 use agentcompress::store::{
-    load_variant, read_index, write_variant, LoadOptions, Segment, VariantIndex,
+    load_variant, read_globals, read_index, write_variant, LoadOptions, Segment, VariantIndex,
 };
 use std::path::Path;
 
@@ -229,5 +229,32 @@ fn random_corruption(p: Precision) {
                 "flip at {at}"
             );
         }
+    }
+}
+
+#[test]
+fn read_globals_reads_the_globals_alone_and_checks_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for p in Precision::ALL {
+        let (w, idx, path) = write(dir.path(), p);
+        let g = read_globals(&path, true).unwrap();
+        assert_eq!(g.embedding.to_f32_vec(), w.embedding.to_f32_vec(), "{p}");
+        assert_eq!(g.final_norm.to_f32_vec(), w.final_norm.to_f32_vec(), "{p}");
+        assert_eq!(g.classifier.is_some(), w.classifier.is_some(), "{p}");
+        // A flipped byte inside a block's payload is not read at all ...
+        let block = idx.tensors.iter().find(|t| t.layer == Some(0)).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[block.offset as usize] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(read_globals(&path, true).is_ok(), "{p}");
+        // ... while one inside the embedding is caught and named.
+        let emb = idx.tensors.iter().find(|t| t.layer.is_none()).unwrap();
+        bytes[emb.offset as usize] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read_globals(&path, true).unwrap_err().to_string();
+        assert!(
+            err.contains(&emb.name) && err.contains("crc32"),
+            "{p}: {err}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use super::{Device, DynModel};
 use crate::controller::{io as controller_io, PackedController};
 use crate::quant::Precision;
 use crate::router::{Residency, Router};
-use crate::store::{load_variant, LoadOptions, Manifest, MANIFEST_FILE};
+use crate::store::{load_variant, read_globals, LoadOptions, Manifest, MANIFEST_FILE};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -180,16 +180,12 @@ fn read_brain(
     }
     // Costs are this directory's real variant sizes.
     router.relative_bytes = bytes.map(|b| b as f64 / bytes[0].max(1) as f64);
-    let (w, _) = load_variant(
-        fp16_file,
-        LoadOptions {
-            verify_checksums: opts.verify_checksums,
-        },
-    )?;
+    // Only the globals entry: the controller needs the embedding table, not the blocks.
+    let g = read_globals(fp16_file, opts.verify_checksums)?;
     Ok(Brain::Trained {
         controller: Box::new(controller.packed()),
         router: Box::new(router),
-        embedding: w.embedding.to_f32_vec(),
+        embedding: g.embedding.to_f32_vec(),
     })
 }
 

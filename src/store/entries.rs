@@ -188,6 +188,32 @@ pub fn decode_globals(
     Ok(g)
 }
 
+/// Reads only the globals entry (embedding, final norm, classifier) of the variant file at
+/// `path`: its index, then each global tensor's padded payload with positioned reads, so a
+/// caller that needs the embedding table (the controller) does not read the transformer
+/// blocks. With `verify`, every payload's crc32 is checked.
+pub fn read_globals(path: &Path, verify: bool) -> Result<Globals> {
+    use std::os::unix::fs::FileExt;
+    let idx = super::read::read_index(path)?;
+    let layout = entry_layout(&idx, EntryPart::Globals)?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = vec![0u8; layout.total_len() as usize];
+    for p in &layout.tensors {
+        let t = &idx.tensors[p.tensor];
+        let dst = &mut bytes[p.dest as usize..(p.dest + t.len) as usize];
+        file.read_exact_at(dst, t.offset).map_err(|e| {
+            Error::corrupt(
+                path,
+                format!(
+                    "tensor {}: reading {} bytes at offset {}: {e}",
+                    t.name, t.len, t.offset
+                ),
+            )
+        })?;
+    }
+    decode_globals(path, &idx, &layout, &bytes, verify)
+}
+
 /// An error naming a decoded tensor that is not part of the model.
 pub(super) fn no_extra(path: &Path, map: &HashMap<&str, WeightMatrix>) -> Result<()> {
     match map.keys().next() {

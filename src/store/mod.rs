@@ -12,7 +12,8 @@ mod write;
 
 pub use build::{build_variants, evaluate_variants, BuildOptions, SelfText, VariantEval};
 pub use entries::{
-    decode_globals, decode_layer, entry_layout, EntryLayout, EntryPart, Globals, Placed,
+    decode_globals, decode_layer, entry_layout, read_globals, EntryLayout, EntryPart, Globals,
+    Placed,
 };
 pub use format::{ByteRange, Meta, Segment, TensorEntry, TensorFormat, VariantIndex};
 pub use manifest::{Manifest, VariantInfo, MANIFEST_FILE};
