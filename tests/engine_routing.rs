@@ -347,3 +347,34 @@ fn bad_variant_directories_give_typed_errors() {
     let e = build_err(d.dir.path(), None);
     assert!(e.to_string().contains("32-wide embeddings"), "{e}");
 }
+
+#[test]
+fn concurrent_uses_load_each_variant_once() {
+    let engine = Engine::builder(bare()).device(Device::Cpu).build().unwrap();
+    let wanted = [
+        Precision::Int8,
+        Precision::Int4,
+        Precision::Int8,
+        Precision::Int4,
+    ];
+    let loaded: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let e = &engine;
+                s.spawn(move || e.make_resident(wanted[i % 4]).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // One thread loads each variant; the others wait for that load and hit it.
+    assert_eq!(loaded.iter().filter(|l| **l).count(), 2, "{loaded:?}");
+    let m = Manifest::read(bare()).unwrap();
+    let bytes = |p| m.variant(p).unwrap().weight_bytes;
+    assert_eq!(
+        engine.stats().bytes_loaded,
+        bytes(Precision::Int8) + bytes(Precision::Int4)
+    );
+    let mut resident = engine.resident().unwrap();
+    resident.sort_by_key(|p| p.index());
+    assert_eq!(resident, vec![Precision::Int8, Precision::Int4]);
+}

@@ -16,7 +16,7 @@ use crate::router::{Residency, Router};
 use crate::store::{load_variant, read_globals, LoadOptions, Manifest, MANIFEST_FILE};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -59,7 +59,40 @@ struct State {
     /// Admitted by a prefetch and not used since.
     prefetched: [bool; 4],
     inflight: Option<InFlight>,
+    /// A load running outside the lock (see [`Routed::acquire`]).
+    loading: Option<Precision>,
     loads: Loads,
+}
+
+/// Marks a load running outside the lock. [`LoadingMark::finish`] clears the mark under the
+/// lock, in the same critical section that admits the loaded model, so no thread sees the
+/// variant neither loading nor loaded; if the load panics, dropping the mark clears it.
+/// Either way the threads waiting for the load are woken.
+struct LoadingMark<'a> {
+    routed: &'a Routed,
+    armed: bool,
+}
+
+impl LoadingMark<'_> {
+    /// Clears the mark (the caller holds the lock) and wakes the waiting threads.
+    fn finish(mut self, st: &mut State) {
+        st.loading = None;
+        self.armed = false;
+        self.routed.loaded.notify_all();
+    }
+}
+
+impl Drop for LoadingMark<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // A poisoned lock leaves nothing to clear: every later call reports the poisoning.
+        if let Ok(mut st) = self.routed.state.lock() {
+            st.loading = None;
+        }
+        self.routed.loaded.notify_all();
+    }
 }
 
 /// Load counters of a routed engine (see [`super::EngineStats`]).
@@ -95,6 +128,8 @@ pub(crate) struct Routed {
     prefetch: bool,
     brain: Brain,
     state: Mutex<State>,
+    /// Signalled when a load outside the lock finishes.
+    loaded: Condvar,
 }
 
 /// Resolves [`Device::Auto`] once, so every variant lands on the same backend.
@@ -235,8 +270,10 @@ impl Routed {
                 models: Default::default(),
                 prefetched: [false; 4],
                 inflight: None,
+                loading: None,
                 loads: Loads::default(),
             }),
+            loaded: Condvar::new(),
         })
     }
 
@@ -293,19 +330,38 @@ impl Routed {
         let Some(f) = st.inflight.take_if(|_| done) else {
             return Ok(None);
         };
+        Ok(self.admit_background(st, f.precision, f.handle.join()))
+    }
+
+    /// Admits the result of a background load of `p` (see [`Self::harvest`]).
+    fn admit_background(
+        &self,
+        st: &mut State,
+        p: Precision,
+        joined: std::thread::Result<Result<(Arc<dyn DynModel>, f64)>>,
+    ) -> Option<(Precision, Arc<dyn DynModel>)> {
         // A failed background load is dropped: it was only a guess, and a task that needs the
         // variant loads it on demand, which reports the error to that task.
-        let Ok(Ok((model, _))) = f.handle.join() else {
-            return Ok(None);
+        let Ok(Ok((model, _))) = joined else {
+            return None;
         };
-        st.loads.bytes_loaded += self.bytes[f.precision.index()];
-        if !st.residency.prefetch(f.precision) {
-            return Ok(Some((f.precision, model)));
+        st.loads.bytes_loaded += self.bytes[p.index()];
+        if !st.residency.prefetch(p) {
+            return Some((p, model));
         }
         Self::sync_models(st);
-        st.models[f.precision.index()] = Some(model);
-        st.prefetched[f.precision.index()] = true;
-        Ok(None)
+        st.models[p.index()] = Some(model);
+        st.prefetched[p.index()] = true;
+        None
+    }
+
+    /// Marks a load of `p` running outside the lock (see [`LoadingMark`]).
+    fn mark_loading<'a>(&'a self, st: &mut State, p: Precision) -> LoadingMark<'a> {
+        st.loading = Some(p);
+        LoadingMark {
+            routed: self,
+            armed: true,
+        }
     }
 
     /// The resident variants, most recently used first.
@@ -361,33 +417,68 @@ impl Routed {
     }
 
     /// Makes `p` resident (a hit, a prefetch hit, or a swap that loads it) and returns its
-    /// model and whether a swap happened. A swap loads under the residency lock, so other
-    /// routes and runs on this engine wait for it (generation itself runs unlocked).
+    /// model and whether a swap happened. Loads run outside the residency lock: routes and
+    /// hits on resident variants go on meanwhile; a thread needing a variant that is not
+    /// resident waits for the load in progress (one load at a time, so two loads never hold
+    /// memory beyond the budget together) and never loads the same variant twice.
     pub fn acquire(&self, p: Precision) -> Result<(Arc<dyn DynModel>, bool)> {
-        let mut st = self.lock()?;
-        let waiting = st.inflight.as_ref().is_some_and(|f| f.precision == p);
         let t0 = Instant::now();
-        let rejected = self.harvest(&mut st, waiting)?;
-        if let Some((q, model)) = rejected.filter(|(q, _)| *q == p) {
-            // Loaded in the background but not admitted beside the most recent variant: use
-            // it as a swap (the wait was the swap's time; its bytes are counted already).
-            st.residency.use_variant(q);
-            Self::sync_models(&mut st);
-            st.models[q.index()] = Some(model.clone());
-            st.loads.swap_seconds += t0.elapsed().as_secs_f64();
-            return Ok((model, true));
-        }
-        if let Some(m) = st.models[p.index()].clone() {
-            st.residency.use_variant(p);
-            if std::mem::take(&mut st.prefetched[p.index()]) {
-                st.loads.prefetch_hits += 1;
-            }
-            if waiting {
+        let mut st = self.lock()?;
+        let mut waited = false;
+        loop {
+            let rejected = self.harvest(&mut st, false)?;
+            if let Some((q, model)) = rejected.filter(|(q, _)| *q == p) {
+                // Loaded in the background but not admitted beside the most recent variant:
+                // use it as a swap (its bytes are counted already).
+                st.residency.use_variant(q);
+                Self::sync_models(&mut st);
+                st.models[q.index()] = Some(model.clone());
                 st.loads.swap_seconds += t0.elapsed().as_secs_f64();
+                return Ok((model, true));
             }
-            return Ok((m, false));
+            if let Some(m) = st.models[p.index()].clone() {
+                st.residency.use_variant(p);
+                if std::mem::take(&mut st.prefetched[p.index()]) {
+                    st.loads.prefetch_hits += 1;
+                }
+                if waited {
+                    st.loads.swap_seconds += t0.elapsed().as_secs_f64();
+                }
+                return Ok((m, false));
+            }
+            if st.loading.is_some() {
+                st = self
+                    .loaded
+                    .wait(st)
+                    .map_err(|_| Error::Internal("engine residency lock poisoned".into()))?;
+                waited = true;
+                continue;
+            }
+            if let Some(f) = st.inflight.take_if(|f| f.precision == p) {
+                // The prefetch of `p` is still running: wait for it without the lock.
+                let mark = self.mark_loading(&mut st, p);
+                drop(st);
+                let joined = f.handle.join();
+                st = self.lock()?;
+                mark.finish(&mut st);
+                if let Some((q, model)) = self.admit_background(&mut st, p, joined) {
+                    st.residency.use_variant(q);
+                    Self::sync_models(&mut st);
+                    st.models[q.index()] = Some(model.clone());
+                    st.loads.swap_seconds += t0.elapsed().as_secs_f64();
+                    return Ok((model, true));
+                }
+                waited = true;
+                continue;
+            }
+            break;
         }
-        let (model, secs) = load(&self.files[p.index()], self.device, self.verify)?;
+        let mark = self.mark_loading(&mut st, p);
+        drop(st);
+        let loaded = load(&self.files[p.index()], self.device, self.verify);
+        let mut st = self.lock()?;
+        mark.finish(&mut st);
+        let (model, secs) = loaded?;
         st.residency.use_variant(p);
         Self::sync_models(&mut st);
         st.models[p.index()] = Some(model.clone());
@@ -405,7 +496,7 @@ impl Routed {
         }
         let mut st = self.lock()?;
         self.harvest(&mut st, false)?;
-        if st.inflight.is_some() || !st.residency.can_prefetch(p) {
+        if st.inflight.is_some() || st.loading.is_some() || !st.residency.can_prefetch(p) {
             return Ok(false);
         }
         let (file, device, verify) = (self.files[p.index()].clone(), self.device, self.verify);
