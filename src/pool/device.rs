@@ -172,7 +172,10 @@ mod tests {
         let mut out = [0u8; 4];
         c.copy_out(2, &mut out).unwrap();
         assert_eq!(out, [1, 2, 3, 0]);
-        assert!(c.copy_out(7, &mut out).is_err(), "read past the end must fail");
+        assert!(
+            c.copy_out(7, &mut out).is_err(),
+            "read past the end must fail"
+        );
         assert!(c.copy_out(u64::MAX, &mut out).is_err());
     }
 

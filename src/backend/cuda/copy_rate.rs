@@ -42,10 +42,7 @@ pub fn h2d_rates(engine: &CopyEngine, window: &[u8], total: u64, chunk: usize) -
     let stream = engine.stream();
     // SAFETY: device bytes are only written by the copies below, never read.
     let mut dev: CudaSlice<u8> = unsafe { stream.alloc(window.len()) }.map_err(|e| {
-        Error::OutOfMemory(format!(
-            "device buffer of {} bytes: {e:?}",
-            window.len()
-        ))
+        Error::OutOfMemory(format!("device buffer of {} bytes: {e:?}", window.len()))
     })?;
     let mut pinned = PinnedBuf::new(engine.context(), window.len())?;
     pinned.copy_from_slice(window);
@@ -59,7 +56,9 @@ pub fn h2d_rates(engine: &CopyEngine, window: &[u8], total: u64, chunk: usize) -
     let t = Instant::now();
     let mut left = total;
     while left > 0 {
-        let n = window.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = window
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
         up.copy(stream, &window[..n], &mut view)?;
         left -= n as u64;
     }

@@ -121,11 +121,7 @@ impl DeviceAlloc for CudaDeviceAlloc {
         let mem = unsafe { self.stream.alloc::<u8>(n.max(1)) }.map_err(|e| {
             Error::OutOfMemory(format!("device allocation of {len} bytes failed: {e:?}"))
         })?;
-        let done = self
-            .stream
-            .context()
-            .new_event(None)
-            .map_err(cuda_err)?;
+        let done = self.stream.context().new_event(None).map_err(cuda_err)?;
         Ok(Box::new(CudaDeviceBuffer {
             mem,
             len: n,

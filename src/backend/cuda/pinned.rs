@@ -266,7 +266,10 @@ mod tests {
             Ok(e) => assert!(e.name().starts_with("cuda:0")),
         }
         if !libs::driver_present() {
-            let e = open_context(3).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = open_context(3)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains("libcuda"), "{e}");
         }
     }
