@@ -7,11 +7,13 @@
 //! back. Staging buffers come from a pluggable [`StagingAlloc`] (plain aligned host memory here;
 //! the CUDA backend plugs page-locked memory so `copy_in` can be a DMA).
 //!
-//! CUDA seam (future work of the CUDA backend): implement [`StagingAlloc`] with
-//! `cuMemHostAlloc` buffers and [`Sink`] for a device allocation whose `copy_in` issues
+//! On CUDA, `backend::cuda::PinnedStagingAlloc` supplies `cuMemHostAlloc` (page-locked)
+//! buffers and `backend::cuda::CudaDeviceBuffer` is the [`Sink`]: its `copy_in` issues
 //! `cuMemcpyHtoDAsync` on a copy stream and waits on an event before returning (the staging
 //! buffer is reused as soon as `copy_in` returns; the overlap with disk comes from the reader
-//! thread, which keeps reading meanwhile).
+//! thread, which keeps reading meanwhile). A buffer is handed back to the reader only after
+//! `copy_in` returned, and buffers are kept between loads, so pinned memory is allocated once
+//! per ring.
 
 use super::aligned::AlignedBuf;
 use super::extent::Layer;
@@ -406,4 +408,132 @@ fn check_empty_crcs(layer: &Layer) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{Extent, ReaderKind};
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Fills each byte with a function of its file offset (a stand-in disk, a little slow so
+    /// the reader runs ahead of the copies when it can).
+    struct PatternReader;
+
+    fn pattern(off: u64) -> u8 {
+        (off % 251) as u8
+    }
+
+    impl BlockReader for PatternReader {
+        fn read_batch(&self, reqs: &mut [ReadReq<'_>]) -> Result<()> {
+            std::thread::sleep(Duration::from_micros(300));
+            for r in reqs.iter_mut() {
+                let base = r.offset + r.filled as u64;
+                for (i, b) in r.buf[r.filled..].iter_mut().enumerate() {
+                    *b = pattern(base + i as u64);
+                }
+                r.filled = r.buf.len();
+            }
+            Ok(())
+        }
+        fn kind(&self) -> ReaderKind {
+            ReaderKind::Pread
+        }
+    }
+
+    /// Counts allocations, like a pinned allocator whose buffers are costly.
+    #[derive(Default)]
+    struct CountingAlloc {
+        allocs: AtomicUsize,
+    }
+
+    impl StagingAlloc for CountingAlloc {
+        fn alloc(&self, len: usize) -> Result<Box<dyn StagingBuffer>> {
+            self.allocs.fetch_add(1, Ordering::Relaxed);
+            Ok(Box::new(AlignedBuf::zeroed(len)?))
+        }
+    }
+
+    /// A sink acting like an asynchronous device copy that takes a while: it holds on to the
+    /// staging buffer for the whole call and fails if the reader touched the bytes meanwhile.
+    #[derive(Default)]
+    struct DmaSink {
+        data: Vec<u8>,
+        order: Vec<(u64, usize)>,
+        buffers: HashSet<usize>,
+    }
+
+    impl Sink for DmaSink {
+        fn copy_in(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+            let before = data.to_vec();
+            std::thread::sleep(Duration::from_millis(1));
+            if data != before.as_slice() {
+                return Err(Error::Internal(format!(
+                    "staging buffer at offset {offset} rewritten during its copy"
+                )));
+            }
+            self.order.push((offset, data.len()));
+            self.buffers.insert(data.as_ptr() as usize);
+            copy_into_slice(&mut self.data, offset, data)
+        }
+    }
+
+    #[test]
+    fn buffers_are_reused_only_after_their_copy_and_kept_between_loads() {
+        let alloc = Arc::new(CountingAlloc::default());
+        let cfg = StagingConfig {
+            chunk_size: 4096,
+            ring: 4,
+        };
+        let p = StagingPipeline::new(Arc::new(PatternReader), alloc.clone(), cfg).unwrap();
+        // Two extents, the second with a partial last chunk: 11 chunks in all.
+        let layer = Layer::new(vec![
+            Extent::new("/fake/a", 8192, 6 * 4096),
+            Extent::new("/fake/b", 4096, 4 * 4096 + 100),
+        ]);
+        let total = layer.total_len() as usize;
+        for round in 0..2 {
+            let mut sink = DmaSink {
+                data: vec![0; total],
+                ..Default::default()
+            };
+            let st = p.load(&layer, &mut sink).unwrap();
+            assert_eq!(st.bytes, total as u64);
+            // Chunks arrive in layer order, back to back.
+            let mut next = 0u64;
+            for &(off, len) in &sink.order {
+                assert_eq!(off, next, "round {round}: chunk out of order");
+                next += len as u64;
+            }
+            assert_eq!((sink.order.len(), next), (11, total as u64));
+            assert!(sink.buffers.len() <= 4, "at most a ring's worth of buffers");
+            let want: Vec<u8> = (0..6 * 4096u64)
+                .map(|i| pattern(8192 + i))
+                .chain((0..4 * 4096 + 100u64).map(|i| pattern(4096 + i)))
+                .collect();
+            assert!(sink.data == want, "round {round}: wrong bytes");
+            // The ring is allocated once; the second load reuses the spares.
+            assert_eq!(alloc.allocs.load(Ordering::Relaxed), 4, "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_short_layer_allocates_only_the_buffers_it_needs() {
+        let alloc = Arc::new(CountingAlloc::default());
+        let cfg = StagingConfig {
+            chunk_size: 4096,
+            ring: 8,
+        };
+        let p = StagingPipeline::new(Arc::new(PatternReader), alloc.clone(), cfg).unwrap();
+        let layer = Layer::new(vec![Extent::new("/fake/a", 0, 2 * 4096)]);
+        let mut sink = DmaSink {
+            data: vec![0; 2 * 4096],
+            ..Default::default()
+        };
+        p.load(&layer, &mut sink).unwrap();
+        assert_eq!(alloc.allocs.load(Ordering::Relaxed), 2);
+        assert_eq!(sink.order, vec![(0, 4096), (4096, 4096)]);
+    }
 }
