@@ -41,7 +41,7 @@ pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
 }
 
 /// `len` bytes of page-locked host memory whose start is 4 KiB aligned (O_DIRECT reads land in
-/// it directly), zero-initialised. Portable pinned memory, not write-combined: the staging
+/// it directly), zero-initialised. Plain cacheable pinned memory, not write-combined: the staging
 /// pipeline checksums every chunk on the host, and host reads of write-combined memory crawl.
 pub struct PinnedBuf {
     /// Keeps the allocation alive; freed (after its event) on drop.
