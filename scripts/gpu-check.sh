@@ -2,8 +2,9 @@
 # GPU check for the CUDA backend: run from the repository root on the GPU machine.
 #   scripts/gpu-check.sh [path/to/agentcompress]   (default .gpu/agentcompress)
 # Prints an nvidia-smi summary, runs every differential check (gpu-check) and every
-# microbenchmark (bench kernels), whole-model decode per variant (bench decode), then one
-# final table. Exits non-zero if anything failed.
+# microbenchmark (bench kernels), whole-model decode per variant (bench decode), weight
+# streaming through pinned staging (bench stream --device cuda), then one final table.
+# Exits non-zero if anything failed.
 # Full logs go to $OUT (when set) or .gpu/logs.
 set -u
 BIN="${1:-.gpu/agentcompress}"
@@ -43,6 +44,22 @@ DECODE_RC=$?
 t3=$(date +%s)
 echo "== bench decode rc=$DECODE_RC ($((t3 - t2)) s)"
 
+# Weight streaming: disk -> pinned staging -> device memory beside the O_DIRECT floor and the
+# pageable / pinned host-to-device rates of the same bytes, on a 2 GiB file of random bytes
+# written with O_DIRECT (so the page cache does not hold it) on this machine's disk.
+STREAM_FILE=".gpu/stream-bench.bin"
+mkdir -p .gpu
+head -c 64M /dev/urandom > "$STREAM_FILE.seg"
+for _ in $(seq 32); do cat "$STREAM_FILE.seg"; done \
+    | dd of="$STREAM_FILE" bs=16M iflag=fullblock oflag=direct status=none 2>/dev/null \
+    || for _ in $(seq 32); do cat "$STREAM_FILE.seg"; done > "$STREAM_FILE"
+rm -f "$STREAM_FILE.seg"
+timeout 60 "$BIN" bench stream --device cuda --file "$STREAM_FILE" --repeat 1 > "$LOGDIR/stream.log" 2>&1
+STREAM_RC=$?
+rm -f "$STREAM_FILE"
+t4=$(date +%s)
+echo "== bench stream --device cuda rc=$STREAM_RC ($((t4 - t3)) s)"
+
 echo
 echo "================ FINAL TABLE ================"
 # Per-check summary (every case is in $LOGDIR/gpu-check.log), then every failing case.
@@ -59,8 +76,10 @@ else
 fi
 echo
 sed -n '/^whole-model decode/,$p' "$LOGDIR/decode.log" | grep . || tail -8 "$LOGDIR/decode.log"
-if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ] || [ $DECODE_RC -ne 0 ]; then
-    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC, decode rc=$DECODE_RC)"
+echo
+sed -n '/^bench stream/,/^ratio pipeline \/ floor/p' "$LOGDIR/stream.log" | grep . || tail -8 "$LOGDIR/stream.log"
+if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ] || [ $DECODE_RC -ne 0 ] || [ $STREAM_RC -ne 0 ]; then
+    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC, decode rc=$DECODE_RC, stream rc=$STREAM_RC)"
     exit 1
 fi
 echo "RESULT: PASS"

@@ -7,11 +7,12 @@
 //! back. Staging buffers come from a pluggable [`StagingAlloc`] (plain aligned host memory here;
 //! the CUDA backend plugs page-locked memory so `copy_in` can be a DMA).
 //!
-//! CUDA seam (future work of the CUDA backend): implement [`StagingAlloc`] with
-//! `cuMemHostAlloc` buffers and [`Sink`] for a device allocation whose `copy_in` issues
-//! `cuMemcpyHtoDAsync` on a copy stream and waits on an event before returning (the staging
-//! buffer is reused as soon as `copy_in` returns; the overlap with disk comes from the reader
-//! thread, which keeps reading meanwhile).
+//! On CUDA, `backend::cuda::PinnedStagingAlloc` supplies `cuMemHostAlloc` (page-locked)
+//! buffers and `backend::cuda::CudaDeviceBuffer` is the [`Sink`]: its `start_copy` issues
+//! `cuMemcpyHtoDAsync` on a copy stream, the copy stage checksums the chunk meanwhile, and
+//! `wait_copies` waits on an event. Only then does the buffer go back to the reader (the overlap
+//! with disk comes from the reader thread, which keeps filling the other buffers). Buffers are
+//! kept between loads, so pinned memory is allocated once per ring.
 
 use super::aligned::AlignedBuf;
 use super::extent::Layer;
@@ -58,9 +59,26 @@ impl StagingAlloc for HostStagingAlloc {
 /// The destination of a load: bytes land at `offset` (from the start of the layer).
 ///
 /// `copy_in` must be finished with `data` when it returns: the staging buffer is reused then.
+/// A sink whose copy can run in the background (a DMA) also implements [`Sink::start_copy`] and
+/// [`Sink::wait_copies`], so that the pipeline checksums a chunk while its copy is in flight.
 pub trait Sink {
     /// Copies `data` to `offset..offset + data.len()` of the destination.
     fn copy_in(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+
+    /// Starts the same copy as [`Sink::copy_in`], possibly in the background; the default
+    /// copies at once. On error no copy of `data` is left in flight.
+    ///
+    /// # Safety
+    /// `data` must stay allocated and unmodified (reading it is fine) until the next
+    /// [`Sink::wait_copies`] on this sink has returned.
+    unsafe fn start_copy(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.copy_in(offset, data)
+    }
+
+    /// Waits until every copy started by [`Sink::start_copy`] is done with its source bytes.
+    fn wait_copies(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl Sink for AlignedBuf {
@@ -367,10 +385,14 @@ fn copy_stage(
         let t = Instant::now();
         let data = &buf.as_slice()[..c.len];
         let extent = &layer.extents[c.extent];
+        // The checksum reads the staging buffer while its copy (a DMA on CUDA) is in flight.
+        // SAFETY: `buf` is neither dropped nor written (it goes back to the reader only at the
+        // end of this iteration) before `wait_copies` below has returned, on every path.
+        unsafe { sink.start_copy(c.dest_off, data) }?;
         if extent.crc32.is_some() {
             hasher.update(data);
         }
-        sink.copy_in(c.dest_off, data)?;
+        sink.wait_copies()?;
         if c.last_of_extent {
             let got = std::mem::take(&mut hasher).finalize();
             if let Some(expected) = extent.crc32 {
@@ -406,4 +428,182 @@ fn check_empty_crcs(layer: &Layer) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{Extent, ReaderKind};
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Fills each byte with a function of its file offset (a stand-in disk, a little slow so
+    /// the reader runs ahead of the copies when it can).
+    struct PatternReader;
+
+    fn pattern(off: u64) -> u8 {
+        (off % 251) as u8
+    }
+
+    impl BlockReader for PatternReader {
+        fn read_batch(&self, reqs: &mut [ReadReq<'_>]) -> Result<()> {
+            std::thread::sleep(Duration::from_micros(300));
+            for r in reqs.iter_mut() {
+                let base = r.offset + r.filled as u64;
+                for (i, b) in r.buf[r.filled..].iter_mut().enumerate() {
+                    *b = pattern(base + i as u64);
+                }
+                r.filled = r.buf.len();
+            }
+            Ok(())
+        }
+        fn kind(&self) -> ReaderKind {
+            ReaderKind::Pread
+        }
+    }
+
+    /// Counts allocations, like a pinned allocator whose buffers are costly.
+    #[derive(Default)]
+    struct CountingAlloc {
+        allocs: AtomicUsize,
+    }
+
+    impl StagingAlloc for CountingAlloc {
+        fn alloc(&self, len: usize) -> Result<Box<dyn StagingBuffer>> {
+            self.allocs.fetch_add(1, Ordering::Relaxed);
+            Ok(Box::new(AlignedBuf::zeroed(len)?))
+        }
+    }
+
+    /// A sink acting like an asynchronous device copy: `start_copy` only notes the source,
+    /// `wait_copies` takes a while, then checks that nobody rewrote the source meanwhile (the
+    /// reader must not get the buffer back before the wait) and copies it.
+    #[derive(Default)]
+    struct DmaSink {
+        data: Vec<u8>,
+        order: Vec<(u64, usize)>,
+        buffers: HashSet<usize>,
+        pending: Option<(u64, *const u8, Vec<u8>)>,
+        waits: usize,
+    }
+
+    impl Sink for DmaSink {
+        fn copy_in(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+            // SAFETY: waited on right away.
+            unsafe { self.start_copy(offset, data) }?;
+            self.wait_copies()
+        }
+        unsafe fn start_copy(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+            if self.pending.is_some() {
+                return Err(Error::Internal(
+                    "a copy started before the last wait".into(),
+                ));
+            }
+            self.order.push((offset, data.len()));
+            self.buffers.insert(data.as_ptr() as usize);
+            self.pending = Some((offset, data.as_ptr(), data.to_vec()));
+            Ok(())
+        }
+        fn wait_copies(&mut self) -> Result<()> {
+            self.waits += 1;
+            let Some((offset, ptr, before)) = self.pending.take() else {
+                return Ok(());
+            };
+            std::thread::sleep(Duration::from_millis(1));
+            // SAFETY: the `start_copy` contract keeps the source alive until this returns.
+            let now = unsafe { std::slice::from_raw_parts(ptr, before.len()) };
+            if now != before.as_slice() {
+                return Err(Error::Internal(format!(
+                    "staging buffer at offset {offset} rewritten during its copy"
+                )));
+            }
+            copy_into_slice(&mut self.data, offset, now)
+        }
+    }
+
+    #[test]
+    fn buffers_are_reused_only_after_their_copy_and_kept_between_loads() {
+        let alloc = Arc::new(CountingAlloc::default());
+        let cfg = StagingConfig {
+            chunk_size: 4096,
+            ring: 4,
+        };
+        let p = StagingPipeline::new(Arc::new(PatternReader), alloc.clone(), cfg).unwrap();
+        // Two extents, the second with a partial last chunk: 11 chunks in all.
+        let b_crc = crc32fast::hash(
+            &(0..4 * 4096 + 100u64)
+                .map(|i| pattern(4096 + i))
+                .collect::<Vec<u8>>(),
+        );
+        let layer = Layer::new(vec![
+            Extent::new("/fake/a", 8192, 6 * 4096),
+            Extent::new("/fake/b", 4096, 4 * 4096 + 100).with_crc32(b_crc),
+        ]);
+        let total = layer.total_len() as usize;
+        for round in 0..2 {
+            let mut sink = DmaSink {
+                data: vec![0; total],
+                ..Default::default()
+            };
+            let st = p.load(&layer, &mut sink).unwrap();
+            assert_eq!(st.bytes, total as u64);
+            // Chunks arrive in layer order, back to back.
+            let mut next = 0u64;
+            for &(off, len) in &sink.order {
+                assert_eq!(off, next, "round {round}: chunk out of order");
+                next += len as u64;
+            }
+            assert_eq!((sink.order.len(), next), (11, total as u64));
+            assert!(sink.buffers.len() <= 4, "at most a ring's worth of buffers");
+            let want: Vec<u8> = (0..6 * 4096u64)
+                .map(|i| pattern(8192 + i))
+                .chain((0..4 * 4096 + 100u64).map(|i| pattern(4096 + i)))
+                .collect();
+            assert!(sink.data == want, "round {round}: wrong bytes");
+            assert_eq!(sink.waits, 11, "one wait per chunk");
+            // The ring is allocated once; the second load reuses the spares.
+            assert_eq!(alloc.allocs.load(Ordering::Relaxed), 4, "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_short_layer_allocates_only_the_buffers_it_needs() {
+        let alloc = Arc::new(CountingAlloc::default());
+        let cfg = StagingConfig {
+            chunk_size: 4096,
+            ring: 8,
+        };
+        let p = StagingPipeline::new(Arc::new(PatternReader), alloc.clone(), cfg).unwrap();
+        let layer = Layer::new(vec![Extent::new("/fake/a", 0, 2 * 4096)]);
+        let mut sink = DmaSink {
+            data: vec![0; 2 * 4096],
+            ..Default::default()
+        };
+        p.load(&layer, &mut sink).unwrap();
+        assert_eq!(alloc.allocs.load(Ordering::Relaxed), 2);
+        assert_eq!(sink.order, vec![(0, 4096), (4096, 4096)]);
+    }
+
+    #[test]
+    fn a_checksum_mismatch_waits_for_the_copy_in_flight() {
+        let p = StagingPipeline::new(
+            Arc::new(PatternReader),
+            Arc::new(HostStagingAlloc),
+            StagingConfig {
+                chunk_size: 4096,
+                ring: 2,
+            },
+        )
+        .unwrap();
+        let layer = Layer::new(vec![Extent::new("/fake/a", 0, 3 * 4096).with_crc32(1)]);
+        let mut sink = DmaSink {
+            data: vec![0; 3 * 4096],
+            ..Default::default()
+        };
+        let e = p.load(&layer, &mut sink).unwrap_err();
+        assert!(e.to_string().contains("crc32 mismatch"), "{e}");
+        assert!(sink.pending.is_none(), "no copy left in flight");
+        assert_eq!(sink.waits, 3);
+    }
 }

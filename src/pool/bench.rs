@@ -3,14 +3,20 @@
 //! sequential O_DIRECT reads of the same files, measured in the same run). Goal: pipeline /
 //! floor >= 0.85.
 //!
+//! On CUDA ([`StreamDevice::Cuda`]) the staging ring is pinned memory and the pool lives in
+//! device memory (disk -> pinned staging -> async copy on a copy stream), and the same run also
+//! times host-to-device copies of the files' bytes from pageable and from pinned memory.
+//!
 //! O_DIRECT bypasses the page cache, so repeated runs measure the disk. Where the file system
 //! refuses O_DIRECT (or io_uring is unavailable and the buffered fallback runs) the report says
 //! so: the page cache may then inflate both numbers.
 
-use super::{HostDeviceAlloc, LayerSource, Pool, PoolConfig, PoolKey, PoolStats};
+use super::{DeviceAlloc, HostDeviceAlloc, LayerSource, Pool, PoolConfig, PoolKey, PoolStats};
+use crate::backend::cuda::copy_rate::{h2d_rates, H2dRates};
+use crate::backend::cuda::CopyEngine;
 use crate::io::{
     gbps, open_reader, read_fully, AlignedBuf, BlockReader, Extent, HostStagingAlloc, Layer,
-    PreadReader, ReadReq, ReaderConfig, StagingConfig, StagingPipeline,
+    PreadReader, ReadReq, ReaderConfig, StagingAlloc, StagingConfig, StagingPipeline,
 };
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -38,7 +44,22 @@ pub struct StreamBenchOptions {
     pub repeat: u32,
     /// Use the pread fallback instead of io_uring in the pipeline.
     pub pread: bool,
+    /// Where the pool keeps the bytes.
+    pub device: StreamDevice,
 }
+
+/// Where `bench stream`'s pool keeps the bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamDevice {
+    /// Host memory, staged through plain aligned buffers.
+    #[default]
+    Cpu,
+    /// Device memory of GPU `ordinal`, staged through pinned buffers.
+    Cuda(usize),
+}
+
+/// Largest host window the host-to-device rates cycle over.
+const MAX_H2D_WINDOW: u64 = 256 << 20;
 
 impl Default for StreamBenchOptions {
     fn default() -> Self {
@@ -52,6 +73,7 @@ impl Default for StreamBenchOptions {
             layer_mib: 64,
             repeat: 2,
             pread: false,
+            device: StreamDevice::Cpu,
         }
     }
 }
@@ -77,11 +99,29 @@ pub struct Report {
     pub ratio: f64,
     /// Pool counters over all rounds.
     pub pool: PoolStats,
+    /// Where the pool kept the bytes ("host", or "cuda:N name").
+    pub device: String,
+    /// The host-to-device figures, on CUDA.
+    pub cuda: Option<CudaStreamReport>,
+}
+
+/// The CUDA part of a [`Report`].
+#[derive(Debug, serde::Serialize)]
+pub struct CudaStreamReport {
+    /// Bytes of the host window the copy rates cycle over (the start of the first file).
+    pub window: u64,
+    /// Host-to-device rates of one round's bytes.
+    pub h2d: H2dRates,
+    /// pinned / pageable host-to-device rate.
+    pub pinned_over_pageable: f64,
+    /// pipeline / pinned host-to-device rate.
+    pub pipeline_over_pinned: f64,
 }
 
 /// Layers of the benchmarked files: file `i` cut into `layer` byte pieces.
-struct FileLayers {
-    layers: Vec<(PoolKey, Layer)>,
+pub(crate) struct FileLayers {
+    /// The pieces, file after file.
+    pub(crate) layers: Vec<(PoolKey, Layer)>,
 }
 
 impl LayerSource for FileLayers {
@@ -97,6 +137,10 @@ impl LayerSource for FileLayers {
 /// Runs the benchmark: the floor (plain sequential O_DIRECT preads of the files), the
 /// pipeline's reader alone, then the full pipeline (reader + staging + pool into host memory).
 pub fn bench_stream(args: &StreamBenchOptions) -> Result<Report> {
+    let engine = match args.device {
+        StreamDevice::Cpu => None,
+        StreamDevice::Cuda(n) => Some(CopyEngine::open(n)?),
+    };
     let files = collect_files(args)?;
     let sizes = files
         .iter()
@@ -131,9 +175,16 @@ pub fn bench_stream(args: &StreamBenchOptions) -> Result<Report> {
         })?
     };
     let floor_reader = PreadReader::new(true, chunk)?;
+    let (staging, device): (Arc<dyn StagingAlloc>, Arc<dyn DeviceAlloc>) = match &engine {
+        None => (
+            Arc::new(HostStagingAlloc),
+            Arc::new(HostDeviceAlloc::default()),
+        ),
+        Some(e) => (Arc::new(e.staging_alloc()), Arc::new(e.device_alloc())),
+    };
     let pipeline = StagingPipeline::new(
         reader.clone(),
-        Arc::new(HostStagingAlloc),
+        staging,
         StagingConfig {
             chunk_size: chunk,
             ring: args.ring,
@@ -146,7 +197,7 @@ pub fn bench_stream(args: &StreamBenchOptions) -> Result<Report> {
         },
         pipeline,
         source.clone(),
-        Arc::new(HostDeviceAlloc::default()),
+        device,
     )?;
 
     let (mut floor_s, mut reader_s, mut pipe_s) = (0.0, 0.0, 0.0);
@@ -174,6 +225,24 @@ pub fn bench_stream(args: &StreamBenchOptions) -> Result<Report> {
     let floor_gbps = gbps(bytes * rounds, floor_s);
     let pipeline_gbps = gbps(bytes * rounds, pipe_s);
     let counters = reader.counters();
+    let cuda = match &engine {
+        Some(e) => {
+            let window = max_layer.min(MAX_H2D_WINDOW);
+            let mut host = AlignedBuf::zeroed(window as usize)?;
+            let first = &source.layers[0].1.extents[0];
+            let n = (first.len.min(window)) as usize;
+            read_range(&floor_reader, &first.path, first.offset, &mut host[..n])?;
+            host.set_len(n)?;
+            let h2d = h2d_rates(e, &host, bytes, chunk)?;
+            Some(CudaStreamReport {
+                window: n as u64,
+                h2d,
+                pinned_over_pageable: h2d.pinned_speedup(),
+                pipeline_over_pinned: ratio(pipeline_gbps, h2d.pinned_gbps),
+            })
+        }
+        None => None,
+    };
     let report = Report {
         files: files.len(),
         bytes,
@@ -182,14 +251,23 @@ pub fn bench_stream(args: &StreamBenchOptions) -> Result<Report> {
         floor_gbps,
         reader_gbps: gbps(bytes * rounds, reader_s),
         pipeline_gbps,
-        ratio: if floor_gbps > 0.0 {
-            pipeline_gbps / floor_gbps
-        } else {
-            0.0
-        },
+        ratio: ratio(pipeline_gbps, floor_gbps),
         pool: pool.stats(),
+        device: engine
+            .as_ref()
+            .map_or_else(|| "host".to_string(), |e| e.name().to_string()),
+        cuda,
     };
     Ok(report)
+}
+
+/// `a / b`, 0 when `b` is not positive.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
 }
 
 /// The files named by `--file` and the regular files of `--variants`, sorted.
@@ -214,7 +292,7 @@ fn collect_files(args: &StreamBenchOptions) -> Result<Vec<PathBuf>> {
 }
 
 /// Cuts each file into layers of at most `layer_bytes` bytes; key = (file name, index).
-fn cut_layers(files: &[PathBuf], sizes: &[u64], layer_bytes: u64) -> FileLayers {
+pub(crate) fn cut_layers(files: &[PathBuf], sizes: &[u64], layer_bytes: u64) -> FileLayers {
     let mut layers = Vec::new();
     for (i, (p, &size)) in files.iter().zip(sizes).enumerate() {
         let name = format!(

@@ -1,6 +1,7 @@
 //! The memory the pool's top tier lives in, pluggable: host memory on the CPU backend
 //! ([`HostDeviceAlloc`]); the CUDA backend implements [`DeviceAlloc`] with device allocations
-//! whose `copy_in` is a host-to-device copy from the pinned staging buffer.
+//! whose `copy_in` is a host-to-device copy from the pinned staging buffer
+//! (`backend::cuda::CudaDeviceAlloc`).
 
 use crate::io::{AlignedBuf, Sink};
 use crate::{Error, Result};
@@ -16,6 +17,30 @@ pub trait DeviceBuffer: Sink + Send + Sync {
     }
     /// The bytes, when the memory is host-visible (CPU backend); `None` for device memory.
     fn host_view(&self) -> Option<&[u8]>;
+    /// The device address (a `CUdeviceptr`) when the memory is on a GPU; `None` for host memory.
+    fn device_ptr(&self) -> Option<u64> {
+        None
+    }
+    /// Copies `offset..offset + dst.len()` of the contents into `dst` (a read-back, for
+    /// checks). The default reads [`DeviceBuffer::host_view`]; device memory overrides it.
+    fn copy_out(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let src = self
+            .host_view()
+            .ok_or_else(|| Error::Unsupported("buffer has no host view to copy out of".into()))?;
+        let range = usize::try_from(offset)
+            .ok()
+            .and_then(|s| Some(s..s.checked_add(dst.len())?))
+            .filter(|r| r.end <= src.len())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "read of {} bytes at offset {offset} overruns a {}-byte buffer",
+                    dst.len(),
+                    src.len()
+                ))
+            })?;
+        dst.copy_from_slice(&src[range]);
+        Ok(())
+    }
     /// Moves the contents to host memory (demotion to the host tier), freeing this allocation.
     fn into_host(self: Box<Self>) -> Result<AlignedBuf>;
 }
@@ -143,6 +168,15 @@ mod tests {
         let c = a.adopt(host).unwrap();
         assert_eq!(c.len(), 10);
         assert_eq!(c.host_view().unwrap()[4], 3);
+        assert_eq!(c.device_ptr(), None, "host memory has no device address");
+        let mut out = [0u8; 4];
+        c.copy_out(2, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3, 0]);
+        assert!(
+            c.copy_out(7, &mut out).is_err(),
+            "read past the end must fail"
+        );
+        assert!(c.copy_out(u64::MAX, &mut out).is_err());
     }
 
     #[test]

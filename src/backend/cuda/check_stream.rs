@@ -3,22 +3,181 @@
 //! pool with the uploaded-block tier (GPU memory) holding about half the blocks. Both run the
 //! same kernels on the same weights, so the logits must agree to round-off; the tier must hit
 //! on the second pass. The note reports the upload rate (pageable host-to-device copies).
+//!
+//! Also the pinned pipeline (no model needed): a seeded random file streamed from disk through
+//! pinned staging buffers into a pool of device memory, evicted to the host tier and promoted
+//! back; every entry is read back from the device and must equal the file's bytes. The note
+//! gives pinned, pageable and bounced host-to-device rates and the pipeline's rate.
 
-use super::check::{compare, CheckReport, Status};
-use super::CudaBackend;
+use super::check::{compare, CheckReport, CheckRow, Status};
+use super::copy_rate::h2d_rates;
+use super::{CopyEngine, CudaBackend};
 use crate::engine::{Model, StreamOptions};
-use crate::pool::{variant_pool, VariantPoolConfig, VariantSource};
+use crate::io::{gbps, open_reader, ReaderConfig, StagingAlloc, StagingConfig, StagingPipeline};
+use crate::pool::bench::cut_layers;
+use crate::pool::{variant_pool, DeviceAlloc, Pool, PoolConfig, VariantPoolConfig, VariantSource};
 use crate::quant::{Precision, QuantConfig};
 use crate::store::{build_variants, load_variant, BuildOptions, EntryPart, LoadOptions};
-use crate::Result;
+use crate::util::rng::Rng;
+use crate::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// Layer size of the pinned-pipeline check.
+const PIPE_LAYER: u64 = 8 << 20;
+/// File size of the pinned-pipeline check: five layers and an odd tail (a partial block).
+const PIPE_FILE: u64 = 5 * PIPE_LAYER + 12_345;
+
+/// What [`pipeline_round_trip`] found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineCheck {
+    /// Bytes of the file.
+    pub bytes: u64,
+    /// Bytes read back from the pool that differ from the file (over both passes).
+    pub mismatched: u64,
+    /// Entries read back whose memory reported no device address.
+    pub without_device_ptr: usize,
+    /// Entries moved from the device tier to the host tier.
+    pub demotions: u64,
+    /// Acquires served by promoting an entry from the host tier.
+    pub host_hits: u64,
+    /// First pass (everything from disk) in GB/s.
+    pub gbps: f64,
+}
+
+/// Writes a seeded random file of `file_len` bytes into `dir`, cuts it into `layer_len`-byte
+/// entries (each with its CRC-32, so the pipeline checks it too) and acquires every entry
+/// through a pool whose memory comes from `device`, staged through buffers from `staging`:
+/// budget two entries, host tier one, so a second pass in reverse order meets device hits, a
+/// promotion from the host tier and reloads. Every acquired entry is read back with
+/// `copy_out` and compared with the file.
+pub fn pipeline_round_trip(
+    staging: Arc<dyn StagingAlloc>,
+    device: Arc<dyn DeviceAlloc>,
+    dir: &Path,
+    file_len: u64,
+    layer_len: u64,
+) -> Result<PipelineCheck> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("pinned-pipeline.bin");
+    let mut rng = Rng::new(0x9173_5eed);
+    let data: Vec<u8> = (0..file_len).map(|_| rng.next_u64() as u8).collect();
+    std::fs::write(&path, &data).map_err(|e| Error::io(&path, e))?;
+    let mut source = cut_layers(std::slice::from_ref(&path), &[file_len], layer_len);
+    for (_, l) in &mut source.layers {
+        for e in &mut l.extents {
+            e.crc32 = Some(crc32fast::hash(
+                &data[e.offset as usize..(e.offset + e.len) as usize],
+            ));
+        }
+    }
+    let keys: Vec<_> = source
+        .layers
+        .iter()
+        .map(|(k, l)| (k.clone(), l.extents[0].offset))
+        .collect();
+    let reader = open_reader(&ReaderConfig {
+        queue_depth: 32,
+        ..Default::default()
+    })?;
+    let cfg = StagingConfig {
+        chunk_size: 1 << 20,
+        ring: 4,
+    };
+    let pool = Pool::new(
+        PoolConfig {
+            device_budget: 2 * layer_len,
+            host_budget: layer_len,
+        },
+        StagingPipeline::new(reader, staging, cfg)?,
+        Arc::new(source),
+        device,
+    )?;
+    let mut out = PipelineCheck {
+        bytes: file_len,
+        ..Default::default()
+    };
+    let mut back = Vec::new();
+    let mut check = |key: &crate::pool::PoolKey, off: u64| -> Result<()> {
+        let g = pool.acquire(key)?;
+        let buf = g
+            .buffer()
+            .ok_or_else(|| Error::Internal(format!("entry {key} has no memory")))?;
+        back.resize(buf.len() as usize, 0);
+        buf.copy_out(0, &mut back)?;
+        let want = &data[off as usize..off as usize + back.len()];
+        out.mismatched += back.iter().zip(want).filter(|(a, b)| a != b).count() as u64;
+        out.without_device_ptr += usize::from(buf.device_ptr().is_none());
+        Ok(())
+    };
+    let t = Instant::now();
+    for (k, off) in &keys {
+        check(k, *off)?;
+    }
+    out.gbps = gbps(file_len, t.elapsed().as_secs_f64());
+    for (k, off) in keys.iter().rev() {
+        check(k, *off)?;
+    }
+    let st = pool.stats();
+    (out.demotions, out.host_hits) = (st.demotions, st.host_hits);
+    let _ = std::fs::remove_file(&path);
+    Ok(out)
+}
+
+/// The pinned-pipeline row: [`pipeline_round_trip`] through pinned staging into device memory
+/// on `gpu`'s context, plus the host-to-device rates of the file's bytes.
+fn pinned_pipeline_row(gpu: &CudaBackend, dir: &Path) -> Result<CheckRow> {
+    use crate::backend::Backend;
+    let engine = CopyEngine::with_context(gpu.context().clone(), gpu.name().to_string())?;
+    let c = pipeline_round_trip(
+        Arc::new(engine.staging_alloc()),
+        Arc::new(engine.device_alloc()),
+        dir,
+        PIPE_FILE,
+        PIPE_LAYER,
+    )?;
+    let mut rng = Rng::new(7);
+    let window: Vec<u8> = (0..64 << 20).map(|_| rng.next_u64() as u8).collect();
+    let r = h2d_rates(&engine, &window, 1 << 30, 4 << 20)?;
+    let ok = c.mismatched == 0 && c.without_device_ptr == 0 && c.demotions > 0 && c.host_hits > 0;
+    Ok(CheckRow {
+        name: "stream-pinned".into(),
+        case: format!("{} MiB file, 8 MiB entries", PIPE_FILE >> 20),
+        status: if ok { Status::Pass } else { Status::Fail },
+        rel_err: c.mismatched as f64 / c.bytes as f64,
+        max_abs: 0.0,
+        tol: 0.0,
+        bad: c.mismatched as usize,
+        note: format!(
+            "h2d pinned {:.1} GB/s, pageable {:.1} ({:.1}x), bounced {:.1}; pipeline {:.2} GB/s; \
+             {} demoted, {} promoted, {} without device address",
+            r.pinned_gbps,
+            r.pageable_gbps,
+            r.pinned_speedup(),
+            r.bounced_gbps,
+            c.gbps,
+            c.demotions,
+            c.host_hits,
+            c.without_device_ptr
+        ),
+    })
+}
 
 /// Logits of a streamed and a resident model on the same backend: same kernels, same weights.
 const STREAM_TOL: f64 = 1e-6;
 
-/// Runs the streamed-versus-resident checks when stories260K is available.
+/// Runs the pinned-pipeline check, then the streamed-versus-resident checks when stories260K
+/// is available.
 pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, rep: &mut CheckReport) {
+    let pdir =
+        std::env::temp_dir().join(format!("agentcompress-pinned-check-{}", std::process::id()));
+    rep.push_result(
+        "stream-pinned",
+        "pinned staging -> device",
+        pinned_pipeline_row(gpu, &pdir),
+    );
+    let _ = std::fs::remove_dir_all(&pdir);
     let Some(path) = stories.filter(|p| p.is_file()) else {
         rep.push_skip(
             "stream",
@@ -127,4 +286,95 @@ fn check_dir(gpu: &CudaBackend, path: &Path, dir: &Path, rep: &mut CheckReport) 
         rep.rows.push(row);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{AlignedBuf, HostStagingAlloc, Sink};
+    use crate::pool::DeviceBuffer;
+
+    /// Memory that behaves like device memory (no host view; read back through `copy_out`),
+    /// optionally corrupting one byte of every copy, so the check must catch it.
+    struct Opaque {
+        mem: AlignedBuf,
+        corrupt: bool,
+    }
+
+    impl Sink for Opaque {
+        fn copy_in(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+            self.mem.copy_in(offset, data)?;
+            if self.corrupt && !data.is_empty() {
+                self.mem[offset as usize] ^= 0x40;
+            }
+            Ok(())
+        }
+    }
+
+    impl DeviceBuffer for Opaque {
+        fn len(&self) -> u64 {
+            self.mem.len() as u64
+        }
+        fn host_view(&self) -> Option<&[u8]> {
+            None
+        }
+        fn device_ptr(&self) -> Option<u64> {
+            Some(self.mem.as_ptr() as u64)
+        }
+        fn copy_out(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
+            let o = offset as usize;
+            dst.copy_from_slice(&self.mem[o..o + dst.len()]);
+            Ok(())
+        }
+        fn into_host(self: Box<Self>) -> Result<AlignedBuf> {
+            Ok(self.mem)
+        }
+    }
+
+    struct OpaqueAlloc(bool);
+
+    impl DeviceAlloc for OpaqueAlloc {
+        fn alloc(&self, len: u64) -> Result<Box<dyn DeviceBuffer>> {
+            Ok(Box::new(Opaque {
+                mem: AlignedBuf::zeroed(len as usize)?,
+                corrupt: self.0,
+            }))
+        }
+        fn name(&self) -> &'static str {
+            "opaque"
+        }
+    }
+
+    #[test]
+    fn round_trip_through_memory_without_a_host_view_matches_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = pipeline_round_trip(
+            Arc::new(HostStagingAlloc),
+            Arc::new(OpaqueAlloc(false)),
+            dir.path(),
+            5 * 65536 + 123,
+            65536,
+        )
+        .unwrap();
+        assert_eq!(c.bytes, 5 * 65536 + 123);
+        assert_eq!((c.mismatched, c.without_device_ptr), (0, 0));
+        assert!(c.demotions > 0, "{c:?}");
+        assert!(c.host_hits > 0, "a promotion from the host tier: {c:?}");
+        assert!(c.gbps > 0.0);
+    }
+
+    #[test]
+    fn round_trip_counts_corrupted_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = pipeline_round_trip(
+            Arc::new(HostStagingAlloc),
+            Arc::new(OpaqueAlloc(true)),
+            dir.path(),
+            3 * 65536,
+            65536,
+        )
+        .unwrap();
+        // One flipped byte per copy: per entry from disk (one chunk each) and per promotion.
+        assert!(c.mismatched >= 3, "{c:?}");
+    }
 }

@@ -11,7 +11,13 @@ pub mod bench_quant;
 pub mod check;
 pub mod check_quant;
 pub mod check_stream;
+pub mod copy_rate;
+pub mod device_mem;
 mod kernels;
+pub mod pinned;
+
+pub use device_mem::{CudaDeviceAlloc, CudaDeviceBuffer};
+pub use pinned::{open_context, CopyEngine, PinnedBuf, PinnedStagingAlloc, PinnedUploader};
 
 pub use kernels::{default_path, AttnPath};
 pub mod libs;
@@ -104,25 +110,7 @@ impl CudaBackend {
     /// library is missing, no device exists or the ordinal is out of range, and
     /// [`Error::Cuda`] when NVRTC is missing or a kernel fails to compile or load.
     pub fn new(ordinal: usize) -> Result<Self> {
-        if !libs::driver_present() {
-            return Err(Error::NoDevice(
-                "the CUDA driver library (libcuda.so) is not installed or not on the loader path"
-                    .into(),
-            ));
-        }
-        let count = CudaContext::device_count().map_err(|e| {
-            Error::NoDevice(format!("the CUDA driver reports no usable device ({e:?})"))
-        })?;
-        if count <= 0 {
-            return Err(Error::NoDevice("the CUDA driver reports 0 devices".into()));
-        }
-        if ordinal >= count as usize {
-            return Err(Error::NoDevice(format!(
-                "device {ordinal} requested but only {count} present"
-            )));
-        }
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| Error::NoDevice(format!("cannot open device {ordinal}: {e:?}")))?;
+        let ctx = open_context(ordinal)?;
         // One stream, so cross-stream event tracking is pure overhead.
         // SAFETY: all work of this backend is ordered on its one stream.
         unsafe { ctx.disable_event_tracking() };

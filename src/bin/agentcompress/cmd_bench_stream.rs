@@ -5,8 +5,12 @@
 //! O_DIRECT bypasses the page cache, so repeated runs measure the disk. Where the file system
 //! refuses O_DIRECT (or io_uring is unavailable and the buffered fallback runs) the report says
 //! so: the page cache may then inflate both numbers.
+//!
+//! `--device cuda` stages through pinned memory into a pool of device memory and also times
+//! host-to-device copies of the same bytes from pageable and from pinned memory.
 
-use agentcompress::pool::bench::{bench_stream, Report, StreamBenchOptions};
+use agentcompress::api::Device;
+use agentcompress::pool::bench::{bench_stream, Report, StreamBenchOptions, StreamDevice};
 use agentcompress::{Error, Result};
 use std::path::PathBuf;
 
@@ -43,12 +47,25 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Where the pool keeps the bytes: cpu (host memory), cuda or cuda:N (device memory,
+    /// pinned staging, plus pageable / pinned host-to-device rates).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 impl Args {
     /// The library's options for these flags.
-    fn options(&self) -> StreamBenchOptions {
-        StreamBenchOptions {
+    fn options(&self) -> Result<StreamBenchOptions> {
+        let device = match self.device.parse::<Device>()? {
+            Device::Cpu => StreamDevice::Cpu,
+            Device::Cuda(n) => StreamDevice::Cuda(n),
+            Device::Auto => {
+                return Err(Error::invalid(
+                    "bench stream --device takes cpu, cuda or cuda:N (not auto)",
+                ))
+            }
+        };
+        Ok(StreamBenchOptions {
             variants: self.variants.clone(),
             files: self.files.clone(),
             queue_depth: self.queue_depth,
@@ -58,13 +75,20 @@ impl Args {
             layer_mib: self.layer_mib,
             repeat: self.repeat,
             pread: self.pread,
-        }
+            device,
+        })
     }
 }
 
 /// Runs the benchmark and prints the report.
 pub fn run(args: Args) -> Result<()> {
-    let report = bench_stream(&args.options())?;
+    let report = bench_stream(&args.options()?).map_err(|e| match e {
+        Error::NoDevice(why) => Error::NoDevice(format!(
+            "bench stream --device {} needs a CUDA GPU: {why}",
+            args.device
+        )),
+        e => e,
+    })?;
     print_report(&args, &report)
 }
 
@@ -93,10 +117,41 @@ fn print_report(args: &Args, r: &Report) -> Result<()> {
         "reader   (pipeline's reader, one read per layer):  {:>7.3} GB/s",
         r.reader_gbps
     );
-    println!(
-        "pipeline (reader + staging + pool -> host memory): {:>7.3} GB/s",
-        r.pipeline_gbps
-    );
+    match &r.cuda {
+        None => println!(
+            "pipeline (reader + staging + pool -> host memory): {:>7.3} GB/s",
+            r.pipeline_gbps
+        ),
+        Some(c) => {
+            println!(
+                "device: {} (pool in device memory, staging ring pinned)",
+                r.device
+            );
+            let w = format!(
+                "{} KiB pieces of a {:.0} MiB window",
+                args.chunk_kib,
+                c.window as f64 / (1024.0 * 1024.0)
+            );
+            println!(
+                "h2d pageable ({w}):             {:>7.3} GB/s",
+                c.h2d.pageable_gbps
+            );
+            println!(
+                "h2d pinned   ({w}):             {:>7.3} GB/s",
+                c.h2d.pinned_gbps
+            );
+            println!(
+                "h2d bounced  (pageable via 2 pinned bounce buffers): {:>7.3} GB/s",
+                c.h2d.bounced_gbps
+            );
+            println!(
+                "pipeline (disk -> pinned staging -> device memory): {:>7.3} GB/s",
+                r.pipeline_gbps
+            );
+            println!("ratio pinned / pageable h2d: {:.2}", c.pinned_over_pageable);
+            println!("ratio pipeline / pinned h2d: {:.3}", c.pipeline_over_pinned);
+        }
+    }
     println!("ratio pipeline / floor: {:.3} (goal >= 0.85)", r.ratio);
     if !r.direct_only {
         println!(
