@@ -15,6 +15,7 @@
 //! [`ControllerConfig::small`] has 90,375. Measured by `agentcompress bench controller`.
 
 mod config;
+mod device;
 mod encoder;
 pub mod io;
 pub mod layers;
@@ -24,5 +25,6 @@ pub mod train;
 pub mod train_model;
 
 pub use config::ControllerConfig;
+pub use device::DeviceController;
 pub use encoder::{Controller, ControllerOutput, Encoded};
 pub use runtime::PackedController;
