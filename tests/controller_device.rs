@@ -50,7 +50,10 @@ fn backend_controller_agrees_before_and_after_training() {
         })
         .collect();
     let (r, p) = worst(&c, &table, &tasks);
-    assert!(r < 1e-4 && p < 1e-4, "random weights: {r} vs reference, {p} vs packed");
+    assert!(
+        r < 1e-4 && p < 1e-4,
+        "random weights: {r} vs reference, {p} vs packed"
+    );
 
     let samples: Vec<Sample> = tasks
         .iter()
@@ -79,7 +82,10 @@ fn backend_controller_agrees_before_and_after_training() {
     assert_ne!(trained.layers[0].ln1, c.layers[0].ln1);
     assert_ne!(trained.head.mlp1.b, c.head.mlp1.b);
     let (r, p) = worst(&trained, &table, &tasks);
-    assert!(r < 1e-4 && p < 1e-4, "trained weights: {r} vs reference, {p} vs packed");
+    assert!(
+        r < 1e-4 && p < 1e-4,
+        "trained weights: {r} vs reference, {p} vs packed"
+    );
     // The trained controller predicts differently from the untrained one: the comparison
     // above is not between two unchanged forwards.
     let dc = DeviceController::new(CpuBackend::new(), &trained, &table).unwrap();

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod bench_quant;
 pub mod check;
+pub mod check_controller;
 pub mod check_quant;
 pub mod check_stream;
 mod encoder;
