@@ -2,8 +2,9 @@
 # GPU check for the CUDA backend: run from the repository root on the GPU machine.
 #   scripts/gpu-check.sh [path/to/agentcompress]   (default .gpu/agentcompress)
 # Prints an nvidia-smi summary, runs every differential check (gpu-check) and every
-# microbenchmark (bench kernels), whole-model decode per variant (bench decode), then one
-# final table. Exits non-zero if anything failed.
+# microbenchmark (bench kernels), whole-model decode per variant (bench decode), the
+# controller's per-task overhead (bench controller), then one final table. Exits non-zero if
+# anything failed.
 # Full logs go to $OUT (when set) or .gpu/logs.
 set -u
 BIN="${1:-.gpu/agentcompress}"
@@ -43,6 +44,14 @@ DECODE_RC=$?
 t3=$(date +%s)
 echo "== bench decode rc=$DECODE_RC ($((t3 - t2)) s)"
 
+# Controller overhead per task (issue #7: median under 1 ms on the GPU backend), with the
+# packed CPU path on this machine's cores beside it.
+{ timeout 90 "$BIN" bench controller --device cuda --iters 500 \
+    && timeout 60 "$BIN" bench controller --device cpu --iters 100; } > "$LOGDIR/controller.log" 2>&1
+CTRL_RC=$?
+t4=$(date +%s)
+echo "== bench controller rc=$CTRL_RC ($((t4 - t3)) s)"
+
 echo
 echo "================ FINAL TABLE ================"
 # Per-check summary (every case is in $LOGDIR/gpu-check.log), then every failing case.
@@ -59,8 +68,9 @@ else
 fi
 echo
 sed -n '/^whole-model decode/,$p' "$LOGDIR/decode.log" | grep . || tail -8 "$LOGDIR/decode.log"
-if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ] || [ $DECODE_RC -ne 0 ]; then
-    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC, decode rc=$DECODE_RC)"
+grep "^controller " "$LOGDIR/controller.log" || tail -5 "$LOGDIR/controller.log"
+if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ] || [ $DECODE_RC -ne 0 ] || [ $CTRL_RC -ne 0 ]; then
+    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC, decode rc=$DECODE_RC, controller rc=$CTRL_RC)"
     exit 1
 fi
 echo "RESULT: PASS"
