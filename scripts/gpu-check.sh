@@ -3,8 +3,8 @@
 #   scripts/gpu-check.sh [path/to/agentcompress]   (default .gpu/agentcompress)
 # Prints an nvidia-smi summary, runs every differential check (gpu-check) and every
 # microbenchmark (bench kernels), whole-model decode per variant (bench decode), weight
-# streaming through pinned staging (bench stream --device cuda), then one final table.
-# Exits non-zero if anything failed.
+# streaming through pinned staging (bench stream --device cuda), the controller's per-task
+# overhead (bench controller), then one final table. Exits non-zero if anything failed.
 # Full logs go to $OUT (when set) or .gpu/logs.
 set -u
 BIN="${1:-.gpu/agentcompress}"
@@ -60,6 +60,14 @@ rm -f "$STREAM_FILE"
 t4=$(date +%s)
 echo "== bench stream --device cuda rc=$STREAM_RC ($((t4 - t3)) s)"
 
+# Controller overhead per task (issue #7: median under 1 ms on the GPU backend), with the
+# packed CPU path on this machine's cores beside it.
+{ timeout 90 "$BIN" bench controller --device cuda --iters 500 \
+    && timeout 60 "$BIN" bench controller --device cpu --iters 100; } > "$LOGDIR/controller.log" 2>&1
+CTRL_RC=$?
+t5=$(date +%s)
+echo "== bench controller rc=$CTRL_RC ($((t5 - t4)) s)"
+
 echo
 echo "================ FINAL TABLE ================"
 # Per-check summary (every case is in $LOGDIR/gpu-check.log), then every failing case.
@@ -78,8 +86,10 @@ echo
 sed -n '/^whole-model decode/,$p' "$LOGDIR/decode.log" | grep . || tail -8 "$LOGDIR/decode.log"
 echo
 sed -n '/^bench stream/,/^ratio pipeline \/ floor/p' "$LOGDIR/stream.log" | grep . || tail -8 "$LOGDIR/stream.log"
-if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ] || [ $DECODE_RC -ne 0 ] || [ $STREAM_RC -ne 0 ]; then
-    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC, decode rc=$DECODE_RC, stream rc=$STREAM_RC)"
+echo
+grep "^controller " "$LOGDIR/controller.log" || tail -5 "$LOGDIR/controller.log"
+if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ] || [ $DECODE_RC -ne 0 ] || [ $STREAM_RC -ne 0 ] || [ $CTRL_RC -ne 0 ]; then
+    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC, decode rc=$DECODE_RC, stream rc=$STREAM_RC, controller rc=$CTRL_RC)"
     exit 1
 fi
 echo "RESULT: PASS"

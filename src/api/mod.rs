@@ -26,6 +26,7 @@
 
 mod demo;
 mod device;
+mod route_controller;
 mod routed;
 mod runner;
 mod types;
@@ -94,6 +95,7 @@ impl EngineBuilder {
                 verify_checksums: true,
                 router_dir: None,
                 target: None,
+                controller_on_device: false,
             },
         }
     }
@@ -395,6 +397,14 @@ impl EngineBuilder {
     /// keep, in [0, 1]).
     pub fn router_target(mut self, target: f32) -> Self {
         self.routed.target = Some(target);
+        self
+    }
+
+    /// Run the routing controller on the engine's device: on CUDA (FP16 weights, see
+    /// [`crate::controller::DeviceController`]) when the engine runs on a GPU; no effect on
+    /// the CPU. Default off: the packed CPU controller.
+    pub fn controller_on_device(mut self, on: bool) -> Self {
+        self.routed.controller_on_device = on;
         self
     }
 

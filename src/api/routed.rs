@@ -8,9 +8,10 @@
 //! to the device on the caller's thread; a prefetch does the same on a background thread and
 //! admits the variant only beside the most recently used one.
 
+use super::route_controller::RouteController;
 use super::types::Route;
 use super::{Device, DynModel};
-use crate::controller::{io as controller_io, PackedController};
+use crate::controller::io as controller_io;
 use crate::quant::Precision;
 use crate::router::{Residency, Router};
 use crate::store::{load_variant, read_globals, LoadOptions, Manifest, MANIFEST_FILE};
@@ -30,7 +31,7 @@ pub const ROUTER_FILE: &str = "router.json";
 enum Brain {
     /// Controller, router and the frozen embedding table the controller reads.
     Trained {
-        controller: Box<PackedController>,
+        controller: RouteController,
         router: Box<Router>,
         embedding: Vec<f32>,
     },
@@ -116,6 +117,8 @@ pub(crate) struct RoutedOptions {
     pub router_dir: Option<PathBuf>,
     /// Overrides the router's quality target.
     pub target: Option<f32>,
+    /// Runs the controller on the engine's device when that is a GPU.
+    pub controller_on_device: bool,
 }
 
 /// The routed part of an engine.
@@ -164,6 +167,7 @@ fn read_brain(
     fp16_file: &Path,
     bytes: &[u64; 4],
     opts: &RoutedOptions,
+    device: Device,
 ) -> Result<Brain> {
     let dir = opts.router_dir.as_deref().unwrap_or(dir);
     let (cp, rp) = (dir.join(CONTROLLER_FILE), dir.join(ROUTER_FILE));
@@ -216,11 +220,18 @@ fn read_brain(
     // Costs are this directory's real variant sizes.
     router.relative_bytes = bytes.map(|b| b as f64 / bytes[0].max(1) as f64);
     // Only the globals entry: the controller needs the embedding table, not the blocks.
-    let g = read_globals(fp16_file, opts.verify_checksums)?;
+    let embedding = read_globals(fp16_file, opts.verify_checksums)?
+        .embedding
+        .to_f32_vec();
     Ok(Brain::Trained {
-        controller: Box::new(controller.packed()),
+        controller: RouteController::new(
+            &controller,
+            &embedding,
+            device,
+            opts.controller_on_device,
+        )?,
         router: Box::new(router),
-        embedding: g.embedding.to_f32_vec(),
+        embedding,
     })
 }
 
@@ -256,12 +267,13 @@ impl Routed {
             }
             other => other,
         })?;
-        let brain = read_brain(dir, &manifest, &files[0], &bytes, opts)?;
+        let device = resolve(opts.device)?;
+        let brain = read_brain(dir, &manifest, &files[0], &bytes, opts, device)?;
         Ok(Routed {
             files,
             bytes,
             config: manifest.config.clone(),
-            device: resolve(opts.device)?,
+            device,
             verify: opts.verify_checksums,
             prefetch: opts.prefetch,
             brain,

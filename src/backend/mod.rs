@@ -110,6 +110,82 @@ pub trait Backend: Send + Sync {
         self.read(x, &mut host)?;
         Ok(cpu::argmax(&host) as u32)
     }
+    /// Layer norm with gain and bias: `out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * g + b`
+    /// over `rows` rows of width `dim` (population variance). The default runs
+    /// [`cpu::encoder_ops::layer_norm`] on host copies.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm(
+        &self,
+        x: &Self::Buf,
+        g: &Self::Buf,
+        b: &Self::Buf,
+        out: &mut Self::Buf,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let (mut hx, mut hg, mut hb) = (vec![0.0; rows * dim], vec![0.0; dim], vec![0.0; dim]);
+        self.read(x, &mut hx)?;
+        self.read(g, &mut hg)?;
+        self.read(b, &mut hb)?;
+        let mut ho = vec![0.0; rows * dim];
+        cpu::encoder_ops::layer_norm(&hx, &hg, &hb, &mut ho, dim, eps);
+        self.write(out, &ho)
+    }
+    /// `x = gelu(x)` (tanh approximation) in place over the first `len` elements. The default
+    /// runs [`cpu::encoder_ops::gelu`] on a host copy.
+    fn gelu(&self, x: &mut Self::Buf, len: usize) -> Result<()> {
+        let mut h = vec![0.0; len];
+        self.read(x, &mut h)?;
+        h.iter_mut().for_each(|v| *v = cpu::encoder_ops::gelu(*v));
+        self.write(x, &h)
+    }
+    /// Unmasked (bidirectional) multi-head attention: each of `n_q` query rows attends to all
+    /// `n_k` key/value rows. `q` and `out` are `[n_q, n_heads * head_dim]`, `k` and `v` are
+    /// `[n_k, n_heads * head_dim]`; scores are scaled by `1/sqrt(head_dim)`. The default runs
+    /// [`cpu::encoder_ops::attention_full`] on host copies.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_full(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &mut Self::Buf,
+        n_q: usize,
+        n_k: usize,
+        n_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        if n_k == 0 {
+            return Err(crate::Error::invalid("attention_full over zero keys"));
+        }
+        let w = n_heads * head_dim;
+        let (mut hq, mut hk, mut hv) = (vec![0.0; n_q * w], vec![0.0; n_k * w], vec![0.0; n_k * w]);
+        self.read(q, &mut hq)?;
+        self.read(k, &mut hk)?;
+        self.read(v, &mut hv)?;
+        let mut ho = vec![0.0; n_q * w];
+        cpu::encoder_ops::attention_full(&hq, &hk, &hv, &mut ho, n_q, n_k, n_heads, head_dim);
+        self.write(out, &ho)
+    }
+    /// `out[c] = mean over r of x[r, c]` for `rows >= 1` rows of width `width`. The default
+    /// runs [`cpu::encoder_ops::mean_rows`] on a host copy.
+    fn mean_rows(
+        &self,
+        x: &Self::Buf,
+        out: &mut Self::Buf,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
+        if rows == 0 {
+            return Err(crate::Error::invalid("mean over zero rows"));
+        }
+        let mut hx = vec![0.0; rows * width];
+        self.read(x, &mut hx)?;
+        let mut ho = vec![0.0; width];
+        cpu::encoder_ops::mean_rows(&hx, &mut ho, rows);
+        self.write(out, &ho)
+    }
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<()> {
         Ok(())

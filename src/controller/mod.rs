@@ -8,13 +8,16 @@
 //! keys/values are the encoded tokens (`pool_heads` heads, `pool_dim`-wide projections) ->
 //! MLP `pool_dim -> mlp_hidden -> 1` with a sigmoid (complexity), and three heads on the pooled
 //! attention output: precision logits (FP16/INT8/INT4/INT2), pruning ratio and sparsity target
-//! (sigmoids). Inference is plain f32 on the CPU through the CPU backend's kernels.
+//! (sigmoids). Inference runs in f32 on the CPU ([`PackedController`]) or on any backend
+//! through the [`crate::backend::Backend`] trait ([`DeviceController`]: the CPU backend, or
+//! CUDA with FP16 weights).
 //!
 //! Parameter counts (embed_dim 64, stories260K): [`ControllerConfig::reference`] has
 //! 13,145,351 parameters (not the reference paper's 2.37M, which these widths cannot give);
 //! [`ControllerConfig::small`] has 90,375. Measured by `agentcompress bench controller`.
 
 mod config;
+mod device;
 mod encoder;
 pub mod io;
 pub mod layers;
@@ -24,5 +27,6 @@ pub mod train;
 pub mod train_model;
 
 pub use config::ControllerConfig;
+pub use device::DeviceController;
 pub use encoder::{Controller, ControllerOutput, Encoded};
 pub use runtime::PackedController;

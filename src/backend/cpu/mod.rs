@@ -1,6 +1,7 @@
 //! The CPU backend: the reference oracle for every other backend, and the default when no GPU
 //! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
 
+pub mod encoder_ops;
 pub mod f16mat;
 pub mod gemm;
 mod kernels;
@@ -325,6 +326,64 @@ impl Backend for CpuBackend {
     fn argmax(&self, x: &Vec<f32>, len: usize) -> Result<u32> {
         check_len("argmax", x.len(), len)?;
         Ok(argmax(&x[..len]) as u32)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Vec<f32>,
+        g: &Vec<f32>,
+        b: &Vec<f32>,
+        out: &mut Vec<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        check_len("layer_norm x", x.len(), rows * dim)?;
+        check_len("layer_norm out", out.len(), rows * dim)?;
+        check_len("layer_norm gain", g.len(), dim)?;
+        check_len("layer_norm bias", b.len(), dim)?;
+        let n = rows * dim;
+        encoder_ops::layer_norm(&x[..n], &g[..dim], &b[..dim], &mut out[..n], dim, eps);
+        Ok(())
+    }
+
+    fn gelu(&self, x: &mut Vec<f32>, len: usize) -> Result<()> {
+        check_len("gelu", x.len(), len)?;
+        x[..len].iter_mut().for_each(|v| *v = encoder_ops::gelu(*v));
+        Ok(())
+    }
+
+    fn attention_full(
+        &self,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        out: &mut Vec<f32>,
+        n_q: usize,
+        n_k: usize,
+        n_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        let w = n_heads * head_dim;
+        check_len("attention_full q", q.len(), n_q * w)?;
+        check_len("attention_full k", k.len(), n_k * w)?;
+        check_len("attention_full v", v.len(), n_k * w)?;
+        check_len("attention_full out", out.len(), n_q * w)?;
+        if n_k == 0 {
+            return Err(Error::invalid("attention_full over zero keys"));
+        }
+        encoder_ops::attention_full(q, k, v, out, n_q, n_k, n_heads, head_dim);
+        Ok(())
+    }
+
+    fn mean_rows(&self, x: &Vec<f32>, out: &mut Vec<f32>, rows: usize, width: usize) -> Result<()> {
+        check_len("mean_rows x", x.len(), rows * width)?;
+        check_len("mean_rows out", out.len(), width)?;
+        if rows == 0 {
+            return Err(Error::invalid("mean over zero rows"));
+        }
+        encoder_ops::mean_rows(x, &mut out[..width], rows);
+        Ok(())
     }
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<()> {

@@ -281,6 +281,7 @@ pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, seed: u64) -> CheckRep
     kernel_checks(&mut c, &mut rep);
     model_checks(gpu, stories, seed, &mut rep);
     super::check_quant::run_all(gpu, stories, seed, &mut rep);
+    super::check_controller::run_all(gpu, seed, &mut rep);
     let stories_path = stories
         .map(Path::to_path_buf)
         .or_else(|| stories_candidates().into_iter().find(|p| p.is_file()));

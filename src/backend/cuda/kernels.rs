@@ -29,8 +29,29 @@ pub(crate) struct Kernels {
     pub flash_d128_bm64: CudaFunction,
     pub flash_d64_np: CudaFunction,
     pub flash_d128_np: CudaFunction,
+    /// The bidirectional encoder's kernels (`kernels/encoder.cu`).
+    pub enc: EncoderKernels,
     /// `(name, rows per block, function)` of the GEMV tuning variants (K % 8 == 0).
     pub gemv_variants: Vec<(&'static str, usize, CudaFunction)>,
+}
+
+/// The kernels of `kernels/encoder.cu` (see [`super::encoder`]).
+pub(crate) struct EncoderKernels {
+    pub layernorm: CudaFunction,
+    pub gelu: CudaFunction,
+    pub attention_full: CudaFunction,
+    pub mean_rows: CudaFunction,
+}
+
+impl EncoderKernels {
+    fn load(m: &Arc<cudarc::driver::CudaModule>) -> Result<Self> {
+        Ok(EncoderKernels {
+            layernorm: func(m, "layernorm_f32")?,
+            gelu: func(m, "gelu_f32")?,
+            attention_full: func(m, "attention_full_f32")?,
+            mean_rows: func(m, "mean_rows_f32")?,
+        })
+    }
 }
 
 /// GEMV variants compiled beside the default (`gemv_f16_vec`, 4 rows per block).
@@ -94,6 +115,7 @@ impl Kernels {
             flash_d128_bm64: func(&fa, "flash_attn_d128_bm64")?,
             flash_d64_np: func(&fa, "flash_attn_d64_np")?,
             flash_d128_np: func(&fa, "flash_attn_d128_np")?,
+            enc: EncoderKernels::load(&module(ctx, "encoder.cu", arch)?)?,
             gemv_variants: GEMV_VARIANTS
                 .iter()
                 .map(|&(n, r)| Ok((n, r, func(&gemv, n)?)))

@@ -9,10 +9,12 @@
 pub mod bench;
 pub mod bench_quant;
 pub mod check;
+pub mod check_controller;
 pub mod check_quant;
 pub mod check_stream;
 pub mod copy_rate;
 pub mod device_mem;
+mod encoder;
 mod kernels;
 pub mod pinned;
 
@@ -686,6 +688,47 @@ impl Backend for CudaBackend {
         s.memcpy_dtoh(&scratch.argmax, &mut host)
             .map_err(cuda_err)?;
         Ok(host[0])
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CudaSlice<f32>,
+        g: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        encoder::layer_norm(self, x, g, b, out, rows, dim, eps)
+    }
+
+    fn gelu(&self, x: &mut CudaSlice<f32>, len: usize) -> Result<()> {
+        encoder::gelu(self, x, len)
+    }
+
+    fn attention_full(
+        &self,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        n_q: usize,
+        n_k: usize,
+        n_heads: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        encoder::attention_full(self, q, k, v, out, n_q, n_k, n_heads, head_dim)
+    }
+
+    fn mean_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
+        encoder::mean_rows(self, x, out, rows, width)
     }
 
     fn synchronize(&self) -> Result<()> {

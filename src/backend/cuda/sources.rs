@@ -22,6 +22,7 @@ mod tests {
             "attention_decode.cu",
             "rmsnorm.cu",
             "argmax.cu",
+            "encoder.cu",
         ] {
             assert!(source(f).is_some_and(|s| s.contains("extern \"C\"")), "{f}");
         }

@@ -35,7 +35,8 @@ pub struct ControllerBenchArgs {
     /// Timed predictions.
     #[arg(long, default_value_t = 200)]
     pub iters: usize,
-    /// Device: only cpu is supported by the controller so far.
+    /// Device: cpu (the packed CPU path), or cuda, cuda:N or cpu-backend (the controller
+    /// over the Backend trait, see `cmd_bench_controller_device`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Time the unpacked training-form forward instead of the packed inference form.
@@ -47,10 +48,7 @@ pub struct ControllerBenchArgs {
 pub fn run(a: BenchArgs) -> Result<()> {
     let BenchWhat::Controller(a) = a.what;
     if a.device != "cpu" {
-        return Err(Error::Unsupported(format!(
-            "controller inference on '{}' (only cpu so far)",
-            a.device
-        )));
+        return crate::cmd_bench_controller_device::run(&a);
     }
     if a.iters == 0 || a.vocab == 0 {
         return Err(Error::invalid("--iters and --vocab must be non-zero"));
