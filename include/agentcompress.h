@@ -154,6 +154,11 @@ typedef struct ac_engine_params {
    * background thread. Ignored for single models.
    */
   bool prefetch;
+  /**
+   * Variants directories on a GPU: run the routing controller on the GPU (FP16 weights)
+   * instead of the CPU. No effect on the CPU. Default false.
+   */
+  bool controller_on_device;
 } ac_engine_params;
 
 /**

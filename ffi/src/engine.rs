@@ -49,6 +49,9 @@ pub struct ac_engine_params {
     /// Variants directories: after each run, load the variant the router expects next on a
     /// background thread. Ignored for single models.
     pub prefetch: bool,
+    /// Variants directories on a GPU: run the routing controller on the GPU (FP16 weights)
+    /// instead of the CPU. No effect on the CPU. Default false.
+    pub controller_on_device: bool,
 }
 
 /// The number of precisions, the length of `ac_stats.per_precision`.
@@ -146,6 +149,7 @@ pub extern "C" fn ac_engine_default_params() -> ac_engine_params {
         tokenizer_path: std::ptr::null(),
         memory_budget: 0,
         prefetch: false,
+        controller_on_device: false,
     }
 }
 
@@ -202,7 +206,8 @@ pub unsafe extern "C" fn ac_engine_open(
             None => {
                 let mut b = Engine::builder(&path)
                     .device(device)
-                    .prefetch(params.prefetch);
+                    .prefetch(params.prefetch)
+                    .controller_on_device(params.controller_on_device);
                 if params.memory_budget > 0 {
                     b = b.memory_budget(params.memory_budget);
                 }

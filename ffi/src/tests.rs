@@ -580,6 +580,8 @@ fn variants_directory_routes_with_reasons_budget_and_load_counters() {
     assert!(e.is_null());
     p.memory_budget = 0;
     p.prefetch = true;
+    // Asking for the controller on the device changes nothing on the CPU.
+    p.controller_on_device = true;
     assert_eq!(
         unsafe { ac_engine_open(path.as_ptr(), &p, &mut e) },
         ac_status::AC_OK,
