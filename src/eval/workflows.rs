@@ -1,6 +1,9 @@
 //! Multi-stage agent workflows, generated deterministically from a seed: each workflow belongs
-//! to one domain and chains stages of five kinds (planning, retrieval-style summarising,
-//! reasoning, formatting, code-like), whose texts are filled from per-domain vocabularies.
+//! to one domain and chains stages of five kinds, whose texts are filled from per-domain
+//! vocabularies. Two kinds are open-ended (planning, reasoning); three are structured the way
+//! many agent stages are (quoting or summarising a passage the prompt gives, rewriting a record
+//! the prompt holds, completing a repeated template). Difficulty is never assigned here: the
+//! labels measure it on the real variants.
 
 use crate::util::rng::Rng;
 use crate::{Error, Result};
@@ -13,15 +16,15 @@ pub const DOMAINS: [&str; 4] = ["stories", "support", "science", "software"];
 /// What a stage does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StageKind {
-    /// Break a goal into steps.
+    /// Break a goal into steps (open-ended).
     Planning,
-    /// Summarise retrieved passages.
+    /// Quote or summarise a passage given in the prompt (retrieval).
     Summarise,
-    /// Reason to a conclusion.
+    /// Reason to a conclusion (open-ended).
     Reasoning,
-    /// Reformat content.
+    /// Rewrite a record the prompt already holds in another layout.
     Formatting,
-    /// Write or read code.
+    /// Complete a repeated template (code-like calls or sentences).
     Code,
 }
 

@@ -208,6 +208,24 @@ mod tests {
         };
         let err = VariantSet::quantize(&w, &q).err().unwrap().to_string();
         assert!(err.contains("GPTQ needs a calibration"), "{err}");
+        // Calibrated on self-generated text, GPTQ works and says how it was calibrated.
+        let text = SelfText {
+            n_seqs: 2,
+            len: 12,
+            seed: 3,
+        };
+        let set = VariantSet::quantize_calibrated(&w, &q, text).unwrap();
+        assert!(
+            set.formats.contains("gptq") && set.formats.contains("calibrated on 2 sequences"),
+            "{}",
+            set.formats
+        );
+        assert_eq!(
+            set.bytes,
+            VariantSet::quantize(&w, &QuantConfig::default())
+                .unwrap()
+                .bytes
+        );
         let err = VariantSet::open_dir(Path::new("/nonexistent/variants"), true)
             .err()
             .unwrap()
