@@ -54,18 +54,25 @@ fn reduced_benchmark_on_stories260k() {
                 "uniform int2",
                 "random",
                 "oracle",
-                "controller + router"
+                "oracle at int8 quality",
+                "controller + router",
+                "controller at int8 quality"
             ]
         );
         let s = &split.strategies;
         assert!((s[0].cost - 1.0).abs() < 1e-12 && s[0].quality_retained == 1.0);
         assert!(s[1].cost < s[0].cost && s[2].cost < s[1].cost && s[3].cost < s[2].cost);
         assert_eq!(s[5].success_rate, 1.0);
-        assert!(s[6].cost <= 1.0 + 1e-9, "controller cost {}", s[6].cost);
+        // The matched-quality bound keeps at least INT8's quality retained.
+        assert!(s[6].quality_retained >= s[1].quality_retained - 1e-6);
+        assert!(s[6].cost <= 1.0 + 1e-9, "bound cost {}", s[6].cost);
+        assert!(s[7].cost <= 1.0 + 1e-9, "controller cost {}", s[7].cost);
         assert!(split.pearson_r.is_finite() && split.overhead_median_ms > 0.0);
         assert_eq!(split.sweep.len(), cfg.sweep.len());
-        let tested: usize = s[6].mix.iter().sum();
-        assert_eq!(tested, split.test_tasks);
+        for c in &s[7..] {
+            assert_eq!(c.mix.iter().sum::<usize>(), split.test_tasks, "{}", c.name);
+        }
+        assert!((0.5..=1.0).contains(&split.matched_target));
     }
     let md = report::markdown(r);
     assert!(md.contains("| controller + router |") && md.contains("Pearson r"));

@@ -1,11 +1,12 @@
 //! The benchmark itself: label every stage of every workflow on the four variants, train and
 //! calibrate the controller on one split, then replay the held-out workflows in order through
-//! each strategy (uniform FP16/INT8/INT4/INT2, random, oracle, controller + router) with the
-//! same residency model, and summarise cost, quality, swaps and controller overhead.
+//! each strategy (uniform FP16/INT8/INT4/INT2, random, oracle, the oracle bound at INT8's
+//! quality, controller + router at the threshold and at INT8's quality) with the same residency
+//! model, and summarise cost, quality, swaps and controller overhead.
 
 use super::labels::{measure, LabelSet, LabelledTask};
-use super::metrics::{pearson, quantile};
-use super::workflows::{generate, Workflow};
+use super::metrics::{pearson, quantile, signal_share};
+use super::workflows::{generate, StageKind, Workflow};
 use crate::controller::train::{Sample, TrainConfig, TrainReport};
 use crate::controller::{Controller, ControllerConfig, ControllerOutput};
 use crate::model::tokenizer::Tokenizer;
@@ -102,6 +103,9 @@ pub struct SplitResult {
     pub strategies: Vec<StrategyResult>,
     /// Pearson r of predicted versus true complexity on the test tasks.
     pub pearson_r: f64,
+    /// Router target calibrated on the training split to uniform INT8's quality retained
+    /// there (used by the strategy named [`MATCHED_CONTROLLER`]).
+    pub matched_target: f32,
     /// Controller-plus-router overhead per task, median, milliseconds.
     pub overhead_median_ms: f64,
     /// Same, 99th percentile.
@@ -111,6 +115,19 @@ pub struct SplitResult {
     /// Training loss curve.
     #[serde(skip)]
     pub curve: TrainReport,
+}
+
+/// How one stage kind's tasks fare on each variant (all tasks, both splits).
+#[derive(Clone, Debug, Serialize)]
+pub struct KindStats {
+    /// The stage kind.
+    pub kind: String,
+    /// Tasks of this kind.
+    pub tasks: usize,
+    /// Mean quality per precision.
+    pub mean_quality: [f64; 4],
+    /// Fraction of tasks whose quality meets the threshold, per precision.
+    pub adequate: [f64; 4],
 }
 
 /// Everything the benchmark measured.
@@ -130,6 +147,14 @@ pub struct EvalReport {
     pub mean_kl: [f64; 4],
     /// Variant sizes relative to FP16.
     pub relative_bytes: [f64; 4],
+    /// Fraction of all tasks whose quality meets the threshold, per precision.
+    pub adequate: [f64; 4],
+    /// Share of the across-task variance of each precision's quality that is not per-position
+    /// sampling noise (see [`super::metrics::signal_share`]): how much of it any controller
+    /// could hope to predict.
+    pub signal_share: [f64; 4],
+    /// Per stage kind: mean quality and adequacy per precision.
+    pub by_kind: Vec<KindStats>,
     /// In-domain split (held-out workflows from every domain).
     pub in_domain: SplitResult,
     /// Cross-domain split (train on two domains, test on the other two).
@@ -353,6 +378,95 @@ pub fn gather_all(set: &VariantSet, base: &Controller, labels: &LabelSet) -> Res
         .collect()
 }
 
+/// Name of the perfect-information bound at uniform INT8's quality.
+pub const MATCHED_ORACLE: &str = "oracle at int8 quality";
+
+/// Name of the controller with its target calibrated to uniform INT8's quality retained.
+pub const MATCHED_CONTROLLER: &str = "controller at int8 quality";
+
+/// The cheapest router target (on a grid of 0.005 from 0.5 to 1) at which the controller's
+/// routes for the training tasks `idx` keep a mean quality of at least `goal` there (1 when
+/// none does).
+fn calibrate_target(
+    ctx: &Ctx<'_>,
+    router: &Router,
+    idx: &[usize],
+    outs: &[ControllerOutput],
+    goal: f64,
+) -> Result<f32> {
+    let mut best: Option<(f64, f32)> = None;
+    for step in 0..=100 {
+        let target = 0.5 + 0.005 * step as f32;
+        let mut r = router.clone();
+        r.config.target = target;
+        let s = replay("calibration", ctx, &r, idx, |t, res| {
+            r.decide(&outs[t], res).precision
+        })?;
+        if s.quality_retained >= goal - 1e-9 && best.is_none_or(|(c, _)| s.cost < c) {
+            best = Some((s.cost, target));
+        }
+    }
+    Ok(best.map_or(1.0, |(_, t)| t))
+}
+
+/// The precision minimising `relative bytes - lambda * quality` for a task of known quality.
+fn cheapest_at(quality: &[f32; 4], rel: &[f64; 4], lambda: f64) -> Precision {
+    Precision::ALL
+        .into_iter()
+        .min_by(|a, b| {
+            let f = |p: &Precision| rel[p.index()] - lambda * quality[p.index()] as f64;
+            f(a).total_cmp(&f(b))
+        })
+        .unwrap_or(Precision::Fp16)
+}
+
+/// With every task's measured quality known, the cheapest choice of precision per task of
+/// `idx` keeping a mean quality of at least `target` (`(task, precision)` pairs): the lowest
+/// cost any controller could reach at that quality retention, swaps aside. The price of
+/// quality `lambda` of [`cheapest_at`] is bisected to the smallest that meets `target`, then
+/// tasks are moved one by one from the choices just below it to those at it until the mean
+/// quality meets `target` (so the bound follows the convex hull between them). A bound, not a
+/// strategy: it reads the test labels.
+fn matched_quality_choices(
+    tasks: &[LabelledTask],
+    idx: &[usize],
+    rel: &[f64; 4],
+    target: f64,
+) -> std::collections::HashMap<usize, Precision> {
+    let choose = |lambda: f64| -> Vec<Precision> {
+        idx.iter()
+            .map(|&i| cheapest_at(&tasks[i].label.quality, rel, lambda))
+            .collect()
+    };
+    let total = |ps: &[Precision]| -> f64 {
+        idx.iter()
+            .zip(ps)
+            .map(|(&i, p)| tasks[i].label.quality[p.index()] as f64)
+            .sum()
+    };
+    let need = (target - 1e-6) * idx.len() as f64;
+    let (mut lo, mut hi) = (0.0f64, 1e3f64);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if total(&choose(mid)) >= need {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let (mut ps, at) = (choose(lo), choose(hi));
+    let mut sum = total(&ps);
+    for (j, &i) in idx.iter().enumerate() {
+        if sum >= need {
+            break;
+        }
+        let q = &tasks[i].label.quality;
+        sum += (q[at[j].index()] - q[ps[j].index()]) as f64;
+        ps[j] = at[j];
+    }
+    idx.iter().copied().zip(ps).collect()
+}
+
 fn run_split(
     ctx: &Ctx<'_>,
     name: &str,
@@ -395,12 +509,34 @@ fn run_split(
     strategies.push(replay("oracle", ctx, &router, &test_idx, |t, _| {
         tasks[t].label.oracle(cfg.threshold)
     })?);
+    let int8_quality = strategies[Precision::Int8.index()].quality_retained;
+    let matched = matched_quality_choices(tasks, &test_idx, &router.relative_bytes, int8_quality);
+    strategies.push(replay(MATCHED_ORACLE, ctx, &router, &test_idx, |t, _| {
+        matched.get(&t).copied().unwrap_or(Precision::Fp16)
+    })?);
     strategies.push(replay(
         "controller + router",
         ctx,
         &router,
         &test_idx,
         |t, res| router.decide(&outs[t], res).precision,
+    )?);
+    // The router's target calibrated on the training split to keep uniform INT8's quality
+    // retained there (what a user asks for when INT8's average quality is the bar).
+    let train_int8 = train_idx
+        .iter()
+        .map(|&i| tasks[i].label.quality[Precision::Int8.index()] as f64)
+        .sum::<f64>()
+        / train_idx.len() as f64;
+    let matched_target = calibrate_target(ctx, &router, &train_idx, &outs, train_int8)?;
+    let mut matched_router = router.clone();
+    matched_router.config.target = matched_target;
+    strategies.push(replay(
+        MATCHED_CONTROLLER,
+        ctx,
+        &matched_router,
+        &test_idx,
+        |t, res| matched_router.decide(&outs[t], res).precision,
     )?);
     let fp16_cost = strategies[0].cost;
     for s in &mut strategies {
@@ -449,6 +585,7 @@ fn run_split(
             test_tasks: test_idx.len(),
             strategies,
             pearson_r: pearson(&pred, &truth),
+            matched_target,
             overhead_median_ms: quantile(&times, 0.5),
             overhead_p99_ms: quantile(&times, 0.99),
             sweep,
@@ -457,6 +594,44 @@ fn run_split(
         controller,
         router,
     ))
+}
+
+/// Mean quality and adequacy per precision for each stage kind.
+fn kind_stats(wfs: &[Workflow], labels: &LabelSet, threshold: f32) -> Result<Vec<KindStats>> {
+    let mut out = Vec::new();
+    for kind in StageKind::ALL {
+        let mut st = KindStats {
+            kind: format!("{kind:?}").to_lowercase(),
+            tasks: 0,
+            mean_quality: [0.0; 4],
+            adequate: [0.0; 4],
+        };
+        for t in &labels.tasks {
+            let k = wfs
+                .get(t.workflow)
+                .and_then(|w| w.stages.get(t.stage))
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "labelled task {}/{} is not a stage of the generated workflows",
+                        t.workflow, t.stage
+                    ))
+                })?
+                .kind;
+            if k != kind {
+                continue;
+            }
+            st.tasks += 1;
+            for p in 0..4 {
+                st.mean_quality[p] += t.label.quality[p] as f64;
+                st.adequate[p] += (t.label.quality[p] >= threshold) as u8 as f64;
+            }
+        }
+        let n = st.tasks.max(1) as f64;
+        st.mean_quality = st.mean_quality.map(|v| v / n);
+        st.adequate = st.adequate.map(|v| v / n);
+        out.push(st);
+    }
+    Ok(out)
 }
 
 /// Runs the whole benchmark. `labels`, when given, must come from the same workflows (same
@@ -532,6 +707,21 @@ pub fn run(
             mean_kl[p] += t.label.kl[p] as f64 / n;
         }
     }
+    let mut adequate = [0.0; 4];
+    for t in &labels.tasks {
+        for (p, a) in adequate.iter_mut().enumerate() {
+            *a += (t.label.quality[p] >= cfg.threshold) as u8 as f64 / n;
+        }
+    }
+    let by_kind = kind_stats(&wfs, &labels, cfg.threshold)?;
+    let signal_share = Precision::ALL.map(|p| {
+        let qs: Vec<f32> = labels
+            .tasks
+            .iter()
+            .map(|t| t.label.quality[p.index()])
+            .collect();
+        signal_share(&qs, labels.n_gen)
+    });
     let report = EvalReport {
         workflows: wfs.len(),
         tasks: labels.tasks.len(),
@@ -540,6 +730,9 @@ pub fn run(
         exact_rate,
         mean_kl,
         relative_bytes: set.relative_bytes(),
+        adequate,
+        signal_share,
+        by_kind,
         in_domain,
         cross_domain,
         label_seconds,
@@ -551,4 +744,53 @@ pub fn run(
         controller,
         router,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::labels::TaskLabel;
+
+    fn task(quality: [f32; 4]) -> LabelledTask {
+        LabelledTask {
+            workflow: 0,
+            stage: 0,
+            domain: 0,
+            ids: vec![1],
+            label: TaskLabel {
+                quality,
+                kl: [0.0; 4],
+                exact: [false; 4],
+                time_ms: [0.0; 4],
+                bytes: [0; 4],
+                flops: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn the_matched_quality_bound_spends_quality_where_it_is_cheapest() {
+        let rel = [1.0, 0.6, 0.4, 0.3];
+        // Two tasks lose nothing on INT4, one loses a lot; INT2 is useless.
+        let tasks = vec![
+            task([1.0, 0.95, 0.95, 0.1]),
+            task([1.0, 0.95, 0.95, 0.1]),
+            task([1.0, 0.95, 0.5, 0.1]),
+        ];
+        let idx = [0, 1, 2];
+        let int8 = 0.95;
+        let c = matched_quality_choices(&tasks, &idx, &rel, int8);
+        assert_eq!(c[&0], Precision::Int4);
+        assert_eq!(c[&1], Precision::Int4);
+        assert_eq!(c[&2], Precision::Int8);
+        // A higher bar than INT8 everywhere buys FP16 where INT8 falls short.
+        let c = matched_quality_choices(&tasks, &idx, &rel, 0.97);
+        let mean: f32 = idx
+            .iter()
+            .map(|&i| tasks[i].label.quality[c[&i].index()])
+            .sum::<f32>()
+            / 3.0;
+        assert!(mean >= 0.97 - 1e-6, "{mean}");
+        assert!(c.values().any(|p| *p == Precision::Fp16));
+    }
 }

@@ -13,6 +13,17 @@
 //!   `n_gen` forward calls. Residency is a byte budget (`capacity` x FP16's size) with LRU.
 //! - **success**: quality at or above the threshold; **quality retained**: mean quality.
 //! - **oracle**: the cheapest variant meeting the threshold per task (it pays swaps too).
+//! - **oracle at int8 quality**: with every test task's quality known, the cheapest routing
+//!   whose quality retained matches uniform INT8's; a bound on what any controller can save at
+//!   that quality, not a strategy.
+//! - **controller at int8 quality**: the controller with the router's target calibrated on the
+//!   training split to uniform INT8's quality retained there.
+//! - **variance beyond sampling noise**: the share of the across-task variance of a
+//!   precision's quality that per-position (binomial) noise over `n_gen` positions does not
+//!   explain; only that share is predictable from the task.
+//!
+//! The command line's variants are GPTQ (INT4 and INT2 in groups of 32), calibrated on text the
+//! FP16 model samples from BOS, never on the benchmark's tasks.
 //!
 //! Reproduce: `agentcompress eval -m ../shared/models/stories260K/stories260K.bin
 //! --tokenizer ../shared/models/stories260K/tok512.bin` (writes `eval-out/`), or

@@ -37,6 +37,13 @@ fn split_table(s: &SplitResult, out: &mut String) {
     }
     let _ = writeln!(
         out,
+        "\n`{}` reads the test labels: the cheapest routing with every task's quality known that keeps uniform INT8's quality retained, i.e. the most any controller could save at that quality. `{}` is the controller with the router's target ({:.3}) calibrated on the training split to uniform INT8's quality retained there.",
+        super::bench::MATCHED_ORACLE,
+        super::bench::MATCHED_CONTROLLER,
+        s.matched_target
+    );
+    let _ = writeln!(
+        out,
         "\nPearson r (predicted vs true complexity): {:.3}. Controller + router overhead per task: median {:.3} ms, p99 {:.3} ms.\n",
         s.pearson_r, s.overhead_median_ms, s.overhead_p99_ms
     );
@@ -53,16 +60,36 @@ pub fn markdown(r: &EvalReport) -> String {
     );
     let _ = writeln!(
         out,
-        "| precision | mean quality (top-1 agreement) | exact match | mean KL (nats) |"
+        "| precision | mean quality (top-1 agreement) | meets threshold | variance beyond sampling noise | exact match | mean KL (nats) |"
     );
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
     for (i, name) in ["fp16", "int8", "int4", "int2"].iter().enumerate() {
         let _ = writeln!(
             out,
-            "| {name} | {:.3} | {:.1}% | {:.4} |",
+            "| {name} | {:.3} | {:.1}% | {:.0}% | {:.1}% | {:.4} |",
             r.mean_quality[i],
+            100.0 * r.adequate[i],
+            100.0 * r.signal_share[i],
             100.0 * r.exact_rate[i],
             r.mean_kl[i]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nBy stage kind: mean quality (share of tasks meeting the threshold) per precision\n"
+    );
+    let _ = writeln!(out, "| stage kind | tasks | int8 | int4 | int2 |");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
+    for k in &r.by_kind {
+        let cell = |p: usize| format!("{:.3} ({:.1}%)", k.mean_quality[p], 100.0 * k.adequate[p]);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            k.kind,
+            k.tasks,
+            cell(1),
+            cell(2),
+            cell(3)
         );
     }
     let _ = writeln!(out);
@@ -172,8 +199,8 @@ pub fn svg(r: &EvalReport) -> String {
     }
     for st in &s.strategies {
         let color = match st.name.as_str() {
-            "oracle" => "green",
-            "controller + router" => "steelblue",
+            "oracle" | super::bench::MATCHED_ORACLE => "green",
+            "controller + router" | super::bench::MATCHED_CONTROLLER => "steelblue",
             "random" => "gray",
             _ => "crimson",
         };

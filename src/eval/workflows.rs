@@ -1,6 +1,9 @@
 //! Multi-stage agent workflows, generated deterministically from a seed: each workflow belongs
-//! to one domain and chains stages of five kinds (planning, retrieval-style summarising,
-//! reasoning, formatting, code-like), whose texts are filled from per-domain vocabularies.
+//! to one domain and chains stages of five kinds, whose texts are filled from per-domain
+//! vocabularies. Two kinds are open-ended (planning, reasoning); three are structured the way
+//! many agent stages are (quoting or summarising a passage the prompt gives, rewriting a record
+//! the prompt holds, completing a repeated template). Difficulty is never assigned here: the
+//! labels measure it on the real variants.
 
 use crate::util::rng::Rng;
 use crate::{Error, Result};
@@ -13,15 +16,15 @@ pub const DOMAINS: [&str; 4] = ["stories", "support", "science", "software"];
 /// What a stage does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StageKind {
-    /// Break a goal into steps.
+    /// Break a goal into steps (open-ended).
     Planning,
-    /// Summarise retrieved passages.
+    /// Quote or summarise a passage given in the prompt (retrieval).
     Summarise,
-    /// Reason to a conclusion.
+    /// Reason to a conclusion (open-ended).
     Reasoning,
-    /// Reformat content.
+    /// Rewrite a record the prompt already holds in another layout.
     Formatting,
-    /// Write or read code.
+    /// Complete a repeated template (code-like calls or sentences).
     Code,
 }
 
@@ -145,7 +148,36 @@ fn pick<'a>(rng: &mut Rng, xs: &'a [&'a str]) -> &'a str {
     xs[rng.below(xs.len() as u64) as usize]
 }
 
-/// The text of one stage of kind `kind` in domain `domain`.
+/// A short passage of three sentences from the domain's vocabulary: the material that
+/// retrieval and formatting stages work on.
+fn passage(rng: &mut Rng, v: &Vocab) -> String {
+    let (n1, n2, n3) = (pick(rng, v.nouns), pick(rng, v.nouns), pick(rng, v.nouns));
+    let (p1, p2) = (pick(rng, v.people), pick(rng, v.people));
+    let (vb1, vb2) = (pick(rng, v.verbs), pick(rng, v.verbs));
+    let (a1, a2) = (pick(rng, v.adjectives), pick(rng, v.adjectives));
+    match rng.below(3) {
+        0 => format!(
+            "{p1} had a {a1} {n1}. {p2} wanted to {vb1} the {n2}. Then they {vb2} the {a2} {n3}."
+        ),
+        1 => {
+            format!("The {n1} was {a1}. {p1} went to {vb1} the {n2} with {p2}. The {n3} was {a2}.")
+        }
+        _ => format!(
+            "{p1} saw a {a1} {n1} near the {n2}. {p2} said to {vb1} it. They {vb2} the {a2} {n3}."
+        ),
+    }
+}
+
+/// The first `words` words of `text`.
+fn prefix(text: &str, words: usize) -> String {
+    text.split(' ').take(words).collect::<Vec<_>>().join(" ")
+}
+
+/// The text of one stage of kind `kind` in domain `domain`. Planning and reasoning stages are
+/// open-ended; retrieval (`Summarise`), formatting and code stages are structured the way agent
+/// stages often are: quoting from a passage the prompt gives, rewriting a record the prompt
+/// already holds, completing a repeated template. How hard each one is for a quantized variant
+/// is not assumed here: it is measured by the labels.
 fn stage_text(rng: &mut Rng, domain: usize, kind: StageKind) -> String {
     let v = &VOCABS[domain];
     let (n1, n2, n3) = (pick(rng, v.nouns), pick(rng, v.nouns), pick(rng, v.nouns));
@@ -159,25 +191,28 @@ fn stage_text(rng: &mut Rng, domain: usize, kind: StageKind) -> String {
             1 => format!("Make a plan for {p1}: {vb1} the {n1}, {vb2} the {a2} {n2}, and tell {p2} about the {n3}."),
             _ => format!("Step one: {vb1} the {n1}. Step two: {vb2} the {a1} {n2}. Step three: {p2} looks at the {n3}."),
         },
-        StageKind::Summarise => match k {
-            0 => format!("Summarise: {p1} had a {a1} {n1}. {p2} wanted to {vb1} it, but the {n2} was {a2}. In the end they {vb2} the {n3} together."),
-            1 => format!("Read this and say it short. The {n1} was {a1}. {p1} tried to {vb1} the {n2} and {p2} helped. The {n3} was {a2} after that."),
-            _ => format!("Here is what we found about the {n1}: it is {a1}, the {n2} is {a2}, and {p1} will {vb1} it soon. Give the main point."),
-        },
+        StageKind::Summarise => {
+            let text = passage(rng, v);
+            match k {
+                0 => format!("Read this: {text} Now say it again: {}", prefix(&text, 3)),
+                1 => format!("Text: {text}\nQuote the text: {}", prefix(&text, 2)),
+                _ => format!("Here is what we found: {text} In short,"),
+            }
+        }
         StageKind::Reasoning => match k {
             0 => format!("If the {n1} is {a1} and every {a1} {n1} can {vb1} the {n2}, can {p1} {vb2} the {n3}? Think step by step, because {p2} is not sure."),
             1 => format!("{p1} has 3 {n1}s and gives 2 to {p2}. Then {p2} finds 4 more {n2}s. Why is the {n3} {a2}, and how many are left?"),
             _ => format!("Why would {p1} {vb1} the {a1} {n1} before the {n2}? Explain what happens to the {n3} if {p2} does not {vb2} it."),
         },
         StageKind::Formatting => match k {
-            0 => format!("Write as a list: - {n1}: {a1}\n- {n2}: {a2}\n- owner: {p1}\n- next: {vb1}"),
-            1 => format!("Format as a table | item | state |\n| {n1} | {a1} |\n| {n2} | {a2} |\n| {n3} | done by {p2} |"),
-            _ => format!("{{\"task\": \"{vb1}\", \"item\": \"{n1}\", \"state\": \"{a1}\", \"who\": \"{p1}\", \"then\": \"{vb2} {n2}\"}}"),
+            0 => format!("Record: who {p1}, item {n1}, state {a1}, next {vb1}.\nRecord: who {p1}, item {n1}, state"),
+            1 => format!("- {n1}: {a1}\n- {n2}: {a2}\n- {n3}: done by {p2}\nAs a list again:\n- {n1}: {a1}\n- {n2}:"),
+            _ => format!("{{\"who\": \"{p1}\", \"item\": \"{n1}\", \"state\": \"{a1}\"}} Write it as text: {p1} has the"),
         },
         StageKind::Code => match k {
-            0 => format!("fn {vb1}_{n1}(x: &[u32]) -> u32 {{ let mut s = 0; for v in x {{ if *v > 3 {{ s += v; }} }} s }} // {p1}: {a1} {n2}"),
-            1 => format!("def {vb2}({n1}, {n2}):\n    if {n1} is None:\n        return []\n    return sorted({n2}, key=len)  # {a1} {n3}"),
-            _ => format!("SELECT {n1}, COUNT(*) FROM {n2}s WHERE state = '{a1}' GROUP BY {n1}; -- {vb1} for {p1}"),
+            0 => format!("{p1} can {vb1} the {n1}. {p2} can {vb1} the {n2}. {p1} can {vb1} the {n3}. {p2} can {vb1} the"),
+            1 => format!("The {n1} is {a1}. The {n2} is {a1}. The {n3} is {a1}. The {n1} is"),
+            _ => format!("{vb1}({n1}); {vb1}({n2}); {vb2}({n3}); {vb1}({n1}); {vb1}("),
         },
     }
 }

@@ -7,8 +7,10 @@
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Model;
 use crate::model::{ModelConfig, ModelWeights};
-use crate::quant::{quantize_model, size_report, Precision, QuantConfig, WeightMatrix};
-use crate::store::{load_variant, LoadOptions, Manifest};
+use crate::quant::calib::Calibration;
+use crate::quant::eval::self_generated;
+use crate::quant::{quantize_model, size_report, Method, Precision, QuantConfig, WeightMatrix};
+use crate::store::{load_variant, LoadOptions, Manifest, SelfText};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -55,6 +57,34 @@ impl VariantSet {
             .collect::<Result<Vec<_>>>()?;
         let bytes = Precision::ALL.map(|p| size_report(&weights.config, p, cfg).total_bytes);
         Self::from_packed(variants, bytes, describe(cfg))
+    }
+
+    /// Quantises `weights` as `agentcompress quantize` does: ALS and GPTQ are calibrated on
+    /// `text`, sequences the FP16 variant samples from BOS (never the benchmark's tasks); RTN
+    /// ignores it.
+    pub fn quantize_calibrated(
+        weights: &ModelWeights,
+        cfg: &QuantConfig,
+        text: SelfText,
+    ) -> Result<Self> {
+        if cfg.method == Method::Rtn {
+            return Self::quantize(weights, cfg);
+        }
+        let fp16 = quantize_model(weights, Precision::Fp16, cfg, None)?;
+        let seqs = self_generated(
+            &Model::new(CpuBackend::new(), &fp16)?,
+            text.n_seqs,
+            text.len,
+            text.seed,
+        )?;
+        let calib = Calibration::collect(weights, &seqs, cfg.method == Method::Gptq)?;
+        let variants = Precision::ALL
+            .iter()
+            .map(|&p| quantize_model(weights, p, cfg, Some(&calib)))
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = Precision::ALL.map(|p| size_report(&weights.config, p, cfg).total_bytes);
+        let formats = format!("{}, calibrated on {}", describe(cfg), text.describe());
+        Self::from_packed(variants, bytes, formats)
     }
 
     /// Loads the four variants of the variant directory `dir` (its `manifest.json` and `.acv`
@@ -178,6 +208,24 @@ mod tests {
         };
         let err = VariantSet::quantize(&w, &q).err().unwrap().to_string();
         assert!(err.contains("GPTQ needs a calibration"), "{err}");
+        // Calibrated on self-generated text, GPTQ works and says how it was calibrated.
+        let text = SelfText {
+            n_seqs: 2,
+            len: 12,
+            seed: 3,
+        };
+        let set = VariantSet::quantize_calibrated(&w, &q, text).unwrap();
+        assert!(
+            set.formats.contains("gptq") && set.formats.contains("calibrated on 2 sequences"),
+            "{}",
+            set.formats
+        );
+        assert_eq!(
+            set.bytes,
+            VariantSet::quantize(&w, &QuantConfig::default())
+                .unwrap()
+                .bytes
+        );
         let err = VariantSet::open_dir(Path::new("/nonexistent/variants"), true)
             .err()
             .unwrap()
