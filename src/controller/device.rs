@@ -344,26 +344,7 @@ mod tests {
     /// Random non-zero norm parameters and biases, so none of them can be skipped unnoticed.
     fn perturbed(cfg: ControllerConfig, seed: u64) -> Controller {
         let mut c = Controller::new(cfg, seed).unwrap();
-        let mut rng = Rng::new(seed + 100);
-        let mut jitter =
-            |v: &mut Vec<f32>, s: f32| v.iter_mut().for_each(|x| *x += rng.uniform(-s, s));
-        for l in &mut c.layers {
-            for n in [&mut l.ln1, &mut l.ln2] {
-                jitter(&mut n.g, 0.3);
-                jitter(&mut n.b, 0.3);
-            }
-            for m in [
-                &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.ff1, &mut l.ff2,
-            ] {
-                jitter(&mut m.b, 0.2);
-            }
-        }
-        jitter(&mut c.ln_f.g, 0.3);
-        jitter(&mut c.ln_f.b, 0.3);
-        jitter(&mut c.proj.b, 0.2);
-        for m in c.head.linears_mut() {
-            jitter(&mut m.b, 0.2);
-        }
+        c.jitter_norms_and_biases(seed + 100, 0.3, 0.2);
         c
     }
 

@@ -375,6 +375,32 @@ impl Controller {
         })
     }
 
+    /// Moves every layer norm's gain and bias by up to `norm` and every linear bias by up to
+    /// `bias` (uniform, seeded). A fresh controller has unit gains and zero biases, which
+    /// would hide a forward pass that ignored them; agreement checks start from this instead.
+    pub fn jitter_norms_and_biases(&mut self, seed: u64, norm: f32, bias: f32) {
+        let mut rng = Rng::new(seed);
+        let mut jitter =
+            |v: &mut Vec<f32>, s: f32| v.iter_mut().for_each(|x| *x += rng.uniform(-s, s));
+        for l in &mut self.layers {
+            for n in [&mut l.ln1, &mut l.ln2] {
+                jitter(&mut n.g, norm);
+                jitter(&mut n.b, norm);
+            }
+            for m in [
+                &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.ff1, &mut l.ff2,
+            ] {
+                jitter(&mut m.b, bias);
+            }
+        }
+        jitter(&mut self.ln_f.g, norm);
+        jitter(&mut self.ln_f.b, norm);
+        jitter(&mut self.proj.b, bias);
+        for m in self.head.linears_mut() {
+            jitter(&mut m.b, bias);
+        }
+    }
+
     /// Number of parameters.
     pub fn param_count(&self) -> usize {
         let ln = |l: &LayerNorm| l.g.len() + l.b.len();

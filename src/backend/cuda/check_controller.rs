@@ -187,27 +187,7 @@ fn round_f16(v: &mut [f32]) {
 /// biases, which would hide a kernel that ignored them).
 fn test_controller(cfg: ControllerConfig, seed: u64) -> Result<Controller> {
     let mut c = Controller::new(cfg, seed)?;
-    let mut rng = Rng::new(seed ^ 0x5eed);
-    let mut jitter = |v: &mut Vec<f32>, s: f32| {
-        v.iter_mut().for_each(|x| *x += rng.uniform(-s, s));
-    };
-    for l in &mut c.layers {
-        for n in [&mut l.ln1, &mut l.ln2] {
-            jitter(&mut n.g, 0.3);
-            jitter(&mut n.b, 0.3);
-        }
-        for m in [
-            &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.ff1, &mut l.ff2,
-        ] {
-            jitter(&mut m.b, 0.1);
-        }
-    }
-    jitter(&mut c.ln_f.g, 0.3);
-    jitter(&mut c.ln_f.b, 0.3);
-    jitter(&mut c.proj.b, 0.1);
-    for m in c.head.linears_mut() {
-        jitter(&mut m.b, 0.1);
-    }
+    c.jitter_norms_and_biases(seed ^ 0x5eed, 0.3, 0.1);
     Ok(c)
 }
 
