@@ -3,6 +3,7 @@
 
 pub mod f16mat;
 pub mod gemm;
+pub mod gemm_i8;
 mod kernels;
 pub mod qgemv;
 mod simd;
