@@ -2,6 +2,7 @@
 //! masked multi-head attention. Each is small enough to check against a direct formula.
 
 use crate::backend::cpu::gemm::{gemm, gemm_strided, Epilogue, GemmPath, PackedMatrix};
+use crate::backend::cpu::gemm_i8::{gemm_i8_with, I8Path, PackedMatrixI8};
 use crate::backend::cpu::{dot, matmul_rows};
 use crate::util::rng::Rng;
 use rayon::prelude::*;
@@ -56,18 +57,46 @@ impl Linear {
     }
 }
 
-/// A [`Linear`] packed once for the fast CPU product ([`crate::backend::cpu::gemm`]): the
-/// inference form of a layer whose weights no longer change. Pack again after training.
+/// A [`Linear`] packed once for the fast CPU product: the inference form of a layer whose
+/// weights no longer change. Pack again after training.
+///
+/// Two forms: f32 ([`crate::backend::cpu::gemm`], results equal to [`Linear::forward`] up to
+/// summation order) and INT8 ([`crate::backend::cpu::gemm_i8`]: weights quantised per output
+/// row at pack time, activations per row on every call, exact integer sums dequantised with
+/// the bias and epilogue fused).
 #[derive(Clone, Debug)]
 pub struct PackedLinear {
-    m: PackedMatrix,
+    m: PackedWeights,
+}
+
+/// The packed weights of a [`PackedLinear`].
+#[derive(Clone, Debug)]
+enum PackedWeights {
+    F32(PackedMatrix),
+    Int8(PackedMatrixI8, I8Path),
 }
 
 impl Linear {
-    /// Packs the weights and bias for [`PackedLinear::forward_into`].
+    /// Packs the weights and bias in f32 for [`PackedLinear::forward_into`].
     pub fn pack(&self) -> PackedLinear {
         PackedLinear {
-            m: PackedMatrix::pack(&self.w, Some(&self.b), self.out, self.inp),
+            m: PackedWeights::F32(PackedMatrix::pack(&self.w, Some(&self.b), self.out, self.inp)),
+        }
+    }
+
+    /// Quantises the weights to INT8 (bias kept in f32) for [`PackedLinear::forward_into`],
+    /// run with the integer kernel `path` (the portable one where the CPU lacks it).
+    pub fn pack_int8(&self, path: I8Path) -> PackedLinear {
+        let path = if path.available() {
+            path
+        } else {
+            I8Path::Portable
+        };
+        PackedLinear {
+            m: PackedWeights::Int8(
+                PackedMatrixI8::pack(&self.w, Some(&self.b), self.out, self.inp),
+                path,
+            ),
         }
     }
 }
@@ -75,12 +104,26 @@ impl Linear {
 impl PackedLinear {
     /// Output features.
     pub fn out(&self) -> usize {
-        self.m.n()
+        match &self.m {
+            PackedWeights::F32(m) => m.n(),
+            PackedWeights::Int8(m, _) => m.n(),
+        }
     }
 
     /// Input features.
     pub fn inp(&self) -> usize {
-        self.m.k()
+        match &self.m {
+            PackedWeights::F32(m) => m.k(),
+            PackedWeights::Int8(m, _) => m.k(),
+        }
+    }
+
+    /// The integer kernel this map runs, or `None` for the f32 form.
+    pub fn int8_path(&self) -> Option<I8Path> {
+        match &self.m {
+            PackedWeights::F32(_) => None,
+            PackedWeights::Int8(_, p) => Some(*p),
+        }
     }
 
     /// `y = x W^T + b` for `rows` rows of `x` (`[rows, in]`), resizing `y` to `[rows, out]`
@@ -93,7 +136,11 @@ impl PackedLinear {
     /// product, so it runs on every thread).
     pub fn forward_map_into(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, epi: Epilogue) {
         y.resize(rows * self.out(), 0.0);
-        gemm(&x[..rows * self.inp()], rows, &self.m, y, epi);
+        let x = &x[..rows * self.inp()];
+        match &self.m {
+            PackedWeights::F32(m) => gemm(x, rows, m, y, epi),
+            PackedWeights::Int8(m, path) => gemm_i8_with(*path, x, rows, m, y, epi),
+        }
     }
 }
 

@@ -25,4 +25,4 @@ pub mod train_model;
 
 pub use config::ControllerConfig;
 pub use encoder::{Controller, ControllerOutput, Encoded};
-pub use runtime::PackedController;
+pub use runtime::{ControllerPrecision, PackedController};
