@@ -80,7 +80,12 @@ impl Linear {
     /// Packs the weights and bias in f32 for [`PackedLinear::forward_into`].
     pub fn pack(&self) -> PackedLinear {
         PackedLinear {
-            m: PackedWeights::F32(PackedMatrix::pack(&self.w, Some(&self.b), self.out, self.inp)),
+            m: PackedWeights::F32(PackedMatrix::pack(
+                &self.w,
+                Some(&self.b),
+                self.out,
+                self.inp,
+            )),
         }
     }
 

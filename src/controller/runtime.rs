@@ -245,7 +245,7 @@ mod tests {
         ] {
             let e = c.config.embed_dim;
             let table = Rng::new(9).vec_uniform(50 * e, 1.0);
-            let p = c.packed();
+            let p = c.packed_with(ControllerPrecision::F32);
             for (i, len) in [1usize, 5, 40].into_iter().enumerate() {
                 let ids: Vec<u32> = (0..len).map(|j| ((j * 13 + i) % 50) as u32).collect();
                 let emb = c.gather(&table, &ids).unwrap();
@@ -272,7 +272,9 @@ mod tests {
         let ids = [3u32, 7, 11, 29];
         let (a, b) = (
             c.predict(&table, &ids).unwrap(),
-            c.packed().predict(&table, &ids).unwrap(),
+            c.packed_with(ControllerPrecision::F32)
+                .predict(&table, &ids)
+                .unwrap(),
         );
         assert_close(&a, &b, 1e-4);
     }
@@ -280,12 +282,144 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         let c = Controller::new(ControllerConfig::small(16), 5).unwrap();
-        let p = c.packed();
-        let t = Rng::new(1).vec_uniform(40 * 16, 1.0);
-        assert!(p.predict(&t, &[]).is_err());
-        assert!(p.predict(&t, &[41]).unwrap_err().to_string().contains("41"));
-        assert!(p.predict(&t[..15], &[1]).is_err());
-        assert!(p.encode(&t[..16 * 33]).is_err());
-        assert_eq!(p.config(), &c.config);
+        for precision in [ControllerPrecision::F32, ControllerPrecision::Int8] {
+            let p = c.packed_with(precision);
+            let t = Rng::new(1).vec_uniform(40 * 16, 1.0);
+            assert!(p.predict(&t, &[]).is_err());
+            assert!(p.predict(&t, &[41]).unwrap_err().to_string().contains("41"));
+            assert!(p.predict(&t[..15], &[1]).is_err());
+            assert!(p.encode(&t[..16 * 33]).is_err());
+            assert_eq!(p.config(), &c.config);
+            assert_eq!(p.precision(), precision);
+        }
+    }
+
+    /// How far the INT8 form is from the f32 form over `tasks`: the largest complexity
+    /// difference, the largest precision-probability difference, and the number of tasks
+    /// whose argmax precision differs.
+    fn int8_error(c: &Controller, table: &[f32], tasks: &[Vec<u32>]) -> (f32, f32, usize) {
+        let (f, q) = (
+            c.packed_with(ControllerPrecision::F32),
+            c.packed_int8_on(I8Path::Portable),
+        );
+        let (mut cx, mut pr, mut flips) = (0f32, 0f32, 0);
+        for ids in tasks {
+            let (a, b) = (
+                f.predict(table, ids).unwrap(),
+                q.predict(table, ids).unwrap(),
+            );
+            cx = cx.max((a.complexity - b.complexity).abs());
+            pr = pr.max(max_diff(&a.precision_probs, &b.precision_probs));
+            flips += usize::from(a.precision() != b.precision());
+        }
+        eprintln!(
+            "int8 vs f32 over {} tasks: complexity {cx:.2e}, probs {pr:.2e}, {flips} argmax flips",
+            tasks.len()
+        );
+        (cx, pr, flips)
+    }
+
+    /// `count` tasks of 1..=max_len ids below `vocab`.
+    fn tasks(seed: u64, count: usize, max_len: usize, vocab: usize) -> Vec<Vec<u32>> {
+        let mut rng = Rng::new(seed);
+        (0..count)
+            .map(|_| {
+                let len = 1 + rng.below(max_len as u64) as usize;
+                (0..len).map(|_| rng.below(vocab as u64) as u32).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn int8_agrees_with_f32_on_random_weights() {
+        let c = Controller::new(ControllerConfig::small(64), 7).unwrap();
+        let table = Rng::new(3).vec_uniform(200 * 64, 1.0);
+        let (cx, pr, flips) = int8_error(&c, &table, &tasks(8, 64, 40, 200));
+        assert!(cx < 0.01 && pr < 0.02 && flips <= 1, "{cx} {pr} {flips}");
+        // The reference widths on a few short tasks (keeps the debug build fast).
+        let c = Controller::new(ControllerConfig::reference(16), 1).unwrap();
+        let table = Rng::new(2).vec_uniform(30 * 16, 1.0);
+        let (cx, pr, flips) = int8_error(&c, &table, &tasks(9, 6, 8, 30));
+        assert!(cx < 0.01 && pr < 0.02 && flips == 0, "{cx} {pr} {flips}");
+    }
+
+    #[cfg(feature = "train")]
+    #[test]
+    fn int8_agrees_with_f32_on_trained_weights() {
+        use crate::controller::train::{train, Sample, TrainConfig};
+        let (embed, vocab) = (32, 80);
+        let table = Rng::new(1).vec_uniform(vocab * embed, 1.0);
+        let mut c = Controller::new(ControllerConfig::small(embed), 3).unwrap();
+        let train_tasks = tasks(4, 32, 40, vocab);
+        let samples: Vec<Sample> = train_tasks
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| {
+                let hard = ids[0] as f32 / vocab as f32;
+                Sample {
+                    emb: c.gather(&table, ids).unwrap(),
+                    quality: [1.0, 0.99, 1.0 - 0.4 * hard, 0.2],
+                    cost: [1.0, 0.6, 0.4, 0.3],
+                    complexity: hard,
+                    headroom: 0.5,
+                    domain: i % 2,
+                }
+            })
+            .collect();
+        let before = c.clone();
+        let tc = TrainConfig {
+            iterations: 60,
+            batch: 4,
+            outer_lr: 3e-3,
+            ..TrainConfig::default()
+        };
+        train(&mut c, &samples, &tc, 20, |_, _| {}).unwrap();
+        assert_ne!(c.layers, before.layers);
+        let (cx, pr, flips) = int8_error(&c, &table, &tasks(5, 64, 40, vocab));
+        assert!(cx < 0.01 && pr < 0.02 && flips <= 1, "{cx} {pr} {flips}");
+    }
+
+    #[test]
+    fn the_int8_kernels_give_identical_predictions() {
+        // Exact integer sums and shared dequantisation: VNNI (where present) and the
+        // portable kernel agree to the bit.
+        let c = Controller::new(ControllerConfig::small(24), 11).unwrap();
+        let table = Rng::new(6).vec_uniform(60 * 24, 1.0);
+        let (v, p) = (
+            c.packed_int8_on(I8Path::Vnni),
+            c.packed_int8_on(I8Path::Portable),
+        );
+        assert_eq!(p.int8_path(), Some(I8Path::Portable));
+        for ids in tasks(12, 8, 40, 60) {
+            assert_eq!(
+                v.predict(&table, &ids).unwrap(),
+                p.predict(&table, &ids).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_precision_is_int8_only_with_vnni() {
+        assert_eq!(
+            ControllerPrecision::for_kernel(I8Path::Vnni),
+            ControllerPrecision::Int8
+        );
+        assert_eq!(
+            ControllerPrecision::for_kernel(I8Path::Portable),
+            ControllerPrecision::F32
+        );
+        let want = if I8Path::Vnni.available() {
+            ControllerPrecision::Int8
+        } else {
+            ControllerPrecision::F32
+        };
+        assert_eq!(ControllerPrecision::detect(), want);
+        assert_eq!(ControllerPrecision::default(), want);
+        let c = Controller::new(ControllerConfig::small(16), 2).unwrap();
+        assert_eq!(c.packed().precision(), want);
+        assert_eq!(c.packed_with(ControllerPrecision::F32).int8_path(), None);
+        // Asking for VNNI where the CPU lacks it runs the portable kernel.
+        let on_vnni = c.packed_int8_on(I8Path::Vnni).int8_path();
+        assert_eq!(on_vnni, Some(I8Path::detect()));
     }
 }
