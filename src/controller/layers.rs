@@ -180,14 +180,30 @@ impl LayerNorm {
         let w = self.g.len();
         y.resize(x.len(), 0.0);
         for (row, out) in x.chunks(w).zip(y.chunks_mut(w)) {
-            let mean = row.iter().sum::<f32>() / w as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / w as f32;
+            let mean = lane_sum(row, |v| v) / w as f32;
+            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / w as f32;
             let inv = 1.0 / (var + LN_EPS).sqrt();
-            for i in 0..w {
-                out[i] = (row[i] - mean) * inv * self.g[i] + self.b[i];
+            for (((o, &v), &g), &b) in out.iter_mut().zip(row).zip(&self.g).zip(&self.b) {
+                *o = (v - mean) * inv * g + b;
             }
         }
     }
+}
+
+/// `sum f(x)` over `xs` in 16 interleaved partial sums (a fixed order, so the same bits on
+/// every build, and vectorisable where a single running sum is one long dependency chain).
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let chunks = xs.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
 }
 
 /// GELU, tanh approximation.
@@ -255,7 +271,8 @@ fn exp_approx(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 

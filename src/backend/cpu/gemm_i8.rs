@@ -252,7 +252,8 @@ thread_local! {
 }
 
 /// `y[m, :] = dequant(x[m, :] * W^T) + bias` for `m` rows, then `epi`, with the process's
-/// [`i8_path`].
+/// [`i8_path`]. The epilogue must be elementwise: it runs over whole tiles of up to
+/// `MR * NR` values (rows of one panel, padding columns included, which are never stored).
 ///
 /// Panics if `x` is not `[m, K]` or `y` is not `[m, N]` (callers size their buffers from the
 /// same shapes).
@@ -282,7 +283,13 @@ pub fn gemm_i8_with(
     let task = |p: usize| {
         // SAFETY: each panel writes only its own column range of `y` (`m` rows of `w.n`,
         // checked above), so tasks never overlap, and `y` outlives the blocking loop.
-        unsafe { panel_task(path, &q, m, w, p, out, epi) }
+        unsafe {
+            match path {
+                #[cfg(target_arch = "x86_64")]
+                I8Path::Vnni => x86::panel_task_avx512(path, &q, m, w, p, out, epi),
+                _ => panel_task(path, &q, m, w, p, out, epi),
+            }
+        }
     };
     if m * w.n * w.k >= PAR_MIN_MACS && w.panels() > 1 {
         (0..w.panels()).into_par_iter().for_each(task);
@@ -338,6 +345,7 @@ unsafe impl Sync for OutPtr {}
 /// # Safety
 /// `out` must point to `m` rows of `w.n` floats that no other thread touches in this
 /// panel's columns.
+#[inline(always)]
 unsafe fn panel_task(
     path: I8Path,
     q: &QuantRows,
@@ -355,19 +363,29 @@ unsafe fn panel_task(
         .try_into()
         .expect("bias panel has NR entries");
     let mut tile = [[0i32; NR]; MR];
+    let mut vals = [0.0f32; MR * NR];
     let mut r0 = 0;
     while r0 < m {
         let rows = MR.min(m - r0);
         microkernel(path, q, r0, rows, w, p, &mut tile);
-        for (r, t) in tile.iter().enumerate().take(rows) {
-            let mut vals = [0.0f32; NR];
-            dequant(t, q.scale[r0 + r], sw, bias, &mut vals);
+        for (r, (t, v)) in tile
+            .iter()
+            .zip(vals.chunks_exact_mut(NR))
+            .enumerate()
+            .take(rows)
+        {
+            let v: &mut [f32; NR] = v.try_into().expect("chunks are NR long");
+            dequant(t, q.scale[r0 + r], sw, bias, v);
+        }
+        // The epilogue runs once over the whole tile (independent vectors for an elementwise
+        // function to overlap; padding columns are finite and never stored).
+        if let Epilogue::Apply(f) = epi {
+            f(&mut vals[..rows * NR]);
+        }
+        for (r, v) in vals.chunks_exact(NR).enumerate().take(rows) {
             // SAFETY: row r0 + r < m and columns p*NR .. p*NR + cols <= n are in bounds.
             let dst = std::slice::from_raw_parts_mut(out.0.add((r0 + r) * w.n + p * NR), cols);
-            dst.copy_from_slice(&vals[..cols]);
-            if let Epilogue::Apply(f) = epi {
-                f(dst);
-            }
+            dst.copy_from_slice(&v[..cols]);
         }
         r0 += rows;
     }
@@ -432,7 +450,9 @@ fn kernel_portable(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! The AVX-512 VNNI microkernel and activation quantiser.
-    use super::{code_of, row_scale, KG, MR, NR};
+    use super::{
+        code_of, row_scale, Epilogue, I8Path, OutPtr, PackedMatrixI8, QuantRows, KG, MR, NR,
+    };
     use std::arch::x86_64::*;
 
     /// One activation row to shifted codes with AVX-512 (the same codes as
@@ -473,6 +493,24 @@ mod x86 {
             *d = code_of(v, inv);
         }
         s
+    }
+
+    /// [`super::panel_task`] compiled for AVX-512 (the dequantisation vectorises wider; the
+    /// same arithmetic, so the same bits).
+    ///
+    /// # Safety
+    /// As [`super::panel_task`], and the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn panel_task_avx512(
+        path: I8Path,
+        q: &QuantRows,
+        m: usize,
+        w: &PackedMatrixI8,
+        p: usize,
+        out: OutPtr,
+        epi: Epilogue,
+    ) {
+        super::panel_task(path, q, m, w, p, out, epi)
     }
 
     /// AVX-512 VNNI microkernel: dispatches `rows` to a fully unrolled kernel.
