@@ -373,6 +373,45 @@ pub fn attention_packed(
     out: &mut Vec<f32>,
     s: &mut AttentionScratch,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::cpu::gemm::gemm_path() == GemmPath::Avx512 {
+        // SAFETY: the path is only chosen when the CPU has AVX-512F.
+        return unsafe { attention_packed_avx512(q, k, v, n_q, n_k, heads, out, s) };
+    }
+    attention_packed_body(q, k, v, n_q, n_k, heads, out, s)
+}
+
+/// [`attention_packed_body`] compiled for AVX-512 (the softmax and repacking loops vectorise
+/// wider; the same arithmetic, so the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attention_packed_avx512(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_q: usize,
+    n_k: usize,
+    heads: usize,
+    out: &mut Vec<f32>,
+    s: &mut AttentionScratch,
+) {
+    attention_packed_body(q, k, v, n_q, n_k, heads, out, s)
+}
+
+/// The work of [`attention_packed`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attention_packed_body(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_q: usize,
+    n_k: usize,
+    heads: usize,
+    out: &mut Vec<f32>,
+    s: &mut AttentionScratch,
+) {
     let width = q.len() / n_q.max(1);
     let hd = width / heads;
     let scale = 1.0 / (hd as f32).sqrt();

@@ -7,13 +7,15 @@
 //! - [`ControllerPrecision::F32`] ([`crate::backend::cpu::gemm`]) computes what
 //!   [`Controller::predict`] computes, up to f32 summation order (tested below);
 //! - [`ControllerPrecision::Int8`] ([`crate::backend::cpu::gemm_i8`]) quantises the weights per
-//!   output row and the activations per token, with exact integer sums (AVX512-VNNI). Measured
-//!   against the f32 form on the reference configuration, complexity moves by a few 1e-3 and
-//!   the argmax precision agrees on all but near-tied inputs (tests below state the bounds).
+//!   output row and the activations per token, with exact integer sums (AVX512-VNNI). Against
+//!   the f32 form, complexity moves by a few 1e-3 (at most about 1.3e-2 measured) and the
+//!   argmax precision agrees on all but near-tied inputs (the tests below state the
+//!   measurements and bounds).
 //!
 //! [`Controller::packed`] (what the engine and router use) picks
-//! [`ControllerPrecision::detect`]: INT8 where the CPU has AVX512-VNNI (about twice as fast
-//! there), f32 elsewhere (the portable integer kernel is slower than the f32 one).
+//! [`ControllerPrecision::detect`]: INT8 where the CPU has AVX512-VNNI (about three times as
+//! fast there), f32 elsewhere (the portable integer kernel is a correctness fallback, not
+//! tuned for speed).
 
 use super::encoder::{
     gather_rows, input_rows, layer_forward, mean_rows, position_code, Controller, ControllerOutput,
@@ -330,17 +332,26 @@ mod tests {
             .collect()
     }
 
+    // Tolerances of the INT8 form against the f32 form. Measured (release build, tasks of 1
+    // to 60 ids): random reference-width controllers, 1,200 tasks: complexity differs by at
+    // most 1.3e-2 (mean 3e-3), precision probabilities by at most 1.6e-2, no argmax change;
+    // three controllers trained by `agentcompress eval` (small widths, stories260K
+    // embeddings), 2,000 tasks each: complexity at most 1.1e-2, probabilities at most
+    // 7.7e-2, argmax changes on 0, 12 (0.6%) and 0 tasks, all with the f32 form's top two
+    // probabilities within 0.06. The tests below assert complexity < 0.02 and probabilities
+    // < 0.03 (their own tasks measure at most 8.4e-3 and 1.7e-2).
+
     #[test]
     fn int8_agrees_with_f32_on_random_weights() {
         let c = Controller::new(ControllerConfig::small(64), 7).unwrap();
         let table = Rng::new(3).vec_uniform(200 * 64, 1.0);
         let (cx, pr, flips) = int8_error(&c, &table, &tasks(8, 64, 40, 200));
-        assert!(cx < 0.01 && pr < 0.02 && flips <= 1, "{cx} {pr} {flips}");
+        assert!(cx < 0.02 && pr < 0.03 && flips <= 1, "{cx} {pr} {flips}");
         // The reference widths on a few short tasks (keeps the debug build fast).
         let c = Controller::new(ControllerConfig::reference(16), 1).unwrap();
         let table = Rng::new(2).vec_uniform(30 * 16, 1.0);
         let (cx, pr, flips) = int8_error(&c, &table, &tasks(9, 6, 8, 30));
-        assert!(cx < 0.01 && pr < 0.02 && flips == 0, "{cx} {pr} {flips}");
+        assert!(cx < 0.02 && pr < 0.03 && flips == 0, "{cx} {pr} {flips}");
     }
 
     #[cfg(feature = "train")]
@@ -376,7 +387,7 @@ mod tests {
         train(&mut c, &samples, &tc, 20, |_, _| {}).unwrap();
         assert_ne!(c.layers, before.layers);
         let (cx, pr, flips) = int8_error(&c, &table, &tasks(5, 64, 40, vocab));
-        assert!(cx < 0.01 && pr < 0.02 && flips <= 1, "{cx} {pr} {flips}");
+        assert!(cx < 0.02 && pr < 0.03 && flips <= 1, "{cx} {pr} {flips}");
     }
 
     #[test]
