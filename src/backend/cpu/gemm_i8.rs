@@ -193,8 +193,9 @@ pub struct QuantRows {
 
 impl QuantRows {
     /// Quantises `m` rows of `x` (row `r` at `x[r*ldx .. r*ldx + k]`) with `path`'s code
-    /// (same result on every path).
+    /// (the portable one where the CPU lacks it; same result on every path).
     pub fn quantize(&mut self, path: I8Path, x: &[f32], ldx: usize, m: usize, k: usize) {
+        let path = resolve(path);
         let kp = k.div_ceil(KG) * KG;
         self.kp = kp;
         self.codes.clear();
@@ -206,7 +207,7 @@ impl QuantRows {
             let dst = &mut self.codes[r * kp..r * kp + k];
             self.scale[r] = match path {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: the caller resolved `path` against the CPU's features.
+                // SAFETY: `resolve` only keeps this path when the CPU has AVX-512.
                 I8Path::Vnni => unsafe { x86::quantize_row_avx512(src, dst) },
                 _ => quantize_row_portable(src, dst),
             };
