@@ -394,18 +394,35 @@ mod tests {
     fn the_int8_kernels_give_identical_predictions() {
         // Exact integer sums and shared dequantisation: VNNI (where present) and the
         // portable kernel agree to the bit.
-        let c = Controller::new(ControllerConfig::small(24), 11).unwrap();
-        let table = Rng::new(6).vec_uniform(60 * 24, 1.0);
-        let (v, p) = (
-            c.packed_int8_on(I8Path::Vnni),
-            c.packed_int8_on(I8Path::Portable),
-        );
-        assert_eq!(p.int8_path(), Some(I8Path::Portable));
-        for ids in tasks(12, 8, 40, 60) {
-            assert_eq!(
-                v.predict(&table, &ids).unwrap(),
-                p.predict(&table, &ids).unwrap()
+        // Ragged widths too (K not a multiple of 4 or 64, N not a multiple of 32).
+        let ragged = ControllerConfig {
+            k: 12,
+            embed_dim: 22,
+            d_model: 36,
+            n_layers: 2,
+            n_heads: 3,
+            ffn_dim: 70,
+            pool_heads: 2,
+            pool_dim: 18,
+            mlp_hidden: 9,
+        };
+        for cfg in [ControllerConfig::small(24), ragged] {
+            let e = cfg.embed_dim;
+            let c = Controller::new(cfg, 11).unwrap();
+            let table = Rng::new(6).vec_uniform(60 * e, 1.0);
+            let (v, p) = (
+                c.packed_int8_on(I8Path::Vnni),
+                c.packed_int8_on(I8Path::Portable),
             );
+            assert_eq!(p.int8_path(), Some(I8Path::Portable));
+            for ids in tasks(12, 8, 40, 60) {
+                assert_eq!(
+                    v.predict(&table, &ids).unwrap(),
+                    p.predict(&table, &ids).unwrap()
+                );
+            }
+            let (cx, pr, flips) = int8_error(&c, &table, &tasks(13, 16, 40, 60));
+            assert!(cx < 0.02 && pr < 0.03 && flips <= 1, "{cx} {pr} {flips}");
         }
     }
 
