@@ -175,11 +175,33 @@ impl PackedController {
     /// Runs the projection and the encoder over gathered embeddings `[n, embed_dim]`
     /// (as [`Controller::encode`]).
     pub fn encode(&self, emb: &[f32]) -> Result<Encoded> {
-        let c = &self.config;
-        let n = input_rows(c, emb)?;
-        let d = c.d_model;
+        let n = input_rows(&self.config, emb)?;
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let Scratch { x, layer } = &mut *guard;
+        let s = &mut *guard;
+        Ok(in_pool(|| self.encode_rows(emb, n, s)))
+    }
+
+    /// Predicts complexity and policy for a task (as [`Controller::predict`]).
+    pub fn predict(&self, table: &[f32], ids: &[u32]) -> Result<ControllerOutput> {
+        let emb = gather_rows(&self.config, table, ids)?;
+        let n = input_rows(&self.config, &emb)?;
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut *guard;
+        Ok(in_pool(|| {
+            let enc = self.encode_rows(&emb, n, s);
+            let (mut k, mut v) = (Vec::new(), Vec::new());
+            self.pool_k.forward_into(&enc.tokens, enc.n, &mut k);
+            self.pool_v.forward_into(&enc.tokens, enc.n, &mut v);
+            self.head
+                .forward_from_kv(&enc, k, v, self.config.pool_heads)
+        }))
+    }
+
+    /// The projection and the encoder over `n` checked rows of `emb`.
+    fn encode_rows(&self, emb: &[f32], n: usize, s: &mut Scratch) -> Encoded {
+        let c = &self.config;
+        let d = c.d_model;
+        let Scratch { x, layer } = s;
         self.proj.forward_into(emb, n, x);
         x.iter_mut()
             .zip(&self.positions[..n * d])
@@ -190,19 +212,16 @@ impl PackedController {
         }
         let tokens = self.ln_f.forward(x);
         let pooled = mean_rows(&tokens, d);
-        Ok(Encoded { tokens, n, pooled })
+        Encoded { tokens, n, pooled }
     }
+}
 
-    /// Predicts complexity and policy for a task (as [`Controller::predict`]).
-    pub fn predict(&self, table: &[f32], ids: &[u32]) -> Result<ControllerOutput> {
-        let enc = self.encode(&gather_rows(&self.config, table, ids)?)?;
-        let (mut k, mut v) = (Vec::new(), Vec::new());
-        self.pool_k.forward_into(&enc.tokens, enc.n, &mut k);
-        self.pool_v.forward_into(&enc.tokens, enc.n, &mut v);
-        Ok(self
-            .head
-            .forward_from_kv(&enc, k, v, self.config.pool_heads))
-    }
+/// Runs `f` on a thread of rayon's pool (directly when already on one): a caller outside the
+/// pool then hands off once per task instead of once per parallel product (each hand-off
+/// blocks and wakes the caller's thread). The scratch lock is taken before, on the caller's
+/// thread, so pool threads never wait on it.
+fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    rayon::scope(|_| f())
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ use super::gemm::{Epilogue, MR, NR};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+/// Groups of four `k` the VNNI kernel prefetches ahead (1 KiB of panel).
+const PREFETCH_GROUPS: usize = 8;
 /// `k` values per VNNI group (bytes per `i32` lane).
 const KG: usize = 4;
 /// Products smaller than this many multiply-adds run on the calling thread.
@@ -453,6 +455,7 @@ mod x86 {
     //! The AVX-512 VNNI microkernel and activation quantiser.
     use super::{
         code_of, row_scale, Epilogue, I8Path, OutPtr, PackedMatrixI8, QuantRows, KG, MR, NR,
+        PREFETCH_GROUPS,
     };
     use std::arch::x86_64::*;
 
@@ -558,6 +561,10 @@ mod x86 {
         for g in 0..kp / KG {
             let w0 = _mm512_loadu_si512(wp.add(g * KG * NR) as *const _);
             let w1 = _mm512_loadu_si512(wp.add(g * KG * NR + 64) as *const _);
+            // Pull the panel in ahead of use (it streams from L3 on the first row tile).
+            _mm_prefetch::<_MM_HINT_T0>(
+                wp.wrapping_add((g + PREFETCH_GROUPS) * KG * NR) as *const i8
+            );
             for (r, a) in acc.iter_mut().enumerate() {
                 let xv = (xp.add(r * kp + g * KG) as *const i32).read_unaligned();
                 let xv = _mm512_set1_epi32(xv);
