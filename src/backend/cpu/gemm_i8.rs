@@ -561,10 +561,9 @@ mod x86 {
         for g in 0..kp / KG {
             let w0 = _mm512_loadu_si512(wp.add(g * KG * NR) as *const _);
             let w1 = _mm512_loadu_si512(wp.add(g * KG * NR + 64) as *const _);
-            // Pull the panel in ahead of use (it streams from L3 on the first row tile).
-            _mm_prefetch::<_MM_HINT_T0>(
-                wp.wrapping_add((g + PREFETCH_GROUPS) * KG * NR) as *const i8
-            );
+            // Pull the panel in ahead of use (it streams from L3 on the first row tile; a
+            // prefetch past the end is harmless, and `wrapping_add` keeps the address legal).
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add((g + PREFETCH_GROUPS) * KG * NR));
             for (r, a) in acc.iter_mut().enumerate() {
                 let xv = (xp.add(r * kp + g * KG) as *const i32).read_unaligned();
                 let xv = _mm512_set1_epi32(xv);
