@@ -9,7 +9,7 @@ use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::controller::train::{train, Sample, TrainConfig};
 use agentcompress::controller::train_model::{rows_of, Batch, TrainModel};
 use agentcompress::controller::{io, Controller, ControllerConfig};
-use agentcompress::controller::{ControllerOutput, DeviceController};
+use agentcompress::controller::{ControllerOutput, ControllerPrecision, DeviceController};
 use agentcompress::util::rng::Rng;
 
 /// Toy training samples for `tasks`: harder (lower INT4 quality) as the first id grows.
@@ -115,7 +115,7 @@ fn outputs(o: &ControllerOutput) -> [f32; 7] {
 /// reference and from the packed forward.
 fn worst(c: &Controller, table: &[f32], tasks: &[Vec<u32>]) -> (f32, f32) {
     let dc = DeviceController::new(CpuBackend::new(), c, table).unwrap();
-    let packed = c.packed();
+    let packed = c.packed_with(ControllerPrecision::F32);
     let (mut vs_ref, mut vs_packed) = (0f32, 0f32);
     for ids in tasks {
         let got = outputs(&dc.predict(ids).unwrap());

@@ -371,7 +371,7 @@ mod tests {
             let e = c.config.embed_dim;
             let table = Rng::new(9).vec_uniform(50 * e, 1.0);
             let dc = DeviceController::new(CpuBackend::new(), &c, &table).unwrap();
-            let packed = c.packed();
+            let packed = c.packed_with(crate::controller::ControllerPrecision::F32);
             for (i, len) in [1usize, 5, 12, 40].into_iter().enumerate() {
                 let ids: Vec<u32> = (0..len).map(|j| ((j * 13 + i) % 50) as u32).collect();
                 let want_enc = c.encode(&c.gather(&table, &ids).unwrap()).unwrap();

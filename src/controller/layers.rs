@@ -2,6 +2,7 @@
 //! masked multi-head attention. Each is small enough to check against a direct formula.
 
 use crate::backend::cpu::gemm::{gemm, gemm_strided, Epilogue, GemmPath, PackedMatrix};
+use crate::backend::cpu::gemm_i8::{gemm_i8_with, I8Path, PackedMatrixI8};
 use crate::backend::cpu::{dot, matmul_rows};
 use crate::util::rng::Rng;
 use rayon::prelude::*;
@@ -56,18 +57,51 @@ impl Linear {
     }
 }
 
-/// A [`Linear`] packed once for the fast CPU product ([`crate::backend::cpu::gemm`]): the
-/// inference form of a layer whose weights no longer change. Pack again after training.
+/// A [`Linear`] packed once for the fast CPU product: the inference form of a layer whose
+/// weights no longer change. Pack again after training.
+///
+/// Two forms: f32 ([`crate::backend::cpu::gemm`], results equal to [`Linear::forward`] up to
+/// summation order) and INT8 ([`crate::backend::cpu::gemm_i8`]: weights quantised per output
+/// row at pack time, activations per row on every call, exact integer sums dequantised with
+/// the bias and epilogue fused).
 #[derive(Clone, Debug)]
 pub struct PackedLinear {
-    m: PackedMatrix,
+    m: PackedWeights,
+}
+
+/// The packed weights of a [`PackedLinear`].
+#[derive(Clone, Debug)]
+enum PackedWeights {
+    F32(PackedMatrix),
+    Int8(PackedMatrixI8, I8Path),
 }
 
 impl Linear {
-    /// Packs the weights and bias for [`PackedLinear::forward_into`].
+    /// Packs the weights and bias in f32 for [`PackedLinear::forward_into`].
     pub fn pack(&self) -> PackedLinear {
         PackedLinear {
-            m: PackedMatrix::pack(&self.w, Some(&self.b), self.out, self.inp),
+            m: PackedWeights::F32(PackedMatrix::pack(
+                &self.w,
+                Some(&self.b),
+                self.out,
+                self.inp,
+            )),
+        }
+    }
+
+    /// Quantises the weights to INT8 (bias kept in f32) for [`PackedLinear::forward_into`],
+    /// run with the integer kernel `path` (the portable one where the CPU lacks it).
+    pub fn pack_int8(&self, path: I8Path) -> PackedLinear {
+        let path = if path.available() {
+            path
+        } else {
+            I8Path::Portable
+        };
+        PackedLinear {
+            m: PackedWeights::Int8(
+                PackedMatrixI8::pack(&self.w, Some(&self.b), self.out, self.inp),
+                path,
+            ),
         }
     }
 }
@@ -75,12 +109,26 @@ impl Linear {
 impl PackedLinear {
     /// Output features.
     pub fn out(&self) -> usize {
-        self.m.n()
+        match &self.m {
+            PackedWeights::F32(m) => m.n(),
+            PackedWeights::Int8(m, _) => m.n(),
+        }
     }
 
     /// Input features.
     pub fn inp(&self) -> usize {
-        self.m.k()
+        match &self.m {
+            PackedWeights::F32(m) => m.k(),
+            PackedWeights::Int8(m, _) => m.k(),
+        }
+    }
+
+    /// The integer kernel this map runs, or `None` for the f32 form.
+    pub fn int8_path(&self) -> Option<I8Path> {
+        match &self.m {
+            PackedWeights::F32(_) => None,
+            PackedWeights::Int8(_, p) => Some(*p),
+        }
     }
 
     /// `y = x W^T + b` for `rows` rows of `x` (`[rows, in]`), resizing `y` to `[rows, out]`
@@ -93,7 +141,11 @@ impl PackedLinear {
     /// product, so it runs on every thread).
     pub fn forward_map_into(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, epi: Epilogue) {
         y.resize(rows * self.out(), 0.0);
-        gemm(&x[..rows * self.inp()], rows, &self.m, y, epi);
+        let x = &x[..rows * self.inp()];
+        match &self.m {
+            PackedWeights::F32(m) => gemm(x, rows, m, y, epi),
+            PackedWeights::Int8(m, path) => gemm_i8_with(*path, x, rows, m, y, epi),
+        }
     }
 }
 
@@ -128,14 +180,30 @@ impl LayerNorm {
         let w = self.g.len();
         y.resize(x.len(), 0.0);
         for (row, out) in x.chunks(w).zip(y.chunks_mut(w)) {
-            let mean = row.iter().sum::<f32>() / w as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / w as f32;
+            let mean = lane_sum(row, |v| v) / w as f32;
+            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / w as f32;
             let inv = 1.0 / (var + LN_EPS).sqrt();
-            for i in 0..w {
-                out[i] = (row[i] - mean) * inv * self.g[i] + self.b[i];
+            for (((o, &v), &g), &b) in out.iter_mut().zip(row).zip(&self.g).zip(&self.b) {
+                *o = (v - mean) * inv * g + b;
             }
         }
     }
+}
+
+/// `sum f(x)` over `xs` in 16 interleaved partial sums (a fixed order, so the same bits on
+/// every build, and vectorisable where a single running sum is one long dependency chain).
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let chunks = xs.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
 }
 
 /// GELU, tanh approximation.
@@ -203,7 +271,8 @@ fn exp_approx(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
@@ -295,6 +364,45 @@ pub struct AttentionScratch {
 /// f32 rounding (tested).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_packed(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_q: usize,
+    n_k: usize,
+    heads: usize,
+    out: &mut Vec<f32>,
+    s: &mut AttentionScratch,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::cpu::gemm::gemm_path() == GemmPath::Avx512 {
+        // SAFETY: the path is only chosen when the CPU has AVX-512F.
+        return unsafe { attention_packed_avx512(q, k, v, n_q, n_k, heads, out, s) };
+    }
+    attention_packed_body(q, k, v, n_q, n_k, heads, out, s)
+}
+
+/// [`attention_packed_body`] compiled for AVX-512 (the softmax and repacking loops vectorise
+/// wider; the same arithmetic, so the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attention_packed_avx512(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_q: usize,
+    n_k: usize,
+    heads: usize,
+    out: &mut Vec<f32>,
+    s: &mut AttentionScratch,
+) {
+    attention_packed_body(q, k, v, n_q, n_k, heads, out, s)
+}
+
+/// The work of [`attention_packed`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attention_packed_body(
     q: &[f32],
     k: &[f32],
     v: &[f32],

@@ -8,9 +8,16 @@
 //! keys/values are the encoded tokens (`pool_heads` heads, `pool_dim`-wide projections) ->
 //! MLP `pool_dim -> mlp_hidden -> 1` with a sigmoid (complexity), and three heads on the pooled
 //! attention output: precision logits (FP16/INT8/INT4/INT2), pruning ratio and sparsity target
-//! (sigmoids). Inference runs in f32 on the CPU ([`PackedController`]) or on any backend
-//! through the [`crate::backend::Backend`] trait ([`DeviceController`]: the CPU backend, or
-//! CUDA with FP16 weights).
+//! (sigmoids).
+//!
+//! Inference runs on the CPU in a packed form ([`PackedController`]). Its token-wise linear
+//! maps (projection, wq/wk/wv/wo, ff1/ff2) are INT8 by default where the CPU has AVX512-VNNI
+//! (weights quantised per output row at pack time, activations per token, exact integer
+//! products; [`ControllerPrecision::Int8`]) and f32 elsewhere ([`ControllerPrecision::F32`],
+//! which also stays selectable and matches the training forward to f32 rounding). Layer norms,
+//! attention, the pooling head and the residual stream are f32 in both. On any backend,
+//! CUDA included, the same forward runs through the [`crate::backend::Backend`] trait
+//! ([`DeviceController`]: f32 weights on the CPU backend, FP16 weights on CUDA).
 //!
 //! Parameter counts (embed_dim 64, stories260K): [`ControllerConfig::reference`] has
 //! 13,145,351 parameters (not the reference paper's 2.37M, which these widths cannot give);
@@ -29,4 +36,4 @@ pub mod train_model;
 pub use config::ControllerConfig;
 pub use device::DeviceController;
 pub use encoder::{Controller, ControllerOutput, Encoded};
-pub use runtime::PackedController;
+pub use runtime::{ControllerPrecision, PackedController};

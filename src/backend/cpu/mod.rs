@@ -4,6 +4,7 @@
 pub mod encoder_ops;
 pub mod f16mat;
 pub mod gemm;
+pub mod gemm_i8;
 mod kernels;
 pub mod qgemv;
 mod simd;

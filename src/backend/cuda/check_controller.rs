@@ -231,7 +231,7 @@ fn check_controller<G: Backend + Clone>(
     let r = rounded(&c);
     let on_gpu = DeviceController::new(gpu.clone(), &r, &table)?;
     let on_cpu = DeviceController::new(CpuBackend::new(), &r, &table)?;
-    let exact = c.packed();
+    let exact = c.packed_with(crate::controller::ControllerPrecision::F32);
     let mut rng = Rng::new(seed ^ 0x7a5c);
     for len in [1usize, 7, k, k + 9] {
         let ids: Vec<u32> = (0..len).map(|_| rng.below(vocab as u64) as u32).collect();

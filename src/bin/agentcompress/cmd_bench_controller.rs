@@ -1,6 +1,7 @@
-//! `agentcompress bench controller`: the controller's per-task overhead (median and p99).
+//! `agentcompress bench controller`: the controller's per-task overhead (median and p99), the
+//! f32 and INT8 packed forms side by side on the same tasks.
 
-use agentcompress::controller::{Controller, ControllerConfig};
+use agentcompress::controller::{Controller, ControllerConfig, ControllerPrecision};
 use agentcompress::eval::metrics::quantile;
 use agentcompress::util::rng::Rng;
 use agentcompress::{Error, Result};
@@ -55,40 +56,83 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let cfg = ControllerConfig::named(&a.config, a.embed_dim)?;
     let c = Controller::new(cfg.clone(), 1)?;
-    let packed = c.packed();
     let mut rng = Rng::new(2);
     let table = rng.vec_uniform(a.vocab * a.embed_dim, 1.0);
-    let mut times = Vec::with_capacity(a.iters);
-    for i in 0..a.iters + 5 {
-        let ids: Vec<u32> = (0..cfg.k)
-            .map(|_| rng.below(a.vocab as u64) as u32)
-            .collect();
-        let t0 = std::time::Instant::now();
-        let out = if a.unpacked {
-            c.predict(&table, &ids)?
-        } else {
-            packed.predict(&table, &ids)?
-        };
-        let dt = t0.elapsed().as_secs_f64() * 1e3;
-        std::hint::black_box(out);
-        if i >= 5 {
-            times.push(dt);
-        }
-    }
-    println!(
-        "controller '{}' ({} parameters, k = {}, cpu {}, {} threads): median {:.3} ms, p99 {:.3} ms over {} tasks",
+    let tasks: Vec<Vec<u32>> = (0..a.iters + 5)
+        .map(|_| {
+            (0..cfg.k)
+                .map(|_| rng.below(a.vocab as u64) as u32)
+                .collect()
+        })
+        .collect();
+    let head = format!(
+        "controller '{}' ({} parameters, k = {}, {} threads)",
         a.config,
         c.param_count(),
         cfg.k,
-        if a.unpacked {
-            "unpacked dot"
-        } else {
-            packed.gemm_path().name()
-        },
-        rayon::current_num_threads(),
-        quantile(&times, 0.5),
-        quantile(&times, 0.99),
+        rayon::current_num_threads()
+    );
+    if a.unpacked {
+        let mut times = Vec::with_capacity(a.iters);
+        for (i, ids) in tasks.iter().enumerate() {
+            let (out, dt) = timed(|| c.predict(&table, ids))?;
+            std::hint::black_box(out);
+            if i >= 5 {
+                times.push(dt);
+            }
+        }
+        println!(
+            "{head}, cpu unpacked dot: median {:.3} ms, p99 {:.3} ms over {} tasks",
+            quantile(&times, 0.5),
+            quantile(&times, 0.99),
+            a.iters
+        );
+        return Ok(());
+    }
+    // Both forms on every task, alternating, so load changes hit them alike.
+    let (f32c, int8c) = (
+        c.packed_with(ControllerPrecision::F32),
+        c.packed_with(ControllerPrecision::Int8),
+    );
+    let (mut tf, mut ti) = (Vec::with_capacity(a.iters), Vec::with_capacity(a.iters));
+    let (mut worst, mut agree) = (0f32, 0usize);
+    for (i, ids) in tasks.iter().enumerate() {
+        let (f, dtf) = timed(|| f32c.predict(&table, ids))?;
+        let (q, dti) = timed(|| int8c.predict(&table, ids))?;
+        if i >= 5 {
+            tf.push(dtf);
+            ti.push(dti);
+            worst = worst.max((f.complexity - q.complexity).abs());
+            agree += usize::from(f.precision() == q.precision());
+        }
+    }
+    let default = ControllerPrecision::detect();
+    println!("{head}, default precision {}:", default.name());
+    for (name, kernel, t) in [
+        ("f32", f32c.gemm_path().name(), &tf),
+        ("int8", int8c.int8_path().map_or("?", |p| p.name()), &ti),
+    ] {
+        println!(
+            "  {name:<4} ({kernel}): median {:.3} ms, p99 {:.3} ms over {} tasks",
+            quantile(t, 0.5),
+            quantile(t, 0.99),
+            a.iters
+        );
+    }
+    println!(
+        "  int8 / f32: median {:.3}, p99 {:.3}; max |complexity difference| {:.2e}, same argmax precision on {}/{} tasks",
+        quantile(&ti, 0.5) / quantile(&tf, 0.5),
+        quantile(&ti, 0.99) / quantile(&tf, 0.99),
+        worst,
+        agree,
         a.iters
     );
     Ok(())
+}
+
+/// The result of `f` and its wall time in milliseconds.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let t0 = std::time::Instant::now();
+    let out = f()?;
+    Ok((out, t0.elapsed().as_secs_f64() * 1e3))
 }
