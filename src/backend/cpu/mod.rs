@@ -6,6 +6,7 @@ pub mod f16mat;
 pub mod gemm;
 mod kernels;
 pub mod qgemv;
+mod qgemv_avx512;
 mod simd;
 
 pub use kernels::{argmax, dot};

@@ -1,25 +1,32 @@
-//! Decode-time (one input row) products on the packed INT8/INT4/INT2 formats with AVX2 + FMA,
-//! dispatched at run time; other machines use [`Packed::row_dot`].
+//! Decode-time (one input row) products on the packed INT8/INT4/INT2 formats with AVX-512
+//! ([`super::qgemv_avx512`]) or AVX2 + FMA, dispatched at run time ([`GemvPath`]); other
+//! machines use [`Packed::row_dot`].
 //!
 //! The packed layout ([`crate::quant::packed`]) interleaves codes inside each word for the
 //! GPU's int-to-half trick. Instead of un-interleaving the codes, the kernel permutes the
-//! *input* once per call into the order the bytes present them, so the inner loop is: load 8
-//! bytes, widen them to 8 lanes, then per sub-position `t` of a byte shift, mask, convert and
-//! fused-multiply-add with 8 permuted inputs. Sub-position `t` is masked in place (the code
-//! times `2^(BITS t)`, no shift) and its permuted inputs carry the factor `2^(-BITS t)`, which
-//! is exact in f32.
+//! *input* once per call into the order the bytes present them, so the inner loop is: load one
+//! unit of bytes, widen them to one lane each, then per sub-position `t` of a byte mask,
+//! convert and fused-multiply-add with the permuted inputs. Sub-position `t` is masked in place
+//! (the code times `2^(BITS t)`, no shift) and its permuted inputs carry the factor
+//! `2^(-BITS t)`, which is exact in f32.
 //!
-//! **Permuted input** ("unit" = 8 consecutive bytes of a row = 64 bits of codes): lane `b`
-//! (0..8) holds byte `b` of the unit, i.e. byte `b % 4` of word `2u + b / 4`; sub-position `t`
-//! (0..8/BITS) of that byte is the code at bit `BITS * t`, which is slot
-//! `(8 / BITS) * (b % 4) + t` of its word and so code `j` of the word with `slot(j)` equal to
-//! it. `xp[(u * (8 / BITS) + t) * 8 + b]` is the input at that code's K index times
-//! `2^(-BITS t)`, or 0 past the row's real width (so padding codes contribute nothing).
+//! **Permuted input** ("unit" = `L` consecutive bytes of a row, `L` = 8 lanes for AVX2, 16 for
+//! AVX-512): lane `b` (0..L) holds byte `b` of the unit, i.e. byte `b % 4` of word
+//! `(L / 4) u + b / 4`; sub-position `t` (0..8/BITS) of that byte is the code at bit
+//! `BITS * t`, which is slot `(8 / BITS) * (b % 4) + t` of its word and so code `j` of the
+//! word with `slot(j)` equal to it. `xp[(u * (8 / BITS) + t) * L + b]` is the input at that
+//! code's K index times `2^(-BITS t)`, or 0 past the row's real width (so padding codes
+//! contribute nothing).
 //!
-//! Groups are whole units (INT4/INT2 groups are multiples of 32 codes = 16/8 bytes, INT8 groups
-//! multiples of 16 bytes, or one group per row), so each group's `sum q * x` stays in one
-//! vector accumulator, which is scaled into a row accumulator at the group's end; the zero-point
-//! term `s * z * sum x` uses per-group input sums computed once per call.
+//! Groups are whole 8-byte units (INT4/INT2 groups are multiples of 32 codes = 16/8 bytes, INT8
+//! groups multiples of 16 bytes, or one group per row), so in the AVX2 kernel each group's
+//! `sum q * x` stays in one vector accumulator, which is scaled into a row accumulator at the
+//! group's end; the zero-point term `s * z * sum x` uses per-group input sums computed once per
+//! call. (The AVX-512 kernel's 16-byte units can split an INT2 group of 32 or 96 codes; see its
+//! docs.)
+//!
+//! `AGENTCOMPRESS_CPU_SIMD=avx2` caps the dispatch at AVX2 and `=scalar` disables the SIMD
+//! kernels (for A/B timing on one binary).
 
 use crate::quant::packed::slot;
 use crate::quant::Packed;
@@ -29,9 +36,53 @@ use std::cell::RefCell;
 /// Outputs per rayon task.
 const ROWS_PER_TASK: usize = 16;
 
-/// True when this machine runs the AVX2 + FMA kernels.
+/// A packed-GEMV kernel family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemvPath {
+    /// 16 lanes, 16-byte units ([`super::qgemv_avx512`]).
+    Avx512,
+    /// 8 lanes with FMA, 8-byte units.
+    Avx2,
+}
+
+impl GemvPath {
+    /// Bytes per unit, which is also the lanes per vector.
+    fn lanes(self) -> usize {
+        match self {
+            GemvPath::Avx512 => 16,
+            GemvPath::Avx2 => 8,
+        }
+    }
+
+    /// True when this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            GemvPath::Avx512 => super::simd::avx512f(),
+            GemvPath::Avx2 => super::simd::avx2_fma(),
+        }
+    }
+}
+
+/// The fastest path this machine runs (capped by `AGENTCOMPRESS_CPU_SIMD`), or `None` when
+/// the caller must use [`Packed::row_dot`].
+pub fn best_path() -> Option<GemvPath> {
+    static BEST: std::sync::OnceLock<Option<GemvPath>> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| {
+        let cap = std::env::var("AGENTCOMPRESS_CPU_SIMD")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let order: &[GemvPath] = match cap.as_str() {
+            "scalar" => &[],
+            "avx2" => &[GemvPath::Avx2],
+            _ => &[GemvPath::Avx512, GemvPath::Avx2],
+        };
+        order.iter().copied().find(|p| p.available())
+    })
+}
+
+/// True when this machine runs a SIMD packed-GEMV kernel.
 pub fn simd_available() -> bool {
-    super::simd::avx2_fma()
+    best_path().is_some()
 }
 
 /// The code index `j` inside a word whose slot is `s` (the inverse of [`slot`]).
@@ -42,10 +93,11 @@ fn code_of_slot(bits: u32, s: usize) -> usize {
     j
 }
 
-/// Fills `xp` with `x` in the permuted order of the module docs for rows of `units` units, and
-/// `sx` with the per-group sums of `x`.
-fn permute_input<const BITS: u32>(
+/// Fills `xp` with `x` in the permuted order of the module docs for rows of `units` units of
+/// `lanes` bytes, and `sx` with the per-group sums of `x`.
+pub(super) fn permute_input<const BITS: u32>(
     x: &[f32],
+    lanes: usize,
     units: usize,
     group: usize,
     xp: &mut Vec<f32>,
@@ -54,11 +106,11 @@ fn permute_input<const BITS: u32>(
     let nsub = (8 / BITS) as usize;
     let per_word = (32 / BITS) as usize;
     xp.clear();
-    xp.resize(units * nsub * 8, 0.0);
+    xp.resize(units * nsub * lanes, 0.0);
     for u in 0..units {
         for t in 0..nsub {
-            for b in 0..8 {
-                let word = 2 * u + b / 4;
+            for b in 0..lanes {
+                let word = (lanes / 4) * u + b / 4;
                 let j = code_of_slot(BITS, nsub * (b % 4) + t);
                 let k = word * per_word + j;
                 if k < x.len() {
@@ -68,7 +120,7 @@ fn permute_input<const BITS: u32>(
                     } else {
                         (0.5f32).powi((BITS as usize * t) as i32)
                     };
-                    xp[(u * nsub + t) * 8 + b] = x[k] * unshift;
+                    xp[(u * nsub + t) * lanes + b] = x[k] * unshift;
                 }
             }
         }
@@ -81,26 +133,51 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `out[o] = sum_k w[o, k] * x[k]` for one input row, on the packed data. Returns false (and
-/// writes nothing) when the SIMD kernels are unavailable, so the caller uses its fallback.
+/// `out[o] = sum_k w[o, k] * x[k]` for one input row, on the packed data, with the fastest
+/// kernel of [`best_path`]. Returns false (and writes nothing) when no SIMD kernel is
+/// available, so the caller uses its fallback.
 pub fn packed_gemv<const BITS: u32>(m: &Packed<BITS>, x: &[f32], out: &mut [f32]) -> bool {
-    if !simd_available() {
+    match best_path() {
+        Some(path) => packed_gemv_on(path, m, x, out),
+        None => false,
+    }
+}
+
+/// [`packed_gemv`] on a chosen kernel family; false (nothing written) when this CPU cannot
+/// run it.
+pub fn packed_gemv_on<const BITS: u32>(
+    path: GemvPath,
+    m: &Packed<BITS>,
+    x: &[f32],
+    out: &mut [f32],
+) -> bool {
+    if !path.available() {
         return false;
     }
     let (n_out, n_in) = m.dims();
-    let units = m.row_words() / 2;
+    let lanes = path.lanes();
+    let units = m.row_words() * 4 / lanes;
     SCRATCH.with(|cell| {
         let mut guard = cell.borrow_mut();
         let (xp, sx) = &mut *guard;
-        permute_input::<BITS>(&x[..n_in], units, m.group_size(), xp, sx);
+        permute_input::<BITS>(&x[..n_in], lanes, units, m.group_size(), xp, sx);
         let (xp, sx) = (&xp[..], &sx[..]);
         out[..n_out]
             .par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
             .for_each(|(c, ys)| {
                 for (i, y) in ys.iter_mut().enumerate() {
-                    // SAFETY: `simd_available` checked AVX2 and FMA above.
-                    *y = unsafe { row_avx2::<BITS>(m, c * ROWS_PER_TASK + i, xp, sx) };
+                    let r = c * ROWS_PER_TASK + i;
+                    // SAFETY: `path.available()` checked the CPU features above, and `xp`/`sx`
+                    // were sized for this matrix's units and groups.
+                    *y = unsafe {
+                        match path {
+                            GemvPath::Avx512 => {
+                                super::qgemv_avx512::row_avx512::<BITS>(m, r, xp, sx)
+                            }
+                            GemvPath::Avx2 => row_avx2::<BITS>(m, r, xp, sx),
+                        }
+                    };
                 }
             });
     });
@@ -192,8 +269,14 @@ mod tests {
     use crate::util::rng::Rng;
     use half::f16;
 
-    fn check<const BITS: u32>(out: usize, inp: usize, group: usize, seed: u64) {
-        let mut rng = Rng::new(seed);
+    /// A random packed matrix whose groups have very different scales (a wrong group
+    /// boundary changes the product).
+    fn random_matrix<const BITS: u32>(
+        out: usize,
+        inp: usize,
+        group: usize,
+        rng: &mut Rng,
+    ) -> Packed<BITS> {
         let ng = inp.div_ceil(group);
         let max = if BITS == 8 { 255 } else { (1 << BITS) - 1 };
         let codes: Vec<i32> = (0..out * inp)
@@ -234,17 +317,89 @@ mod tests {
             };
             (scales, zeros)
         };
-        let m = Packed::<BITS>::pack(out, inp, group, &codes, scales, zeros).unwrap();
+        Packed::<BITS>::pack(out, inp, group, &codes, scales, zeros).unwrap()
+    }
+
+    /// The SIMD paths this CPU runs (the test of a path this CPU lacks says so and skips).
+    fn paths() -> Vec<GemvPath> {
+        let all = [GemvPath::Avx512, GemvPath::Avx2];
+        for p in all.iter().filter(|p| !p.available()) {
+            eprintln!("SKIPPED {p:?}: this CPU lacks its features");
+        }
+        all.into_iter().filter(|p| p.available()).collect()
+    }
+
+    /// Every available path against `row_dot` on one random matrix and input.
+    fn check<const BITS: u32>(out: usize, inp: usize, group: usize, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let m = random_matrix::<BITS>(out, inp, group, &mut rng);
         let x: Vec<f32> = (0..inp).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
-        let mut y = vec![f32::NAN; out];
-        assert!(packed_gemv(&m, &x, &mut y));
-        for (r, &v) in y.iter().enumerate() {
-            let want = m.row_dot(r, &x);
-            let tol = 1e-5 * (1.0 + want.abs()) + 1e-6 * inp as f32;
-            assert!(
-                (v - want).abs() <= tol,
-                "INT{BITS} [{out}, {inp}] g{group} row {r}: {v} vs {want}"
-            );
+        for path in paths() {
+            let mut y = vec![f32::NAN; out];
+            assert!(packed_gemv_on(path, &m, &x, &mut y));
+            for (r, &v) in y.iter().enumerate() {
+                let want = m.row_dot(r, &x);
+                let tol = 1e-5 * (1.0 + want.abs()) + 1e-6 * inp as f32;
+                assert!(
+                    (v - want).abs() <= tol,
+                    "{path:?} INT{BITS} [{out}, {inp}] g{group} row {r}: {v} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// One-hot inputs: output `r` must be weight `(r, k)` itself, so any misplaced permuted
+    /// input, sub-position factor, or group scale (boundary) shows up at its `k`.
+    fn check_one_hot<const BITS: u32>(out: usize, inp: usize, group: usize, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let m = random_matrix::<BITS>(out, inp, group, &mut rng);
+        let w = m.dequantize();
+        for path in paths() {
+            let mut y = vec![f32::NAN; out];
+            for k in 0..inp {
+                let mut x = vec![0.0f32; inp];
+                x[k] = 1.0;
+                assert!(packed_gemv_on(path, &m, &x, &mut y));
+                for (r, &v) in y.iter().enumerate() {
+                    let want = w[r * inp + k];
+                    assert!(
+                        (v - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                        "{path:?} INT{BITS} [{out}, {inp}] g{group} w[{r}, {k}]: {v} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_places_every_weight_for_every_format() {
+        // 160 INT2 codes in groups of 96 end a group inside a 16-byte unit; 172 leaves a
+        // partial last group; 48 INT4/INT8 codes leave a partial 16-byte unit row stride.
+        for (i, &(out, inp)) in [(3, 160), (5, 172), (2, 48)].iter().enumerate() {
+            let seed = 40 + i as u64;
+            check_one_hot::<2>(out, inp, 32, seed);
+            check_one_hot::<2>(out, inp, 96, seed);
+            check_one_hot::<2>(out, inp, 64, seed);
+            check_one_hot::<4>(out, inp, 32, seed);
+            check_one_hot::<4>(out, inp, 96, seed);
+            check_one_hot::<8>(out, inp, 16, seed);
+            check_one_hot::<8>(out, inp, inp, seed);
+        }
+    }
+
+    #[test]
+    fn cap_and_fallback_paths_are_consistent() {
+        // The chosen path is one this CPU runs; a path it lacks writes nothing.
+        if let Some(p) = best_path() {
+            assert!(p.available());
+        }
+        let mut rng = Rng::new(3);
+        let m = random_matrix::<4>(4, 64, 32, &mut rng);
+        for p in [GemvPath::Avx512, GemvPath::Avx2] {
+            let mut y = vec![f32::NAN; 4];
+            let ran = packed_gemv_on(p, &m, &[0.5; 64], &mut y);
+            assert_eq!(ran, p.available());
+            assert_eq!(y.iter().all(|v| v.is_nan()), !ran);
         }
     }
 
@@ -254,22 +409,27 @@ mod tests {
             eprintln!("SKIPPED: this CPU has no AVX2+FMA; the scalar row_dot path is used");
             return;
         }
-        for (i, &(out, inp)) in [(1, 32), (37, 172), (64, 256), (19, 96), (130, 512)]
-            .iter()
-            .enumerate()
+        // Rows not a multiple of ROWS_PER_TASK; K not a multiple of a unit or group.
+        for (i, &(out, inp)) in [
+            (1, 32),
+            (37, 172),
+            (64, 256),
+            (19, 96),
+            (130, 512),
+            (17, 200),
+        ]
+        .iter()
+        .enumerate()
         {
             let seed = 10 + i as u64;
             for g in [32, 64, 128] {
                 check::<4>(out, inp, g, seed);
             }
-            for g in [32, 64] {
+            for g in [32, 64, 96] {
                 check::<2>(out, inp, g, seed);
             }
-            check::<8>(out, inp, inp, seed);
-            if inp % 16 == 0 {
-                check::<8>(out, inp, 16.max(inp / 4 / 16 * 16), seed);
-            } else {
-                check::<8>(out, inp, 32, seed);
+            for g in [16, 48, inp] {
+                check::<8>(out, inp, g, seed);
             }
         }
     }
