@@ -400,8 +400,9 @@ impl Backend for CpuBackend {
 
 /// Matrix product on a packed matrix, never dequantising it whole: one input row uses the SIMD
 /// kernels of [`qgemv`] where the CPU has them, else [`Packed::row_dot`] (per group
-/// `s * (sum q*x - z * sum x)`) per output; several rows dequantise each weight row once into
-/// a per-task buffer and dot it with every input row.
+/// `s * (sum q*x - z * sum x)`) per output; several rows use [`qgemv::packed_gemm`] on AVX-512,
+/// else dequantise each weight row once into a per-task buffer and dot it with every input
+/// row.
 fn packed_matmul<const B: u32>(m: &Packed<B>, x: &[f32], rows: usize, out: &mut [f32]) {
     let (n_out, n_in) = m.dims();
     if rows == 1 && qgemv::packed_gemv(m, x, out) {
@@ -409,6 +410,9 @@ fn packed_matmul<const B: u32>(m: &Packed<B>, x: &[f32], rows: usize, out: &mut 
     }
     if rows <= 1 {
         matmul_rows(rows, n_in, n_out, x, out, |o, xr| m.row_dot(o, xr));
+        return;
+    }
+    if qgemv::packed_gemm(m, x, rows, out) {
         return;
     }
     matmul_widened_rows(rows, n_in, n_out, x, out, |o, wrow| {

@@ -184,6 +184,86 @@ pub fn packed_gemv_on<const BITS: u32>(
     true
 }
 
+/// Input rows per block of the multi-row product: their permuted copies (`ROW_BLOCK * K`
+/// floats) stay in the L2 cache while every weight row streams past them.
+const ROW_BLOCK: usize = 16;
+
+/// `out[r, o] = sum_k w[o, k] * x[r, k]` for `rows` input rows (prefill) on the AVX-512
+/// kernels: per block of [`ROW_BLOCK`] inputs, each weight unit is widened once for four
+/// inputs at a time ([`super::qgemv_avx512::rows_avx512`]). Returns false (nothing written)
+/// when [`best_path`] is not AVX-512, so the caller uses its fallback.
+pub fn packed_gemm<const BITS: u32>(
+    m: &Packed<BITS>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> bool {
+    if best_path() != Some(GemvPath::Avx512) {
+        return false;
+    }
+    let (n_out, n_in) = m.dims();
+    let lanes = GemvPath::Avx512.lanes();
+    let units = m.row_words() * 4 / lanes;
+    let (per_x, ng) = (units * (8 / BITS) as usize * lanes, m.n_groups());
+    let aligned = super::qgemv_avx512::aligned(m);
+    let (mut xp, mut sx, mut one_xp, mut one_sx) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut cols = Vec::new();
+    for r0 in (0..rows).step_by(ROW_BLOCK) {
+        let nr = ROW_BLOCK.min(rows - r0);
+        xp.clear();
+        sx.clear();
+        for r in r0..r0 + nr {
+            permute_input::<BITS>(
+                &x[r * n_in..(r + 1) * n_in],
+                lanes,
+                units,
+                m.group_size(),
+                &mut one_xp,
+                &mut one_sx,
+            );
+            xp.extend_from_slice(&one_xp);
+            sx.extend_from_slice(&one_sx);
+        }
+        let (xp, sx) = (&xp[..], &sx[..]);
+        let xr = |i: usize| &xp[i * per_x..(i + 1) * per_x];
+        let sr = |i: usize| &sx[i * ng..(i + 1) * ng];
+        // cols[o * nr + i]: output o of input r0 + i, computed in parallel over outputs.
+        cols.clear();
+        cols.resize(n_out * nr, 0.0f32);
+        cols.par_chunks_mut(ROWS_PER_TASK * nr)
+            .enumerate()
+            .for_each(|(c, ys)| {
+                for (j, y) in ys.chunks_mut(nr).enumerate() {
+                    let o = c * ROWS_PER_TASK + j;
+                    let mut i = 0;
+                    // SAFETY: `best_path` is AVX-512 (its features were detected) and every
+                    // permuted input was sized for this matrix.
+                    unsafe {
+                        while aligned && i + 4 <= nr {
+                            let v = super::qgemv_avx512::rows_avx512::<BITS, 4>(
+                                m,
+                                o,
+                                [xr(i), xr(i + 1), xr(i + 2), xr(i + 3)],
+                                [sr(i), sr(i + 1), sr(i + 2), sr(i + 3)],
+                            );
+                            y[i..i + 4].copy_from_slice(&v);
+                            i += 4;
+                        }
+                        for (k, yv) in y.iter_mut().enumerate().skip(i) {
+                            *yv = super::qgemv_avx512::row_avx512::<BITS>(m, o, xr(k), sr(k));
+                        }
+                    }
+                }
+            });
+        for (o, col) in cols.chunks(nr).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                out[(r0 + i) * n_out + o] = v;
+            }
+        }
+    }
+    true
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn row_avx2<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32], sx: &[f32]) -> f32 {
@@ -385,6 +465,42 @@ mod tests {
             check_one_hot::<8>(out, inp, 16, seed);
             check_one_hot::<8>(out, inp, inp, seed);
         }
+    }
+
+    #[test]
+    fn multi_row_product_matches_row_dot() {
+        if best_path() != Some(GemvPath::Avx512) {
+            eprintln!("SKIPPED: packed_gemm needs the AVX-512 path");
+            return;
+        }
+        // 21 input rows: one full block of 16 (four 4-row passes), then 5 (one pass and a
+        // single row); INT2 groups of 96 take the per-row split kernel.
+        let mut rng = Rng::new(77);
+        let rows = 21;
+        fn run<const BITS: u32>(rng: &mut Rng, out: usize, inp: usize, group: usize, rows: usize) {
+            let m = random_matrix::<BITS>(out, inp, group, rng);
+            let x: Vec<f32> = (0..rows * inp)
+                .map(|_| rng.next_f32() * 2.0 - 1.0)
+                .collect();
+            let mut y = vec![f32::NAN; rows * out];
+            assert!(packed_gemm(&m, &x, rows, &mut y));
+            for r in 0..rows {
+                for o in 0..out {
+                    let want = m.row_dot(o, &x[r * inp..(r + 1) * inp]);
+                    let v = y[r * out + o];
+                    let tol = 1e-5 * (1.0 + want.abs()) + 1e-6 * inp as f32;
+                    assert!(
+                        (v - want).abs() <= tol,
+                        "INT{BITS} g{group} x{r} w{o}: {v} vs {want}"
+                    );
+                }
+            }
+        }
+        run::<8>(&mut rng, 19, 172, 172, rows);
+        run::<8>(&mut rng, 19, 172, 48, rows);
+        run::<4>(&mut rng, 33, 200, 64, rows);
+        run::<2>(&mut rng, 17, 200, 64, rows);
+        run::<2>(&mut rng, 17, 200, 96, rows);
     }
 
     #[test]

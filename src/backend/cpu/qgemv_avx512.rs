@@ -32,8 +32,7 @@ pub(super) unsafe fn row_avx512<const BITS: u32>(
     sx: &[f32],
 ) -> f32 {
     let ng = m.n_groups();
-    let aligned = ng == 1 || (m.group_size() * BITS as usize) % 128 == 0;
-    let q = if aligned {
+    let q = if aligned(m) {
         row_aligned::<BITS>(m, r, xp)
     } else {
         row_split::<BITS>(m, r, xp)
@@ -177,6 +176,80 @@ unsafe fn row_split<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32]) -> 
     _mm512_reduce_add_ps(total)
 }
 
+/// `R` outputs at once for the multi-row (prefill) product: `out[i] = sum_k w[r, k] *
+/// x_i[k]`, where `xps[i]`/`sxs[i]` are input `i`'s 16-lane permuted values and group sums.
+/// Each unit of the weight row is loaded, widened and converted once for all `R` inputs.
+/// Only for matrices whose groups are whole units ([`aligned`]).
+///
+/// # Safety
+/// As [`row_avx512`], for every input; `aligned(m)` must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn rows_avx512<const BITS: u32, const R: usize>(
+    m: &Packed<BITS>,
+    r: usize,
+    xps: [&[f32]; R],
+    sxs: [&[f32]; R],
+) -> [f32; R] {
+    use std::arch::x86_64::*;
+    debug_assert!(aligned(m));
+    let nsub = (8 / BITS) as usize;
+    let units = m.row_words() / 4;
+    let ng = m.n_groups();
+    let bytes = &m.bytes()[r * units * 16..(r + 1) * units * 16];
+    let scales = &m.scales()[r * ng..(r + 1) * ng];
+    let upg = if ng == 1 {
+        units
+    } else {
+        m.group_size() * BITS as usize / 128
+    };
+    let masks = masks::<BITS>();
+    let mut total = [_mm512_setzero_ps(); R];
+    let mut zterm = [0.0f32; R];
+    for (g, s) in scales.iter().enumerate() {
+        // Two accumulators per input: sub-positions alternate between them (INT8 uses one;
+        // its `R` inputs are the independent chains).
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for u in g * upg..((g + 1) * upg).min(units) {
+            let v = load_unit::<BITS>(bytes, u);
+            for t in 0..nsub {
+                let c = if BITS == 8 {
+                    _mm512_cvtepi32_ps(v)
+                } else {
+                    _mm512_cvtepi32_ps(_mm512_and_si512(v, masks[t]))
+                };
+                let a = t % 2;
+                for i in 0..R {
+                    debug_assert!((u * nsub + t + 1) * 16 <= xps[i].len());
+                    let xs = _mm512_loadu_ps(xps[i].as_ptr().add((u * nsub + t) * 16));
+                    acc[i][a] = _mm512_fmadd_ps(c, xs, acc[i][a]);
+                }
+            }
+        }
+        let s = s.to_f32();
+        for i in 0..R {
+            let sum = _mm512_add_ps(acc[i][0], acc[i][1]);
+            total[i] = _mm512_fmadd_ps(_mm512_set1_ps(s), sum, total[i]);
+        }
+        if BITS < 8 {
+            let sz = s * m.zeros()[r * ng + g].to_f32();
+            for i in 0..R {
+                zterm[i] += sz * sxs[i][g];
+            }
+        }
+    }
+    let mut out = [0.0f32; R];
+    for i in 0..R {
+        out[i] = _mm512_reduce_add_ps(total[i]) - zterm[i];
+    }
+    out
+}
+
+/// True when every group of `m` is a whole number of 16-byte units.
+pub(super) fn aligned<const BITS: u32>(m: &Packed<BITS>) -> bool {
+    m.n_groups() == 1 || (m.group_size() * BITS as usize) % 128 == 0
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 pub(super) unsafe fn row_avx512<const BITS: u32>(
     m: &Packed<BITS>,
@@ -184,6 +257,19 @@ pub(super) unsafe fn row_avx512<const BITS: u32>(
     _: &[f32],
     _: &[f32],
 ) -> f32 {
+    unreachable!(
+        "AVX-512 is never detected off x86_64 (row {r} of {:?})",
+        m.dims()
+    )
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) unsafe fn rows_avx512<const BITS: u32, const R: usize>(
+    m: &Packed<BITS>,
+    r: usize,
+    _: [&[f32]; R],
+    _: [&[f32]; R],
+) -> [f32; R] {
     unreachable!(
         "AVX-512 is never detected off x86_64 (row {r} of {:?})",
         m.dims()
