@@ -563,4 +563,53 @@ mod tests {
             }
         }
     }
+
+    /// Kernel timing, not a check: `cargo test --release --lib timing_packed -- --ignored
+    /// --nocapture`. Median of a few calls per shape on a 4096 x 4096 matrix, every path.
+    #[test]
+    #[ignore]
+    fn timing_packed_products() {
+        fn median(mut f: impl FnMut()) -> f64 {
+            let mut t: Vec<f64> = (0..7)
+                .map(|_| {
+                    let s = std::time::Instant::now();
+                    f();
+                    s.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            t.sort_by(f64::total_cmp);
+            t[3]
+        }
+        fn one<const BITS: u32>(group: usize) {
+            let (n, rows) = (4096, 64);
+            let mut rng = Rng::new(5);
+            let m = random_matrix::<BITS>(n, n, group, &mut rng);
+            let x: Vec<f32> = (0..rows * n).map(|_| rng.next_f32() - 0.5).collect();
+            let mut y = vec![0.0f32; rows * n];
+            for p in paths() {
+                let ms = median(|| {
+                    packed_gemv_on(p, &m, &x[..n], &mut y[..n]);
+                });
+                eprintln!("INT{BITS} g{group} gemv {p:?}: {ms:.3} ms");
+            }
+            let ms = median(|| {
+                super::super::matmul_rows(1, n, n, &x[..n], &mut y[..n], |o, xr| m.row_dot(o, xr))
+            });
+            eprintln!("INT{BITS} g{group} gemv row_dot: {ms:.3} ms");
+            let ms = median(|| {
+                packed_gemm(&m, &x, rows, &mut y);
+            });
+            eprintln!("INT{BITS} g{group} {rows} rows packed_gemm: {ms:.3} ms");
+            let ms = median(|| {
+                super::super::matmul_widened_rows(rows, n, n, &x, &mut y, |o, w| {
+                    m.dequantize_row_into(o, w)
+                })
+            });
+            eprintln!("INT{BITS} g{group} {rows} rows widened: {ms:.3} ms");
+        }
+        one::<8>(4096);
+        one::<4>(128);
+        one::<2>(64);
+        one::<2>(32);
+    }
 }

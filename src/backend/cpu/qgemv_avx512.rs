@@ -212,11 +212,11 @@ pub(super) unsafe fn rows_avx512<const BITS: u32, const R: usize>(
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for u in g * upg..((g + 1) * upg).min(units) {
             let v = load_unit::<BITS>(bytes, u);
-            for t in 0..nsub {
+            for (t, mask) in masks.iter().enumerate().take(nsub) {
                 let c = if BITS == 8 {
                     _mm512_cvtepi32_ps(v)
                 } else {
-                    _mm512_cvtepi32_ps(_mm512_and_si512(v, masks[t]))
+                    _mm512_cvtepi32_ps(_mm512_and_si512(v, *mask))
                 };
                 let a = t % 2;
                 for i in 0..R {
