@@ -21,10 +21,10 @@ use crate::quant::Packed;
 /// per-group input sums ([`super::qgemv::permute_input`]).
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `xp` must hold `units * (8 / BITS) * 16` values, where
+/// The CPU must support AVX-512F and F16C; `xp` must hold `units * (8 / BITS) * 16` values, where
 /// `units = m.row_words() / 4`, and `sx` one value per group.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,f16c")]
 pub(super) unsafe fn row_avx512<const BITS: u32>(
     m: &Packed<BITS>,
     r: usize,
@@ -42,12 +42,21 @@ pub(super) unsafe fn row_avx512<const BITS: u32>(
         let zeros = &m.zeros()[r * ng..(r + 1) * ng];
         let mut zterm = 0.0f32;
         for g in 0..ng {
-            zterm += scales[g].to_f32() * zeros[g].to_f32() * sx[g];
+            zterm += h2f(scales[g]) * h2f(zeros[g]) * sx[g];
         }
         q - zterm
     } else {
         q
     }
+}
+
+/// One FP16 value widened with the F16C instruction (the per-group scales and zeros; the
+/// portable conversion is a call per value, which showed in small groups).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn h2f(h: half::f16) -> f32 {
+    use std::arch::x86_64::*;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
 }
 
 /// The masks selecting sub-position `t` of every byte in a 32-bit lane (unshifted).
@@ -112,7 +121,7 @@ unsafe fn unit_fma<const BITS: u32>(
 
 /// `sum_g s_g * sum_{k in g} q_k x_k` when every group is a whole number of units.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,f16c")]
 unsafe fn row_aligned<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let nsub = (8 / BITS) as usize;
@@ -144,7 +153,7 @@ unsafe fn row_aligned<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32]) -
             u += 1;
         }
         let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        total = _mm512_fmadd_ps(_mm512_set1_ps(s.to_f32()), sum, total);
+        total = _mm512_fmadd_ps(_mm512_set1_ps(h2f(*s)), sum, total);
     }
     _mm512_reduce_add_ps(total)
 }
@@ -152,7 +161,7 @@ unsafe fn row_aligned<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32]) -
 /// `sum_g s_g * sum_{k in g} q_k x_k` when groups may end at a unit's 8-byte half (INT2
 /// groups of an odd multiple of 32 codes): each unit's product is scaled per half.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,f16c")]
 unsafe fn row_split<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let units = m.row_words() / 4;
@@ -162,7 +171,7 @@ unsafe fn row_split<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32]) -> 
     // 8-byte halves per group; halves past the last group (row padding) read the last
     // group's scale against zero inputs.
     let hpg = m.group_size() * BITS as usize / 64;
-    let scale_of = |h: usize| scales[(h / hpg).min(ng - 1)].to_f32();
+    let scale_of = |h: usize| h2f(scales[(h / hpg).min(ng - 1)]);
     let masks = masks::<BITS>();
     let mut total = _mm512_setzero_ps();
     for u in 0..units {
@@ -184,7 +193,7 @@ unsafe fn row_split<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32]) -> 
 /// # Safety
 /// As [`row_avx512`], for every input; `aligned(m)` must hold.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,f16c")]
 pub(super) unsafe fn rows_avx512<const BITS: u32, const R: usize>(
     m: &Packed<BITS>,
     r: usize,
@@ -226,13 +235,13 @@ pub(super) unsafe fn rows_avx512<const BITS: u32, const R: usize>(
                 }
             }
         }
-        let s = s.to_f32();
+        let s = h2f(*s);
         for i in 0..R {
             let sum = _mm512_add_ps(acc[i][0], acc[i][1]);
             total[i] = _mm512_fmadd_ps(_mm512_set1_ps(s), sum, total[i]);
         }
         if BITS < 8 {
-            let sz = s * m.zeros()[r * ng + g].to_f32();
+            let sz = s * h2f(m.zeros()[r * ng + g]);
             for i in 0..R {
                 zterm[i] += sz * sxs[i][g];
             }
