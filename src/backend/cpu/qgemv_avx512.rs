@@ -40,11 +40,7 @@ pub(super) unsafe fn row_avx512<const BITS: u32>(
     if BITS < 8 {
         let scales = &m.scales()[r * ng..(r + 1) * ng];
         let zeros = &m.zeros()[r * ng..(r + 1) * ng];
-        let mut zterm = 0.0f32;
-        for g in 0..ng {
-            zterm += h2f(scales[g]) * h2f(zeros[g]) * sx[g];
-        }
-        q - zterm
+        q - zero_term(scales, zeros, sx)
     } else {
         q
     }
@@ -57,6 +53,40 @@ pub(super) unsafe fn row_avx512<const BITS: u32>(
 unsafe fn h2f(h: half::f16) -> f32 {
     use std::arch::x86_64::*;
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
+/// Up to 16 FP16 values widened to f32 (16 at a time with one `vcvtph2ps`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn widen16(h: &[half::f16]) -> [f32; 16] {
+    use std::arch::x86_64::*;
+    let mut out = [0.0f32; 16];
+    if h.len() >= 16 {
+        let v = _mm512_cvtph_ps(_mm256_loadu_si256(h.as_ptr() as *const __m256i));
+        _mm512_storeu_ps(out.as_mut_ptr(), v);
+    } else {
+        for (o, &v) in out.iter_mut().zip(h) {
+            *o = h2f(v);
+        }
+    }
+    out
+}
+
+/// `sum_g s_g * z_g * sx_g`, sixteen groups per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn zero_term(scales: &[half::f16], zeros: &[half::f16], sx: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = _mm512_setzero_ps();
+    for g0 in (0..scales.len()).step_by(16) {
+        let g1 = (g0 + 16).min(scales.len());
+        let s = _mm512_loadu_ps(widen16(&scales[g0..g1]).as_ptr());
+        let z = _mm512_loadu_ps(widen16(&zeros[g0..g1]).as_ptr());
+        let mut xs = [0.0f32; 16];
+        xs[..g1 - g0].copy_from_slice(&sx[g0..g1]);
+        acc = _mm512_fmadd_ps(_mm512_mul_ps(s, z), _mm512_loadu_ps(xs.as_ptr()), acc);
+    }
+    _mm512_reduce_add_ps(acc)
 }
 
 /// The masks selecting sub-position `t` of every byte in a 32-bit lane (unshifted).
@@ -86,10 +116,11 @@ unsafe fn load_unit<const BITS: u32>(bytes: &[u8], u: usize) -> std::arch::x86_6
 }
 
 /// Accumulates unit `u`'s products into `acc[(base + t) % 4]` for each sub-position `t`
-/// (`base` is a constant after inlining, so the accumulators stay in registers).
+/// (`base` is a constant after inlining, so the accumulators stay in registers), or all into
+/// `acc[0]` without `SPREAD`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn unit_fma<const BITS: u32>(
+unsafe fn unit_fma<const BITS: u32, const SPREAD: bool>(
     bytes: &[u8],
     xp: &[f32],
     masks: &[std::arch::x86_64::__m512i; 4],
@@ -103,7 +134,7 @@ unsafe fn unit_fma<const BITS: u32>(
     debug_assert!((u + 1) * nsub * 16 <= xp.len());
     let xs = xp.as_ptr().add(u * nsub * 16);
     if BITS == 8 {
-        let a = base % 4;
+        let a = if SPREAD { base % 4 } else { 0 };
         acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_loadu_ps(xs), acc[a]);
     } else {
         for (t, mask) in masks.iter().enumerate().take(nsub) {
@@ -119,41 +150,69 @@ unsafe fn unit_fma<const BITS: u32>(
     }
 }
 
-/// `sum_g s_g * sum_{k in g} q_k x_k` when every group is a whole number of units.
+/// `sum_g s_g * sum_{k in g} q_k x_k` when every group is a whole number of units. Groups of
+/// more than four FMAs spread them over four accumulators; smaller ones (INT2 g64, INT4 g64)
+/// keep one chain each, since out-of-order execution overlaps consecutive groups and the
+/// three adds per group would cost more than they hide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c")]
 unsafe fn row_aligned<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32]) -> f32 {
+    let units = m.row_words() / 4;
+    let upg = if m.n_groups() == 1 {
+        units
+    } else {
+        m.group_size() * BITS as usize / 128
+    };
+    if upg * (8 / BITS) as usize > 4 {
+        row_aligned_acc::<BITS, true>(m, r, xp, upg)
+    } else {
+        row_aligned_acc::<BITS, false>(m, r, xp, upg)
+    }
+}
+
+/// [`row_aligned`] with `upg` units per group, on four accumulators or (without `SPREAD`) one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn row_aligned_acc<const BITS: u32, const SPREAD: bool>(
+    m: &Packed<BITS>,
+    r: usize,
+    xp: &[f32],
+    upg: usize,
+) -> f32 {
     use std::arch::x86_64::*;
     let nsub = (8 / BITS) as usize;
     let units = m.row_words() / 4;
     let ng = m.n_groups();
     let bytes = &m.bytes()[r * units * 16..(r + 1) * units * 16];
     let scales = &m.scales()[r * ng..(r + 1) * ng];
-    let upg = if ng == 1 {
-        units
-    } else {
-        m.group_size() * BITS as usize / 128
-    };
     let masks = masks::<BITS>();
     // Units per step so one step issues four FMAs into four independent accumulators.
     let step = (4 / nsub).max(1);
     let mut total = _mm512_setzero_ps();
-    for (g, s) in scales.iter().enumerate() {
-        let u1 = ((g + 1) * upg).min(units);
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut u = g * upg;
-        while u + step <= u1 {
-            for i in 0..step {
-                unit_fma::<BITS>(bytes, xp, &masks, u + i, &mut acc, i * nsub);
+    for g0 in (0..ng).step_by(16) {
+        let g1 = (g0 + 16).min(ng);
+        let block = widen16(&scales[g0..g1]);
+        for (g, &s) in (g0..g1).zip(&block) {
+            let u1 = ((g + 1) * upg).min(units);
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut u = g * upg;
+            while u + step <= u1 {
+                for i in 0..step {
+                    unit_fma::<BITS, SPREAD>(bytes, xp, &masks, u + i, &mut acc, i * nsub);
+                }
+                u += step;
             }
-            u += step;
+            while u < u1 {
+                unit_fma::<BITS, SPREAD>(bytes, xp, &masks, u, &mut acc, 0);
+                u += 1;
+            }
+            let sum = if SPREAD {
+                _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))
+            } else {
+                acc[0]
+            };
+            total = _mm512_fmadd_ps(_mm512_set1_ps(s), sum, total);
         }
-        while u < u1 {
-            unit_fma::<BITS>(bytes, xp, &masks, u, &mut acc, 0);
-            u += 1;
-        }
-        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        total = _mm512_fmadd_ps(_mm512_set1_ps(h2f(*s)), sum, total);
     }
     _mm512_reduce_add_ps(total)
 }
@@ -176,7 +235,7 @@ unsafe fn row_split<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32]) -> 
     let mut total = _mm512_setzero_ps();
     for u in 0..units {
         let mut acc = [_mm512_setzero_ps(); 4];
-        unit_fma::<BITS>(bytes, xp, &masks, u, &mut acc, 0);
+        unit_fma::<BITS, true>(bytes, xp, &masks, u, &mut acc, 0);
         let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
         let (lo, hi) = (scale_of(2 * u), scale_of(2 * u + 1));
         let sv = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(lo), _mm512_set1_ps(hi));
