@@ -140,7 +140,7 @@ unsafe fn unit_fma<const BITS: u32, const SPREAD: bool>(
         for (t, mask) in masks.iter().enumerate().take(nsub) {
             // The code times 2^(BITS t), unshifted: the permuted input carries 2^(-BITS t).
             let c = _mm512_and_si512(v, *mask);
-            let a = (base + t) % 4;
+            let a = if SPREAD { (base + t) % 4 } else { 0 };
             acc[a] = _mm512_fmadd_ps(
                 _mm512_cvtepi32_ps(c),
                 _mm512_loadu_ps(xs.add(t * 16)),
