@@ -25,6 +25,9 @@
 //! call. (The AVX-512 kernel's 16-byte units can split an INT2 group of 32 or 96 codes; see its
 //! docs.)
 //!
+//! Several input rows (prefill) on AVX-512 go through [`packed_gemm`], which widens each weight
+//! unit once for four permuted inputs at a time.
+//!
 //! `AGENTCOMPRESS_CPU_SIMD=avx2` caps the dispatch at AVX2 and `=scalar` disables the SIMD
 //! kernels (for A/B timing on one binary).
 
