@@ -7,6 +7,7 @@ pub mod gemm;
 pub mod gemm_i8;
 mod kernels;
 pub mod qgemv;
+mod qgemv_avx512;
 mod simd;
 
 pub use kernels::{argmax, dot};
@@ -400,8 +401,9 @@ impl Backend for CpuBackend {
 
 /// Matrix product on a packed matrix, never dequantising it whole: one input row uses the SIMD
 /// kernels of [`qgemv`] where the CPU has them, else [`Packed::row_dot`] (per group
-/// `s * (sum q*x - z * sum x)`) per output; several rows dequantise each weight row once into
-/// a per-task buffer and dot it with every input row.
+/// `s * (sum q*x - z * sum x)`) per output; several rows use [`qgemv::packed_gemm`] on AVX-512,
+/// else dequantise each weight row once into a per-task buffer and dot it with every input
+/// row.
 fn packed_matmul<const B: u32>(m: &Packed<B>, x: &[f32], rows: usize, out: &mut [f32]) {
     let (n_out, n_in) = m.dims();
     if rows == 1 && qgemv::packed_gemv(m, x, out) {
@@ -409,6 +411,9 @@ fn packed_matmul<const B: u32>(m: &Packed<B>, x: &[f32], rows: usize, out: &mut 
     }
     if rows <= 1 {
         matmul_rows(rows, n_in, n_out, x, out, |o, xr| m.row_dot(o, xr));
+        return;
+    }
+    if qgemv::packed_gemm(m, x, rows, out) {
         return;
     }
     matmul_widened_rows(rows, n_in, n_out, x, out, |o, wrow| {

@@ -1,25 +1,35 @@
-//! Decode-time (one input row) products on the packed INT8/INT4/INT2 formats with AVX2 + FMA,
-//! dispatched at run time; other machines use [`Packed::row_dot`].
+//! Decode-time (one input row) products on the packed INT8/INT4/INT2 formats with AVX-512
+//! ([`super::qgemv_avx512`]) or AVX2 + FMA, dispatched at run time ([`GemvPath`]); other
+//! machines use [`Packed::row_dot`].
 //!
 //! The packed layout ([`crate::quant::packed`]) interleaves codes inside each word for the
 //! GPU's int-to-half trick. Instead of un-interleaving the codes, the kernel permutes the
-//! *input* once per call into the order the bytes present them, so the inner loop is: load 8
-//! bytes, widen them to 8 lanes, then per sub-position `t` of a byte shift, mask, convert and
-//! fused-multiply-add with 8 permuted inputs. Sub-position `t` is masked in place (the code
-//! times `2^(BITS t)`, no shift) and its permuted inputs carry the factor `2^(-BITS t)`, which
-//! is exact in f32.
+//! *input* once per call into the order the bytes present them, so the inner loop is: load one
+//! unit of bytes, widen them to one lane each, then per sub-position `t` of a byte mask,
+//! convert and fused-multiply-add with the permuted inputs. Sub-position `t` is masked in place
+//! (the code times `2^(BITS t)`, no shift) and its permuted inputs carry the factor
+//! `2^(-BITS t)`, which is exact in f32.
 //!
-//! **Permuted input** ("unit" = 8 consecutive bytes of a row = 64 bits of codes): lane `b`
-//! (0..8) holds byte `b` of the unit, i.e. byte `b % 4` of word `2u + b / 4`; sub-position `t`
-//! (0..8/BITS) of that byte is the code at bit `BITS * t`, which is slot
-//! `(8 / BITS) * (b % 4) + t` of its word and so code `j` of the word with `slot(j)` equal to
-//! it. `xp[(u * (8 / BITS) + t) * 8 + b]` is the input at that code's K index times
-//! `2^(-BITS t)`, or 0 past the row's real width (so padding codes contribute nothing).
+//! **Permuted input** ("unit" = `L` consecutive bytes of a row, `L` = 8 lanes for AVX2, 16 for
+//! AVX-512): lane `b` (0..L) holds byte `b` of the unit, i.e. byte `b % 4` of word
+//! `(L / 4) u + b / 4`; sub-position `t` (0..8/BITS) of that byte is the code at bit
+//! `BITS * t`, which is slot `(8 / BITS) * (b % 4) + t` of its word and so code `j` of the
+//! word with `slot(j)` equal to it. `xp[(u * (8 / BITS) + t) * L + b]` is the input at that
+//! code's K index times `2^(-BITS t)`, or 0 past the row's real width (so padding codes
+//! contribute nothing).
 //!
-//! Groups are whole units (INT4/INT2 groups are multiples of 32 codes = 16/8 bytes, INT8 groups
-//! multiples of 16 bytes, or one group per row), so each group's `sum q * x` stays in one
-//! vector accumulator, which is scaled into a row accumulator at the group's end; the zero-point
-//! term `s * z * sum x` uses per-group input sums computed once per call.
+//! Groups are whole 8-byte units (INT4/INT2 groups are multiples of 32 codes = 16/8 bytes, INT8
+//! groups multiples of 16 bytes, or one group per row), so in the AVX2 kernel each group's
+//! `sum q * x` stays in one vector accumulator, which is scaled into a row accumulator at the
+//! group's end; the zero-point term `s * z * sum x` uses per-group input sums computed once per
+//! call. (The AVX-512 kernel's 16-byte units can split an INT2 group of 32 or 96 codes; see its
+//! docs.)
+//!
+//! Several input rows (prefill) on AVX-512 go through [`packed_gemm`], which widens each weight
+//! unit once for four permuted inputs at a time.
+//!
+//! `AGENTCOMPRESS_CPU_SIMD=avx2` caps the dispatch at AVX2 and `=scalar` disables the SIMD
+//! kernels (for A/B timing on one binary).
 
 use crate::quant::packed::slot;
 use crate::quant::Packed;
@@ -29,9 +39,53 @@ use std::cell::RefCell;
 /// Outputs per rayon task.
 const ROWS_PER_TASK: usize = 16;
 
-/// True when this machine runs the AVX2 + FMA kernels.
+/// A packed-GEMV kernel family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemvPath {
+    /// 16 lanes, 16-byte units ([`super::qgemv_avx512`]).
+    Avx512,
+    /// 8 lanes with FMA, 8-byte units.
+    Avx2,
+}
+
+impl GemvPath {
+    /// Bytes per unit, which is also the lanes per vector.
+    fn lanes(self) -> usize {
+        match self {
+            GemvPath::Avx512 => 16,
+            GemvPath::Avx2 => 8,
+        }
+    }
+
+    /// True when this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            GemvPath::Avx512 => super::simd::avx512f(),
+            GemvPath::Avx2 => super::simd::avx2_fma(),
+        }
+    }
+}
+
+/// The fastest path this machine runs (capped by `AGENTCOMPRESS_CPU_SIMD`), or `None` when
+/// the caller must use [`Packed::row_dot`].
+pub fn best_path() -> Option<GemvPath> {
+    static BEST: std::sync::OnceLock<Option<GemvPath>> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| {
+        let cap = std::env::var("AGENTCOMPRESS_CPU_SIMD")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let order: &[GemvPath] = match cap.as_str() {
+            "scalar" => &[],
+            "avx2" => &[GemvPath::Avx2],
+            _ => &[GemvPath::Avx512, GemvPath::Avx2],
+        };
+        order.iter().copied().find(|p| p.available())
+    })
+}
+
+/// True when this machine runs a SIMD packed-GEMV kernel.
 pub fn simd_available() -> bool {
-    super::simd::avx2_fma()
+    best_path().is_some()
 }
 
 /// The code index `j` inside a word whose slot is `s` (the inverse of [`slot`]).
@@ -42,10 +96,11 @@ fn code_of_slot(bits: u32, s: usize) -> usize {
     j
 }
 
-/// Fills `xp` with `x` in the permuted order of the module docs for rows of `units` units, and
-/// `sx` with the per-group sums of `x`.
-fn permute_input<const BITS: u32>(
+/// Fills `xp` with `x` in the permuted order of the module docs for rows of `units` units of
+/// `lanes` bytes, and `sx` with the per-group sums of `x`.
+pub(super) fn permute_input<const BITS: u32>(
     x: &[f32],
+    lanes: usize,
     units: usize,
     group: usize,
     xp: &mut Vec<f32>,
@@ -54,11 +109,11 @@ fn permute_input<const BITS: u32>(
     let nsub = (8 / BITS) as usize;
     let per_word = (32 / BITS) as usize;
     xp.clear();
-    xp.resize(units * nsub * 8, 0.0);
+    xp.resize(units * nsub * lanes, 0.0);
     for u in 0..units {
         for t in 0..nsub {
-            for b in 0..8 {
-                let word = 2 * u + b / 4;
+            for b in 0..lanes {
+                let word = (lanes / 4) * u + b / 4;
                 let j = code_of_slot(BITS, nsub * (b % 4) + t);
                 let k = word * per_word + j;
                 if k < x.len() {
@@ -68,7 +123,7 @@ fn permute_input<const BITS: u32>(
                     } else {
                         (0.5f32).powi((BITS as usize * t) as i32)
                     };
-                    xp[(u * nsub + t) * 8 + b] = x[k] * unshift;
+                    xp[(u * nsub + t) * lanes + b] = x[k] * unshift;
                 }
             }
         }
@@ -81,29 +136,134 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `out[o] = sum_k w[o, k] * x[k]` for one input row, on the packed data. Returns false (and
-/// writes nothing) when the SIMD kernels are unavailable, so the caller uses its fallback.
+/// `out[o] = sum_k w[o, k] * x[k]` for one input row, on the packed data, with the fastest
+/// kernel of [`best_path`]. Returns false (and writes nothing) when no SIMD kernel is
+/// available, so the caller uses its fallback.
 pub fn packed_gemv<const BITS: u32>(m: &Packed<BITS>, x: &[f32], out: &mut [f32]) -> bool {
-    if !simd_available() {
+    match best_path() {
+        Some(path) => packed_gemv_on(path, m, x, out),
+        None => false,
+    }
+}
+
+/// [`packed_gemv`] on a chosen kernel family; false (nothing written) when this CPU cannot
+/// run it.
+pub fn packed_gemv_on<const BITS: u32>(
+    path: GemvPath,
+    m: &Packed<BITS>,
+    x: &[f32],
+    out: &mut [f32],
+) -> bool {
+    if !path.available() {
         return false;
     }
     let (n_out, n_in) = m.dims();
-    let units = m.row_words() / 2;
+    let lanes = path.lanes();
+    let units = m.row_words() * 4 / lanes;
     SCRATCH.with(|cell| {
         let mut guard = cell.borrow_mut();
         let (xp, sx) = &mut *guard;
-        permute_input::<BITS>(&x[..n_in], units, m.group_size(), xp, sx);
+        permute_input::<BITS>(&x[..n_in], lanes, units, m.group_size(), xp, sx);
         let (xp, sx) = (&xp[..], &sx[..]);
         out[..n_out]
             .par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
             .for_each(|(c, ys)| {
                 for (i, y) in ys.iter_mut().enumerate() {
-                    // SAFETY: `simd_available` checked AVX2 and FMA above.
-                    *y = unsafe { row_avx2::<BITS>(m, c * ROWS_PER_TASK + i, xp, sx) };
+                    let r = c * ROWS_PER_TASK + i;
+                    // SAFETY: `path.available()` checked the CPU features above, and `xp`/`sx`
+                    // were sized for this matrix's units and groups.
+                    *y = unsafe {
+                        match path {
+                            GemvPath::Avx512 => {
+                                super::qgemv_avx512::row_avx512::<BITS>(m, r, xp, sx)
+                            }
+                            GemvPath::Avx2 => row_avx2::<BITS>(m, r, xp, sx),
+                        }
+                    };
                 }
             });
     });
+    true
+}
+
+/// Input rows per block of the multi-row product: their permuted copies (`ROW_BLOCK * K`
+/// floats) stay in the L2 cache while every weight row streams past them.
+const ROW_BLOCK: usize = 16;
+
+/// `out[r, o] = sum_k w[o, k] * x[r, k]` for `rows` input rows (prefill) on the AVX-512
+/// kernels: per block of [`ROW_BLOCK`] inputs, each weight unit is widened once for four
+/// inputs at a time ([`super::qgemv_avx512::rows_avx512`]). Returns false (nothing written)
+/// when [`best_path`] is not AVX-512, so the caller uses its fallback.
+pub fn packed_gemm<const BITS: u32>(
+    m: &Packed<BITS>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> bool {
+    if best_path() != Some(GemvPath::Avx512) {
+        return false;
+    }
+    let (n_out, n_in) = m.dims();
+    let lanes = GemvPath::Avx512.lanes();
+    let units = m.row_words() * 4 / lanes;
+    let (per_x, ng) = (units * (8 / BITS) as usize * lanes, m.n_groups());
+    let aligned = super::qgemv_avx512::aligned(m);
+    let (mut xp, mut sx, mut one_xp, mut one_sx) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut cols = Vec::new();
+    for r0 in (0..rows).step_by(ROW_BLOCK) {
+        let nr = ROW_BLOCK.min(rows - r0);
+        xp.clear();
+        sx.clear();
+        for r in r0..r0 + nr {
+            permute_input::<BITS>(
+                &x[r * n_in..(r + 1) * n_in],
+                lanes,
+                units,
+                m.group_size(),
+                &mut one_xp,
+                &mut one_sx,
+            );
+            xp.extend_from_slice(&one_xp);
+            sx.extend_from_slice(&one_sx);
+        }
+        let (xp, sx) = (&xp[..], &sx[..]);
+        let xr = |i: usize| &xp[i * per_x..(i + 1) * per_x];
+        let sr = |i: usize| &sx[i * ng..(i + 1) * ng];
+        // cols[o * nr + i]: output o of input r0 + i, computed in parallel over outputs.
+        cols.clear();
+        cols.resize(n_out * nr, 0.0f32);
+        cols.par_chunks_mut(ROWS_PER_TASK * nr)
+            .enumerate()
+            .for_each(|(c, ys)| {
+                for (j, y) in ys.chunks_mut(nr).enumerate() {
+                    let o = c * ROWS_PER_TASK + j;
+                    let mut i = 0;
+                    // SAFETY: `best_path` is AVX-512 (its features were detected) and every
+                    // permuted input was sized for this matrix.
+                    unsafe {
+                        while aligned && i + 4 <= nr {
+                            let v = super::qgemv_avx512::rows_avx512::<BITS, 4>(
+                                m,
+                                o,
+                                [xr(i), xr(i + 1), xr(i + 2), xr(i + 3)],
+                                [sr(i), sr(i + 1), sr(i + 2), sr(i + 3)],
+                            );
+                            y[i..i + 4].copy_from_slice(&v);
+                            i += 4;
+                        }
+                        for (k, yv) in y.iter_mut().enumerate().skip(i) {
+                            *yv = super::qgemv_avx512::row_avx512::<BITS>(m, o, xr(k), sr(k));
+                        }
+                    }
+                }
+            });
+        for (o, col) in cols.chunks(nr).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                out[(r0 + i) * n_out + o] = v;
+            }
+        }
+    }
     true
 }
 
@@ -192,8 +352,14 @@ mod tests {
     use crate::util::rng::Rng;
     use half::f16;
 
-    fn check<const BITS: u32>(out: usize, inp: usize, group: usize, seed: u64) {
-        let mut rng = Rng::new(seed);
+    /// A random packed matrix whose groups have very different scales (a wrong group
+    /// boundary changes the product).
+    fn random_matrix<const BITS: u32>(
+        out: usize,
+        inp: usize,
+        group: usize,
+        rng: &mut Rng,
+    ) -> Packed<BITS> {
         let ng = inp.div_ceil(group);
         let max = if BITS == 8 { 255 } else { (1 << BITS) - 1 };
         let codes: Vec<i32> = (0..out * inp)
@@ -234,17 +400,125 @@ mod tests {
             };
             (scales, zeros)
         };
-        let m = Packed::<BITS>::pack(out, inp, group, &codes, scales, zeros).unwrap();
+        Packed::<BITS>::pack(out, inp, group, &codes, scales, zeros).unwrap()
+    }
+
+    /// The SIMD paths this CPU runs (the test of a path this CPU lacks says so and skips).
+    fn paths() -> Vec<GemvPath> {
+        let all = [GemvPath::Avx512, GemvPath::Avx2];
+        for p in all.iter().filter(|p| !p.available()) {
+            eprintln!("SKIPPED {p:?}: this CPU lacks its features");
+        }
+        all.into_iter().filter(|p| p.available()).collect()
+    }
+
+    /// Every available path against `row_dot` on one random matrix and input.
+    fn check<const BITS: u32>(out: usize, inp: usize, group: usize, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let m = random_matrix::<BITS>(out, inp, group, &mut rng);
         let x: Vec<f32> = (0..inp).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
-        let mut y = vec![f32::NAN; out];
-        assert!(packed_gemv(&m, &x, &mut y));
-        for (r, &v) in y.iter().enumerate() {
-            let want = m.row_dot(r, &x);
-            let tol = 1e-5 * (1.0 + want.abs()) + 1e-6 * inp as f32;
-            assert!(
-                (v - want).abs() <= tol,
-                "INT{BITS} [{out}, {inp}] g{group} row {r}: {v} vs {want}"
-            );
+        for path in paths() {
+            let mut y = vec![f32::NAN; out];
+            assert!(packed_gemv_on(path, &m, &x, &mut y));
+            for (r, &v) in y.iter().enumerate() {
+                let want = m.row_dot(r, &x);
+                let tol = 1e-5 * (1.0 + want.abs()) + 1e-6 * inp as f32;
+                assert!(
+                    (v - want).abs() <= tol,
+                    "{path:?} INT{BITS} [{out}, {inp}] g{group} row {r}: {v} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// One-hot inputs: output `r` must be weight `(r, k)` itself, so any misplaced permuted
+    /// input, sub-position factor, or group scale (boundary) shows up at its `k`.
+    fn check_one_hot<const BITS: u32>(out: usize, inp: usize, group: usize, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let m = random_matrix::<BITS>(out, inp, group, &mut rng);
+        let w = m.dequantize();
+        for path in paths() {
+            let mut y = vec![f32::NAN; out];
+            for k in 0..inp {
+                let mut x = vec![0.0f32; inp];
+                x[k] = 1.0;
+                assert!(packed_gemv_on(path, &m, &x, &mut y));
+                for (r, &v) in y.iter().enumerate() {
+                    let want = w[r * inp + k];
+                    assert!(
+                        (v - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                        "{path:?} INT{BITS} [{out}, {inp}] g{group} w[{r}, {k}]: {v} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_places_every_weight_for_every_format() {
+        // 160 INT2 codes in groups of 96 end a group inside a 16-byte unit; 172 leaves a
+        // partial last group; 48 INT4/INT8 codes leave a partial 16-byte unit row stride.
+        for (i, &(out, inp)) in [(3, 160), (5, 172), (2, 48)].iter().enumerate() {
+            let seed = 40 + i as u64;
+            check_one_hot::<2>(out, inp, 32, seed);
+            check_one_hot::<2>(out, inp, 96, seed);
+            check_one_hot::<2>(out, inp, 64, seed);
+            check_one_hot::<4>(out, inp, 32, seed);
+            check_one_hot::<4>(out, inp, 96, seed);
+            check_one_hot::<8>(out, inp, 16, seed);
+            check_one_hot::<8>(out, inp, inp, seed);
+        }
+    }
+
+    #[test]
+    fn multi_row_product_matches_row_dot() {
+        if best_path() != Some(GemvPath::Avx512) {
+            eprintln!("SKIPPED: packed_gemm needs the AVX-512 path");
+            return;
+        }
+        // 21 input rows: one full block of 16 (four 4-row passes), then 5 (one pass and a
+        // single row); INT2 groups of 96 take the per-row split kernel.
+        let mut rng = Rng::new(77);
+        let rows = 21;
+        fn run<const BITS: u32>(rng: &mut Rng, out: usize, inp: usize, group: usize, rows: usize) {
+            let m = random_matrix::<BITS>(out, inp, group, rng);
+            let x: Vec<f32> = (0..rows * inp)
+                .map(|_| rng.next_f32() * 2.0 - 1.0)
+                .collect();
+            let mut y = vec![f32::NAN; rows * out];
+            assert!(packed_gemm(&m, &x, rows, &mut y));
+            for r in 0..rows {
+                for o in 0..out {
+                    let want = m.row_dot(o, &x[r * inp..(r + 1) * inp]);
+                    let v = y[r * out + o];
+                    let tol = 1e-5 * (1.0 + want.abs()) + 1e-6 * inp as f32;
+                    assert!(
+                        (v - want).abs() <= tol,
+                        "INT{BITS} g{group} x{r} w{o}: {v} vs {want}"
+                    );
+                }
+            }
+        }
+        run::<8>(&mut rng, 19, 172, 172, rows);
+        run::<8>(&mut rng, 19, 172, 48, rows);
+        run::<4>(&mut rng, 33, 200, 64, rows);
+        run::<2>(&mut rng, 17, 200, 64, rows);
+        run::<2>(&mut rng, 17, 200, 96, rows);
+    }
+
+    #[test]
+    fn cap_and_fallback_paths_are_consistent() {
+        // The chosen path is one this CPU runs; a path it lacks writes nothing.
+        if let Some(p) = best_path() {
+            assert!(p.available());
+        }
+        let mut rng = Rng::new(3);
+        let m = random_matrix::<4>(4, 64, 32, &mut rng);
+        for p in [GemvPath::Avx512, GemvPath::Avx2] {
+            let mut y = vec![f32::NAN; 4];
+            let ran = packed_gemv_on(p, &m, &[0.5; 64], &mut y);
+            assert_eq!(ran, p.available());
+            assert_eq!(y.iter().all(|v| v.is_nan()), !ran);
         }
     }
 
@@ -254,22 +528,27 @@ mod tests {
             eprintln!("SKIPPED: this CPU has no AVX2+FMA; the scalar row_dot path is used");
             return;
         }
-        for (i, &(out, inp)) in [(1, 32), (37, 172), (64, 256), (19, 96), (130, 512)]
-            .iter()
-            .enumerate()
+        // Rows not a multiple of ROWS_PER_TASK; K not a multiple of a unit or group.
+        for (i, &(out, inp)) in [
+            (1, 32),
+            (37, 172),
+            (64, 256),
+            (19, 96),
+            (130, 512),
+            (17, 200),
+        ]
+        .iter()
+        .enumerate()
         {
             let seed = 10 + i as u64;
             for g in [32, 64, 128] {
                 check::<4>(out, inp, g, seed);
             }
-            for g in [32, 64] {
+            for g in [32, 64, 96] {
                 check::<2>(out, inp, g, seed);
             }
-            check::<8>(out, inp, inp, seed);
-            if inp % 16 == 0 {
-                check::<8>(out, inp, 16.max(inp / 4 / 16 * 16), seed);
-            } else {
-                check::<8>(out, inp, 32, seed);
+            for g in [16, 48, inp] {
+                check::<8>(out, inp, g, seed);
             }
         }
     }
@@ -286,5 +565,54 @@ mod tests {
                 assert_eq!(slot(bits, j), s);
             }
         }
+    }
+
+    /// Kernel timing, not a check: `cargo test --release --lib timing_packed -- --ignored
+    /// --nocapture`. Fastest of 15 calls per shape on a 4096 x 4096 matrix, every path (the
+    /// minimum, since other load on the machine only ever adds time).
+    #[test]
+    #[ignore]
+    fn timing_packed_products() {
+        fn fastest(mut f: impl FnMut()) -> f64 {
+            let t: Vec<f64> = (0..15)
+                .map(|_| {
+                    let s = std::time::Instant::now();
+                    f();
+                    s.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            t.into_iter().fold(f64::INFINITY, f64::min)
+        }
+        fn one<const BITS: u32>(group: usize) {
+            let (n, rows) = (4096, 64);
+            let mut rng = Rng::new(5);
+            let m = random_matrix::<BITS>(n, n, group, &mut rng);
+            let x: Vec<f32> = (0..rows * n).map(|_| rng.next_f32() - 0.5).collect();
+            let mut y = vec![0.0f32; rows * n];
+            for p in paths() {
+                let ms = fastest(|| {
+                    packed_gemv_on(p, &m, &x[..n], &mut y[..n]);
+                });
+                eprintln!("INT{BITS} g{group} gemv {p:?}: {ms:.3} ms");
+            }
+            let ms = fastest(|| {
+                super::super::matmul_rows(1, n, n, &x[..n], &mut y[..n], |o, xr| m.row_dot(o, xr))
+            });
+            eprintln!("INT{BITS} g{group} gemv row_dot: {ms:.3} ms");
+            let ms = fastest(|| {
+                packed_gemm(&m, &x, rows, &mut y);
+            });
+            eprintln!("INT{BITS} g{group} {rows} rows packed_gemm: {ms:.3} ms");
+            let ms = fastest(|| {
+                super::super::matmul_widened_rows(rows, n, n, &x, &mut y, |o, w| {
+                    m.dequantize_row_into(o, w)
+                })
+            });
+            eprintln!("INT{BITS} g{group} {rows} rows widened: {ms:.3} ms");
+        }
+        one::<8>(4096);
+        one::<4>(128);
+        one::<2>(64);
+        one::<2>(32);
     }
 }

@@ -19,6 +19,22 @@ pub fn avx2_fma() -> bool {
     })
 }
 
+/// True when the CPU has AVX-512F and F16C (what the packed GEMV's 16-lane kernel needs).
+pub fn avx512f() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("f16c")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// True when the CPU has AVX2, FMA and F16C (half-to-float conversion).
 pub fn avx2_fma_f16c() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
