@@ -28,6 +28,23 @@ pub struct ControllerConfig {
 }
 
 impl ControllerConfig {
+    /// A tiny configuration whose widths are multiples of no kernel tile, panel or lane count
+    /// (for tests of the packed and backend forwards).
+    #[cfg(test)]
+    pub(crate) fn ragged(embed_dim: usize) -> Self {
+        ControllerConfig {
+            k: 12,
+            embed_dim,
+            d_model: 36,
+            n_layers: 2,
+            n_heads: 3,
+            ffn_dim: 70,
+            pool_heads: 2,
+            pool_dim: 18,
+            mlp_hidden: 9,
+        }
+    }
+
     /// The reference widths: k = 32, encoder 6 x 512 with 8 heads (FFN 1024), pooling
     /// attention with 4 heads and 256-wide projections, MLP 256 -> 128 -> 1.
     pub fn reference(embed_dim: usize) -> Self {

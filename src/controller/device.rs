@@ -325,14 +325,7 @@ mod tests {
     use crate::backend::cpu::CpuBackend;
     use crate::util::rng::Rng;
 
-    /// Largest absolute difference between two slices.
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::util::max_abs_diff as max_diff;
 
     /// Worst difference over complexity, pruning, sparsity and the precision logits.
     fn out_diff(a: &ControllerOutput, b: &ControllerOutput) -> f32 {
@@ -348,24 +341,10 @@ mod tests {
         c
     }
 
-    fn ragged() -> ControllerConfig {
-        ControllerConfig {
-            k: 12,
-            embed_dim: 20,
-            d_model: 36,
-            n_layers: 2,
-            n_heads: 3,
-            ffn_dim: 70,
-            pool_heads: 2,
-            pool_dim: 18,
-            mlp_hidden: 9,
-        }
-    }
-
     #[test]
     fn cpu_backend_predictions_match_the_reference_and_packed_forwards() {
         for c in [
-            perturbed(ragged(), 3),
+            perturbed(ControllerConfig::ragged(20), 3),
             perturbed(ControllerConfig::small(16), 4),
         ] {
             let e = c.config.embed_dim;

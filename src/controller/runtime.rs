@@ -229,14 +229,7 @@ mod tests {
     use super::*;
     use crate::util::rng::Rng;
 
-    /// Largest absolute difference between two slices.
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::util::max_abs_diff as max_diff;
 
     fn assert_close(a: &ControllerOutput, b: &ControllerOutput, tol: f32) {
         let fa = [a.complexity, a.pruning, a.sparsity];
@@ -249,17 +242,7 @@ mod tests {
     #[test]
     fn packed_predictions_match_the_reference_forward() {
         // Ragged widths (not multiples of the 32-column panels) and a short task too.
-        let cfg = ControllerConfig {
-            k: 12,
-            embed_dim: 20,
-            d_model: 36,
-            n_layers: 2,
-            n_heads: 3,
-            ffn_dim: 70,
-            pool_heads: 2,
-            pool_dim: 18,
-            mlp_hidden: 9,
-        };
+        let cfg = ControllerConfig::ragged(20);
         for c in [
             Controller::new(cfg, 3).unwrap(),
             Controller::new(ControllerConfig::small(64), 4).unwrap(),
@@ -414,17 +397,7 @@ mod tests {
         // Exact integer sums and shared dequantisation: VNNI (where present) and the
         // portable kernel agree to the bit.
         // Ragged widths too (K not a multiple of 4 or 64, N not a multiple of 32).
-        let ragged = ControllerConfig {
-            k: 12,
-            embed_dim: 22,
-            d_model: 36,
-            n_layers: 2,
-            n_heads: 3,
-            ffn_dim: 70,
-            pool_heads: 2,
-            pool_dim: 18,
-            mlp_hidden: 9,
-        };
+        let ragged = ControllerConfig::ragged(22);
         for cfg in [ControllerConfig::small(24), ragged] {
             let e = cfg.embed_dim;
             let c = Controller::new(cfg, 11).unwrap();
