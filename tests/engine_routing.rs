@@ -10,7 +10,7 @@ use agentcompress::controller::{io as controller_io, Controller, ControllerConfi
 use agentcompress::engine::GenerateParams;
 use agentcompress::model::llama2c;
 use agentcompress::quant::{Method, Precision, QuantConfig};
-use agentcompress::router::{QualityModel, Router, RouterConfig};
+use agentcompress::router::{QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 use agentcompress::store::{build_variants, load_variant, BuildOptions, LoadOptions, Manifest};
 use agentcompress::Error;
 use std::path::{Path, PathBuf};
@@ -120,6 +120,7 @@ fn routed(horizon: f64) -> Routed {
             swap_factor: 50.0,
             horizon,
             task_bytes: 20.0,
+            prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
         },
         quality: QualityModel::fit(&points, 2).unwrap(),
         relative_bytes: [1.0, 0.5, 0.3, 0.2],

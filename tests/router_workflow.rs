@@ -3,7 +3,9 @@
 
 use agentcompress::controller::ControllerOutput;
 use agentcompress::quant::Precision;
-use agentcompress::router::{QualityModel, Residency, Router, RouterConfig};
+use agentcompress::router::{
+    QualityModel, Residency, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB,
+};
 
 fn out(c: f32) -> ControllerOutput {
     ControllerOutput {
@@ -30,6 +32,7 @@ fn residency_aware_routing_saves_swaps_on_alternating_tasks() {
             swap_factor: 50.0,
             horizon,
             task_bytes: 20.0,
+            prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
         },
         quality: QualityModel::fit(&pts, 5).unwrap(),
         relative_bytes: bytes.map(|b| b as f64 / 100.0),

@@ -11,7 +11,9 @@ use crate::controller::train::{Sample, TrainConfig, TrainReport};
 use crate::controller::{Controller, ControllerConfig, ControllerOutput};
 use crate::model::tokenizer::Tokenizer;
 use crate::quant::Precision;
-use crate::router::{QualityModel, Residency, Router, RouterConfig, VariantSet};
+use crate::router::{
+    QualityModel, Residency, Router, RouterConfig, VariantSet, DEFAULT_PREFETCH_MIN_PROB,
+};
 use crate::util::rng::Rng;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -322,6 +324,7 @@ pub fn fit(
             swap_factor: cfg.swap_factor,
             horizon: cfg.horizon,
             task_bytes: labels.n_gen as f64,
+            prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
         },
         quality: QualityModel::fit(&points, cfg.bins)?,
         relative_bytes: rel,

@@ -75,6 +75,18 @@ pub struct RouterConfig {
     pub horizon: f64,
     /// Bytes one task reads per unit of relative variant size (forward calls x FP16 bytes).
     pub task_bytes: f64,
+    /// A precision other than the choice is worth prefetching only when the policy head gives
+    /// it at least this probability (a near-certain choice prefetches nothing; router files
+    /// without the field get [`DEFAULT_PREFETCH_MIN_PROB`]).
+    #[serde(default = "default_prefetch_min_prob")]
+    pub prefetch_min_prob: f32,
+}
+
+/// Default of [`RouterConfig::prefetch_min_prob`].
+pub const DEFAULT_PREFETCH_MIN_PROB: f32 = 0.25;
+
+fn default_prefetch_min_prob() -> f32 {
+    DEFAULT_PREFETCH_MIN_PROB
 }
 
 /// One routing decision and its reasons.
@@ -93,7 +105,8 @@ pub struct Decision {
     pub alternatives: Vec<(Precision, f64)>,
     /// The variant the router expects to want next, worth prefetching: the cheapest adequate
     /// variant when a resident one was preferred to it, otherwise the policy head's most
-    /// probable precision other than the choice.
+    /// probable precision other than the choice if its probability reaches
+    /// [`RouterConfig::prefetch_min_prob`] (else none).
     pub next: Option<Precision>,
     /// Why.
     pub reasons: Vec<String>,
@@ -208,6 +221,7 @@ impl Router {
                 .max_by(|a, b| {
                     out.precision_probs[a.index()].total_cmp(&out.precision_probs[b.index()])
                 })
+                .filter(|p| out.precision_probs[p.index()] >= self.config.prefetch_min_prob)
         };
         let expected_cost = self.cost(choice, swap);
         reasons.push(format!(
@@ -259,6 +273,7 @@ mod tests {
                 swap_factor: 50.0,
                 horizon,
                 task_bytes: 17.0,
+                prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
             },
             quality: QualityModel::fit(&pts, 10).unwrap(),
             relative_bytes: [1.0, 0.56, 0.31, 0.19],
@@ -291,6 +306,9 @@ mod tests {
         let mut probs = out(0.05);
         probs.precision_probs = [0.1, 0.6, 0.2, 0.1];
         assert_eq!(r.decide(&probs, &res).next, Some(Int8));
+        // A near-certain choice leaves nothing worth prefetching.
+        probs.precision_probs = [0.02, 0.1, 0.85, 0.03];
+        assert_eq!(r.decide(&probs, &res).next, None);
         let hard = r.decide(&out(0.9), &res);
         assert_eq!(hard.precision, Int8);
         assert!(hard.reasons.iter().any(|s| s.contains("complexity 0.900")));
