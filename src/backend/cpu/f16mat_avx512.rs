@@ -1,0 +1,84 @@
+//! AVX-512 kernels for products on FP16 weights (see [`super::f16mat`]): 16 halves widened per
+//! `vcvtph2ps`, [`ROWS`] weight rows per pass so each input vector is loaded once and reused
+//! across the rows, and two accumulators per row (eight in flight) to hide FMA latency.
+//!
+//! The tail of each row (`n_in % 16` elements) is finished in scalar f32.
+
+use half::f16;
+use std::arch::x86_64::*;
+
+/// Weight rows per pass of [`rows_avx512`].
+pub(super) const ROWS: usize = 4;
+
+/// `out[i] = sum_k w[(o0 + i) * n_in + k] * x[k]` for `i < ROWS`.
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C; `w` must hold rows `o0..o0 + ROWS` of length `n_in`
+/// and `x` at least `n_in` elements (both checked by assertions in debug builds).
+#[target_feature(enable = "avx512f,f16c")]
+pub(super) unsafe fn rows_avx512(w: &[f16], n_in: usize, o0: usize, x: &[f32]) -> [f32; ROWS] {
+    debug_assert!(w.len() >= (o0 + ROWS) * n_in && x.len() >= n_in);
+    let xp = x.as_ptr();
+    let wp: [*const f16; ROWS] = std::array::from_fn(|i| w.as_ptr().add((o0 + i) * n_in));
+    let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+    let mut k = 0;
+    while k + 32 <= n_in {
+        let x0 = _mm512_loadu_ps(xp.add(k));
+        let x1 = _mm512_loadu_ps(xp.add(k + 16));
+        for (p, a) in wp.iter().zip(acc.iter_mut()) {
+            let h0 = _mm256_loadu_si256(p.add(k) as *const __m256i);
+            let h1 = _mm256_loadu_si256(p.add(k + 16) as *const __m256i);
+            a[0] = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), x0, a[0]);
+            a[1] = _mm512_fmadd_ps(_mm512_cvtph_ps(h1), x1, a[1]);
+        }
+        k += 32;
+    }
+    if k + 16 <= n_in {
+        let x0 = _mm512_loadu_ps(xp.add(k));
+        for (p, a) in wp.iter().zip(acc.iter_mut()) {
+            let h0 = _mm256_loadu_si256(p.add(k) as *const __m256i);
+            a[0] = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), x0, a[0]);
+        }
+        k += 16;
+    }
+    let mut out = [0.0f32; ROWS];
+    for ((o, p), a) in out.iter_mut().zip(&wp).zip(&acc) {
+        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+        for i in k..n_in {
+            s += (*p.add(i)).to_f32() * x[i];
+        }
+        *o = s;
+    }
+    out
+}
+
+/// `sum_k w[k] * x[k]` over `min(w.len(), x.len())` elements: one row, four accumulators.
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C.
+#[target_feature(enable = "avx512f,f16c")]
+pub(super) unsafe fn dot_avx512(w: &[f16], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut k = 0;
+    while k + 64 <= n {
+        for (a, acc) in acc.iter_mut().enumerate() {
+            let h = _mm256_loadu_si256(wp.add(k + 16 * a) as *const __m256i);
+            let xv = _mm512_loadu_ps(xp.add(k + 16 * a));
+            *acc = _mm512_fmadd_ps(_mm512_cvtph_ps(h), xv, *acc);
+        }
+        k += 64;
+    }
+    while k + 16 <= n {
+        let h = _mm256_loadu_si256(wp.add(k) as *const __m256i);
+        acc[0] = _mm512_fmadd_ps(_mm512_cvtph_ps(h), _mm512_loadu_ps(xp.add(k)), acc[0]);
+        k += 16;
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    let mut total = _mm512_reduce_add_ps(s);
+    for i in k..n {
+        total += w[i].to_f32() * x[i];
+    }
+    total
+}
