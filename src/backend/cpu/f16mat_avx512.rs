@@ -10,6 +10,9 @@ use std::arch::x86_64::*;
 /// Weight rows per pass of [`rows_avx512`].
 pub(super) const ROWS: usize = 4;
 
+/// How far ahead (in halves) [`rows_avx512`] prefetches each weight row.
+const PREFETCH: usize = 512;
+
 /// `out[i] = sum_k w[(o0 + i) * n_in + k] * x[k]` for `i < ROWS`.
 ///
 /// # Safety
@@ -26,6 +29,8 @@ pub(super) unsafe fn rows_avx512(w: &[f16], n_in: usize, o0: usize, x: &[f32]) -
         let x0 = _mm512_loadu_ps(xp.add(k));
         let x1 = _mm512_loadu_ps(xp.add(k + 16));
         for (p, a) in wp.iter().zip(acc.iter_mut()) {
+            // One 64-byte line per row per step: fetch the line PREFETCH halves ahead.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(k + PREFETCH) as *const i8);
             let h0 = _mm256_loadu_si256(p.add(k) as *const __m256i);
             let h1 = _mm256_loadu_si256(p.add(k + 16) as *const __m256i);
             a[0] = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), x0, a[0]);
