@@ -49,8 +49,8 @@ pub(super) unsafe fn rows_avx512(w: &[f16], n_in: usize, o0: usize, x: &[f32]) -
     let mut out = [0.0f32; ROWS];
     for ((o, p), a) in out.iter_mut().zip(&wp).zip(&acc) {
         let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
-        for i in k..n_in {
-            s += (*p.add(i)).to_f32() * x[i];
+        for (i, xv) in x.iter().enumerate().take(n_in).skip(k) {
+            s += (*p.add(i)).to_f32() * xv;
         }
         *o = s;
     }
