@@ -107,8 +107,9 @@ pub fn f16_matmul(w: &[f16], n_out: usize, n_in: usize, x: &[f32], rows: usize, 
 /// [`f16_matmul`] on `path` (the scalar kernel when this CPU lacks it), parallel over outputs.
 ///
 /// On AVX-512 every task takes [`OUTS_PER_TASK`] outputs, four weight rows per pass, and runs
-/// each pass over every input row while those rows sit in cache. Elsewhere one input row is a
-/// dot per output and several are the widen-once-then-dot path.
+/// each pass over every input row while those rows sit in cache; AVX2 does the same one weight
+/// row at a time for several input rows. One input row on AVX2 is a dot per output, and the
+/// scalar path widens each weight row once for all input rows.
 pub fn f16_matmul_on(
     path: F16Path,
     w: &[f16],
@@ -119,15 +120,15 @@ pub fn f16_matmul_on(
     out: &mut [f32],
 ) {
     let row = |o: usize| &w[o * n_in..(o + 1) * n_in];
-    #[cfg(target_arch = "x86_64")]
-    if path == F16Path::Avx512 && path.available() {
+    let simd = path != F16Path::Scalar && path.available();
+    if simd && (path == F16Path::Avx512 || rows > 1) {
         // Task `t` yields its outputs' results input-row-major: `[rows][outputs of t]`.
         let blocks: Vec<Vec<f32>> = (0..n_out.div_ceil(OUTS_PER_TASK))
             .into_par_iter()
             .map(|t| {
                 let (o0, o1) = (t * OUTS_PER_TASK, ((t + 1) * OUTS_PER_TASK).min(n_out));
                 let mut res = vec![0.0f32; rows * (o1 - o0)];
-                avx512_block(w, n_in, o0, o1, x, rows, &mut res);
+                block(path, w, n_in, o0, o1, x, rows, &mut res);
                 res
             })
             .collect();
@@ -156,10 +157,12 @@ pub fn f16_matmul_on(
     });
 }
 
-/// Outputs `o0..o1` for every input row into `res[r * (o1 - o0) + (o - o0)]`: full passes of
-/// [`super::f16mat_avx512::ROWS`] weight rows, then single rows.
-#[cfg(target_arch = "x86_64")]
-fn avx512_block(
+/// Outputs `o0..o1` for every input row into `res[r * (o1 - o0) + (o - o0)]`, each weight row
+/// kept in cache across the input rows: on AVX-512 full passes of
+/// [`super::f16mat_avx512::ROWS`] weight rows first, then (and on other paths) one row at a time.
+#[allow(clippy::too_many_arguments)]
+fn block(
+    path: F16Path,
     w: &[f16],
     n_in: usize,
     o0: usize,
@@ -168,10 +171,12 @@ fn avx512_block(
     rows: usize,
     res: &mut [f32],
 ) {
-    use super::f16mat_avx512::{dot_avx512, rows_avx512, ROWS};
     let len = o1 - o0;
+    #[allow(unused_mut)]
     let mut o = o0;
-    while o + ROWS <= o1 {
+    #[cfg(target_arch = "x86_64")]
+    while path == F16Path::Avx512 && path.available() && o + super::f16mat_avx512::ROWS <= o1 {
+        use super::f16mat_avx512::{rows_avx512, ROWS};
         for r in 0..rows {
             let xr = &x[r * n_in..(r + 1) * n_in];
             // SAFETY: the caller checked AVX-512F + F16C; rows `o..o + ROWS` lie in `w`.
@@ -183,8 +188,7 @@ fn avx512_block(
     for o in o..o1 {
         for r in 0..rows {
             let xr = &x[r * n_in..(r + 1) * n_in];
-            // SAFETY: as above.
-            res[r * len + o - o0] = unsafe { dot_avx512(&w[o * n_in..(o + 1) * n_in], xr) };
+            res[r * len + o - o0] = dot_f16_on(path, &w[o * n_in..(o + 1) * n_in], xr);
         }
     }
 }
@@ -323,6 +327,31 @@ mod tests {
             f16_matmul_on(path, &w, n_out, n_in, &x, 1, &mut out);
             for (o, (a, b)) in out.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() <= 1e-4, "{path:?} output {o}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// Kernel timing, not a check: `cargo test --release --lib timing_f16 -- --ignored
+    /// --nocapture`. Fastest of 9 calls on a 4096 x 4096 FP16 matrix per path, for one input
+    /// row (decode) and for 32 (prefill); the minimum, since other load only adds time.
+    #[test]
+    #[ignore]
+    fn timing_f16_products() {
+        let (n, rows) = (4096, 32);
+        let mut rng = Rng::new(5);
+        let (w, x) = random(&mut rng, n, n, rows);
+        let mut y = vec![0.0f32; rows * n];
+        for m in [1, rows] {
+            for path in paths() {
+                let ms = (0..9)
+                    .map(|_| {
+                        let s = std::time::Instant::now();
+                        f16_matmul_on(path, &w, n, n, &x[..m * n], m, &mut y[..m * n]);
+                        s.elapsed().as_secs_f64() * 1e3
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                let gbs = (n * n * 2) as f64 / (ms * 1e6);
+                eprintln!("[{n}, {n}] x {m} {path:?}: {ms:.3} ms ({gbs:.1} GB/s of weights)");
             }
         }
     }
