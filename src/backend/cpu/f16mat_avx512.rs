@@ -2,6 +2,9 @@
 //! `vcvtph2ps`, [`ROWS`] weight rows per pass so each input vector is loaded once and reused
 //! across the rows, and two accumulators per row (eight in flight) to hide FMA latency.
 //!
+//! Each row is prefetched 1 KiB ahead (fp16 decode of two 7B-shape layers: 43 -> 37.5 ms/token;
+//! 2 KiB measured no better).
+//!
 //! The tail of each row (`n_in % 16` elements) is finished in scalar f32.
 
 use half::f16;
