@@ -206,11 +206,8 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
 }
 
-/// GELU, tanh approximation.
-#[inline]
-pub fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh())
-}
+/// GELU, tanh approximation: the CPU backend's encoder kernel, one formula for both.
+pub use crate::backend::cpu::encoder_ops::gelu;
 
 /// [`gelu`] over a slice, written so that it vectorises: `0.5 x (1 + tanh u)` is computed as
 /// the equal `x / (1 + exp(-2u))` with a branch-free exponential (within a few f32 ulps of
