@@ -376,3 +376,60 @@ fn llama2c_long_text_round_trips() {
     assert_eq!(t.decode(&ids).unwrap(), text);
     eprintln!("encoded {} chars in {took:?}", text.chars().count());
 }
+
+/// A word-level `tokenizer.json` with `n` tokens `w0 .. w{n-1}`.
+fn word_level_json(n: usize) -> Vec<u8> {
+    let vocab: serde_json::Map<String, Value> = (0..n)
+        .map(|i| (format!("w{i}"), Value::from(i as u64)))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "version": "1.0",
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"},
+    }))
+    .unwrap()
+}
+
+/// Fastest of `reps` runs of streaming 16 ids through a decoder, in seconds.
+fn fastest_stream_decode(t: &dyn Tokenizer, reps: usize) -> f64 {
+    let ids: Vec<u32> = (1..=16).collect();
+    (0..reps)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let mut d = StreamDecoder::new(&ids[..1]);
+            for &id in &ids[1..] {
+                std::hint::black_box(d.push(t, id).unwrap());
+            }
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Decoding a token must not cost a pass over the vocabulary: streaming the same 16 ids
+/// through a 65,536-token vocabulary takes about as long as through a 256-token one. (Each
+/// `get_vocab_size` call of the `tokenizers` crate rebuilds the whole vocabulary map; called
+/// per decoded token it made the large vocabulary hundreds of times slower.) The fastest of
+/// many runs is compared, so scheduling noise cannot fail it; the margin is wide.
+#[test]
+fn hf_decode_cost_does_not_grow_with_vocabulary() {
+    let small = HfTokenizer::from_bytes(&word_level_json(256), Path::new("small.json")).unwrap();
+    let large = HfTokenizer::from_bytes(&word_level_json(65_536), Path::new("large.json")).unwrap();
+    assert_eq!(large.vocab_size(), 65_536);
+    assert_eq!(large.decode(&[3, 65_535]).unwrap(), "w3 w65535");
+    let (mut t_small, mut t_large) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..5 {
+        t_small = t_small.min(fastest_stream_decode(&small, 10));
+        t_large = t_large.min(fastest_stream_decode(&large, 10));
+    }
+    assert!(
+        t_large < 8.0 * t_small + 200e-6,
+        "decoding through a 65,536-token vocabulary took {:.1} us against {:.1} us for 256 \
+         tokens: decode cost grows with the vocabulary",
+        t_large * 1e6,
+        t_small * 1e6
+    );
+}

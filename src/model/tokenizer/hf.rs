@@ -18,6 +18,10 @@ const EOS_NAMES: &[&str] = &["</s>", "<|end_of_text|>", "<eos>", "<|endoftext|>"
 /// A Hugging Face tokenizer with its BOS/EOS resolved.
 pub struct HfTokenizer {
     inner: tokenizers::Tokenizer,
+    /// Vocabulary size including added tokens, computed once: `tokenizers` rebuilds its whole
+    /// vocabulary map on every `get_vocab_size` call, which made each decoded token cost a pass
+    /// over the vocabulary.
+    vocab_size: usize,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
@@ -110,8 +114,10 @@ impl HfTokenizer {
             .as_ref()
             .and_then(|(_, cfg)| cfg["add_bos_token"].as_bool())
             .unwrap_or(true);
+        let vocab_size = inner.get_vocab_size(true);
         Ok(HfTokenizer {
             inner,
+            vocab_size,
             bos,
             eos,
             add_bos,
@@ -154,7 +160,7 @@ impl Tokenizer for HfTokenizer {
     }
 
     fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     fn bos_id(&self) -> Option<u32> {
