@@ -191,7 +191,7 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, Entry>, Op
 /// Checks that the ranges cover `0..data_len` exactly, without overlap or hole; the error names
 /// the tensors involved.
 fn check_tiling(placed: &mut [Placed], data_len: usize) -> std::result::Result<(), String> {
-    placed.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+    placed.sort_by_key(|p| (p.start, p.end));
     let mut covered = 0usize;
     let mut previous: Option<&str> = None;
     for p in placed.iter() {
