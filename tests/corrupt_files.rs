@@ -27,7 +27,7 @@ fn assert_names(e: &Error, file: &Path, problem: &[&str]) {
 fn llama2c_bytes(header: [i32; 7]) -> Vec<u8> {
     let mut bytes: Vec<u8> = header.iter().flat_map(|v| v.to_le_bytes()).collect();
     let (config, _) = parse_header(Path::new("x"), &bytes).expect("valid test header");
-    let floats = (expected_len(&config) - HEADER_BYTES) / 4;
+    let floats = (expected_len(&config).unwrap() - HEADER_BYTES) / 4;
     bytes.extend((0..floats).flat_map(|i| (0.01 * (i % 97) as f32 - 0.3).to_le_bytes()));
     bytes
 }
@@ -297,4 +297,141 @@ fn random_truncations_and_byte_flips_never_panic() {
         load_model(&p).is_err(),
         "a header with a flipped high bit loaded"
     );
+}
+
+/// Rewrites the tied fixture's safetensors with `edit` applied to the raw header text and the
+/// header length field set to the edited text's length plus `len_delta`.
+fn raw_header_checkpoint(
+    edit: impl FnOnce(String) -> String,
+    len_delta: i64,
+) -> (TempDir, PathBuf) {
+    let dir = copy_fixture("llama2_tied_f32");
+    let st = dir.path().join("model.safetensors");
+    let b = std::fs::read(&st).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header = edit(String::from_utf8(b[8..8 + n].to_vec()).unwrap());
+    let mut out = ((header.len() as i64 + len_delta) as u64)
+        .to_le_bytes()
+        .to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&b[8 + n..]);
+    std::fs::write(&st, out).unwrap();
+    (dir, st)
+}
+
+#[test]
+fn safetensors_header_one_byte_short() {
+    // The JSON still parses (its padding absorbs the byte), but the data section now starts
+    // one byte early and no tensor covers its last byte.
+    let (dir, st) = raw_header_checkpoint(|h| format!("{} ", h.trim_end()), -1);
+    let e = load_model(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert_names(&e, &st, &["cover", "data bytes"]);
+}
+
+#[test]
+fn safetensors_overlapping_data_offsets() {
+    let (a, b) = (
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.0.self_attn.v_proj.weight",
+    );
+    let (dir, st) = edited_checkpoint(|h| {
+        // Same size, so only the tiling check can see that `b` now reuses `a`'s bytes.
+        let offsets = h[a]["data_offsets"].clone();
+        h[b]["data_offsets"] = offsets;
+    });
+    let e = load_model(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert_names(&e, &st, &["overlap"]);
+}
+
+#[test]
+fn safetensors_duplicate_tensor_name() {
+    let name = "model.norm.weight";
+    let (dir, st) = raw_header_checkpoint(
+        |h| {
+            let v: Value = serde_json::from_str(&h).unwrap();
+            let entry = v[name].to_string();
+            let body = h.trim_end();
+            format!("{},\"{name}\":{entry}}}", &body[..body.len() - 1])
+        },
+        0,
+    );
+    let e = load_model(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert_names(&e, &st, &["duplicate key", name]);
+}
+
+#[test]
+fn safetensors_hole_in_data() {
+    // Every tensor moved 4 bytes later: a hole at the start and the last tensor out of range
+    // are both wrong; growing the data keeps the offsets in range so only the hole remains.
+    let dir = copy_fixture("llama2_tied_f32");
+    let st = dir.path().join("model.safetensors");
+    let (mut header, mut data) = read_safetensors(&st);
+    for (k, v) in header.iter_mut() {
+        if k != "__metadata__" {
+            let o = v["data_offsets"].as_array().unwrap().clone();
+            let s = o[0].as_u64().unwrap() + 4;
+            let e = o[1].as_u64().unwrap() + 4;
+            v["data_offsets"] = serde_json::json!([s, e]);
+        }
+    }
+    data.splice(0..0, [0u8; 4]);
+    write_safetensors(&st, &header, &data);
+    let e = load_model(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert_names(&e, &st, &["hole of 4 bytes at 0"]);
+}
+
+#[test]
+fn safetensors_length_not_shape_times_dtype() {
+    let name = "model.norm.weight";
+    let (dir, st) = edited_checkpoint(|h| {
+        let o = h[name]["data_offsets"].as_array().unwrap().clone();
+        let end = o[1].as_u64().unwrap() - 4;
+        h[name]["data_offsets"] = serde_json::json!([o[0], end]);
+    });
+    let e = load_model(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert_names(&e, &st, &[name, "needs"]);
+}
+
+#[test]
+fn llama2c_header_with_huge_dims_does_not_wrap() {
+    // Every field within its own range, but the file these dims describe has more bytes than
+    // a usize can count.
+    let mut b: Vec<u8> = [
+        1i32 << 20,
+        1 << 20,
+        1 << 20,
+        1 << 10,
+        1 << 10,
+        1 << 22,
+        1 << 20,
+    ]
+    .iter()
+    .flat_map(|v| v.to_le_bytes())
+    .collect();
+    b.extend([0u8; 64]);
+    let dir = TempDir::new().unwrap();
+    let p = write_file(&dir, "huge.bin", &b);
+    let (config, _) = parse_header(&p, &b).unwrap();
+    assert_eq!(expected_len(&config), None);
+    let e = load_model(&p).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert_names(&e, &p, &["too large to address"]);
+}
+
+#[test]
+fn non_regular_model_and_tokenizer_files_are_refused() {
+    use agentcompress::model::llama2c;
+    use agentcompress::model::tokenizer::load_tokenizer;
+    let dev = Path::new("/dev/zero");
+    let e = llama2c::load(dev).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let e = load_tokenizer(dev).err().unwrap();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let e = load_model(dev).unwrap_err();
+    assert!(e.to_string().contains("/dev/zero"), "{e}");
 }

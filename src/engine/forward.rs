@@ -5,6 +5,7 @@
 use super::layers::{vec_of, Layer, Layers, StreamOptions, Streamer};
 use super::upload_cache::{UploadCache, UploadCacheStats};
 use crate::backend::Backend;
+use crate::model::input_file::{try_filled, try_reserve};
 use crate::model::{ModelConfig, ModelWeights};
 use crate::pool::{Pool, PoolStats, VariantSource};
 use crate::quant::{Precision, WeightMatrix};
@@ -23,7 +24,13 @@ pub struct Model<B: Backend> {
     classifier: Option<B::Mat>,
 }
 
-/// Per-sequence state: the KV cache and scratch buffers, allocated once and reused.
+/// Rows the KV cache holds when a state is created; it doubles as the sequence needs more,
+/// up to the state's context, so memory follows the tokens actually processed and never the
+/// context length a model file declares.
+const INITIAL_CACHE_ROWS: usize = 256;
+
+/// Per-sequence state: the KV cache (grown on demand up to the state's context) and scratch
+/// buffers (allocated once and reused).
 pub struct State<B: Backend> {
     k_cache: Vec<B::Buf>,
     v_cache: Vec<B::Buf>,
@@ -41,6 +48,10 @@ pub struct State<B: Backend> {
     chunk: usize,
     /// Tokens already in the cache.
     pos: usize,
+    /// Rows each cache buffer holds now.
+    cache_rows: usize,
+    /// Most tokens this sequence may hold (the caller's context, at most the model's).
+    context: usize,
 }
 
 impl<B: Backend> State<B> {
@@ -49,10 +60,25 @@ impl<B: Backend> State<B> {
         self.pos
     }
 
+    /// Most tokens this sequence may hold: the context it was created with, capped by the
+    /// model's own context length.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
     /// Forgets the sequence (the cache is overwritten from position 0).
     pub fn reset(&mut self) {
         self.pos = 0;
     }
+}
+
+/// `a * b` elements, or [`Error::OutOfMemory`] naming `what` when the product overflows.
+fn elems(what: &str, a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b).ok_or_else(|| {
+        Error::OutOfMemory(format!(
+            "{what} of {a} x {b} elements does not fit in memory"
+        ))
+    })
 }
 
 impl<B: Backend> Model<B> {
@@ -165,28 +191,89 @@ impl<B: Backend> Model<B> {
         &self.backend
     }
 
-    /// A fresh sequence state whose scratch holds `chunk` rows per forward call.
+    /// A fresh sequence state whose scratch holds `chunk` rows per forward call and whose
+    /// context is the model's (the KV cache still grows only as tokens arrive).
     pub fn new_state(&self, chunk: usize) -> Result<State<B>> {
+        self.new_state_with_context(chunk, self.config.max_seq_len)
+    }
+
+    /// A fresh sequence state holding at most `context` tokens (capped by the model's own
+    /// context length). The KV cache starts small and grows with the sequence up to that
+    /// limit; a backend that cannot hold it reports [`Error::OutOfMemory`].
+    pub fn new_state_with_context(&self, chunk: usize, context: usize) -> Result<State<B>> {
+        if context == 0 {
+            return Err(Error::invalid("context length must be at least 1 token"));
+        }
         let c = &self.config;
         let be = &self.backend;
-        let chunk = chunk.clamp(1, c.max_seq_len);
-        let cache = || be.alloc(c.max_seq_len * c.kv_dim());
+        let context = context.min(c.max_seq_len);
+        let chunk = chunk.clamp(1, context);
+        let cache_rows = INITIAL_CACHE_ROWS.max(chunk).min(context);
+        let cache_len = elems("KV cache", cache_rows, c.kv_dim())?;
+        let scratch = |width: usize| be.alloc(elems("scratch buffer", chunk, width)?);
         Ok(State {
-            k_cache: (0..c.n_layers).map(|_| cache()).collect::<Result<_>>()?,
-            v_cache: (0..c.n_layers).map(|_| cache()).collect::<Result<_>>()?,
-            x: be.alloc(chunk * c.dim)?,
-            xb: be.alloc(chunk * c.dim.max(c.q_dim()))?,
-            q: be.alloc(chunk * c.q_dim())?,
-            k: be.alloc(chunk * c.kv_dim())?,
-            v: be.alloc(chunk * c.kv_dim())?,
-            att: be.alloc(chunk * c.q_dim())?,
-            gate: be.alloc(chunk * c.hidden_dim)?,
-            up: be.alloc(chunk * c.hidden_dim)?,
-            hb: be.alloc(chunk * c.hidden_dim)?,
-            logits: be.alloc(chunk * c.vocab_size)?,
+            k_cache: (0..c.n_layers)
+                .map(|_| be.alloc(cache_len))
+                .collect::<Result<_>>()?,
+            v_cache: (0..c.n_layers)
+                .map(|_| be.alloc(cache_len))
+                .collect::<Result<_>>()?,
+            x: scratch(c.dim)?,
+            xb: scratch(c.dim.max(c.q_dim()))?,
+            q: scratch(c.q_dim())?,
+            k: scratch(c.kv_dim())?,
+            v: scratch(c.kv_dim())?,
+            att: scratch(c.q_dim())?,
+            gate: scratch(c.hidden_dim)?,
+            up: scratch(c.hidden_dim)?,
+            hb: scratch(c.hidden_dim)?,
+            logits: scratch(c.vocab_size)?,
             chunk,
             pos: 0,
+            cache_rows,
+            context,
         })
+    }
+
+    /// Grows the KV cache so it holds at least `rows` rows (doubling, capped by the context),
+    /// keeping the rows already cached.
+    fn ensure_cache_rows(&self, s: &mut State<B>, rows: usize) -> Result<()> {
+        if rows <= s.cache_rows {
+            return Ok(());
+        }
+        let be = &self.backend;
+        let kvd = self.config.kv_dim();
+        let new_rows = rows.max(s.cache_rows.saturating_mul(2)).min(s.context);
+        let len = elems("KV cache", new_rows, kvd)?;
+        for cache in s.k_cache.iter_mut().chain(s.v_cache.iter_mut()) {
+            let mut grown = be.alloc(len)?;
+            be.store_rows(cache, &mut grown, s.pos, kvd, 0)?;
+            *cache = grown;
+        }
+        s.cache_rows = new_rows;
+        Ok(())
+    }
+
+    /// Fails unless `n` more tokens fit in the state's context.
+    fn check_room(&self, state: &State<B>, n: usize) -> Result<()> {
+        let need = state.pos.saturating_add(n);
+        if need <= state.context {
+            return Ok(());
+        }
+        let model = self.config.max_seq_len;
+        let context = if state.context == model {
+            format!("the model's context of {model} tokens")
+        } else {
+            format!(
+                "the context of {} tokens set for this sequence (the model allows {model})",
+                state.context
+            )
+        };
+        Err(Error::invalid(if n == 1 {
+            format!("{context} is full")
+        } else {
+            format!("sequence of {need} tokens exceeds {context}")
+        }))
     }
 
     /// Runs `tokens` through the model at the state's current position, in chunks.
@@ -202,30 +289,24 @@ impl<B: Backend> Model<B> {
             return Err(Error::invalid("forward needs at least one token"));
         }
         let vocab = self.config.vocab_size;
-        if state.pos + tokens.len() > self.config.max_seq_len {
-            return Err(Error::invalid(format!(
-                "sequence of {} tokens exceeds the model's context of {}",
-                state.pos + tokens.len(),
-                self.config.max_seq_len
-            )));
-        }
-        let mut out = Vec::with_capacity(if all_logits {
-            tokens.len() * vocab
+        self.check_room(state, tokens.len())?;
+        let mut out = Vec::new();
+        let want = if all_logits {
+            elems("logits", tokens.len(), vocab)?
         } else {
             vocab
-        });
-        let chunks: Vec<&[u32]> = tokens.chunks(state.chunk).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
+        };
+        try_reserve(&mut out, want)?;
+        let mut buf = try_filled(elems("logits", state.chunk, vocab)?, 0.0f32)?;
+        let n_chunks = tokens.len().div_ceil(state.chunk);
+        for (i, chunk) in tokens.chunks(state.chunk).enumerate() {
+            let last = i + 1 == n_chunks;
             self.forward_chunk(state, chunk, all_logits || last)?;
-            if all_logits {
-                let mut buf = vec![0.0; chunk.len() * vocab];
-                self.backend.read(&state.logits, &mut buf)?;
-                out.extend_from_slice(&buf);
-            } else if last {
-                let mut buf = vec![0.0; chunk.len() * vocab];
-                self.backend.read(&state.logits, &mut buf)?;
-                out.extend_from_slice(&buf[(chunk.len() - 1) * vocab..]);
+            if all_logits || last {
+                let rows = &mut buf[..chunk.len() * vocab];
+                self.backend.read(&state.logits, rows)?;
+                let keep = if all_logits { 0 } else { chunk.len() - 1 };
+                out.extend_from_slice(&rows[keep * vocab..]);
             }
         }
         Ok(out)
@@ -233,24 +314,14 @@ impl<B: Backend> Model<B> {
 
     /// Runs one token and returns the argmax of its logits without copying them to the host.
     pub fn step_greedy(&self, state: &mut State<B>, token: u32) -> Result<u32> {
-        if state.pos + 1 > self.config.max_seq_len {
-            return Err(Error::invalid(format!(
-                "context of {} tokens is full",
-                self.config.max_seq_len
-            )));
-        }
+        self.check_room(state, 1)?;
         self.forward_chunk(state, &[token], true)?;
         self.backend.argmax(&state.logits, self.config.vocab_size)
     }
 
     /// Runs one token and leaves its logits in `logits` (host), without allocating.
     pub fn step(&self, state: &mut State<B>, token: u32, logits: &mut [f32]) -> Result<()> {
-        if state.pos + 1 > self.config.max_seq_len {
-            return Err(Error::invalid(format!(
-                "context of {} tokens is full",
-                self.config.max_seq_len
-            )));
-        }
+        self.check_room(state, 1)?;
         self.forward_chunk(state, &[token], true)?;
         self.backend
             .read(&state.logits, &mut logits[..self.config.vocab_size])
@@ -262,6 +333,7 @@ impl<B: Backend> Model<B> {
         let n = tokens.len();
         let (dim, qd, kvd, hid) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
         let pos0 = s.pos;
+        self.ensure_cache_rows(s, pos0 + n)?;
         be.embed(&self.embedding, tokens, &mut s.x)?;
         for li in 0..self.layers.len() {
             // Resident: a borrow. Streamed: the block's pool entry stays pinned until `held`

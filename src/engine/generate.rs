@@ -7,10 +7,21 @@ use crate::model::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 use std::time::{Duration, Instant};
 
+/// The context length [`GenerateParams::default`] asks for: the most tokens (prompt plus
+/// generated) one generation may hold, whatever larger context a model file declares.
+pub const DEFAULT_CONTEXT: usize = 4096;
+
 /// What to generate.
+///
+/// The sequence holds at most `context` tokens (capped by the model's own context length);
+/// the KV cache grows with the sequence up to that limit, so memory follows the caller's
+/// limit, never the file. A prompt that does not leave room for one new token is an error
+/// naming both lengths, unless `truncate_prompt` is set. A `max_new_tokens` beyond the room
+/// the prompt leaves is not an error (EOS may come first): generation stops when the context
+/// is full and [`GenerateOutput::context_limited`] says the limit was cut short.
 #[derive(Clone, Debug)]
 pub struct GenerateParams {
-    /// At most this many new tokens.
+    /// At most this many new tokens (fewer when the context fills first).
     pub max_new_tokens: usize,
     /// How tokens are picked.
     pub sampling: SamplingParams,
@@ -18,6 +29,11 @@ pub struct GenerateParams {
     pub stop_at_eos: bool,
     /// Rows per prefill forward call.
     pub prefill_chunk: usize,
+    /// Most tokens the sequence may hold, prompt included (capped by the model's context).
+    pub context: usize,
+    /// When the prompt does not fit the context, drop its oldest tokens (keeping a leading
+    /// BOS) instead of failing; [`GenerateOutput::prompt_tokens_dropped`] counts them.
+    pub truncate_prompt: bool,
 }
 
 impl Default for GenerateParams {
@@ -27,6 +43,8 @@ impl Default for GenerateParams {
             sampling: SamplingParams::default(),
             stop_at_eos: true,
             prefill_chunk: 256,
+            context: DEFAULT_CONTEXT,
+            truncate_prompt: false,
         }
     }
 }
@@ -61,6 +79,14 @@ pub struct GenerateOutput {
     pub hit_eos: bool,
     /// Whether the callback stopped generation.
     pub cancelled: bool,
+    /// The context length the generation ran with (the caller's, capped by the model's).
+    pub context: usize,
+    /// Whether `max_new_tokens` asked for more tokens than the context had room for after
+    /// the prompt, so the limit was lowered to that room.
+    pub context_limited: bool,
+    /// Prompt tokens dropped from the front to fit the context (only with
+    /// [`GenerateParams::truncate_prompt`]); `prompt_ids` holds what was kept.
+    pub prompt_tokens_dropped: usize,
 }
 
 impl GenerateOutput {
@@ -94,10 +120,16 @@ pub fn generate<B: Backend>(
             cfg.vocab_size
         )));
     }
-    let room = cfg.max_seq_len.saturating_sub(prompt_ids.len());
+    if params.context == 0 {
+        return Err(Error::invalid("context length must be at least 1 token"));
+    }
+    let context = params.context.min(cfg.max_seq_len);
+    let bos = cfg.bos_token.or(tokenizer.bos_id());
+    let (prompt_ids, dropped) = fit_prompt(prompt_ids, context, params, bos)?;
+    let room = context - prompt_ids.len();
     let steps = params.max_new_tokens.min(room);
     let mut sampler = Sampler::new(params.sampling.clone())?;
-    let mut state = model.new_state(params.prefill_chunk)?;
+    let mut state = model.new_state_with_context(params.prefill_chunk, context)?;
     let eos: Vec<u32> = if params.stop_at_eos {
         let mut e = cfg.eos_tokens.clone();
         e.extend(tokenizer.eos_id());
@@ -108,18 +140,21 @@ pub fn generate<B: Backend>(
 
     let mut out = GenerateOutput {
         prompt_ids: prompt_ids.to_vec(),
+        context,
+        context_limited: params.max_new_tokens > room,
+        prompt_tokens_dropped: dropped,
         ..Default::default()
     };
     if steps == 0 {
         return Ok(out);
     }
     let t0 = Instant::now();
-    let mut logits = model.forward(&mut state, prompt_ids, false)?;
+    let mut logits = model.forward(&mut state, &prompt_ids, false)?;
     model.backend().synchronize()?;
     out.prefill_time = t0.elapsed();
 
     let t1 = Instant::now();
-    let mut decoder = StreamDecoder::new(prompt_ids);
+    let mut decoder = StreamDecoder::new(&prompt_ids);
     let greedy = sampler.params().is_greedy();
     let mut next = sampler.sample(&logits);
     for index in 0..steps {
@@ -160,4 +195,43 @@ pub fn generate<B: Backend>(
     model.backend().synchronize()?;
     out.decode_time = t1.elapsed();
     Ok(out)
+}
+
+/// The prompt as it will be fed: `prompt` itself when it leaves room for a new token in
+/// `context` (or fits exactly and nothing is to be generated); otherwise an error naming both
+/// lengths, or with `truncate_prompt` its newest tokens (after a leading `bos`, which is kept)
+/// leaving room for up to half the context of new tokens. Returns the ids and how many were
+/// dropped.
+fn fit_prompt<'a>(
+    prompt: &'a [u32],
+    context: usize,
+    params: &GenerateParams,
+    bos: Option<u32>,
+) -> Result<(std::borrow::Cow<'a, [u32]>, usize)> {
+    use std::borrow::Cow;
+    let fits = prompt.len() < context || (prompt.len() == context && params.max_new_tokens == 0);
+    if fits {
+        return Ok((Cow::Borrowed(prompt), 0));
+    }
+    if !params.truncate_prompt {
+        return Err(Error::invalid(format!(
+            "prompt of {} tokens does not fit the context of {context} tokens with room for a \
+             new token (shorten it, raise the context, or ask for truncation)",
+            prompt.len()
+        )));
+    }
+    let reserve = params.max_new_tokens.clamp(1, (context / 2).max(1));
+    let keep = context.saturating_sub(reserve);
+    let lead = usize::from(bos.is_some() && prompt.first() == bos.as_ref() && keep >= 2);
+    if keep == 0 {
+        return Err(Error::invalid(format!(
+            "a context of {context} tokens leaves no room for a prompt"
+        )));
+    }
+    let tail = &prompt[prompt.len() - (keep - lead)..];
+    let mut ids = Vec::new();
+    crate::model::input_file::try_reserve(&mut ids, keep)?;
+    ids.extend_from_slice(&prompt[..lead]);
+    ids.extend_from_slice(tail);
+    Ok((Cow::Owned(ids), prompt.len() - keep))
 }

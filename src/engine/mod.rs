@@ -9,7 +9,7 @@ pub mod sampling;
 mod upload_cache;
 
 pub use forward::{Model, State};
-pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent};
+pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent, DEFAULT_CONTEXT};
 pub use layers::StreamOptions;
 pub use sampling::{Sampler, SamplingParams};
 pub use upload_cache::UploadCacheStats;

@@ -7,6 +7,7 @@
 //! w3 [L, hidden, dim], rms_final \[dim\], two legacy RoPE tables of seq_len*head/2 floats each,
 //! then wcls [vocab, dim] when untied. RoPE is interleaved, theta 10000, RMSNorm eps 1e-5.
 
+use super::input_file::open_regular;
 use super::{DType, LayerWeights, ModelConfig, ModelWeights, RopeStyle, Tensor};
 use crate::{Error, Result};
 use memmap2::Mmap;
@@ -89,8 +90,9 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<(ModelConfig, bool)> {
     Ok((config, tied))
 }
 
-/// The number of bytes a checkpoint with this config must have.
-pub fn expected_len(c: &ModelConfig) -> usize {
+/// The number of bytes a checkpoint with this config must have, or `None` when that number
+/// does not fit in `usize` (a header with huge dimensions describes no file that can exist).
+pub fn expected_len(c: &ModelConfig) -> Option<usize> {
     let (d, h, l, q, kv, v) = (
         c.dim,
         c.hidden_dim,
@@ -99,22 +101,46 @@ pub fn expected_len(c: &ModelConfig) -> usize {
         c.kv_dim(),
         c.vocab_size,
     );
-    let floats = v * d
-        + l * (2 * d + d * q + 2 * d * kv + q * d + 3 * d * h)
-        + d
-        + c.max_seq_len * c.head_dim
-        + if c.tied_embeddings { 0 } else { v * d };
-    HEADER_BYTES + 4 * floats
+    let mul = |a: usize, b: usize| a.checked_mul(b);
+    let vd = mul(v, d)?;
+    let per_layer = [
+        mul(2, d)?,
+        mul(d, q)?,
+        mul(mul(2, d)?, kv)?,
+        mul(q, d)?,
+        mul(mul(3, d)?, h)?,
+    ]
+    .into_iter()
+    .try_fold(0usize, usize::checked_add)?;
+    let floats = [
+        vd,
+        mul(l, per_layer)?,
+        d,
+        mul(c.max_seq_len, c.head_dim)?,
+        if c.tied_embeddings { 0 } else { vd },
+    ]
+    .into_iter()
+    .try_fold(0usize, usize::checked_add)?;
+    mul(4, floats)?.checked_add(HEADER_BYTES)
 }
 
 /// Loads a llama2.c checkpoint; tensors borrow from the memory map.
 pub fn load(path: &Path) -> Result<ModelWeights> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let (file, _) = open_regular(path)?;
     // SAFETY: the map is read-only; a file truncated underneath us is the usual mmap caveat.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let map = Arc::new(map);
     let (config, tied) = parse_header(path, &map)?;
-    let need = expected_len(&config);
+    let need = expected_len(&config).ok_or_else(|| {
+        Error::corrupt(
+            path,
+            format!(
+                "llama2.c header describes a checkpoint too large to address ({} layers, dim {}, \
+                 hidden_dim {}, vocab {})",
+                config.n_layers, config.dim, config.hidden_dim, config.vocab_size
+            ),
+        )
+    })?;
     if map.len() != need {
         return Err(Error::corrupt(
             path,

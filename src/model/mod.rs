@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod hf;
+pub mod input_file;
 pub mod llama2c;
 pub mod load;
 pub mod synthetic;

@@ -123,7 +123,7 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+        crate::model::input_file::try_filled(len, 0.0)
     }
 
     fn write(&self, dst: &mut Vec<f32>, src: &[f32]) -> Result<()> {

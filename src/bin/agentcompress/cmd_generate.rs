@@ -1,7 +1,7 @@
 //! `agentcompress generate`: stream text from a prompt, then report tokens/s.
 
 use crate::common::ModelArgs;
-use agentcompress::engine::{GenerateParams, SamplingParams};
+use agentcompress::engine::{GenerateParams, SamplingParams, DEFAULT_CONTEXT};
 use agentcompress::Result;
 use clap::Args;
 use std::io::Write;
@@ -26,6 +26,14 @@ pub struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, short = 's', default_value_t = 42)]
     pub seed: u64,
+    /// Most tokens the sequence may hold, prompt included (capped by the model's context);
+    /// the KV cache grows with the sequence up to this limit.
+    #[arg(long = "ctx", default_value_t = DEFAULT_CONTEXT, value_parser = parse_ctx)]
+    pub ctx: usize,
+    /// Drop the oldest prompt tokens when the prompt does not fit the context (otherwise
+    /// that is an error).
+    #[arg(long)]
+    pub truncate_prompt: bool,
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
@@ -38,6 +46,15 @@ pub struct GenerateArgs {
     /// memory on CUDA) between uses, by the pool's priority policy, then print its statistics.
     #[arg(long, value_parser = parse_budget, requires = "pool_budget")]
     pub device_cache: Option<u64>,
+}
+
+fn parse_ctx(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "--ctx must be a whole number of tokens >= 1, got {s:?}"
+        )),
+    }
 }
 
 fn parse_budget(s: &str) -> std::result::Result<u64, String> {
@@ -57,6 +74,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             seed: args.seed,
         },
         stop_at_eos: !args.ignore_eos,
+        context: args.ctx,
+        truncate_prompt: args.truncate_prompt,
         ..Default::default()
     };
     params.sampling.validate()?;
@@ -68,6 +87,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         true
     })?;
     drop(stdout);
+    if out.prompt_tokens_dropped > 0 {
+        eprintln!(
+            "\nnotice: dropped the oldest {} prompt tokens to fit the context of {} tokens",
+            out.prompt_tokens_dropped, out.context
+        );
+    }
+    if out.context_limited && !out.hit_eos && !out.cancelled {
+        eprintln!(
+            "\nnotice: stopped at the context of {} tokens before --max-tokens {}",
+            out.context, args.max_tokens
+        );
+    }
     eprintln!(
         "\n[{}] prompt {} tokens in {:.1} ms, generated {} tokens at {:.1} tokens/s",
         engine.backend_name(),

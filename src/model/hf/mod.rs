@@ -9,10 +9,12 @@
 pub mod config;
 pub mod safetensors;
 pub mod source;
+mod strict_json;
 
 pub use config::{Arch, HfConfig};
 pub use source::TensorSource;
 
+use crate::model::input_file::read_text_bounded;
 use crate::model::{LayerWeights, ModelWeights};
 use crate::{Error, Result};
 use std::path::Path;
@@ -20,10 +22,13 @@ use std::path::Path;
 /// Name of the configuration file that marks a Hugging Face checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
 
+/// Largest `config.json` or shard index read; real ones are a few kilobytes to a few megabytes.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
 /// Reads and parses `dir/config.json`.
 pub fn read_config(dir: &Path) -> Result<HfConfig> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = read_text_bounded(&path, MAX_CONFIG_BYTES, "config.json")?;
     config::parse(&path, &text)
 }
 
@@ -31,7 +36,11 @@ pub fn read_config(dir: &Path) -> Result<HfConfig> {
 pub fn load(dir: &Path) -> Result<ModelWeights> {
     let hf = read_config(dir)?;
     let src = TensorSource::open(dir)?;
-    assemble(hf, &src, dir)
+    let weights = assemble(hf, &src, dir)?;
+    // After assembly, so a tensor missing from the header is named as such rather than as the
+    // hole it leaves; before any weight is used.
+    src.check_layout()?;
+    Ok(weights)
 }
 
 /// Builds [`ModelWeights`] from the named tensors, checking every shape against the config.

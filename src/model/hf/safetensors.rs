@@ -4,7 +4,15 @@
 //! The header is parsed here (rather than through the `safetensors` crate) so that every bound is
 //! checked against the real file size and every failure names the file, the tensor and the
 //! problem. Tensors are zero-copy [`Tensor::mapped`] views into the shared map.
+//!
+//! As the format demands, the tensors' byte ranges tile the data section exactly: sorted by
+//! offset, each starts where the previous one ends, the first at 0 and the last at the end of
+//! the file, so no two overlap and no byte is unaccounted for. A header whose length field is
+//! off by even one byte therefore fails (the data section it implies is not covered), and a
+//! name listed twice is refused while parsing, before a JSON map could keep only one of them.
 
+use super::strict_json::parse_strict;
+use crate::model::input_file::open_regular;
 use crate::model::{DType, Tensor};
 use crate::{Error, Result};
 use memmap2::Mmap;
@@ -27,11 +35,22 @@ struct Entry {
     offset: usize,
 }
 
+/// A header entry with its range relative to the data section, before the tiling check.
+struct Placed {
+    name: String,
+    entry: Entry,
+    start: usize,
+    end: usize,
+}
+
 /// A parsed, memory-mapped safetensors file.
 pub struct SafeFile {
     path: PathBuf,
     map: Arc<Mmap>,
     entries: HashMap<String, Entry>,
+    /// Why the tensors do not tile the data section, if they do not (see
+    /// [`SafeFile::check_layout`]).
+    layout_problem: Option<String>,
 }
 
 /// Bytes per element of a safetensors dtype name, `None` when the name is unknown.
@@ -58,15 +77,27 @@ fn engine_dtype(name: &str) -> Option<DType> {
 impl SafeFile {
     /// Opens, maps and validates `path`; no tensor byte is read.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let (file, _) = open_regular(path)?;
         // SAFETY: the map is read-only; a file truncated underneath us is the usual mmap caveat.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let entries = parse_header(path, &map)?;
+        let (entries, layout_problem) = parse_header(path, &map)?;
         Ok(SafeFile {
             path: path.to_path_buf(),
             map: Arc::new(map),
             entries,
+            layout_problem,
         })
+    }
+
+    /// Fails unless the tensors' byte ranges tile the data section exactly (no overlap, no
+    /// hole, nothing after the last tensor). Kept apart from [`SafeFile::open`] so a loader can
+    /// first name a tensor it needs that the header lacks (which also leaves a hole), then
+    /// refuse the layout before any tensor is used.
+    pub fn check_layout(&self) -> Result<()> {
+        match &self.layout_problem {
+            None => Ok(()),
+            Some(m) => Err(Error::corrupt(&self.path, format!("safetensors: {m}"))),
+        }
     }
 
     /// The file this was read from.
@@ -103,8 +134,9 @@ impl SafeFile {
     }
 }
 
-/// Parses and bounds-checks the header of a mapped file.
-fn parse_header(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Entry>> {
+/// Parses and bounds-checks the header of a mapped file; returns the entries and, when their
+/// ranges do not tile the data section, what is wrong with the layout.
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, Entry>, Option<String>)> {
     let corrupt = |m: String| Error::corrupt(path, format!("safetensors: {m}"));
     let file_len = bytes.len();
     if file_len < 8 {
@@ -121,22 +153,77 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Entry>> {
             "header length {header_len} runs past the end of the file ({file_len} bytes)"
         )));
     }
+    // The smallest header is "{}".
+    if header_len < 2 {
+        return Err(corrupt(format!(
+            "header length {header_len} is too small for a JSON object"
+        )));
+    }
     let data_start = 8 + header_len as usize;
-    let json: Value = serde_json::from_slice(&bytes[8..data_start])
-        .map_err(|e| corrupt(format!("header is not valid JSON: {e}")))?;
+    let header = &bytes[8..data_start];
+    if header[0] != b'{' {
+        return Err(corrupt("header is not a JSON object".into()));
+    }
+    let json =
+        parse_strict(header).map_err(|e| corrupt(format!("header is not valid JSON: {e}")))?;
     let Value::Object(obj) = json else {
         return Err(corrupt("header is not a JSON object".into()));
     };
     let data_len = file_len - data_start;
-    let mut entries = HashMap::with_capacity(obj.len());
+    let mut placed = Vec::with_capacity(obj.len());
     for (name, v) in obj {
         if name == "__metadata__" {
             continue;
         }
-        let entry = parse_entry(&name, &v, data_start, data_len).map_err(corrupt)?;
-        entries.insert(name, entry);
+        let (entry, start, end) = parse_entry(&name, &v, data_start, data_len).map_err(corrupt)?;
+        placed.push(Placed {
+            name,
+            entry,
+            start,
+            end,
+        });
     }
-    Ok(entries)
+    let layout_problem = check_tiling(&mut placed, data_len).err();
+    let entries = placed.into_iter().map(|p| (p.name, p.entry)).collect();
+    Ok((entries, layout_problem))
+}
+
+/// Checks that the ranges cover `0..data_len` exactly, without overlap or hole; the error names
+/// the tensors involved.
+fn check_tiling(placed: &mut [Placed], data_len: usize) -> std::result::Result<(), String> {
+    placed.sort_by_key(|p| (p.start, p.end));
+    let mut covered = 0usize;
+    let mut previous: Option<&str> = None;
+    for p in placed.iter() {
+        if p.start < covered {
+            return Err(format!(
+                "tensor {}: data offsets [{}, {}] overlap tensor {} (which ends at {covered})",
+                p.name,
+                p.start,
+                p.end,
+                previous.unwrap_or("?")
+            ));
+        }
+        if p.start > covered {
+            return Err(format!(
+                "tensor {}: data offsets [{}, {}] leave a hole of {} bytes at {covered} (the \
+                 data section must be contiguous)",
+                p.name,
+                p.start,
+                p.end,
+                p.start - covered
+            ));
+        }
+        covered = p.end;
+        previous = Some(&p.name);
+    }
+    if covered != data_len {
+        return Err(format!(
+            "the tensors cover {covered} of the {data_len} data bytes (a wrong header length or \
+             trailing data)"
+        ));
+    }
+    Ok(())
 }
 
 /// Validates one header entry; the error message names the tensor.
@@ -145,7 +232,7 @@ fn parse_entry(
     v: &Value,
     data_start: usize,
     data_len: usize,
-) -> std::result::Result<Entry, String> {
+) -> std::result::Result<(Entry, usize, usize), String> {
     let dtype = v
         .get("dtype")
         .and_then(Value::as_str)
@@ -187,11 +274,12 @@ fn parse_entry(
             end - start
         ));
     }
-    Ok(Entry {
+    let entry = Entry {
         dtype: dtype.to_string(),
         shape,
         offset: data_start + start,
-    })
+    };
+    Ok((entry, start, end))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! named by `model.safetensors.index.json` (`{"weight_map": {tensor: shard file}}`).
 
 use super::safetensors::SafeFile;
+use crate::model::input_file::read_text_bounded;
 use crate::model::Tensor;
 use crate::{Error, Result};
 use serde_json::Value;
@@ -24,6 +25,12 @@ pub struct TensorSource {
 }
 
 impl TensorSource {
+    /// Fails unless every file's tensors tile its data section exactly
+    /// ([`SafeFile::check_layout`]).
+    pub fn check_layout(&self) -> Result<()> {
+        self.files.iter().try_for_each(SafeFile::check_layout)
+    }
+
     /// Opens the checkpoint in `dir`, preferring the single file over a shard index.
     pub fn open(dir: &Path) -> Result<Self> {
         let single = dir.join(SINGLE_FILE);
@@ -56,7 +63,7 @@ impl TensorSource {
     /// The shards listed by an index file.
     fn sharded(dir: &Path, index: &Path) -> Result<Self> {
         let corrupt = |m: String| Error::corrupt(index, format!("shard index: {m}"));
-        let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+        let text = read_text_bounded(index, super::MAX_CONFIG_BYTES, "shard index")?;
         let json: Value =
             serde_json::from_str(&text).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
         let map = json

@@ -5,7 +5,8 @@
 //! token before `$A` is BOS, one after it is EOS), or from well-known names among the added
 //! special tokens (`<s>`, `</s>`, `<|endoftext|>`, ...).
 
-use super::Tokenizer;
+use super::{Tokenizer, MAX_TOKENIZER_BYTES};
+use crate::model::input_file::read_bounded;
 use crate::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ enum Named {
 impl HfTokenizer {
     /// Loads `tokenizer.json`, reading `tokenizer_config.json` from the same folder if present.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let json = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let json = read_bounded(path, MAX_TOKENIZER_BYTES, "tokenizer.json")?;
         let config_path = path
             .parent()
             .map(|d| d.join("tokenizer_config.json"))
@@ -69,14 +70,26 @@ impl HfTokenizer {
     /// Builds from the bytes of a `tokenizer.json` (`path` names it in errors) and an optional
     /// parsed `tokenizer_config.json` with its path.
     fn from_json(json: &[u8], path: &Path, config: Option<(PathBuf, Value)>) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| {
+        // Plain JSON first: the `tokenizers` library panics on some malformed input (a control
+        // character in a decoder's string) instead of returning its error.
+        let raw: Value = serde_json::from_slice(json)
+            .map_err(|e| Error::corrupt(path, format!("invalid JSON: {e}")))?;
+        // What it may still panic on in valid JSON becomes a typed error, never an unwind
+        // into the caller.
+        let parsed =
+            std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(json)).map_err(|_| {
+                Error::corrupt(
+                    path,
+                    "not a valid Hugging Face tokenizer.json (the tokenizer library rejected it \
+                     with a panic)",
+                )
+            })?;
+        let inner = parsed.map_err(|e| {
             Error::corrupt(
                 path,
                 format!("not a valid Hugging Face tokenizer.json: {e}"),
             )
         })?;
-        let raw: Value = serde_json::from_slice(json)
-            .map_err(|e| Error::corrupt(path, format!("invalid JSON: {e}")))?;
         let (template_bos, template_eos) = template_specials(&raw["post_processor"]);
         let specials = special_added_tokens(&raw);
         let by_name = |names: &[&str]| {
@@ -173,7 +186,7 @@ impl Tokenizer for HfTokenizer {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_bounded(path, MAX_TOKENIZER_BYTES, "tokenizer config")?;
     serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path, format!("invalid JSON: {e}")))
 }
 

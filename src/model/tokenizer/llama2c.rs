@@ -10,7 +10,8 @@
 //! (leftmost on ties). The merge loop runs on a linked list with a priority queue, O(n log n),
 //! and picks exactly the pair llama2.c's quadratic scan picks.
 
-use super::Tokenizer;
+use super::{Tokenizer, MAX_TOKENIZER_BYTES};
+use crate::model::input_file::read_bounded;
 use crate::{Error, Result};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -39,7 +40,7 @@ pub struct Llama2cTokenizer {
 impl Llama2cTokenizer {
     /// Reads a `tokenizer.bin` file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_bounded(path, MAX_TOKENIZER_BYTES, "tokenizer.bin")?;
         Self::from_bytes(&bytes, path)
     }
 

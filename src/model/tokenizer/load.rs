@@ -36,7 +36,7 @@ pub fn load_tokenizer(path: &Path) -> Result<Box<dyn Tokenizer>> {
 /// with a little-endian max_token_length, whose second byte is 0 for any sane length).
 fn starts_like_json(path: &Path) -> Result<bool> {
     let mut head = [0u8; 2];
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let (mut file, _) = crate::model::input_file::open_regular(path)?;
     let n = file.read(&mut head).map_err(|e| Error::io(path, e))?;
     Ok(n == 2 && head[0] == b'{' && (head[1].is_ascii_whitespace() || head[1] == b'"'))
 }

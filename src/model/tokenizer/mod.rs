@@ -16,6 +16,11 @@ pub use stream::StreamDecoder;
 
 use crate::Result;
 
+/// Largest tokenizer file read (`tokenizer.bin`, `tokenizer.json`, `tokenizer_config.json`);
+/// the biggest real vocabularies are far smaller, and the bound keeps a wrong path from being
+/// read until memory runs out.
+pub const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
+
 /// Text to token ids and back.
 pub trait Tokenizer: Send + Sync {
     /// Encodes `text`, prepending the beginning-of-sequence token when `add_bos` is set.
