@@ -11,6 +11,8 @@ pub mod controller;
 pub mod engine;
 pub mod error;
 pub mod eval;
+#[doc(hidden)]
+pub mod internal;
 pub mod io;
 pub mod model;
 pub mod pool;

@@ -1,7 +1,6 @@
 //! The transformer forward pass, KV cache, sampling and generation, written once over
 //! [`Backend`](crate::backend::Backend).
 
-pub mod decode_bench;
 mod forward;
 mod generate;
 mod layers;

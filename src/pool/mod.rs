@@ -5,7 +5,6 @@
 //! [`policy`] is the pure bookkeeping; [`Pool`] adds memory (through a pluggable
 //! [`DeviceAlloc`]) and I/O; [`PoolStats`] reports what happened.
 
-pub mod bench;
 mod device;
 pub mod policy;
 mod residency;
