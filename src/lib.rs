@@ -15,6 +15,7 @@ pub mod eval;
 pub mod internal;
 pub mod io;
 pub mod model;
+pub mod pipeline;
 pub mod pool;
 pub mod quant;
 pub mod router;

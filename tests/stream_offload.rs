@@ -7,9 +7,10 @@ use agentcompress::api::{open_variant, Device, VariantOpenOptions};
 use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::engine::{GenerateParams, Model, StreamOptions};
 use agentcompress::model::llama2c;
+use agentcompress::pipeline::{build_variants, BuildOptions};
 use agentcompress::pool::{variant_pool, Pool, VariantPoolConfig, VariantSource};
 use agentcompress::quant::{Precision, QuantConfig};
-use agentcompress::store::{build_variants, load_variant, BuildOptions, EntryPart, LoadOptions};
+use agentcompress::store::{load_variant, EntryPart, LoadOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 

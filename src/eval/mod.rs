@@ -30,7 +30,7 @@
 //! `agentcompress eval --synthetic tiny`.
 
 pub mod bench;
-pub mod labels;
+pub use crate::pipeline::labels;
 pub mod metrics;
 pub mod report;
 pub mod workflows;

@@ -3,8 +3,6 @@
 
 mod policy;
 mod residency;
-pub mod variants;
 
 pub use policy::{Decision, QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 pub use residency::Residency;
-pub use variants::VariantSet;

@@ -17,11 +17,12 @@ use agentcompress::engine::{Model, StreamOptions};
 use agentcompress::io::{
     gbps, open_reader, ReaderConfig, StagingAlloc, StagingConfig, StagingPipeline,
 };
+use agentcompress::pipeline::{build_variants, BuildOptions};
 use agentcompress::pool::{
     variant_pool, DeviceAlloc, Pool, PoolConfig, VariantPoolConfig, VariantSource,
 };
 use agentcompress::quant::{Precision, QuantConfig};
-use agentcompress::store::{build_variants, load_variant, BuildOptions, EntryPart, LoadOptions};
+use agentcompress::store::{load_variant, EntryPart, LoadOptions};
 use agentcompress::util::rng::Rng;
 use agentcompress::{Error, Result};
 use std::path::Path;

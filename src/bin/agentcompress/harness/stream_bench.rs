@@ -342,8 +342,8 @@ fn read_range(reader: &dyn BlockReader, path: &Path, off: u64, dst: &mut [u8]) -
 mod tests {
     use super::*;
     use agentcompress::model::llama2c;
+    use agentcompress::pipeline::{build_variants, BuildOptions};
     use agentcompress::quant::QuantConfig;
-    use agentcompress::store::{build_variants, BuildOptions};
 
     /// stories260K quantized into a temporary variant directory.
     fn variants() -> (tempfile::TempDir, PathBuf) {
