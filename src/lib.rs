@@ -1,7 +1,7 @@
 //! AgentCompress: an embedded LLM inference engine that serves every task from the cheapest
 //! precision (FP16, INT8, INT4, INT2) of one LLaMA-family model that still does it well.
 //!
-//! Layout (see `ARCHITECTURE.md` in the shared design folder): [`model`] loads checkpoints and
+//! Layout (see `docs/ARCHITECTURE.md`): [`model`] loads checkpoints and
 //! tokenizers, [`backend`] supplies kernels (CPU reference, CUDA), [`engine`] runs the transformer
 //! forward pass once over the [`backend::Backend`] trait, and [`api`] is the public entry point.
 
@@ -11,8 +11,11 @@ pub mod controller;
 pub mod engine;
 pub mod error;
 pub mod eval;
+#[doc(hidden)]
+pub mod internal;
 pub mod io;
 pub mod model;
+pub mod pipeline;
 pub mod pool;
 pub mod quant;
 pub mod router;

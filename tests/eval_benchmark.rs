@@ -10,8 +10,8 @@ use agentcompress::model::load::load_model;
 use agentcompress::model::synthetic::{preset, synthetic_weights};
 use agentcompress::model::tokenizer::ByteTokenizer;
 use agentcompress::model::DType;
+use agentcompress::pipeline::VariantSet;
 use agentcompress::quant::{Method, QuantConfig};
-use agentcompress::router::VariantSet;
 use std::path::Path;
 
 #[test]

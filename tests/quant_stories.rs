@@ -4,8 +4,8 @@
 use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::engine::Model;
 use agentcompress::model::{llama2c, ModelWeights, Tensor};
+use agentcompress::pipeline::variant_quality::{all_logits, compare, self_generated, Quality};
 use agentcompress::quant::calib::Calibration;
-use agentcompress::quant::eval::{all_logits, compare, self_generated, Quality};
 use agentcompress::quant::{quantize_model, reconstruction_error, Method, Precision, QuantConfig};
 use std::path::PathBuf;
 

@@ -2,10 +2,9 @@
 
 use agentcompress::model::synthetic::{preset, synthetic_weights};
 use agentcompress::model::DType;
+use agentcompress::pipeline::{build_variants, evaluate_variants, BuildOptions, SelfText};
 use agentcompress::quant::{Precision, QuantConfig};
-use agentcompress::store::{
-    build_variants, evaluate_variants, load_variant, BuildOptions, LoadOptions, Manifest, SelfText,
-};
+use agentcompress::store::{load_variant, LoadOptions, Manifest};
 
 #[test]
 fn build_then_evaluate_a_variant_directory() {

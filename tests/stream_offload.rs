@@ -7,9 +7,10 @@ use agentcompress::api::{open_variant, Device, VariantOpenOptions};
 use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::engine::{GenerateParams, Model, StreamOptions};
 use agentcompress::model::llama2c;
+use agentcompress::pipeline::{build_variants, BuildOptions};
 use agentcompress::pool::{variant_pool, Pool, VariantPoolConfig, VariantSource};
 use agentcompress::quant::{Precision, QuantConfig};
-use agentcompress::store::{build_variants, load_variant, BuildOptions, EntryPart, LoadOptions};
+use agentcompress::store::{load_variant, EntryPart, LoadOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -368,32 +369,4 @@ fn engine_builder_opens_a_variant_directory_at_fp16() {
         .unwrap();
     assert_eq!(a.ids, b.ids);
     assert_eq!(built.route("a task").unwrap().precision, Precision::Fp16);
-}
-
-#[test]
-fn bench_stream_runs_on_a_variant_directory() {
-    use agentcompress::pool::bench::{bench_stream, StreamBenchOptions};
-    let dir = variants();
-    let on_disk: u64 = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum();
-    let opts = StreamBenchOptions {
-        variants: Some(dir.to_path_buf()),
-        chunk_kib: 64,
-        ring: 4,
-        layer_mib: 1,
-        repeat: 1,
-        ..Default::default()
-    };
-    let r = bench_stream(&opts).unwrap();
-    assert_eq!(r.files, 5, "four variants and the manifest");
-    assert_eq!(r.bytes, on_disk);
-    assert_eq!(
-        r.pool.bytes_read, on_disk,
-        "one round reads every byte once"
-    );
-    assert!(r.floor_gbps > 0.0 && r.pipeline_gbps > 0.0 && r.ratio > 0.0);
 }

@@ -541,7 +541,7 @@ fn the_demo_model_opens_and_runs() {
 
 /// stories260K quantized (RTN) into a temporary variants directory without a controller.
 fn variants_dir() -> tempfile::TempDir {
-    use ac::store::{build_variants, BuildOptions};
+    use ac::pipeline::{build_variants, BuildOptions};
     let root =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K");
     let dense = ac::model::llama2c::load(&root.join("stories260K.bin")).unwrap();

@@ -25,19 +25,19 @@
 //! ```
 
 mod demo;
-mod device;
+mod device_choice;
+mod open_variant;
 mod route_controller;
 mod routed;
 mod runner;
 mod types;
-mod variants;
 
 pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
-pub use device::Device;
+pub use device_choice::Device;
+pub use open_variant::{open_variant, variant_tokenizer, VariantOpenOptions};
 pub use routed::{CONTROLLER_FILE, ROUTER_FILE};
 pub use runner::DynModel;
 pub use types::{EngineStats, Route, RunResult};
-pub use variants::{open_variant, variant_tokenizer, VariantOpenOptions};
 
 use crate::engine::{GenerateOutput, GenerateParams, TokenEvent};
 use crate::model::tokenizer::Tokenizer;
@@ -475,7 +475,7 @@ impl EngineBuilder {
                 )));
             }
         }
-        let model = device::upload(self.device, &weights)?;
+        let model = device_choice::upload(self.device, &weights)?;
         Ok(Engine {
             models: Models::Single {
                 model,

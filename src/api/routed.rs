@@ -156,7 +156,7 @@ fn load(path: &Path, device: Device, verify: bool) -> Result<(Arc<dyn DynModel>,
             verify_checksums: verify,
         },
     )?;
-    let model: Arc<dyn DynModel> = Arc::from(super::device::upload_matrices(device, &w)?);
+    let model: Arc<dyn DynModel> = Arc::from(super::device_choice::upload_matrices(device, &w)?);
     Ok((model, t0.elapsed().as_secs_f64()))
 }
 

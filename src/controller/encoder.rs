@@ -1,9 +1,9 @@
 //! The controller network and its forward pass.
 
+use super::kernels::gemm::Epilogue;
 use super::layers::{attention, attention_into, gelu, sigmoid, softmax, LayerNorm, Linear};
 use super::layers::{attention_packed, gelu_slice, AttentionScratch, PackedLinear};
 use super::ControllerConfig;
-use crate::backend::cpu::gemm::Epilogue;
 use crate::quant::Precision;
 use crate::util::rng::Rng;
 use crate::{Error, Result};

@@ -1,8 +1,8 @@
 //! The controller's building blocks over plain f32 slices: linear maps, layer norm, GELU,
 //! masked multi-head attention. Each is small enough to check against a direct formula.
 
-use crate::backend::cpu::gemm::{gemm, gemm_strided, Epilogue, GemmPath, PackedMatrix};
-use crate::backend::cpu::gemm_i8::{gemm_i8_with, I8Path, PackedMatrixI8};
+use super::kernels::gemm::{gemm, gemm_strided, Epilogue, GemmPath, PackedMatrix};
+use super::kernels::gemm_i8::{gemm_i8_with, I8Path, PackedMatrixI8};
 use crate::backend::cpu::{dot, matmul_rows};
 use crate::util::rng::Rng;
 use rayon::prelude::*;
@@ -60,8 +60,8 @@ impl Linear {
 /// A [`Linear`] packed once for the fast CPU product: the inference form of a layer whose
 /// weights no longer change. Pack again after training.
 ///
-/// Two forms: f32 ([`crate::backend::cpu::gemm`], results equal to [`Linear::forward`] up to
-/// summation order) and INT8 ([`crate::backend::cpu::gemm_i8`]: weights quantised per output
+/// Two forms: f32 ([`crate::controller::kernels::gemm`], results equal to [`Linear::forward`] up to
+/// summation order) and INT8 ([`crate::controller::kernels::gemm_i8`]: weights quantised per output
 /// row at pack time, activations per row on every call, exact integer sums dequantised with
 /// the bias and epilogue fused).
 #[derive(Clone, Debug)]
@@ -214,7 +214,7 @@ pub use crate::backend::cpu::encoder_ops::gelu;
 /// [`gelu`]; tested). Used by the packed inference path.
 pub fn gelu_slice(xs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    match crate::backend::cpu::gemm::gemm_path() {
+    match super::kernels::gemm::gemm_path() {
         // SAFETY: the path is only chosen when the CPU has these features.
         GemmPath::Avx512 => return unsafe { gelu_avx512(xs) },
         // SAFETY: as above.
@@ -371,7 +371,7 @@ pub fn attention_packed(
     s: &mut AttentionScratch,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::backend::cpu::gemm::gemm_path() == GemmPath::Avx512 {
+    if super::kernels::gemm::gemm_path() == GemmPath::Avx512 {
         // SAFETY: the path is only chosen when the CPU has AVX-512F.
         return unsafe { attention_packed_avx512(q, k, v, n_q, n_k, heads, out, s) };
     }
@@ -473,7 +473,7 @@ impl AttnRows<'_> {
     /// value update is elementwise.
     fn row_dispatch(&self, q: &[f32], o: &mut [f32], scores: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        match crate::backend::cpu::gemm::gemm_path() {
+        match super::kernels::gemm::gemm_path() {
             // SAFETY: the path is only chosen when the CPU has these features.
             GemmPath::Avx512 => return unsafe { self.row_avx512(q, o, scores) },
             // SAFETY: as above.

@@ -24,9 +24,10 @@
 //! [`ControllerConfig::small`] has 90,375. Measured by `agentcompress bench controller`.
 
 mod config;
-mod device;
+mod device_controller;
 mod encoder;
 pub mod io;
+pub mod kernels;
 pub mod layers;
 mod runtime;
 pub mod train;
@@ -34,6 +35,6 @@ pub mod train;
 pub mod train_model;
 
 pub use config::ControllerConfig;
-pub use device::DeviceController;
+pub use device_controller::DeviceController;
 pub use encoder::{Controller, ControllerOutput, Encoded};
 pub use runtime::{ControllerPrecision, PackedController};

@@ -4,9 +4,9 @@
 //!
 //! Two precisions ([`ControllerPrecision`]) for the projection and the encoder's maps (wq, wk,
 //! wv, wo, ff1, ff2; the pooling head, layer norms and attention stay f32):
-//! - [`ControllerPrecision::F32`] ([`crate::backend::cpu::gemm`]) computes what
+//! - [`ControllerPrecision::F32`] ([`crate::controller::kernels::gemm`]) computes what
 //!   [`Controller::predict`] computes, up to f32 summation order (tested below);
-//! - [`ControllerPrecision::Int8`] ([`crate::backend::cpu::gemm_i8`]) quantises the weights per
+//! - [`ControllerPrecision::Int8`] ([`crate::controller::kernels::gemm_i8`]) quantises the weights per
 //!   output row and the activations per token, with exact integer sums (AVX512-VNNI). Against
 //!   the f32 form, complexity moves by a few 1e-3 (at most about 1.3e-2 measured) and the
 //!   argmax precision agrees on all but near-tied inputs (the tests below state the
@@ -21,10 +21,10 @@ use super::encoder::{
     gather_rows, input_rows, layer_forward, mean_rows, position_code, Controller, ControllerOutput,
     Encoded, Head, LayerScratch,
 };
+use super::kernels::gemm::{gemm_path, GemmPath};
+use super::kernels::gemm_i8::{i8_path, I8Path};
 use super::layers::{LayerNorm, Linear, PackedLinear};
 use super::ControllerConfig;
-use crate::backend::cpu::gemm::{gemm_path, GemmPath};
-use crate::backend::cpu::gemm_i8::{i8_path, I8Path};
 use crate::Result;
 use std::sync::Mutex;
 

@@ -2,8 +2,8 @@
 //! grouped-query attention -> output projection -> residual, RMSNorm -> SwiGLU FFN -> residual;
 //! then the final RMSNorm and the classifier.
 
+use super::device_tier::{UploadCache, UploadCacheStats};
 use super::layers::{vec_of, Layer, Layers, StreamOptions, Streamer};
-use super::upload_cache::{UploadCache, UploadCacheStats};
 use crate::backend::Backend;
 use crate::model::input_file::{try_filled, try_reserve};
 use crate::model::{ModelConfig, ModelWeights};

@@ -5,7 +5,7 @@
 //! A streamed model may also keep uploaded blocks on the backend under a byte budget (the
 //! device tier, [`super::upload_cache`]), so that a hit skips the pool, the decode and the copy.
 
-use super::upload_cache::{CachedLayer, UploadCache, UploadCacheStats};
+use super::device_tier::{CachedLayer, UploadCache, UploadCacheStats};
 use crate::backend::Backend;
 use crate::model::{LayerWeights, Tensor};
 use crate::pool::{Pool, PoolGuard, PoolStats, VariantSource};

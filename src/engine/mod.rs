@@ -1,15 +1,14 @@
 //! The transformer forward pass, KV cache, sampling and generation, written once over
 //! [`Backend`](crate::backend::Backend).
 
-pub mod decode_bench;
+mod device_tier;
 mod forward;
 mod generate;
 mod layers;
 pub mod sampling;
-mod upload_cache;
 
+pub use device_tier::UploadCacheStats;
 pub use forward::{Model, State};
 pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent, DEFAULT_CONTEXT};
 pub use layers::StreamOptions;
 pub use sampling::{Sampler, SamplingParams};
-pub use upload_cache::UploadCacheStats;

@@ -29,10 +29,10 @@
 //! --tokenizer ../shared/models/stories260K/tok512.bin` (writes `eval-out/`), or
 //! `agentcompress eval --synthetic tiny`.
 
-pub mod bench;
-pub mod labels;
+pub mod workflow_bench;
+pub use crate::pipeline::labels;
 pub mod metrics;
 pub mod report;
 pub mod workflows;
 
-pub use bench::{run, EvalConfig, EvalOutput, EvalReport};
+pub use workflow_bench::{run, EvalConfig, EvalOutput, EvalReport};

@@ -1,6 +1,6 @@
 //! The benchmark's outputs for people: a markdown table and an SVG cost-versus-quality plot.
 
-use super::bench::{EvalReport, SplitResult};
+use super::workflow_bench::{EvalReport, SplitResult};
 use std::fmt::Write;
 
 fn split_table(s: &SplitResult, out: &mut String) {
@@ -38,8 +38,8 @@ fn split_table(s: &SplitResult, out: &mut String) {
     let _ = writeln!(
         out,
         "\n`{}` reads the test labels: the cheapest routing with every task's quality known that keeps uniform INT8's quality retained, i.e. the most any controller could save at that quality. `{}` is the controller with the router's target ({:.3}) calibrated on the training split to uniform INT8's quality retained there.",
-        super::bench::MATCHED_ORACLE,
-        super::bench::MATCHED_CONTROLLER,
+        super::workflow_bench::MATCHED_ORACLE,
+        super::workflow_bench::MATCHED_CONTROLLER,
         s.matched_target
     );
     let _ = writeln!(
@@ -199,8 +199,8 @@ pub fn svg(r: &EvalReport) -> String {
     }
     for st in &s.strategies {
         let color = match st.name.as_str() {
-            "oracle" | super::bench::MATCHED_ORACLE => "green",
-            "controller + router" | super::bench::MATCHED_CONTROLLER => "steelblue",
+            "oracle" | super::workflow_bench::MATCHED_ORACLE => "green",
+            "controller + router" | super::workflow_bench::MATCHED_CONTROLLER => "steelblue",
             "random" => "gray",
             _ => "crimson",
         };

@@ -19,8 +19,8 @@ pub enum ModelFormat {
     VariantStore,
 }
 
-/// The marker file of a variant-store directory (the same name as `crate::store::MANIFEST_FILE`,
-/// which a store test keeps equal; `model` sits below `store` and cannot import it).
+/// The marker file of a variant-store directory. Defined here, in the lowest room that needs
+/// it; `crate::store` re-exports it as `MANIFEST_FILE`.
 pub const VARIANT_MANIFEST: &str = "manifest.json";
 
 /// True when `dir` holds a variant manifest and at least one `.acv` variant file.

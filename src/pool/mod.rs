@@ -5,15 +5,14 @@
 //! [`policy`] is the pure bookkeeping; [`Pool`] adds memory (through a pluggable
 //! [`DeviceAlloc`]) and I/O; [`PoolStats`] reports what happened.
 
-pub mod bench;
-mod device;
+mod block_pool;
+mod device_alloc;
 pub mod policy;
-mod residency;
 mod stats;
-pub mod variants;
+pub mod variant_source;
 
-pub use device::{DeviceAlloc, DeviceBuffer, HostDeviceAlloc, HostDeviceBuffer};
+pub use block_pool::{LayerSource, Pool, PoolConfig, PoolGuard, PoolKey, Prefetch};
+pub use device_alloc::{DeviceAlloc, DeviceBuffer, HostDeviceAlloc, HostDeviceBuffer};
 pub use policy::{EntryMeta, PolicyTable};
-pub use residency::{LayerSource, Pool, PoolConfig, PoolGuard, PoolKey, Prefetch};
 pub use stats::PoolStats;
-pub use variants::{variant_pool, OpenVariant, VariantPoolConfig, VariantSource, GLOBALS};
+pub use variant_source::{variant_pool, OpenVariant, VariantPoolConfig, VariantSource, GLOBALS};

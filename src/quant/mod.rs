@@ -5,15 +5,16 @@
 //! in [`fp16`].
 
 pub mod calib;
-pub mod eval;
 pub mod fp16;
 pub mod gptq;
 pub mod int2_params;
 pub mod packed;
+pub mod quality;
 pub mod quantizer;
 pub mod variant;
 
 pub use packed::{Int2Matrix, Int4Matrix, Int8Matrix, Packed};
+pub use quality::Quality;
 pub use quantizer::Method;
 pub use variant::{
     quantize_model, reconstruction_error, size_report, Precision, QuantConfig, SizeReport,

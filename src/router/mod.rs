@@ -2,9 +2,7 @@
 //! resident and of what a swap costs; every decision records its reasons.
 
 mod policy;
-mod residency;
-pub mod variants;
+mod variant_cache;
 
 pub use policy::{Decision, QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
-pub use residency::Residency;
-pub use variants::VariantSet;
+pub use variant_cache::Residency;

@@ -2,14 +2,14 @@
 //! per weight and measured quality.
 
 use crate::model::ModelConfig;
-use crate::quant::eval::Quality;
+use crate::quant::Quality;
 use crate::quant::{Precision, QuantConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// File name of the manifest inside a variant directory.
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub use crate::model::load::VARIANT_MANIFEST as MANIFEST_FILE;
 /// Manifest schema version.
 pub const MANIFEST_VERSION: u32 = 1;
 

@@ -3,14 +3,12 @@
 //! in forward order) and a `manifest.json` tying the four of a model together.
 //! The file layout and its alignment guarantees are documented in [`mod@format`].
 
-pub mod build;
 pub mod entries;
 pub mod format;
 pub mod manifest;
 mod read;
 mod write;
 
-pub use build::{build_variants, evaluate_variants, BuildOptions, SelfText, VariantEval};
 pub use entries::{
     decode_globals, decode_layer, entry_layout, read_globals, EntryLayout, EntryPart, Globals,
     Placed,

@@ -5,8 +5,6 @@ pub mod encoder_ops;
 pub mod f16mat;
 #[cfg(target_arch = "x86_64")]
 mod f16mat_avx512;
-pub mod gemm;
-pub mod gemm_i8;
 mod kernels;
 pub mod qgemv;
 mod qgemv_avx512;

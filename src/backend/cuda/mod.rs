@@ -6,13 +6,6 @@
 //! stream. Device memory is allocated when a model, state or scratch buffer is created (scratch
 //! grows to its high-water mark once), never per token.
 
-pub mod bench;
-pub mod bench_quant;
-pub mod check;
-pub mod check_controller;
-pub mod check_quant;
-pub mod check_stream;
-pub mod copy_rate;
 pub mod device_mem;
 mod encoder;
 mod kernels;

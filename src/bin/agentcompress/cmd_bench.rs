@@ -1,7 +1,8 @@
 //! `agentcompress bench ...`: benchmark subcommands. `bench kernels` times every CUDA kernel
 //! beside the device's copy bandwidth and cuBLAS; other groups add their own subcommands here.
 
-use agentcompress::backend::cuda::{bench, CudaBackend};
+use crate::harness::kernel_bench as bench;
+use agentcompress::backend::cuda::CudaBackend;
 use agentcompress::backend::Backend;
 use agentcompress::Result;
 

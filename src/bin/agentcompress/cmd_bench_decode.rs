@@ -2,13 +2,14 @@
 //! model shape (default Llama-2-7B), beside the floor set by reading every weight byte once per
 //! token at the device's measured copy bandwidth (measured in the same run).
 
-use agentcompress::api::Device;
-use agentcompress::backend::cpu::CpuBackend;
-use agentcompress::backend::cuda::{bench, CudaBackend};
-use agentcompress::backend::Backend;
-use agentcompress::engine::decode_bench::{
+use crate::harness::decode_bench::{
     bytes_per_token, host_copy_gbps, random_variant, time_decode, DecodeResult,
 };
+use crate::harness::kernel_bench as bench;
+use agentcompress::api::Device;
+use agentcompress::backend::cpu::CpuBackend;
+use agentcompress::backend::cuda::CudaBackend;
+use agentcompress::backend::Backend;
 use agentcompress::engine::Model;
 use agentcompress::model::synthetic;
 use agentcompress::quant::{Precision, QuantConfig};

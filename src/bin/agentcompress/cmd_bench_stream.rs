@@ -9,8 +9,8 @@
 //! `--device cuda` stages through pinned memory into a pool of device memory and also times
 //! host-to-device copies of the same bytes from pageable and from pinned memory.
 
+use crate::harness::stream_bench::{bench_stream, Report, StreamBenchOptions, StreamDevice};
 use agentcompress::api::Device;
-use agentcompress::pool::bench::{bench_stream, Report, StreamBenchOptions, StreamDevice};
 use agentcompress::{Error, Result};
 use std::path::PathBuf;
 

@@ -13,9 +13,9 @@ use agentcompress::eval::{run as run_eval, EvalConfig};
 use agentcompress::model::synthetic::{preset, synthetic_weights};
 use agentcompress::model::tokenizer::ByteTokenizer;
 use agentcompress::model::DType;
+use agentcompress::pipeline::VariantSet;
+use agentcompress::pipeline::{build_variants, BuildOptions};
 use agentcompress::quant::{Method, Precision, QuantConfig};
-use agentcompress::router::VariantSet;
-use agentcompress::store::{build_variants, BuildOptions};
 use agentcompress::{Error, Result};
 use clap::Args;
 

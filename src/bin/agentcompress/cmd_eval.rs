@@ -3,13 +3,14 @@
 use agentcompress::api::variant_tokenizer;
 use agentcompress::controller::train::TrainConfig;
 use agentcompress::eval::labels::LabelSet;
-use agentcompress::eval::{bench, report, workflows, EvalConfig};
+use agentcompress::eval::{report, workflow_bench as bench, workflows, EvalConfig};
 use agentcompress::model::synthetic::{preset, synthetic_weights};
 use agentcompress::model::tokenizer::{load_tokenizer, ByteTokenizer, Tokenizer, BYTE_VOCAB};
 use agentcompress::model::DType;
+use agentcompress::pipeline::SelfText;
+use agentcompress::pipeline::VariantSet;
 use agentcompress::quant::QuantConfig;
-use agentcompress::router::VariantSet;
-use agentcompress::store::{SelfText, MANIFEST_FILE};
+use agentcompress::store::MANIFEST_FILE;
 use agentcompress::{Error, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `agentcompress eval-variants`: measures every variant of a directory against its FP16
 //! variant under teacher forcing (perplexity, top-1 agreement, mean KL).
 
-use agentcompress::store::{evaluate_variants, SelfText};
+use agentcompress::pipeline::{evaluate_variants, SelfText};
 use agentcompress::{Error, Result};
 use std::path::PathBuf;
 

@@ -1,7 +1,8 @@
 //! `agentcompress gpu-check`: every differential check of the CUDA backend against the CPU
 //! oracle (kernels at aligned and odd sizes, whole models), one table, non-zero exit on failure.
 
-use agentcompress::backend::cuda::{check, CudaBackend};
+use crate::harness::check;
+use agentcompress::backend::cuda::CudaBackend;
 use agentcompress::backend::Backend;
 use agentcompress::{Error, Result};
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
 //! `agentcompress quantize`: writes the FP16, INT8, INT4 and INT2 variants of a model plus
 //! `manifest.json` into a directory, and prints a table of sizes and quality.
 
+use agentcompress::pipeline::{build_variants, BuildOptions, SelfText};
 use agentcompress::quant::{Method, QuantConfig};
-use agentcompress::store::{build_variants, BuildOptions, SelfText};
 use agentcompress::{Error, Result};
 use std::path::PathBuf;
 

@@ -4,8 +4,8 @@
 
 use crate::cmd_eval::VariantArgs;
 use agentcompress::controller::{io, Controller, ControllerConfig};
-use agentcompress::eval::bench::{fit, gather_all, label_workflows};
 use agentcompress::eval::labels::LabelSet;
+use agentcompress::eval::workflow_bench::{fit, gather_all, label_workflows};
 use agentcompress::eval::workflows::generate;
 use agentcompress::eval::EvalConfig;
 use agentcompress::{Error, Result};

@@ -5,19 +5,19 @@
 //! (stories260K when present, a synthetic odd-shaped model always) for prefill logits,
 //! teacher-forced decode logits and free-running greedy tokens.
 //!
-//! Called by [`super::check::run_all`], so `agentcompress gpu-check` and `tests/cuda_diff.rs`
-//! run these too.
+//! Called by [`super::check::run_all`], so `agentcompress gpu-check` and
+//! `harness/cuda_diff_tests.rs` run these too.
 
 use super::check::{compare, CheckReport, CheckRow, Status};
-use super::CudaBackend;
-use crate::backend::cpu::{self, CpuBackend};
-use crate::backend::Backend;
-use crate::engine::Model;
-use crate::model::{synthetic, DType, ModelConfig, ModelWeights, Tensor};
-use crate::quant::quantizer::{quantize_matrix, Method};
-use crate::quant::WeightMatrix;
-use crate::util::rng::Rng;
-use crate::Result;
+use agentcompress::backend::cpu::{self, CpuBackend};
+use agentcompress::backend::cuda::CudaBackend;
+use agentcompress::backend::Backend;
+use agentcompress::engine::Model;
+use agentcompress::model::{synthetic, DType, ModelConfig, ModelWeights, Tensor};
+use agentcompress::quant::quantizer::{quantize_matrix, Method};
+use agentcompress::quant::WeightMatrix;
+use agentcompress::util::rng::Rng;
+use agentcompress::Result;
 use std::path::Path;
 
 /// `(bits, group)` of every format checked; group 0 means one group per row (INT8 only).
@@ -87,7 +87,11 @@ pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut C
     let mut rng = Rng::new(seed ^ 0x9a17);
     for (bits, group) in FORMATS {
         for &(rows, out, inp) in &SHAPES {
-            let name = format!("{} {}", super::quant::path_name(rows), label(bits, group));
+            let name = format!(
+                "{} {}",
+                agentcompress::backend::cuda::quant::path_name(rows),
+                label(bits, group)
+            );
             let case = format!("M {rows} N {out} K {inp}");
             let r = check_qmatmul(gpu, &mut rng, rows, out, inp, bits, group, &name, &case);
             rep.push_result(&name, &case, r);
@@ -168,9 +172,10 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
             .find(|p| p.is_file())
     });
     match path {
-        Some(p) if p.is_file() => {
-            bases.push(("stories260K".into(), crate::model::llama2c::load(&p)))
-        }
+        Some(p) if p.is_file() => bases.push((
+            "stories260K".into(),
+            agentcompress::model::llama2c::load(&p),
+        )),
         _ => rep.push_skip(
             "qmodel",
             "stories260K",

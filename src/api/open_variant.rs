@@ -95,7 +95,10 @@ pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
     let (model, index): (Box<dyn DynModel>, _) = match opts.pool_budget {
         None => {
             let (w, index) = load_variant(&file, load)?;
-            (super::device::upload_matrices(opts.device, &w)?, index)
+            (
+                super::device_choice::upload_matrices(opts.device, &w)?,
+                index,
+            )
         }
         Some(budget) => {
             let source = Arc::new(VariantSource::open_dir(dir, opts.verify_checksums)?);

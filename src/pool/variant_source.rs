@@ -4,8 +4,8 @@
 //! extent per tensor (see [`crate::store::entries`]), so loading it is a few large O_DIRECT
 //! reads and a corrupt tensor fails the load (nothing half-loaded becomes resident).
 
-use super::device::HostDeviceAlloc;
-use super::residency::{LayerSource, Pool, PoolConfig, PoolKey};
+use super::block_pool::{LayerSource, Pool, PoolConfig, PoolKey};
+use super::device_alloc::HostDeviceAlloc;
 use crate::io::StagingPipeline;
 use crate::io::{open_reader, Extent, HostStagingAlloc, Layer, ReaderConfig, StagingConfig};
 use crate::model::LayerWeights;

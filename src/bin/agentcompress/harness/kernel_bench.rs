@@ -5,11 +5,12 @@
 //! Every weight matrix and KV cache used here is larger than the H100's 50 MB L2, so each
 //! launch streams from HBM without rotating inputs.
 
-use super::{cuda_err, libs, AttnPath, CudaBackend, CudaMat};
-use crate::backend::Backend;
-use crate::engine::Model;
-use crate::model::synthetic;
-use crate::{Error, Result};
+use agentcompress::backend::cuda::{libs, AttnPath, CudaBackend, CudaMat};
+use agentcompress::backend::Backend;
+use agentcompress::engine::Model;
+use agentcompress::internal::cuda_err;
+use agentcompress::model::synthetic;
+use agentcompress::{Error, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use std::time::Instant;
 
@@ -111,7 +112,9 @@ fn fill_f16(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut b = be.stream().launch_builder(&be.kernels().fill_synthetic);
+    let mut b = be
+        .stream()
+        .launch_builder(agentcompress::internal::fill_synthetic_kernel(be));
     b.arg(data)
         .arg(&nn)
         .arg(&seed)
@@ -124,7 +127,7 @@ fn fill_f16(
 }
 
 fn rand_dev(be: &CudaBackend, n: usize, seed: u64) -> Result<CudaSlice<f32>> {
-    let mut rng = crate::util::rng::Rng::new(seed);
+    let mut rng = agentcompress::util::rng::Rng::new(seed);
     be.upload_vec(&(0..n).map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<f32>>())
 }
 
@@ -320,7 +323,7 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         });
     }
 
-    rows.extend(super::bench_quant::run_rows(
+    rows.extend(super::quant_kernel_bench::run_rows(
         be,
         it,
         copy_gbps,
@@ -397,8 +400,8 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
 /// then uploaded), beside the floor set by streaming every weight once per token at copy
 /// bandwidth; `bench decode` does the same for every precision.
 fn model_decode(be: &CudaBackend, steps: usize, copy_gbps: f64) -> Result<BenchRow> {
-    use crate::engine::decode_bench::{bytes_per_token, random_variant, time_decode};
-    use crate::quant::{Precision, QuantConfig};
+    use super::decode_bench::{bytes_per_token, random_variant, time_decode};
+    use agentcompress::quant::{Precision, QuantConfig};
     let mut cfg = synthetic::preset("llama2-7b")?;
     cfg.max_seq_len = 1024;
     let t0 = Instant::now();

@@ -3,13 +3,13 @@
 //! values, and packing random codes directly avoids quantizing billions of weights), timed over
 //! greedy steps beside the floor set by reading every weight once per token.
 
-use super::Model;
-use crate::backend::Backend;
-use crate::model::synthetic::{mix64, synthetic_tensor};
-use crate::model::{DType, LayerWeights, ModelConfig, ModelWeights, Tensor};
-use crate::quant::packed::{row_stride_bytes, Packed};
-use crate::quant::{Precision, QuantConfig, WeightMatrix};
-use crate::{Error, Result};
+use agentcompress::backend::Backend;
+use agentcompress::engine::Model;
+use agentcompress::model::synthetic::{mix64, synthetic_tensor};
+use agentcompress::model::{DType, LayerWeights, ModelConfig, ModelWeights, Tensor};
+use agentcompress::quant::packed::{row_stride_bytes, Packed};
+use agentcompress::quant::{Precision, QuantConfig, WeightMatrix};
+use agentcompress::{Error, Result};
 use half::f16;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -94,7 +94,7 @@ pub fn random_matrix(
 
 /// A whole model of shape `config` in precision `p` with random weights (see the module docs).
 /// The embedding, norms and the classifier (FP16 unless `cfg.keep_classifier_fp16` is off)
-/// follow [`crate::quant::quantize_model`]'s choices, so the bytes match a real variant's.
+/// follow [`agentcompress::quant::quantize_model`]'s choices, so the bytes match a real variant's.
 pub fn random_variant(
     config: &ModelConfig,
     p: Precision,
@@ -202,7 +202,7 @@ pub fn time_decode<B: Backend>(
     }
     let mut st = model.new_state(prompt.len())?;
     let logits = model.forward(&mut st, &prompt, false)?;
-    let mut tok = crate::backend::cpu::argmax(&logits) as u32;
+    let mut tok = agentcompress::backend::cpu::argmax(&logits) as u32;
     for _ in 0..warmup {
         tok = model.step_greedy(&mut st, tok)?;
     }
@@ -241,8 +241,8 @@ pub fn host_copy_gbps(reps: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cpu::CpuBackend;
-    use crate::model::synthetic;
+    use agentcompress::backend::cpu::CpuBackend;
+    use agentcompress::model::synthetic;
 
     #[test]
     fn random_variants_have_the_packed_size_of_real_ones() {
@@ -252,7 +252,7 @@ mod tests {
         let dense = synthetic::synthetic_weights(&c, 3, DType::F32).unwrap();
         for p in Precision::ALL {
             let rand = random_variant(&c, p, &cfg, 7).unwrap();
-            let real = crate::quant::quantize_model(&dense, p, &cfg, None).unwrap();
+            let real = agentcompress::quant::quantize_model(&dense, p, &cfg, None).unwrap();
             let real_bytes: usize = real
                 .layers
                 .iter()

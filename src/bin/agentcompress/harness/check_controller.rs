@@ -7,15 +7,15 @@
 //! CUDA stores weight matrices and the embedding table as FP16, so the CPU side runs the same
 //! FP16-rounded weights in f32: what remains is activation rounding (the tensor-core product
 //! rounds its input rows to FP16) and summation order. The note gives the largest output
-//! difference from the unrounded f32 controller ([`crate::controller::PackedController`]) too.
+//! difference from the unrounded f32 controller ([`agentcompress::controller::PackedController`]) too.
 
 use super::check::{compare, CheckReport, CheckRow};
-use super::CudaBackend;
-use crate::backend::cpu::CpuBackend;
-use crate::backend::Backend;
-use crate::controller::{Controller, ControllerConfig, ControllerOutput, DeviceController};
-use crate::util::rng::Rng;
-use crate::Result;
+use agentcompress::backend::cpu::CpuBackend;
+use agentcompress::backend::cuda::CudaBackend;
+use agentcompress::backend::Backend;
+use agentcompress::controller::{Controller, ControllerConfig, ControllerOutput, DeviceController};
+use agentcompress::util::rng::Rng;
+use agentcompress::Result;
 use half::f16;
 
 /// Relative L2 tolerance of the encoder kernels (f32 throughout, only summation order differs).
@@ -231,7 +231,7 @@ fn check_controller<G: Backend + Clone>(
     let r = rounded(&c);
     let on_gpu = DeviceController::new(gpu.clone(), &r, &table)?;
     let on_cpu = DeviceController::new(CpuBackend::new(), &r, &table)?;
-    let exact = c.packed_with(crate::controller::ControllerPrecision::F32);
+    let exact = c.packed_with(agentcompress::controller::ControllerPrecision::F32);
     let mut rng = Rng::new(seed ^ 0x7a5c);
     for len in [1usize, 7, k, k + 9] {
         let ids: Vec<u32> = (0..len).map(|_| rng.below(vocab as u64) as u32).collect();
@@ -283,7 +283,7 @@ fn check_controller<G: Backend + Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cuda::check::Status;
+    use crate::harness::check::Status;
 
     #[test]
     fn the_check_runs_end_to_end_with_the_cpu_standing_in_for_the_gpu() {

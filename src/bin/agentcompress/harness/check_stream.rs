@@ -11,15 +11,20 @@
 
 use super::check::{compare, CheckReport, CheckRow, Status};
 use super::copy_rate::h2d_rates;
-use super::{CopyEngine, CudaBackend};
-use crate::engine::{Model, StreamOptions};
-use crate::io::{gbps, open_reader, ReaderConfig, StagingAlloc, StagingConfig, StagingPipeline};
-use crate::pool::bench::cut_layers;
-use crate::pool::{variant_pool, DeviceAlloc, Pool, PoolConfig, VariantPoolConfig, VariantSource};
-use crate::quant::{Precision, QuantConfig};
-use crate::store::{build_variants, load_variant, BuildOptions, EntryPart, LoadOptions};
-use crate::util::rng::Rng;
-use crate::{Error, Result};
+use super::stream_bench::cut_layers;
+use agentcompress::backend::cuda::{CopyEngine, CudaBackend};
+use agentcompress::engine::{Model, StreamOptions};
+use agentcompress::io::{
+    gbps, open_reader, ReaderConfig, StagingAlloc, StagingConfig, StagingPipeline,
+};
+use agentcompress::pipeline::{build_variants, BuildOptions};
+use agentcompress::pool::{
+    variant_pool, DeviceAlloc, Pool, PoolConfig, VariantPoolConfig, VariantSource,
+};
+use agentcompress::quant::{Precision, QuantConfig};
+use agentcompress::store::{load_variant, EntryPart, LoadOptions};
+use agentcompress::util::rng::Rng;
+use agentcompress::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -99,7 +104,7 @@ pub fn pipeline_round_trip(
         ..Default::default()
     };
     let mut back = Vec::new();
-    let mut check = |key: &crate::pool::PoolKey, off: u64| -> Result<()> {
+    let mut check = |key: &agentcompress::pool::PoolKey, off: u64| -> Result<()> {
         let g = pool.acquire(key)?;
         let buf = g
             .buffer()
@@ -128,7 +133,7 @@ pub fn pipeline_round_trip(
 /// The pinned-pipeline row: [`pipeline_round_trip`] through pinned staging into device memory
 /// on `gpu`'s context, plus the host-to-device rates of the file's bytes.
 fn pinned_pipeline_row(gpu: &CudaBackend, dir: &Path) -> Result<CheckRow> {
-    use crate::backend::Backend;
+    use agentcompress::backend::Backend;
     let engine = CopyEngine::with_context(gpu.context().clone(), gpu.name().to_string())?;
     let c = pipeline_round_trip(
         Arc::new(engine.staging_alloc()),
@@ -196,7 +201,7 @@ pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, rep: &mut CheckReport)
 }
 
 fn check_dir(gpu: &CudaBackend, path: &Path, dir: &Path, rep: &mut CheckReport) -> Result<()> {
-    let dense = crate::model::llama2c::load(path)?;
+    let dense = agentcompress::model::llama2c::load(path)?;
     let opts = BuildOptions {
         quant: QuantConfig::default(),
         calibration: None,
@@ -228,7 +233,7 @@ fn check_dir(gpu: &CudaBackend, path: &Path, dir: &Path, rep: &mut CheckReport) 
         let greedy = |m: &Model<CudaBackend>| -> Result<Vec<u32>> {
             let mut st = m.new_state(tokens.len())?;
             let logits = m.forward(&mut st, &tokens, false)?;
-            let mut t = crate::backend::cpu::argmax(&logits) as u32;
+            let mut t = agentcompress::backend::cpu::argmax(&logits) as u32;
             let mut out = vec![t];
             for _ in 0..12 {
                 t = m.step_greedy(&mut st, t)?;
@@ -291,8 +296,8 @@ fn check_dir(gpu: &CudaBackend, path: &Path, dir: &Path, rep: &mut CheckReport) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{AlignedBuf, HostStagingAlloc, Sink};
-    use crate::pool::DeviceBuffer;
+    use agentcompress::io::{AlignedBuf, HostStagingAlloc, Sink};
+    use agentcompress::pool::DeviceBuffer;
 
     /// Memory that behaves like device memory (no host view; read back through `copy_out`),
     /// optionally corrupting one byte of every copy, so the check must catch it.

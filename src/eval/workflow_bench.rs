@@ -10,10 +10,9 @@ use super::workflows::{generate, StageKind, Workflow};
 use crate::controller::train::{Sample, TrainConfig, TrainReport};
 use crate::controller::{Controller, ControllerConfig, ControllerOutput};
 use crate::model::tokenizer::Tokenizer;
+use crate::pipeline::VariantSet;
 use crate::quant::Precision;
-use crate::router::{
-    QualityModel, Residency, Router, RouterConfig, VariantSet, DEFAULT_PREFETCH_MIN_PROB,
-};
+use crate::router::{QualityModel, Residency, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 use crate::util::rng::Rng;
 use crate::{Error, Result};
 use rayon::prelude::*;

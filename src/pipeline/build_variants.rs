@@ -1,14 +1,14 @@
 //! Building and evaluating a variant directory: the four precisions of one model, their
 //! `.acv` files and the manifest. The command line's `quantize` and `eval-variants` call these.
 
-use super::manifest::{Manifest, VariantInfo, MANIFEST_VERSION};
-use super::{load_variant, variant_file_name, write_variant, LoadOptions};
+use super::variant_quality::{all_logits, compare, self_generated, Quality};
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Model;
 use crate::model::{ModelWeights, Tensor};
 use crate::quant::calib::Calibration;
-use crate::quant::eval::{all_logits, compare, self_generated, Quality};
 use crate::quant::{quantize_model, Method, Precision, QuantConfig, WeightMatrix};
+use crate::store::manifest::{Manifest, VariantInfo, MANIFEST_VERSION};
+use crate::store::{load_variant, variant_file_name, write_variant, LoadOptions};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -175,9 +175,12 @@ pub fn evaluate_variants(
     text: SelfText,
 ) -> Result<Vec<VariantEval>> {
     let manifest = Manifest::read(dir)?;
-    let fp16_info = manifest
-        .variant(Precision::Fp16)
-        .ok_or_else(|| Error::corrupt(dir.join(super::MANIFEST_FILE), "no fp16 variant listed"))?;
+    let fp16_info = manifest.variant(Precision::Fp16).ok_or_else(|| {
+        Error::corrupt(
+            dir.join(crate::store::MANIFEST_FILE),
+            "no fp16 variant listed",
+        )
+    })?;
     let (fp16, _) = load_variant(&dir.join(&fp16_info.file), LoadOptions::default())?;
     let reference_model = Model::new(CpuBackend::new(), &fp16)?;
     let seqs = match seqs {

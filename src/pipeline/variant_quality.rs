@@ -4,21 +4,8 @@
 
 use crate::backend::Backend;
 use crate::engine::{Model, Sampler, SamplingParams};
+pub use crate::quant::quality::Quality;
 use crate::{Error, Result};
-use serde::{Deserialize, Serialize};
-
-/// How a variant compares with the reference on the same tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Quality {
-    /// exp(mean negative log-likelihood of the next token) under the variant.
-    pub perplexity: f64,
-    /// Fraction of positions where the variant's argmax equals the reference's.
-    pub top1_agreement: f64,
-    /// Mean over positions of KL(P_reference || P_variant), in nats.
-    pub mean_kl: f64,
-    /// Positions scored.
-    pub positions: usize,
-}
 
 /// Samples `n_seqs` sequences of up to `len` tokens (BOS included) from `model`, starting at
 /// BOS, with temperature 1 and the given seed. A sequence ends early at an EOS token (an EOS

@@ -2,7 +2,8 @@
 //! `agentcompress gpu-check`). Without a CUDA device this prints `SKIPPED: no CUDA device
 //! (reason)`; it never passes silently.
 
-use agentcompress::backend::cuda::{check, CudaBackend};
+use super::check;
+use agentcompress::backend::cuda::CudaBackend;
 use agentcompress::Error;
 use std::io::Write;
 

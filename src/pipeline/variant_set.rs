@@ -4,13 +4,14 @@
 //! from a variant directory written by `agentcompress quantize`. Sizes are the packed bytes
 //! of the weights (codes, scales, zeros and FP16 tensors), so costs measure the real formats.
 
+use super::build_variants::SelfText;
+use super::variant_quality::self_generated;
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Model;
 use crate::model::{ModelConfig, ModelWeights};
 use crate::quant::calib::Calibration;
-use crate::quant::eval::self_generated;
 use crate::quant::{quantize_model, size_report, Method, Precision, QuantConfig, WeightMatrix};
-use crate::store::{load_variant, LoadOptions, Manifest, SelfText};
+use crate::store::{load_variant, LoadOptions, Manifest};
 use crate::{Error, Result};
 use std::path::Path;
 

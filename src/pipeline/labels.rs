@@ -3,11 +3,11 @@
 //! continuation, exact match of each variant's own greedy continuation) and by cost (measured
 //! time, bytes of weights read, FLOPs).
 
+use super::variant_set::VariantSet;
 use crate::backend::cpu::argmax;
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Model;
 use crate::quant::Precision;
-use crate::router::VariantSet;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! reservation (nothing half-loaded is ever resident) and wakes the waiters, who then try the
 //! load themselves and report their own error.
 
-use super::device::{DeviceAlloc, DeviceBuffer};
+use super::device_alloc::{DeviceAlloc, DeviceBuffer};
 use super::policy::PolicyTable;
 use super::stats::PoolStats;
 use crate::io::{AlignedBuf, Layer, StagingPipeline};

@@ -6,11 +6,12 @@
 //! H100's L2 is 50 MB). `scripts/bench_torch_int4.py` times PyTorch's INT4 kernel at the same
 //! shapes.
 
-use super::bench::{time_us, BenchRow, Blas};
-use super::quant::{self, QMat};
-use super::{cuda_err, CudaBackend};
-use crate::backend::Backend;
-use crate::Result;
+use super::kernel_bench::{time_us, BenchRow, Blas};
+use agentcompress::backend::cuda::quant::{self, QMat};
+use agentcompress::backend::cuda::CudaBackend;
+use agentcompress::backend::Backend;
+use agentcompress::internal::cuda_err;
+use agentcompress::Result;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// Shapes `(out, in)` benchmarked.
@@ -33,7 +34,9 @@ fn fill_cfg(n: usize) -> LaunchConfig {
 fn fill_words(be: &CudaBackend, p: &mut CudaSlice<u32>, seed: u32) -> Result<()> {
     let n = p.len() as u64;
     let cfg = fill_cfg(p.len());
-    let mut b = be.stream().launch_builder(&be.quant().fill_words);
+    let mut b = be
+        .stream()
+        .launch_builder(agentcompress::internal::fill_words_kernel(be));
     b.arg(&mut *p).arg(&n).arg(&seed);
     // SAFETY: n is the buffer length.
     unsafe { b.launch(cfg) }.map_err(cuda_err)?;
@@ -49,7 +52,9 @@ fn fill_halves(
 ) -> Result<()> {
     let n = p.len() as u64;
     let cfg = fill_cfg(p.len());
-    let mut b = be.stream().launch_builder(&be.quant().fill_halves);
+    let mut b = be
+        .stream()
+        .launch_builder(agentcompress::internal::fill_halves_kernel(be));
     b.arg(&mut *p).arg(&n).arg(&seed).arg(&lo).arg(&hi);
     // SAFETY: n is the buffer length.
     unsafe { b.launch(cfg) }.map_err(cuda_err)?;
@@ -68,7 +73,7 @@ pub fn random_qmat(
 ) -> Result<QMat> {
     let g = if group == 0 { inp } else { group };
     let ng = inp.div_ceil(g);
-    let words = out * crate::quant::packed::row_stride_bytes(bits, inp, g) / 4;
+    let words = out * agentcompress::quant::packed::row_stride_bytes(bits, inp, g) / 4;
     let s = be.stream();
     let mut codes: CudaSlice<u32> = s.alloc_zeros(words).map_err(cuda_err)?;
     fill_words(be, &mut codes, seed)?;
@@ -122,7 +127,7 @@ fn shape_rows(
 ) -> Result<()> {
     let s = be.stream();
     let mmax = *ROWS.iter().max().unwrap_or(&1);
-    let mut rng = crate::util::rng::Rng::new(17);
+    let mut rng = agentcompress::util::rng::Rng::new(17);
     let x = be.upload_vec(
         &(0..mmax * k)
             .map(|_| rng.uniform(-1.0, 1.0))

@@ -6,9 +6,10 @@
 //! window of host bytes into a device buffer of the window's size, queued back to back on the
 //! copy stream with one wait at the end, after an untimed warm-up piece.
 
-use super::{cuda_err, CopyEngine, PinnedBuf, PinnedUploader};
-use crate::io::gbps;
-use crate::{Error, Result};
+use agentcompress::backend::cuda::{CopyEngine, PinnedBuf, PinnedUploader};
+use agentcompress::internal::cuda_err;
+use agentcompress::io::gbps;
+use agentcompress::{Error, Result};
 use cudarc::driver::CudaSlice;
 use std::time::Instant;
 

@@ -11,14 +11,16 @@
 //! refuses O_DIRECT (or io_uring is unavailable and the buffered fallback runs) the report says
 //! so: the page cache may then inflate both numbers.
 
-use super::{DeviceAlloc, HostDeviceAlloc, LayerSource, Pool, PoolConfig, PoolKey, PoolStats};
-use crate::backend::cuda::copy_rate::{h2d_rates, H2dRates};
-use crate::backend::cuda::CopyEngine;
-use crate::io::{
+use super::copy_rate::{h2d_rates, H2dRates};
+use agentcompress::backend::cuda::CopyEngine;
+use agentcompress::io::{
     gbps, open_reader, read_fully, AlignedBuf, BlockReader, Extent, HostStagingAlloc, Layer,
     PreadReader, ReadReq, ReaderConfig, StagingAlloc, StagingConfig, StagingPipeline,
 };
-use crate::{Error, Result};
+use agentcompress::pool::{
+    DeviceAlloc, HostDeviceAlloc, LayerSource, Pool, PoolConfig, PoolKey, PoolStats,
+};
+use agentcompress::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -334,4 +336,64 @@ fn floor_pass(reader: &PreadReader, files: &[PathBuf], sizes: &[u64], chunk: usi
 
 fn read_range(reader: &dyn BlockReader, path: &Path, off: u64, dst: &mut [u8]) -> Result<()> {
     read_fully(reader, &mut [ReadReq::new(path, off, dst)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentcompress::model::llama2c;
+    use agentcompress::pipeline::{build_variants, BuildOptions};
+    use agentcompress::quant::QuantConfig;
+
+    /// stories260K quantized into a temporary variant directory.
+    fn variants() -> (tempfile::TempDir, PathBuf) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
+        let dense = llama2c::load(&root.join("stories260K.bin")).unwrap();
+        let tok = std::fs::read(root.join("tok512.bin")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("variants");
+        let opts = BuildOptions {
+            quant: QuantConfig::default(),
+            calibration: None,
+            evaluation: None,
+        };
+        build_variants(
+            &dense,
+            "stories260K",
+            &out,
+            Some(("tokenizer.bin", &tok)),
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap();
+        (dir, out)
+    }
+
+    #[test]
+    fn bench_stream_runs_on_a_variant_directory() {
+        let (_tmp, dir) = variants();
+        let dir = dir.as_path();
+        let on_disk: u64 = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        let opts = StreamBenchOptions {
+            variants: Some(dir.to_path_buf()),
+            chunk_kib: 64,
+            ring: 4,
+            layer_mib: 1,
+            repeat: 1,
+            ..Default::default()
+        };
+        let r = bench_stream(&opts).unwrap();
+        assert_eq!(r.files, 5, "four variants and the manifest");
+        assert_eq!(r.bytes, on_disk);
+        assert_eq!(
+            r.pool.bytes_read, on_disk,
+            "one round reads every byte once"
+        );
+        assert!(r.floor_gbps > 0.0 && r.pipeline_gbps > 0.0 && r.ratio > 0.0);
+    }
 }

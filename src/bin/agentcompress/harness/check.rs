@@ -2,15 +2,16 @@
 //! non-zero inputs at aligned and odd sizes (outputs poisoned with NaN first), and whole models
 //! (synthetic presets, stories260K when present) for logits and greedy tokens.
 //!
-//! Shared by `tests/cuda_diff.rs` and `agentcompress gpu-check`, so both run the same checks.
+//! Shared by `agentcompress gpu-check` and its test `harness/cuda_diff_tests.rs`, so both run
+//! the same checks.
 
-use super::{AttnPath, CudaBackend};
-use crate::backend::cpu::{self, CpuBackend};
-use crate::backend::Backend;
-use crate::engine::Model;
-use crate::model::{synthetic, DType, ModelConfig, ModelWeights, RopeStyle, Tensor};
-use crate::util::rng::Rng;
-use crate::Result;
+use agentcompress::backend::cpu::{self, CpuBackend};
+use agentcompress::backend::cuda::{AttnPath, CudaBackend};
+use agentcompress::backend::Backend;
+use agentcompress::engine::Model;
+use agentcompress::model::{synthetic, DType, ModelConfig, ModelWeights, RopeStyle, Tensor};
+use agentcompress::util::rng::Rng;
+use agentcompress::Result;
 use half::f16;
 use std::path::{Path, PathBuf};
 
@@ -745,7 +746,7 @@ fn model_checks(gpu: &CudaBackend, stories: Option<&Path>, seed: u64, rep: &mut 
         .or_else(|| stories_candidates().into_iter().find(|p| p.is_file()));
     match path {
         Some(p) if p.is_file() => {
-            let r = crate::model::llama2c::load(&p)
+            let r = agentcompress::model::llama2c::load(&p)
                 .and_then(|w| model_check(gpu, "stories260K", w, seed, rep));
             if let Err(e) = r {
                 rep.push_result("model", "stories260K", Err(e));

@@ -3,7 +3,7 @@
 //! each call runs a register-blocked microkernel chosen at run time (AVX-512, AVX2+FMA, or a
 //! portable one), split over rayon's threads by panel.
 //!
-//! Results differ from [`super::dot`] only by summation order (each output is one running
+//! Results differ from [`crate::backend::cpu::dot`] only by summation order (each output is one running
 //! sum over `k` in order, one FMA per step on the SIMD paths).
 
 use rayon::prelude::*;
