@@ -16,6 +16,7 @@ use agentcompress::router::{QualityModel, Router, RouterConfig, DEFAULT_PREFETCH
 use agentcompress::store::{build_variants, load_variant, BuildOptions, LoadOptions, Manifest};
 use agentcompress::Error;
 use rayon::prelude::*;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -25,7 +26,7 @@ use std::time::Duration;
 /// Thread counts of the pools the engine is called from.
 const THREADS: [usize; 2] = [16, 64];
 /// Calls per pool: several per thread of the smaller pool, so stealing nests calls.
-const CALLS: usize = 48;
+const CALLS: usize = 64;
 /// How long one round may take before the watchdog calls it a hang (generous: a debug build
 /// on a busy two-core machine finishes a round in a small fraction of it).
 const HANG: Duration = Duration::from_secs(240);
@@ -94,9 +95,12 @@ impl Watchdog {
         let (tx, rx) = mpsc::channel::<()>();
         std::thread::spawn(move || {
             if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(HANG) {
-                eprintln!(
-                    "HANG: {what} did not finish within {HANG:?}: a lock or borrow held across \
-                     rayon work deadlocked"
+                // Straight to stderr: the test harness captures `eprintln!`, and its buffer
+                // is lost when the process exits.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "HANG: {what} did not finish within {HANG:?}: a lock or borrow held \
+                     across rayon work deadlocked"
                 );
                 std::process::exit(101);
             }
@@ -115,12 +119,19 @@ impl Drop for Watchdog {
 /// Runs `call(i)` for `i` in `0..CALLS` from a `par_iter` in a pool of `threads` threads,
 /// under a watchdog.
 fn from_rayon(what: &str, threads: usize, call: impl Fn(usize) + Sync) {
+    from_rayon_n(what, threads, CALLS, call)
+}
+
+/// [`from_rayon`] with `calls` calls.
+fn from_rayon_n(what: &str, threads: usize, calls: usize, call: impl Fn(usize) + Sync) {
     let _dog = Watchdog::start(format!("{what} on {threads} rayon threads"));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
-    pool.install(|| (0..CALLS).into_par_iter().for_each(&call));
+    // One call per rayon task: many small tasks queued on every worker make it likely that a
+    // worker waiting inside a call's parallel product picks up another call.
+    pool.install(|| (0..calls).into_par_iter().with_max_len(1).for_each(&call));
 }
 
 fn greedy(n: usize) -> GenerateParams {
@@ -154,6 +165,14 @@ fn resident_engines_generate_from_rayon_workers() {
         let engine = open_variant(dir, &opts).unwrap();
         let want = serial_ids(&engine, &params);
         for threads in THREADS {
+            // Many short generations: every one of their products is a chance for a worker
+            // to pick up another call while it waits.
+            let what = format!("resident {precision} generate");
+            from_rayon_n(&what, threads, 4 * CALLS, |i| {
+                let t = i % TASKS.len();
+                let got = engine.generate(TASKS[t], &greedy(2), |_| true).unwrap();
+                assert_eq!(got.ids, want[t][..2], "{precision} task {t} inside rayon");
+            });
             from_rayon(&format!("resident {precision} generate"), threads, |i| {
                 let t = i % TASKS.len();
                 let got = engine.generate(TASKS[t], &params, |_| true).unwrap();
