@@ -7,6 +7,11 @@
 //! running on it keeps it alive until it ends). A swap loads the variant file and uploads it
 //! to the device on the caller's thread; a prefetch does the same on a background thread and
 //! admits the variant only beside the most recently used one.
+//!
+//! Callers may be rayon workers (an `Engine` shared by a `par_iter`), so the residency lock is
+//! never held across rayon work: the controller predicts before the lock is taken, and loads
+//! and waits for a background load run with it released. Loads run on their own thread pool
+//! (see [`on_load_pool`]), so a thread waiting for a load never holds a worker the load needs.
 
 use super::route_controller::RouteController;
 use super::types::Route;
@@ -17,7 +22,7 @@ use crate::router::{Residency, Router};
 use crate::store::{load_variant, read_globals, LoadOptions, Manifest, MANIFEST_FILE};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -150,14 +155,51 @@ fn resolve(device: Device) -> Result<Device> {
 /// Loads one variant file and uploads it; returns the model and the seconds it took.
 fn load(path: &Path, device: Device, verify: bool) -> Result<(Arc<dyn DynModel>, f64)> {
     let t0 = Instant::now();
-    let (w, _) = load_variant(
-        path,
-        LoadOptions {
-            verify_checksums: verify,
-        },
-    )?;
-    let model: Arc<dyn DynModel> = Arc::from(super::device_choice::upload_matrices(device, &w)?);
-    Ok((model, t0.elapsed().as_secs_f64()))
+    on_load_pool(|| {
+        let (w, _) = load_variant(
+            path,
+            LoadOptions {
+                verify_checksums: verify,
+            },
+        )?;
+        let model: Arc<dyn DynModel> =
+            Arc::from(super::device_choice::upload_matrices(device, &w)?);
+        Ok((model, t0.elapsed().as_secs_f64()))
+    })
+}
+
+/// Runs `f` (a variant load) on a thread pool reserved for loads and blocks the calling
+/// thread until it returns (a panic in `f` resumes on the caller).
+///
+/// Why a pool of its own: a load may run rayon work (the CUDA upload converts weights in
+/// parallel, kernels compile in parallel), while the threads that need the variant wait for
+/// it (on `loaded`, or joining a prefetch). When those waiting threads are rayon workers of
+/// the pool the load would use, the load can wait for workers that all wait for it. Here the
+/// load needs none of the callers' workers, and load-pool threads never wait for a load, so
+/// every wait ends. Why a plain thread in between: `install` called on a worker of another
+/// pool waits by running that pool's other tasks on the calling thread; one of them could be
+/// a task waiting for this very load, which would then block above the load's own
+/// completion on the same stack. Joining a plain thread blocks without running anything.
+fn on_load_pool<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    static POOL: OnceLock<std::result::Result<rayon::ThreadPool, String>> = OnceLock::new();
+    let pool = POOL
+        .get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .thread_name(|i| format!("ac-load-{i}"))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::Internal(format!("cannot start the load threads: {e}")))?;
+    std::thread::scope(|s| {
+        let handle = std::thread::Builder::new()
+            .name("ac-load".into())
+            .spawn_scoped(s, || pool.install(f))
+            .map_err(|e| Error::Internal(format!("cannot start a load thread: {e}")))?;
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Reads the controller and router of `dir`, or says why there are none.
@@ -328,17 +370,11 @@ impl Routed {
         }
     }
 
-    /// Admits a finished background load (waiting for it when `wait`). A load that cannot be
-    /// admitted any more (the device filled up meanwhile) is returned instead of dropped.
-    fn harvest(
-        &self,
-        st: &mut State,
-        wait: bool,
-    ) -> Result<Option<(Precision, Arc<dyn DynModel>)>> {
-        let done = st
-            .inflight
-            .as_ref()
-            .is_some_and(|f| wait || f.handle.is_finished());
+    /// Admits a background load that has finished (never waits, so it may run under the
+    /// lock). A load that cannot be admitted any more (the device filled up meanwhile) is
+    /// returned instead of dropped.
+    fn harvest(&self, st: &mut State) -> Result<Option<(Precision, Arc<dyn DynModel>)>> {
+        let done = st.inflight.as_ref().is_some_and(|f| f.handle.is_finished());
         let Some(f) = st.inflight.take_if(|_| done) else {
             return Ok(None);
         };
@@ -379,14 +415,25 @@ impl Routed {
     /// The resident variants, most recently used first.
     pub fn resident(&self) -> Result<Vec<Precision>> {
         let mut st = self.lock()?;
-        self.harvest(&mut st, false)?;
+        self.harvest(&mut st)?;
         Ok(st.residency.resident())
     }
 
     /// Decides which variant serves a task whose prompt encodes to `ids`.
     pub fn route(&self, ids: &[u32]) -> Result<Route> {
+        // The controller runs rayon products: predict before taking the lock. (Under it, a
+        // worker waiting for those products could run another route on this thread, which
+        // would then block on the lock this thread holds.)
+        let predicted = match &self.brain {
+            Brain::Trained {
+                controller,
+                embedding,
+                ..
+            } => Some(controller.predict(embedding, ids)?),
+            Brain::Fallback { .. } => None,
+        };
         let mut st = self.lock()?;
-        self.harvest(&mut st, false)?;
+        self.harvest(&mut st)?;
         let res = &st.residency;
         match &self.brain {
             Brain::Fallback { precision, why } => {
@@ -408,12 +455,10 @@ impl Routed {
                     ],
                 })
             }
-            Brain::Trained {
-                controller,
-                router,
-                embedding,
-            } => {
-                let out = controller.predict(embedding, ids)?;
+            Brain::Trained { router, .. } => {
+                let out = predicted.ok_or_else(|| {
+                    Error::Internal("the trained router has no prediction".into())
+                })?;
                 let d = router.decide(&out, res);
                 Ok(Route {
                     precision: d.precision,
@@ -438,7 +483,7 @@ impl Routed {
         let mut st = self.lock()?;
         let mut waited = false;
         loop {
-            let rejected = self.harvest(&mut st, false)?;
+            let rejected = self.harvest(&mut st)?;
             if let Some((q, model)) = rejected.filter(|(q, _)| *q == p) {
                 // Loaded in the background but not admitted beside the most recent variant:
                 // use it as a swap (its bytes are counted already).
@@ -507,7 +552,7 @@ impl Routed {
             return Ok(false);
         }
         let mut st = self.lock()?;
-        self.harvest(&mut st, false)?;
+        self.harvest(&mut st)?;
         if st.inflight.is_some() || st.loading.is_some() || !st.residency.can_prefetch(p) {
             return Ok(false);
         }
@@ -523,10 +568,22 @@ impl Routed {
         Ok(true)
     }
 
-    /// Waits for a background load, if any, and admits it.
+    /// Waits for a background load, if any, and admits it. The wait runs without the lock
+    /// (marked as a load in progress, as in [`Self::acquire`]).
     pub fn wait_prefetch(&self) -> Result<()> {
         let mut st = self.lock()?;
-        self.harvest(&mut st, true).map(|_| ())
+        self.harvest(&mut st)?;
+        let Some(f) = st.inflight.take() else {
+            return Ok(());
+        };
+        let mark = self.mark_loading(&mut st, f.precision);
+        drop(st);
+        let joined = f.handle.join();
+        let mut st = self.lock()?;
+        mark.finish(&mut st);
+        // A load that cannot be admitted any more is dropped, as a failed prefetch is.
+        let _ = self.admit_background(&mut st, f.precision, joined);
+        Ok(())
     }
 
     /// Load counters so far.

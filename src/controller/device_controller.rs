@@ -22,8 +22,8 @@ use super::{Controller, ControllerConfig};
 use crate::backend::Backend;
 use crate::model::Tensor;
 use crate::quant::WeightMatrix;
+use crate::util::scratch_pool::ScratchPool;
 use crate::{Error, Result};
-use std::sync::Mutex;
 
 /// An affine map uploaded to a backend: weights `[out, in]` and bias `[out]`.
 struct DevLinear<B: Backend> {
@@ -89,8 +89,38 @@ struct Scratch<B: Backend> {
     host: Vec<f32>,
 }
 
+impl<B: Backend> Scratch<B> {
+    /// Buffers for tasks of up to `cfg.k` tokens on `be`.
+    fn new(be: &B, cfg: &ControllerConfig) -> Result<Self> {
+        let (k, e, d, p) = (cfg.k, cfg.embed_dim, cfg.d_model, cfg.pool_dim);
+        let tail_out = cfg.mlp_hidden + 6;
+        let buf = |n: usize| be.alloc(n);
+        Ok(Scratch {
+            emb: buf(k * e)?,
+            x: buf(k * d)?,
+            h: buf(k * d)?,
+            q: buf(k * d)?,
+            k: buf(k * d)?,
+            v: buf(k * d)?,
+            a: buf(k * d)?,
+            o: buf(k * d)?,
+            f: buf(k * cfg.ffn_dim)?,
+            tokens: buf(k * d)?,
+            pooled: buf(d)?,
+            pk: buf(k * p)?,
+            pv: buf(k * p)?,
+            pq: buf(p)?,
+            att: buf(p)?,
+            head: buf(p)?,
+            tail: buf(tail_out)?,
+            host: vec![0.0; tail_out],
+        })
+    }
+}
+
 /// A [`Controller`] uploaded to a backend (see the module documentation). Shareable across
-/// threads; concurrent predictions take turns on the activation buffers.
+/// threads; each prediction takes a set of activation buffers out of a pool for its duration
+/// (the CPU backend's products run on rayon, so no lock may be held across them).
 pub struct DeviceController<B: Backend> {
     be: B,
     config: ControllerConfig,
@@ -109,7 +139,7 @@ pub struct DeviceController<B: Backend> {
     tail: DevLinear<B>,
     /// The complexity MLP's output layer, finished on the host.
     mlp2: Linear,
-    scratch: Mutex<Scratch<B>>,
+    scratch: ScratchPool<Scratch<B>>,
 }
 
 impl<B: Backend> DeviceController<B> {
@@ -158,28 +188,7 @@ impl<B: Backend> DeviceController<B> {
         let tb_tail: Vec<f32> = stacked.iter().flat_map(|l| l.b.iter().copied()).collect();
         let tail_out = cfg.mlp_hidden + 6;
         let tail = DevLinear::upload(&be, &tw_tail, &tb_tail, tail_out, p)?;
-        let k = cfg.k;
-        let buf = |n: usize| be.alloc(n);
-        let scratch = Scratch {
-            emb: buf(k * e)?,
-            x: buf(k * d)?,
-            h: buf(k * d)?,
-            q: buf(k * d)?,
-            k: buf(k * d)?,
-            v: buf(k * d)?,
-            a: buf(k * d)?,
-            o: buf(k * d)?,
-            f: buf(k * cfg.ffn_dim)?,
-            tokens: buf(k * d)?,
-            pooled: buf(d)?,
-            pk: buf(k * p)?,
-            pv: buf(k * p)?,
-            pq: buf(p)?,
-            att: buf(p)?,
-            head: buf(p)?,
-            tail: buf(tail_out)?,
-            host: vec![0.0; tail_out],
-        };
+        let scratch = Scratch::new(&be, &cfg)?;
         Ok(DeviceController {
             vocab,
             table: tw,
@@ -193,7 +202,7 @@ impl<B: Backend> DeviceController<B> {
             pool_o: DevLinear::of(&be, &h.po)?,
             tail,
             mlp2: h.mlp2.clone(),
-            scratch: Mutex::new(scratch),
+            scratch: ScratchPool::with(scratch),
             config: cfg,
             be,
         })
@@ -262,23 +271,30 @@ impl<B: Backend> DeviceController<B> {
         Ok(n)
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Scratch<B>>> {
-        self.scratch
-            .lock()
-            .map_err(|_| Error::Internal("controller scratch lock poisoned".into()))
+    /// Runs `f` on a set of activation buffers taken out of the pool (a new set when every
+    /// one is in use) and gives the set back afterwards, also when `f` fails.
+    fn with_scratch<T>(&self, f: impl FnOnce(&mut Scratch<B>) -> Result<T>) -> Result<T> {
+        let mut s = match self.scratch.take() {
+            Some(s) => s,
+            None => Scratch::new(&self.be, &self.config)?,
+        };
+        let out = f(&mut s);
+        self.scratch.give(s);
+        out
     }
 
     /// Runs the projection and the encoder over the first k of `ids` and reads the encoded
     /// tokens and their mean back (as [`Controller::encode`] of [`Controller::gather`]).
     pub fn encode(&self, ids: &[u32]) -> Result<Encoded> {
-        let mut s = self.lock()?;
-        let n = self.encode_into(ids, &mut s)?;
-        let d = self.config.d_model;
-        let (mut tokens, mut pooled) = (vec![0.0; n * d], vec![0.0; d]);
-        self.be.read(&s.tokens, &mut tokens)?;
-        self.be.read(&s.pooled, &mut pooled)?;
-        self.be.synchronize()?;
-        Ok(Encoded { tokens, n, pooled })
+        self.with_scratch(|s| {
+            let n = self.encode_into(ids, s)?;
+            let d = self.config.d_model;
+            let (mut tokens, mut pooled) = (vec![0.0; n * d], vec![0.0; d]);
+            self.be.read(&s.tokens, &mut tokens)?;
+            self.be.read(&s.pooled, &mut pooled)?;
+            self.be.synchronize()?;
+            Ok(Encoded { tokens, n, pooled })
+        })
     }
 
     /// Predicts complexity and policy for a task given its token ids (as
@@ -286,19 +302,19 @@ impl<B: Backend> DeviceController<B> {
     /// the host.
     pub fn predict(&self, ids: &[u32]) -> Result<ControllerOutput> {
         let (be, c) = (&self.be, &self.config);
-        let mut guard = self.lock()?;
-        let s = &mut *guard;
-        let n = self.encode_into(ids, s)?;
-        let ph = c.pool_dim / c.pool_heads;
-        self.pool_k.apply(be, &s.tokens, &mut s.pk, n)?;
-        self.pool_v.apply(be, &s.tokens, &mut s.pv, n)?;
-        self.pool_q.apply(be, &s.pooled, &mut s.pq, 1)?;
-        be.attention_full(&s.pq, &s.pk, &s.pv, &mut s.att, 1, n, c.pool_heads, ph)?;
-        self.pool_o.apply(be, &s.att, &mut s.head, 1)?;
-        self.tail.apply(be, &s.head, &mut s.tail, 1)?;
-        be.read(&s.tail, &mut s.host)?;
-        be.synchronize()?;
-        Ok(finish(&s.host, c.mlp_hidden, &self.mlp2))
+        self.with_scratch(|s| {
+            let n = self.encode_into(ids, s)?;
+            let ph = c.pool_dim / c.pool_heads;
+            self.pool_k.apply(be, &s.tokens, &mut s.pk, n)?;
+            self.pool_v.apply(be, &s.tokens, &mut s.pv, n)?;
+            self.pool_q.apply(be, &s.pooled, &mut s.pq, 1)?;
+            be.attention_full(&s.pq, &s.pk, &s.pv, &mut s.att, 1, n, c.pool_heads, ph)?;
+            self.pool_o.apply(be, &s.att, &mut s.head, 1)?;
+            self.tail.apply(be, &s.head, &mut s.tail, 1)?;
+            be.read(&s.tail, &mut s.host)?;
+            be.synchronize()?;
+            Ok(finish(&s.host, c.mlp_hidden, &self.mlp2))
+        })
     }
 }
 

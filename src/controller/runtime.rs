@@ -25,8 +25,8 @@ use super::kernels::gemm::{gemm_path, GemmPath};
 use super::kernels::gemm_i8::{i8_path, I8Path};
 use super::layers::{LayerNorm, Linear, PackedLinear};
 use super::ControllerConfig;
+use crate::util::scratch_pool::ScratchPool;
 use crate::Result;
-use std::sync::Mutex;
 
 /// The arithmetic of a [`PackedController`]'s token-wise linear maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +84,8 @@ struct Scratch {
 }
 
 /// A [`Controller`] packed for inference (see the module documentation). Shareable across
-/// threads; concurrent predictions take turns on the scratch buffers.
+/// threads; each prediction takes a set of scratch buffers out of a pool for its duration
+/// (concurrent ones, and ones nested by rayon's work stealing, use separate sets).
 pub struct PackedController {
     config: ControllerConfig,
     precision: ControllerPrecision,
@@ -96,7 +97,7 @@ pub struct PackedController {
     pool_v: PackedLinear,
     /// Position codes `[k, d_model]`.
     positions: Vec<f32>,
-    scratch: Mutex<Scratch>,
+    scratch: ScratchPool<Scratch>,
 }
 
 impl Controller {
@@ -145,7 +146,7 @@ impl Controller {
             pool_k: self.head.pk.pack(),
             pool_v: self.head.pv.pack(),
             positions,
-            scratch: Mutex::new(Scratch::default()),
+            scratch: ScratchPool::new(),
         }
     }
 }
@@ -176,25 +177,27 @@ impl PackedController {
     /// (as [`Controller::encode`]).
     pub fn encode(&self, emb: &[f32]) -> Result<Encoded> {
         let n = input_rows(&self.config, emb)?;
-        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let s = &mut *guard;
-        Ok(in_pool(|| self.encode_rows(emb, n, s)))
+        let mut s = self.scratch.take().unwrap_or_default();
+        let enc = in_pool(|| self.encode_rows(emb, n, &mut s));
+        self.scratch.give(s);
+        Ok(enc)
     }
 
     /// Predicts complexity and policy for a task (as [`Controller::predict`]).
     pub fn predict(&self, table: &[f32], ids: &[u32]) -> Result<ControllerOutput> {
         let emb = gather_rows(&self.config, table, ids)?;
         let n = input_rows(&self.config, &emb)?;
-        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let s = &mut *guard;
-        Ok(in_pool(|| {
-            let enc = self.encode_rows(&emb, n, s);
+        let mut s = self.scratch.take().unwrap_or_default();
+        let out = in_pool(|| {
+            let enc = self.encode_rows(&emb, n, &mut s);
             let (mut k, mut v) = (Vec::new(), Vec::new());
             self.pool_k.forward_into(&enc.tokens, enc.n, &mut k);
             self.pool_v.forward_into(&enc.tokens, enc.n, &mut v);
             self.head
                 .forward_from_kv(&enc, k, v, self.config.pool_heads)
-        }))
+        });
+        self.scratch.give(s);
+        Ok(out)
     }
 
     /// The projection and the encoder over `n` checked rows of `emb`.
@@ -218,8 +221,8 @@ impl PackedController {
 
 /// Runs `f` on a thread of rayon's pool (directly when already on one): a caller outside the
 /// pool then hands off once per task instead of once per parallel product (each hand-off
-/// blocks and wakes the caller's thread). The scratch lock is taken before, on the caller's
-/// thread, so pool threads never wait on it.
+/// blocks and wakes the caller's thread). No lock is held across it: the scratch buffers were
+/// taken out of their pool before.
 fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     rayon::scope(|_| f())
 }

@@ -7,6 +7,13 @@
 //! on a condition variable, so each load happens once. A failed load removes the mark and the
 //! reservation (nothing half-loaded is ever resident) and wakes the waiters, who then try the
 //! load themselves and report their own error.
+//!
+//! Waiters may be rayon workers (a streamed model run from a `par_iter`). That is safe because
+//! a load runs no rayon work between marking a key `Loading` and resolving the mark: it reads
+//! through the staging pipeline's own I/O threads and adopts or copies the bytes on the
+//! loading thread. So the load never needs a worker that waits for it, and the loading thread
+//! never runs (by work stealing) another task that could wait for its own load. Decoding and
+//! uploading the bytes, which may use rayon, happen after `acquire` returns, with no lock held.
 
 use super::device_alloc::{DeviceAlloc, DeviceBuffer};
 use super::policy::PolicyTable;

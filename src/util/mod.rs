@@ -1,6 +1,7 @@
 //! Small shared helpers with no dependencies on the rest of the crate.
 
 pub mod rng;
+pub mod scratch_pool;
 
 /// Largest absolute difference between two equally long slices (for agreement tests).
 #[cfg(test)]

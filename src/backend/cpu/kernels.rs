@@ -1,7 +1,7 @@
 //! Scalar reference kernels of the CPU backend (f32 throughout).
 
 use crate::model::RopeStyle;
-use std::cell::RefCell;
+use std::cell::Cell;
 
 /// Dot product with eight independent f32 accumulators (vectorises well, deterministic).
 #[inline]
@@ -63,7 +63,9 @@ pub fn rope_head(head: &mut [f32], pos: usize, theta: f32, style: RopeStyle) {
 }
 
 thread_local! {
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread attention scores, taken out for one head and put back after (a `Cell`, so
+    /// no borrow can outlive the call even if rayon work is ever added inside it).
+    static SCORES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Attention of one query head over `len` cached positions: two-pass softmax, f32.
@@ -79,25 +81,24 @@ pub fn attend_head(
 ) {
     let hd = q.len();
     let scale = 1.0 / (hd as f32).sqrt();
-    SCORES.with(|cell| {
-        let mut scores = cell.borrow_mut();
-        scores.clear();
-        scores.extend(
-            (0..len).map(|t| dot(q, &k[t * kv_dim + kv_off..t * kv_dim + kv_off + hd]) * scale),
-        );
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        out.iter_mut().for_each(|o| *o = 0.0);
-        for (t, &p) in scores.iter().enumerate() {
-            let w = p / sum;
-            let vr = &v[t * kv_dim + kv_off..t * kv_dim + kv_off + hd];
-            out.iter_mut().zip(vr).for_each(|(o, &x)| *o += w * x);
-        }
-    });
+    let mut scores = SCORES.take();
+    scores.clear();
+    scores.extend(
+        (0..len).map(|t| dot(q, &k[t * kv_dim + kv_off..t * kv_dim + kv_off + hd]) * scale),
+    );
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        let w = p / sum;
+        let vr = &v[t * kv_dim + kv_off..t * kv_dim + kv_off + hd];
+        out.iter_mut().zip(vr).for_each(|(o, &x)| *o += w * x);
+    }
+    SCORES.set(scores);
 }
 
 /// Index of the largest element (the first on ties; NaN never wins).

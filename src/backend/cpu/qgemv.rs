@@ -34,7 +34,7 @@
 use crate::quant::packed::slot;
 use crate::quant::Packed;
 use rayon::prelude::*;
-use std::cell::RefCell;
+use std::cell::Cell;
 
 /// Outputs per rayon task.
 const ROWS_PER_TASK: usize = 16;
@@ -133,7 +133,11 @@ pub(super) fn permute_input<const BITS: u32>(
 }
 
 thread_local! {
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread permuted input and group sums, taken out for the duration of one product:
+    /// while the parallel loop below waits, rayon may run another product on this thread (work
+    /// stealing), which then finds the cell empty and allocates its own instead of finding it
+    /// borrowed.
+    static SCRATCH: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// `out[o] = sum_k w[o, k] * x[k]` for one input row, on the packed data, with the fastest
@@ -160,10 +164,9 @@ pub fn packed_gemv_on<const BITS: u32>(
     let (n_out, n_in) = m.dims();
     let lanes = path.lanes();
     let units = m.row_words() * 4 / lanes;
-    SCRATCH.with(|cell| {
-        let mut guard = cell.borrow_mut();
-        let (xp, sx) = &mut *guard;
-        permute_input::<BITS>(&x[..n_in], lanes, units, m.group_size(), xp, sx);
+    let (mut xp, mut sx) = SCRATCH.take();
+    permute_input::<BITS>(&x[..n_in], lanes, units, m.group_size(), &mut xp, &mut sx);
+    {
         let (xp, sx) = (&xp[..], &sx[..]);
         out[..n_out]
             .par_chunks_mut(ROWS_PER_TASK)
@@ -183,7 +186,8 @@ pub fn packed_gemv_on<const BITS: u32>(
                     };
                 }
             });
-    });
+    }
+    SCRATCH.set((xp, sx));
     true
 }
 

@@ -72,6 +72,7 @@ struct Inner {
     arch: (i32, i32),
     sms: usize,
     k: Kernels,
+    /// Held only around kernel launches and copies on the stream, never across rayon work.
     scratch: Mutex<Scratch>,
     q: quant::QuantState,
 }

@@ -155,6 +155,7 @@ pub(crate) struct QuantState {
     /// Benchmark fill kernels.
     pub(crate) fill_words: CudaFunction,
     pub(crate) fill_halves: CudaFunction,
+    /// Held only around the GEMV's launches on the stream, never across rayon work.
     x16: Mutex<GemvScratch>,
 }
 

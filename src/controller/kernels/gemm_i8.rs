@@ -25,7 +25,7 @@
 
 use super::gemm::{Epilogue, MR, NR};
 use rayon::prelude::*;
-use std::cell::RefCell;
+use std::cell::Cell;
 
 /// Groups of four `k` the VNNI kernel prefetches ahead (1 KiB of panel).
 const PREFETCH_GROUPS: usize = 8;
@@ -250,8 +250,10 @@ fn code_of(v: f32, inv: f32) -> u8 {
 
 thread_local! {
     /// Per-thread activation codes, taken out for the duration of one product (so a nested
-    /// product run by work stealing on the same thread simply allocates its own).
-    static ROWS: RefCell<QuantRows> = RefCell::new(QuantRows::default());
+    /// product run by work stealing on the same thread simply allocates its own). A `Cell`
+    /// rather than a `RefCell`: it cannot be borrowed at all, so no borrow can be held across
+    /// the parallel loop.
+    static ROWS: Cell<QuantRows> = Cell::new(QuantRows::default());
 }
 
 /// `y[m, :] = dequant(x[m, :] * W^T) + bias` for `m` rows, then `epi`, with the process's
@@ -280,7 +282,7 @@ pub fn gemm_i8_with(
         return;
     }
     let path = resolve(path);
-    let mut q = ROWS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let mut q = ROWS.take();
     q.quantize(path, x, w.k, m, w.k);
     let out = OutPtr(y.as_mut_ptr());
     let task = |p: usize| {
@@ -299,7 +301,7 @@ pub fn gemm_i8_with(
     } else {
         (0..w.panels()).for_each(task);
     }
-    ROWS.with(|c| *c.borrow_mut() = q);
+    ROWS.set(q);
 }
 
 /// The exact integer sums `sum_k qx[r, k] * qw[o, k]` (`[m, N]`) that [`gemm_i8_with`]
