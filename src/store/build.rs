@@ -2,7 +2,7 @@
 //! `.acv` files and the manifest. The command line's `quantize` and `eval-variants` call these.
 
 use super::manifest::{Manifest, VariantInfo, MANIFEST_VERSION};
-use super::{load_variant, variant_file_name, write_variant, LoadOptions};
+use super::{variant_file_name, write_variant, LoadOptions};
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Model;
 use crate::model::{ModelWeights, Tensor};
@@ -175,10 +175,15 @@ pub fn evaluate_variants(
     text: SelfText,
 ) -> Result<Vec<VariantEval>> {
     let manifest = Manifest::read(dir)?;
-    let fp16_info = manifest
-        .variant(Precision::Fp16)
-        .ok_or_else(|| Error::corrupt(dir.join(super::MANIFEST_FILE), "no fp16 variant listed"))?;
-    let (fp16, _) = load_variant(&dir.join(&fp16_info.file), LoadOptions::default())?;
+    if manifest.variant(Precision::Fp16).is_none() {
+        return Err(Error::corrupt(
+            dir.join(super::MANIFEST_FILE),
+            "no fp16 variant listed",
+        ));
+    }
+    let (fp16, _) = manifest
+        .listed(dir, Precision::Fp16)?
+        .load(LoadOptions::default())?;
     let reference_model = Model::new(CpuBackend::new(), &fp16)?;
     let seqs = match seqs {
         Some(s) => s,
@@ -193,8 +198,9 @@ pub fn evaluate_variants(
     let reference = all_logits(&reference_model, &seqs)?;
     let mut out = Vec::new();
     for v in &manifest.variants {
-        let path = dir.join(&v.file);
-        let (w, idx) = load_variant(&path, LoadOptions::default())?;
+        let (w, idx) = manifest
+            .listed(dir, v.precision)?
+            .load(LoadOptions::default())?;
         let m = Model::new(CpuBackend::new(), &w)?;
         let quality = compare(&reference, &m, &seqs)?;
         out.push(VariantEval {

@@ -6,6 +6,7 @@
 pub mod build;
 pub mod entries;
 pub mod format;
+mod listed;
 pub mod manifest;
 mod read;
 mod write;
@@ -16,6 +17,7 @@ pub use entries::{
     Placed,
 };
 pub use format::{ByteRange, Meta, Segment, TensorEntry, TensorFormat, VariantIndex};
+pub use listed::ListedVariant;
 pub use manifest::{Manifest, VariantInfo, MANIFEST_FILE};
 pub use read::{load_variant, read_index, LoadOptions};
 pub use write::write_variant;
