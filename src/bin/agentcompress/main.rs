@@ -17,6 +17,7 @@ mod cmd_quantize;
 mod cmd_route;
 mod cmd_train_controller;
 mod common;
+mod numeric;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
