@@ -128,10 +128,25 @@ typedef struct ac_engine ac_engine;
 typedef struct ac_result ac_result;
 
 /**
- * Options of `ac_engine_open`. Get the defaults from `ac_engine_default_params()` and change
- * the fields you need; the strings are read during the call only.
+ * Options of `ac_engine_open`. Get the defaults from `ac_engine_default_params()` (or
+ * `ac_engine_params_init()`) and change the fields you need; the strings are read during the
+ * call only.
+ *
+ * Evolution: `size` is the struct's size in bytes as the host was compiled, set by both
+ * initialisers. Later releases only append fields; the library reads `size` bytes and gives
+ * the fields a host does not know their defaults, so a host built against an older header
+ * keeps working. `size` 0 (a struct not initialised) or below the first layout is
+ * `AC_INVALID_ARGUMENT`, as is a larger struct whose bytes beyond this library's are not zero.
+ * `ac_engine_default_params()` returns this header's layout by value; a host that may run
+ * against a newer library than its header initialises with
+ * `ac_engine_params_init(&p, sizeof p)` instead.
  */
 typedef struct ac_engine_params {
+  /**
+   * Bytes of this struct as the host was compiled (`sizeof(ac_engine_params)`); set by
+   * `ac_engine_default_params()` and `ac_engine_params_init()`.
+   */
+  size_t size;
   /**
    * Where to run: `"auto"` (CUDA when a usable GPU is present, else the CPU), `"cpu"`,
    * `"cuda"` or `"cuda:N"`. NULL means `"auto"`.
@@ -238,10 +253,19 @@ typedef struct ac_stats {
 } ac_stats;
 
 /**
- * Options of `ac_run`. Get the defaults from `ac_run_default_params()` and change the fields
- * you need.
+ * Options of `ac_run`. Get the defaults from `ac_run_default_params()` (or
+ * `ac_run_params_init()`) and change the fields you need.
+ *
+ * Evolution: as for `ac_engine_params`, `size` is the struct's size in bytes as the host was
+ * compiled; fields a host does not know take their defaults, and `size` 0 or below the first
+ * layout is `AC_INVALID_ARGUMENT`.
  */
 typedef struct ac_run_params {
+  /**
+   * Bytes of this struct as the host was compiled (`sizeof(ac_run_params)`); set by
+   * `ac_run_default_params()` and `ac_run_params_init()`.
+   */
+  size_t size;
   /**
    * At most this many new tokens (also bounded by the model's context length). 0 generates
    * nothing (the task is still routed and counted).
@@ -349,10 +373,20 @@ extern "C" {
 const char *ac_version(void);
 
 /**
- * The default `ac_engine_params`: device `"auto"`, the tokenizer beside the model.
- * Safe to call from any thread; never fails.
+ * The default `ac_engine_params`: device `"auto"`, the tokenizer beside the model, `size` set
+ * to `sizeof(ac_engine_params)`. Safe to call from any thread; never fails.
  */
 struct ac_engine_params ac_engine_default_params(void);
+
+/**
+ * Writes the default `ac_engine_params` into the host's struct of `size` bytes at `params`
+ * (pass `sizeof *params`) and sets `params->size` to `size`. Errors: `AC_INVALID_ARGUMENT`
+ * for a NULL `params` or a `size` below the first layout. Thread-safe.
+ *
+ * # Safety
+ * `params` is NULL or writable for `size` bytes.
+ */
+enum ac_status ac_engine_params_init(struct ac_engine_params *params, size_t size);
 
 /**
  * Opens the model at `path` and stores a new engine handle in `*out` (NULL on failure).
@@ -363,13 +397,16 @@ struct ac_engine_params ac_engine_default_params(void);
  * million parameters) and `"builtin:tiny"` (a stories260K-shaped synthetic model); both use a
  * byte-level tokenizer and produce deterministic, meaningless text.
  *
+ * The device is checked here: `"cuda"` or `"cuda:N"` without that usable GPU fails the open
+ * with `AC_NO_DEVICE` (`"auto"` falls back to the CPU).
+ *
  * `params` may be NULL for the defaults. Errors: `AC_INVALID_ARGUMENT` (NULL `path` or `out`,
- * unknown device, bad built-in name), `AC_IO` (missing file), `AC_CORRUPT_MODEL`,
- * `AC_UNSUPPORTED`, `AC_NO_DEVICE`, `AC_OUT_OF_MEMORY`. Thread-safe.
+ * unknown device, bad built-in name, bad `params->size`), `AC_IO` (missing file),
+ * `AC_CORRUPT_MODEL`, `AC_UNSUPPORTED`, `AC_NO_DEVICE`, `AC_OUT_OF_MEMORY`. Thread-safe.
  *
  * # Safety
  * `path` and the strings in `*params` are NULL or NUL-terminated; `params` is NULL or points
- * to an `ac_engine_params`; `out` is NULL or writable.
+ * to an `ac_engine_params` readable for `params->size` bytes; `out` is NULL or writable.
  */
 enum ac_status ac_engine_open(const char *path,
                               const struct ac_engine_params *params,
@@ -426,9 +463,20 @@ const char *ac_precision_name(int32_t precision);
 
 /**
  * The default `ac_run_params`: 128 tokens, greedy (temperature 0), top_p 0.9, seed 42, stop
- * at end of sequence. Safe to call from any thread; never fails.
+ * at end of sequence, `size` set to `sizeof(ac_run_params)`. Safe to call from any thread;
+ * never fails.
  */
 struct ac_run_params ac_run_default_params(void);
+
+/**
+ * Writes the default `ac_run_params` into the host's struct of `size` bytes at `params` (pass
+ * `sizeof *params`) and sets `params->size` to `size`. Errors: `AC_INVALID_ARGUMENT` for a
+ * NULL `params` or a `size` below the first layout. Thread-safe.
+ *
+ * # Safety
+ * `params` is NULL or writable for `size` bytes.
+ */
+enum ac_status ac_run_params_init(struct ac_run_params *params, size_t size);
 
 /**
  * Routes `task` (non-empty UTF-8), generates from it on the chosen variant, streams each token
@@ -443,7 +491,8 @@ struct ac_run_params ac_run_default_params(void);
  * engine at once.
  *
  * # Safety
- * `task` is NULL or NUL-terminated; `params` is NULL or points to an `ac_run_params`;
+ * `task` is NULL or NUL-terminated; `params` is NULL or points to an `ac_run_params` readable
+ * for `params->size` bytes;
  * `callback`, when not NULL, is a function of the documented type; `out` is NULL or writable.
  */
 enum ac_status ac_run(struct ac_engine *engine,

@@ -77,11 +77,15 @@ int main(int argc, char **argv) {
     const unsigned max_tokens = argc > 4 ? static_cast<unsigned>(std::atoi(argv[4])) : 48;
 
     std::printf("agentcompress %s\n", ac_version());
-    ac_engine_params params = ac_engine_default_params();
+    // The init functions fill the defaults for this header's struct size (params.size), so the
+    // program keeps working against a newer library whose structs have grown.
+    ac_engine_params params;
+    ac_status s = ac_engine_params_init(&params, sizeof params);
+    if (s != AC_OK) return fail("ac_engine_params_init", s);
     params.device = "cpu";
     params.tokenizer_path = tokenizer;
     ac_engine *raw_engine = nullptr;
-    ac_status s = ac_engine_open(model, &params, &raw_engine);
+    s = ac_engine_open(model, &params, &raw_engine);
     if (s != AC_OK) return fail("ac_engine_open", s);
     Engine engine(raw_engine);
 
@@ -90,7 +94,9 @@ int main(int argc, char **argv) {
     if (s != AC_OK) return fail("ac_route", s);
     print_route("route", route);
 
-    ac_run_params run = ac_run_default_params();
+    ac_run_params run;
+    s = ac_run_params_init(&run, sizeof run);
+    if (s != AC_OK) return fail("ac_run_params_init", s);
     run.max_tokens = max_tokens;
     Stream stream;
     ac_result *raw_result = nullptr;

@@ -2,6 +2,7 @@
 
 use crate::args::{c_path, c_str, opt_c_str, out_ptr};
 use crate::handles::Registry;
+use crate::params::{init_params, read_params, SizedParams};
 use crate::status::{ac_status, guard};
 use ac::api::{Device, Engine, Route};
 use ac::quant::Precision;
@@ -30,11 +31,24 @@ pub(crate) fn engine_of(engine: *const ac_engine) -> Result<Arc<Engine>> {
     ENGINES.get(engine.cast())
 }
 
-/// Options of `ac_engine_open`. Get the defaults from `ac_engine_default_params()` and change
-/// the fields you need; the strings are read during the call only.
+/// Options of `ac_engine_open`. Get the defaults from `ac_engine_default_params()` (or
+/// `ac_engine_params_init()`) and change the fields you need; the strings are read during the
+/// call only.
+///
+/// Evolution: `size` is the struct's size in bytes as the host was compiled, set by both
+/// initialisers. Later releases only append fields; the library reads `size` bytes and gives
+/// the fields a host does not know their defaults, so a host built against an older header
+/// keeps working. `size` 0 (a struct not initialised) or below the first layout is
+/// `AC_INVALID_ARGUMENT`, as is a larger struct whose bytes beyond this library's are not zero.
+/// `ac_engine_default_params()` returns this header's layout by value; a host that may run
+/// against a newer library than its header initialises with
+/// `ac_engine_params_init(&p, sizeof p)` instead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ac_engine_params {
+    /// Bytes of this struct as the host was compiled (`sizeof(ac_engine_params)`); set by
+    /// `ac_engine_default_params()` and `ac_engine_params_init()`.
+    pub size: usize,
     /// Where to run: `"auto"` (CUDA when a usable GPU is present, else the CPU), `"cpu"`,
     /// `"cuda"` or `"cuda:N"`. NULL means `"auto"`.
     pub device: *const c_char,
@@ -140,17 +154,44 @@ pub struct ac_stats {
     pub prefetch_hits: u64,
 }
 
-/// The default `ac_engine_params`: device `"auto"`, the tokenizer beside the model.
-/// Safe to call from any thread; never fails.
+impl SizedParams for ac_engine_params {
+    const NAME: &'static str = "ac_engine_params";
+    // Every field of the first layout (this one) is required; fields appended later are not.
+    const MIN_SIZE: usize = std::mem::size_of::<ac_engine_params>();
+    fn defaults() -> Self {
+        ac_engine_default_params()
+    }
+    fn set_size(&mut self, size: usize) {
+        self.size = size;
+    }
+}
+
+/// The default `ac_engine_params`: device `"auto"`, the tokenizer beside the model, `size` set
+/// to `sizeof(ac_engine_params)`. Safe to call from any thread; never fails.
 #[no_mangle]
 pub extern "C" fn ac_engine_default_params() -> ac_engine_params {
     ac_engine_params {
+        size: std::mem::size_of::<ac_engine_params>(),
         device: std::ptr::null(),
         tokenizer_path: std::ptr::null(),
         memory_budget: 0,
         prefetch: false,
         controller_on_device: false,
     }
+}
+
+/// Writes the default `ac_engine_params` into the host's struct of `size` bytes at `params`
+/// (pass `sizeof *params`) and sets `params->size` to `size`. Errors: `AC_INVALID_ARGUMENT`
+/// for a NULL `params` or a `size` below the first layout. Thread-safe.
+///
+/// # Safety
+/// `params` is NULL or writable for `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ac_engine_params_init(
+    params: *mut ac_engine_params,
+    size: usize,
+) -> ac_status {
+    guard(|| {}, || unsafe { init_params(params, size) })
 }
 
 /// Opens the model at `path` and stores a new engine handle in `*out` (NULL on failure).
@@ -161,13 +202,16 @@ pub extern "C" fn ac_engine_default_params() -> ac_engine_params {
 /// million parameters) and `"builtin:tiny"` (a stories260K-shaped synthetic model); both use a
 /// byte-level tokenizer and produce deterministic, meaningless text.
 ///
+/// The device is checked here: `"cuda"` or `"cuda:N"` without that usable GPU fails the open
+/// with `AC_NO_DEVICE` (`"auto"` falls back to the CPU).
+///
 /// `params` may be NULL for the defaults. Errors: `AC_INVALID_ARGUMENT` (NULL `path` or `out`,
-/// unknown device, bad built-in name), `AC_IO` (missing file), `AC_CORRUPT_MODEL`,
-/// `AC_UNSUPPORTED`, `AC_NO_DEVICE`, `AC_OUT_OF_MEMORY`. Thread-safe.
+/// unknown device, bad built-in name, bad `params->size`), `AC_IO` (missing file),
+/// `AC_CORRUPT_MODEL`, `AC_UNSUPPORTED`, `AC_NO_DEVICE`, `AC_OUT_OF_MEMORY`. Thread-safe.
 ///
 /// # Safety
 /// `path` and the strings in `*params` are NULL or NUL-terminated; `params` is NULL or points
-/// to an `ac_engine_params`; `out` is NULL or writable.
+/// to an `ac_engine_params` readable for `params->size` bytes; `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn ac_engine_open(
     path: *const c_char,
@@ -184,12 +228,8 @@ pub unsafe extern "C" fn ac_engine_open(
         let out = out_ptr(out, "out")?;
         // SAFETY: writable per the contract.
         unsafe { *out = std::ptr::null_mut() };
-        let params = if params.is_null() {
-            ac_engine_default_params()
-        } else {
-            // SAFETY: points to an ac_engine_params per the contract.
-            unsafe { *params }
-        };
+        // SAFETY: NULL or readable for `params->size` bytes per the contract.
+        let params = unsafe { read_params(params) }?;
         let path = unsafe { c_path(path, "path") }?;
         let device: Device = unsafe { opt_c_str(params.device, "params->device") }?
             .unwrap_or("auto")

@@ -12,6 +12,7 @@
 mod args;
 mod engine;
 mod handles;
+mod params;
 mod run;
 mod status;
 
@@ -20,12 +21,13 @@ mod tests;
 
 pub use engine::{
     ac_engine, ac_engine_close, ac_engine_default_params, ac_engine_open, ac_engine_params,
-    ac_engine_stats, ac_precision, ac_precision_name, ac_route, ac_route_info, ac_route_reasons,
-    ac_stats, AC_PRECISION_COUNT,
+    ac_engine_params_init, ac_engine_stats, ac_precision, ac_precision_name, ac_route,
+    ac_route_info, ac_route_reasons, ac_stats, AC_PRECISION_COUNT,
 };
 pub use run::{
     ac_result, ac_result_free, ac_result_info, ac_result_reasons, ac_result_route, ac_result_text,
-    ac_run, ac_run_default_params, ac_run_info, ac_run_params, ac_token, ac_token_callback,
+    ac_run, ac_run_default_params, ac_run_info, ac_run_params, ac_run_params_init, ac_token,
+    ac_token_callback,
 };
 pub use status::{ac_last_error, ac_status, ac_status_string};
 

@@ -3,17 +3,25 @@
 use crate::args::{c_str, out_ptr};
 use crate::engine::{ac_engine, ac_route_info, engine_of};
 use crate::handles::Registry;
+use crate::params::{init_params, read_params, SizedParams};
 use crate::status::{ac_status, guard, guard_value};
 use ac::engine::{GenerateParams, SamplingParams, TokenEvent};
 use ac::{Error, Result};
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-/// Options of `ac_run`. Get the defaults from `ac_run_default_params()` and change the fields
-/// you need.
+/// Options of `ac_run`. Get the defaults from `ac_run_default_params()` (or
+/// `ac_run_params_init()`) and change the fields you need.
+///
+/// Evolution: as for `ac_engine_params`, `size` is the struct's size in bytes as the host was
+/// compiled; fields a host does not know take their defaults, and `size` 0 or below the first
+/// layout is `AC_INVALID_ARGUMENT`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ac_run_params {
+    /// Bytes of this struct as the host was compiled (`sizeof(ac_run_params)`); set by
+    /// `ac_run_default_params()` and `ac_run_params_init()`.
+    pub size: usize,
     /// At most this many new tokens (also bounded by the model's context length). 0 generates
     /// nothing (the task is still routed and counted).
     pub max_tokens: u32,
@@ -120,18 +128,43 @@ fn result_of(result: *const ac_result) -> Result<Arc<RunOutcome>> {
     RESULTS.get(result.cast())
 }
 
+impl SizedParams for ac_run_params {
+    const NAME: &'static str = "ac_run_params";
+    // Every field of the first layout (this one) is required; fields appended later are not.
+    const MIN_SIZE: usize = std::mem::size_of::<ac_run_params>();
+    fn defaults() -> Self {
+        ac_run_default_params()
+    }
+    fn set_size(&mut self, size: usize) {
+        self.size = size;
+    }
+}
+
 /// The default `ac_run_params`: 128 tokens, greedy (temperature 0), top_p 0.9, seed 42, stop
-/// at end of sequence. Safe to call from any thread; never fails.
+/// at end of sequence, `size` set to `sizeof(ac_run_params)`. Safe to call from any thread;
+/// never fails.
 #[no_mangle]
 pub extern "C" fn ac_run_default_params() -> ac_run_params {
     let g = GenerateParams::default();
     ac_run_params {
+        size: std::mem::size_of::<ac_run_params>(),
         max_tokens: u32::try_from(g.max_new_tokens).unwrap_or(u32::MAX),
         temperature: g.sampling.temperature,
         top_p: g.sampling.top_p,
         seed: g.sampling.seed,
         stop_at_eos: g.stop_at_eos,
     }
+}
+
+/// Writes the default `ac_run_params` into the host's struct of `size` bytes at `params` (pass
+/// `sizeof *params`) and sets `params->size` to `size`. Errors: `AC_INVALID_ARGUMENT` for a
+/// NULL `params` or a `size` below the first layout. Thread-safe.
+///
+/// # Safety
+/// `params` is NULL or writable for `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ac_run_params_init(params: *mut ac_run_params, size: usize) -> ac_status {
+    guard(|| {}, || unsafe { init_params(params, size) })
 }
 
 /// Routes `task` (non-empty UTF-8), generates from it on the chosen variant, streams each token
@@ -146,7 +179,8 @@ pub extern "C" fn ac_run_default_params() -> ac_run_params {
 /// engine at once.
 ///
 /// # Safety
-/// `task` is NULL or NUL-terminated; `params` is NULL or points to an `ac_run_params`;
+/// `task` is NULL or NUL-terminated; `params` is NULL or points to an `ac_run_params` readable
+/// for `params->size` bytes;
 /// `callback`, when not NULL, is a function of the documented type; `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn ac_run(
@@ -169,12 +203,8 @@ pub unsafe extern "C" fn ac_run(
         unsafe { *out = std::ptr::null_mut() };
         let engine = engine_of(engine)?;
         let task = unsafe { c_str(task, "task") }?;
-        let params = if params.is_null() {
-            ac_run_default_params()
-        } else {
-            // SAFETY: points to an ac_run_params per the contract.
-            unsafe { *params }
-        };
+        // SAFETY: NULL or readable for `params->size` bytes per the contract.
+        let params = unsafe { read_params(params) }?;
         let gen = params.to_generate()?;
         let mut piece = Vec::new();
         let on_token = |t: TokenEvent<'_>| -> bool {

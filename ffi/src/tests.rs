@@ -640,3 +640,72 @@ fn variants_directory_routes_with_reasons_budget_and_load_counters() {
     assert_eq!(st.per_precision[0], 2);
     ac_engine_close(e);
 }
+
+#[test]
+fn params_sizes_are_set_by_the_initialisers_and_checked() {
+    assert_eq!(
+        ac_engine_default_params().size,
+        std::mem::size_of::<ac_engine_params>()
+    );
+    assert_eq!(
+        ac_run_default_params().size,
+        std::mem::size_of::<ac_run_params>()
+    );
+    let mut p = ac_engine_default_params();
+    p.device = c"cpu".as_ptr();
+    let mut e = null_mut();
+    for (size, want) in [(0, "params->size is 0"), (8, "params->size is 8")] {
+        p.size = size;
+        let s = unsafe { ac_engine_open(c"builtin:tiny".as_ptr(), &p, &mut e) };
+        check(s, want);
+        assert!(e.is_null());
+    }
+    // The init form fills a host's struct of its own size.
+    let mut q = ac_engine_default_params();
+    q.size = 0;
+    q.memory_budget = 77;
+    let s = unsafe { ac_engine_params_init(&mut q, std::mem::size_of::<ac_engine_params>()) };
+    assert_eq!(s, ac_status::AC_OK);
+    assert_eq!(
+        (q.size, q.memory_budget),
+        (std::mem::size_of::<ac_engine_params>(), 0)
+    );
+    check(
+        unsafe { ac_engine_params_init(&mut q, 3) },
+        "params->size is 3",
+    );
+    check(
+        unsafe { ac_engine_params_init(null_mut(), 64) },
+        "params is NULL",
+    );
+
+    let e = open("builtin:tiny");
+    let mut r = params(2);
+    r.size = 0;
+    let mut out = null_mut();
+    let s = unsafe { ac_run(e, c"hi".as_ptr(), &r, None, null_mut(), &mut out) };
+    check(s, "params->size is 0");
+    assert!(out.is_null());
+    let mut r2 = params(2);
+    assert_eq!(
+        unsafe { ac_run_params_init(&mut r2, std::mem::size_of::<ac_run_params>()) },
+        ac_status::AC_OK
+    );
+    assert_eq!(r2.max_tokens, ac_run_default_params().max_tokens);
+    ac_engine_close(e);
+}
+
+#[test]
+fn an_explicit_gpu_that_is_not_there_fails_at_open() {
+    let dir = variants_dir();
+    let variants = CString::new(dir.path().to_str().unwrap()).unwrap();
+    for path in [c"builtin:tiny", variants.as_c_str()] {
+        let mut p = ac_engine_default_params();
+        p.device = c"cuda:999".as_ptr();
+        let mut e = null_mut();
+        let s = unsafe { ac_engine_open(path.as_ptr(), &p, &mut e) };
+        assert_eq!(s, ac_status::AC_NO_DEVICE, "{path:?}: {}", last_error());
+        assert!(last_error().contains("cuda:999"), "{}", last_error());
+        assert!(e.is_null());
+    }
+}

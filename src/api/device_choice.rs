@@ -36,6 +36,41 @@ impl std::str::FromStr for Device {
     }
 }
 
+impl Device {
+    /// Resolves the choice once, when an engine opens: [`Device::Auto`] becomes `Cuda(0)` when
+    /// a usable GPU is present, else `Cpu`; an explicit `Cuda(n)` is checked now (driver and
+    /// device), so a missing GPU fails the open with [`Error::NoDevice`] instead of the first
+    /// run that needs a kernel.
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            Device::Auto => match CudaBackend::new(0) {
+                Ok(_) => Ok(Device::Cuda(0)),
+                Err(Error::NoDevice(_)) => Ok(Device::Cpu),
+                Err(e) => Err(e),
+            },
+            Device::Cuda(n) => {
+                crate::backend::cuda::pinned::open_context(n).map_err(|e| asked_for(n, e))?;
+                Ok(Device::Cuda(n))
+            }
+            Device::Cpu => Ok(Device::Cpu),
+        }
+    }
+}
+
+/// Names the device asked for in a [`Error::NoDevice`].
+fn asked_for(n: usize, e: Error) -> Error {
+    match e {
+        Error::NoDevice(why) => Error::NoDevice(format!("device cuda:{n} was asked for: {why}")),
+        other => other,
+    }
+}
+
+/// Opens the CUDA backend on GPU `n`, an explicit choice: a missing GPU is an
+/// [`Error::NoDevice`] naming `cuda:n`.
+pub(crate) fn open_cuda(n: usize) -> Result<CudaBackend> {
+    CudaBackend::new(n).map_err(|e| asked_for(n, e))
+}
+
 /// Uploads variant weights (packed matrices) to the backend `device` names.
 pub fn upload_matrices(
     device: Device,
@@ -43,7 +78,7 @@ pub fn upload_matrices(
 ) -> Result<Box<dyn DynModel>> {
     match device {
         Device::Cpu => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-        Device::Cuda(ordinal) => Ok(Box::new(Model::new(CudaBackend::new(ordinal)?, weights)?)),
+        Device::Cuda(ordinal) => Ok(Box::new(Model::new(open_cuda(ordinal)?, weights)?)),
         Device::Auto => match CudaBackend::new(0) {
             Ok(cuda) => Ok(Box::new(Model::new(cuda, weights)?)),
             Err(Error::NoDevice(_)) => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
@@ -56,11 +91,29 @@ pub fn upload_matrices(
 pub fn upload(device: Device, weights: &ModelWeights) -> Result<Box<dyn DynModel>> {
     match device {
         Device::Cpu => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-        Device::Cuda(ordinal) => Ok(Box::new(Model::new(CudaBackend::new(ordinal)?, weights)?)),
+        Device::Cuda(ordinal) => Ok(Box::new(Model::new(open_cuda(ordinal)?, weights)?)),
         Device::Auto => match CudaBackend::new(0) {
             Ok(cuda) => Ok(Box::new(Model::new(cuda, weights)?)),
             Err(Error::NoDevice(_)) => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
             Err(e) => Err(e),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_gpu_that_is_not_there_fails_at_resolve() {
+        assert_eq!(Device::Cpu.resolve().unwrap(), Device::Cpu);
+        let e = Device::Cuda(10_000).resolve().unwrap_err();
+        assert!(matches!(e, Error::NoDevice(_)), "{e}");
+        assert!(e.to_string().contains("cuda:10000"), "{e}");
+        // Auto never fails for want of a GPU.
+        assert!(matches!(
+            Device::Auto.resolve(),
+            Ok(Device::Cpu | Device::Cuda(0)) | Err(Error::Cuda(_))
+        ));
     }
 }

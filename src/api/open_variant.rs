@@ -8,7 +8,7 @@ use crate::engine::{Model, StreamOptions};
 use crate::model::tokenizer::{HfTokenizer, Llama2cTokenizer, Tokenizer};
 use crate::pool::{variant_pool, PoolStats, VariantPoolConfig, VariantSource};
 use crate::quant::Precision;
-use crate::store::{load_variant, LoadOptions, Manifest};
+use crate::store::{LoadOptions, Manifest};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -64,11 +64,15 @@ fn embedded_tokenizer(
 /// The tokenizer the FP16 variant of directory `dir` carries, if it carries one.
 pub fn variant_tokenizer(dir: &Path) -> Result<Option<Box<dyn Tokenizer>>> {
     let manifest = Manifest::read(dir)?;
-    let info = manifest
-        .variant(crate::quant::Precision::Fp16)
-        .ok_or_else(|| Error::invalid(format!("{} has no fp16 variant", dir.display())))?;
-    let file = dir.join(&info.file);
-    let index = crate::store::read_index(&file)?;
+    if manifest.variant(Precision::Fp16).is_none() {
+        return Err(Error::invalid(format!(
+            "{} has no fp16 variant",
+            dir.display()
+        )));
+    }
+    let listed = manifest.listed(dir, Precision::Fp16)?;
+    let file = listed.path.clone();
+    let index = listed.read_index()?;
     embedded_tokenizer(
         &file,
         index.meta.tokenizer_name.as_deref(),
@@ -81,20 +85,21 @@ pub fn variant_tokenizer(dir: &Path) -> Result<Option<Box<dyn Tokenizer>>> {
 /// and uploaded whole; with one, its blocks are streamed through a pool of that many bytes.
 pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
     let manifest = Manifest::read(dir)?;
-    let info = manifest.variant(opts.precision).ok_or_else(|| {
-        Error::invalid(format!(
+    if manifest.variant(opts.precision).is_none() {
+        return Err(Error::invalid(format!(
             "{} has no {} variant",
             dir.display(),
             opts.precision
-        ))
-    })?;
-    let file = dir.join(&info.file);
+        )));
+    }
+    let listed = manifest.listed(dir, opts.precision)?;
+    let file = listed.path.clone();
     let load = LoadOptions {
         verify_checksums: opts.verify_checksums,
     };
     let (model, index): (Box<dyn DynModel>, _) = match opts.pool_budget {
         None => {
-            let (w, index) = load_variant(&file, load)?;
+            let (w, index) = listed.load(load)?;
             (
                 super::device_choice::upload_matrices(opts.device, &w)?,
                 index,
@@ -117,7 +122,7 @@ pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
                     Box::new(Model::streamed(CpuBackend::new(), pool, source, p, stream)?)
                 }
                 Device::Cuda(n) => Box::new(Model::streamed(
-                    CudaBackend::new(n)?,
+                    super::device_choice::open_cuda(n)?,
                     pool,
                     source,
                     p,

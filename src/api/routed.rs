@@ -19,7 +19,7 @@ use super::{Device, DynModel};
 use crate::controller::io as controller_io;
 use crate::quant::Precision;
 use crate::router::{Residency, Router};
-use crate::store::{load_variant, read_globals, LoadOptions, Manifest, MANIFEST_FILE};
+use crate::store::{read_globals, ListedVariant, LoadOptions, Manifest, MANIFEST_FILE};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -128,7 +128,7 @@ pub(crate) struct RoutedOptions {
 
 /// The routed part of an engine.
 pub(crate) struct Routed {
-    files: [PathBuf; 4],
+    files: [ListedVariant; 4],
     bytes: [u64; 4],
     config: crate::model::ModelConfig,
     device: Device,
@@ -142,26 +142,17 @@ pub(crate) struct Routed {
 
 /// Resolves [`Device::Auto`] once, so every variant lands on the same backend.
 fn resolve(device: Device) -> Result<Device> {
-    match device {
-        Device::Auto => match crate::backend::cuda::CudaBackend::new(0) {
-            Ok(_) => Ok(Device::Cuda(0)),
-            Err(Error::NoDevice(_)) => Ok(Device::Cpu),
-            Err(e) => Err(e),
-        },
-        d => Ok(d),
-    }
+    device.resolve()
 }
 
-/// Loads one variant file and uploads it; returns the model and the seconds it took.
-fn load(path: &Path, device: Device, verify: bool) -> Result<(Arc<dyn DynModel>, f64)> {
+/// Loads one variant file (checking its header against the manifest) and uploads it;
+/// returns the model and the seconds it took.
+fn load(file: &ListedVariant, device: Device, verify: bool) -> Result<(Arc<dyn DynModel>, f64)> {
     let t0 = Instant::now();
     on_load_pool(|| {
-        let (w, _) = load_variant(
-            path,
-            LoadOptions {
-                verify_checksums: verify,
-            },
-        )?;
+        let (w, _) = file.load(LoadOptions {
+            verify_checksums: verify,
+        })?;
         let model: Arc<dyn DynModel> =
             Arc::from(super::device_choice::upload_matrices(device, &w)?);
         Ok((model, t0.elapsed().as_secs_f64()))
@@ -284,7 +275,7 @@ impl Routed {
     pub fn open(dir: &Path, opts: &RoutedOptions) -> Result<Self> {
         let manifest = Manifest::read(dir)?;
         let mut bytes = [0u64; 4];
-        let mut files: [PathBuf; 4] = Default::default();
+        let mut files = Vec::with_capacity(4);
         for p in Precision::ALL {
             let info = manifest.variant(p).ok_or_else(|| {
                 Error::corrupt(
@@ -292,16 +283,25 @@ impl Routed {
                     format!("the manifest lists no {p} variant (the engine routes over all four)"),
                 )
             })?;
-            let file = dir.join(&info.file);
-            if !file.is_file() {
+            let listed = manifest.listed(dir, p)?;
+            if !listed.path.is_file() {
                 return Err(Error::corrupt(
                     dir.join(MANIFEST_FILE),
-                    format!("the {p} variant's file {} is missing", file.display()),
+                    format!(
+                        "the {p} variant's file {} is missing",
+                        listed.path.display()
+                    ),
                 ));
             }
+            // The header is checked against the manifest now, so a mislabelled file fails the
+            // open rather than a later swap (each load checks it again).
+            listed.read_index()?;
             bytes[p.index()] = info.weight_bytes;
-            files[p.index()] = file;
+            files.push(listed);
         }
+        let files: [ListedVariant; 4] = files
+            .try_into()
+            .map_err(|_| Error::Internal("a routed engine needs four variants".into()))?;
         let budget = opts.budget.unwrap_or(bytes.iter().sum());
         let residency = Residency::new(budget, bytes).map_err(|e| match e {
             Error::InvalidArgument(m) => {
@@ -310,7 +310,7 @@ impl Routed {
             other => other,
         })?;
         let device = resolve(opts.device)?;
-        let brain = read_brain(dir, &manifest, &files[0], &bytes, opts, device)?;
+        let brain = read_brain(dir, &manifest, &files[0].path, &bytes, opts, device)?;
         Ok(Routed {
             files,
             bytes,

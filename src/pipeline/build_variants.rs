@@ -8,7 +8,7 @@ use crate::model::{ModelWeights, Tensor};
 use crate::quant::calib::Calibration;
 use crate::quant::{quantize_model, Method, Precision, QuantConfig, WeightMatrix};
 use crate::store::manifest::{Manifest, VariantInfo, MANIFEST_VERSION};
-use crate::store::{load_variant, variant_file_name, write_variant, LoadOptions};
+use crate::store::{variant_file_name, write_variant, LoadOptions};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -175,13 +175,15 @@ pub fn evaluate_variants(
     text: SelfText,
 ) -> Result<Vec<VariantEval>> {
     let manifest = Manifest::read(dir)?;
-    let fp16_info = manifest.variant(Precision::Fp16).ok_or_else(|| {
-        Error::corrupt(
+    if manifest.variant(Precision::Fp16).is_none() {
+        return Err(Error::corrupt(
             dir.join(crate::store::MANIFEST_FILE),
             "no fp16 variant listed",
-        )
-    })?;
-    let (fp16, _) = load_variant(&dir.join(&fp16_info.file), LoadOptions::default())?;
+        ));
+    }
+    let (fp16, _) = manifest
+        .listed(dir, Precision::Fp16)?
+        .load(LoadOptions::default())?;
     let reference_model = Model::new(CpuBackend::new(), &fp16)?;
     let seqs = match seqs {
         Some(s) => s,
@@ -196,8 +198,9 @@ pub fn evaluate_variants(
     let reference = all_logits(&reference_model, &seqs)?;
     let mut out = Vec::new();
     for v in &manifest.variants {
-        let path = dir.join(&v.file);
-        let (w, idx) = load_variant(&path, LoadOptions::default())?;
+        let (w, idx) = manifest
+            .listed(dir, v.precision)?
+            .load(LoadOptions::default())?;
         let m = Model::new(CpuBackend::new(), &w)?;
         let quality = compare(&reference, &m, &seqs)?;
         out.push(VariantEval {

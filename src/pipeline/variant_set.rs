@@ -11,7 +11,7 @@ use crate::engine::Model;
 use crate::model::{ModelConfig, ModelWeights};
 use crate::quant::calib::Calibration;
 use crate::quant::{quantize_model, size_report, Method, Precision, QuantConfig, WeightMatrix};
-use crate::store::{load_variant, LoadOptions, Manifest};
+use crate::store::{LoadOptions, Manifest};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -101,12 +101,9 @@ impl VariantSet {
                     format!("the manifest lists no {p} variant (routing needs all four)"),
                 )
             })?;
-            let (w, _) = load_variant(
-                &dir.join(&info.file),
-                LoadOptions {
-                    verify_checksums: verify,
-                },
-            )?;
+            let (w, _) = manifest.listed(dir, p)?.load(LoadOptions {
+                verify_checksums: verify,
+            })?;
             bytes[p.index()] = info.weight_bytes;
             variants.push(w);
         }

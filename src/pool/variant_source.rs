@@ -12,7 +12,7 @@ use crate::model::LayerWeights;
 use crate::quant::{Precision, WeightMatrix};
 use crate::store::{
     decode_globals, decode_layer, entry_layout, read_index, EntryLayout, EntryPart, Globals,
-    Manifest, VariantIndex,
+    ListedVariant, Manifest, VariantIndex,
 };
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,18 @@ impl OpenVariant {
                 ),
             ));
         }
+        Self::from_index(path, precision, index)
+    }
+
+    /// Opens the variant `listed` names, checking its header against the manifest (precision,
+    /// model config, quantization, file length), and lays out its entries.
+    pub fn open_listed(listed: &ListedVariant) -> Result<Self> {
+        let index = listed.read_index()?;
+        Self::from_index(&listed.path, listed.precision, index)
+    }
+
+    /// Lays out the entries of the variant whose header is `index`.
+    fn from_index(path: &Path, precision: Precision, index: VariantIndex) -> Result<Self> {
         index.meta.config.validate()?;
         let layers = (0..index.meta.config.n_layers)
             .map(|i| entry_layout(&index, EntryPart::Layer(i)))
@@ -133,7 +145,7 @@ impl VariantSource {
         let variants = manifest
             .variants
             .iter()
-            .map(|v| OpenVariant::open(&dir.join(&v.file), v.precision))
+            .map(|v| OpenVariant::open_listed(&manifest.listed(dir, v.precision)?))
             .collect::<Result<Vec<_>>>()?;
         if variants.is_empty() {
             return Err(Error::corrupt(

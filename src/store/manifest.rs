@@ -1,6 +1,7 @@
 //! `manifest.json`: ties the four variant files of one model together with their sizes, bits
 //! per weight and measured quality.
 
+use super::listed::ListedVariant;
 use crate::model::ModelConfig;
 use crate::quant::Quality;
 use crate::quant::{Precision, QuantConfig};
@@ -65,7 +66,36 @@ impl Manifest {
                 ),
             ));
         }
+        m.validate().map_err(|msg| Error::corrupt(&p, msg))?;
         Ok(m)
+    }
+
+    /// Checks what reading alone cannot: every file is a plain name inside the manifest's
+    /// directory, and no precision or file is listed twice. The message names the entry.
+    fn validate(&self) -> std::result::Result<(), String> {
+        self.config
+            .validate()
+            .map_err(|e| format!("field `config`: {e}"))?;
+        for (i, v) in self.variants.iter().enumerate() {
+            check_file_name(&v.file)
+                .map_err(|why| format!("variant {} (`{}`): file {why}", v.precision, v.file))?;
+            if let Some(earlier) = self.variants[..i]
+                .iter()
+                .find(|e| e.precision == v.precision)
+            {
+                return Err(format!(
+                    "the {} variant is listed twice (`{}` and `{}`)",
+                    v.precision, earlier.file, v.file
+                ));
+            }
+            if let Some(earlier) = self.variants[..i].iter().find(|e| e.file == v.file) {
+                return Err(format!(
+                    "the {} and {} variants both point at `{}`",
+                    earlier.precision, v.precision, v.file
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Writes `dir/manifest.json` (pretty-printed).
@@ -75,8 +105,72 @@ impl Manifest {
         std::fs::write(&p, b).map_err(|e| Error::io(&p, e))
     }
 
+    /// The file of the `p` variant inside `dir` with what its header must say, or an error
+    /// naming the manifest when it lists no such variant.
+    pub fn listed(&self, dir: &Path, p: Precision) -> Result<ListedVariant> {
+        let info = self.variant(p).ok_or_else(|| {
+            Error::corrupt(
+                dir.join(MANIFEST_FILE),
+                format!("the manifest lists no {p} variant"),
+            )
+        })?;
+        check_file_name(&info.file).map_err(|why| {
+            Error::corrupt(
+                dir.join(MANIFEST_FILE),
+                format!("variant {p} (`{}`): file {why}", info.file),
+            )
+        })?;
+        Ok(ListedVariant {
+            path: dir.join(&info.file),
+            manifest: dir.join(MANIFEST_FILE),
+            precision: p,
+            config: self.config.clone(),
+            quant: self.quant.clone(),
+            file_bytes: info.file_bytes,
+        })
+    }
+
     /// The entry for `p`, if present.
     pub fn variant(&self, p: Precision) -> Option<&VariantInfo> {
         self.variants.iter().find(|v| v.precision == p)
+    }
+}
+
+/// Why `name` is not a plain file name inside the manifest's directory, if it is not: empty,
+/// `.` or `..`, or holding a path separator (absolute paths included) or a NUL.
+fn check_file_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() {
+        Err("name is empty")
+    } else if name == "." || name == ".." {
+        Err("name must not be `.` or `..`")
+    } else if name.contains(['/', '\\']) {
+        Err("name must be a plain file name in the manifest's directory (no path separators)")
+    } else if name.contains('\0') {
+        Err("name must not hold a NUL byte")
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_file_name;
+
+    #[test]
+    fn only_plain_file_names_are_accepted() {
+        assert!(check_file_name("int8.acv").is_ok());
+        assert!(check_file_name("..int8.acv").is_ok());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "/etc/passwd",
+            "../int8.acv",
+            "a/b.acv",
+            "a\\b",
+            "x\0y",
+        ] {
+            assert!(check_file_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

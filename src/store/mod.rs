@@ -5,6 +5,7 @@
 
 pub mod entries;
 pub mod format;
+mod listed;
 pub mod manifest;
 mod read;
 mod write;
@@ -14,6 +15,7 @@ pub use entries::{
     Placed,
 };
 pub use format::{ByteRange, Meta, Segment, TensorEntry, TensorFormat, VariantIndex};
+pub use listed::ListedVariant;
 pub use manifest::{Manifest, VariantInfo, MANIFEST_FILE};
 pub use read::{load_variant, read_index, LoadOptions};
 pub use write::write_variant;

@@ -49,9 +49,9 @@ fn parse_index(path: &Path, bytes: &[u8], actual_len: u64, verify: bool) -> Resu
         )));
     }
     if bytes[..8] != MAGIC {
+        // The file's own bytes are not echoed: a wrong path may name any file.
         return Err(bad(format!(
-            "header field `magic` is {:?}, expected {:?} (not an AgentCompress variant file)",
-            String::from_utf8_lossy(&bytes[..8]),
+            "header field `magic` is not {:?} (not an AgentCompress variant file)",
             String::from_utf8_lossy(&MAGIC)
         )));
     }
@@ -259,12 +259,25 @@ pub(super) fn decode(t: &TensorEntry, p: &[u8]) -> Result<WeightMatrix> {
 
 /// Loads a variant file: its weights (ready for `engine::Model::new`) and its index
 /// (metadata, embedded tokenizer bytes, directory).
+///
+/// This reads any variant file; a variant a manifest lists is loaded through
+/// [`super::ListedVariant::load`], which also checks the header against the manifest.
 pub fn load_variant(
     path: &Path,
     opts: LoadOptions,
 ) -> Result<(ModelWeights<WeightMatrix>, VariantIndex)> {
+    load_variant_checked(path, opts, |_| Ok(()))
+}
+
+/// [`load_variant`] with `check` run on the parsed header before any tensor is decoded.
+pub(super) fn load_variant_checked(
+    path: &Path,
+    opts: LoadOptions,
+    check: impl FnOnce(&VariantIndex) -> Result<()>,
+) -> Result<(ModelWeights<WeightMatrix>, VariantIndex)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let idx = parse_index(path, &bytes, bytes.len() as u64, opts.verify_checksums)?;
+    check(&idx)?;
     let mut by_name: HashMap<&str, WeightMatrix> = HashMap::new();
     for t in &idx.tensors {
         let p = &bytes[t.offset as usize..(t.offset + t.len) as usize];

@@ -51,6 +51,27 @@ int main(void) {
     ep.device = "gpu9";
     CHECK(ac_engine_open("builtin:tiny", &ep, &engine) == AC_INVALID_ARGUMENT);
     CHECK(error_mentions("gpu9"));
+    /* Versioned params: size is set by both initialisers; 0 or too small is refused. */
+    CHECK(ep.size == sizeof(ac_engine_params) && rp.size == sizeof(ac_run_params));
+    {
+        ac_engine_params zeroed;
+        ac_run_params run_init;
+        memset(&zeroed, 0, sizeof zeroed);
+        zeroed.device = "cpu";
+        CHECK(ac_engine_open("builtin:tiny", &zeroed, &engine) == AC_INVALID_ARGUMENT);
+        CHECK(engine == NULL && error_mentions("params->size is 0"));
+        zeroed.size = 4;
+        CHECK(ac_engine_open("builtin:tiny", &zeroed, &engine) == AC_INVALID_ARGUMENT);
+        CHECK(error_mentions("params->size is 4"));
+        CHECK(ac_engine_params_init(&zeroed, sizeof zeroed) == AC_OK);
+        CHECK(zeroed.size == sizeof zeroed && zeroed.device == NULL && zeroed.memory_budget == 0);
+        CHECK(ac_run_params_init(&run_init, sizeof run_init) == AC_OK);
+        CHECK(run_init.size == sizeof run_init && run_init.max_tokens == rp.max_tokens);
+        CHECK(ac_run_params_init(NULL, sizeof run_init) == AC_INVALID_ARGUMENT);
+        CHECK(ac_run_params_init(&run_init, 1) == AC_INVALID_ARGUMENT);
+    }
+    ep.device = "cuda:999";
+    CHECK(ac_engine_open("builtin:tiny", &ep, &engine) == AC_NO_DEVICE && engine == NULL);
     ep.device = "cpu";
     CHECK(ac_engine_open("builtin:tiny", &ep, &engine) == AC_OK && engine != NULL);
     CHECK(strcmp(ac_last_error(), "") == 0);

@@ -23,16 +23,16 @@ pub enum BenchCommand {
 #[derive(clap::Args, Debug)]
 pub struct KernelsArgs {
     /// CUDA device ordinal.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::numeric::index, allow_negative_numbers = true)]
     pub device: usize,
     /// Timed iterations per kernel (the median is reported).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub iters: usize,
     /// Skip the Llama-2-7B-shaped whole-model decode benchmark.
     #[arg(long)]
     pub no_model: bool,
     /// Decode steps timed in the model benchmark.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub decode_steps: usize,
 }
 

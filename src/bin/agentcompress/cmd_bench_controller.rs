@@ -28,13 +28,13 @@ pub struct ControllerBenchArgs {
     #[arg(long, default_value = "reference")]
     pub config: String,
     /// Width of the served model's embeddings.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub embed_dim: usize,
     /// Vocabulary of the (random) embedding table.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub vocab: usize,
     /// Timed predictions.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub iters: usize,
     /// Device: cpu (the packed CPU path), or cuda, cuda:N or cpu-backend (the controller
     /// over the Backend trait, see `cmd_bench_controller_device`).

@@ -29,13 +29,13 @@ pub struct DecodeArgs {
     #[arg(long, default_value = "fp16,int8,int4,int2")]
     pub precisions: String,
     /// Override the preset's layer count (e.g. a few 7B-shape layers on a small machine).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub layers: Option<usize>,
     /// Timed greedy steps per variant.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub steps: usize,
     /// Untimed steps before timing.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::numeric::count_or_zero, allow_negative_numbers = true)]
     pub warmup: usize,
 }
 

@@ -24,22 +24,22 @@ pub struct Args {
     #[arg(long = "file")]
     pub files: Vec<PathBuf>,
     /// io_uring queue depth.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::numeric::count_u32, allow_negative_numbers = true)]
     pub queue_depth: u32,
     /// Bytes per submitted read, in KiB (multiple of 4).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub io_kib: usize,
     /// Staging buffer size in KiB (multiple of 4); also the floor's read size.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub chunk_kib: usize,
     /// Staging buffers in the ring.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub ring: usize,
     /// Pool entry (layer) size in MiB: each file is cut into layers of this size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::numeric::count_u64, allow_negative_numbers = true)]
     pub layer_mib: u64,
     /// Rounds of (floor, pipeline); the reported figures sum all rounds.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::numeric::count_u32, allow_negative_numbers = true)]
     pub repeat: u32,
     /// Use the pread fallback instead of io_uring in the pipeline.
     #[arg(long)]

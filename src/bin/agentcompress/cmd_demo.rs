@@ -23,10 +23,10 @@ use clap::Args;
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Seed of the synthetic model, the controller and its training.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = crate::numeric::seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Tokens to generate per stage.
-    #[arg(short = 'n', long, default_value_t = 16)]
+    #[arg(short = 'n', long, default_value_t = 16, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub max_tokens: usize,
     /// Device of the engine: auto, cpu, cuda or cuda:N (labels are measured on the CPU).
     #[arg(long, default_value = "auto")]
@@ -50,6 +50,10 @@ fn demo_workflow() -> Vec<Stage> {
 /// Runs the subcommand.
 pub fn run(args: DemoArgs) -> Result<()> {
     let device = args.device.parse::<Device>()?;
+    if let Device::Cuda(_) = device {
+        // An explicit GPU that is not there fails now, not after the labelling work.
+        device.resolve()?;
+    }
     let mut cfg = preset("tiny")?;
     cfg.max_seq_len = 256;
     let weights = synthetic_weights(&cfg, args.seed, DType::F32)?;

@@ -30,14 +30,14 @@ pub struct VariantArgs {
     pub method: String,
     /// INT4 group size of the in-memory variants (rows shorter than it form one group). 32
     /// costs 3% more INT4 bytes than 128 on stories260K and raises its top-1 agreement.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub int4_group: usize,
     /// INT2 group size of the in-memory variants (32 is both smaller, with the compact INT2
     /// parameters, and more accurate than 64 on stories260K).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub int2_group: usize,
     /// Calibration sequences (128 tokens each) for als and gptq.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub calib_seqs: usize,
     /// Use a seeded synthetic model of this preset instead (`tiny`, `small`, ...).
     #[arg(long)]
@@ -135,34 +135,34 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub variants: VariantArgs,
     /// Workflows to generate.
-    #[arg(long, default_value_t = 290)]
+    #[arg(long, default_value_t = 290, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub workflows: usize,
     /// Seed of everything random.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = crate::numeric::seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Tokens generated per task when labelling.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub n_gen: usize,
     /// Controller training iterations.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub iterations: usize,
     /// Controller configuration: small or reference.
     #[arg(long, default_value = "small")]
     pub controller: String,
     /// Outer (Adam) learning rate of controller training.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = crate::numeric::positive_f32, allow_negative_numbers = true)]
     pub lr: f32,
     /// Weight of the complexity regression term of the training loss.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::numeric::non_negative_f32, allow_negative_numbers = true)]
     pub w_complexity: f32,
     /// Quality threshold (fidelity to FP16) and router target.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, value_parser = crate::numeric::fraction, allow_negative_numbers = true)]
     pub threshold: f32,
     /// Device capacity as a multiple of the FP16 variant's size.
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, default_value_t = 1.5, value_parser = crate::numeric::positive_f64, allow_negative_numbers = true)]
     pub capacity: f64,
     /// Cost of a swap per byte relative to a byte read by compute.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, value_parser = crate::numeric::non_negative_f64, allow_negative_numbers = true)]
     pub swap_factor: f64,
     /// Reuse a labels file written by an earlier run (same workflows and seed).
     #[arg(long)]

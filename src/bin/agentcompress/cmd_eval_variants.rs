@@ -23,13 +23,13 @@ pub struct Args {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Self-generated sequences (when no `--tokens`).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     seqs: usize,
     /// Tokens per self-generated sequence.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     seq_len: usize,
     /// Sampling seed of the self-generated text.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = crate::numeric::seed, allow_negative_numbers = true)]
     seed: u64,
 }
 

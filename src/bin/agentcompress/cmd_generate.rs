@@ -15,16 +15,16 @@ pub struct GenerateArgs {
     #[arg(long, short = 'p', default_value = "")]
     pub prompt: String,
     /// Maximum number of new tokens.
-    #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 256, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub max_tokens: usize,
     /// Sampling temperature; 0 is greedy (argmax).
-    #[arg(long, short = 't', default_value_t = 0.0)]
+    #[arg(long, short = 't', default_value_t = 0.0, value_parser = crate::numeric::non_negative_f32, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Nucleus sampling threshold in (0, 1]; 1 disables it.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = crate::numeric::top_p, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Seed of the sampler.
-    #[arg(long, short = 's', default_value_t = 42)]
+    #[arg(long, short = 's', default_value_t = 42, value_parser = crate::numeric::seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Most tokens the sequence may hold, prompt included (capped by the model's context);
     /// the KV cache grows with the sequence up to this limit.

@@ -11,13 +11,13 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// CUDA device ordinal.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::numeric::index, allow_negative_numbers = true)]
     pub device: usize,
     /// Path of stories260K.bin (default: searched in .gpu/, shared/models/, ../shared/models/).
     #[arg(long)]
     pub stories: Option<PathBuf>,
     /// Seed of every random input.
-    #[arg(long, default_value_t = 20261127)]
+    #[arg(long, default_value_t = 20261127, value_parser = crate::numeric::seed, allow_negative_numbers = true)]
     pub seed: u64,
 }
 

@@ -21,10 +21,10 @@ pub struct Args {
     #[arg(long, default_value = "als")]
     method: Method,
     /// Group size for INT4 and INT2 (default: 128 for INT4, 64 for INT2).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     group: Option<usize>,
     /// INT8 group size (default: one scale per output channel).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     int8_group: Option<usize>,
     /// Quantize the classifier too (default: it stays FP16).
     #[arg(long)]
@@ -34,16 +34,16 @@ pub struct Args {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Self-generated calibration sequences for `als` (0: unweighted fit).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::numeric::count_or_zero, allow_negative_numbers = true)]
     calib_seqs: usize,
     /// Self-generated evaluation sequences for the manifest's quality (0: skip).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::numeric::count_or_zero, allow_negative_numbers = true)]
     eval_seqs: usize,
     /// Tokens per calibration/evaluation sequence.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     seq_len: usize,
     /// Seed of the evaluation text (calibration uses seed + 1000).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = crate::numeric::seed, allow_negative_numbers = true)]
     seed: u64,
 }
 

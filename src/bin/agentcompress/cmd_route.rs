@@ -26,10 +26,10 @@ pub struct RouteArgs {
     #[arg(long, default_value = "")]
     pub resident: String,
     /// Memory budget for resident variants in bytes (default: all four).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numeric::bytes, allow_negative_numbers = true)]
     pub budget: Option<u64>,
     /// Override the router's quality target.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numeric::fraction, allow_negative_numbers = true)]
     pub target: Option<f32>,
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]

@@ -19,34 +19,34 @@ pub struct TrainControllerArgs {
     #[command(flatten)]
     pub variants: VariantArgs,
     /// Workflows to label (ignored with --labels).
-    #[arg(long, default_value_t = 290)]
+    #[arg(long, default_value_t = 290, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub workflows: usize,
     /// Seed of workflows, initialisation and training.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = crate::numeric::seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Reuse a labels file (from `eval` or an earlier run).
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Meta-iterations.
-    #[arg(long, default_value_t = 8700)]
+    #[arg(long, default_value_t = 8700, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub iterations: usize,
     /// Batch size (support and query).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub batch: usize,
     /// Controller configuration: small or reference.
     #[arg(long, default_value = "small")]
     pub controller: String,
     /// Outer (Adam) learning rate of controller training.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = crate::numeric::positive_f32, allow_negative_numbers = true)]
     pub lr: f32,
     /// Quality threshold of the loss and router target.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, value_parser = crate::numeric::fraction, allow_negative_numbers = true)]
     pub threshold: f32,
     /// Weight of cost in the loss.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = crate::numeric::non_negative_f32, allow_negative_numbers = true)]
     pub w_cost: f32,
     /// Weight of the quality shortfall in the loss.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = crate::numeric::non_negative_f32, allow_negative_numbers = true)]
     pub w_quality: f32,
     /// Output directory.
     #[arg(long, default_value = "controller-out")]

@@ -21,9 +21,10 @@ pub struct ModelArgs {
     /// Device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Precision to open from a variant directory: fp16, int8, int4 or int2.
-    #[arg(long, default_value = "fp16")]
-    pub precision: Precision,
+    /// Precision to open from a variant directory: fp16, int8, int4 or int2 (default fp16;
+    /// an error for other model formats, which hold one precision).
+    #[arg(long)]
+    pub precision: Option<Precision>,
 }
 
 /// Parses a byte count with an optional binary suffix: `1048576`, `64K`, `64M`, `2G` (also
@@ -48,6 +49,20 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
         .ok_or_else(|| Error::invalid(format!("byte count '{s}' is zero or too large")))
 }
 
+/// An error naming `flag` unless `path` is a regular file (a device such as `/dev/zero` or a
+/// FIFO would be read without end).
+pub fn require_regular_file(path: &std::path::Path, flag: &str) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{flag} {} is not a regular file",
+            path.display()
+        )))
+    }
+}
+
 impl ModelArgs {
     /// Opens the engine these flags describe.
     pub fn open(&self) -> Result<Engine> {
@@ -59,9 +74,12 @@ impl ModelArgs {
     /// backend (an error for other model formats).
     pub fn open_with(&self, pool_budget: Option<u64>, upload_budget: u64) -> Result<Engine> {
         let device: Device = self.device.parse()?;
+        if let Some(t) = &self.tokenizer {
+            require_regular_file(t, "--tokenizer")?;
+        }
         if detect_format(&self.model)? == ModelFormat::VariantStore {
             let opts = VariantOpenOptions {
-                precision: self.precision,
+                precision: self.precision.unwrap_or(Precision::Fp16),
                 device,
                 tokenizer: self.tokenizer.clone(),
                 pool_budget,
@@ -69,6 +87,12 @@ impl ModelArgs {
                 ..Default::default()
             };
             return open_variant(&self.model, &opts);
+        }
+        if let Some(p) = self.precision {
+            return Err(Error::invalid(format!(
+                "--precision {p} needs a variant directory (see `agentcompress quantize`); {} holds one precision",
+                self.model.display()
+            )));
         }
         if pool_budget.is_some() || upload_budget > 0 {
             return Err(Error::invalid(

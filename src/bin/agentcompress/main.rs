@@ -18,6 +18,7 @@ mod cmd_route;
 mod cmd_train_controller;
 mod common;
 mod harness;
+mod numeric;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

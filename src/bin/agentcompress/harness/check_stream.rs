@@ -22,7 +22,7 @@ use agentcompress::pool::{
     variant_pool, DeviceAlloc, Pool, PoolConfig, VariantPoolConfig, VariantSource,
 };
 use agentcompress::quant::{Precision, QuantConfig};
-use agentcompress::store::{load_variant, EntryPart, LoadOptions};
+use agentcompress::store::{load_variant, LoadOptions};
 use agentcompress::util::rng::Rng;
 use agentcompress::{Error, Result};
 use std::path::Path;
@@ -200,6 +200,22 @@ pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, rep: &mut CheckReport)
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The backend-tier budget of the eviction case, from what a pass over the blocks uploaded
+/// (`uploaded` bytes over `blocks` misses, one per block): room for two and a half blocks,
+/// so each block fits on its own (it is cached, not used once uncached) but a pass over three
+/// or more must evict. It is sized from the uploaded blocks, not the pool entries: an entry pads
+/// every tensor to 4 KiB, so small packed blocks (INT2) are far smaller uploaded than stored.
+/// An error when there are fewer than three blocks or nothing was uploaded.
+pub(crate) fn eviction_budget(uploaded: u64, blocks: u64) -> Result<u64> {
+    if blocks < 3 || uploaded == 0 {
+        return Err(Error::invalid(format!(
+            "an eviction check needs at least three uploaded blocks ({blocks} blocks, {uploaded} bytes)"
+        )));
+    }
+    let block = uploaded.div_ceil(blocks);
+    Ok(2 * block + block / 2)
+}
+
 fn check_dir(gpu: &CudaBackend, path: &Path, dir: &Path, rep: &mut CheckReport) -> Result<()> {
     let dense = agentcompress::model::llama2c::load(path)?;
     let opts = BuildOptions {
@@ -214,7 +230,6 @@ fn check_dir(gpu: &CudaBackend, path: &Path, dir: &Path, rep: &mut CheckReport) 
         let (w, _) = load_variant(&dir.join(format!("{p}.acv")), LoadOptions::default())?;
         let resident = Model::new(gpu.clone(), &w)?;
         let n = w.layers.len() as u64;
-        let layer = source.entry_bytes(p, EntryPart::Layer(0))?;
         let open = |upload_budget: u64| -> Result<Model<CudaBackend>> {
             let pool = Arc::new(variant_pool(
                 source.clone(),
@@ -268,8 +283,9 @@ fn check_dir(gpu: &CudaBackend, path: &Path, dir: &Path, rep: &mut CheckReport) 
         );
         rep.rows.push(row);
 
-        // Room for two and a half blocks: evictions, same logits and greedy tokens.
-        let small = open(2 * layer + layer / 2)?;
+        // Room for two and a half of the blocks just uploaded: evictions, same logits and
+        // greedy tokens.
+        let small = open(eviction_budget(u.bytes_uploaded, u.misses)?)?;
         let got = run(&small)?;
         let mut row = compare(
             "stream",
@@ -366,6 +382,61 @@ mod tests {
         assert!(c.demotions > 0, "{c:?}");
         assert!(c.host_hits > 0, "a promotion from the host tier: {c:?}");
         assert!(c.gbps > 0.0);
+    }
+
+    #[test]
+    fn the_eviction_budget_holds_one_block_but_not_three() {
+        assert_eq!(eviction_budget(5 * 1000, 5).unwrap(), 2500);
+        assert!(eviction_budget(2 * 1000, 2).is_err());
+        assert!(eviction_budget(0, 5).is_err());
+    }
+
+    /// The eviction case on the CPU backend (the same backend tier as on CUDA): for every
+    /// precision of stories260K, a tier sized by [`eviction_budget`] from a first pass evicts
+    /// on the next pass and keeps the logits.
+    #[test]
+    fn the_eviction_budget_evicts_in_every_precision_of_stories260k() {
+        use agentcompress::backend::cpu::CpuBackend;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
+        let dense = agentcompress::model::llama2c::load(&root.join("stories260K.bin")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = BuildOptions {
+            quant: QuantConfig::default(),
+            calibration: None,
+            evaluation: None,
+        };
+        build_variants(&dense, "stories260K", dir.path(), None, &opts, &mut |_| {}).unwrap();
+        let source = Arc::new(VariantSource::open_dir(dir.path(), true).unwrap());
+        let tokens = [1u32, 403, 407, 261, 378, 260];
+        let open = |p: Precision, upload_budget: u64| {
+            let budget = 2 * source.max_entry_bytes(p).unwrap();
+            let pool = Arc::new(
+                variant_pool(source.clone(), &VariantPoolConfig::with_budget(budget)).unwrap(),
+            );
+            let stream = StreamOptions {
+                prefetch: false,
+                upload_budget,
+            };
+            Model::streamed(CpuBackend::new(), pool, source.clone(), p, stream).unwrap()
+        };
+        let run = |m: &Model<CpuBackend>| {
+            let mut st = m.new_state(tokens.len()).unwrap();
+            m.forward(&mut st, &tokens, true).unwrap()
+        };
+        for p in Precision::ALL {
+            let full = open(p, 1 << 30);
+            let want = run(&full);
+            let u = full.upload_stats().unwrap();
+            assert_eq!(
+                (u.misses, u.evictions),
+                (dense.layers.len() as u64, 0),
+                "{p}"
+            );
+            let small = open(p, eviction_budget(u.bytes_uploaded, u.misses).unwrap());
+            assert_eq!(run(&small), want, "{p}");
+            let s = small.upload_stats().unwrap();
+            assert!(s.evictions > 0 && s.uncached == 0, "{p}: {s:?}");
+        }
     }
 
     #[test]
