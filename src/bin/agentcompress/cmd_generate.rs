@@ -90,22 +90,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         None => engine.generate(&args.prompt, &params, print)?,
     };
     drop(stdout);
-    let out = match &args.chat {
-        Some(user) => {
-            let mut messages = Vec::new();
-            if let Some(system) = &args.system {
-                messages.push(ChatMessage::new("system", system.as_str()));
-            }
-            messages.push(ChatMessage::new("user", user.as_str()));
-            drop(stdout);
-            engine.chat(&messages, &params, print)?.output
-        }
-        None => {
-            let _ = write!(stdout, "{}", args.prompt);
-            drop(stdout);
-            engine.generate(&args.prompt, &params, print)?
-        }
-    };
     eprintln!(
         "\n[{}] prompt {} tokens in {:.1} ms, generated {} tokens at {:.1} tokens/s",
         engine.backend_name(),
