@@ -415,13 +415,14 @@ fn bad_tensor_infos_are_typed_errors() {
         ("w".to_string(), vec![8], 0, vec![0; 32]),
     ];
     assert!(open_err(&gguf(&arch, &two)).1.contains("appears twice"));
-    // A misaligned offset.
+    // A misaligned offset: it follows the dimension count (4 bytes), the dimension (8) and
+    // the type (4).
     let mut v = gguf(&arch, &t(vec![8], 0, vec![0; 32]));
     let at = v
         .windows(9)
         .position(|w| w == b"\x01\0\0\0\x08\0\0\0\0")
         .unwrap()
-        + 12;
+        + 16;
     v[at..at + 8].copy_from_slice(&4u64.to_le_bytes());
     assert!(open_err(&v).1.contains("not aligned"), "offset patch");
 }
