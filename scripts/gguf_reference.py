@@ -3,7 +3,7 @@
 
 A plain numpy forward pass written from the GGUF / llama.cpp conventions, sharing nothing with
 the Rust engine: tensors dequantized by the `gguf` package, float64 arithmetic, RMSNorm, RoPE on
-interleaved pairs (the converter permuted q/k rows for it), grouped-query attention, SwiGLU,
+interleaved pairs (the converter permuted q/k rows for it), grouped-query attention over cached keys and values, SwiGLU,
 classifier tied to the embedding. Chat prompts are rendered by hand in ChatML (the model's
 template) and tokenized by the reference tokenizer of scripts/gguf_tokenizer_reference.py.
 Greedy decoding stops at <|im_end|>; each step's top-two logit margin is recorded, and the
@@ -32,7 +32,7 @@ PROMPTS = [
     (None, "Write a Python function that returns the square of a number."),
     ("You are a concise assistant.", "List three primary colors."),
 ]
-STEPS = 24
+STEPS = 16
 MIN_MARGIN = 0.05
 EOS = 2
 
@@ -65,11 +65,13 @@ class Model:
     def norm(self, x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
-    def rope(self, x):
-        # x: (seq, heads, hd); rotate pairs (2i, 2i+1) by pos * theta^(-2i/hd).
+    def rope(self, x, start):
+        # x: (seq, heads, hd) at positions start..; rotate pairs (2i, 2i+1) by
+        # pos * theta^(-2i/hd).
         seq = x.shape[0]
         inv = self.theta ** (-np.arange(0, self.hd, 2, dtype=np.float64) / self.hd)
-        ang = np.arange(seq, dtype=np.float64)[:, None] * inv[None, :]
+        pos = np.arange(start, start + seq, dtype=np.float64)
+        ang = pos[:, None] * inv[None, :]
         cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
         a, b = x[..., 0::2], x[..., 1::2]
         out = np.empty_like(x)
@@ -77,11 +79,19 @@ class Model:
         out[..., 1::2] = a * sin + b * cos
         return out
 
-    def logits(self, ids):
+    def new_cache(self):
+        """Keys and values of the positions seen so far, per layer."""
+        return [(np.zeros((0, self.n_kv, self.hd)), np.zeros((0, self.n_kv, self.hd)))
+                for _ in range(self.n_layers)]
+
+    def logits(self, ids, cache):
+        """Logits after `ids`, which follow the positions already in `cache` (extended)."""
         t = self.t
         x = t["token_embd.weight"][ids]
         seq = len(ids)
-        mask = np.triu(np.full((seq, seq), -np.inf), 1)
+        start = cache[0][0].shape[0]
+        # Query i (position start + i) sees keys 0..=start + i.
+        mask = np.triu(np.full((seq, start + seq), -np.inf), start + 1)
         group = self.n_heads // self.n_kv
         for i in range(self.n_layers):
             p = f"blk.{i}."
@@ -89,7 +99,10 @@ class Model:
             q = (h @ t[p + "attn_q.weight"].T).reshape(seq, self.n_heads, self.hd)
             k = (h @ t[p + "attn_k.weight"].T).reshape(seq, self.n_kv, self.hd)
             v = (h @ t[p + "attn_v.weight"].T).reshape(seq, self.n_kv, self.hd)
-            q, k = self.rope(q), self.rope(k)
+            q, k = self.rope(q, start), self.rope(k, start)
+            k = np.concatenate([cache[i][0], k])
+            v = np.concatenate([cache[i][1], v])
+            cache[i] = (k, v)
             att = np.empty((seq, self.n_heads, self.hd))
             for hh in range(self.n_heads):
                 kv = hh // group
@@ -113,8 +126,9 @@ def main(path):
     for system, user in PROMPTS:
         ids = tok.encode(render(system, user), add_special_tokens=False).ids
         out, margins = [], []
+        cache = model.new_cache()
         for _ in range(STEPS):
-            lg = model.logits(ids + out)
+            lg = model.logits(out[-1:] if out else ids, cache)
             top2 = np.sort(lg)[-2:]
             nxt = int(np.argmax(lg))
             margin = float(top2[1] - top2[0])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Expected token ids of SmolLM2's GGUF vocabulary for tests/gguf_tokenizer.rs.
+"""Expected token ids of SmolLM2's GGUF vocabulary for tests/gguf_smollm2.rs.
 
 The reference tokenizer is built with the Python `tokenizers` package the way Hugging Face's
 SmolLM2 tokenizer.json is: byte-level BPE over the GGUF tokens and merges, the pre-tokenizer

@@ -6,7 +6,7 @@
 
 use agentcompress::api::{ChatMessage, Device, Engine};
 use agentcompress::engine::{GenerateParams, SamplingParams};
-use agentcompress::model::tokenizer::{load_tokenizer, Tokenizer};
+use agentcompress::model::tokenizer::load_tokenizer;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
