@@ -128,6 +128,95 @@ typedef struct ac_engine ac_engine;
 typedef struct ac_result ac_result;
 
 /**
+ * One turn of a conversation for `ac_run_chat`.
+ */
+typedef struct ac_chat_message {
+  /**
+   * `"system"`, `"user"` or `"assistant"` (NUL-terminated UTF-8).
+   */
+  const char *role;
+  /**
+   * The text of the turn (NUL-terminated UTF-8).
+   */
+  const char *content;
+} ac_chat_message;
+
+/**
+ * Options of `ac_run`. Get the defaults from `ac_run_default_params()` (or
+ * `ac_run_params_init()`) and change the fields you need.
+ *
+ * Evolution: as for `ac_engine_params`, `size` is the struct's size in bytes as the host was
+ * compiled; fields a host does not know take their defaults, and `size` 0 or below the first
+ * layout is `AC_INVALID_ARGUMENT`.
+ */
+typedef struct ac_run_params {
+  /**
+   * Bytes of this struct as the host was compiled (`sizeof(ac_run_params)`); set by
+   * `ac_run_default_params()` and `ac_run_params_init()`.
+   */
+  size_t size;
+  /**
+   * At most this many new tokens (also bounded by the model's context length). 0 generates
+   * nothing (the task is still routed and counted).
+   */
+  uint32_t max_tokens;
+  /**
+   * 0 picks the most likely token (greedy, deterministic); otherwise the logits are divided
+   * by it before sampling. Must be finite and >= 0.
+   */
+  float temperature;
+  /**
+   * Nucleus sampling: sample from the smallest set of tokens whose probability reaches
+   * `top_p`. Must be in (0, 1].
+   */
+  float top_p;
+  /**
+   * Seed of the sampler: the same seed, task and parameters give the same tokens.
+   */
+  uint64_t seed;
+  /**
+   * Stop at the model's end-of-sequence token.
+   */
+  bool stop_at_eos;
+} ac_run_params;
+
+/**
+ * One generated token, as passed to an `ac_token_callback`. When generation ends in the
+ * middle of a multi-byte character, one last call repeats the final token's `id` and `index`
+ * and carries the text that was held back, so the concatenated `text` of all calls always
+ * equals `ac_result_text`. Count tokens by `index`, not by calls.
+ */
+typedef struct ac_token {
+  /**
+   * The token id.
+   */
+  uint32_t id;
+  /**
+   * Index of the token among the generated ones (0, 1, 2, ...).
+   */
+  uint32_t index;
+  /**
+   * The UTF-8 text this token completes, NUL-terminated; empty while a multi-byte character
+   * is incomplete. Valid only during the callback: copy it to keep it.
+   */
+  const char *text;
+  /**
+   * Length of `text` in bytes (excluding the terminating NUL).
+   */
+  size_t text_len;
+} ac_token;
+
+/**
+ * Receives each generated token during `ac_run`, on the thread that called `ac_run`, before
+ * `ac_run` returns. Return true to continue, false to stop generation (the return value of
+ * the held-back-text call described at `ac_token` is ignored). `user_data` is the
+ * pointer given to `ac_run`. The callback must not throw C++ exceptions or longjmp out, and
+ * must not call `ac_result_free` on results it does not own; it may call any other function
+ * of this library, including `ac_run` on the same engine.
+ */
+typedef bool (*ac_token_callback)(void *user_data, const struct ac_token *token);
+
+/**
  * Options of `ac_engine_open`. Get the defaults from `ac_engine_default_params()` (or
  * `ac_engine_params_init()`) and change the fields you need; the strings are read during the
  * call only.
@@ -253,81 +342,6 @@ typedef struct ac_stats {
 } ac_stats;
 
 /**
- * Options of `ac_run`. Get the defaults from `ac_run_default_params()` (or
- * `ac_run_params_init()`) and change the fields you need.
- *
- * Evolution: as for `ac_engine_params`, `size` is the struct's size in bytes as the host was
- * compiled; fields a host does not know take their defaults, and `size` 0 or below the first
- * layout is `AC_INVALID_ARGUMENT`.
- */
-typedef struct ac_run_params {
-  /**
-   * Bytes of this struct as the host was compiled (`sizeof(ac_run_params)`); set by
-   * `ac_run_default_params()` and `ac_run_params_init()`.
-   */
-  size_t size;
-  /**
-   * At most this many new tokens (also bounded by the model's context length). 0 generates
-   * nothing (the task is still routed and counted).
-   */
-  uint32_t max_tokens;
-  /**
-   * 0 picks the most likely token (greedy, deterministic); otherwise the logits are divided
-   * by it before sampling. Must be finite and >= 0.
-   */
-  float temperature;
-  /**
-   * Nucleus sampling: sample from the smallest set of tokens whose probability reaches
-   * `top_p`. Must be in (0, 1].
-   */
-  float top_p;
-  /**
-   * Seed of the sampler: the same seed, task and parameters give the same tokens.
-   */
-  uint64_t seed;
-  /**
-   * Stop at the model's end-of-sequence token.
-   */
-  bool stop_at_eos;
-} ac_run_params;
-
-/**
- * One generated token, as passed to an `ac_token_callback`. When generation ends in the
- * middle of a multi-byte character, one last call repeats the final token's `id` and `index`
- * and carries the text that was held back, so the concatenated `text` of all calls always
- * equals `ac_result_text`. Count tokens by `index`, not by calls.
- */
-typedef struct ac_token {
-  /**
-   * The token id.
-   */
-  uint32_t id;
-  /**
-   * Index of the token among the generated ones (0, 1, 2, ...).
-   */
-  uint32_t index;
-  /**
-   * The UTF-8 text this token completes, NUL-terminated; empty while a multi-byte character
-   * is incomplete. Valid only during the callback: copy it to keep it.
-   */
-  const char *text;
-  /**
-   * Length of `text` in bytes (excluding the terminating NUL).
-   */
-  size_t text_len;
-} ac_token;
-
-/**
- * Receives each generated token during `ac_run`, on the thread that called `ac_run`, before
- * `ac_run` returns. Return true to continue, false to stop generation (the return value of
- * the held-back-text call described at `ac_token` is ignored). `user_data` is the
- * pointer given to `ac_run`. The callback must not throw C++ exceptions or longjmp out, and
- * must not call `ac_result_free` on results it does not own; it may call any other function
- * of this library, including `ac_run` on the same engine.
- */
-typedef bool (*ac_token_callback)(void *user_data, const struct ac_token *token);
-
-/**
  * Counters of one run.
  */
 typedef struct ac_run_info {
@@ -371,6 +385,28 @@ extern "C" {
  * Safe to call from any thread.
  */
 const char *ac_version(void);
+
+/**
+ * Renders `messages` (`n_messages` of them, in order) with the model's chat template, routes
+ * and runs the conversation as `ac_run` runs a task, and stores a new result in `*out` (NULL
+ * on failure): the assistant's reply, which ends at the model's end-of-sequence or
+ * end-of-turn token. Tokens stream to `callback` (may be NULL) exactly as in `ac_run`.
+ * A model without a chat template is `AC_INVALID_ARGUMENT`.
+ *
+ * `params` may be NULL for the defaults. Thread-safe, as `ac_run`.
+ *
+ * # Safety
+ * `messages` is NULL or points to `n_messages` readable `ac_chat_message`s whose strings are
+ * NULL or NUL-terminated; `params` is NULL or readable for `params->size` bytes; `callback`, when
+ * not NULL, is a function of the documented type; `out` is NULL or writable.
+ */
+enum ac_status ac_run_chat(struct ac_engine *engine,
+                           const struct ac_chat_message *messages,
+                           size_t n_messages,
+                           const struct ac_run_params *params,
+                           ac_token_callback callback,
+                           void *user_data,
+                           struct ac_result **out);
 
 /**
  * The default `ac_engine_params`: device `"auto"`, the tokenizer beside the model, `size` set

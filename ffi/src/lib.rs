@@ -10,6 +10,7 @@
 #![allow(non_camel_case_types)]
 
 mod args;
+mod chat;
 mod engine;
 mod handles;
 mod params;
@@ -19,6 +20,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use chat::{ac_chat_message, ac_run_chat};
 pub use engine::{
     ac_engine, ac_engine_close, ac_engine_default_params, ac_engine_open, ac_engine_params,
     ac_engine_params_init, ac_engine_stats, ac_precision, ac_precision_name, ac_route,

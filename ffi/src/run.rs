@@ -5,6 +5,7 @@ use crate::engine::{ac_engine, ac_route_info, engine_of};
 use crate::handles::Registry;
 use crate::params::{init_params, read_params, SizedParams};
 use crate::status::{ac_status, guard, guard_value};
+use ac::api::RunResult;
 use ac::engine::{GenerateParams, SamplingParams, TokenEvent};
 use ac::{Error, Result};
 use std::ffi::{c_char, c_void};
@@ -39,7 +40,7 @@ pub struct ac_run_params {
 
 impl ac_run_params {
     /// The engine's generation parameters, with the ranges checked.
-    fn to_generate(self) -> Result<GenerateParams> {
+    pub(crate) fn to_generate(self) -> Result<GenerateParams> {
         let sampling = SamplingParams {
             temperature: self.temperature,
             top_p: self.top_p,
@@ -206,48 +207,59 @@ pub unsafe extern "C" fn ac_run(
         // SAFETY: NULL or readable for `params->size` bytes per the contract.
         let params = unsafe { read_params(params) }?;
         let gen = params.to_generate()?;
-        let mut piece = Vec::new();
-        let on_token = |t: TokenEvent<'_>| -> bool {
-            let Some(cb) = callback else { return true };
-            piece.clear();
-            piece.extend_from_slice(t.text.as_bytes());
-            piece.push(0);
-            let token = ac_token {
-                id: t.id,
-                index: u32::try_from(t.index).unwrap_or(u32::MAX),
-                text: piece.as_ptr().cast(),
-                text_len: t.text.len(),
-            };
-            // SAFETY: a function of the documented type per the contract; `token` and its
-            // text outlive the call.
-            unsafe { cb(user_data, &token) }
-        };
-        let r = engine.run(task, &gen, on_token)?;
-        let o = &r.output;
-        let mut text = o.text.as_bytes().to_vec();
-        text.push(0);
-        let mut reasons = r.route.reasons.join("\n").into_bytes();
-        reasons.retain(|b| *b != 0);
-        reasons.push(0);
-        let outcome = RunOutcome {
-            reasons,
-            route: ac_route_info::from(&r.route),
-            info: ac_run_info {
-                prompt_tokens: o.prompt_ids.len() as u64,
-                tokens: o.ids.len() as u64,
-                text_len: o.text.len(),
-                cancelled: o.cancelled,
-                hit_eos: o.hit_eos,
-                prefill_seconds: o.prefill_time.as_secs_f64(),
-                decode_seconds: o.decode_time.as_secs_f64(),
-            },
-            text,
-        };
-        let handle = RESULTS.insert(outcome)?;
+        let r = engine.run(task, &gen, token_sink(callback, user_data))?;
         // SAFETY: writable per the contract.
-        unsafe { *out = handle.cast() };
+        unsafe { *out = store_result(&r)? };
         Ok(())
     })
+}
+
+/// The engine's token callback that forwards each token to the C `callback` (when not NULL).
+pub(crate) fn token_sink(
+    callback: ac_token_callback,
+    user_data: *mut c_void,
+) -> impl FnMut(TokenEvent<'_>) -> bool {
+    let mut piece = Vec::new();
+    move |t: TokenEvent<'_>| -> bool {
+        let Some(cb) = callback else { return true };
+        piece.clear();
+        piece.extend_from_slice(t.text.as_bytes());
+        piece.push(0);
+        let token = ac_token {
+            id: t.id,
+            index: u32::try_from(t.index).unwrap_or(u32::MAX),
+            text: piece.as_ptr().cast(),
+            text_len: t.text.len(),
+        };
+        // SAFETY: a function of the documented type per the caller's contract; `token` and
+        // its text outlive the call.
+        unsafe { cb(user_data, &token) }
+    }
+}
+
+/// Stores the outcome of a run as a new live result handle.
+pub(crate) fn store_result(r: &RunResult) -> Result<*mut ac_result> {
+    let o = &r.output;
+    let mut text = o.text.as_bytes().to_vec();
+    text.push(0);
+    let mut reasons = r.route.reasons.join("\n").into_bytes();
+    reasons.retain(|b| *b != 0);
+    reasons.push(0);
+    let outcome = RunOutcome {
+        reasons,
+        route: ac_route_info::from(&r.route),
+        info: ac_run_info {
+            prompt_tokens: o.prompt_ids.len() as u64,
+            tokens: o.ids.len() as u64,
+            text_len: o.text.len(),
+            cancelled: o.cancelled,
+            hit_eos: o.hit_eos,
+            prefill_seconds: o.prefill_time.as_secs_f64(),
+            decode_seconds: o.decode_time.as_secs_f64(),
+        },
+        text,
+    };
+    Ok(RESULTS.insert(outcome)?.cast())
 }
 
 /// The generated text of a result: UTF-8, NUL-terminated, never NULL for a live result (NULL,

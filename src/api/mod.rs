@@ -24,6 +24,7 @@
 //! # Ok::<(), agentcompress::Error>(())
 //! ```
 
+mod chat;
 mod demo;
 mod device_choice;
 mod open_variant;
@@ -32,6 +33,7 @@ mod routed;
 mod runner;
 mod types;
 
+pub use crate::model::tokenizer::ChatMessage;
 pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
 pub use device_choice::Device;
 pub use open_variant::{open_variant, variant_tokenizer, VariantOpenOptions};
@@ -254,17 +256,7 @@ impl Engine {
             return Err(Error::invalid("task text is empty"));
         }
         match &self.models {
-            Models::Single { precision, .. } => Ok(Route {
-                precision: *precision,
-                complexity: None,
-                expected_cost: precision.bits() as f64 / 16.0,
-                swap: false,
-                alternatives: Vec::new(),
-                next: None,
-                reasons: vec![format!(
-                    "only the {precision} variant is loaded: no alternatives"
-                )],
-            }),
+            Models::Single { precision, .. } => Ok(single_route(*precision)),
             Models::Routed(r) => r.route(&self.encode(task)?),
         }
     }
@@ -277,19 +269,28 @@ impl Engine {
         &self,
         task: &str,
         params: &GenerateParams,
+        on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<RunResult> {
+        if task.is_empty() {
+            return Err(Error::invalid("task text is empty"));
+        }
+        self.run_ids(&self.encode(task)?, params, on_token)
+    }
+
+    /// [`Engine::run`] over an encoded task.
+    fn run_ids(
+        &self,
+        ids: &[u32],
+        params: &GenerateParams,
         mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<RunResult> {
         let (route, output) = match &self.models {
-            Models::Single { .. } => {
-                let route = self.route(task)?;
-                (route, self.generate(task, params, on_token)?)
-            }
+            Models::Single { precision, .. } => (
+                single_route(*precision),
+                self.generate_ids(ids, params, on_token)?,
+            ),
             Models::Routed(r) => {
-                if task.is_empty() {
-                    return Err(Error::invalid("task text is empty"));
-                }
-                let ids = self.encode(task)?;
-                let mut route = r.route(&ids)?;
+                let mut route = r.route(ids)?;
                 let (model, swapped) = r.acquire(route.precision)?;
                 route.swap = swapped;
                 if let Some(next) = route.next {
@@ -299,7 +300,7 @@ impl Engine {
                             .push(format!("prefetching {next} in the background"));
                     }
                 }
-                let out = model.generate(self.need_tokenizer()?, &ids, params, &mut on_token)?;
+                let out = model.generate(self.need_tokenizer()?, ids, params, &mut on_token)?;
                 (route, out)
             }
         };
@@ -344,6 +345,21 @@ impl Engine {
     /// (the FP16 variant over a variant directory).
     pub fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>> {
         self.direct()?.get().logits(ids, all)
+    }
+}
+
+/// The route of a single-model engine: its one variant.
+fn single_route(precision: Precision) -> Route {
+    Route {
+        precision,
+        complexity: None,
+        expected_cost: precision.bits() as f64 / 16.0,
+        swap: false,
+        alternatives: Vec::new(),
+        next: None,
+        reasons: vec![format!(
+            "only the {precision} variant is loaded: no alternatives"
+        )],
     }
 }
 

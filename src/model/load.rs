@@ -1,7 +1,7 @@
 //! One entry point that loads a model from a path, whatever its on-disk format, and finds the
 //! tokenizer that ships beside it.
 
-use super::{hf, llama2c, ModelWeights};
+use super::{gguf, hf, llama2c, ModelWeights};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub enum ModelFormat {
     /// A single llama2.c `.bin` checkpoint file.
     Llama2c,
+    /// A single GGUF file (llama.cpp's format), its tokenizer in its metadata.
+    Gguf,
     /// A Hugging Face directory: `config.json` plus safetensors.
     HuggingFace,
     /// A variant-store directory (`manifest.json` plus `.acv` files, written by
@@ -39,6 +41,12 @@ fn is_variant_dir(dir: &Path) -> bool {
 pub fn detect_format(path: &Path) -> Result<ModelFormat> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_file() {
+        let gguf_name = path
+            .extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("gguf"));
+        if gguf_name || gguf::has_magic(path) {
+            return Ok(ModelFormat::Gguf);
+        }
         return Ok(ModelFormat::Llama2c);
     }
     if meta.is_dir() {
@@ -62,12 +70,13 @@ pub fn detect_format(path: &Path) -> Result<ModelFormat> {
     )))
 }
 
-/// Loads the model at `path`: a llama2.c `.bin` file or a Hugging Face directory. A variant
+/// Loads the model at `path`: a llama2.c `.bin` file, a GGUF file or a Hugging Face directory. A variant
 /// directory is recognised but refused with a message naming what opens it (its matrices are
 /// packed, not dense tensors).
 pub fn load_model(path: &Path) -> Result<ModelWeights> {
     match detect_format(path)? {
         ModelFormat::Llama2c => llama2c::load(path),
+        ModelFormat::Gguf => gguf::load(path),
         ModelFormat::HuggingFace => hf::load(path),
         ModelFormat::VariantStore => Err(Error::Unsupported(format!(
             "{} is a variant directory: open one precision of it with \
@@ -78,11 +87,13 @@ pub fn load_model(path: &Path) -> Result<ModelWeights> {
 }
 
 /// The tokenizer shipped with the model at `path`, if one is there: `tokenizer.json` inside a
-/// Hugging Face directory; beside a llama2.c file, `tok<vocab>.bin` (vocab from its header),
-/// then `tokenizer.bin`.
+/// Hugging Face directory; a GGUF file itself (its metadata holds the vocabulary); beside a
+/// llama2.c file, `tok<vocab>.bin` (vocab from its header), then `tokenizer.bin`.
 pub fn find_tokenizer(model_path: &Path) -> Option<PathBuf> {
     match detect_format(model_path).ok()? {
         ModelFormat::HuggingFace => Some(model_path.join("tokenizer.json")).filter(|p| p.is_file()),
+        // The vocabulary is part of the file's metadata.
+        ModelFormat::Gguf => Some(model_path.to_path_buf()),
         // Variant files embed their tokenizer; a loose file beside them is a fallback.
         ModelFormat::VariantStore => ["tokenizer.json", "tokenizer.bin"]
             .into_iter()

@@ -1,6 +1,7 @@
 //! Models: configuration, host tensors, checkpoint loaders, the synthetic generator, tokenizers.
 
 pub mod config;
+pub mod gguf;
 pub mod hf;
 pub mod input_file;
 pub mod llama2c;

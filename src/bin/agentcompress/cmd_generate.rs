@@ -1,7 +1,8 @@
 //! `agentcompress generate`: stream text from a prompt, then report tokens/s.
 
 use crate::common::ModelArgs;
-use agentcompress::engine::{GenerateParams, SamplingParams, DEFAULT_CONTEXT};
+use agentcompress::api::ChatMessage;
+use agentcompress::engine::{GenerateParams, SamplingParams, TokenEvent, DEFAULT_CONTEXT};
 use agentcompress::Result;
 use clap::Args;
 use std::io::Write;
@@ -12,8 +13,15 @@ pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt (empty: start from BOS alone).
-    #[arg(long, short = 'p', default_value = "")]
+    #[arg(long, short = 'p', default_value = "", conflicts_with = "chat")]
     pub prompt: String,
+    /// Chat: this user message, rendered with the model's chat template; prints the
+    /// assistant's reply, which ends at the end-of-turn token.
+    #[arg(long)]
+    pub chat: Option<String>,
+    /// With --chat: a system message before the user's (default: the template's own, if any).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     /// Maximum number of new tokens.
     #[arg(short = 'n', long = "max-tokens", default_value_t = 256, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub max_tokens: usize,
@@ -79,13 +87,27 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ..Default::default()
     };
     params.sampling.validate()?;
+    let messages = args.chat.as_ref().map(|user| {
+        let mut m = Vec::new();
+        if let Some(system) = &args.system {
+            m.push(ChatMessage::new("system", system.as_str()));
+        }
+        m.push(ChatMessage::new("user", user.as_str()));
+        m
+    });
     let mut stdout = std::io::stdout().lock();
-    let _ = write!(stdout, "{}", args.prompt);
-    let out = engine.generate(&args.prompt, &params, |t| {
+    if messages.is_none() {
+        let _ = write!(stdout, "{}", args.prompt);
+    }
+    let print = |t: TokenEvent<'_>| {
         let _ = write!(stdout, "{}", t.text);
         let _ = stdout.flush();
         true
-    })?;
+    };
+    let out = match &messages {
+        Some(m) => engine.chat(m, &params, print)?.output,
+        None => engine.generate(&args.prompt, &params, print)?,
+    };
     drop(stdout);
     if out.prompt_tokens_dropped > 0 {
         eprintln!(

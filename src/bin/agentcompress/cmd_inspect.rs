@@ -1,5 +1,6 @@
 //! `agentcompress inspect`: print a model's configuration and tensor table.
 
+use agentcompress::model::gguf::GgufFile;
 use agentcompress::model::load::{detect_format, load_model, ModelFormat};
 use agentcompress::quant::Precision;
 use agentcompress::store::{read_index, Manifest};
@@ -10,7 +11,8 @@ use std::path::PathBuf;
 /// Print the configuration and the tensor table of a model.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Model: a llama2.c `.bin` file, a Hugging Face directory or a variant directory.
+    /// Model: a llama2.c `.bin` file, a GGUF file, a Hugging Face directory or a variant
+    /// directory.
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// Precision to show from a variant directory.
@@ -55,10 +57,49 @@ fn inspect_variant(args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// Prints a GGUF file's metadata, the engine config it maps to, and its tensor directory
+/// (without dequantizing anything).
+fn inspect_gguf(args: &InspectArgs) -> Result<()> {
+    let f = GgufFile::open(&args.model)?;
+    println!(
+        "GGUF v{}: {} (alignment {})",
+        f.version(),
+        args.model.display(),
+        f.alignment()
+    );
+    for (key, value) in f.metadata() {
+        println!("  {key} = {value}");
+    }
+    match agentcompress::model::gguf::arch::config(&f) {
+        Ok(c) => {
+            println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
+            println!("parameters: {}", c.parameter_count());
+        }
+        Err(e) => println!("engine config: {e}"),
+    }
+    println!(
+        "{:<28} {:>8} {:>16} {:>12} {:>12}",
+        "tensor", "type", "dims [in, out]", "offset", "bytes"
+    );
+    for t in f.tensors() {
+        println!(
+            "{:<28} {:>8} {:>16} {:>12} {:>12}",
+            t.name,
+            t.ty.name(),
+            format!("{:?}", t.dims),
+            t.offset,
+            t.len
+        );
+    }
+    Ok(())
+}
+
 /// Runs the subcommand.
 pub fn run(args: InspectArgs) -> Result<()> {
-    if detect_format(&args.model)? == ModelFormat::VariantStore {
-        return inspect_variant(&args);
+    match detect_format(&args.model)? {
+        ModelFormat::VariantStore => return inspect_variant(&args),
+        ModelFormat::Gguf => return inspect_gguf(&args),
+        _ => {}
     }
     let w = load_model(&args.model)?;
     let c = &w.config;

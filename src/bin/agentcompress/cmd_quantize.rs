@@ -9,7 +9,8 @@ use std::path::PathBuf;
 /// Arguments of `quantize`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The dense checkpoint (llama2.c `.bin`).
+    /// The dense model: a llama2.c `.bin` file, a GGUF file (llama, qwen2; quantized tensors
+    /// are dequantized first) or a Hugging Face directory (config.json + *.safetensors).
     #[arg(long)]
     model: PathBuf,
     /// Output directory (created if missing).

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 /// Which model to open and where to run it.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a llama2.c `.bin` file, a Hugging Face directory (config.json + *.safetensors) or
-    /// a variant directory written by `quantize` (manifest.json + *.acv).
+    /// Model: a llama2.c `.bin` file, a GGUF file (llama, qwen2), a Hugging Face directory
+    /// (config.json + *.safetensors) or a variant directory written by `quantize`
+    /// (manifest.json + *.acv).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// Tokenizer file (llama2.c tokenizer.bin or Hugging Face tokenizer.json); default: the one

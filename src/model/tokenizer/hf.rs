@@ -5,7 +5,7 @@
 //! token before `$A` is BOS, one after it is EOS), or from well-known names among the added
 //! special tokens (`<s>`, `</s>`, `<|endoftext|>`, ...).
 
-use super::{Tokenizer, MAX_TOKENIZER_BYTES};
+use super::{ChatTemplate, Tokenizer, MAX_TOKENIZER_BYTES};
 use crate::model::input_file::read_bounded;
 use crate::{Error, Result};
 use serde_json::Value;
@@ -26,6 +26,7 @@ pub struct HfTokenizer {
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
+    chat: Option<ChatTemplate>,
 }
 
 impl std::fmt::Debug for HfTokenizer {
@@ -128,12 +129,18 @@ impl HfTokenizer {
             .and_then(|(_, cfg)| cfg["add_bos_token"].as_bool())
             .unwrap_or(true);
         let vocab_size = inner.get_vocab_size(true);
+        let text = |id: Option<u32>| id.and_then(|i| inner.id_to_token(i)).unwrap_or_default();
+        let chat = config
+            .as_ref()
+            .and_then(|(_, cfg)| config_chat_template(&cfg["chat_template"]))
+            .map(|t| ChatTemplate::new(t, &text(bos), &text(eos)));
         Ok(HfTokenizer {
             inner,
             vocab_size,
             bos,
             eos,
             add_bos,
+            chat,
         })
     }
 
@@ -182,6 +189,24 @@ impl Tokenizer for HfTokenizer {
 
     fn eos_id(&self) -> Option<u32> {
         self.eos
+    }
+
+    fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
+    }
+}
+
+/// `chat_template` of `tokenizer_config.json`: a string, or a list of `{name, template}` of
+/// which the one named `default` (else the first) is used.
+fn config_chat_template(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Array(items) => items
+            .iter()
+            .find(|t| t["name"] == "default")
+            .or_else(|| items.first())
+            .and_then(|t| t["template"].as_str()),
+        _ => None,
     }
 }
 
@@ -263,6 +288,15 @@ mod tests {
             {"Sequence": {"id": "A", "type_id": 0}}]});
         assert_eq!(template_specials(&only_seq), (None, None));
         assert_eq!(template_specials(&Value::Null), (None, None));
+    }
+
+    #[test]
+    fn chat_template_is_a_string_or_the_default_of_a_list() {
+        assert_eq!(config_chat_template(&json!("{{x}}")), Some("{{x}}"));
+        let list =
+            json!([{"name": "tool_use", "template": "a"}, {"name": "default", "template": "b"}]);
+        assert_eq!(config_chat_template(&list), Some("b"));
+        assert_eq!(config_chat_template(&Value::Null), None);
     }
 
     #[test]

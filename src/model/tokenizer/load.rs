@@ -1,12 +1,13 @@
 //! Picks and loads the right tokenizer for a path.
 
-use super::{HfTokenizer, Llama2cTokenizer, Tokenizer};
+use super::{GgufTokenizer, HfTokenizer, Llama2cTokenizer, Tokenizer};
 use crate::{Error, Result};
 use std::io::Read;
 use std::path::Path;
 
 /// Loads a tokenizer: a Hugging Face `tokenizer.json` (a `.json` name, or content that starts
-/// like a JSON object) or otherwise a llama2.c `tokenizer.bin`. A directory is searched for
+/// like a JSON object), the metadata of a GGUF model file (a `.gguf` name or the GGUF magic), or
+/// otherwise a llama2.c `tokenizer.bin`. A directory is searched for
 /// `tokenizer.json`, then `tokenizer.bin`.
 pub fn load_tokenizer(path: &Path) -> Result<Box<dyn Tokenizer>> {
     if path.is_dir() {
@@ -20,6 +21,13 @@ pub fn load_tokenizer(path: &Path) -> Result<Box<dyn Tokenizer>> {
             "{} holds neither tokenizer.json nor tokenizer.bin",
             path.display()
         )));
+    }
+    let is_gguf = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        || crate::model::gguf::has_magic(path);
+    if is_gguf {
+        return Ok(Box::new(GgufTokenizer::from_file(path)?));
     }
     let is_json = path
         .extension()

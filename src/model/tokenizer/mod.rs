@@ -1,12 +1,17 @@
-//! Tokenizers: llama2.c `tokenizer.bin` and Hugging Face `tokenizer.json`, behind one trait,
+//! Tokenizers: llama2.c `tokenizer.bin`, Hugging Face `tokenizer.json` and GGUF metadata,
+//! behind one trait with the model's chat template,
 //! plus a streaming decoder that turns token ids into text as they are generated.
 
 mod byte;
+pub mod chat;
+mod gguf;
 mod hf;
 pub mod llama2c;
 mod load;
 mod stream;
 
+pub use chat::{ChatMessage, ChatTemplate};
+pub use gguf::GgufTokenizer;
 pub use hf::HfTokenizer;
 pub use llama2c::Llama2cTokenizer;
 pub use load::load_tokenizer;
@@ -33,4 +38,8 @@ pub trait Tokenizer: Send + Sync {
     fn bos_id(&self) -> Option<u32>;
     /// The end-of-sequence id, if any.
     fn eos_id(&self) -> Option<u32>;
+    /// The chat template the model ships, if any.
+    fn chat_template(&self) -> Option<&ChatTemplate> {
+        None
+    }
 }

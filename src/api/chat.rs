@@ -1,0 +1,56 @@
+//! Chat: a list of role/content messages rendered with the model's chat template, then run
+//! like a task (routed over a variant directory), stopping at the end of the assistant's turn.
+
+use super::{Engine, RunResult};
+use crate::engine::{GenerateParams, TokenEvent};
+use crate::model::tokenizer::ChatMessage;
+use crate::{Error, Result};
+
+impl Engine {
+    /// `messages` rendered with the model's chat template, ending with the opening of the
+    /// assistant's turn. An error when the tokenizer has no template.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
+        let tok = self.need_tokenizer()?;
+        let template = tok.chat_template().ok_or_else(|| {
+            Error::invalid(format!(
+                "{} has no chat template (tokenizer.chat_template in GGUF, chat_template in \
+                 tokenizer_config.json)",
+                self.source
+            ))
+        })?;
+        template.render(messages, true)
+    }
+
+    /// The token ids of [`Engine::chat_prompt`]. BOS is prepended only when the rendered text
+    /// does not already start with it and the tokenizer adds one.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let tok = self.need_tokenizer()?;
+        let text = self.chat_prompt(messages)?;
+        let bos_in_text = tok
+            .chat_template()
+            .is_some_and(|t| !t.bos_token().is_empty() && text.starts_with(t.bos_token()));
+        let ids = tok.encode(
+            &text,
+            !bos_in_text && (self.config().bos_token.is_some() || tok.bos_id().is_some()),
+        )?;
+        if ids.is_empty() {
+            return Err(Error::invalid("the chat renders to no tokens"));
+        }
+        Ok(ids)
+    }
+
+    /// Renders `messages` with the chat template and generates the assistant's reply,
+    /// streaming each token to `on_token` (return `false` to stop). Generation stops at the
+    /// model's end-of-sequence and end-of-turn tokens (GGUF `eos_token_id`, `eot_token_id`).
+    /// Over a variant directory the rendered conversation is routed as [`Engine::run`] routes a
+    /// task.
+    pub fn chat(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<RunResult> {
+        let ids = self.encode_chat(messages)?;
+        self.run_ids(&ids, params, on_token)
+    }
+}
