@@ -397,13 +397,37 @@ impl StagingPipeline {
             rest = tail;
         }
         let (full_tx, full_rx) = bounded::<Filled<&mut [u8]>>(chunks.len());
+        let (piece_tx, piece_rx) = bounded::<&mut [u8]>(chunks.len());
         let reader = self.reader.as_ref();
         let ring = self.cfg.ring;
         std::thread::scope(|s| {
-            let mut pieces = pieces.into_iter();
             let rd = s.spawn(move || {
-                read_stage(reader, layer, chunks, ring, |_| pieces.next(), &full_tx)
+                let take = |block: bool| {
+                    if block {
+                        piece_rx.recv().ok()
+                    } else {
+                        piece_rx.try_recv().ok()
+                    }
+                };
+                read_stage(reader, layer, chunks, ring, take, &full_tx)
             });
+            // This thread hands the reader its pieces a little ahead, touching each page
+            // first: a fresh destination then faults its pages in here, not in the reader's
+            // submissions (which would stall the disk queue).
+            let mut pieces = pieces.into_iter();
+            let ahead = 2 * ring;
+            let mut sent = 0usize;
+            let mut feed = move |upto: usize| {
+                while sent < upto.min(chunks.len()) {
+                    let Some(p) = pieces.next() else { return };
+                    p.iter_mut().step_by(super::ALIGN).for_each(|b| *b = 0);
+                    if piece_tx.send(p).is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
+            };
+            feed(ahead);
             let mut v = Verifier::new(layer);
             let verified = (|| {
                 for (want, c) in chunks.iter().enumerate() {
@@ -412,9 +436,11 @@ impl StagingPipeline {
                         .map_err(|_| Error::Internal("reader stopped early".into()))??;
                     check_order(idx, want)?;
                     v.chunk(c, piece)?;
+                    feed(want + 1 + ahead);
                 }
                 Ok(())
             })();
+            drop(feed);
             drop(full_rx);
             let disk_s = rd
                 .join()

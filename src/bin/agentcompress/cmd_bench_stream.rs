@@ -133,7 +133,7 @@ fn print_report(args: &Args, r: &Report) -> Result<()> {
     );
     match &r.cuda {
         None => println!(
-            "pipeline (reader + verify + pool -> host memory):      {:>7.3} GB/s",
+            "pipeline (reader + verify + pool -> host memory, next layer prefetched): {:>7.3} GB/s",
             r.pipeline_gbps
         ),
         Some(c) => {
