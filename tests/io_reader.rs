@@ -375,7 +375,6 @@ fn in_place_and_staged_loads_give_the_same_bytes_and_name_a_corrupt_extent() {
         let mut host = AlignedBuf::zeroed(want.len()).unwrap();
         let st = p.load(&layer, &mut host).unwrap();
         assert!(host[..] == want[..], "{kind:?}: in-place bytes differ");
-        assert_eq!(st.copy_s, 0.0, "{kind:?}: nothing copied in place");
         assert!(st.verify_s > 0.0, "{kind:?}: checksums were computed");
         // Staged: the same bytes through the ring and the copy stage.
         let mut opaque = OpaqueSink(vec![0; want.len()]);

@@ -152,7 +152,8 @@ pub struct LoadStats {
     pub bytes: u64,
     /// Seconds the reader stage spent in reads.
     pub disk_s: f64,
-    /// Seconds the copy stage spent copying into the sink (0 when read in place).
+    /// Seconds the copy stage spent placing bytes in the sink: copying, or (read in place)
+    /// preparing the destination's pages ahead of the reader.
     pub copy_s: f64,
     /// Seconds the verify stage spent computing checksums.
     pub verify_s: f64,
@@ -359,11 +360,11 @@ impl StagingPipeline {
                     )));
                 };
                 let dest = &mut dest[..n];
-                let (disk_s, verify_s) = self.load_in_place(layer, &chunks, dest)?;
+                let (disk_s, verify_s, copy_s) = self.load_in_place(layer, &chunks, dest)?;
                 return Ok(LoadStats {
                     bytes: total,
                     disk_s,
-                    copy_s: 0.0,
+                    copy_s,
                     verify_s,
                     wall_s: start.elapsed().as_secs_f64(),
                 });
@@ -380,12 +381,13 @@ impl StagingPipeline {
     }
 
     /// Reader thread -> verify (this thread), reading straight into `dest`.
+    /// Returns seconds reading, verifying and preparing destination pages.
     fn load_in_place(
         &self,
         layer: &Layer,
         chunks: &[Chunk],
         dest: &mut [u8],
-    ) -> Result<(f64, f64)> {
+    ) -> Result<(f64, f64, f64)> {
         let mut pieces: Vec<&mut [u8]> = Vec::new();
         pieces
             .try_reserve_exact(chunks.len())
@@ -427,7 +429,10 @@ impl StagingPipeline {
                     sent += 1;
                 }
             };
+            let mut touch_s = 0.0;
+            let t = Instant::now();
             feed(ahead);
+            touch_s += t.elapsed().as_secs_f64();
             let mut v = Verifier::new(layer);
             let verified = (|| {
                 for (want, c) in chunks.iter().enumerate() {
@@ -436,7 +441,9 @@ impl StagingPipeline {
                         .map_err(|_| Error::Internal("reader stopped early".into()))??;
                     check_order(idx, want)?;
                     v.chunk(c, piece)?;
+                    let t = Instant::now();
                     feed(want + 1 + ahead);
+                    touch_s += t.elapsed().as_secs_f64();
                 }
                 Ok(())
             })();
@@ -445,7 +452,7 @@ impl StagingPipeline {
             let disk_s = rd
                 .join()
                 .map_err(|_| Error::Internal("staging reader thread panicked".into()))?;
-            verified.map(|()| (disk_s, v.secs))
+            verified.map(|()| (disk_s, v.secs, touch_s))
         })
     }
 

@@ -338,8 +338,8 @@ enum RingHandle<'a> {
 impl RingHandle<'_> {
     fn get(&mut self) -> &mut Ring {
         match self {
-            RingHandle::Main(g) => &mut **g,
-            RingHandle::Own(r) => &mut **r,
+            RingHandle::Main(g) => g,
+            RingHandle::Own(r) => r,
         }
     }
 }

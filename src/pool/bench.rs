@@ -274,7 +274,7 @@ pub fn bench_stream(args: &StreamBenchOptions) -> Result<Report> {
         reader_ratio: ratio(reader_gbps, floor_gbps),
         checksum_gbps,
         copy_gbps,
-        in_place: pool_stats.bytes_read > 0 && pool_stats.copy_s == 0.0,
+        in_place: engine.is_none(),
         pipeline_gbps,
         ratio: ratio(pipeline_gbps, floor_gbps),
         pool: pool_stats,

@@ -123,7 +123,10 @@ fn print_report(args: &Args, r: &Report) -> Result<()> {
         r.checksum_gbps, r.pool.verify_gbps
     );
     let copy_stage = if r.in_place {
-        "none: reads land in pool memory".to_string()
+        format!(
+            "none: reads land in pool memory (its pages prepared at {:.3} GB/s)",
+            r.pool.copy_gbps
+        )
     } else {
         format!("{:.3} GB/s", r.pool.copy_gbps)
     };
@@ -133,7 +136,7 @@ fn print_report(args: &Args, r: &Report) -> Result<()> {
     );
     match &r.cuda {
         None => println!(
-            "pipeline (reader + verify + pool -> host memory, next layer prefetched): {:>7.3} GB/s",
+            "pipeline (reader + staging + pool -> host memory):     {:>7.3} GB/s (verified, next layer prefetched)",
             r.pipeline_gbps
         ),
         Some(c) => {
