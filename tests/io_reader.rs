@@ -258,3 +258,177 @@ fn staging_overlaps_reading_with_copying() {
         "stages did not overlap: {st:?}"
     );
 }
+
+/// A sink that hides its host memory, so loads go through the staging ring and copy.
+struct OpaqueSink(Vec<u8>);
+
+impl agentcompress::io::Sink for OpaqueSink {
+    fn copy_in(&mut self, offset: u64, data: &[u8]) -> agentcompress::Result<()> {
+        self.0.copy_in(offset, data)
+    }
+}
+
+#[test]
+fn uring_session_streams_reads_into_registered_and_plain_buffers() {
+    let Some(u) = uring(16, 64 * 1024) else {
+        return;
+    };
+    let (files, bufs_registered) = u.registered_tables();
+    eprintln!("registered files: {files}, registered buffers: {bufs_registered}");
+    let dir = data_dir();
+    let (a, abytes) = write_file(dir.path(), "a.bin", 40 * 4096 + 300, 11);
+    let (b, bbytes) = write_file(dir.path(), "b.bin", 9 * 4096, 12);
+    // Two registered buffers and one plain one; pieces of both files, several in flight.
+    let mut bufs: Vec<AlignedBuf> = (0..3)
+        .map(|_| AlignedBuf::zeroed(128 * 1024).unwrap())
+        .collect();
+    let registered: Vec<bool> = bufs[..2]
+        .iter_mut()
+        .map(|x| unsafe { u.register_buffer(x.as_mut_ptr(), x.len()) })
+        .collect();
+    assert_eq!(registered, vec![bufs_registered; 2]);
+    let pieces: Vec<(&Path, &[u8], u64, usize)> = vec![
+        (&a, &abytes, 0, 64 * 1024),
+        (&b, &bbytes, 4096, 8 * 4096),
+        (&a, &abytes, 16 * 4096, 24 * 4096 + 300), // aligned start, unaligned tail
+        (&a, &abytes, 7, 5000),                    // unaligned start
+        (&b, &bbytes, 0, 9 * 4096),
+    ];
+    let ptrs: Vec<*mut u8> = bufs.iter_mut().map(|x| x.as_mut_ptr()).collect();
+    let mut got = vec![Vec::new(); pieces.len()];
+    {
+        let mut s = u.session();
+        let mut free: Vec<usize> = vec![0, 1, 2];
+        let mut owner = std::collections::HashMap::new();
+        let mut next = 0;
+        while next < pieces.len() || s.pending() > 0 {
+            while next < pieces.len() {
+                let Some(bi) = free.pop() else { break };
+                let (p, _, off, len) = pieces[next];
+                unsafe { s.submit(next as u64, p, off, ptrs[bi], len) }.unwrap();
+                owner.insert(next as u64, bi);
+                next += 1;
+            }
+            for (id, res) in s.wait().unwrap() {
+                let bi = owner.remove(&id).unwrap();
+                let n = res.unwrap();
+                assert_eq!(n, pieces[id as usize].3, "read {id} complete");
+                got[id as usize] = bufs[bi][..n].to_vec();
+                free.push(bi);
+            }
+        }
+    }
+    for (i, (_, bytes, off, len)) in pieces.iter().enumerate() {
+        let want = &bytes[*off as usize..*off as usize + len];
+        assert!(got[i] == want, "piece {i} differs");
+    }
+    // A read past the end of the file completes short, not with made-up bytes.
+    {
+        let mut s = u.session();
+        unsafe { s.submit(9, &b, 8 * 4096, ptrs[0], 3 * 4096) }.unwrap();
+        let done = s.wait().unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].0, 9);
+        assert_eq!(*done[0].1.as_ref().unwrap(), 4096, "file ends one block in");
+    }
+    for p in &ptrs[..2] {
+        u.forget_buffer(*p);
+    }
+    assert!(u.counters().direct_bytes > 0, "O_DIRECT was used");
+    let (fixed_files, fixed_bufs) = u.fixed_reads();
+    assert_eq!(
+        fixed_files > 0,
+        files,
+        "registered files used when available"
+    );
+    assert_eq!(
+        fixed_bufs > 0,
+        bufs_registered,
+        "registered buffers used when available"
+    );
+}
+
+#[test]
+fn in_place_and_staged_loads_give_the_same_bytes_and_name_a_corrupt_extent() {
+    let dir = data_dir();
+    let (a, abytes) = write_file(dir.path(), "a.bin", 64 * 4096, 21);
+    let (b, bbytes) = write_file(dir.path(), "b.bin", 20 * 4096, 22);
+    let layer = Layer::new(vec![
+        Extent::new(&a, 4096, 40 * 4096).with_crc32(crc32fast::hash(&abytes[4096..41 * 4096])),
+        Extent::new(&b, 0, 20 * 4096).with_crc32(crc32fast::hash(&bbytes)),
+    ]);
+    let mut want = abytes[4096..41 * 4096].to_vec();
+    want.extend_from_slice(&bbytes);
+    let mut readers: Vec<Arc<dyn BlockReader>> =
+        vec![Arc::new(PreadReader::new(true, 1 << 20).unwrap())];
+    if let Some(u) = uring(32, 16 * 4096) {
+        readers.push(Arc::new(u));
+    }
+    for r in readers {
+        let kind = r.kind();
+        let cfg = StagingConfig {
+            chunk_size: 8 * 4096,
+            ring: 4,
+        };
+        let p = StagingPipeline::new(r, Arc::new(HostStagingAlloc), cfg).unwrap();
+        // In place: an aligned host buffer is filled by the reads themselves.
+        let mut host = AlignedBuf::zeroed(want.len()).unwrap();
+        let st = p.load(&layer, &mut host).unwrap();
+        assert!(host[..] == want[..], "{kind:?}: in-place bytes differ");
+        assert!(st.verify_s > 0.0, "{kind:?}: checksums were computed");
+        // Staged: the same bytes through the ring and the copy stage.
+        let mut opaque = OpaqueSink(vec![0; want.len()]);
+        let st = p.load(&layer, &mut opaque).unwrap();
+        assert!(opaque.0 == want, "{kind:?}: staged bytes differ");
+        assert!(st.copy_s > 0.0 && st.verify_s > 0.0, "{kind:?}: {st:?}");
+        // A wrong checksum is caught on both paths and names the file.
+        let mut bad = layer.clone();
+        bad.extents[0].crc32 = bad.extents[0].crc32.map(|c| c ^ 4);
+        let e1 = p.load(&bad, &mut host).unwrap_err();
+        let e2 = p.load(&bad, &mut opaque).unwrap_err();
+        for e in [e1, e2] {
+            assert!(
+                matches!(&e, Error::Corrupt { path, msg } if path == &a && msg.contains("crc32")),
+                "{kind:?}: {e}"
+            );
+        }
+        // A layer past the end of a file is a Corrupt error naming it, on both paths.
+        let past = Layer::new(vec![Extent::new(&b, 16 * 4096, 8 * 4096)]);
+        let mut host = AlignedBuf::zeroed(8 * 4096).unwrap();
+        let mut opaque = OpaqueSink(vec![0; 8 * 4096]);
+        let e1 = p.load(&past, &mut host).unwrap_err();
+        let e2 = p.load(&past, &mut opaque).unwrap_err();
+        for e in [e1, e2] {
+            assert!(
+                matches!(&e, Error::Corrupt { path, msg } if path == &b && msg.contains("file ends")),
+                "{kind:?}: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_byte_corrupted_on_disk_is_caught_in_place() {
+    let dir = data_dir();
+    let (a, mut abytes) = write_file(dir.path(), "w.bin", 32 * 4096, 31);
+    let layer = Layer::new(vec![
+        Extent::new(&a, 0, 32 * 4096).with_crc32(crc32fast::hash(&abytes))
+    ]);
+    abytes[17 * 4096 + 5] ^= 0x01;
+    std::fs::write(&a, &abytes).unwrap();
+    let reader: Arc<dyn BlockReader> = match uring(8, 4 * 4096) {
+        Some(u) => Arc::new(u),
+        None => Arc::new(PreadReader::new(true, 1 << 20).unwrap()),
+    };
+    let cfg = StagingConfig {
+        chunk_size: 4 * 4096,
+        ring: 2,
+    };
+    let p = StagingPipeline::new(reader, Arc::new(HostStagingAlloc), cfg).unwrap();
+    let mut host = AlignedBuf::zeroed(32 * 4096).unwrap();
+    let e = p.load(&layer, &mut host).unwrap_err();
+    assert!(
+        matches!(&e, Error::Corrupt { path, msg } if path == &a && msg.contains("crc32")),
+        "{e}"
+    );
+}

@@ -19,7 +19,8 @@ pub use extent::{Extent, Layer};
 pub use files::warn_once;
 pub use pread::PreadReader;
 pub use reader::{
-    open_reader, read_fully, BlockReader, ReadReq, ReaderConfig, ReaderCounters, ReaderKind,
+    open_reader, read_fully, BlockReader, Completion, ReadReq, ReadSession, ReaderConfig,
+    ReaderCounters, ReaderKind,
 };
 pub use staging::{
     gbps, HostStagingAlloc, LoadStats, Sink, StagingAlloc, StagingBuffer, StagingConfig,

@@ -98,6 +98,110 @@ pub trait BlockReader: Send + Sync {
     fn counters(&self) -> ReaderCounters {
         ReaderCounters::default()
     }
+
+    /// A session that keeps reads in flight across calls (see [`ReadSession`]). The default
+    /// runs each group of submitted reads through [`read_fully`] inside `wait`.
+    fn session(&self) -> Box<dyn ReadSession + '_> {
+        Box::new(SyncSession {
+            reader: self,
+            queued: Vec::new(),
+        })
+    }
+
+    /// Offers `len` bytes at `ptr` as a long-lived read destination (a staging buffer), which
+    /// the reader may register with the kernel so reads into it skip per-read page pinning.
+    /// Returns whether it did. The default ignores the offer.
+    ///
+    /// # Safety
+    /// The memory must stay allocated until [`BlockReader::forget_buffer`] for `ptr` returns.
+    unsafe fn register_buffer(&self, ptr: *mut u8, len: usize) -> bool {
+        let _ = (ptr, len);
+        false
+    }
+
+    /// Withdraws a buffer offered by [`BlockReader::register_buffer`] (before it is freed).
+    fn forget_buffer(&self, ptr: *mut u8) {
+        let _ = ptr;
+    }
+}
+
+/// One read finished by a [`ReadSession`]: its id and the bytes placed (fewer than asked when
+/// the file ends first), or its error.
+pub type Completion = (u64, Result<usize>);
+
+/// A stream of reads in flight together: the caller submits reads as destinations become free
+/// and collects them as they finish, so the disk queue does not drain between groups of reads.
+/// Dropping a session waits for the reads still in flight.
+pub trait ReadSession {
+    /// Queues a read of `len` bytes of `path` at `offset` into `dst`.
+    ///
+    /// # Safety
+    /// `dst..dst + len` must stay allocated, writable and otherwise unused until `wait` has
+    /// returned this read, or the session is dropped.
+    unsafe fn submit(
+        &mut self,
+        id: u64,
+        path: &Path,
+        offset: u64,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<()>;
+
+    /// Waits until at least one queued read has finished and returns the finished ones (empty
+    /// when nothing is queued). An `Err` ends the session: reads not returned are abandoned.
+    fn wait(&mut self) -> Result<Vec<Completion>>;
+
+    /// Reads submitted and not yet returned by `wait`.
+    fn pending(&self) -> usize;
+
+    /// True when reads only progress inside `wait` (nothing overlaps the caller's own work,
+    /// so the caller should leave buffers for the next group).
+    fn synchronous(&self) -> bool {
+        true
+    }
+}
+
+/// The default [`ReadSession`]: queued reads run as one [`read_fully`] batch in `wait`, so
+/// readers that only implement `read_batch` (and wrappers injecting faults) keep their retry
+/// and truncation semantics.
+struct SyncSession<'a, R: BlockReader + ?Sized> {
+    reader: &'a R,
+    queued: Vec<(u64, std::path::PathBuf, u64, *mut u8, usize)>,
+}
+
+impl<R: BlockReader + ?Sized> ReadSession for SyncSession<'_, R> {
+    unsafe fn submit(
+        &mut self,
+        id: u64,
+        path: &Path,
+        offset: u64,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<()> {
+        self.queued.try_reserve(1).map_err(|_| {
+            Error::OutOfMemory(format!("read queue of {} entries", self.queued.len() + 1))
+        })?;
+        self.queued.push((id, path.to_path_buf(), offset, dst, len));
+        Ok(())
+    }
+
+    fn wait(&mut self) -> Result<Vec<Completion>> {
+        let queued = std::mem::take(&mut self.queued);
+        let mut reqs: Vec<ReadReq<'_>> = queued
+            .iter()
+            .map(|(_, path, offset, dst, len)| {
+                // SAFETY: the `submit` contract keeps `dst..dst + len` ours until returned.
+                let buf = unsafe { std::slice::from_raw_parts_mut(*dst, *len) };
+                ReadReq::new(path, *offset, buf)
+            })
+            .collect();
+        read_fully_impl(self.reader, &mut reqs)?;
+        Ok(queued.iter().map(|q| (q.0, Ok(q.4))).collect())
+    }
+
+    fn pending(&self) -> usize {
+        self.queued.len()
+    }
 }
 
 /// True for errors worth retrying: EAGAIN / EWOULDBLOCK and EINTR.
@@ -110,6 +214,11 @@ fn is_transient(e: &Error) -> bool {
 /// errors (EAGAIN, EINTR) a bounded number of times, and reports a request that stops making
 /// progress (the file ends early) as [`Error::Corrupt`] naming the file and offset.
 pub fn read_fully(reader: &dyn BlockReader, reqs: &mut [ReadReq<'_>]) -> Result<()> {
+    read_fully_impl(reader, reqs)
+}
+
+/// [`read_fully`] for any reader type (the default session calls it on `Self`).
+fn read_fully_impl<R: BlockReader + ?Sized>(reader: &R, reqs: &mut [ReadReq<'_>]) -> Result<()> {
     let mut transient = 0u32;
     loop {
         if reqs.iter().all(ReadReq::is_done) {
@@ -127,18 +236,22 @@ pub fn read_fully(reader: &dyn BlockReader, reqs: &mut [ReadReq<'_>]) -> Result<
         }
         for (r, &b) in reqs.iter().zip(&before) {
             if !r.is_done() && r.filled == b {
-                return Err(Error::corrupt(
-                    r.path,
-                    format!(
-                        "file ends at offset {}: wanted {} bytes at offset {} (truncated file?)",
-                        r.offset + r.filled as u64,
-                        r.buf.len(),
-                        r.offset
-                    ),
-                ));
+                return Err(truncated(r.path, r.offset, r.buf.len(), r.filled));
             }
         }
     }
+}
+
+/// The error for a read of `want` bytes at `offset` of `path` that met the end of the file
+/// after `got` bytes.
+pub(crate) fn truncated(path: &Path, offset: u64, want: usize, got: usize) -> Error {
+    Error::corrupt(
+        path,
+        format!(
+            "file ends at offset {}: wanted {want} bytes at offset {offset} (truncated file?)",
+            offset + got as u64,
+        ),
+    )
 }
 
 /// How to build a reader with [`open_reader`].

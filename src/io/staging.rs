@@ -1,24 +1,29 @@
-//! The staging pipeline: a ring of host staging buffers between the reader and the destination,
-//! so that reading chunk k+1 from disk overlaps copying chunk k into the [`Sink`].
+//! The staging pipeline: moves a layer from disk into a destination [`Sink`], with reading,
+//! checksum verification and copying overlapped.
 //!
-//! Two stages joined by bounded crossbeam channels: a reader thread takes free staging buffers,
-//! fills them (several chunks per `read_batch`, so the kernel sees a deep queue) and passes them
-//! on; the calling thread verifies checksums, copies each chunk into the sink and hands the buffer
-//! back. Staging buffers come from a pluggable [`StagingAlloc`] (plain aligned host memory here;
-//! the CUDA backend plugs page-locked memory so `copy_in` can be a DMA).
+//! The reader stage keeps a deep queue of reads in flight through one
+//! [`ReadSession`](super::ReadSession) per load
+//! (io_uring: the queue never drains between chunks) and passes filled chunks on in layer
+//! order. Host destinations ([`Sink::host_dest`]) are read in place: the reads land in the
+//! destination itself and the calling thread verifies each chunk while later ones are read.
+//! Other sinks go through a ring of staging buffers and three stages: reading chunk k+1,
+//! verifying chunk k (its own thread) and copying chunk k-1 into the sink (the calling thread).
+//! Staging buffers come from a pluggable [`StagingAlloc`] (plain aligned host memory here; the
+//! CUDA backend plugs page-locked memory so the copy is a DMA) and are offered to the reader
+//! as registered destinations ([`BlockReader::register_buffer`]).
 //!
 //! On CUDA, `backend::cuda::PinnedStagingAlloc` supplies `cuMemHostAlloc` (page-locked)
 //! buffers and `backend::cuda::CudaDeviceBuffer` is the [`Sink`]: its `start_copy` issues
-//! `cuMemcpyHtoDAsync` on a copy stream, the copy stage checksums the chunk meanwhile, and
-//! `wait_copies` waits on an event. Only then does the buffer go back to the reader (the overlap
-//! with disk comes from the reader thread, which keeps filling the other buffers). Buffers are
-//! kept between loads, so pinned memory is allocated once per ring.
+//! `cuMemcpyHtoDAsync` on a copy stream and `wait_copies` waits on an event. Only then does the
+//! buffer go back to the reader. Buffers are kept between loads, so pinned memory is allocated
+//! (and registered) once per ring.
 
 use super::aligned::AlignedBuf;
 use super::extent::Layer;
-use super::reader::{read_fully, BlockReader, ReadReq};
+use super::reader::{truncated, BlockReader};
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -79,17 +84,29 @@ pub trait Sink {
     fn wait_copies(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// The destination as host memory that reads may fill in place (no staging copy), or
+    /// `None` (the default) when it is not host-visible.
+    fn host_dest(&mut self) -> Option<&mut [u8]> {
+        None
+    }
 }
 
 impl Sink for AlignedBuf {
     fn copy_in(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         copy_into_slice(self, offset, data)
     }
+    fn host_dest(&mut self) -> Option<&mut [u8]> {
+        Some(self)
+    }
 }
 
 impl Sink for Vec<u8> {
     fn copy_in(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         copy_into_slice(self, offset, data)
+    }
+    fn host_dest(&mut self) -> Option<&mut [u8]> {
+        Some(self)
     }
 }
 
@@ -135,8 +152,11 @@ pub struct LoadStats {
     pub bytes: u64,
     /// Seconds the reader stage spent in reads.
     pub disk_s: f64,
-    /// Seconds the copy stage spent in `copy_in` and checksums.
+    /// Seconds the copy stage spent placing bytes in the sink: copying, or (read in place)
+    /// preparing the destination's pages ahead of the reader.
     pub copy_s: f64,
+    /// Seconds the verify stage spent computing checksums.
+    pub verify_s: f64,
     /// Seconds from start to the last byte in the sink.
     pub wall_s: f64,
 }
@@ -159,6 +179,10 @@ impl LoadStats {
     pub fn copy_gbps(&self) -> f64 {
         gbps(self.bytes, self.copy_s)
     }
+    /// Throughput of the verify stage alone (0 when nothing was checked).
+    pub fn verify_gbps(&self) -> f64 {
+        gbps(self.bytes, self.verify_s)
+    }
     /// End-to-end throughput.
     pub fn gbps(&self) -> f64 {
         gbps(self.bytes, self.wall_s)
@@ -168,6 +192,7 @@ impl LoadStats {
         self.bytes += o.bytes;
         self.disk_s += o.disk_s;
         self.copy_s += o.copy_s;
+        self.verify_s += o.verify_s;
         self.wall_s += o.wall_s;
     }
 }
@@ -181,16 +206,99 @@ struct Chunk {
     last_of_extent: bool,
 }
 
-/// A chunk read into a staging buffer, or the read error.
-type Filled = Result<(Box<dyn StagingBuffer>, usize)>;
+/// A staging buffer offered to the reader as a registered read destination; withdrawn before
+/// it is freed.
+struct RingBuf {
+    buf: Box<dyn StagingBuffer>,
+    reader: Arc<dyn BlockReader>,
+    registered: bool,
+}
+
+impl Drop for RingBuf {
+    fn drop(&mut self) {
+        if self.registered {
+            self.reader
+                .forget_buffer(self.buf.as_mut_slice().as_mut_ptr());
+        }
+    }
+}
+
+/// Where the reader stage puts a chunk: a staging buffer, or (in place) the chunk's own part
+/// of a host destination.
+trait ReadTarget: Send {
+    fn dst(&mut self) -> *mut u8;
+}
+
+impl ReadTarget for RingBuf {
+    fn dst(&mut self) -> *mut u8 {
+        self.buf.as_mut_slice().as_mut_ptr()
+    }
+}
+
+impl ReadTarget for &mut [u8] {
+    fn dst(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+}
+
+/// A chunk read into its target (chunk index), or the error that stopped the reader.
+type Filled<T> = Result<(usize, T)>;
+
+/// A staged chunk with the verdict of its checksum (an extent's verdict comes with its last
+/// chunk), or the error that stopped the reader.
+type Checked = Result<(usize, RingBuf, Result<()>)>;
+
+/// Checks each extent's CRC-32 as its chunks pass in layer order.
+struct Verifier<'l> {
+    layer: &'l Layer,
+    hasher: crc32fast::Hasher,
+    secs: f64,
+}
+
+impl<'l> Verifier<'l> {
+    fn new(layer: &'l Layer) -> Self {
+        Verifier {
+            layer,
+            hasher: crc32fast::Hasher::new(),
+            secs: 0.0,
+        }
+    }
+
+    /// Hashes chunk `c`'s bytes; at the extent's last chunk, compares with its checksum.
+    fn chunk(&mut self, c: &Chunk, data: &[u8]) -> Result<()> {
+        let extent = &self.layer.extents[c.extent];
+        let Some(expected) = extent.crc32 else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        self.hasher.update(data);
+        let mut res = Ok(());
+        if c.last_of_extent {
+            let got = std::mem::take(&mut self.hasher).finalize();
+            if got != expected {
+                res = Err(Error::corrupt(
+                    &extent.path,
+                    format!(
+                        "crc32 mismatch for {} bytes at offset {}: expected {expected:08x}, \
+                         got {got:08x}",
+                        extent.len, extent.offset
+                    ),
+                ));
+            }
+        }
+        self.secs += t.elapsed().as_secs_f64();
+        res
+    }
+}
 
 /// Reader + staging ring + sink: loads layers. Shareable across threads; staging buffers are
-/// kept between loads (pinned memory is costly to allocate).
+/// kept between loads (pinned memory is costly to allocate) and offered to the reader as
+/// registered destinations.
 pub struct StagingPipeline {
     reader: Arc<dyn BlockReader>,
     alloc: Arc<dyn StagingAlloc>,
     cfg: StagingConfig,
-    spare: Mutex<Vec<Box<dyn StagingBuffer>>>,
+    spare: Mutex<Vec<RingBuf>>,
 }
 
 impl StagingPipeline {
@@ -225,8 +333,16 @@ impl StagingPipeline {
         &self.reader
     }
 
+    /// The staging settings.
+    pub fn config(&self) -> &StagingConfig {
+        &self.cfg
+    }
+
     /// Reads every extent of `layer` into `sink` (extent after extent, back to back), checking
-    /// checksums. On error the sink may hold part of the layer; the caller discards it.
+    /// checksums. A host sink ([`Sink::host_dest`]) whose layout keeps O_DIRECT alignment is
+    /// read in place: reader -> verify, no staging copy. Otherwise three stages overlap:
+    /// reading chunk k+1, verifying chunk k and copying chunk k-1 into the sink. On error the
+    /// sink may hold part of the layer; the caller discards it.
     pub fn load(&self, layer: &Layer, sink: &mut dyn Sink) -> Result<LoadStats> {
         let start = Instant::now();
         check_empty_crcs(layer)?;
@@ -234,33 +350,170 @@ impl StagingPipeline {
         if chunks.is_empty() {
             return Ok(LoadStats::default());
         }
+        let total = layer.total_len();
+        if let Some(dest) = sink.host_dest() {
+            if in_place_fits(dest, &chunks) {
+                let Some(n) = usize::try_from(total).ok().filter(|&n| n <= dest.len()) else {
+                    return Err(Error::invalid(format!(
+                        "a layer of {total} bytes overruns a {}-byte destination",
+                        dest.len()
+                    )));
+                };
+                let dest = &mut dest[..n];
+                let (disk_s, verify_s, copy_s) = self.load_in_place(layer, &chunks, dest)?;
+                return Ok(LoadStats {
+                    bytes: total,
+                    disk_s,
+                    copy_s,
+                    verify_s,
+                    wall_s: start.elapsed().as_secs_f64(),
+                });
+            }
+        }
+        let (disk_s, verify_s, copy_s) = self.load_staged(layer, &chunks, sink)?;
+        Ok(LoadStats {
+            bytes: total,
+            disk_s,
+            copy_s,
+            verify_s,
+            wall_s: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Reader thread -> verify (this thread), reading straight into `dest`.
+    /// Returns seconds reading, verifying and preparing destination pages.
+    fn load_in_place(
+        &self,
+        layer: &Layer,
+        chunks: &[Chunk],
+        dest: &mut [u8],
+    ) -> Result<(f64, f64, f64)> {
+        let mut pieces: Vec<&mut [u8]> = Vec::new();
+        pieces
+            .try_reserve_exact(chunks.len())
+            .map_err(|_| Error::OutOfMemory(format!("list of {} chunks", chunks.len())))?;
+        let mut rest = dest;
+        for c in chunks {
+            let (piece, tail) = std::mem::take(&mut rest).split_at_mut(c.len);
+            pieces.push(piece);
+            rest = tail;
+        }
+        let (full_tx, full_rx) = bounded::<Filled<&mut [u8]>>(chunks.len());
+        let (piece_tx, piece_rx) = bounded::<&mut [u8]>(chunks.len());
+        let reader = self.reader.as_ref();
+        let ring = self.cfg.ring;
+        std::thread::scope(|s| {
+            let rd = s.spawn(move || {
+                let take = |block: bool| {
+                    if block {
+                        piece_rx.recv().ok()
+                    } else {
+                        piece_rx.try_recv().ok()
+                    }
+                };
+                read_stage(reader, layer, chunks, ring, take, &full_tx)
+            });
+            // This thread hands the reader its pieces a little ahead, touching each page
+            // first: a fresh destination then faults its pages in here, not in the reader's
+            // submissions (which would stall the disk queue).
+            let mut pieces = pieces.into_iter();
+            let ahead = 2 * ring;
+            let mut sent = 0usize;
+            let mut feed = move |upto: usize| {
+                while sent < upto.min(chunks.len()) {
+                    let Some(p) = pieces.next() else { return };
+                    p.iter_mut().step_by(super::ALIGN).for_each(|b| *b = 0);
+                    if piece_tx.send(p).is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
+            };
+            let mut touch_s = 0.0;
+            let t = Instant::now();
+            feed(ahead);
+            touch_s += t.elapsed().as_secs_f64();
+            let mut v = Verifier::new(layer);
+            let verified = (|| {
+                for (want, c) in chunks.iter().enumerate() {
+                    let (idx, piece) = full_rx
+                        .recv()
+                        .map_err(|_| Error::Internal("reader stopped early".into()))??;
+                    check_order(idx, want)?;
+                    v.chunk(c, piece)?;
+                    let t = Instant::now();
+                    feed(want + 1 + ahead);
+                    touch_s += t.elapsed().as_secs_f64();
+                }
+                Ok(())
+            })();
+            drop(feed);
+            drop(full_rx);
+            let disk_s = rd
+                .join()
+                .map_err(|_| Error::Internal("staging reader thread panicked".into()))?;
+            verified.map(|()| (disk_s, v.secs, touch_s))
+        })
+    }
+
+    /// Reader thread -> verify thread -> copy (this thread), through the staging ring.
+    fn load_staged(
+        &self,
+        layer: &Layer,
+        chunks: &[Chunk],
+        sink: &mut dyn Sink,
+    ) -> Result<(f64, f64, f64)> {
         let nbuf = self.cfg.ring.min(chunks.len());
-        let mut bufs = self.take_spares(nbuf)?;
-        let (free_tx, free_rx) = bounded::<Box<dyn StagingBuffer>>(nbuf);
-        let (full_tx, full_rx) = bounded::<Filled>(nbuf);
-        for b in bufs.drain(..) {
+        let bufs = self.take_spares(nbuf)?;
+        let (free_tx, free_rx) = bounded::<RingBuf>(nbuf);
+        let (full_tx, full_rx) = bounded::<Filled<RingBuf>>(nbuf);
+        let (ok_tx, ok_rx) = bounded::<Checked>(nbuf);
+        for b in bufs {
             free_tx
                 .send(b)
                 .map_err(|_| Error::Internal("staging ring closed early".into()))?;
         }
-        let (result, disk_s) = std::thread::scope(|s| {
-            let reader = s.spawn(|| self.read_stage(layer, &chunks, &free_rx, full_tx));
-            let result = copy_stage(layer, &chunks, sink, &full_rx, &free_tx);
+        let reader = self.reader.as_ref();
+        let ring = self.cfg.ring;
+        let out = std::thread::scope(|s| {
+            let free = &free_rx;
+            let rd = s.spawn(move || {
+                let take = |block: bool| {
+                    if block {
+                        free.recv().ok()
+                    } else {
+                        free.try_recv().ok()
+                    }
+                };
+                read_stage(reader, layer, chunks, ring, take, &full_tx)
+            });
+            let vf = s.spawn(move || {
+                let mut v = Verifier::new(layer);
+                for msg in full_rx.iter() {
+                    let msg = msg.map(|(i, b)| {
+                        let verdict = v.chunk(&chunks[i], &b.buf.as_slice()[..chunks[i].len]);
+                        (i, b, verdict)
+                    });
+                    let failed = !matches!(msg, Ok((_, _, Ok(()))));
+                    if ok_tx.send(msg).is_err() || failed {
+                        break;
+                    }
+                }
+                v.secs
+            });
+            let copied = copy_stage(chunks, sink, &ok_rx, &free_tx);
             drop(free_tx);
-            let disk_s = reader.join();
-            (result, disk_s)
+            drop(ok_rx);
+            let verify_s = vf.join();
+            let disk_s = rd.join();
+            match (disk_s, verify_s) {
+                (Ok(d), Ok(v)) => copied.map(|c| (d, v, c)),
+                _ => Err(Error::Internal("staging thread panicked".into())),
+            }
         });
-        let disk_s =
-            disk_s.map_err(|_| Error::Internal("staging reader thread panicked".into()))?;
-        let copy_s = result?;
         let spares: Vec<_> = free_rx.try_iter().collect();
         self.put_spares(spares);
-        Ok(LoadStats {
-            bytes: layer.total_len(),
-            disk_s,
-            copy_s,
-            wall_s: start.elapsed().as_secs_f64(),
-        })
+        out
     }
 
     /// Splits the layer into chunks of at most `chunk_size` bytes.
@@ -274,6 +527,9 @@ impl StagingPipeline {
             let mut done = 0u64;
             while done < e.len {
                 let len = (e.len - done).min(self.cfg.chunk_size as u64) as usize;
+                chunks.try_reserve(1).map_err(|_| {
+                    Error::OutOfMemory(format!("list of {} chunks", chunks.len() + 1))
+                })?;
                 chunks.push(Chunk {
                     extent: i,
                     file_off: e.offset + done,
@@ -288,59 +544,8 @@ impl StagingPipeline {
         Ok(chunks)
     }
 
-    /// The reader stage: fill free buffers (up to half the ring per batch) and pass them on.
-    /// Returns seconds spent reading.
-    fn read_stage(
-        &self,
-        layer: &Layer,
-        chunks: &[Chunk],
-        free_rx: &Receiver<Box<dyn StagingBuffer>>,
-        full_tx: Sender<Filled>,
-    ) -> f64 {
-        let mut disk_s = 0.0;
-        let mut next = 0usize;
-        // At most half the ring per batch, so the copy stage always has the other half to work
-        // on while this batch is read (double buffering); a batch is submitted as one deep
-        // queue of reads.
-        let max_batch = (self.cfg.ring / 2).max(1);
-        while next < chunks.len() {
-            let Ok(first) = free_rx.recv() else { break };
-            let mut batch = vec![first];
-            while next + batch.len() < chunks.len() && batch.len() < max_batch {
-                match free_rx.try_recv() {
-                    Ok(b) => batch.push(b),
-                    Err(_) => break,
-                }
-            }
-            let t = Instant::now();
-            let res = {
-                let mut reqs: Vec<ReadReq<'_>> = batch
-                    .iter_mut()
-                    .zip(&chunks[next..])
-                    .map(|(b, c)| {
-                        let path: &Path = &layer.extents[c.extent].path;
-                        ReadReq::new(path, c.file_off, &mut b.as_mut_slice()[..c.len])
-                    })
-                    .collect();
-                read_fully(self.reader.as_ref(), &mut reqs)
-            };
-            disk_s += t.elapsed().as_secs_f64();
-            if let Err(e) = res {
-                let _ = full_tx.send(Err(e));
-                break;
-            }
-            for b in batch {
-                if full_tx.send(Ok((b, next))).is_err() {
-                    return disk_s;
-                }
-                next += 1;
-            }
-        }
-        disk_s
-    }
-
-    /// `n` staging buffers: spares first, new ones for the rest.
-    fn take_spares(&self, n: usize) -> Result<Vec<Box<dyn StagingBuffer>>> {
+    /// `n` staging buffers: spares first, new ones (offered to the reader) for the rest.
+    fn take_spares(&self, n: usize) -> Result<Vec<RingBuf>> {
         let mut out: Vec<_> = match self.spare.lock() {
             Ok(mut s) => {
                 let k = s.len().saturating_sub(n);
@@ -349,13 +554,21 @@ impl StagingPipeline {
             Err(_) => Vec::new(),
         };
         while out.len() < n {
-            out.push(self.alloc.alloc(self.cfg.chunk_size)?);
+            let mut buf = self.alloc.alloc(self.cfg.chunk_size)?;
+            let s = buf.as_mut_slice();
+            // SAFETY: the buffer is withdrawn (`RingBuf::drop`) before it is freed.
+            let registered = unsafe { self.reader.register_buffer(s.as_mut_ptr(), s.len()) };
+            out.push(RingBuf {
+                buf,
+                reader: self.reader.clone(),
+                registered,
+            });
         }
         Ok(out)
     }
 
     /// Keeps buffers for later loads (at most four rings' worth).
-    fn put_spares(&self, bufs: Vec<Box<dyn StagingBuffer>>) {
+    fn put_spares(&self, bufs: Vec<RingBuf>) {
         if let Ok(mut s) = self.spare.lock() {
             let room = (4 * self.cfg.ring).saturating_sub(s.len());
             s.extend(bufs.into_iter().take(room));
@@ -363,53 +576,139 @@ impl StagingPipeline {
     }
 }
 
-/// The copy stage: checksum and copy each chunk in order, return buffers. Seconds spent.
-fn copy_stage(
+/// True when reading in place into `dest` keeps each chunk's O_DIRECT alignment: the
+/// destination starts on a block and every chunk sits at the same offset within a block in
+/// the file and in the destination (then the staging ring would not do better).
+fn in_place_fits(dest: &[u8], chunks: &[Chunk]) -> bool {
+    let a = super::ALIGN as u64;
+    (dest.as_ptr() as usize) % super::ALIGN == 0
+        && chunks.iter().all(|c| c.file_off % a == c.dest_off % a)
+}
+
+/// An internal error unless chunk `idx` is the expected `want`.
+fn check_order(idx: usize, want: usize) -> Result<()> {
+    if idx != want {
+        return Err(Error::Internal(format!(
+            "staging chunk {idx} arrived, expected {want}"
+        )));
+    }
+    Ok(())
+}
+
+/// The reader stage: keeps up to `limit` chunks in flight in one [`ReadSession`] (half that
+/// for a synchronous session, so the next stage works on the other half), taking targets from
+/// `take` (`true`: may block, nothing is in flight) and passing filled ones on in layer order.
+/// Returns seconds spent submitting and waiting for reads.
+fn read_stage<T: ReadTarget>(
+    reader: &dyn BlockReader,
     layer: &Layer,
     chunks: &[Chunk],
-    sink: &mut dyn Sink,
-    full_rx: &Receiver<Filled>,
-    free_tx: &Sender<Box<dyn StagingBuffer>>,
-) -> Result<f64> {
-    let mut copy_s = 0.0;
-    let mut hasher = crc32fast::Hasher::new();
-    for (want, c) in chunks.iter().enumerate() {
-        let (buf, idx) = full_rx
-            .recv()
-            .map_err(|_| Error::Internal("staging reader stopped early".into()))??;
-        if idx != want {
-            return Err(Error::Internal(format!(
-                "staging chunk {idx} arrived, expected {want}"
-            )));
+    limit: usize,
+    mut take: impl FnMut(bool) -> Option<T>,
+    out: &Sender<Filled<T>>,
+) -> f64 {
+    // Targets in flight and completed ones waiting for their turn; declared before the
+    // session so that they outlive it (dropping the session waits for reads in flight).
+    let mut held: HashMap<u64, T> = HashMap::new();
+    let mut ready: BTreeMap<usize, T> = BTreeMap::new();
+    let mut session = reader.session();
+    let limit = if session.synchronous() {
+        (limit / 2).max(1)
+    } else {
+        limit.max(1)
+    };
+    let mut disk_s = 0.0;
+    let (mut next, mut send_next) = (0usize, 0usize);
+    let fail = |e: Error| {
+        let _ = out.send(Err(e));
+    };
+    while send_next < chunks.len() {
+        while next < chunks.len() && session.pending() < limit {
+            let Some(mut t) = take(session.pending() == 0) else {
+                break;
+            };
+            let c = &chunks[next];
+            let path: &Path = &layer.extents[c.extent].path;
+            let ts = Instant::now();
+            // SAFETY: `t` stays in `held` (or `ready`) until the session has returned its
+            // read and outlives the session; each chunk has its own target.
+            let r = unsafe { session.submit(next as u64, path, c.file_off, t.dst(), c.len) };
+            disk_s += ts.elapsed().as_secs_f64();
+            held.insert(next as u64, t);
+            if let Err(e) = r {
+                fail(e);
+                return disk_s;
+            }
+            next += 1;
         }
-        let t = Instant::now();
-        let data = &buf.as_slice()[..c.len];
-        let extent = &layer.extents[c.extent];
-        // The checksum reads the staging buffer while its copy (a DMA on CUDA) is in flight.
-        // SAFETY: `buf` is neither dropped nor written (it goes back to the reader only at the
-        // end of this iteration) before `wait_copies` below has returned, on every path.
-        unsafe { sink.start_copy(c.dest_off, data) }?;
-        if extent.crc32.is_some() {
-            hasher.update(data);
+        if session.pending() == 0 {
+            // Nothing in flight and no target to read into: the next stage has stopped.
+            return disk_s;
         }
-        sink.wait_copies()?;
-        if c.last_of_extent {
-            let got = std::mem::take(&mut hasher).finalize();
-            if let Some(expected) = extent.crc32 {
-                if got != expected {
-                    return Err(Error::corrupt(
-                        &extent.path,
-                        format!(
-                            "crc32 mismatch for {} bytes at offset {}: expected {expected:08x}, \
-                             got {got:08x}",
-                            extent.len, extent.offset
-                        ),
-                    ));
+        let ts = Instant::now();
+        let done = match session.wait() {
+            Ok(d) => d,
+            Err(e) => {
+                fail(e);
+                return disk_s;
+            }
+        };
+        disk_s += ts.elapsed().as_secs_f64();
+        for (id, res) in done {
+            let Some(t) = held.remove(&id) else {
+                fail(Error::Internal(format!("read {id} completed twice")));
+                return disk_s;
+            };
+            let c = &chunks[id as usize];
+            match res {
+                Ok(n) if n == c.len => {
+                    ready.insert(id as usize, t);
+                }
+                Ok(n) => {
+                    let path = &layer.extents[c.extent].path;
+                    fail(truncated(path, c.file_off, c.len, n));
+                    return disk_s;
+                }
+                Err(e) => {
+                    fail(e);
+                    return disk_s;
                 }
             }
         }
+        while let Some(t) = ready.remove(&send_next) {
+            if out.send(Ok((send_next, t))).is_err() {
+                return disk_s;
+            }
+            send_next += 1;
+        }
+    }
+    disk_s
+}
+
+/// The copy stage: copy each chunk in order into the sink and hand its buffer back; a failed
+/// checksum verdict is returned once its chunk's copy has finished (nothing is left in
+/// flight). Seconds spent copying.
+fn copy_stage(
+    chunks: &[Chunk],
+    sink: &mut dyn Sink,
+    ok_rx: &Receiver<Checked>,
+    free_tx: &Sender<RingBuf>,
+) -> Result<f64> {
+    let mut copy_s = 0.0;
+    for (want, c) in chunks.iter().enumerate() {
+        let (idx, buf, verdict) = ok_rx
+            .recv()
+            .map_err(|_| Error::Internal("staging verifier stopped early".into()))??;
+        check_order(idx, want)?;
+        let t = Instant::now();
+        let data = &buf.buf.as_slice()[..c.len];
+        // SAFETY: `buf` is neither dropped nor written (it goes back to the reader only below)
+        // before `wait_copies` has returned, on every path.
+        unsafe { sink.start_copy(c.dest_off, data) }?;
+        sink.wait_copies()?;
         copy_s += t.elapsed().as_secs_f64();
         let _ = free_tx.send(buf);
+        verdict?;
     }
     Ok(copy_s)
 }
@@ -433,7 +732,7 @@ fn check_empty_crcs(layer: &Layer) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{Extent, ReaderKind};
+    use crate::io::{Extent, ReadReq, ReaderKind};
     use std::collections::HashSet;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;

@@ -113,6 +113,9 @@ impl Sink for HostDeviceBuffer {
     fn copy_in(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.0.copy_in(offset, data)
     }
+    fn host_dest(&mut self) -> Option<&mut [u8]> {
+        self.0.host_dest()
+    }
 }
 
 impl DeviceBuffer for HostDeviceBuffer {

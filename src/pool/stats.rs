@@ -33,12 +33,16 @@ pub struct PoolStats {
     pub load_s: f64,
     /// Seconds the disk stage spent reading.
     pub disk_s: f64,
-    /// Seconds the copy stage spent copying into device memory.
+    /// Seconds the copy stage spent copying into device memory (0 for loads read in place).
     pub copy_s: f64,
+    /// Seconds the verify stage spent computing checksums.
+    pub verify_s: f64,
     /// Disk-stage throughput in GB/s (bytes read / disk seconds).
     pub disk_gbps: f64,
     /// Copy-stage throughput in GB/s (bytes read / copy seconds).
     pub copy_gbps: f64,
+    /// Verify-stage throughput in GB/s (bytes read / checksum seconds).
+    pub verify_gbps: f64,
     /// Bytes resident in the device tier now.
     pub device_used: u64,
     /// Device tier budget.
@@ -66,8 +70,10 @@ impl PoolStats {
         self.bytes_read += l.bytes;
         self.disk_s += l.disk_s;
         self.copy_s += l.copy_s;
+        self.verify_s += l.verify_s;
         self.disk_gbps = crate::io::gbps(self.bytes_read, self.disk_s);
         self.copy_gbps = crate::io::gbps(self.bytes_read, self.copy_s);
+        self.verify_gbps = crate::io::gbps(self.bytes_read, self.verify_s);
     }
 }
 
@@ -95,6 +101,7 @@ impl fmt::Display for PoolStats {
         writeln!(f, "{:<22} {:>12.3} s", "swap (load) time", self.load_s)?;
         writeln!(f, "{:<22} {:>9.2} GB/s", "disk stage", self.disk_gbps)?;
         writeln!(f, "{:<22} {:>9.2} GB/s", "copy stage", self.copy_gbps)?;
+        writeln!(f, "{:<22} {:>9.2} GB/s", "verify stage", self.verify_gbps)?;
         writeln!(
             f,
             "{:<22} {:>10.1} MiB of {:.1}",
@@ -129,6 +136,7 @@ mod tests {
             disk_s: 1.0,
             copy_s: 0.5,
             wall_s: 1.1,
+            ..Default::default()
         });
         assert!((s.disk_gbps - 2.0).abs() < 1e-9 && (s.copy_gbps - 4.0).abs() < 1e-9);
         let table = s.to_string();

@@ -13,6 +13,8 @@ pub enum BenchCommand {
     Kernels(KernelsArgs),
     /// Weight streaming: raw O_DIRECT read speed of the variant files, then the full pipeline.
     Stream(crate::cmd_bench_stream::Args),
+    /// Swap latency: making a variant resident from a cold page cache, and time to first token.
+    Swap(crate::cmd_bench_swap::SwapArgs),
     /// Controller inference latency over k-token tasks (median and p99).
     Controller(crate::cmd_bench_controller::ControllerBenchArgs),
     /// Whole-model decode tokens/s of each variant beside its bandwidth floor.
@@ -41,6 +43,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(a),
         BenchCommand::Stream(a) => crate::cmd_bench_stream::run(a),
+        BenchCommand::Swap(a) => crate::cmd_bench_swap::run(a),
         BenchCommand::Decode(a) => crate::cmd_bench_decode::run(a),
         BenchCommand::Controller(a) => {
             crate::cmd_bench_controller::run(crate::cmd_bench_controller::BenchArgs {
