@@ -178,6 +178,19 @@ typedef struct ac_run_params {
    * Stop at the model's end-of-sequence token.
    */
   bool stop_at_eos;
+  /**
+   * Most tokens one run may hold, prompt included (capped by the model's own context
+   * length); 0 means the library's default (4096). The cache grows with the sequence, so a
+   * large value costs memory only when used. Added after the first layout: a host built
+   * without it gets the default.
+   */
+  uint64_t context;
+  /**
+   * When the prompt does not fit the context: false (default) fails the run with
+   * `AC_INVALID_ARGUMENT` naming both lengths; true drops the oldest prompt tokens (keeping
+   * a leading BOS). Added after the first layout.
+   */
+  bool truncate_prompt;
 } ac_run_params;
 
 /**

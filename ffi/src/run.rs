@@ -36,6 +36,15 @@ pub struct ac_run_params {
     pub seed: u64,
     /// Stop at the model's end-of-sequence token.
     pub stop_at_eos: bool,
+    /// Most tokens one run may hold, prompt included (capped by the model's own context
+    /// length); 0 means the library's default (4096). The cache grows with the sequence, so a
+    /// large value costs memory only when used. Added after the first layout: a host built
+    /// without it gets the default.
+    pub context: u64,
+    /// When the prompt does not fit the context: false (default) fails the run with
+    /// `AC_INVALID_ARGUMENT` naming both lengths; true drops the oldest prompt tokens (keeping
+    /// a leading BOS). Added after the first layout.
+    pub truncate_prompt: bool,
 }
 
 impl ac_run_params {
@@ -49,11 +58,19 @@ impl ac_run_params {
         sampling
             .validate()
             .map_err(|e| Error::invalid(format!("params: {e}")))?;
+        let defaults = GenerateParams::default();
+        let context = match self.context {
+            0 => defaults.context,
+            n => usize::try_from(n)
+                .map_err(|_| Error::invalid(format!("params: context {n} is too large")))?,
+        };
         Ok(GenerateParams {
             max_new_tokens: self.max_tokens as usize,
             sampling,
             stop_at_eos: self.stop_at_eos,
-            ..GenerateParams::default()
+            context,
+            truncate_prompt: self.truncate_prompt,
+            ..defaults
         })
     }
 }
@@ -131,8 +148,10 @@ fn result_of(result: *const ac_result) -> Result<Arc<RunOutcome>> {
 
 impl SizedParams for ac_run_params {
     const NAME: &'static str = "ac_run_params";
-    // Every field of the first layout (this one) is required; fields appended later are not.
-    const MIN_SIZE: usize = std::mem::size_of::<ac_run_params>();
+    // Every field of the first layout (up to `stop_at_eos`, padded) is required; fields
+    // appended later (`context`, `truncate_prompt`) are not. `context` starts past the first
+    // layout's tail padding, so an older host's padding is never read as an option.
+    const MIN_SIZE: usize = std::mem::offset_of!(ac_run_params, context);
     fn defaults() -> Self {
         ac_run_default_params()
     }
@@ -154,6 +173,8 @@ pub extern "C" fn ac_run_default_params() -> ac_run_params {
         top_p: g.sampling.top_p,
         seed: g.sampling.seed,
         stop_at_eos: g.stop_at_eos,
+        context: 0,
+        truncate_prompt: g.truncate_prompt,
     }
 }
 

@@ -709,3 +709,47 @@ fn an_explicit_gpu_that_is_not_there_fails_at_open() {
         assert!(e.is_null());
     }
 }
+
+/// `context` and `truncate_prompt`, appended to `ac_run_params` after its first layout: a host
+/// built against the first layout (its `size` ends at `stop_at_eos`, and whatever its padding
+/// holds) gets the default context; a small context refuses a long prompt, naming both
+/// lengths, unless `truncate_prompt` asks to drop the oldest prompt tokens.
+#[test]
+fn run_params_carry_the_context_and_truncation() {
+    let e = open("builtin:tiny");
+    let task = c"one two three four five six seven eight nine ten eleven twelve";
+    let (s, r, _) = run(e, task, &params(2), None);
+    assert_eq!(s, ac_status::AC_OK, "{}", last_error());
+    let prompt = info(r).prompt_tokens;
+    ac_result_free(r);
+    assert!(
+        prompt > 8,
+        "the task should take more than 8 tokens, took {prompt}"
+    );
+
+    // The first layout: `size` stops before `context`; bytes past it are never read.
+    let mut old = params(2);
+    old.size = std::mem::offset_of!(ac_run_params, context);
+    old.context = 4;
+    old.truncate_prompt = true;
+    let (s, r, _) = run(e, task, &old, None);
+    assert_eq!(s, ac_status::AC_OK, "{}", last_error());
+    assert_eq!(info(r).prompt_tokens, prompt);
+    ac_result_free(r);
+
+    let mut small = params(2);
+    small.context = 8;
+    let (s, r, _) = run(e, task, &small, None);
+    assert!(r.is_null());
+    check(s, "8");
+    let msg = last_error();
+    assert!(msg.contains(&prompt.to_string()), "{msg}");
+
+    small.truncate_prompt = true;
+    let (s, r, _) = run(e, task, &small, None);
+    assert_eq!(s, ac_status::AC_OK, "{}", last_error());
+    let i = info(r);
+    assert!(i.prompt_tokens < 8 && i.tokens >= 1, "{i:?}");
+    ac_result_free(r);
+    ac_engine_close(e);
+}
