@@ -14,6 +14,7 @@ mod engine;
 mod handles;
 mod run;
 mod status;
+mod version;
 
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,9 @@ pub use run::{
     ac_run, ac_run_default_params, ac_run_info, ac_run_params, ac_token, ac_token_callback,
 };
 pub use status::{ac_last_error, ac_status, ac_status_string};
+pub use version::{
+    ac_version_number, AC_VERSION, AC_VERSION_MAJOR, AC_VERSION_MINOR, AC_VERSION_PATCH,
+};
 
 use std::ffi::c_char;
 

@@ -115,6 +115,20 @@ fn text(r: *mut ac_result) -> Vec<u8> {
 fn version_and_static_names() {
     let v = unsafe { CStr::from_ptr(ac_version()) }.to_str().unwrap();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    let part = |s: &str| s.parse::<u32>().unwrap();
+    assert_eq!(
+        [AC_VERSION_MAJOR, AC_VERSION_MINOR, AC_VERSION_PATCH],
+        [
+            part(env!("CARGO_PKG_VERSION_MAJOR")),
+            part(env!("CARGO_PKG_VERSION_MINOR")),
+            part(env!("CARGO_PKG_VERSION_PATCH"))
+        ],
+        "ffi/src/version.rs must match the crate version"
+    );
+    assert_eq!(
+        ac_version_number(),
+        AC_VERSION_MAJOR * 10000 + AC_VERSION_MINOR * 100 + AC_VERSION_PATCH
+    );
     let name = |p: ac_precision| unsafe { CStr::from_ptr(ac_precision_name(p as i32)) };
     assert_eq!(
         name(ac_precision::AC_PRECISION_INT4).to_str().unwrap(),
