@@ -36,31 +36,81 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// A backend opened for a [`Device`].
+pub enum OpenBackend {
+    /// The CPU backend.
+    Cpu(CpuBackend),
+    /// A CUDA backend on the given ordinal.
+    Cuda(CudaBackend, usize),
+}
+
+impl Device {
+    /// Opens the backend this device names. `Auto` takes CUDA device 0 when one is usable and
+    /// falls back to the CPU only when there is none ([`Error::NoDevice`]); any other CUDA
+    /// failure is returned, so a broken driver is not silently hidden.
+    pub fn open(self) -> Result<OpenBackend> {
+        match self {
+            Device::Cpu => Ok(OpenBackend::Cpu(CpuBackend::new())),
+            Device::Cuda(ordinal) => Ok(OpenBackend::Cuda(CudaBackend::new(ordinal)?, ordinal)),
+            Device::Auto => match CudaBackend::new(0) {
+                Ok(cuda) => Ok(OpenBackend::Cuda(cuda, 0)),
+                Err(Error::NoDevice(_)) => Ok(OpenBackend::Cpu(CpuBackend::new())),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// The concrete device [`Device::open`] picks (`Auto` becomes `Cuda(0)` or `Cpu`), so that
+    /// several models opened one after another land on the same backend.
+    pub fn resolve(self) -> Result<Device> {
+        Ok(match self.open()? {
+            OpenBackend::Cpu(_) => Device::Cpu,
+            OpenBackend::Cuda(_, ordinal) => Device::Cuda(ordinal),
+        })
+    }
+}
+
 /// Uploads variant weights (packed matrices) to the backend `device` names.
 pub fn upload_matrices(
     device: Device,
     weights: &ModelWeights<crate::quant::WeightMatrix>,
 ) -> Result<Box<dyn DynModel>> {
-    match device {
-        Device::Cpu => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-        Device::Cuda(ordinal) => Ok(Box::new(Model::new(CudaBackend::new(ordinal)?, weights)?)),
-        Device::Auto => match CudaBackend::new(0) {
-            Ok(cuda) => Ok(Box::new(Model::new(cuda, weights)?)),
-            Err(Error::NoDevice(_)) => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-            Err(e) => Err(e),
-        },
+    match device.open()? {
+        OpenBackend::Cpu(cpu) => Ok(Box::new(Model::new(cpu, weights)?)),
+        OpenBackend::Cuda(cuda, _) => Ok(Box::new(Model::new(cuda, weights)?)),
     }
 }
 
 /// Uploads `weights` to the backend `device` names.
 pub fn upload(device: Device, weights: &ModelWeights) -> Result<Box<dyn DynModel>> {
-    match device {
-        Device::Cpu => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-        Device::Cuda(ordinal) => Ok(Box::new(Model::new(CudaBackend::new(ordinal)?, weights)?)),
-        Device::Auto => match CudaBackend::new(0) {
-            Ok(cuda) => Ok(Box::new(Model::new(cuda, weights)?)),
-            Err(Error::NoDevice(_)) => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-            Err(e) => Err(e),
-        },
+    match device.open()? {
+        OpenBackend::Cpu(cpu) => Ok(Box::new(Model::new(cpu, weights)?)),
+        OpenBackend::Cuda(cuda, _) => Ok(Box::new(Model::new(cuda, weights)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+
+    #[test]
+    fn open_names_the_backend_and_auto_falls_back_only_without_a_gpu() {
+        assert!(matches!(Device::Cpu.open(), Ok(OpenBackend::Cpu(_))));
+        assert_eq!(Device::Cpu.resolve().unwrap(), Device::Cpu);
+        assert!(matches!(
+            Device::Cuda(10_000).open(),
+            Err(Error::NoDevice(_))
+        ));
+        let gpu = CudaBackend::new(0).is_ok();
+        match Device::Auto.open().unwrap() {
+            OpenBackend::Cuda(be, ordinal) => {
+                assert!(gpu && ordinal == 0, "{}", be.name());
+            }
+            OpenBackend::Cpu(be) => assert!(!gpu, "{}", be.name()),
+        }
+        let want = if gpu { Device::Cuda(0) } else { Device::Cpu };
+        assert_eq!(Device::Auto.resolve().unwrap(), want);
+        assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
     }
 }

@@ -33,7 +33,7 @@ mod runner;
 mod types;
 
 pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
-pub use device_choice::Device;
+pub use device_choice::{Device, OpenBackend};
 pub use open_variant::{open_variant, variant_tokenizer, VariantOpenOptions};
 pub use routed::{CONTROLLER_FILE, ROUTER_FILE};
 pub use runner::DynModel;

@@ -138,11 +138,7 @@ pub(crate) struct Routed {
 /// Resolves [`Device::Auto`] once, so every variant lands on the same backend.
 fn resolve(device: Device) -> Result<Device> {
     match device {
-        Device::Auto => match crate::backend::cuda::CudaBackend::new(0) {
-            Ok(_) => Ok(Device::Cuda(0)),
-            Err(Error::NoDevice(_)) => Ok(Device::Cpu),
-            Err(e) => Err(e),
-        },
+        Device::Auto => device.resolve(),
         d => Ok(d),
     }
 }
