@@ -136,6 +136,10 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn buf_len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
     fn embed(&self, table: &CpuMat, tokens: &[u32], out: &mut Vec<f32>) -> Result<()> {
         let (vocab, dim) = table.dims();
         if matches!(table, CpuMat::Int8(_) | CpuMat::Int4(_) | CpuMat::Int2(_)) {
@@ -269,28 +273,23 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn attention(
+    fn attention_impl(
         &self,
         q: &Vec<f32>,
         k_cache: &Vec<f32>,
         v_cache: &Vec<f32>,
         out: &mut Vec<f32>,
-        rows: usize,
-        pos0: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
     ) -> Result<()> {
-        let q_dim = n_heads * head_dim;
-        let kv_dim = n_kv_heads * head_dim;
-        let shape = AttentionShape {
+        let AttentionShape {
             rows,
             pos0,
             n_heads,
             n_kv_heads,
             head_dim,
-        };
-        shape.check(q.len(), out.len(), k_cache.len(), v_cache.len())?;
+        } = *shape;
+        let q_dim = n_heads * head_dim;
+        let kv_dim = n_kv_heads * head_dim;
         let group = n_heads / n_kv_heads;
         let work = rows * n_heads * (pos0 + rows) * head_dim;
         let task = |(idx, o): (usize, &mut [f32])| {

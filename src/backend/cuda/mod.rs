@@ -211,8 +211,8 @@ impl CudaBackend {
         })
     }
 
-    /// [`Backend::attention`] through an explicit kernel path (for checks and benchmarks).
-    #[allow(clippy::too_many_arguments)]
+    /// [`Backend::attention`] through an explicit kernel path (for checks and benchmarks);
+    /// checks the shape itself, since callers reach it without the trait's wrapper.
     pub fn attention_path(
         &self,
         path: AttnPath,
@@ -220,19 +220,10 @@ impl CudaBackend {
         k_cache: &CudaSlice<f32>,
         v_cache: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,
-        rows: usize,
-        pos0: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
     ) -> Result<()> {
-        let shape = AttentionShape {
-            rows,
-            pos0,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-        };
+        let shape = *shape;
+        let AttentionShape { rows, head_dim, .. } = shape;
         shape.check(q.len(), out.len(), k_cache.len(), v_cache.len())?;
         if head_dim == 0 || head_dim > 128 {
             return Err(Error::Unsupported(format!(
@@ -430,6 +421,10 @@ impl Backend for CudaBackend {
         self.inner.stream.memcpy_dtoh(&view, dst).map_err(cuda_err)
     }
 
+    fn buf_len(&self, buf: &CudaSlice<f32>) -> usize {
+        buf.len()
+    }
+
     fn embed(&self, table: &CudaMat, tokens: &[u32], out: &mut CudaSlice<f32>) -> Result<()> {
         if table.q.is_some() {
             return Err(Error::Unsupported(
@@ -603,22 +598,16 @@ impl Backend for CudaBackend {
             .map_err(cuda_err)
     }
 
-    fn attention(
+    fn attention_impl(
         &self,
         q: &CudaSlice<f32>,
         k_cache: &CudaSlice<f32>,
         v_cache: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,
-        rows: usize,
-        pos0: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
     ) -> Result<()> {
-        let path = kernels::default_path(rows, head_dim);
-        self.attention_path(
-            path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
-        )
+        let path = kernels::default_path(shape.rows, shape.head_dim);
+        self.attention_path(path, q, k_cache, v_cache, out, shape)
     }
 
     fn swiglu(

@@ -7,7 +7,7 @@
 
 use agentcompress::backend::cpu::{self, CpuBackend};
 use agentcompress::backend::cuda::{AttnPath, CudaBackend};
-use agentcompress::backend::Backend;
+use agentcompress::backend::{AttentionShape, Backend};
 use agentcompress::engine::Model;
 use agentcompress::model::{synthetic, DType, ModelConfig, ModelWeights, RopeStyle, Tensor};
 use agentcompress::util::rng::Rng;
@@ -591,21 +591,17 @@ fn check_attention(
     let k = rand_vec(&mut c.rng, len * kv * hd, 1.0);
     let v = rand_vec(&mut c.rng, len * kv * hd, 1.0);
     let mut go = c.poisoned(rows * h * hd)?;
-    c.gpu.attention_path(
-        path,
-        &c.up(&q)?,
-        &c.up(&k)?,
-        &c.up(&v)?,
-        &mut go,
+    let shape = AttentionShape {
         rows,
         pos0,
-        h,
-        kv,
-        hd,
-    )?;
+        n_heads: h,
+        n_kv_heads: kv,
+        head_dim: hd,
+    };
+    c.gpu
+        .attention_path(path, &c.up(&q)?, &c.up(&k)?, &c.up(&v)?, &mut go, &shape)?;
     let mut co = vec![0.0; rows * h * hd];
-    c.cpu
-        .attention(&q, &k, &v, &mut co, rows, pos0, h, kv, hd)?;
+    c.cpu.attention(&q, &k, &v, &mut co, &shape)?;
     // The tensor-core path rounds Q, K, V and P to f16.
     let tol = if path == AttnPath::Split { 1e-4 } else { 5e-3 };
     Ok(compare(name, case, &c.down(&go, rows * h * hd)?, &co, tol))
