@@ -9,9 +9,8 @@ pub mod checks;
 pub mod cpu;
 pub mod cuda;
 
-pub use checks::AttentionShape;
+pub use checks::{AttentionShape, RopeParams};
 
-use crate::model::RopeStyle;
 use crate::quant::WeightMatrix;
 use crate::Result;
 
@@ -60,19 +59,16 @@ pub trait Backend: Send + Sync {
         rows: usize,
         width: usize,
     ) -> Result<()>;
-    /// Rotary embedding in place on `rows` rows of `n_heads` heads of width `head_dim`;
-    /// row `r` is at position `pos0 + r`.
-    #[allow(clippy::too_many_arguments)]
-    fn rope(
-        &self,
-        x: &mut Self::Buf,
-        rows: usize,
-        n_heads: usize,
-        head_dim: usize,
-        pos0: usize,
-        theta: f32,
-        style: RopeStyle,
-    ) -> Result<()>;
+    /// Rotary embedding in place on `p.rows` rows of `p.n_heads` heads of width `p.head_dim`;
+    /// row `r` is at position `p.pos0 + r`. Checks the buffer size ([`RopeParams::check`]) once
+    /// for every backend, then runs [`Backend::rope_impl`].
+    fn rope(&self, x: &mut Self::Buf, p: &RopeParams) -> Result<()> {
+        p.check(self.buf_len(x))?;
+        self.rope_impl(x, p)
+    }
+    /// The backend's rotary-embedding kernel, called by [`Backend::rope`] after the size check
+    /// (callers use that one).
+    fn rope_impl(&self, x: &mut Self::Buf, p: &RopeParams) -> Result<()>;
     /// Copies `rows` rows of width `width` from `src` into `cache` starting at row `pos0`.
     fn store_rows(
         &self,

@@ -7,9 +7,9 @@
 //! inputs of every `matmul` per matrix.
 
 use crate::backend::cpu::{CpuBackend, CpuMat};
-use crate::backend::{AttentionShape, Backend};
+use crate::backend::{AttentionShape, Backend, RopeParams};
 use crate::engine::Model;
-use crate::model::{ModelWeights, RopeStyle, Tensor};
+use crate::model::{ModelWeights, Tensor};
 use crate::quant::calib::Calibration;
 use crate::Result;
 use std::sync::Mutex;
@@ -180,18 +180,8 @@ impl Backend for RecordingBackend {
     fn add_bias(&self, x: &mut Vec<f32>, b: &Vec<f32>, rows: usize, width: usize) -> Result<()> {
         self.inner.add_bias(x, b, rows, width)
     }
-    fn rope(
-        &self,
-        x: &mut Vec<f32>,
-        rows: usize,
-        n_heads: usize,
-        head_dim: usize,
-        pos0: usize,
-        theta: f32,
-        style: RopeStyle,
-    ) -> Result<()> {
-        self.inner
-            .rope(x, rows, n_heads, head_dim, pos0, theta, style)
+    fn rope_impl(&self, x: &mut Vec<f32>, p: &RopeParams) -> Result<()> {
+        self.inner.rope_impl(x, p)
     }
     fn store_rows(
         &self,

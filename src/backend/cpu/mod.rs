@@ -12,9 +12,9 @@ mod simd;
 
 pub use kernels::{argmax, dot};
 
-use super::checks::{check_len, AttentionShape};
+use super::checks::{check_len, AttentionShape, RopeParams};
 use super::Backend;
-use crate::model::{DType, RopeStyle, Tensor};
+use crate::model::{DType, Tensor};
 use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, Packed, WeightMatrix};
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -239,17 +239,15 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn rope(
-        &self,
-        x: &mut Vec<f32>,
-        rows: usize,
-        n_heads: usize,
-        head_dim: usize,
-        pos0: usize,
-        theta: f32,
-        style: RopeStyle,
-    ) -> Result<()> {
-        check_len("rope", x.len(), rows * n_heads * head_dim)?;
+    fn rope_impl(&self, x: &mut Vec<f32>, p: &RopeParams) -> Result<()> {
+        let RopeParams {
+            rows,
+            n_heads,
+            head_dim,
+            pos0,
+            theta,
+            style,
+        } = *p;
         for r in 0..rows {
             let row = &mut x[r * n_heads * head_dim..(r + 1) * n_heads * head_dim];
             for head in row.chunks_exact_mut(head_dim) {

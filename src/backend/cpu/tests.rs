@@ -1,6 +1,7 @@
 //! Tests of the CPU backend's kernels against straightforward float64 formulas.
 
 use super::*;
+use crate::model::RopeStyle;
 use crate::util::rng::Rng;
 
 fn close(a: &[f32], b: &[f64], tol: f64) {
@@ -75,7 +76,15 @@ fn rmsnorm_rope_swiglu_match_formulas() {
         (RopeStyle::RotateHalf, [(0, 2), (1, 3)]),
     ] {
         let mut h = x.clone();
-        be.rope(&mut h, 1, 1, 4, 3, 10000.0, style).unwrap();
+        let p = RopeParams {
+            rows: 1,
+            n_heads: 1,
+            head_dim: 4,
+            pos0: 3,
+            theta: 10000.0,
+            style,
+        };
+        be.rope(&mut h, &p).unwrap();
         let mut want = [0f64; 4];
         for (i, &(j, k)) in pairs.iter().enumerate() {
             let a = 3.0 / 10000f64.powf(2.0 * i as f64 / 4.0);

@@ -20,7 +20,7 @@ pub mod nvrtc;
 pub mod quant;
 pub mod sources;
 
-use super::checks::{check_len, AttentionShape};
+use super::checks::{check_len, AttentionShape, RopeParams};
 use super::Backend;
 use crate::model::{DType, RopeStyle};
 use crate::quant::WeightMatrix;
@@ -535,17 +535,15 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
-    fn rope(
-        &self,
-        x: &mut CudaSlice<f32>,
-        rows: usize,
-        n_heads: usize,
-        head_dim: usize,
-        pos0: usize,
-        theta: f32,
-        style: RopeStyle,
-    ) -> Result<()> {
-        check_len("rope", x.len(), rows * n_heads * head_dim)?;
+    fn rope_impl(&self, x: &mut CudaSlice<f32>, p: &RopeParams) -> Result<()> {
+        let RopeParams {
+            rows,
+            n_heads,
+            head_dim,
+            pos0,
+            theta,
+            style,
+        } = *p;
         let pairs = rows * n_heads * (head_dim / 2);
         if pairs == 0 {
             return Ok(());

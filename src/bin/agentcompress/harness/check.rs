@@ -7,7 +7,7 @@
 
 use agentcompress::backend::cpu::{self, CpuBackend};
 use agentcompress::backend::cuda::{AttnPath, CudaBackend};
-use agentcompress::backend::{AttentionShape, Backend};
+use agentcompress::backend::{AttentionShape, Backend, RopeParams};
 use agentcompress::engine::Model;
 use agentcompress::model::{synthetic, DType, ModelConfig, ModelWeights, RopeStyle, Tensor};
 use agentcompress::util::rng::Rng;
@@ -488,9 +488,17 @@ fn check_rope(
     let n = rows * heads * hd;
     let x = rand_vec(&mut c.rng, n, 1.0);
     let mut g = c.up(&x)?;
-    c.gpu.rope(&mut g, rows, heads, hd, pos0, 10000.0, style)?;
+    let p = RopeParams {
+        rows,
+        n_heads: heads,
+        head_dim: hd,
+        pos0,
+        theta: 10000.0,
+        style,
+    };
+    c.gpu.rope(&mut g, &p)?;
     let mut cx = x.clone();
-    c.cpu.rope(&mut cx, rows, heads, hd, pos0, 10000.0, style)?;
+    c.cpu.rope(&mut cx, &p)?;
     // Angles up to ~4e3 rad: one ulp of the angle is ~5e-4 rad.
     Ok(compare(
         "rope",
