@@ -31,11 +31,45 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+/*
+ * AC_API: attributes of every function the library exports. Hosts linking the Windows DLL may
+ * define AC_DLL to get dllimport; any host may define AC_API itself before including this file.
+ */
+#ifndef AC_API
+#  if defined(_WIN32) && defined(AC_DLL)
+#    define AC_API __declspec(dllimport)
+#  elif defined(__GNUC__) || defined(__clang__)
+#    define AC_API __attribute__((visibility("default")))
+#  else
+#    define AC_API
+#  endif
+#endif
 
 /**
  * The number of precisions, the length of `ac_stats.per_precision`.
  */
 #define AC_PRECISION_COUNT 4
+
+/**
+ * Major version of the C ABI this header declares; a change breaks existing hosts.
+ */
+#define AC_VERSION_MAJOR 0
+
+/**
+ * Minor version: additions that keep existing hosts working.
+ */
+#define AC_VERSION_MINOR 1
+
+/**
+ * Patch version: fixes only.
+ */
+#define AC_VERSION_PATCH 0
+
+/**
+ * The header's version as one number, `MAJOR * 10000 + MINOR * 100 + PATCH`, comparable with
+ * `ac_version_number()`.
+ */
+#define AC_VERSION (((AC_VERSION_MAJOR * 10000) + (AC_VERSION_MINOR * 100)) + AC_VERSION_PATCH)
 
 /**
  * The outcome of a call. `AC_OK` is zero; every other value is a failure whose message
@@ -397,7 +431,7 @@ extern "C" {
  * The library's version (`"MAJOR.MINOR.PATCH"`) as a static string, never NULL.
  * Safe to call from any thread.
  */
-const char *ac_version(void);
+AC_API const char *ac_version(void);
 
 /**
  * Renders `messages` (`n_messages` of them, in order) with the model's chat template, routes
@@ -413,6 +447,7 @@ const char *ac_version(void);
  * NULL or NUL-terminated; `params` is NULL or readable for `params->size` bytes; `callback`, when
  * not NULL, is a function of the documented type; `out` is NULL or writable.
  */
+AC_API
 enum ac_status ac_run_chat(struct ac_engine *engine,
                            const struct ac_chat_message *messages,
                            size_t n_messages,
@@ -425,7 +460,7 @@ enum ac_status ac_run_chat(struct ac_engine *engine,
  * The default `ac_engine_params`: device `"auto"`, the tokenizer beside the model, `size` set
  * to `sizeof(ac_engine_params)`. Safe to call from any thread; never fails.
  */
-struct ac_engine_params ac_engine_default_params(void);
+AC_API struct ac_engine_params ac_engine_default_params(void);
 
 /**
  * Writes the default `ac_engine_params` into the host's struct of `size` bytes at `params`
@@ -435,7 +470,7 @@ struct ac_engine_params ac_engine_default_params(void);
  * # Safety
  * `params` is NULL or writable for `size` bytes.
  */
-enum ac_status ac_engine_params_init(struct ac_engine_params *params, size_t size);
+AC_API enum ac_status ac_engine_params_init(struct ac_engine_params *params, size_t size);
 
 /**
  * Opens the model at `path` and stores a new engine handle in `*out` (NULL on failure).
@@ -457,6 +492,7 @@ enum ac_status ac_engine_params_init(struct ac_engine_params *params, size_t siz
  * `path` and the strings in `*params` are NULL or NUL-terminated; `params` is NULL or points
  * to an `ac_engine_params` readable for `params->size` bytes; `out` is NULL or writable.
  */
+AC_API
 enum ac_status ac_engine_open(const char *path,
                               const struct ac_engine_params *params,
                               struct ac_engine **out);
@@ -467,7 +503,7 @@ enum ac_status ac_engine_open(const char *path,
  * handle must not be used; calls still running on it on other threads finish normally.
  * Results from `ac_run` stay valid after their engine is closed. Thread-safe.
  */
-void ac_engine_close(struct ac_engine *engine);
+AC_API void ac_engine_close(struct ac_engine *engine);
 
 /**
  * Decides which variant would serve `task`, without running it, and stores the decision in
@@ -476,7 +512,10 @@ void ac_engine_close(struct ac_engine *engine);
  * # Safety
  * `task` is NULL or NUL-terminated; `out` is NULL or writable.
  */
-enum ac_status ac_route(struct ac_engine *engine, const char *task, struct ac_route_info *out);
+AC_API
+enum ac_status ac_route(struct ac_engine *engine,
+                        const char *task,
+                        struct ac_route_info *out);
 
 /**
  * Writes the reasons `ac_route` would give for `task` (complexity, expected quality against
@@ -489,6 +528,7 @@ enum ac_status ac_route(struct ac_engine *engine, const char *task, struct ac_ro
  * `task` is NULL or NUL-terminated; `buf` is NULL or writable for `cap` bytes; `len` is NULL
  * or writable.
  */
+AC_API
 enum ac_status ac_route_reasons(struct ac_engine *engine,
                                 const char *task,
                                 char *buf,
@@ -502,20 +542,20 @@ enum ac_status ac_route_reasons(struct ac_engine *engine,
  * # Safety
  * `out` is NULL or writable.
  */
-enum ac_status ac_engine_stats(const struct ac_engine *engine, struct ac_stats *out);
+AC_API enum ac_status ac_engine_stats(const struct ac_engine *engine, struct ac_stats *out);
 
 /**
  * The lower-case name of a precision (`"fp16"`, `"int8"`, `"int4"`, `"int2"`) as a static
  * string; `"unknown"` for a value outside the enum. Safe to call from any thread.
  */
-const char *ac_precision_name(int32_t precision);
+AC_API const char *ac_precision_name(int32_t precision);
 
 /**
  * The default `ac_run_params`: 128 tokens, greedy (temperature 0), top_p 0.9, seed 42, stop
  * at end of sequence, `size` set to `sizeof(ac_run_params)`. Safe to call from any thread;
  * never fails.
  */
-struct ac_run_params ac_run_default_params(void);
+AC_API struct ac_run_params ac_run_default_params(void);
 
 /**
  * Writes the default `ac_run_params` into the host's struct of `size` bytes at `params` (pass
@@ -525,7 +565,7 @@ struct ac_run_params ac_run_default_params(void);
  * # Safety
  * `params` is NULL or writable for `size` bytes.
  */
-enum ac_status ac_run_params_init(struct ac_run_params *params, size_t size);
+AC_API enum ac_status ac_run_params_init(struct ac_run_params *params, size_t size);
 
 /**
  * Routes `task` (non-empty UTF-8), generates from it on the chosen variant, streams each token
@@ -544,6 +584,7 @@ enum ac_status ac_run_params_init(struct ac_run_params *params, size_t size);
  * for `params->size` bytes;
  * `callback`, when not NULL, is a function of the documented type; `out` is NULL or writable.
  */
+AC_API
 enum ac_status ac_run(struct ac_engine *engine,
                       const char *task,
                       const struct ac_run_params *params,
@@ -556,7 +597,7 @@ enum ac_status ac_run(struct ac_engine *engine,
  * with a message for `ac_last_error()`, when `result` is NULL or not live). The string belongs
  * to the result and stays valid until `ac_result_free(result)`.
  */
-const char *ac_result_text(const struct ac_result *result);
+AC_API const char *ac_result_text(const struct ac_result *result);
 
 /**
  * The reasons for the route a result's task took (complexity, expected quality, the chosen
@@ -564,7 +605,7 @@ const char *ac_result_text(const struct ac_result *result);
  * message for `ac_last_error()`) when `result` is NULL or not live. The string belongs to the
  * result and stays valid until `ac_result_free(result)`.
  */
-const char *ac_result_reasons(const struct ac_result *result);
+AC_API const char *ac_result_reasons(const struct ac_result *result);
 
 /**
  * Stores the route a result's task took in `*out`.
@@ -572,7 +613,7 @@ const char *ac_result_reasons(const struct ac_result *result);
  * # Safety
  * `out` is NULL or writable.
  */
-enum ac_status ac_result_route(const struct ac_result *result, struct ac_route_info *out);
+AC_API enum ac_status ac_result_route(const struct ac_result *result, struct ac_route_info *out);
 
 /**
  * Stores a result's counters (tokens, cancelled, timings) in `*out`.
@@ -580,14 +621,14 @@ enum ac_status ac_result_route(const struct ac_result *result, struct ac_route_i
  * # Safety
  * `out` is NULL or writable.
  */
-enum ac_status ac_result_info(const struct ac_result *result, struct ac_run_info *out);
+AC_API enum ac_status ac_result_info(const struct ac_result *result, struct ac_run_info *out);
 
 /**
  * Frees a result and its text. NULL is ignored. Freeing a result that is not live (freed
  * twice, never returned) frees nothing and records a message for `ac_last_error()`.
  * Thread-safe, but no other thread may be reading the result's text while it is freed.
  */
-void ac_result_free(struct ac_result *result);
+AC_API void ac_result_free(struct ac_result *result);
 
 /**
  * The message of the last failed call on the calling thread, or "" when the thread's last call
@@ -595,13 +636,21 @@ void ac_result_free(struct ac_result *result);
  * `ac_engine_close`, `ac_result_text`, `ac_result_free`). Never NULL. The string belongs to the library and stays valid until the next call into
  * the library on the same thread; copy it to keep it.
  */
+AC_API
 const char *ac_last_error(void);
 
 /**
  * The name of a status (`"AC_OK"`, `"AC_IO"`, ...) as a static string, never NULL;
  * `"AC_UNKNOWN_STATUS"` for a value outside the enum. Safe to call from any thread.
  */
-const char *ac_status_string(int32_t status);
+AC_API const char *ac_status_string(int32_t status);
+
+/**
+ * The loaded library's version as `MAJOR * 10000 + MINOR * 100 + PATCH` (compare with the
+ * header's `AC_VERSION` to detect a host built against another header). Safe to call from any
+ * thread; never fails.
+ */
+AC_API uint32_t ac_version_number(void);
 
 #ifdef __cplusplus
 }  // extern "C"

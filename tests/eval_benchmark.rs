@@ -5,6 +5,8 @@
 //! `train` feature.
 #![cfg(feature = "train")]
 
+mod common;
+
 use agentcompress::eval::{report, run, EvalConfig};
 use agentcompress::model::load::load_model;
 use agentcompress::model::synthetic::{preset, synthetic_weights};
@@ -12,15 +14,13 @@ use agentcompress::model::tokenizer::ByteTokenizer;
 use agentcompress::model::DType;
 use agentcompress::pipeline::VariantSet;
 use agentcompress::quant::{Method, QuantConfig};
-use std::path::Path;
 
 #[test]
 fn reduced_benchmark_on_stories260k() {
-    let path = Path::new("../shared/models/stories260K/stories260K.bin");
-    let weights = if path.exists() {
-        load_model(path).unwrap()
+    let weights = if let Some(path) = common::shared_model("stories260K/stories260K.bin") {
+        load_model(&path).unwrap()
     } else {
-        eprintln!("stories260K not found beside the repository; using the synthetic tiny preset");
+        eprintln!("using the synthetic tiny preset instead");
         let mut c = preset("tiny").unwrap();
         c.max_seq_len = 128;
         synthetic_weights(&c, 1, DType::F32).unwrap()

@@ -4,6 +4,8 @@
 //! Skipped, with a message, when the model file is absent (it lives beside the project, in
 //! `../shared/models`).
 
+mod common;
+
 use agentcompress::api::{ChatMessage, Device, Engine};
 use agentcompress::engine::{GenerateParams, SamplingParams};
 use agentcompress::model::tokenizer::load_tokenizer;
@@ -11,14 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn model_path() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("SKIPPED: {} is absent", p.display());
-        None
-    }
+    common::shared_model("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 fn fixture(name: &str) -> Value {

@@ -1,12 +1,15 @@
 //! Golden test: stories260K reproduces llama2.c's published greedy sample token for token,
 //! and prompted runs are deterministic.
 
+mod common;
+
 use agentcompress::api::{Device, Engine};
 use agentcompress::engine::{GenerateParams, SamplingParams};
 use std::path::PathBuf;
 
-fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K")
+/// The stories260K folder, or `None` (the test skips) on a clone without the shared models.
+fn models() -> Option<PathBuf> {
+    common::stories260k_dir()
 }
 
 /// The sample published in llama2.c's documentation (temperature 0, 256 steps, no prompt).
@@ -15,17 +18,21 @@ Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know wh
 Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what to do.\"
 Lily didn't want to help her mom, so she said, \"I'm sorry, mom. I didn't know what to do.\" Her mom said, \"Don't worry, Lily. We can help you.";
 
-fn engine() -> Engine {
-    Engine::builder(models().join("stories260K.bin"))
-        .tokenizer_path(models().join("tok512.bin"))
+fn engine() -> Option<Engine> {
+    let models = models()?;
+    let e = Engine::builder(models.join("stories260K.bin"))
+        .tokenizer_path(models.join("tok512.bin"))
         .device(Device::Cpu)
         .build()
-        .expect("stories260K loads")
+        .expect("stories260K loads");
+    Some(e)
 }
 
 #[test]
 fn greedy_256_steps_reproduce_the_published_sample() {
-    let e = engine();
+    let Some(e) = engine() else {
+        return;
+    };
     let params = GenerateParams {
         max_new_tokens: 256,
         sampling: SamplingParams {
@@ -49,7 +56,9 @@ fn greedy_256_steps_reproduce_the_published_sample() {
 
 #[test]
 fn prompted_and_sampled_runs_are_deterministic() {
-    let e = engine();
+    let Some(e) = engine() else {
+        return;
+    };
     for temperature in [0.0, 0.8] {
         let params = GenerateParams {
             max_new_tokens: 40,
@@ -81,7 +90,9 @@ fn prompted_and_sampled_runs_are_deterministic() {
 
 #[test]
 fn callback_can_stop_generation() {
-    let e = engine();
+    let Some(e) = engine() else {
+        return;
+    };
     let mut n = 0;
     let out = e
         .generate(

@@ -2,6 +2,8 @@
 //! `transformers`) through `load_model`, runs our CPU forward pass over all positions and compares
 //! with the logits transformers computed. Also loads the real stories260K llama2.c checkpoint.
 
+mod common;
+
 use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::engine::Model;
 use agentcompress::model::{
@@ -129,21 +131,11 @@ fn sharded_checkpoint_matches_transformers() {
     assert!(w.classifier.is_some());
 }
 
-/// `shared/models/stories260K/stories260K.bin`, in the nearest ancestor of the crate that has it
-/// (`../shared` from the main checkout, further up from a worktree).
-fn stories260k() -> PathBuf {
-    let rel = Path::new("shared/models/stories260K/stories260K.bin");
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .skip(1)
-        .map(|a| a.join(rel))
-        .find(|p| p.is_file())
-        .expect("stories260K.bin not found in any ../shared/models beside the crate")
-}
-
 #[test]
 fn stories260k_loads_zero_copy_with_published_config() {
-    let path = stories260k();
+    let Some(path) = common::shared_model("stories260K/stories260K.bin") else {
+        return;
+    };
     let w = load_model(&path).expect("load stories260K");
     let want = ModelConfig {
         dim: 64,

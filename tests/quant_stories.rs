@@ -7,17 +7,12 @@ use agentcompress::model::{llama2c, ModelWeights, Tensor};
 use agentcompress::pipeline::variant_quality::{all_logits, compare, self_generated, Quality};
 use agentcompress::quant::calib::Calibration;
 use agentcompress::quant::{quantize_model, reconstruction_error, Method, Precision, QuantConfig};
-use std::path::PathBuf;
+mod common;
 
-fn stories() -> ModelWeights<Tensor> {
-    // `../shared` beside the repository; a worktree one level deeper finds it at `../../shared`.
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let rel = "shared/models/stories260K/stories260K.bin";
-    let p = [root.join("..").join(rel), root.join("../..").join(rel)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| root.join("..").join(rel));
-    llama2c::load(&p).expect("stories260K checkpoint")
+/// The stories260K checkpoint, or `None` (the test skips) on a clone without the shared models.
+fn stories() -> Option<ModelWeights<Tensor>> {
+    let p = common::shared_model("stories260K/stories260K.bin")?;
+    Some(llama2c::load(&p).expect("stories260K checkpoint"))
 }
 
 struct Bench {
@@ -27,8 +22,8 @@ struct Bench {
     calib: Calibration,
 }
 
-fn bench() -> Bench {
-    let dense = stories();
+fn bench() -> Option<Bench> {
+    let dense = stories()?;
     let cfg = QuantConfig::default();
     let fp16 = quantize_model(&dense, Precision::Fp16, &cfg, None).unwrap();
     let m = Model::new(CpuBackend::new(), &fp16).unwrap();
@@ -37,12 +32,12 @@ fn bench() -> Bench {
     // Calibrate on different text than the evaluation text.
     let calib_seqs = self_generated(&m, 4, 128, 1000).unwrap();
     let calib = Calibration::collect(&dense, &calib_seqs, true).unwrap();
-    Bench {
+    Some(Bench {
         dense,
         seqs,
         reference,
         calib,
-    }
+    })
 }
 
 /// Returns the quality and the relative reconstruction error of the projection matrices.
@@ -67,7 +62,9 @@ fn quality(b: &Bench, p: Precision, method: Method, calib: bool) -> (Quality, f6
 
 #[test]
 fn stories260k_precisions_against_fp16() {
-    let b = bench();
+    let Some(b) = bench() else {
+        return;
+    };
     let (int8, _) = quality(&b, Precision::Int8, Method::Rtn, false);
     assert!(int8.top1_agreement >= 0.99, "{int8:?}");
     let (i4r, e4r) = quality(&b, Precision::Int4, Method::Rtn, false);

@@ -6,6 +6,8 @@
 //! ("already borrowed"); a lock held across it deadlocks. A watchdog ends the process with a
 //! message when a round hangs; every call must give what the same call gives outside rayon.
 
+mod common;
+
 use agentcompress::api::{open_variant, Device, Engine, VariantOpenOptions};
 use agentcompress::api::{CONTROLLER_FILE, ROUTER_FILE};
 use agentcompress::controller::{io as controller_io, Controller, ControllerConfig};
@@ -45,16 +47,7 @@ const TASKS: [&str; 8] = [
 
 /// stories260K, or `None` (the test says it skipped) when the shared models are absent.
 fn model_root() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
-    if root.join("stories260K.bin").is_file() {
-        Some(root)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is absent, so the engine re-entrancy tests did not run",
-            root.display()
-        );
-        None
-    }
+    common::stories260k_dir()
 }
 
 /// The variant directory (built once for the file).

@@ -16,6 +16,7 @@ mod handles;
 mod params;
 mod run;
 mod status;
+mod version;
 
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,9 @@ pub use run::{
     ac_token_callback,
 };
 pub use status::{ac_last_error, ac_status, ac_status_string};
+pub use version::{
+    ac_version_number, AC_VERSION, AC_VERSION_MAJOR, AC_VERSION_MINOR, AC_VERSION_PATCH,
+};
 
 use std::ffi::c_char;
 

@@ -79,6 +79,25 @@ fn c99_program_checks_every_failure_mode() {
 }
 
 #[test]
+fn header_version_macros_match_the_library() {
+    if !have("cc") {
+        println!("SKIP: no C compiler (cc) on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("version_check");
+    let src = repo_root().join("ffi/tests/c/version_check.c");
+    compile(
+        "cc",
+        &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"],
+        &[src],
+        &exe,
+    );
+    let out = run_ok(&mut native(&exe, &lib_dir()));
+    assert!(out.contains("version ok"), "{out}");
+}
+
+#[test]
 fn cpp_example_routes_and_runs_the_demo_model() {
     if !have("g++") {
         println!("SKIP: no C++ compiler (g++) on this machine");

@@ -35,8 +35,7 @@ impl Engine {
     /// read the engine's counters:
     ///
     /// ```
-    /// use agentcompress::api::{Device, Engine};
-    /// use agentcompress::engine::GenerateParams;
+    /// use agentcompress::{Device, Engine, GenerateParams};
     ///
     /// let engine = Engine::builtin("builtin:tiny")?.device(Device::Cpu).build()?;
     /// let route = engine.route("Say hello.")?;

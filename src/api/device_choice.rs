@@ -36,18 +36,40 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// A backend opened for a [`Device`].
+pub enum OpenBackend {
+    /// The CPU backend.
+    Cpu(CpuBackend),
+    /// A CUDA backend on the given ordinal.
+    Cuda(CudaBackend, usize),
+}
+
 impl Device {
+    /// Opens the backend this device names. `Auto` takes CUDA device 0 when one is usable and
+    /// falls back to the CPU only when there is none ([`Error::NoDevice`]); any other CUDA
+    /// failure is returned, so a broken driver is not silently hidden.
+    pub fn open(self) -> Result<OpenBackend> {
+        match self {
+            Device::Cpu => Ok(OpenBackend::Cpu(CpuBackend::new())),
+            Device::Cuda(ordinal) => Ok(OpenBackend::Cuda(open_cuda(ordinal)?, ordinal)),
+            Device::Auto => match CudaBackend::new(0) {
+                Ok(cuda) => Ok(OpenBackend::Cuda(cuda, 0)),
+                Err(Error::NoDevice(_)) => Ok(OpenBackend::Cpu(CpuBackend::new())),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     /// Resolves the choice once, when an engine opens: [`Device::Auto`] becomes `Cuda(0)` when
     /// a usable GPU is present, else `Cpu`; an explicit `Cuda(n)` is checked now (driver and
     /// device), so a missing GPU fails the open with [`Error::NoDevice`] instead of the first
     /// run that needs a kernel.
     pub fn resolve(self) -> Result<Device> {
         match self {
-            Device::Auto => match CudaBackend::new(0) {
-                Ok(_) => Ok(Device::Cuda(0)),
-                Err(Error::NoDevice(_)) => Ok(Device::Cpu),
-                Err(e) => Err(e),
-            },
+            Device::Auto => Ok(match self.open()? {
+                OpenBackend::Cpu(_) => Device::Cpu,
+                OpenBackend::Cuda(_, ordinal) => Device::Cuda(ordinal),
+            }),
             Device::Cuda(n) => {
                 crate::backend::cuda::pinned::open_context(n).map_err(|e| asked_for(n, e))?;
                 Ok(Device::Cuda(n))
@@ -76,33 +98,44 @@ pub fn upload_matrices(
     device: Device,
     weights: &ModelWeights<crate::quant::WeightMatrix>,
 ) -> Result<Box<dyn DynModel>> {
-    match device {
-        Device::Cpu => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-        Device::Cuda(ordinal) => Ok(Box::new(Model::new(open_cuda(ordinal)?, weights)?)),
-        Device::Auto => match CudaBackend::new(0) {
-            Ok(cuda) => Ok(Box::new(Model::new(cuda, weights)?)),
-            Err(Error::NoDevice(_)) => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-            Err(e) => Err(e),
-        },
+    match device.open()? {
+        OpenBackend::Cpu(cpu) => Ok(Box::new(Model::new(cpu, weights)?)),
+        OpenBackend::Cuda(cuda, _) => Ok(Box::new(Model::new(cuda, weights)?)),
     }
 }
 
 /// Uploads `weights` to the backend `device` names.
 pub fn upload(device: Device, weights: &ModelWeights) -> Result<Box<dyn DynModel>> {
-    match device {
-        Device::Cpu => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-        Device::Cuda(ordinal) => Ok(Box::new(Model::new(open_cuda(ordinal)?, weights)?)),
-        Device::Auto => match CudaBackend::new(0) {
-            Ok(cuda) => Ok(Box::new(Model::new(cuda, weights)?)),
-            Err(Error::NoDevice(_)) => Ok(Box::new(Model::new(CpuBackend::new(), weights)?)),
-            Err(e) => Err(e),
-        },
+    match device.open()? {
+        OpenBackend::Cpu(cpu) => Ok(Box::new(Model::new(cpu, weights)?)),
+        OpenBackend::Cuda(cuda, _) => Ok(Box::new(Model::new(cuda, weights)?)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
+
+    #[test]
+    fn open_names_the_backend_and_auto_falls_back_only_without_a_gpu() {
+        assert!(matches!(Device::Cpu.open(), Ok(OpenBackend::Cpu(_))));
+        assert_eq!(Device::Cpu.resolve().unwrap(), Device::Cpu);
+        assert!(matches!(
+            Device::Cuda(10_000).open(),
+            Err(Error::NoDevice(_))
+        ));
+        let gpu = CudaBackend::new(0).is_ok();
+        match Device::Auto.open().unwrap() {
+            OpenBackend::Cuda(be, ordinal) => {
+                assert!(gpu && ordinal == 0, "{}", be.name());
+            }
+            OpenBackend::Cpu(be) => assert!(!gpu, "{}", be.name()),
+        }
+        let want = if gpu { Device::Cuda(0) } else { Device::Cpu };
+        assert_eq!(Device::Auto.resolve().unwrap(), want);
+        assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
+    }
 
     #[test]
     fn an_explicit_gpu_that_is_not_there_fails_at_resolve() {

@@ -12,8 +12,7 @@
 //! background.
 //!
 //! ```no_run
-//! use agentcompress::api::{Engine, Device};
-//! use agentcompress::engine::GenerateParams;
+//! use agentcompress::{Device, Engine, GenerateParams};
 //!
 //! let engine = Engine::builder("model.bin").device(Device::Cpu).build()?;
 //! let out = engine.generate("Once upon a time", &GenerateParams::default(), |t| {
@@ -35,17 +34,21 @@ mod types;
 
 pub use crate::model::tokenizer::ChatMessage;
 pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
-pub use device_choice::Device;
+pub use device_choice::{Device, OpenBackend};
 pub use open_variant::{open_variant, variant_tokenizer, VariantOpenOptions};
 pub use routed::{CONTROLLER_FILE, ROUTER_FILE};
 pub use runner::DynModel;
 pub use types::{EngineStats, Route, RunResult};
 
-use crate::engine::{GenerateOutput, GenerateParams, TokenEvent};
+// What hosts need from the rooms below, so host code names `agentcompress::api::...` (or the
+// crate root) and never an internal path.
+pub use crate::engine::{GenerateOutput, GenerateParams, SamplingParams, TokenEvent};
+pub use crate::error::{Error, Result};
+pub use crate::model::ModelConfig;
+pub use crate::quant::Precision;
+
 use crate::model::tokenizer::Tokenizer;
-use crate::model::{ModelConfig, ModelWeights};
-use crate::quant::Precision;
-use crate::{Error, Result};
+use crate::model::ModelWeights;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

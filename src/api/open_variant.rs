@@ -1,9 +1,7 @@
 //! Opening one precision of a variant directory as an [`Engine`], fully resident or with its
 //! blocks streamed through a pool (offloaded execution), and reading the pool's counters.
 
-use super::{Device, DynModel, Engine, EngineStats};
-use crate::backend::cpu::CpuBackend;
-use crate::backend::cuda::CudaBackend;
+use super::{Device, DynModel, Engine, EngineStats, OpenBackend};
 use crate::engine::{Model, StreamOptions};
 use crate::model::tokenizer::{HfTokenizer, Llama2cTokenizer, Tokenizer};
 use crate::pool::{variant_pool, PoolStats, VariantPoolConfig, VariantSource};
@@ -117,24 +115,9 @@ pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
                 ..StreamOptions::default()
             };
             let p = opts.precision;
-            let m: Box<dyn DynModel> = match opts.device {
-                Device::Cpu => {
-                    Box::new(Model::streamed(CpuBackend::new(), pool, source, p, stream)?)
-                }
-                Device::Cuda(n) => Box::new(Model::streamed(
-                    super::device_choice::open_cuda(n)?,
-                    pool,
-                    source,
-                    p,
-                    stream,
-                )?),
-                Device::Auto => match CudaBackend::new(0) {
-                    Ok(be) => Box::new(Model::streamed(be, pool, source, p, stream)?),
-                    Err(Error::NoDevice(_)) => {
-                        Box::new(Model::streamed(CpuBackend::new(), pool, source, p, stream)?)
-                    }
-                    Err(e) => return Err(e),
-                },
+            let m: Box<dyn DynModel> = match opts.device.open()? {
+                OpenBackend::Cpu(be) => Box::new(Model::streamed(be, pool, source, p, stream)?),
+                OpenBackend::Cuda(be, _) => Box::new(Model::streamed(be, pool, source, p, stream)?),
             };
             (m, index)
         }

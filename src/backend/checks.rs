@@ -1,5 +1,6 @@
 //! Argument checks shared by every backend, so each reports bad sizes with the same message.
 
+use crate::model::RopeStyle;
 use crate::{Error, Result};
 
 /// Fails when a buffer of `have` elements is smaller than the `need` an operation requires.
@@ -44,6 +45,31 @@ impl AttentionShape {
             )));
         }
         Ok(())
+    }
+}
+
+/// One rotary-embedding call: `rows` rows of `n_heads` heads of width `head_dim`, row `r` at
+/// position `pos0 + r`.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeParams {
+    /// Rows to rotate.
+    pub rows: usize,
+    /// Heads per row.
+    pub n_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Position of the first row.
+    pub pos0: usize,
+    /// Base of the rotation frequencies.
+    pub theta: f32,
+    /// Which element pairs rotate together.
+    pub style: RopeStyle,
+}
+
+impl RopeParams {
+    /// Checks that a buffer of `len` elements holds every row.
+    pub fn check(&self, len: usize) -> Result<()> {
+        check_len("rope", len, self.rows * self.n_heads * self.head_dim)
     }
 }
 

@@ -9,7 +9,8 @@ pub mod checks;
 pub mod cpu;
 pub mod cuda;
 
-use crate::model::RopeStyle;
+pub use checks::{AttentionShape, RopeParams};
+
 use crate::quant::WeightMatrix;
 use crate::Result;
 
@@ -33,6 +34,8 @@ pub trait Backend: Send + Sync {
     fn write(&self, dst: &mut Self::Buf, src: &[f32]) -> Result<()>;
     /// Copies the first `dst.len()` elements of `src` to the host.
     fn read(&self, src: &Self::Buf, dst: &mut [f32]) -> Result<()>;
+    /// The number of elements `buf` holds (what the provided wrappers check sizes against).
+    fn buf_len(&self, buf: &Self::Buf) -> usize;
 
     /// `out[r, :] = table[tokens[r], :]` for an embedding table `[vocab, dim]`.
     fn embed(&self, table: &Self::Mat, tokens: &[u32], out: &mut Self::Buf) -> Result<()>;
@@ -56,19 +59,16 @@ pub trait Backend: Send + Sync {
         rows: usize,
         width: usize,
     ) -> Result<()>;
-    /// Rotary embedding in place on `rows` rows of `n_heads` heads of width `head_dim`;
-    /// row `r` is at position `pos0 + r`.
-    #[allow(clippy::too_many_arguments)]
-    fn rope(
-        &self,
-        x: &mut Self::Buf,
-        rows: usize,
-        n_heads: usize,
-        head_dim: usize,
-        pos0: usize,
-        theta: f32,
-        style: RopeStyle,
-    ) -> Result<()>;
+    /// Rotary embedding in place on `p.rows` rows of `p.n_heads` heads of width `p.head_dim`;
+    /// row `r` is at position `p.pos0 + r`. Checks the buffer size ([`RopeParams::check`]) once
+    /// for every backend, then runs [`Backend::rope_impl`].
+    fn rope(&self, x: &mut Self::Buf, p: &RopeParams) -> Result<()> {
+        p.check(self.buf_len(x))?;
+        self.rope_impl(x, p)
+    }
+    /// The backend's rotary-embedding kernel, called by [`Backend::rope`] after the size check
+    /// (callers use that one).
+    fn rope_impl(&self, x: &mut Self::Buf, p: &RopeParams) -> Result<()>;
     /// Copies `rows` rows of width `width` from `src` into `cache` starting at row `pos0`.
     fn store_rows(
         &self,
@@ -78,21 +78,36 @@ pub trait Backend: Send + Sync {
         width: usize,
         pos0: usize,
     ) -> Result<()>;
-    /// Causal grouped-query attention for `rows` query rows at positions `pos0..pos0+rows`
-    /// against the first `pos0 + rows` rows of the key and value caches (`[max_seq, kv_dim]`).
-    /// `q` and `out` are `[rows, n_heads * head_dim]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Causal grouped-query attention for `shape.rows` query rows at positions
+    /// `pos0..pos0+rows` against the first `pos0 + rows` rows of the key and value caches
+    /// (`[max_seq, kv_dim]`). `q` and `out` are `[rows, n_heads * head_dim]`. Checks the
+    /// buffer sizes and the head grouping ([`AttentionShape::check`]) once for every backend,
+    /// then runs [`Backend::attention_impl`].
     fn attention(
         &self,
         q: &Self::Buf,
         k_cache: &Self::Buf,
         v_cache: &Self::Buf,
         out: &mut Self::Buf,
-        rows: usize,
-        pos0: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
+    ) -> Result<()> {
+        shape.check(
+            self.buf_len(q),
+            self.buf_len(out),
+            self.buf_len(k_cache),
+            self.buf_len(v_cache),
+        )?;
+        self.attention_impl(q, k_cache, v_cache, out, shape)
+    }
+    /// The backend's attention kernel, called by [`Backend::attention`] after the shape check
+    /// (callers use that one).
+    fn attention_impl(
+        &self,
+        q: &Self::Buf,
+        k_cache: &Self::Buf,
+        v_cache: &Self::Buf,
+        out: &mut Self::Buf,
+        shape: &AttentionShape,
     ) -> Result<()>;
     /// `out = silu(gate) * up` elementwise over `len` elements.
     fn swiglu(

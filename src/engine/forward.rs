@@ -4,7 +4,7 @@
 
 use super::device_tier::{UploadCache, UploadCacheStats};
 use super::layers::{vec_of, Layer, Layers, StreamOptions, Streamer};
-use crate::backend::Backend;
+use crate::backend::{AttentionShape, Backend, RopeParams};
 use crate::model::input_file::{try_filled, try_reserve};
 use crate::model::{ModelConfig, ModelWeights};
 use crate::pool::{Pool, PoolStats, VariantSource};
@@ -349,37 +349,32 @@ impl<B: Backend> Model<B> {
                 be.add_bias(&mut s.k, bk, n, kvd)?;
                 be.add_bias(&mut s.v, bv, n, kvd)?;
             }
-            be.rope(
-                &mut s.q,
-                n,
-                c.n_heads,
-                c.head_dim,
+            let rope = RopeParams {
+                rows: n,
+                n_heads: c.n_heads,
+                head_dim: c.head_dim,
                 pos0,
-                c.rope_theta,
-                c.rope_style,
-            )?;
+                theta: c.rope_theta,
+                style: c.rope_style,
+            };
+            be.rope(&mut s.q, &rope)?;
             be.rope(
                 &mut s.k,
-                n,
-                c.n_kv_heads,
-                c.head_dim,
-                pos0,
-                c.rope_theta,
-                c.rope_style,
+                &RopeParams {
+                    n_heads: c.n_kv_heads,
+                    ..rope
+                },
             )?;
             be.store_rows(&s.k, &mut s.k_cache[li], n, kvd, pos0)?;
             be.store_rows(&s.v, &mut s.v_cache[li], n, kvd, pos0)?;
-            be.attention(
-                &s.q,
-                &s.k_cache[li],
-                &s.v_cache[li],
-                &mut s.att,
-                n,
+            let shape = AttentionShape {
+                rows: n,
                 pos0,
-                c.n_heads,
-                c.n_kv_heads,
-                c.head_dim,
-            )?;
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim,
+            };
+            be.attention(&s.q, &s.k_cache[li], &s.v_cache[li], &mut s.att, &shape)?;
             be.matmul(&s.att, &l.wo, &mut s.xb, n)?;
             be.add(&mut s.x, &s.xb, n * dim)?;
             be.rmsnorm(&s.x, &l.ffn_norm, &mut s.xb, n, dim, c.norm_eps)?;

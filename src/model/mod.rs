@@ -14,4 +14,4 @@ pub mod weights;
 pub use config::{ModelConfig, RopeStyle};
 pub use load::{find_tokenizer, load_model};
 pub use tensor::{DType, Tensor};
-pub use weights::{LayerWeights, ModelWeights};
+pub use weights::{LayerWeights, MatrixSite, ModelWeights};

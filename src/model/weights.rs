@@ -87,21 +87,31 @@ impl<M> LayerWeights<M> {
     }
 }
 
+/// Where a projection matrix sits: in a transformer layer, or the output classifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatrixSite {
+    /// A matrix of transformer layer `n` (counted from 0).
+    Layer(usize),
+    /// The output classifier (`"classifier"`).
+    Classifier,
+}
+
 impl<M> ModelWeights<M> {
     /// Converts every projection matrix (and an untied classifier) with `f`, which receives
-    /// `(layer, name, matrix)`; the classifier comes as layer `usize::MAX`, name `"classifier"`.
+    /// `(site, name, matrix)`; the classifier comes as [`MatrixSite::Classifier`], name
+    /// `"classifier"`.
     pub fn try_map<N>(
         self,
-        mut f: impl FnMut(usize, &'static str, M) -> Result<N>,
+        mut f: impl FnMut(MatrixSite, &'static str, M) -> Result<N>,
     ) -> Result<ModelWeights<N>> {
         let layers = self
             .layers
             .into_iter()
             .enumerate()
-            .map(|(i, l)| l.try_map(|name, m| f(i, name, m)))
+            .map(|(i, l)| l.try_map(|name, m| f(MatrixSite::Layer(i), name, m)))
             .collect::<Result<Vec<_>>>()?;
         let classifier = match self.classifier {
-            Some(c) => Some(f(usize::MAX, "classifier", c)?),
+            Some(c) => Some(f(MatrixSite::Classifier, "classifier", c)?),
             None => None,
         };
         Ok(ModelWeights {

@@ -7,9 +7,9 @@
 //! inputs of every `matmul` per matrix.
 
 use crate::backend::cpu::{CpuBackend, CpuMat};
-use crate::backend::Backend;
+use crate::backend::{AttentionShape, Backend, RopeParams};
 use crate::engine::Model;
-use crate::model::{ModelWeights, RopeStyle, Tensor};
+use crate::model::{ModelWeights, Tensor};
 use crate::quant::calib::Calibration;
 use crate::Result;
 use std::sync::Mutex;
@@ -135,6 +135,9 @@ impl Backend for RecordingBackend {
     fn read(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<()> {
         self.inner.read(src, dst)
     }
+    fn buf_len(&self, buf: &Vec<f32>) -> usize {
+        self.inner.buf_len(buf)
+    }
     fn embed(&self, table: &RecMat, tokens: &[u32], out: &mut Vec<f32>) -> Result<()> {
         self.inner.embed(&table.mat, tokens, out)
     }
@@ -177,18 +180,8 @@ impl Backend for RecordingBackend {
     fn add_bias(&self, x: &mut Vec<f32>, b: &Vec<f32>, rows: usize, width: usize) -> Result<()> {
         self.inner.add_bias(x, b, rows, width)
     }
-    fn rope(
-        &self,
-        x: &mut Vec<f32>,
-        rows: usize,
-        n_heads: usize,
-        head_dim: usize,
-        pos0: usize,
-        theta: f32,
-        style: RopeStyle,
-    ) -> Result<()> {
-        self.inner
-            .rope(x, rows, n_heads, head_dim, pos0, theta, style)
+    fn rope_impl(&self, x: &mut Vec<f32>, p: &RopeParams) -> Result<()> {
+        self.inner.rope_impl(x, p)
     }
     fn store_rows(
         &self,
@@ -200,20 +193,15 @@ impl Backend for RecordingBackend {
     ) -> Result<()> {
         self.inner.store_rows(src, cache, rows, width, pos0)
     }
-    fn attention(
+    fn attention_impl(
         &self,
         q: &Vec<f32>,
         k: &Vec<f32>,
         v: &Vec<f32>,
         out: &mut Vec<f32>,
-        rows: usize,
-        pos0: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
     ) -> Result<()> {
-        self.inner
-            .attention(q, k, v, out, rows, pos0, n_heads, n_kv_heads, head_dim)
+        self.inner.attention_impl(q, k, v, out, shape)
     }
     fn swiglu(&self, g: &Vec<f32>, u: &Vec<f32>, out: &mut Vec<f32>, len: usize) -> Result<()> {
         self.inner.swiglu(g, u, out, len)

@@ -2,7 +2,7 @@
 //! input and, for GPTQ, their Gram matrices. The quantizers read them here;
 //! `crate::pipeline::calibrate` collects them by running the model.
 
-use crate::model::weights::LAYER_MATRICES;
+use crate::model::weights::{MatrixSite, LAYER_MATRICES};
 
 /// Gram matrices per layer, per matrix (indexed like [`LAYER_MATRICES`]).
 pub(crate) type LayerGrams = Vec<Vec<Vec<f64>>>;
@@ -21,21 +21,21 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// Importances of matrix `name` of `layer` (`usize::MAX`/"classifier" for the classifier).
-    pub fn importance(&self, layer: usize, name: &str) -> Option<&[f32]> {
-        if layer == usize::MAX {
+    /// Importances of matrix `name` at `site`.
+    pub fn importance(&self, site: MatrixSite, name: &str) -> Option<&[f32]> {
+        let MatrixSite::Layer(layer) = site else {
             return (!self.classifier.is_empty()).then_some(&self.classifier[..]);
-        }
+        };
         let m = LAYER_MATRICES.iter().position(|&n| n == name)?;
         self.layers.get(layer)?.get(m).map(|v| &v[..])
     }
 
     /// The Gram matrix `sum x x^T` of matrix `name`'s inputs, when collected.
-    pub fn gram(&self, layer: usize, name: &str) -> Option<&[f64]> {
+    pub fn gram(&self, site: MatrixSite, name: &str) -> Option<&[f64]> {
         let (layers, cls) = self.grams.as_ref()?;
-        if layer == usize::MAX {
+        let MatrixSite::Layer(layer) = site else {
             return (!cls.is_empty()).then_some(&cls[..]);
-        }
+        };
         let m = LAYER_MATRICES.iter().position(|&n| n == name)?;
         layers.get(layer)?.get(m).map(|v| &v[..])
     }

@@ -9,11 +9,13 @@ pub mod fp16;
 pub mod gptq;
 pub mod int2_params;
 pub mod packed;
+pub mod per_precision;
 pub mod quality;
 pub mod quantizer;
 pub mod variant;
 
 pub use packed::{Int2Matrix, Int4Matrix, Int8Matrix, Packed};
+pub use per_precision::PerPrecision;
 pub use quality::Quality;
 pub use quantizer::Method;
 pub use variant::{

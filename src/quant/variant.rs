@@ -14,7 +14,7 @@ use super::packed::packed_byte_len;
 pub use super::precision::Precision;
 use super::quantizer::{quantize_matrix, Method};
 use super::WeightMatrix;
-use crate::model::{ModelConfig, ModelWeights, Tensor};
+use crate::model::{MatrixSite, ModelConfig, ModelWeights, Tensor};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -91,17 +91,16 @@ pub fn quantize_model(
 ) -> Result<ModelWeights<WeightMatrix>> {
     w.check_shapes()?;
     cfg.validate()?;
-    let quant = |layer: usize, name: &str, t: &Tensor| -> Result<WeightMatrix> {
-        let full = if layer == usize::MAX {
-            name.to_string()
-        } else {
-            format!("layers.{layer}.{name}")
+    let quant = |site: MatrixSite, name: &str, t: &Tensor| -> Result<WeightMatrix> {
+        let full = match site {
+            MatrixSite::Classifier => name.to_string(),
+            MatrixSite::Layer(layer) => format!("layers.{layer}.{name}"),
         };
         let (out, inp) = (t.shape()[0], t.shape()[1]);
         match cfg.group(p, inp) {
             None => Ok(WeightMatrix::Dense(to_f16(&full, t)?)),
             Some(g) if cfg.method == Method::Gptq && p != Precision::Int8 => {
-                let gram = calib.and_then(|c| c.gram(layer, name)).ok_or_else(|| {
+                let gram = calib.and_then(|c| c.gram(site, name)).ok_or_else(|| {
                     Error::invalid(format!(
                         "{full}: GPTQ needs a calibration with Gram matrices"
                     ))
@@ -113,7 +112,7 @@ pub fn quantize_model(
                 })
             }
             Some(g) => {
-                let imp = calib.and_then(|c| c.importance(layer, name));
+                let imp = calib.and_then(|c| c.importance(site, name));
                 quantize_matrix(&t.to_f32_vec(), out, inp, p.bits(), g, cfg.method, imp).map_err(
                     |e| match e {
                         Error::InvalidArgument(m) => Error::invalid(format!("{full}: {m}")),
@@ -128,28 +127,29 @@ pub fn quantize_model(
     for (i, l) in w.layers.iter().enumerate() {
         let n = |s: &str| format!("layers.{i}.{s}");
         let opt = |s: &str, b: &Option<Tensor>| b.as_ref().map(|b| f16(&n(s), b)).transpose();
+        let site = MatrixSite::Layer(i);
         layers.push(crate::model::LayerWeights {
             attn_norm: f16(&n("attn_norm"), &l.attn_norm)?,
-            wq: quant(i, "wq", &l.wq)?,
-            wk: quant(i, "wk", &l.wk)?,
-            wv: quant(i, "wv", &l.wv)?,
-            wo: quant(i, "wo", &l.wo)?,
+            wq: quant(site, "wq", &l.wq)?,
+            wk: quant(site, "wk", &l.wk)?,
+            wv: quant(site, "wv", &l.wv)?,
+            wo: quant(site, "wo", &l.wo)?,
             bq: opt("bq", &l.bq)?,
             bk: opt("bk", &l.bk)?,
             bv: opt("bv", &l.bv)?,
             ffn_norm: f16(&n("ffn_norm"), &l.ffn_norm)?,
-            w_gate: quant(i, "w_gate", &l.w_gate)?,
-            w_up: quant(i, "w_up", &l.w_up)?,
-            w_down: quant(i, "w_down", &l.w_down)?,
+            w_gate: quant(site, "w_gate", &l.w_gate)?,
+            w_up: quant(site, "w_up", &l.w_up)?,
+            w_down: quant(site, "w_down", &l.w_down)?,
         });
     }
     let embedding = f16("embedding", &w.embedding)?;
     let classifier = match (&w.classifier, cfg.keep_classifier_fp16) {
         (Some(c), true) => Some(WeightMatrix::Dense(f16("classifier", c)?)),
-        (Some(c), false) => Some(quant(usize::MAX, "classifier", c)?),
+        (Some(c), false) => Some(quant(MatrixSite::Classifier, "classifier", c)?),
         (None, true) => None,
         (None, false) if p == Precision::Fp16 => None,
-        (None, false) => Some(quant(usize::MAX, "classifier", &w.embedding)?),
+        (None, false) => Some(quant(MatrixSite::Classifier, "classifier", &w.embedding)?),
     };
     Ok(ModelWeights {
         config: w.config.clone(),

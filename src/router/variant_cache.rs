@@ -2,14 +2,14 @@
 //! eviction. The router asks "is it resident?"; the engine keeps exactly the variants listed
 //! here loaded, so a variant evicted here is dropped from memory.
 
-use crate::quant::Precision;
+use crate::quant::{PerPrecision, Precision};
 use crate::{Error, Result};
 
 /// Resident variants under a byte budget.
 #[derive(Clone, Debug)]
 pub struct Residency {
     capacity: u64,
-    bytes: [u64; 4],
+    bytes: PerPrecision<u64>,
     /// `(precision, last use)` of each resident variant.
     resident: Vec<(Precision, u64)>,
     clock: u64,
@@ -23,11 +23,12 @@ pub struct Residency {
 
 impl Residency {
     /// An empty device of `capacity` bytes holding variants of the given sizes.
-    pub fn new(capacity: u64, bytes: [u64; 4]) -> Result<Self> {
-        if let Some(p) = Precision::ALL.iter().find(|p| bytes[p.index()] > capacity) {
+    pub fn new(capacity: u64, bytes: impl Into<PerPrecision<u64>>) -> Result<Self> {
+        let bytes = bytes.into();
+        if let Some(p) = Precision::ALL.iter().find(|p| bytes[**p] > capacity) {
             return Err(Error::invalid(format!(
                 "device capacity of {capacity} bytes cannot hold the {p} variant ({} bytes)",
-                bytes[p.index()]
+                bytes[*p]
             )));
         }
         Ok(Residency {
@@ -62,7 +63,7 @@ impl Residency {
             self.hits += 1;
             return false;
         }
-        self.make_room(self.bytes[p.index()], 0);
+        self.make_room(self.bytes[p], 0);
         self.resident.push((p, self.clock));
         self.swaps += 1;
         true
@@ -70,10 +71,7 @@ impl Residency {
 
     /// Bytes of the resident variants.
     pub fn used(&self) -> u64 {
-        self.resident
-            .iter()
-            .map(|(q, _)| self.bytes[q.index()])
-            .sum()
+        self.resident.iter().map(|(q, _)| self.bytes[*q]).sum()
     }
 
     /// Evicts least recently used variants, keeping the `keep` most recently used ones, until
@@ -100,8 +98,8 @@ impl Residency {
     /// Whether `p` could be admitted by [`Residency::prefetch`] now: it is not resident and
     /// fits beside the most recently used variant.
     pub fn can_prefetch(&self, p: Precision) -> bool {
-        let mru = self.resident().first().map_or(0, |q| self.bytes[q.index()]);
-        !self.is_resident(p) && mru + self.bytes[p.index()] <= self.capacity
+        let mru = self.resident().first().map_or(0, |q| self.bytes[*q]);
+        !self.is_resident(p) && mru + self.bytes[p] <= self.capacity
     }
 
     /// Admits `p` ahead of use (a background load finished), evicting least recently used
@@ -109,7 +107,7 @@ impl Residency {
     /// whether `p` was admitted (false when already resident or when it does not fit beside
     /// the most recently used variant).
     pub fn prefetch(&mut self, p: Precision) -> bool {
-        if !self.can_prefetch(p) || !self.make_room(self.bytes[p.index()], 1) {
+        if !self.can_prefetch(p) || !self.make_room(self.bytes[p], 1) {
             return false;
         }
         self.clock += 1;

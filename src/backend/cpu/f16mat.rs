@@ -1,6 +1,6 @@
 //! Products on FP16 weights kept as FP16 (half the bytes of an f32 copy, and decode is
 //! memory-bound): each weight is widened to f32 exactly (F16C `vcvtph2ps`) and accumulated in
-//! f32. Kernels, dispatched at run time ([`F16Path`]): AVX-512 ([`super::f16mat_avx512`]: 16
+//! f32. Kernels, dispatched at run time ([`F16Path`]): AVX-512 (`f16mat_avx512`: 16
 //! lanes, four weight rows per pass sharing each input load), AVX2 + FMA + F16C (8 lanes), else
 //! `half`'s conversion. `AGENTCOMPRESS_CPU_SIMD` caps the choice as it does for the packed GEMV
 //! ([`super::qgemv::best_path`]).
@@ -106,7 +106,7 @@ pub fn f16_matmul(w: &[f16], n_out: usize, n_in: usize, x: &[f32], rows: usize, 
 
 /// [`f16_matmul`] on `path` (the scalar kernel when this CPU lacks it), parallel over outputs.
 ///
-/// On AVX-512 every task takes [`OUTS_PER_TASK`] outputs, four weight rows per pass, and runs
+/// On AVX-512 every task takes `OUTS_PER_TASK` outputs, four weight rows per pass, and runs
 /// each pass over every input row while those rows sit in cache; AVX2 does the same one weight
 /// row at a time for several input rows. One input row on AVX2 is a dot per output, and the
 /// scalar path widens each weight row once for all input rows.

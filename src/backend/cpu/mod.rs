@@ -12,9 +12,9 @@ mod simd;
 
 pub use kernels::{argmax, dot};
 
-use super::checks::{check_len, AttentionShape};
+use super::checks::{check_len, AttentionShape, RopeParams};
 use super::Backend;
-use crate::model::{DType, RopeStyle, Tensor};
+use crate::model::{DType, Tensor};
 use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, Packed, WeightMatrix};
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -136,6 +136,10 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn buf_len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
     fn embed(&self, table: &CpuMat, tokens: &[u32], out: &mut Vec<f32>) -> Result<()> {
         let (vocab, dim) = table.dims();
         if matches!(table, CpuMat::Int8(_) | CpuMat::Int4(_) | CpuMat::Int2(_)) {
@@ -235,17 +239,15 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn rope(
-        &self,
-        x: &mut Vec<f32>,
-        rows: usize,
-        n_heads: usize,
-        head_dim: usize,
-        pos0: usize,
-        theta: f32,
-        style: RopeStyle,
-    ) -> Result<()> {
-        check_len("rope", x.len(), rows * n_heads * head_dim)?;
+    fn rope_impl(&self, x: &mut Vec<f32>, p: &RopeParams) -> Result<()> {
+        let RopeParams {
+            rows,
+            n_heads,
+            head_dim,
+            pos0,
+            theta,
+            style,
+        } = *p;
         for r in 0..rows {
             let row = &mut x[r * n_heads * head_dim..(r + 1) * n_heads * head_dim];
             for head in row.chunks_exact_mut(head_dim) {
@@ -269,28 +271,23 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn attention(
+    fn attention_impl(
         &self,
         q: &Vec<f32>,
         k_cache: &Vec<f32>,
         v_cache: &Vec<f32>,
         out: &mut Vec<f32>,
-        rows: usize,
-        pos0: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
     ) -> Result<()> {
-        let q_dim = n_heads * head_dim;
-        let kv_dim = n_kv_heads * head_dim;
-        let shape = AttentionShape {
+        let AttentionShape {
             rows,
             pos0,
             n_heads,
             n_kv_heads,
             head_dim,
-        };
-        shape.check(q.len(), out.len(), k_cache.len(), v_cache.len())?;
+        } = *shape;
+        let q_dim = n_heads * head_dim;
+        let kv_dim = n_kv_heads * head_dim;
         let group = n_heads / n_kv_heads;
         let work = rows * n_heads * (pos0 + rows) * head_dim;
         let task = |(idx, o): (usize, &mut [f32])| {

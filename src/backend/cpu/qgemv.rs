@@ -1,5 +1,5 @@
 //! Decode-time (one input row) products on the packed INT8/INT4/INT2 formats with AVX-512
-//! ([`super::qgemv_avx512`]) or AVX2 + FMA, dispatched at run time ([`GemvPath`]); other
+//! (`qgemv_avx512`) or AVX2 + FMA, dispatched at run time ([`GemvPath`]); other
 //! machines use [`Packed::row_dot`].
 //!
 //! The packed layout ([`crate::quant::packed`]) interleaves codes inside each word for the
@@ -42,7 +42,7 @@ const ROWS_PER_TASK: usize = 16;
 /// A packed-GEMV kernel family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemvPath {
-    /// 16 lanes, 16-byte units ([`super::qgemv_avx512`]).
+    /// 16 lanes, 16-byte units (`qgemv_avx512`).
     Avx512,
     /// 8 lanes with FMA, 8-byte units.
     Avx2,
@@ -196,8 +196,8 @@ pub fn packed_gemv_on<const BITS: u32>(
 const ROW_BLOCK: usize = 16;
 
 /// `out[r, o] = sum_k w[o, k] * x[r, k]` for `rows` input rows (prefill) on the AVX-512
-/// kernels: per block of [`ROW_BLOCK`] inputs, each weight unit is widened once for four
-/// inputs at a time ([`super::qgemv_avx512::rows_avx512`]). Returns false (nothing written)
+/// kernels: per block of `ROW_BLOCK` inputs, each weight unit is widened once for four
+/// inputs at a time (`qgemv_avx512::rows_avx512`). Returns false (nothing written)
 /// when [`best_path`] is not AVX-512, so the caller uses its fallback.
 pub fn packed_gemm<const BITS: u32>(
     m: &Packed<BITS>,

@@ -1,6 +1,7 @@
 //! Tests of the CPU backend's kernels against straightforward float64 formulas.
 
 use super::*;
+use crate::model::RopeStyle;
 use crate::util::rng::Rng;
 
 fn close(a: &[f32], b: &[f64], tol: f64) {
@@ -75,7 +76,15 @@ fn rmsnorm_rope_swiglu_match_formulas() {
         (RopeStyle::RotateHalf, [(0, 2), (1, 3)]),
     ] {
         let mut h = x.clone();
-        be.rope(&mut h, 1, 1, 4, 3, 10000.0, style).unwrap();
+        let p = RopeParams {
+            rows: 1,
+            n_heads: 1,
+            head_dim: 4,
+            pos0: 3,
+            theta: 10000.0,
+            style,
+        };
+        be.rope(&mut h, &p).unwrap();
         let mut want = [0f64; 4];
         for (i, &(j, k)) in pairs.iter().enumerate() {
             let a = 3.0 / 10000f64.powf(2.0 * i as f64 / 4.0);
@@ -105,8 +114,14 @@ fn attention_is_causal_grouped_and_matches_softmax() {
     let k = rng.vec_uniform((pos0 + rows) * kvd, 1.0);
     let v = rng.vec_uniform((pos0 + rows) * kvd, 1.0);
     let mut out = vec![f32::NAN; rows * qd];
-    be.attention(&q, &k, &v, &mut out, rows, pos0, nh, nkv, hd)
-        .unwrap();
+    let shape = AttentionShape {
+        rows,
+        pos0,
+        n_heads: nh,
+        n_kv_heads: nkv,
+        head_dim: hd,
+    };
+    be.attention(&q, &k, &v, &mut out, &shape).unwrap();
     let mut want = vec![0f64; rows * qd];
     for r in 0..rows {
         for h in 0..nh {
@@ -147,4 +162,33 @@ fn bad_sizes_and_tokens_are_errors_not_panics() {
     let err = be.embed(&m, &[5], &mut e).unwrap_err().to_string();
     assert!(err.contains("token id 5"), "{err}");
     assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), 1);
+}
+
+#[test]
+fn attention_wrapper_checks_the_shape_before_the_kernel_runs() {
+    let be = CpuBackend::new();
+    let shape = AttentionShape {
+        rows: 2,
+        pos0: 3,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+    };
+    let (q, k) = (vec![0.0; 64], vec![0.0; 80]);
+    let mut out = vec![7.0; 64];
+    let e = be
+        .attention(&q, &k[..79].to_vec(), &k, &mut out, &shape)
+        .unwrap_err();
+    assert!(e.to_string().contains("attention k cache"), "{e}");
+    let bad = AttentionShape {
+        n_kv_heads: 3,
+        ..shape
+    };
+    let big = vec![0.0; 1000];
+    let e = be.attention(&q, &big, &big, &mut out, &bad).unwrap_err();
+    assert!(e.to_string().contains("n_kv_heads 3"), "{e}");
+    assert!(
+        out.iter().all(|&v| v == 7.0),
+        "nothing written on a bad shape"
+    );
 }

@@ -20,7 +20,7 @@ pub mod nvrtc;
 pub mod quant;
 pub mod sources;
 
-use super::checks::{check_len, AttentionShape};
+use super::checks::{check_len, AttentionShape, RopeParams};
 use super::Backend;
 use crate::model::{DType, RopeStyle};
 use crate::quant::WeightMatrix;
@@ -212,8 +212,8 @@ impl CudaBackend {
         })
     }
 
-    /// [`Backend::attention`] through an explicit kernel path (for checks and benchmarks).
-    #[allow(clippy::too_many_arguments)]
+    /// [`Backend::attention`] through an explicit kernel path (for checks and benchmarks);
+    /// checks the shape itself, since callers reach it without the trait's wrapper.
     pub fn attention_path(
         &self,
         path: AttnPath,
@@ -221,19 +221,10 @@ impl CudaBackend {
         k_cache: &CudaSlice<f32>,
         v_cache: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,
-        rows: usize,
-        pos0: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
     ) -> Result<()> {
-        let shape = AttentionShape {
-            rows,
-            pos0,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-        };
+        let shape = *shape;
+        let AttentionShape { rows, head_dim, .. } = shape;
         shape.check(q.len(), out.len(), k_cache.len(), v_cache.len())?;
         if head_dim == 0 || head_dim > 128 {
             return Err(Error::Unsupported(format!(
@@ -431,6 +422,10 @@ impl Backend for CudaBackend {
         self.inner.stream.memcpy_dtoh(&view, dst).map_err(cuda_err)
     }
 
+    fn buf_len(&self, buf: &CudaSlice<f32>) -> usize {
+        buf.len()
+    }
+
     fn embed(&self, table: &CudaMat, tokens: &[u32], out: &mut CudaSlice<f32>) -> Result<()> {
         if table.q.is_some() {
             return Err(Error::Unsupported(
@@ -541,17 +536,15 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
-    fn rope(
-        &self,
-        x: &mut CudaSlice<f32>,
-        rows: usize,
-        n_heads: usize,
-        head_dim: usize,
-        pos0: usize,
-        theta: f32,
-        style: RopeStyle,
-    ) -> Result<()> {
-        check_len("rope", x.len(), rows * n_heads * head_dim)?;
+    fn rope_impl(&self, x: &mut CudaSlice<f32>, p: &RopeParams) -> Result<()> {
+        let RopeParams {
+            rows,
+            n_heads,
+            head_dim,
+            pos0,
+            theta,
+            style,
+        } = *p;
         let pairs = rows * n_heads * (head_dim / 2);
         if pairs == 0 {
             return Ok(());
@@ -604,22 +597,16 @@ impl Backend for CudaBackend {
             .map_err(cuda_err)
     }
 
-    fn attention(
+    fn attention_impl(
         &self,
         q: &CudaSlice<f32>,
         k_cache: &CudaSlice<f32>,
         v_cache: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,
-        rows: usize,
-        pos0: usize,
-        n_heads: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
+        shape: &AttentionShape,
     ) -> Result<()> {
-        let path = kernels::default_path(rows, head_dim);
-        self.attention_path(
-            path, q, k_cache, v_cache, out, rows, pos0, n_heads, n_kv_heads, head_dim,
-        )
+        let path = kernels::default_path(shape.rows, shape.head_dim);
+        self.attention_path(path, q, k_cache, v_cache, out, shape)
     }
 
     fn swiglu(

@@ -6,7 +6,7 @@ use crate::harness::decode_bench::{
     bytes_per_token, host_copy_gbps, random_variant, time_decode, DecodeResult,
 };
 use crate::harness::kernel_bench as bench;
-use agentcompress::api::Device;
+use agentcompress::api::{Device, OpenBackend};
 use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::backend::cuda::CudaBackend;
 use agentcompress::backend::Backend;
@@ -51,17 +51,15 @@ pub fn run(a: DecodeArgs) -> Result<()> {
     if precisions.is_empty() {
         return Err(Error::invalid("--precisions names no variant"));
     }
-    match a.device.parse::<Device>()? {
-        Device::Cpu => on_cpu(&a, &precisions),
-        Device::Cuda(n) => on_cuda(CudaBackend::new(n)?, &a, &precisions),
-        Device::Auto => match CudaBackend::new(0) {
-            Ok(be) => on_cuda(be, &a, &precisions),
-            Err(Error::NoDevice(why)) => {
-                println!("no CUDA device ({why}); timing the CPU backend");
-                on_cpu(&a, &precisions)
+    let device = a.device.parse::<Device>()?;
+    match device.open()? {
+        OpenBackend::Cpu(_) => {
+            if device == Device::Auto {
+                println!("no CUDA device; timing the CPU backend");
             }
-            Err(e) => Err(e),
-        },
+            on_cpu(&a, &precisions)
+        }
+        OpenBackend::Cuda(be, _) => on_cuda(be, &a, &precisions),
     }
 }
 

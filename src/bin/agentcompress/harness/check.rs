@@ -7,7 +7,7 @@
 
 use agentcompress::backend::cpu::{self, CpuBackend};
 use agentcompress::backend::cuda::{AttnPath, CudaBackend};
-use agentcompress::backend::Backend;
+use agentcompress::backend::{AttentionShape, Backend, RopeParams};
 use agentcompress::engine::Model;
 use agentcompress::model::{synthetic, DType, ModelConfig, ModelWeights, RopeStyle, Tensor};
 use agentcompress::util::rng::Rng;
@@ -488,9 +488,17 @@ fn check_rope(
     let n = rows * heads * hd;
     let x = rand_vec(&mut c.rng, n, 1.0);
     let mut g = c.up(&x)?;
-    c.gpu.rope(&mut g, rows, heads, hd, pos0, 10000.0, style)?;
+    let p = RopeParams {
+        rows,
+        n_heads: heads,
+        head_dim: hd,
+        pos0,
+        theta: 10000.0,
+        style,
+    };
+    c.gpu.rope(&mut g, &p)?;
     let mut cx = x.clone();
-    c.cpu.rope(&mut cx, rows, heads, hd, pos0, 10000.0, style)?;
+    c.cpu.rope(&mut cx, &p)?;
     // Angles up to ~4e3 rad: one ulp of the angle is ~5e-4 rad.
     Ok(compare(
         "rope",
@@ -591,21 +599,17 @@ fn check_attention(
     let k = rand_vec(&mut c.rng, len * kv * hd, 1.0);
     let v = rand_vec(&mut c.rng, len * kv * hd, 1.0);
     let mut go = c.poisoned(rows * h * hd)?;
-    c.gpu.attention_path(
-        path,
-        &c.up(&q)?,
-        &c.up(&k)?,
-        &c.up(&v)?,
-        &mut go,
+    let shape = AttentionShape {
         rows,
         pos0,
-        h,
-        kv,
-        hd,
-    )?;
+        n_heads: h,
+        n_kv_heads: kv,
+        head_dim: hd,
+    };
+    c.gpu
+        .attention_path(path, &c.up(&q)?, &c.up(&k)?, &c.up(&v)?, &mut go, &shape)?;
     let mut co = vec![0.0; rows * h * hd];
-    c.cpu
-        .attention(&q, &k, &v, &mut co, rows, pos0, h, kv, hd)?;
+    c.cpu.attention(&q, &k, &v, &mut co, &shape)?;
     // The tensor-core path rounds Q, K, V and P to f16.
     let tol = if path == AttnPath::Split { 1e-4 } else { 5e-3 };
     Ok(compare(name, case, &c.down(&go, rows * h * hd)?, &co, tol))

@@ -6,7 +6,7 @@
 //! launch streams from HBM without rotating inputs.
 
 use agentcompress::backend::cuda::{libs, AttnPath, CudaBackend, CudaMat};
-use agentcompress::backend::Backend;
+use agentcompress::backend::{AttentionShape, Backend};
 use agentcompress::engine::Model;
 use agentcompress::internal::cuda_err;
 use agentcompress::model::synthetic;
@@ -345,7 +345,14 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
             (AttnPath::Split, "attn prefill split"),
         ] {
             let us = time_us(be, 2, it.min(10), |_| {
-                be.attention_path(path, &q, &k, &v, &mut o, s_len, 0, h, h, hd)
+                let shape = AttentionShape {
+                    rows: s_len,
+                    pos0: 0,
+                    n_heads: h,
+                    n_kv_heads: h,
+                    head_dim: hd,
+                };
+                be.attention_path(path, &q, &k, &v, &mut o, &shape)
             })?;
             rows.push(BenchRow {
                 name: name.into(),
@@ -366,7 +373,14 @@ pub fn run_kernels(be: &CudaBackend, opt: &BenchOptions) -> Result<Vec<BenchRow>
         let mut o = be.alloc(h * hd)?;
         let bytes = (2 * len * kv * hd * 4) as f64;
         let us = time_us(be, 5, it, |_| {
-            be.attention(&q, &k, &v, &mut o, 1, len - 1, h, kv, hd)
+            let shape = AttentionShape {
+                rows: 1,
+                pos0: len - 1,
+                n_heads: h,
+                n_kv_heads: kv,
+                head_dim: hd,
+            };
+            be.attention(&q, &k, &v, &mut o, &shape)
         })?;
         rows.push(BenchRow {
             name: "attention decode".into(),

@@ -1,0 +1,41 @@
+//! Helpers shared by the integration tests: finding the shared test models.
+//!
+//! The real checkpoints (stories260K and friends) live outside the repository. A clone without
+//! them still passes: a test that needs one asks [`shared_model`], which prints why it skips
+//! and returns `None`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The shared model folder: `$AGENTCOMPRESS_MODELS` when set, else `shared/models` in the
+/// nearest ancestor of the repository that has one (`../shared` beside a checkout).
+pub fn models_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("AGENTCOMPRESS_MODELS") {
+        let d = PathBuf::from(d);
+        return d.is_dir().then_some(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .map(|a| a.join("shared").join("models"))
+        .find(|d| d.is_dir())
+}
+
+/// `rel` under the shared model folder when it exists; otherwise prints
+/// `skipped: <rel> not found` (so the skip shows in `cargo test -- --nocapture` and in a
+/// failing run's output) and returns `None`.
+pub fn shared_model(rel: &str) -> Option<PathBuf> {
+    let found = models_dir().map(|d| d.join(rel)).filter(|p| p.exists());
+    if found.is_none() {
+        eprintln!(
+            "skipped: {rel} not found (set AGENTCOMPRESS_MODELS or put shared/models beside the repository)"
+        );
+    }
+    found
+}
+
+/// The stories260K folder (`stories260K.bin`, `tok512.bin`), or `None` after printing why.
+pub fn stories260k_dir() -> Option<PathBuf> {
+    shared_model("stories260K")
+}
