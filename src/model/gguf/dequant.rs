@@ -1,5 +1,5 @@
 //! Dequantization of ggml tensor data to f32: the float types and the 32-element block types
-//! (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) here, the K-quants in [`super::dequant_k`].
+//! (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) here, the K-quants in `dequant_k`.
 //!
 //! Each block is expanded with the same float operations, in the same order, as ggml's
 //! reference dequantizers (`d * q`, `d * q + m`, ...), so results match them bit for bit.
