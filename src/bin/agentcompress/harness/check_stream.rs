@@ -397,7 +397,9 @@ mod tests {
     #[test]
     fn the_eviction_budget_evicts_in_every_precision_of_stories260k() {
         use agentcompress::backend::cpu::CpuBackend;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
+        let Some(root) = crate::harness::test_models::stories260k_dir() else {
+            return;
+        };
         let dense = agentcompress::model::llama2c::load(&root.join("stories260K.bin")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let opts = BuildOptions {

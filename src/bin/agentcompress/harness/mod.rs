@@ -15,3 +15,9 @@ pub mod stream_bench;
 
 #[cfg(test)]
 mod cuda_diff_tests;
+
+/// The integration tests' shared-model finder (`tests/common`), so the harness's unit tests
+/// skip visibly on a clone without the shared models too.
+#[cfg(test)]
+#[path = "../../../../tests/common/mod.rs"]
+pub(crate) mod test_models;
