@@ -624,6 +624,22 @@ AC_API enum ac_status ac_result_route(const struct ac_result *result, struct ac_
 AC_API enum ac_status ac_result_info(const struct ac_result *result, struct ac_run_info *out);
 
 /**
+ * How the context bounded a result: `*context` the tokens the run could hold (prompt
+ * included), `*limited` whether `max_tokens` asked for more than the context had room for
+ * (generation stopped when it filled), `*prompt_dropped` the oldest prompt tokens dropped to
+ * fit (only with `truncate_prompt`). Any output pointer may be NULL to skip it. A function of
+ * its own rather than fields of `ac_run_info`, whose size hosts compile in.
+ *
+ * # Safety
+ * Each output pointer is NULL or writable.
+ */
+AC_API
+enum ac_status ac_result_context(const struct ac_result *result,
+                                 uint64_t *context,
+                                 bool *limited,
+                                 uint64_t *prompt_dropped);
+
+/**
  * Frees a result and its text. NULL is ignored. Freeing a result that is not live (freed
  * twice, never returned) frees nothing and records a message for `ac_last_error()`.
  * Thread-safe, but no other thread may be reading the result's text while it is freed.

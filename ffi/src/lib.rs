@@ -28,9 +28,9 @@ pub use engine::{
     ac_route_info, ac_route_reasons, ac_stats, AC_PRECISION_COUNT,
 };
 pub use run::{
-    ac_result, ac_result_free, ac_result_info, ac_result_reasons, ac_result_route, ac_result_text,
-    ac_run, ac_run_default_params, ac_run_info, ac_run_params, ac_run_params_init, ac_token,
-    ac_token_callback,
+    ac_result, ac_result_context, ac_result_free, ac_result_info, ac_result_reasons,
+    ac_result_route, ac_result_text, ac_run, ac_run_default_params, ac_run_info, ac_run_params,
+    ac_run_params_init, ac_token, ac_token_callback,
 };
 pub use status::{ac_last_error, ac_status, ac_status_string};
 pub use version::{

@@ -137,6 +137,9 @@ pub(crate) struct RunOutcome {
     reasons: Vec<u8>,
     route: ac_route_info,
     info: ac_run_info,
+    /// The context the run had, whether it cut `max_tokens` short, and the prompt tokens
+    /// dropped to fit (see [`ac_result_context`]).
+    context: (u64, bool, u64),
 }
 
 /// The live results.
@@ -278,6 +281,11 @@ pub(crate) fn store_result(r: &RunResult) -> Result<*mut ac_result> {
             prefill_seconds: o.prefill_time.as_secs_f64(),
             decode_seconds: o.decode_time.as_secs_f64(),
         },
+        context: (
+            o.context as u64,
+            o.context_limited,
+            o.prompt_tokens_dropped as u64,
+        ),
         text,
     };
     Ok(RESULTS.insert(outcome)?.cast())
@@ -342,6 +350,42 @@ pub unsafe extern "C" fn ac_result_info(
             let info = result_of(result)?.info;
             // SAFETY: writable per the contract.
             unsafe { *out = info };
+            Ok(())
+        },
+    )
+}
+
+/// How the context bounded a result: `*context` the tokens the run could hold (prompt
+/// included), `*limited` whether `max_tokens` asked for more than the context had room for
+/// (generation stopped when it filled), `*prompt_dropped` the oldest prompt tokens dropped to
+/// fit (only with `truncate_prompt`). Any output pointer may be NULL to skip it. A function of
+/// its own rather than fields of `ac_run_info`, whose size hosts compile in.
+///
+/// # Safety
+/// Each output pointer is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ac_result_context(
+    result: *const ac_result,
+    context: *mut u64,
+    limited: *mut bool,
+    prompt_dropped: *mut u64,
+) -> ac_status {
+    guard(
+        || {},
+        || {
+            let (n, lim, dropped) = result_of(result)?.context;
+            // SAFETY: each is NULL or writable per the contract.
+            unsafe {
+                if !context.is_null() {
+                    *context = n;
+                }
+                if !limited.is_null() {
+                    *limited = lim;
+                }
+                if !prompt_dropped.is_null() {
+                    *prompt_dropped = dropped;
+                }
+            }
             Ok(())
         },
     )

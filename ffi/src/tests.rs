@@ -781,10 +781,23 @@ fn run_params_carry_the_context_and_truncation() {
     assert!(msg.contains(&prompt.to_string()), "{msg}");
 
     small.truncate_prompt = true;
+    small.max_tokens = 50;
     let (s, r, _) = run(e, task, &small, None);
     assert_eq!(s, ac_status::AC_OK, "{}", last_error());
     let i = info(r);
     assert!(i.prompt_tokens < 8 && i.tokens >= 1, "{i:?}");
+    let (mut ctx, mut limited, mut dropped) = (0u64, false, 0u64);
+    assert_eq!(
+        unsafe { ac_result_context(r, &mut ctx, &mut limited, &mut dropped) },
+        ac_status::AC_OK
+    );
+    assert_eq!((ctx, limited), (8, true));
+    assert_eq!(dropped + i.prompt_tokens, prompt);
+    assert_eq!(i.prompt_tokens + i.tokens, 8);
     ac_result_free(r);
+    check(
+        unsafe { ac_result_context(r, null_mut(), null_mut(), null_mut()) },
+        "result",
+    );
     ac_engine_close(e);
 }
