@@ -19,7 +19,7 @@ import struct
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# ../shared/models from the main checkout, ../../shared/models from a worktree under wt/.
+# shared/models beside the checkout (../shared/models) or one level further up.
 MODELS = next(
     (m for m in (os.path.join(ROOT, *[".."] * k, "shared", "models") for k in (1, 2))
      if os.path.isdir(m)),
