@@ -12,7 +12,7 @@
 //! `tokenizer.json` document and loaded by the `tokenizers` crate, which does the encoding.
 
 use super::chat::ChatTemplate;
-use super::Tokenizer;
+use super::HfTokenizer;
 use crate::model::gguf::{GgufFile, Value};
 use crate::{Error, Result};
 use serde_json::{json, Map, Value as Json};
@@ -28,28 +28,6 @@ const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{
 const CONTROL: i64 = 3;
 /// `token_type` of a user-defined token, matched whole but decoded as text.
 const USER_DEFINED: i64 = 4;
-
-/// A tokenizer built from a GGUF file's metadata.
-pub struct GgufTokenizer {
-    inner: tokenizers::Tokenizer,
-    /// Computed once: `tokenizers` rebuilds its vocabulary map on every `get_vocab_size` call.
-    vocab_size: usize,
-    bos: Option<u32>,
-    eos: Option<u32>,
-    add_bos: bool,
-    chat: Option<ChatTemplate>,
-}
-
-impl std::fmt::Debug for GgufTokenizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufTokenizer")
-            .field("vocab_size", &self.vocab_size())
-            .field("bos", &self.bos)
-            .field("eos", &self.eos)
-            .field("add_bos", &self.add_bos)
-            .finish()
-    }
-}
 
 /// Reads the tokenizer keys of one file; errors name the file and the key.
 struct Meta<'a> {
@@ -112,76 +90,61 @@ impl Meta<'_> {
     }
 }
 
-impl GgufTokenizer {
-    /// Opens the GGUF file at `path` and builds its tokenizer.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        Self::from_gguf(&GgufFile::open(path)?)
-    }
-
-    /// Builds the tokenizer an open GGUF file describes.
-    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
-        let m = Meta { file };
-        let model = m
-            .opt_str("tokenizer.ggml.model")?
-            .ok_or_else(|| m.corrupt("tokenizer.ggml.model is missing".into()))?;
-        let tokens = m.strings("tokenizer.ggml.tokens")?;
-        let n = tokens.len();
-        let types: Vec<i64> = match file.get("tokenizer.ggml.token_type") {
-            None => vec![1; n],
-            Some(_) => m
-                .array("tokenizer.ggml.token_type")?
-                .iter()
-                .map(|v| v.as_f64().map(|x| x as i64))
-                .collect::<Option<_>>()
-                .ok_or_else(|| m.corrupt("tokenizer.ggml.token_type holds a non-integer".into()))?,
-        };
-        if types.len() != n {
-            return Err(m.corrupt(format!("{} token types for {n} tokens", types.len())));
-        }
-        let (doc, default_add_bos) = match model {
-            "gpt2" => (gpt2_json(&m, &tokens, &types)?, false),
-            "llama" => (llama_json(&m, &tokens, &types)?, true),
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "tokenizer model \"{other}\" in {} (supported: gpt2, llama)",
-                    file.path().display()
-                )))
-            }
-        };
-        let bytes = serde_json::to_vec(&doc)
-            .map_err(|e| Error::Internal(format!("tokenizer document: {e}")))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
-            .map_err(|e| m.corrupt(format!("the vocabulary does not build a tokenizer: {e}")))?;
-        let bos = m.opt_id("tokenizer.ggml.bos_token_id", n)?;
-        let eos = m.opt_id("tokenizer.ggml.eos_token_id", n)?;
-        let add_bos = m
-            .opt_bool("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(default_add_bos);
-        let text = |id: Option<u32>| {
-            id.map(|i| tokens[i as usize].to_string())
-                .unwrap_or_default()
-        };
-        let chat = m
-            .opt_str("tokenizer.chat_template")?
-            .map(|t| ChatTemplate::new(t, &text(bos), &text(eos)));
-        let vocab_size = inner.get_vocab_size(true);
-        Ok(GgufTokenizer {
-            inner,
-            vocab_size,
-            bos,
-            eos,
-            add_bos,
-            chat,
-        })
-    }
-
-    /// Whether `encode(text, true)` prepends BOS.
-    pub fn adds_bos(&self) -> bool {
-        self.add_bos && self.bos.is_some()
-    }
+/// Opens the GGUF file at `path` and builds its tokenizer.
+pub fn gguf_tokenizer_from_file(path: &Path) -> Result<HfTokenizer> {
+    gguf_tokenizer(&GgufFile::open(path)?)
 }
 
-/// The added-token entries: control tokens (special) and user-defined ones.
+/// Builds the tokenizer an open GGUF file describes (run by the `tokenizers` crate, as a
+/// Hugging Face `tokenizer.json` is).
+pub fn gguf_tokenizer(file: &GgufFile) -> Result<HfTokenizer> {
+    let m = Meta { file };
+    let model = m
+        .opt_str("tokenizer.ggml.model")?
+        .ok_or_else(|| m.corrupt("tokenizer.ggml.model is missing".into()))?;
+    let tokens = m.strings("tokenizer.ggml.tokens")?;
+    let n = tokens.len();
+    let types: Vec<i64> = match file.get("tokenizer.ggml.token_type") {
+        None => vec![1; n],
+        Some(_) => m
+            .array("tokenizer.ggml.token_type")?
+            .iter()
+            .map(|v| v.as_f64().map(|x| x as i64))
+            .collect::<Option<_>>()
+            .ok_or_else(|| m.corrupt("tokenizer.ggml.token_type holds a non-integer".into()))?,
+    };
+    if types.len() != n {
+        return Err(m.corrupt(format!("{} token types for {n} tokens", types.len())));
+    }
+    let (doc, default_add_bos) = match model {
+        "gpt2" => (gpt2_json(&m, &tokens, &types)?, false),
+        "llama" => (llama_json(&m, &tokens, &types)?, true),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "tokenizer model \"{other}\" in {} (supported: gpt2, llama)",
+                file.path().display()
+            )))
+        }
+    };
+    let bytes = serde_json::to_vec(&doc)
+        .map_err(|e| Error::Internal(format!("tokenizer document: {e}")))?;
+    let inner = tokenizers::Tokenizer::from_bytes(&bytes)
+        .map_err(|e| m.corrupt(format!("the vocabulary does not build a tokenizer: {e}")))?;
+    let bos = m.opt_id("tokenizer.ggml.bos_token_id", n)?;
+    let eos = m.opt_id("tokenizer.ggml.eos_token_id", n)?;
+    let add_bos = m
+        .opt_bool("tokenizer.ggml.add_bos_token")?
+        .unwrap_or(default_add_bos);
+    let text = |id: Option<u32>| {
+        id.map(|i| tokens[i as usize].to_string())
+            .unwrap_or_default()
+    };
+    let chat = m
+        .opt_str("tokenizer.chat_template")?
+        .map(|t| ChatTemplate::new(t, &text(bos), &text(eos)));
+    Ok(HfTokenizer::from_parts(inner, bos, eos, add_bos, chat))
+}
+
 fn added_tokens(tokens: &[&str], types: &[i64]) -> Vec<Json> {
     tokens
         .iter()
@@ -338,49 +301,4 @@ fn llama_json(m: &Meta, tokens: &[&str], types: &[i64]) -> Result<Json> {
                   "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
                   "vocab": vocab_object(tokens), "merges": merges}
     }))
-}
-
-impl Tokenizer for GgufTokenizer {
-    /// Encodes with control tokens matched whole; prepends BOS when `add_bos` is set and the
-    /// file's `add_bos_token` allows it.
-    fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| Error::invalid(format!("tokenizer could not encode the text: {e}")))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
-        if add_bos && self.add_bos {
-            ids.extend(self.bos);
-        }
-        ids.extend_from_slice(enc.get_ids());
-        Ok(ids)
-    }
-
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        let n = self.vocab_size();
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= n) {
-            return Err(Error::invalid(format!(
-                "token id {bad} is outside the vocabulary of {n}"
-            )));
-        }
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| Error::invalid(format!("tokenizer could not decode ids: {e}")))
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.vocab_size
-    }
-
-    fn bos_id(&self) -> Option<u32> {
-        self.bos
-    }
-
-    fn eos_id(&self) -> Option<u32> {
-        self.eos
-    }
-
-    fn chat_template(&self) -> Option<&ChatTemplate> {
-        self.chat.as_ref()
-    }
 }

@@ -16,7 +16,8 @@ const BOS_NAMES: &[&str] = &["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext
 /// Added-token names taken as EOS when nothing more specific names one.
 const EOS_NAMES: &[&str] = &["</s>", "<|end_of_text|>", "<eos>", "<|endoftext|>"];
 
-/// A Hugging Face tokenizer with its BOS/EOS resolved.
+/// A tokenizer run by the `tokenizers` crate with its BOS/EOS resolved: a Hugging Face
+/// `tokenizer.json`, or the vocabulary a GGUF file describes ([`super::gguf_tokenizer`]).
 pub struct HfTokenizer {
     inner: tokenizers::Tokenizer,
     /// Vocabulary size including added tokens, computed once: `tokenizers` rebuilds its whole
@@ -128,20 +129,32 @@ impl HfTokenizer {
             .as_ref()
             .and_then(|(_, cfg)| cfg["add_bos_token"].as_bool())
             .unwrap_or(true);
-        let vocab_size = inner.get_vocab_size(true);
         let text = |id: Option<u32>| id.and_then(|i| inner.id_to_token(i)).unwrap_or_default();
         let chat = config
             .as_ref()
             .and_then(|(_, cfg)| config_chat_template(&cfg["chat_template"]))
             .map(|t| ChatTemplate::new(t, &text(bos), &text(eos)));
-        Ok(HfTokenizer {
+        Ok(Self::from_parts(inner, bos, eos, add_bos, chat))
+    }
+
+    /// Wraps a built `tokenizers` tokenizer whose specials are resolved; the Hugging Face and
+    /// the GGUF loaders both end here.
+    pub(crate) fn from_parts(
+        inner: tokenizers::Tokenizer,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        add_bos: bool,
+        chat: Option<ChatTemplate>,
+    ) -> Self {
+        let vocab_size = inner.get_vocab_size(true);
+        HfTokenizer {
             inner,
             vocab_size,
             bos,
             eos,
             add_bos,
             chat,
-        })
+        }
     }
 
     /// Whether `encode(text, true)` prepends BOS (false when the config's `add_bos_token` is

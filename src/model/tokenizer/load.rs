@@ -1,6 +1,6 @@
 //! Picks and loads the right tokenizer for a path.
 
-use super::{GgufTokenizer, HfTokenizer, Llama2cTokenizer, Tokenizer};
+use super::{gguf_tokenizer_from_file, HfTokenizer, Llama2cTokenizer, Tokenizer};
 use crate::{Error, Result};
 use std::io::Read;
 use std::path::Path;
@@ -27,7 +27,7 @@ pub fn load_tokenizer(path: &Path) -> Result<Box<dyn Tokenizer>> {
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
         || crate::model::gguf::has_magic(path);
     if is_gguf {
-        return Ok(Box::new(GgufTokenizer::from_file(path)?));
+        return Ok(Box::new(gguf_tokenizer_from_file(path)?));
     }
     let is_json = path
         .extension()

@@ -11,7 +11,7 @@ mod load;
 mod stream;
 
 pub use chat::{ChatMessage, ChatTemplate};
-pub use gguf::GgufTokenizer;
+pub use gguf::{gguf_tokenizer, gguf_tokenizer_from_file};
 pub use hf::HfTokenizer;
 pub use llama2c::Llama2cTokenizer;
 pub use load::load_tokenizer;
