@@ -10,9 +10,7 @@ use agentcompress::api::{open_variant, Device, Engine, VariantOpenOptions};
 use agentcompress::api::{CONTROLLER_FILE, ROUTER_FILE};
 use agentcompress::controller::{io as controller_io, Controller, ControllerConfig};
 use agentcompress::engine::GenerateParams;
-use agentcompress::model::llama2c;
-use agentcompress::pipeline::{build_variants, BuildOptions};
-use agentcompress::quant::{Method, Precision, QuantConfig};
+use agentcompress::quant::Precision;
 use agentcompress::router::{QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 use agentcompress::store::{load_variant, LoadOptions, Manifest};
 use agentcompress::Error;
@@ -35,27 +33,9 @@ fn bare() -> &'static Path {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, p) = DIR.get_or_init(|| {
         let root = common::stories260k_dir().expect("tests return early without stories260K");
-        let dense = llama2c::load(&root.join("stories260K.bin")).unwrap();
-        let tok = std::fs::read(root.join("tok512.bin")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("variants");
-        let opts = BuildOptions {
-            quant: QuantConfig {
-                method: Method::Rtn,
-                ..QuantConfig::default()
-            },
-            calibration: None,
-            evaluation: None,
-        };
-        build_variants(
-            &dense,
-            "stories260K",
-            &out,
-            Some(("tokenizer.bin", &tok)),
-            &opts,
-            &mut |_| {},
-        )
-        .unwrap();
+        common::build_stories_variants(&root, &out);
         (dir, out)
     });
     p

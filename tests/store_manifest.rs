@@ -7,11 +7,8 @@
 mod common;
 
 use agentcompress::api::{open_variant, Device, Engine, VariantOpenOptions};
-use agentcompress::model::llama2c;
-use agentcompress::pipeline::{
-    build_variants, evaluate_variants, BuildOptions, SelfText, VariantSet,
-};
-use agentcompress::quant::{Method, Precision, QuantConfig};
+use agentcompress::pipeline::{evaluate_variants, SelfText, VariantSet};
+use agentcompress::quant::Precision;
 use agentcompress::store::Manifest;
 use agentcompress::Error;
 use std::path::{Path, PathBuf};
@@ -21,27 +18,9 @@ use std::sync::OnceLock;
 fn built(root: &Path) -> &'static Path {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, p) = DIR.get_or_init(|| {
-        let dense = llama2c::load(&root.join("stories260K.bin")).unwrap();
-        let tok = std::fs::read(root.join("tok512.bin")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("variants");
-        let opts = BuildOptions {
-            quant: QuantConfig {
-                method: Method::Rtn,
-                ..QuantConfig::default()
-            },
-            calibration: None,
-            evaluation: None,
-        };
-        build_variants(
-            &dense,
-            "stories260K",
-            &out,
-            Some(("tokenizer.bin", &tok)),
-            &opts,
-            &mut |_| {},
-        )
-        .unwrap();
+        common::build_stories_variants(root, &out);
         (dir, out)
     });
     p

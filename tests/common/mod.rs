@@ -39,3 +39,29 @@ pub fn shared_model(rel: &str) -> Option<PathBuf> {
 pub fn stories260k_dir() -> Option<PathBuf> {
     shared_model("stories260K")
 }
+
+/// Writes stories260K's four variants (round to nearest, its tokenizer embedded) into `out`,
+/// from the stories260K folder `root`.
+pub fn build_stories_variants(root: &Path, out: &Path) {
+    use agentcompress::pipeline::{build_variants, BuildOptions};
+    use agentcompress::quant::{Method, QuantConfig};
+    let dense = agentcompress::model::llama2c::load(&root.join("stories260K.bin")).unwrap();
+    let tok = std::fs::read(root.join("tok512.bin")).unwrap();
+    let opts = BuildOptions {
+        quant: QuantConfig {
+            method: Method::Rtn,
+            ..QuantConfig::default()
+        },
+        calibration: None,
+        evaluation: None,
+    };
+    build_variants(
+        &dense,
+        "stories260K",
+        out,
+        Some(("tokenizer.bin", &tok)),
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
+}
