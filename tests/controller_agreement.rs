@@ -21,8 +21,8 @@ fn toy_samples(c: &Controller, table: &[f32], tasks: &[Vec<u32>], vocab: usize) 
             let hard = (ids[0] as f32) / vocab as f32;
             Sample {
                 emb: c.gather(table, ids).unwrap(),
-                quality: [1.0, 0.99, 1.0 - 0.4 * hard, 0.2],
-                cost: [1.0, 0.6, 0.4, 0.3],
+                quality: [1.0, 0.99, 1.0 - 0.4 * hard, 0.2].into(),
+                cost: [1.0, 0.6, 0.4, 0.3].into(),
                 complexity: hard,
                 headroom: 0.5,
                 domain: i % 2,
@@ -67,7 +67,7 @@ fn max_diff(c: &Controller, path: &std::path::Path, table: &[f32], tasks: &[Vec<
         for (a, b) in got
             .iter()
             .chain(&lg[r])
-            .zip(want.iter().chain(&o.precision_logits))
+            .zip(want.iter().chain(o.precision_logits.values()))
         {
             worst = worst.max((a - b).abs());
         }
@@ -107,7 +107,7 @@ fn runtime_and_candle_forward_agree_before_and_after_training() {
 
 /// Complexity, pruning, sparsity and the four precision logits.
 fn outputs(o: &ControllerOutput) -> [f32; 7] {
-    let l = o.precision_logits;
+    let l = o.precision_logits.into_array();
     [o.complexity, o.pruning, o.sparsity, l[0], l[1], l[2], l[3]]
 }
 

@@ -10,7 +10,7 @@ use agentcompress::api::{open_variant, Device, Engine, VariantOpenOptions};
 use agentcompress::api::{CONTROLLER_FILE, ROUTER_FILE};
 use agentcompress::controller::{io as controller_io, Controller, ControllerConfig};
 use agentcompress::engine::GenerateParams;
-use agentcompress::quant::Precision;
+use agentcompress::quant::{PerPrecision, Precision};
 use agentcompress::router::{QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 use agentcompress::store::{load_variant, LoadOptions, Manifest};
 use agentcompress::Error;
@@ -85,7 +85,7 @@ fn routed(horizon: f64) -> Routed {
         "the controller must tell tasks apart: {scored:?}"
     );
     let half = TASKS.len() / 2;
-    let points: Vec<(f32, [f32; 4])> = scored
+    let points: Vec<(f32, PerPrecision<f32>)> = scored
         .iter()
         .enumerate()
         .map(|(i, (c, _))| {
@@ -94,7 +94,7 @@ fn routed(horizon: f64) -> Routed {
             } else {
                 [1.0, 0.5, 0.4, 0.2]
             };
-            (*c, q)
+            (*c, q.into())
         })
         .collect();
     let router = Router {
@@ -106,7 +106,7 @@ fn routed(horizon: f64) -> Routed {
             prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
         },
         quality: QualityModel::fit(&points, 2).unwrap(),
-        relative_bytes: [1.0, 0.5, 0.3, 0.2],
+        relative_bytes: [1.0, 0.5, 0.3, 0.2].into(),
     };
     std::fs::write(
         dir.path().join(ROUTER_FILE),

@@ -13,7 +13,7 @@ use agentcompress::model::synthetic::{preset, synthetic_weights};
 use agentcompress::model::tokenizer::ByteTokenizer;
 use agentcompress::model::DType;
 use agentcompress::pipeline::VariantSet;
-use agentcompress::quant::{Method, QuantConfig};
+use agentcompress::quant::{Method, Precision, QuantConfig};
 
 #[test]
 fn reduced_benchmark_on_stories260k() {
@@ -42,7 +42,10 @@ fn reduced_benchmark_on_stories260k() {
     let r = &out.report;
     assert_eq!(r.workflows, 8);
     assert_eq!(out.labels.tasks.len(), r.tasks);
-    assert!((r.mean_quality[0] - 1.0).abs() < 1e-9 && r.mean_quality[1] >= r.mean_quality[3]);
+    assert!(
+        (r.mean_quality[Precision::Fp16] - 1.0).abs() < 1e-9
+            && r.mean_quality[Precision::Int8] >= r.mean_quality[Precision::Int2]
+    );
     for split in [&r.in_domain, &r.cross_domain] {
         let names: Vec<&str> = split.strategies.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
@@ -70,7 +73,12 @@ fn reduced_benchmark_on_stories260k() {
         assert!(split.pearson_r.is_finite() && split.overhead_median_ms > 0.0);
         assert_eq!(split.sweep.len(), cfg.sweep.len());
         for c in &s[7..] {
-            assert_eq!(c.mix.iter().sum::<usize>(), split.test_tasks, "{}", c.name);
+            assert_eq!(
+                c.mix.values().iter().sum::<usize>(),
+                split.test_tasks,
+                "{}",
+                c.name
+            );
         }
         assert!((0.5..=1.0).contains(&split.matched_target));
     }

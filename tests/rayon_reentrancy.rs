@@ -12,7 +12,7 @@ use agentcompress::api::{open_variant, Device, Engine, VariantOpenOptions};
 use agentcompress::api::{CONTROLLER_FILE, ROUTER_FILE};
 use agentcompress::controller::{io as controller_io, Controller, ControllerConfig};
 use agentcompress::engine::GenerateParams;
-use agentcompress::quant::Precision;
+use agentcompress::quant::{PerPrecision, Precision};
 use agentcompress::router::{QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 use agentcompress::store::{load_variant, LoadOptions, Manifest};
 use agentcompress::Error;
@@ -232,7 +232,7 @@ fn routed_dir(src: &Path) -> tempfile::TempDir {
         .collect();
     scores.sort_by(f32::total_cmp);
     let half = TASKS.len() / 2;
-    let points: Vec<(f32, [f32; 4])> = scores
+    let points: Vec<(f32, PerPrecision<f32>)> = scores
         .iter()
         .enumerate()
         .map(|(i, &c)| {
@@ -241,7 +241,7 @@ fn routed_dir(src: &Path) -> tempfile::TempDir {
             } else {
                 [1.0, 0.5, 0.4, 0.2]
             };
-            (c, q)
+            (c, q.into())
         })
         .collect();
     let router = Router {
@@ -253,7 +253,7 @@ fn routed_dir(src: &Path) -> tempfile::TempDir {
             prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
         },
         quality: QualityModel::fit(&points, 2).unwrap(),
-        relative_bytes: [1.0, 0.5, 0.3, 0.2],
+        relative_bytes: [1.0, 0.5, 0.3, 0.2].into(),
     };
     std::fs::write(
         dir.path().join(ROUTER_FILE),

@@ -2,7 +2,7 @@
 //! counted, residency changes decisions, and reasons name the choice.
 
 use agentcompress::controller::ControllerOutput;
-use agentcompress::quant::Precision;
+use agentcompress::quant::{PerPrecision, Precision};
 use agentcompress::router::{
     QualityModel, Residency, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB,
 };
@@ -10,8 +10,8 @@ use agentcompress::router::{
 fn out(c: f32) -> ControllerOutput {
     ControllerOutput {
         complexity: c,
-        precision_logits: [0.0; 4],
-        precision_probs: [0.25; 4],
+        precision_logits: [0.0; 4].into(),
+        precision_probs: [0.25; 4].into(),
         pruning: 0.0,
         sparsity: 0.0,
     }
@@ -19,10 +19,10 @@ fn out(c: f32) -> ControllerOutput {
 
 #[test]
 fn residency_aware_routing_saves_swaps_on_alternating_tasks() {
-    let pts: Vec<(f32, [f32; 4])> = (0..50)
+    let pts: Vec<(f32, PerPrecision<f32>)> = (0..50)
         .map(|i| {
             let c = i as f32 / 50.0;
-            (c, [1.0, 0.99, if c < 0.5 { 0.97 } else { 0.7 }, 0.1])
+            (c, [1.0, 0.99, if c < 0.5 { 0.97 } else { 0.7 }, 0.1].into())
         })
         .collect();
     let bytes = [100, 62, 40, 29];
@@ -35,7 +35,7 @@ fn residency_aware_routing_saves_swaps_on_alternating_tasks() {
             prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
         },
         quality: QualityModel::fit(&pts, 5).unwrap(),
-        relative_bytes: bytes.map(|b| b as f64 / 100.0),
+        relative_bytes: bytes.map(|b| b as f64 / 100.0).into(),
     };
     // Device holds one of INT8/INT4 at a time (capacity 0.7 of fp16 after FP16 is excluded).
     let run = |r: &Router| {

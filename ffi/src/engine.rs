@@ -371,7 +371,7 @@ pub unsafe extern "C" fn ac_engine_stats(
                 *out = ac_stats {
                     tasks: s.tasks,
                     tokens: s.tokens,
-                    per_precision: s.per_precision,
+                    per_precision: s.per_precision.into_array(),
                     swaps: s.swaps,
                     hits: s.hits,
                     bytes_streamed: s.bytes_streamed,

@@ -53,7 +53,7 @@ impl Engine {
     ///
     /// let stats = engine.stats();
     /// assert_eq!((stats.tasks, stats.tokens), (1, 4));
-    /// assert_eq!(stats.per_precision[result.route.precision.index()], 1);
+    /// assert_eq!(stats.per_precision[result.route.precision], 1);
     /// # Ok::<(), agentcompress::Error>(())
     /// ```
     pub fn builtin(source: &str) -> Result<EngineBuilder> {

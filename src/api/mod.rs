@@ -45,7 +45,7 @@ pub use types::{EngineStats, Route, RunResult};
 pub use crate::engine::{GenerateOutput, GenerateParams, SamplingParams, TokenEvent};
 pub use crate::error::{Error, Result};
 pub use crate::model::ModelConfig;
-pub use crate::quant::Precision;
+pub use crate::quant::{PerPrecision, Precision};
 
 use crate::model::tokenizer::Tokenizer;
 use crate::model::ModelWeights;
@@ -148,9 +148,8 @@ impl Engine {
         }
     }
 
-    /// Bytes of each variant's weights, in [`Precision::ALL`] order (`None` for a single
-    /// model).
-    pub fn variant_bytes(&self) -> Option<[u64; 4]> {
+    /// Bytes of each variant's weights (`None` for a single model).
+    pub fn variant_bytes(&self) -> Option<PerPrecision<u64>> {
         match &self.models {
             Models::Single { .. } => None,
             Models::Routed(r) => Some(r.bytes()),
@@ -313,7 +312,7 @@ impl Engine {
             .map_err(|_| Error::Internal("engine statistics lock poisoned".into()))?;
         st.tasks += 1;
         st.tokens += output.ids.len() as u64;
-        st.per_precision[route.precision.index()] += 1;
+        st.per_precision[route.precision] += 1;
         if route.swap {
             st.swaps += 1;
         } else {

@@ -17,7 +17,7 @@ use super::route_controller::RouteController;
 use super::types::Route;
 use super::{Device, DynModel};
 use crate::controller::io as controller_io;
-use crate::quant::Precision;
+use crate::quant::{PerPrecision, Precision};
 use crate::router::{Residency, Router};
 use crate::store::{read_globals, ListedVariant, LoadOptions, Manifest, MANIFEST_FILE};
 use crate::{Error, Result};
@@ -61,9 +61,9 @@ struct Loads {
 /// What the lock guards: residency, the loaded models, and prefetch bookkeeping.
 struct State {
     residency: Residency,
-    models: [Option<Arc<dyn DynModel>>; 4],
+    models: PerPrecision<Option<Arc<dyn DynModel>>>,
     /// Admitted by a prefetch and not used since.
-    prefetched: [bool; 4],
+    prefetched: PerPrecision<bool>,
     inflight: Option<InFlight>,
     /// A load running outside the lock (see [`Routed::acquire`]).
     loading: Option<Precision>,
@@ -128,8 +128,8 @@ pub(crate) struct RoutedOptions {
 
 /// The routed part of an engine.
 pub(crate) struct Routed {
-    files: [ListedVariant; 4],
-    bytes: [u64; 4],
+    files: PerPrecision<ListedVariant>,
+    bytes: PerPrecision<u64>,
     config: crate::model::ModelConfig,
     device: Device,
     verify: bool,
@@ -198,7 +198,7 @@ fn read_brain(
     dir: &Path,
     manifest: &Manifest,
     fp16_file: &Path,
-    bytes: &[u64; 4],
+    bytes: &PerPrecision<u64>,
     opts: &RoutedOptions,
     device: Device,
 ) -> Result<Brain> {
@@ -251,7 +251,8 @@ fn read_brain(
         router.config.target = t;
     }
     // Costs are this directory's real variant sizes.
-    router.relative_bytes = bytes.map(|b| b as f64 / bytes[0].max(1) as f64);
+    let fp16 = bytes[Precision::Fp16].max(1) as f64;
+    router.relative_bytes = bytes.map(|b| b as f64 / fp16);
     // Only the globals entry: the controller needs the embedding table, not the blocks.
     let embedding = read_globals(fp16_file, opts.verify_checksums)?
         .embedding
@@ -274,7 +275,7 @@ impl Routed {
     /// for all four variants).
     pub fn open(dir: &Path, opts: &RoutedOptions) -> Result<Self> {
         let manifest = Manifest::read(dir)?;
-        let mut bytes = [0u64; 4];
+        let mut bytes = PerPrecision::splat(0u64);
         let mut files = Vec::with_capacity(4);
         for p in Precision::ALL {
             let info = manifest.variant(p).ok_or_else(|| {
@@ -296,13 +297,12 @@ impl Routed {
             // The header is checked against the manifest now, so a mislabelled file fails the
             // open rather than a later swap (each load checks it again).
             listed.read_index()?;
-            bytes[p.index()] = info.weight_bytes;
+            bytes[p] = info.weight_bytes;
             files.push(listed);
         }
-        let files: [ListedVariant; 4] = files
-            .try_into()
+        let files = PerPrecision::try_from(files)
             .map_err(|_| Error::Internal("a routed engine needs four variants".into()))?;
-        let budget = opts.budget.unwrap_or(bytes.iter().sum());
+        let budget = opts.budget.unwrap_or(bytes.values().iter().sum());
         let residency = Residency::new(budget, bytes).map_err(|e| match e {
             Error::InvalidArgument(m) => {
                 Error::invalid(format!("memory budget for {}: {m}", dir.display()))
@@ -310,7 +310,14 @@ impl Routed {
             other => other,
         })?;
         let device = resolve(opts.device)?;
-        let brain = read_brain(dir, &manifest, &files[0].path, &bytes, opts, device)?;
+        let brain = read_brain(
+            dir,
+            &manifest,
+            &files[Precision::Fp16].path,
+            &bytes,
+            opts,
+            device,
+        )?;
         Ok(Routed {
             files,
             bytes,
@@ -322,7 +329,7 @@ impl Routed {
             state: Mutex::new(State {
                 residency,
                 models: Default::default(),
-                prefetched: [false; 4],
+                prefetched: PerPrecision::splat(false),
                 inflight: None,
                 loading: None,
                 loads: Loads::default(),
@@ -337,7 +344,7 @@ impl Routed {
     }
 
     /// Bytes of each variant's weights.
-    pub fn bytes(&self) -> [u64; 4] {
+    pub fn bytes(&self) -> PerPrecision<u64> {
         self.bytes
     }
 
@@ -364,8 +371,8 @@ impl Routed {
     fn sync_models(st: &mut State) {
         for p in Precision::ALL {
             if !st.residency.is_resident(p) {
-                st.models[p.index()] = None;
-                st.prefetched[p.index()] = false;
+                st.models[p] = None;
+                st.prefetched[p] = false;
             }
         }
     }
@@ -393,13 +400,13 @@ impl Routed {
         let Ok(Ok((model, _))) = joined else {
             return None;
         };
-        st.loads.bytes_loaded += self.bytes[p.index()];
+        st.loads.bytes_loaded += self.bytes[p];
         if !st.residency.prefetch(p) {
             return Some((p, model));
         }
         Self::sync_models(st);
-        st.models[p.index()] = Some(model);
-        st.prefetched[p.index()] = true;
+        st.models[p] = Some(model);
+        st.prefetched[p] = true;
         None
     }
 
@@ -438,7 +445,7 @@ impl Routed {
         match &self.brain {
             Brain::Fallback { precision, why } => {
                 let swap = !res.is_resident(*precision);
-                let rel = self.bytes[precision.index()] as f64 / self.bytes[0].max(1) as f64;
+                let rel = self.bytes[*precision] as f64 / self.bytes[Precision::Fp16].max(1) as f64;
                 Ok(Route {
                     precision: *precision,
                     complexity: None,
@@ -489,13 +496,13 @@ impl Routed {
                 // use it as a swap (its bytes are counted already).
                 st.residency.use_variant(q);
                 Self::sync_models(&mut st);
-                st.models[q.index()] = Some(model.clone());
+                st.models[q] = Some(model.clone());
                 st.loads.swap_seconds += t0.elapsed().as_secs_f64();
                 return Ok((model, true));
             }
-            if let Some(m) = st.models[p.index()].clone() {
+            if let Some(m) = st.models[p].clone() {
                 st.residency.use_variant(p);
-                if std::mem::take(&mut st.prefetched[p.index()]) {
+                if std::mem::take(&mut st.prefetched[p]) {
                     st.loads.prefetch_hits += 1;
                 }
                 if waited {
@@ -521,7 +528,7 @@ impl Routed {
                 if let Some((q, model)) = self.admit_background(&mut st, p, joined) {
                     st.residency.use_variant(q);
                     Self::sync_models(&mut st);
-                    st.models[q.index()] = Some(model.clone());
+                    st.models[q] = Some(model.clone());
                     st.loads.swap_seconds += t0.elapsed().as_secs_f64();
                     return Ok((model, true));
                 }
@@ -532,15 +539,15 @@ impl Routed {
         }
         let mark = self.mark_loading(&mut st, p);
         drop(st);
-        let loaded = load(&self.files[p.index()], self.device, self.verify);
+        let loaded = load(&self.files[p], self.device, self.verify);
         let mut st = self.lock()?;
         mark.finish(&mut st);
         let (model, secs) = loaded?;
         st.residency.use_variant(p);
         Self::sync_models(&mut st);
-        st.models[p.index()] = Some(model.clone());
+        st.models[p] = Some(model.clone());
         st.loads.swap_seconds += secs;
-        st.loads.bytes_loaded += self.bytes[p.index()];
+        st.loads.bytes_loaded += self.bytes[p];
         Ok((model, true))
     }
 
@@ -556,7 +563,7 @@ impl Routed {
         if st.inflight.is_some() || st.loading.is_some() || !st.residency.can_prefetch(p) {
             return Ok(false);
         }
-        let (file, device, verify) = (self.files[p.index()].clone(), self.device, self.verify);
+        let (file, device, verify) = (self.files[p].clone(), self.device, self.verify);
         let handle = std::thread::Builder::new()
             .name(format!("ac-prefetch-{p}"))
             .spawn(move || load(&file, device, verify))

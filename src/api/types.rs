@@ -1,7 +1,7 @@
 //! Plain data the API returns: routes, run results, statistics.
 
 use crate::engine::GenerateOutput;
-use crate::quant::Precision;
+use crate::quant::{PerPrecision, Precision};
 use serde::Serialize;
 
 /// A routing decision and the reasons for it.
@@ -39,8 +39,8 @@ pub struct EngineStats {
     pub tasks: u64,
     /// Tokens generated.
     pub tokens: u64,
-    /// Tasks per precision, indexed by [`Precision::index`].
-    pub per_precision: [u64; 4],
+    /// Tasks per precision.
+    pub per_precision: PerPrecision<u64>,
     /// Tasks that had to load their variant (swaps).
     pub swaps: u64,
     /// Tasks served by an already resident variant.

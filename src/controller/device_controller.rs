@@ -328,8 +328,8 @@ fn finish(t: &[f32], mh: usize, mlp2: &Linear) -> ControllerOutput {
     softmax(&mut probs);
     ControllerOutput {
         complexity,
-        precision_logits: logits,
-        precision_probs: probs,
+        precision_logits: logits.into(),
+        precision_probs: probs.into(),
         pruning: sigmoid(t[mh + 4]),
         sparsity: sigmoid(t[mh + 5]),
     }
@@ -347,7 +347,10 @@ mod tests {
     fn out_diff(a: &ControllerOutput, b: &ControllerOutput) -> f32 {
         let fa = [a.complexity, a.pruning, a.sparsity];
         let fb = [b.complexity, b.pruning, b.sparsity];
-        max_diff(&fa, &fb).max(max_diff(&a.precision_logits, &b.precision_logits))
+        max_diff(&fa, &fb).max(max_diff(
+            a.precision_logits.values(),
+            b.precision_logits.values(),
+        ))
     }
 
     /// Random non-zero norm parameters and biases, so none of them can be skipped unnoticed.
@@ -377,7 +380,9 @@ mod tests {
                 let want = c.predict(&table, &ids).unwrap();
                 let got = dc.predict(&ids).unwrap();
                 assert!(out_diff(&want, &got) < 1e-4, "{want:?} vs {got:?}");
-                assert!(max_diff(&want.precision_probs, &got.precision_probs) < 1e-4);
+                assert!(
+                    max_diff(want.precision_probs.values(), got.precision_probs.values()) < 1e-4
+                );
                 let fast = packed.predict(&table, &ids).unwrap();
                 assert!(out_diff(&fast, &got) < 1e-4, "{fast:?} vs {got:?}");
                 // The buffers carry nothing from one task to the next.

@@ -4,7 +4,7 @@ use super::kernels::gemm::Epilogue;
 use super::layers::{attention, attention_into, gelu, sigmoid, softmax, LayerNorm, Linear};
 use super::layers::{attention_packed, gelu_slice, AttentionScratch, PackedLinear};
 use super::ControllerConfig;
-use crate::quant::Precision;
+use crate::quant::{PerPrecision, Precision};
 use crate::util::rng::Rng;
 use crate::{Error, Result};
 
@@ -298,8 +298,8 @@ impl Head {
         softmax(&mut probs);
         ControllerOutput {
             complexity,
-            precision_logits: [logits[0], logits[1], logits[2], logits[3]],
-            precision_probs: [probs[0], probs[1], probs[2], probs[3]],
+            precision_logits: [logits[0], logits[1], logits[2], logits[3]].into(),
+            precision_probs: [probs[0], probs[1], probs[2], probs[3]].into(),
             pruning: sigmoid(self.pruning.forward_vec(&h)[0]),
             sparsity: sigmoid(self.sparsity.forward_vec(&h)[0]),
         }
@@ -322,10 +322,10 @@ pub struct Encoded {
 pub struct ControllerOutput {
     /// Predicted complexity in [0, 1].
     pub complexity: f32,
-    /// Precision logits, in [`Precision::ALL`] order.
-    pub precision_logits: [f32; 4],
+    /// Precision logits.
+    pub precision_logits: PerPrecision<f32>,
     /// Softmax of the precision logits.
-    pub precision_probs: [f32; 4],
+    pub precision_probs: PerPrecision<f32>,
     /// Predicted pruning ratio in [0, 1].
     pub pruning: f32,
     /// Predicted sparsity target in [0, 1].
@@ -335,7 +335,7 @@ pub struct ControllerOutput {
 impl ControllerOutput {
     /// The precision the policy head prefers.
     pub fn precision(&self) -> Precision {
-        let i = crate::backend::cpu::argmax(&self.precision_probs);
+        let i = crate::backend::cpu::argmax(self.precision_probs.values());
         Precision::ALL[i]
     }
 }
@@ -481,7 +481,7 @@ mod tests {
         let b = c.predict(&t, &ids).unwrap();
         assert_eq!(a, b);
         assert!((0.0..=1.0).contains(&a.complexity));
-        assert!((a.precision_probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!((a.precision_probs.values().iter().sum::<f32>() - 1.0).abs() < 1e-5);
         // Only the first k tokens matter.
         let mut longer = ids.clone();
         longer.extend([1, 2, 3]);

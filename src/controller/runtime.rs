@@ -238,8 +238,8 @@ mod tests {
         let fa = [a.complexity, a.pruning, a.sparsity];
         let fb = [b.complexity, b.pruning, b.sparsity];
         assert!(max_diff(&fa, &fb) <= tol, "{a:?} vs {b:?}");
-        assert!(max_diff(&a.precision_logits, &b.precision_logits) <= tol);
-        assert!(max_diff(&a.precision_probs, &b.precision_probs) <= tol);
+        assert!(max_diff(a.precision_logits.values(), b.precision_logits.values()) <= tol);
+        assert!(max_diff(a.precision_probs.values(), b.precision_probs.values()) <= tol);
     }
 
     #[test]
@@ -316,7 +316,10 @@ mod tests {
                 q.predict(table, ids).unwrap(),
             );
             cx = cx.max((a.complexity - b.complexity).abs());
-            pr = pr.max(max_diff(&a.precision_probs, &b.precision_probs));
+            pr = pr.max(max_diff(
+                a.precision_probs.values(),
+                b.precision_probs.values(),
+            ));
             flips += usize::from(a.precision() != b.precision());
         }
         eprintln!(
@@ -374,8 +377,8 @@ mod tests {
                 let hard = ids[0] as f32 / vocab as f32;
                 Sample {
                     emb: c.gather(&table, ids).unwrap(),
-                    quality: [1.0, 0.99, 1.0 - 0.4 * hard, 0.2],
-                    cost: [1.0, 0.6, 0.4, 0.3],
+                    quality: [1.0, 0.99, 1.0 - 0.4 * hard, 0.2].into(),
+                    cost: [1.0, 0.6, 0.4, 0.3].into(),
                     complexity: hard,
                     headroom: 0.5,
                     domain: i % 2,

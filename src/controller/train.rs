@@ -12,6 +12,7 @@
 use super::train_model::{Batch, TrainModel, Weights};
 #[cfg(feature = "train")]
 use super::Controller;
+use crate::quant::PerPrecision;
 #[cfg(feature = "train")]
 use crate::util::rng::Rng;
 #[cfg(feature = "train")]
@@ -26,10 +27,10 @@ pub struct Sample {
     /// The task's first (at most k) token embeddings from the frozen table, `[n, embed_dim]`
     /// (see [`super::Controller::gather`]).
     pub emb: Vec<f32>,
-    /// Measured quality (fidelity to FP16) per precision, in [`crate::quant::Precision::ALL`] order.
-    pub quality: [f32; 4],
+    /// Measured quality (fidelity to FP16) per precision.
+    pub quality: PerPrecision<f32>,
     /// Relative cost per precision (FP16 = 1).
-    pub cost: [f32; 4],
+    pub cost: PerPrecision<f32>,
     /// Ground-truth complexity in [0, 1].
     pub complexity: f32,
     /// Target compression headroom in [0, 1] (1 - bits of the cheapest adequate variant / 16).
@@ -108,8 +109,8 @@ pub fn batch_loss(
         let u = rng.next_f32().clamp(1e-7, 1.0 - 1e-7);
         noise.push(-(-u.ln()).ln());
     }
-    let per_row = |f: &dyn Fn(&Sample) -> [f32; 4]| -> Result<Tensor> {
-        let v: Vec<f32> = batch.iter().flat_map(|s| f(s)).collect();
+    let per_row = |f: &dyn Fn(&Sample) -> PerPrecision<f32>| -> Result<Tensor> {
+        let v: Vec<f32> = batch.iter().flat_map(|s| f(s).into_array()).collect();
         Ok(Tensor::from_vec(v, (rows, 4), &dev)?)
     };
     let scalar = |f: &dyn Fn(&Sample) -> f32| -> Result<Tensor> {
@@ -288,8 +289,8 @@ mod tests {
                 let q4 = 1.0 - 0.3 * hard;
                 Sample {
                     emb,
-                    quality: [1.0, 1.0 - 0.02 * hard, q4, 0.5 - 0.4 * hard],
-                    cost: [1.0, 0.55, 0.3, 0.18],
+                    quality: [1.0, 1.0 - 0.02 * hard, q4, 0.5 - 0.4 * hard].into(),
+                    cost: [1.0, 0.55, 0.3, 0.18].into(),
                     complexity: hard,
                     headroom: if q4 >= 0.95 { 0.75 } else { 0.5 },
                     domain: i % 3,

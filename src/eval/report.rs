@@ -1,6 +1,7 @@
 //! The benchmark's outputs for people: a markdown table and an SVG cost-versus-quality plot.
 
 use super::workflow_bench::{EvalReport, SplitResult};
+use crate::quant::Precision;
 use std::fmt::Write;
 
 fn split_table(s: &SplitResult, out: &mut String) {
@@ -29,10 +30,10 @@ fn split_table(s: &SplitResult, out: &mut String) {
             100.0 * r.success_rate,
             r.swaps,
             100.0 * r.hit_rate,
-            r.mix[0],
-            r.mix[1],
-            r.mix[2],
-            r.mix[3]
+            r.mix[Precision::Fp16],
+            r.mix[Precision::Int8],
+            r.mix[Precision::Int4],
+            r.mix[Precision::Int2]
         );
     }
     let _ = writeln!(
@@ -56,17 +57,18 @@ pub fn markdown(r: &EvalReport) -> String {
     let _ = writeln!(
         out,
         "{} workflows, {} tasks; controller {} parameters. Variant sizes vs FP16: int8 {:.3}, int4 {:.3}, int2 {:.3}.\n",
-        r.workflows, r.tasks, r.controller_params, r.relative_bytes[1], r.relative_bytes[2], r.relative_bytes[3]
+        r.workflows, r.tasks, r.controller_params, r.relative_bytes[Precision::Int8], r.relative_bytes[Precision::Int4], r.relative_bytes[Precision::Int2]
     );
     let _ = writeln!(
         out,
         "| precision | mean quality (top-1 agreement) | meets threshold | variance beyond sampling noise | exact match | mean KL (nats) |"
     );
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (i, name) in ["fp16", "int8", "int4", "int2"].iter().enumerate() {
+    for i in Precision::ALL {
         let _ = writeln!(
             out,
-            "| {name} | {:.3} | {:.1}% | {:.0}% | {:.1}% | {:.4} |",
+            "| {} | {:.3} | {:.1}% | {:.0}% | {:.1}% | {:.4} |",
+            i.name(),
             r.mean_quality[i],
             100.0 * r.adequate[i],
             100.0 * r.signal_share[i],
@@ -81,15 +83,16 @@ pub fn markdown(r: &EvalReport) -> String {
     let _ = writeln!(out, "| stage kind | tasks | int8 | int4 | int2 |");
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
     for k in &r.by_kind {
-        let cell = |p: usize| format!("{:.3} ({:.1}%)", k.mean_quality[p], 100.0 * k.adequate[p]);
+        let cell =
+            |p: Precision| format!("{:.3} ({:.1}%)", k.mean_quality[p], 100.0 * k.adequate[p]);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} |",
             k.kind,
             k.tasks,
-            cell(1),
-            cell(2),
-            cell(3)
+            cell(Precision::Int8),
+            cell(Precision::Int4),
+            cell(Precision::Int2)
         );
     }
     let _ = writeln!(out);

@@ -11,7 +11,7 @@ use crate::controller::train::{Sample, TrainConfig, TrainReport};
 use crate::controller::{Controller, ControllerConfig, ControllerOutput};
 use crate::model::tokenizer::Tokenizer;
 use crate::pipeline::VariantSet;
-use crate::quant::Precision;
+use crate::quant::{PerPrecision, Precision};
 use crate::router::{QualityModel, Residency, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 use crate::util::rng::Rng;
 use crate::{Error, Result};
@@ -88,7 +88,7 @@ pub struct StrategyResult {
     /// Fraction of tasks served by a resident variant.
     pub hit_rate: f64,
     /// Tasks per precision.
-    pub mix: [usize; 4],
+    pub mix: PerPrecision<usize>,
 }
 
 /// Results of one train/test split.
@@ -126,9 +126,9 @@ pub struct KindStats {
     /// Tasks of this kind.
     pub tasks: usize,
     /// Mean quality per precision.
-    pub mean_quality: [f64; 4],
+    pub mean_quality: PerPrecision<f64>,
     /// Fraction of tasks whose quality meets the threshold, per precision.
-    pub adequate: [f64; 4],
+    pub adequate: PerPrecision<f64>,
 }
 
 /// Everything the benchmark measured.
@@ -141,19 +141,19 @@ pub struct EvalReport {
     /// Controller parameters.
     pub controller_params: usize,
     /// Mean quality per precision over all tasks.
-    pub mean_quality: [f64; 4],
+    pub mean_quality: PerPrecision<f64>,
     /// Exact-match rate of greedy continuations per precision.
-    pub exact_rate: [f64; 4],
+    pub exact_rate: PerPrecision<f64>,
     /// Mean KL per precision.
-    pub mean_kl: [f64; 4],
+    pub mean_kl: PerPrecision<f64>,
     /// Variant sizes relative to FP16.
-    pub relative_bytes: [f64; 4],
+    pub relative_bytes: PerPrecision<f64>,
     /// Fraction of all tasks whose quality meets the threshold, per precision.
-    pub adequate: [f64; 4],
+    pub adequate: PerPrecision<f64>,
     /// Share of the across-task variance of each precision's quality that is not per-position
     /// sampling noise (see [`super::metrics::signal_share`]): how much of it any controller
     /// could hope to predict.
-    pub signal_share: [f64; 4],
+    pub signal_share: PerPrecision<f64>,
     /// Per stage kind: mean quality and adequacy per precision.
     pub by_kind: Vec<KindStats>,
     /// In-domain split (held-out workflows from every domain).
@@ -245,18 +245,18 @@ fn replay(
     order: &[usize],
     mut choose: impl FnMut(usize, &Residency) -> Precision,
 ) -> Result<StrategyResult> {
-    let cap = (ctx.cfg.capacity * ctx.set.bytes[0] as f64) as u64;
+    let cap = (ctx.cfg.capacity * ctx.set.bytes[Precision::Fp16] as f64) as u64;
     let mut res = Residency::new(cap, ctx.set.bytes)?;
     let (mut cost, mut q, mut ok) = (0.0f64, 0.0f64, 0usize);
-    let mut mix = [0usize; 4];
+    let mut mix = PerPrecision::splat(0usize);
     for &t in order {
         let p = choose(t, &res);
         let swap = res.use_variant(p);
         cost += router.cost(p, swap);
-        let qual = ctx.labels.tasks[t].label.quality[p.index()];
+        let qual = ctx.labels.tasks[t].label.quality[p];
         q += qual as f64;
         ok += (qual >= ctx.cfg.threshold) as usize;
-        mix[p.index()] += 1;
+        mix[p] += 1;
     }
     let n = order.len().max(1) as f64;
     Ok(StrategyResult {
@@ -312,7 +312,7 @@ pub fn fit(
     let mut controller = base.clone();
     let curve = train_controller(&mut controller, &samples, &cfg.train, progress)?;
     let outs = predict_all(&controller, gathered, idx)?;
-    let points: Vec<(f32, [f32; 4])> = idx
+    let points: Vec<(f32, PerPrecision<f32>)> = idx
         .iter()
         .zip(&outs)
         .map(|(&i, out)| (out.complexity, tasks[i].label.quality))
@@ -412,11 +412,11 @@ fn calibrate_target(
 }
 
 /// The precision minimising `relative bytes - lambda * quality` for a task of known quality.
-fn cheapest_at(quality: &[f32; 4], rel: &[f64; 4], lambda: f64) -> Precision {
+fn cheapest_at(quality: &PerPrecision<f32>, rel: &PerPrecision<f64>, lambda: f64) -> Precision {
     Precision::ALL
         .into_iter()
         .min_by(|a, b| {
-            let f = |p: &Precision| rel[p.index()] - lambda * quality[p.index()] as f64;
+            let f = |p: &Precision| rel[*p] - lambda * quality[*p] as f64;
             f(a).total_cmp(&f(b))
         })
         .unwrap_or(Precision::Fp16)
@@ -432,7 +432,7 @@ fn cheapest_at(quality: &[f32; 4], rel: &[f64; 4], lambda: f64) -> Precision {
 fn matched_quality_choices(
     tasks: &[LabelledTask],
     idx: &[usize],
-    rel: &[f64; 4],
+    rel: &PerPrecision<f64>,
     target: f64,
 ) -> std::collections::HashMap<usize, Precision> {
     let choose = |lambda: f64| -> Vec<Precision> {
@@ -443,7 +443,7 @@ fn matched_quality_choices(
     let total = |ps: &[Precision]| -> f64 {
         idx.iter()
             .zip(ps)
-            .map(|(&i, p)| tasks[i].label.quality[p.index()] as f64)
+            .map(|(&i, &p)| tasks[i].label.quality[p] as f64)
             .sum()
     };
     let need = (target - 1e-6) * idx.len() as f64;
@@ -463,7 +463,7 @@ fn matched_quality_choices(
             break;
         }
         let q = &tasks[i].label.quality;
-        sum += (q[at[j].index()] - q[ps[j].index()]) as f64;
+        sum += (q[at[j]] - q[ps[j]]) as f64;
         ps[j] = at[j];
     }
     idx.iter().copied().zip(ps).collect()
@@ -527,7 +527,7 @@ fn run_split(
     // retained there (what a user asks for when INT8's average quality is the bar).
     let train_int8 = train_idx
         .iter()
-        .map(|&i| tasks[i].label.quality[Precision::Int8.index()] as f64)
+        .map(|&i| tasks[i].label.quality[Precision::Int8] as f64)
         .sum::<f64>()
         / train_idx.len() as f64;
     let matched_target = calibrate_target(ctx, &router, &train_idx, &outs, train_int8)?;
@@ -566,7 +566,7 @@ fn run_split(
         .map(|&i| tasks[i].label.complexity())
         .collect();
     // Overhead: tokenise, gather, encode, head, route, from the task text.
-    let cap = (cfg.capacity * ctx.set.bytes[0] as f64) as u64;
+    let cap = (cfg.capacity * ctx.set.bytes[Precision::Fp16] as f64) as u64;
     let res = Residency::new(cap, ctx.set.bytes)?;
     let mut times = Vec::with_capacity(test_idx.len());
     // The inference form the engine routes with (packed once, as the engine does at open).
@@ -605,8 +605,8 @@ fn kind_stats(wfs: &[Workflow], labels: &LabelSet, threshold: f32) -> Result<Vec
         let mut st = KindStats {
             kind: format!("{kind:?}").to_lowercase(),
             tasks: 0,
-            mean_quality: [0.0; 4],
-            adequate: [0.0; 4],
+            mean_quality: PerPrecision::splat(0.0),
+            adequate: PerPrecision::splat(0.0),
         };
         for t in &labels.tasks {
             let k = wfs
@@ -623,7 +623,7 @@ fn kind_stats(wfs: &[Workflow], labels: &LabelSet, threshold: f32) -> Result<Vec
                 continue;
             }
             st.tasks += 1;
-            for p in 0..4 {
+            for p in Precision::ALL {
                 st.mean_quality[p] += t.label.quality[p] as f64;
                 st.adequate[p] += (t.label.quality[p] >= threshold) as u8 as f64;
             }
@@ -699,29 +699,25 @@ pub fn run(
         |t| t.domain < 2,
     )?;
     let n = labels.tasks.len() as f64;
-    let mut mean_quality = [0.0; 4];
-    let mut exact_rate = [0.0; 4];
-    let mut mean_kl = [0.0; 4];
+    let mut mean_quality = PerPrecision::splat(0.0);
+    let mut exact_rate = PerPrecision::splat(0.0);
+    let mut mean_kl = PerPrecision::splat(0.0);
     for t in &labels.tasks {
-        for p in 0..4 {
+        for p in Precision::ALL {
             mean_quality[p] += t.label.quality[p] as f64 / n;
             exact_rate[p] += t.label.exact[p] as u8 as f64 / n;
             mean_kl[p] += t.label.kl[p] as f64 / n;
         }
     }
-    let mut adequate = [0.0; 4];
+    let mut adequate = PerPrecision::splat(0.0);
     for t in &labels.tasks {
-        for (p, a) in adequate.iter_mut().enumerate() {
+        for (p, a) in adequate.iter_mut() {
             *a += (t.label.quality[p] >= cfg.threshold) as u8 as f64 / n;
         }
     }
     let by_kind = kind_stats(&wfs, &labels, cfg.threshold)?;
-    let signal_share = Precision::ALL.map(|p| {
-        let qs: Vec<f32> = labels
-            .tasks
-            .iter()
-            .map(|t| t.label.quality[p.index()])
-            .collect();
+    let signal_share = PerPrecision::from_fn(|p| {
+        let qs: Vec<f32> = labels.tasks.iter().map(|t| t.label.quality[p]).collect();
         signal_share(&qs, labels.n_gen)
     });
     let report = EvalReport {
@@ -760,11 +756,11 @@ mod tests {
             domain: 0,
             ids: vec![1],
             label: TaskLabel {
-                quality,
-                kl: [0.0; 4],
-                exact: [false; 4],
-                time_ms: [0.0; 4],
-                bytes: [0; 4],
+                quality: quality.into(),
+                kl: PerPrecision::splat(0.0),
+                exact: PerPrecision::splat(false),
+                time_ms: PerPrecision::splat(0.0),
+                bytes: PerPrecision::splat(0),
                 flops: 0,
             },
         }
@@ -772,7 +768,7 @@ mod tests {
 
     #[test]
     fn the_matched_quality_bound_spends_quality_where_it_is_cheapest() {
-        let rel = [1.0, 0.6, 0.4, 0.3];
+        let rel = [1.0, 0.6, 0.4, 0.3].into();
         // Two tasks lose nothing on INT4, one loses a lot; INT2 is useless.
         let tasks = vec![
             task([1.0, 0.95, 0.95, 0.1]),
@@ -789,7 +785,7 @@ mod tests {
         let c = matched_quality_choices(&tasks, &idx, &rel, 0.97);
         let mean: f32 = idx
             .iter()
-            .map(|&i| tasks[i].label.quality[c[&i].index()])
+            .map(|&i| tasks[i].label.quality[c[&i]])
             .sum::<f32>()
             / 3.0;
         assert!(mean >= 0.97 - 1e-6, "{mean}");

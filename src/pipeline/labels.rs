@@ -7,25 +7,25 @@ use super::variant_set::VariantSet;
 use crate::backend::cpu::argmax;
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Model;
-use crate::quant::Precision;
+use crate::quant::{PerPrecision, Precision};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
 
-/// Measurements of one task on the four variants (arrays in [`Precision::ALL`] order).
+/// Measurements of one task on the four variants.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskLabel {
     /// Quality used for routing: teacher-forced top-1 agreement with FP16.
-    pub quality: [f32; 4],
+    pub quality: PerPrecision<f32>,
     /// Mean KL(FP16 || variant) per continuation position, in nats.
-    pub kl: [f32; 4],
+    pub kl: PerPrecision<f32>,
     /// Whether the variant's own greedy continuation equals FP16's.
-    pub exact: [bool; 4],
+    pub exact: PerPrecision<bool>,
     /// Wall time of the variant's greedy generation, milliseconds.
-    pub time_ms: [f32; 4],
+    pub time_ms: PerPrecision<f32>,
     /// Bytes of weights read (variant size times forward calls).
-    pub bytes: [u64; 4],
+    pub bytes: PerPrecision<u64>,
     /// Multiply-adds times two over all tokens processed.
     pub flops: u64,
 }
@@ -33,14 +33,17 @@ pub struct TaskLabel {
 impl TaskLabel {
     /// Ground-truth complexity: the mean quality lost by INT8, INT4 and INT2.
     pub fn complexity(&self) -> f32 {
-        (3.0 - self.quality[1] - self.quality[2] - self.quality[3]) / 3.0
+        (3.0 - self.quality[Precision::Int8]
+            - self.quality[Precision::Int4]
+            - self.quality[Precision::Int2])
+            / 3.0
     }
 
     /// The cheapest precision whose quality meets `threshold` (FP16 when none does).
     pub fn oracle(&self, threshold: f32) -> Precision {
         [Precision::Int2, Precision::Int4, Precision::Int8]
             .into_iter()
-            .find(|p| self.quality[p.index()] >= threshold)
+            .find(|p| self.quality[*p] >= threshold)
             .unwrap_or(Precision::Fp16)
     }
 }
@@ -93,15 +96,15 @@ pub fn measure(set: &VariantSet, prompt: &[u32], n_gen: usize) -> Result<TaskLab
     let ref_rows = teacher(fp16)?;
     let ref_lp: Vec<Vec<f32>> = ref_rows.chunks(vocab).map(log_softmax).collect();
     let mut label = TaskLabel {
-        quality: [1.0; 4],
-        kl: [0.0; 4],
-        exact: [true; 4],
-        time_ms: [t_fp16; 4],
-        bytes: [0; 4],
+        quality: PerPrecision::splat(1.0),
+        kl: PerPrecision::splat(0.0),
+        exact: PerPrecision::splat(true),
+        time_ms: PerPrecision::splat(t_fp16),
+        bytes: PerPrecision::splat(0),
         flops: 2 * c.parameter_count() * (prompt.len() + n_gen - 1) as u64,
     };
     for p in Precision::ALL {
-        label.bytes[p.index()] = set.bytes[p.index()] * n_gen as u64;
+        label.bytes[p] = set.bytes[p] * n_gen as u64;
         if p == Precision::Fp16 {
             continue;
         }
@@ -122,11 +125,10 @@ pub fn measure(set: &VariantSet, prompt: &[u32], n_gen: usize) -> Result<TaskLab
         }
         let t0 = Instant::now();
         let own = greedy(m, prompt, n_gen)?;
-        let i = p.index();
-        label.time_ms[i] = t0.elapsed().as_secs_f32() * 1e3;
-        label.quality[i] = agree as f32 / n_gen as f32;
-        label.kl[i] = (kl / n_gen as f32).max(0.0);
-        label.exact[i] = own == cont;
+        label.time_ms[p] = t0.elapsed().as_secs_f32() * 1e3;
+        label.quality[p] = agree as f32 / n_gen as f32;
+        label.kl[p] = (kl / n_gen as f32).max(0.0);
+        label.exact[p] = own == cont;
     }
     Ok(label)
 }
@@ -158,7 +160,7 @@ pub struct LabelSet {
     /// Tokens generated per task.
     pub n_gen: usize,
     /// Variant sizes in bytes.
-    pub bytes: [u64; 4],
+    pub bytes: PerPrecision<u64>,
     /// The tasks.
     pub tasks: Vec<LabelledTask>,
 }
@@ -182,6 +184,7 @@ mod tests {
     use super::*;
     use crate::model::synthetic::{preset, synthetic_weights};
     use crate::model::DType;
+    use Precision::*;
 
     #[test]
     fn labels_rank_precisions_and_fp16_is_perfect() {
@@ -194,16 +197,20 @@ mod tests {
         };
         let set = VariantSet::quantize(&w, &q).unwrap();
         let l = measure(&set, &[1, 40, 41, 300, 7, 9], 8).unwrap();
-        assert_eq!(l.quality[0], 1.0);
-        assert!(l.exact[0]);
-        assert!(l.kl[1] <= l.kl[3], "{:?}", l.kl);
-        assert!(l.bytes[3] < l.bytes[2] && l.bytes[2] < l.bytes[1] && l.bytes[1] < l.bytes[0]);
+        assert_eq!(l.quality[Fp16], 1.0);
+        assert!(l.exact[Fp16]);
+        assert!(l.kl[Int8] <= l.kl[Int2], "{:?}", l.kl);
+        assert!(
+            l.bytes[Int2] < l.bytes[Int4]
+                && l.bytes[Int4] < l.bytes[Int8]
+                && l.bytes[Int8] < l.bytes[Fp16]
+        );
         assert!((0.0..=1.0).contains(&l.complexity()));
-        assert!(l.quality.iter().all(|q| (0.0..=1.0).contains(q)));
+        assert!(l.quality.iter().all(|(_, q)| (0.0..=1.0).contains(q)));
         assert!(measure(&set, &[], 8).is_err());
         assert!(measure(&set, &[1; 60], 8).is_err());
         let mut hard = l.clone();
-        hard.quality = [1.0, 0.97, 0.5, 0.1];
+        hard.quality = [1.0, 0.97, 0.5, 0.1].into();
         assert_eq!(hard.oracle(0.95), Precision::Int8);
         assert_eq!(hard.oracle(0.99), Precision::Fp16);
         assert_eq!(hard.oracle(0.05), Precision::Int2);

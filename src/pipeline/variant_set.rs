@@ -10,7 +10,9 @@ use crate::backend::cpu::CpuBackend;
 use crate::engine::Model;
 use crate::model::{ModelConfig, ModelWeights};
 use crate::quant::calib::Calibration;
-use crate::quant::{quantize_model, size_report, Method, Precision, QuantConfig, WeightMatrix};
+use crate::quant::{
+    quantize_model, size_report, Method, PerPrecision, Precision, QuantConfig, WeightMatrix,
+};
 use crate::store::{LoadOptions, Manifest};
 use crate::{Error, Result};
 use std::path::Path;
@@ -22,11 +24,10 @@ pub struct VariantSet {
     /// The frozen token-embedding table `[vocab, dim]` the controller reads (the FP16
     /// variant's embedding, widened to f32).
     pub embedding: Vec<f32>,
-    /// One model per precision, in [`Precision::ALL`] order.
-    pub models: Vec<Model<CpuBackend>>,
-    /// Bytes of each variant's weights (packed codes, scales, zeros, FP16 tensors), in
-    /// [`Precision::ALL`] order.
-    pub bytes: [u64; 4],
+    /// One model per precision.
+    pub models: PerPrecision<Model<CpuBackend>>,
+    /// Bytes of each variant's weights (packed codes, scales, zeros, FP16 tensors).
+    pub bytes: PerPrecision<u64>,
     /// How the variants were made (method and group sizes, or the directory they came from).
     pub formats: String,
 }
@@ -56,7 +57,7 @@ impl VariantSet {
             .iter()
             .map(|&p| quantize_model(weights, p, cfg, None))
             .collect::<Result<Vec<_>>>()?;
-        let bytes = Precision::ALL.map(|p| size_report(&weights.config, p, cfg).total_bytes);
+        let bytes = PerPrecision::from_fn(|p| size_report(&weights.config, p, cfg).total_bytes);
         Self::from_packed(variants, bytes, describe(cfg))
     }
 
@@ -83,7 +84,7 @@ impl VariantSet {
             .iter()
             .map(|&p| quantize_model(weights, p, cfg, Some(&calib)))
             .collect::<Result<Vec<_>>>()?;
-        let bytes = Precision::ALL.map(|p| size_report(&weights.config, p, cfg).total_bytes);
+        let bytes = PerPrecision::from_fn(|p| size_report(&weights.config, p, cfg).total_bytes);
         let formats = format!("{}, calibrated on {}", describe(cfg), text.describe());
         Self::from_packed(variants, bytes, formats)
     }
@@ -93,7 +94,7 @@ impl VariantSet {
     pub fn open_dir(dir: &Path, verify: bool) -> Result<Self> {
         let manifest = Manifest::read(dir)?;
         let mut variants = Vec::with_capacity(4);
-        let mut bytes = [0u64; 4];
+        let mut bytes = PerPrecision::splat(0u64);
         for p in Precision::ALL {
             let info = manifest.variant(p).ok_or_else(|| {
                 Error::corrupt(
@@ -104,7 +105,7 @@ impl VariantSet {
             let (w, _) = manifest.listed(dir, p)?.load(LoadOptions {
                 verify_checksums: verify,
             })?;
-            bytes[p.index()] = info.weight_bytes;
+            bytes[p] = info.weight_bytes;
             variants.push(w);
         }
         let formats = format!("{} from {}", describe(&manifest.quant), dir.display());
@@ -114,7 +115,7 @@ impl VariantSet {
     /// Uploads four packed variants (in [`Precision::ALL`] order) to the CPU backend.
     fn from_packed(
         variants: Vec<ModelWeights<WeightMatrix>>,
-        bytes: [u64; 4],
+        bytes: PerPrecision<u64>,
         formats: String,
     ) -> Result<Self> {
         let fp16 = variants
@@ -132,6 +133,12 @@ impl VariantSet {
             .iter()
             .map(|w| Model::new(CpuBackend::new(), w))
             .collect::<Result<Vec<_>>>()?;
+        let models = PerPrecision::try_from(models).map_err(|v| {
+            Error::invalid(format!(
+                "a variant set needs four variants, got {}",
+                v.len()
+            ))
+        })?;
         Ok(VariantSet {
             config,
             embedding,
@@ -143,12 +150,13 @@ impl VariantSet {
 
     /// The model of precision `p`.
     pub fn model(&self, p: Precision) -> &Model<CpuBackend> {
-        &self.models[p.index()]
+        &self.models[p]
     }
 
     /// Size of each variant relative to FP16.
-    pub fn relative_bytes(&self) -> [f64; 4] {
-        self.bytes.map(|b| b as f64 / self.bytes[0] as f64)
+    pub fn relative_bytes(&self) -> PerPrecision<f64> {
+        let fp16 = self.bytes[Precision::Fp16] as f64;
+        self.bytes.map(|b| b as f64 / fp16)
     }
 }
 
@@ -171,13 +179,15 @@ mod tests {
         let set = VariantSet::quantize(&w, &q).unwrap();
         assert!(set.formats.contains("rtn"), "{}", set.formats);
         let rel = set.relative_bytes();
-        assert_eq!(rel[0], 1.0);
+        assert_eq!(rel[Precision::Fp16], 1.0);
         assert!(
-            rel[1] < 0.75 && rel[2] < rel[1] && rel[3] < rel[2],
+            rel[Precision::Int8] < 0.75
+                && rel[Precision::Int4] < rel[Precision::Int8]
+                && rel[Precision::Int2] < rel[Precision::Int4],
             "{rel:?}"
         );
         // The FP16 variant stores every weight in two bytes.
-        assert_eq!(set.bytes[0], 2 * cfg.parameter_count());
+        assert_eq!(set.bytes[Precision::Fp16], 2 * cfg.parameter_count());
         let ids = [1u32, 5, 9, 13];
         let run = |p: Precision| {
             let m = set.model(p);

@@ -38,6 +38,26 @@ impl<T> PerPrecision<T> {
     pub fn into_array(self) -> [T; 4] {
         self.0
     }
+
+    /// `(precision, value)` pairs with mutable values, most precise first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Precision, &mut T)> {
+        Precision::ALL.into_iter().zip(self.0.iter_mut())
+    }
+}
+
+impl<T> TryFrom<Vec<T>> for PerPrecision<T> {
+    /// The vector itself when it does not hold exactly four values.
+    type Error = Vec<T>;
+    /// Four values in [`Precision::ALL`] order.
+    fn try_from(values: Vec<T>) -> Result<Self, Vec<T>> {
+        <[T; 4]>::try_from(values).map(Self)
+    }
+}
+
+impl<T: PartialEq> PartialEq<[T; 4]> for PerPrecision<T> {
+    fn eq(&self, other: &[T; 4]) -> bool {
+        self.0 == *other
+    }
 }
 
 impl<T: Clone> PerPrecision<T> {

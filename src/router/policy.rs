@@ -4,7 +4,7 @@
 
 use super::Residency;
 use crate::controller::ControllerOutput;
-use crate::quant::Precision;
+use crate::quant::{PerPrecision, Precision};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -16,13 +16,13 @@ pub struct QualityModel {
     /// Upper edges of the complexity bins (the last is +inf in effect).
     pub edges: Vec<f32>,
     /// Expected quality per bin and precision.
-    pub quality: Vec<[f32; 4]>,
+    pub quality: Vec<PerPrecision<f32>>,
 }
 
 impl QualityModel {
     /// Fits the model to `(predicted complexity, measured quality per precision)` pairs in
     /// `bins` quantile bins.
-    pub fn fit(points: &[(f32, [f32; 4])], bins: usize) -> Result<Self> {
+    pub fn fit(points: &[(f32, PerPrecision<f32>)], bins: usize) -> Result<Self> {
         if points.is_empty() || bins == 0 {
             return Err(Error::invalid(
                 "calibration needs labelled tasks and at least one bin",
@@ -32,19 +32,19 @@ impl QualityModel {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let bins = bins.min(pts.len());
         let mut edges = Vec::with_capacity(bins);
-        let mut quality: Vec<[f32; 4]> = Vec::with_capacity(bins);
+        let mut quality: Vec<PerPrecision<f32>> = Vec::with_capacity(bins);
         for b in 0..bins {
             let (lo, hi) = (b * pts.len() / bins, (b + 1) * pts.len() / bins);
             let chunk = &pts[lo..hi];
-            let mut q = [0.0f32; 4];
+            let mut q = PerPrecision::splat(0.0f32);
             for (_, qs) in chunk {
-                for p in 0..4 {
-                    q[p] += qs[p] / chunk.len() as f32;
+                for (p, v) in q.iter_mut() {
+                    *v += qs[p] / chunk.len() as f32;
                 }
             }
             if let Some(prev) = quality.last() {
-                for p in 0..4 {
-                    q[p] = q[p].min(prev[p]);
+                for (p, v) in q.iter_mut() {
+                    *v = v.min(prev[p]);
                 }
             }
             edges.push(chunk.last().map(|c| c.0).unwrap_or(1.0));
@@ -54,7 +54,7 @@ impl QualityModel {
     }
 
     /// Expected quality of each precision at complexity `c`.
-    pub fn expected(&self, c: f32) -> [f32; 4] {
+    pub fn expected(&self, c: f32) -> PerPrecision<f32> {
         let i = self
             .edges
             .iter()
@@ -120,13 +120,13 @@ pub struct Router {
     /// Calibrated expected quality.
     pub quality: QualityModel,
     /// Relative size of each variant (FP16 = 1).
-    pub relative_bytes: [f64; 4],
+    pub relative_bytes: PerPrecision<f64>,
 }
 
 impl Router {
     /// Relative cost of a task on `p`, plus the swap when `swap`.
     pub fn cost(&self, p: Precision, swap: bool) -> f64 {
-        let rel = self.relative_bytes[p.index()];
+        let rel = self.relative_bytes[p];
         let swap_cost = if swap {
             self.config.swap_factor * rel / self.config.task_bytes.max(1.0)
         } else {
@@ -143,28 +143,26 @@ impl Router {
         let mut reasons = vec![format!(
             "complexity {c:.3}; policy head prefers {} (p = {:.2}), pruning {:.2}, sparsity {:.2}",
             out.precision(),
-            out.precision_probs[out.precision().index()],
+            out.precision_probs[out.precision()],
             out.pruning,
             out.sparsity
         )];
         let ok: Vec<Precision> = Precision::ALL
             .into_iter()
-            .filter(|p| *p == Precision::Fp16 || q[p.index()] >= t)
+            .filter(|p| *p == Precision::Fp16 || q[*p] >= t)
             .collect();
         reasons.push(format!(
             "expected quality fp16 {:.3}, int8 {:.3}, int4 {:.3}, int2 {:.3} vs target {t:.3}: adequate {}",
-            q[0],
-            q[1],
-            q[2],
-            q[3],
+            q[Precision::Fp16],
+            q[Precision::Int8],
+            q[Precision::Int4],
+            q[Precision::Int2],
             ok.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
         ));
         let cheapest = ok
             .iter()
             .copied()
-            .min_by(|a, b| {
-                self.relative_bytes[a.index()].total_cmp(&self.relative_bytes[b.index()])
-            })
+            .min_by(|a, b| self.relative_bytes[*a].total_cmp(&self.relative_bytes[*b]))
             .unwrap_or(Precision::Fp16);
         let mut choice = cheapest;
         if !residency.is_resident(cheapest) {
@@ -172,9 +170,7 @@ impl Router {
                 .iter()
                 .copied()
                 .filter(|p| residency.is_resident(*p))
-                .min_by(|a, b| {
-                    self.relative_bytes[a.index()].total_cmp(&self.relative_bytes[b.index()])
-                });
+                .min_by(|a, b| self.relative_bytes[*a].total_cmp(&self.relative_bytes[*b]));
             if let Some(r) = resident_ok {
                 let saving =
                     self.config.horizon * (self.cost(r, false) - self.cost(cheapest, false));
@@ -218,10 +214,8 @@ impl Router {
             Precision::ALL
                 .into_iter()
                 .filter(|p| *p != choice)
-                .max_by(|a, b| {
-                    out.precision_probs[a.index()].total_cmp(&out.precision_probs[b.index()])
-                })
-                .filter(|p| out.precision_probs[p.index()] >= self.config.prefetch_min_prob)
+                .max_by(|a, b| out.precision_probs[*a].total_cmp(&out.precision_probs[*b]))
+                .filter(|p| out.precision_probs[*p] >= self.config.prefetch_min_prob)
         };
         let expected_cost = self.cost(choice, swap);
         reasons.push(format!(
@@ -253,18 +247,18 @@ mod tests {
     fn out(c: f32) -> ControllerOutput {
         ControllerOutput {
             complexity: c,
-            precision_logits: [0.0; 4],
-            precision_probs: [0.25; 4],
+            precision_logits: PerPrecision::splat(0.0),
+            precision_probs: PerPrecision::splat(0.25),
             pruning: 0.1,
             sparsity: 0.2,
         }
     }
 
     fn router(horizon: f64) -> Router {
-        let pts: Vec<(f32, [f32; 4])> = (0..100)
+        let pts: Vec<(f32, PerPrecision<f32>)> = (0..100)
             .map(|i| {
                 let c = i as f32 / 100.0;
-                (c, [1.0, 1.0 - 0.02 * c, 1.0 - 0.3 * c, 0.3])
+                (c, [1.0, 1.0 - 0.02 * c, 1.0 - 0.3 * c, 0.3].into())
             })
             .collect();
         Router {
@@ -276,16 +270,16 @@ mod tests {
                 prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
             },
             quality: QualityModel::fit(&pts, 10).unwrap(),
-            relative_bytes: [1.0, 0.56, 0.31, 0.19],
+            relative_bytes: [1.0, 0.56, 0.31, 0.19].into(),
         }
     }
 
     #[test]
     fn quality_model_is_monotone_and_interpolates_bins() {
         let pts = vec![
-            (0.1, [1.0, 0.9, 0.8, 0.1]),
-            (0.5, [1.0, 0.95, 0.5, 0.0]),
-            (0.9, [1.0, 0.7, 0.3, 0.0]),
+            (0.1, [1.0, 0.9, 0.8, 0.1].into()),
+            (0.5, [1.0, 0.95, 0.5, 0.0].into()),
+            (0.9, [1.0, 0.7, 0.3, 0.0].into()),
         ];
         let m = QualityModel::fit(&pts, 3).unwrap();
         assert_eq!(m.expected(0.0), [1.0, 0.9, 0.8, 0.1]);
@@ -304,10 +298,10 @@ mod tests {
         assert!(easy.alternatives.iter().any(|(p, _)| *p == Int8));
         assert!(easy.alternatives.windows(2).all(|w| w[0].1 <= w[1].1));
         let mut probs = out(0.05);
-        probs.precision_probs = [0.1, 0.6, 0.2, 0.1];
+        probs.precision_probs = [0.1, 0.6, 0.2, 0.1].into();
         assert_eq!(r.decide(&probs, &res).next, Some(Int8));
         // A near-certain choice leaves nothing worth prefetching.
-        probs.precision_probs = [0.02, 0.1, 0.85, 0.03];
+        probs.precision_probs = [0.02, 0.1, 0.85, 0.03].into();
         assert_eq!(r.decide(&probs, &res).next, None);
         let hard = r.decide(&out(0.9), &res);
         assert_eq!(hard.precision, Int8);

@@ -85,10 +85,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         cfg.parameter_count() as f64 / 1e6,
         args.seed,
         set.formats,
-        rel[0],
-        rel[1],
-        rel[2],
-        rel[3]
+        rel[Precision::Fp16],
+        rel[Precision::Int8],
+        rel[Precision::Int4],
+        rel[Precision::Int2]
     );
     let mut ecfg = EvalConfig {
         workflows: 8,
@@ -115,7 +115,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .map_err(|e| Error::Internal(e.to_string()))?;
     let rp = dir.0.join(ROUTER_FILE);
     std::fs::write(&rp, router_json).map_err(|e| Error::io(&rp, e))?;
-    let budget = (1.5 * set.bytes[0] as f64) as u64;
+    let budget = (1.5 * set.bytes[Precision::Fp16] as f64) as u64;
     let engine = Engine::builder(&dir.0)
         .device(device)
         .tokenizer(Box::new(ByteTokenizer))
@@ -145,7 +145,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         fp16_cost += trained.router.cost(Precision::Fp16, i == 0);
         let ids = engine.encode(&st.text)?;
         let label = measure(&set, &ids, args.max_tokens.max(1))?;
-        let q = label.quality[d.precision.index()];
+        let q = label.quality[d.precision];
         quality += q as f64;
         println!(
             "\nstage {} ({:?}): \"{}\"",
@@ -169,7 +169,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let s = engine.stats();
     // Every load is charged, background prefetches included, at the router's swap price.
     let rc = &trained.router.config;
-    cost += rc.swap_factor * (s.bytes_loaded as f64 / set.bytes[0] as f64) / rc.task_bytes.max(1.0);
+    cost += rc.swap_factor * (s.bytes_loaded as f64 / set.bytes[Precision::Fp16] as f64)
+        / rc.task_bytes.max(1.0);
     println!(
         "\nworkflow: cost {:.3} of running every stage on fp16 ({:.1}% saved, every load included), mean fidelity {:.3}; swaps {}, hits {} (hit rate {:.2}), prefetches {} ({} used), {} bytes loaded in {:.1} ms",
         cost / fp16_cost,

@@ -212,7 +212,7 @@ fn rounded(c: &Controller) -> Controller {
 /// Complexity, pruning, sparsity and the four precision logits.
 fn outputs(o: &ControllerOutput) -> Vec<f32> {
     let mut v = vec![o.complexity, o.pruning, o.sparsity];
-    v.extend(o.precision_logits);
+    v.extend(o.precision_logits.into_array());
     v
 }
 
