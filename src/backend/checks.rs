@@ -13,6 +13,71 @@ pub fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
     Ok(())
 }
 
+/// Like [`check_len`] for operand `what` of operation `op`; the message is built only on failure.
+fn check_operand(op: &str, what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(Error::invalid(format!(
+            "{op} {what}: buffer holds {have} elements, the operation needs {need}"
+        )));
+    }
+    Ok(())
+}
+
+/// One row-wise normalisation (RMSNorm or layer norm): `rows` rows of width `dim`, with
+/// `eps` added to the variance.
+#[derive(Clone, Copy, Debug)]
+pub struct NormShape {
+    /// Rows to normalise.
+    pub rows: usize,
+    /// Width of one row (and length of each per-feature parameter vector).
+    pub dim: usize,
+    /// Added to the mean square (RMSNorm) or variance (layer norm).
+    pub eps: f32,
+}
+
+impl NormShape {
+    /// Checks the input and output (`rows * dim`) and each named per-feature parameter
+    /// vector (`dim`) of operation `op`.
+    pub fn check(&self, op: &str, x: usize, out: usize, params: &[(&str, usize)]) -> Result<()> {
+        let n = self.rows * self.dim;
+        check_operand(op, "x", x, n)?;
+        check_operand(op, "out", out, n)?;
+        for &(name, len) in params {
+            check_operand(op, name, len, self.dim)?;
+        }
+        Ok(())
+    }
+}
+
+/// One unmasked (bidirectional) multi-head attention call: `n_q` query rows attend to all
+/// `n_k` key/value rows, `n_heads` heads of width `head_dim`.
+#[derive(Clone, Copy, Debug)]
+pub struct FullAttentionShape {
+    /// Query rows.
+    pub n_q: usize,
+    /// Key/value rows (at least one).
+    pub n_k: usize,
+    /// Heads.
+    pub n_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl FullAttentionShape {
+    /// Checks buffer lengths (`q`, `k`, `v`, `out`) and that there is a key to attend to.
+    pub fn check(&self, q: usize, k: usize, v: usize, out: usize) -> Result<()> {
+        let w = self.n_heads * self.head_dim;
+        check_operand("attention_full", "q", q, self.n_q * w)?;
+        check_operand("attention_full", "k", k, self.n_k * w)?;
+        check_operand("attention_full", "v", v, self.n_k * w)?;
+        check_operand("attention_full", "out", out, self.n_q * w)?;
+        if self.n_k == 0 {
+            return Err(Error::invalid("attention_full over zero keys"));
+        }
+        Ok(())
+    }
+}
+
 /// The shape of one attention call, checked once for every backend.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {

@@ -8,8 +8,9 @@
 pub mod checks;
 pub mod cpu;
 pub mod cuda;
+pub mod host_fallback;
 
-pub use checks::{AttentionShape, RopeParams};
+pub use checks::{AttentionShape, FullAttentionShape, NormShape, RopeParams};
 
 use crate::quant::WeightMatrix;
 use crate::Result;
@@ -39,15 +40,30 @@ pub trait Backend: Send + Sync {
 
     /// `out[r, :] = table[tokens[r], :]` for an embedding table `[vocab, dim]`.
     fn embed(&self, table: &Self::Mat, tokens: &[u32], out: &mut Self::Buf) -> Result<()>;
-    /// `out[r, :] = x[r, :] / rms(x[r, :]) * w` over `rows` rows of width `dim`.
+    /// `out[r, :] = x[r, :] / rms(x[r, :]) * w` over `shape.rows` rows of width `shape.dim`.
+    /// Checks the buffer sizes once for every backend, then runs [`Backend::rmsnorm_impl`].
     fn rmsnorm(
         &self,
         x: &Self::Buf,
         w: &Self::Buf,
         out: &mut Self::Buf,
-        rows: usize,
-        dim: usize,
-        eps: f32,
+        shape: &NormShape,
+    ) -> Result<()> {
+        shape.check(
+            "rmsnorm",
+            self.buf_len(x),
+            self.buf_len(out),
+            &[("weight", self.buf_len(w))],
+        )?;
+        self.rmsnorm_impl(x, w, out, shape)
+    }
+    /// The backend's RMSNorm kernel, called by [`Backend::rmsnorm`] after the size check.
+    fn rmsnorm_impl(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        out: &mut Self::Buf,
+        shape: &NormShape,
     ) -> Result<()>;
     /// `out[r, o] = sum_i x[r, i] * w[o, i]` for `rows` rows; `w` is `[out, in]`.
     fn matmul(&self, x: &Self::Buf, w: &Self::Mat, out: &mut Self::Buf, rows: usize) -> Result<()>;
@@ -126,65 +142,81 @@ pub trait Backend: Send + Sync {
         Ok(cpu::argmax(&host) as u32)
     }
     /// Layer norm with gain and bias: `out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * g + b`
-    /// over `rows` rows of width `dim` (population variance). The default runs
-    /// [`cpu::encoder_ops::layer_norm`] on host copies.
-    #[allow(clippy::too_many_arguments)]
+    /// over `shape.rows` rows of width `shape.dim` (population variance). Checks the buffer
+    /// sizes, then runs [`Backend::layer_norm_impl`].
     fn layer_norm(
         &self,
         x: &Self::Buf,
         g: &Self::Buf,
         b: &Self::Buf,
         out: &mut Self::Buf,
-        rows: usize,
-        dim: usize,
-        eps: f32,
+        shape: &NormShape,
     ) -> Result<()> {
-        let (mut hx, mut hg, mut hb) = (vec![0.0; rows * dim], vec![0.0; dim], vec![0.0; dim]);
-        self.read(x, &mut hx)?;
-        self.read(g, &mut hg)?;
-        self.read(b, &mut hb)?;
-        let mut ho = vec![0.0; rows * dim];
-        cpu::encoder_ops::layer_norm(&hx, &hg, &hb, &mut ho, dim, eps);
-        self.write(out, &ho)
+        shape.check(
+            "layer_norm",
+            self.buf_len(x),
+            self.buf_len(out),
+            &[("gain", self.buf_len(g)), ("bias", self.buf_len(b))],
+        )?;
+        self.layer_norm_impl(x, g, b, out, shape)
     }
-    /// `x = gelu(x)` (tanh approximation) in place over the first `len` elements. The default
-    /// runs [`cpu::encoder_ops::gelu`] on a host copy.
+    /// The backend's layer norm, called by [`Backend::layer_norm`] after the size check. The
+    /// default runs on host copies ([`host_fallback::layer_norm`]).
+    fn layer_norm_impl(
+        &self,
+        x: &Self::Buf,
+        g: &Self::Buf,
+        b: &Self::Buf,
+        out: &mut Self::Buf,
+        shape: &NormShape,
+    ) -> Result<()> {
+        host_fallback::layer_norm(self, x, g, b, out, shape)
+    }
+    /// `x = gelu(x)` (tanh approximation) in place over the first `len` elements. Checks the
+    /// buffer size, then runs [`Backend::gelu_impl`].
     fn gelu(&self, x: &mut Self::Buf, len: usize) -> Result<()> {
-        let mut h = vec![0.0; len];
-        self.read(x, &mut h)?;
-        h.iter_mut().for_each(|v| *v = cpu::encoder_ops::gelu(*v));
-        self.write(x, &h)
+        checks::check_len("gelu", self.buf_len(x), len)?;
+        self.gelu_impl(x, len)
     }
-    /// Unmasked (bidirectional) multi-head attention: each of `n_q` query rows attends to all
-    /// `n_k` key/value rows. `q` and `out` are `[n_q, n_heads * head_dim]`, `k` and `v` are
-    /// `[n_k, n_heads * head_dim]`; scores are scaled by `1/sqrt(head_dim)`. The default runs
-    /// [`cpu::encoder_ops::attention_full`] on host copies.
-    #[allow(clippy::too_many_arguments)]
+    /// The backend's GELU, called by [`Backend::gelu`] after the size check. The default runs
+    /// on a host copy ([`host_fallback::gelu`]).
+    fn gelu_impl(&self, x: &mut Self::Buf, len: usize) -> Result<()> {
+        host_fallback::gelu(self, x, len)
+    }
+    /// Unmasked (bidirectional) multi-head attention: each of `shape.n_q` query rows attends
+    /// to all `shape.n_k` key/value rows. `q` and `out` are `[n_q, n_heads * head_dim]`, `k`
+    /// and `v` are `[n_k, n_heads * head_dim]`; scores are scaled by `1/sqrt(head_dim)`. Checks
+    /// the shape ([`FullAttentionShape::check`]), then runs [`Backend::attention_full_impl`].
     fn attention_full(
         &self,
         q: &Self::Buf,
         k: &Self::Buf,
         v: &Self::Buf,
         out: &mut Self::Buf,
-        n_q: usize,
-        n_k: usize,
-        n_heads: usize,
-        head_dim: usize,
+        shape: &FullAttentionShape,
     ) -> Result<()> {
-        if n_k == 0 {
-            return Err(crate::Error::invalid("attention_full over zero keys"));
-        }
-        let w = n_heads * head_dim;
-        let (mut hq, mut hk, mut hv) = (vec![0.0; n_q * w], vec![0.0; n_k * w], vec![0.0; n_k * w]);
-        self.read(q, &mut hq)?;
-        self.read(k, &mut hk)?;
-        self.read(v, &mut hv)?;
-        let mut ho = vec![0.0; n_q * w];
-        cpu::encoder_ops::attention_full(&hq, &hk, &hv, &mut ho, n_q, n_k, n_heads, head_dim);
-        self.write(out, &ho)
+        shape.check(
+            self.buf_len(q),
+            self.buf_len(k),
+            self.buf_len(v),
+            self.buf_len(out),
+        )?;
+        self.attention_full_impl(q, k, v, out, shape)
     }
-    /// `out[c] = mean over r of x[r, c]` for `rows >= 1` rows of width `width`. The default
-    /// runs [`cpu::encoder_ops::mean_rows`] on a host copy.
+    /// The backend's bidirectional attention, called by [`Backend::attention_full`] after the
+    /// shape check. The default runs on host copies ([`host_fallback::attention_full`]).
+    fn attention_full_impl(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &mut Self::Buf,
+        shape: &FullAttentionShape,
+    ) -> Result<()> {
+        host_fallback::attention_full(self, q, k, v, out, shape)
+    }
+    /// `out[c] = mean over r of x[r, c]` for `rows >= 1` rows of width `width`. Checks the
+    /// sizes, then runs [`Backend::mean_rows_impl`].
     fn mean_rows(
         &self,
         x: &Self::Buf,
@@ -192,14 +224,23 @@ pub trait Backend: Send + Sync {
         rows: usize,
         width: usize,
     ) -> Result<()> {
+        checks::check_len("mean_rows x", self.buf_len(x), rows * width)?;
+        checks::check_len("mean_rows out", self.buf_len(out), width)?;
         if rows == 0 {
             return Err(crate::Error::invalid("mean over zero rows"));
         }
-        let mut hx = vec![0.0; rows * width];
-        self.read(x, &mut hx)?;
-        let mut ho = vec![0.0; width];
-        cpu::encoder_ops::mean_rows(&hx, &mut ho, rows);
-        self.write(out, &ho)
+        self.mean_rows_impl(x, out, rows, width)
+    }
+    /// The backend's row mean, called by [`Backend::mean_rows`] after the checks. The default
+    /// runs on a host copy ([`host_fallback::mean_rows`]).
+    fn mean_rows_impl(
+        &self,
+        x: &Self::Buf,
+        out: &mut Self::Buf,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
+        host_fallback::mean_rows(self, x, out, rows, width)
     }
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<()> {

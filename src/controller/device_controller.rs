@@ -19,7 +19,7 @@
 use super::encoder::{position_code, ControllerOutput, Encoded};
 use super::layers::{sigmoid, softmax, Linear, LN_EPS};
 use super::{Controller, ControllerConfig};
-use crate::backend::Backend;
+use crate::backend::{Backend, FullAttentionShape, NormShape};
 use crate::model::Tensor;
 use crate::quant::WeightMatrix;
 use crate::util::scratch_pool::ScratchPool;
@@ -244,29 +244,32 @@ impl<B: Backend> DeviceController<B> {
         be.embed(&self.table, &ids[..n], &mut s.emb)?;
         self.proj.apply(be, &s.emb, &mut s.x, n)?;
         be.add(&mut s.x, &self.positions, n * d)?;
+        let norm = NormShape {
+            rows: n,
+            dim: d,
+            eps: LN_EPS,
+        };
+        let attn = FullAttentionShape {
+            n_q: n,
+            n_k: n,
+            n_heads: c.n_heads,
+            head_dim: hd,
+        };
         for l in &self.layers {
-            be.layer_norm(&s.x, &l.ln1[0], &l.ln1[1], &mut s.h, n, d, LN_EPS)?;
+            be.layer_norm(&s.x, &l.ln1[0], &l.ln1[1], &mut s.h, &norm)?;
             l.wq.apply(be, &s.h, &mut s.q, n)?;
             l.wk.apply(be, &s.h, &mut s.k, n)?;
             l.wv.apply(be, &s.h, &mut s.v, n)?;
-            be.attention_full(&s.q, &s.k, &s.v, &mut s.a, n, n, c.n_heads, hd)?;
+            be.attention_full(&s.q, &s.k, &s.v, &mut s.a, &attn)?;
             l.wo.apply(be, &s.a, &mut s.o, n)?;
             be.add(&mut s.x, &s.o, n * d)?;
-            be.layer_norm(&s.x, &l.ln2[0], &l.ln2[1], &mut s.h, n, d, LN_EPS)?;
+            be.layer_norm(&s.x, &l.ln2[0], &l.ln2[1], &mut s.h, &norm)?;
             l.ff1.apply(be, &s.h, &mut s.f, n)?;
             be.gelu(&mut s.f, n * c.ffn_dim)?;
             l.ff2.apply(be, &s.f, &mut s.o, n)?;
             be.add(&mut s.x, &s.o, n * d)?;
         }
-        be.layer_norm(
-            &s.x,
-            &self.ln_f[0],
-            &self.ln_f[1],
-            &mut s.tokens,
-            n,
-            d,
-            LN_EPS,
-        )?;
+        be.layer_norm(&s.x, &self.ln_f[0], &self.ln_f[1], &mut s.tokens, &norm)?;
         be.mean_rows(&s.tokens, &mut s.pooled, n, d)?;
         Ok(n)
     }
@@ -308,7 +311,13 @@ impl<B: Backend> DeviceController<B> {
             self.pool_k.apply(be, &s.tokens, &mut s.pk, n)?;
             self.pool_v.apply(be, &s.tokens, &mut s.pv, n)?;
             self.pool_q.apply(be, &s.pooled, &mut s.pq, 1)?;
-            be.attention_full(&s.pq, &s.pk, &s.pv, &mut s.att, 1, n, c.pool_heads, ph)?;
+            let pool = FullAttentionShape {
+                n_q: 1,
+                n_k: n,
+                n_heads: c.pool_heads,
+                head_dim: ph,
+            };
+            be.attention_full(&s.pq, &s.pk, &s.pv, &mut s.att, &pool)?;
             self.pool_o.apply(be, &s.att, &mut s.head, 1)?;
             self.tail.apply(be, &s.head, &mut s.tail, 1)?;
             be.read(&s.tail, &mut s.host)?;

@@ -4,7 +4,7 @@
 
 use super::device_tier::{UploadCache, UploadCacheStats};
 use super::layers::{vec_of, Layer, Layers, StreamOptions, Streamer};
-use crate::backend::{AttentionShape, Backend, RopeParams};
+use crate::backend::{AttentionShape, Backend, NormShape, RopeParams};
 use crate::model::input_file::{try_filled, try_reserve};
 use crate::model::{ModelConfig, ModelWeights};
 use crate::pool::{Pool, PoolStats, VariantSource};
@@ -333,6 +333,11 @@ impl<B: Backend> Model<B> {
         let n = tokens.len();
         let (dim, qd, kvd, hid) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
         let pos0 = s.pos;
+        let norm = NormShape {
+            rows: n,
+            dim,
+            eps: c.norm_eps,
+        };
         self.ensure_cache_rows(s, pos0 + n)?;
         be.embed(&self.embedding, tokens, &mut s.x)?;
         for li in 0..self.layers.len() {
@@ -340,7 +345,7 @@ impl<B: Backend> Model<B> {
             // drops at the end of this iteration.
             let held = self.layers.get(be, li)?;
             let l = held.get();
-            be.rmsnorm(&s.x, &l.attn_norm, &mut s.xb, n, dim, c.norm_eps)?;
+            be.rmsnorm(&s.x, &l.attn_norm, &mut s.xb, &norm)?;
             be.matmul(&s.xb, &l.wq, &mut s.q, n)?;
             be.matmul(&s.xb, &l.wk, &mut s.k, n)?;
             be.matmul(&s.xb, &l.wv, &mut s.v, n)?;
@@ -377,7 +382,7 @@ impl<B: Backend> Model<B> {
             be.attention(&s.q, &s.k_cache[li], &s.v_cache[li], &mut s.att, &shape)?;
             be.matmul(&s.att, &l.wo, &mut s.xb, n)?;
             be.add(&mut s.x, &s.xb, n * dim)?;
-            be.rmsnorm(&s.x, &l.ffn_norm, &mut s.xb, n, dim, c.norm_eps)?;
+            be.rmsnorm(&s.x, &l.ffn_norm, &mut s.xb, &norm)?;
             be.matmul(&s.xb, &l.w_gate, &mut s.gate, n)?;
             be.matmul(&s.xb, &l.w_up, &mut s.up, n)?;
             be.swiglu(&s.gate, &s.up, &mut s.hb, n * hid)?;
@@ -385,7 +390,7 @@ impl<B: Backend> Model<B> {
             be.add(&mut s.x, &s.xb, n * dim)?;
         }
         if want_logits {
-            be.rmsnorm(&s.x, &self.final_norm, &mut s.xb, n, dim, c.norm_eps)?;
+            be.rmsnorm(&s.x, &self.final_norm, &mut s.xb, &norm)?;
             be.matmul(
                 &s.xb,
                 self.classifier.as_ref().unwrap_or(&self.embedding),

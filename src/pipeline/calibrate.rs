@@ -7,7 +7,7 @@
 //! inputs of every `matmul` per matrix.
 
 use crate::backend::cpu::{CpuBackend, CpuMat};
-use crate::backend::{AttentionShape, Backend, RopeParams};
+use crate::backend::{AttentionShape, Backend, NormShape, RopeParams};
 use crate::engine::Model;
 use crate::model::{ModelWeights, Tensor};
 use crate::quant::calib::Calibration;
@@ -141,16 +141,14 @@ impl Backend for RecordingBackend {
     fn embed(&self, table: &RecMat, tokens: &[u32], out: &mut Vec<f32>) -> Result<()> {
         self.inner.embed(&table.mat, tokens, out)
     }
-    fn rmsnorm(
+    fn rmsnorm_impl(
         &self,
         x: &Vec<f32>,
         w: &Vec<f32>,
         out: &mut Vec<f32>,
-        rows: usize,
-        dim: usize,
-        eps: f32,
+        shape: &NormShape,
     ) -> Result<()> {
-        self.inner.rmsnorm(x, w, out, rows, dim, eps)
+        self.inner.rmsnorm_impl(x, w, out, shape)
     }
     fn matmul(&self, x: &Vec<f32>, w: &RecMat, out: &mut Vec<f32>, rows: usize) -> Result<()> {
         self.inner.matmul(x, &w.mat, out, rows)?;
@@ -219,7 +217,7 @@ mod tests {
     fn backend_ops_and_the_trait_defaults_agree_and_check_lengths() {
         use crate::backend::cpu::encoder_ops::{gelu, layer_norm};
         use crate::backend::cpu::CpuBackend;
-        use crate::backend::Backend;
+        use crate::backend::{Backend, FullAttentionShape};
         use crate::util::rng::Rng;
         // The recording backend implements only the required methods, so it runs the
         // trait's host-copy defaults.
@@ -229,10 +227,13 @@ mod tests {
         let x = rng.vec_uniform(rows * dim, 2.0);
         let (g, b) = (rng.vec_uniform(dim, 1.0), rng.vec_uniform(dim, 1.0));
         let (mut o1, mut o2) = (vec![0.0; rows * dim], vec![0.0; rows * dim]);
-        cpu.layer_norm(&x, &g, &b, &mut o1, rows, dim, 1e-5)
-            .unwrap();
-        dflt.layer_norm(&x, &g, &b, &mut o2, rows, dim, 1e-5)
-            .unwrap();
+        let norm = NormShape {
+            rows,
+            dim,
+            eps: 1e-5,
+        };
+        cpu.layer_norm(&x, &g, &b, &mut o1, &norm).unwrap();
+        dflt.layer_norm(&x, &g, &b, &mut o2, &norm).unwrap();
         assert_eq!(o1, o2);
         let mut want = vec![0.0; rows * dim];
         layer_norm(&x, &g, &b, &mut want, dim, 1e-5);
@@ -244,10 +245,14 @@ mod tests {
         assert_eq!(g1[7..], x[7..]);
         assert_eq!(g1[3], gelu(x[3]));
         let (k, v) = (rng.vec_uniform(5 * dim, 1.0), rng.vec_uniform(5 * dim, 1.0));
-        cpu.attention_full(&x, &k, &v, &mut o1, rows, 5, heads, hd)
-            .unwrap();
-        dflt.attention_full(&x, &k, &v, &mut o2, rows, 5, heads, hd)
-            .unwrap();
+        let attn = FullAttentionShape {
+            n_q: rows,
+            n_k: 5,
+            n_heads: heads,
+            head_dim: hd,
+        };
+        cpu.attention_full(&x, &k, &v, &mut o1, &attn).unwrap();
+        dflt.attention_full(&x, &k, &v, &mut o2, &attn).unwrap();
         assert_eq!(o1, o2);
         let (mut m1, mut m2) = (vec![0.0; dim], vec![0.0; dim]);
         cpu.mean_rows(&x, &mut m1, rows, dim).unwrap();
@@ -255,20 +260,17 @@ mod tests {
         assert_eq!(m1, m2);
         // Short buffers and empty reductions are errors naming the operation.
         let e = cpu
-            .layer_norm(&x[..5].to_vec(), &g, &b, &mut o1, rows, dim, 1e-5)
+            .layer_norm(&x[..5].to_vec(), &g, &b, &mut o1, &norm)
             .unwrap_err();
         assert!(e.to_string().contains("layer_norm x"), "{e}");
         assert!(cpu.gelu(&mut vec![0.0; 3], 4).is_err());
         let e = cpu
-            .attention_full(&x, &k[..dim].to_vec(), &v, &mut o1, rows, 5, heads, hd)
+            .attention_full(&x, &k[..dim].to_vec(), &v, &mut o1, &attn)
             .unwrap_err();
         assert!(e.to_string().contains("attention_full k"), "{e}");
-        assert!(cpu
-            .attention_full(&x, &k, &v, &mut o1, rows, 0, heads, hd)
-            .is_err());
-        assert!(dflt
-            .attention_full(&x, &k, &v, &mut o1, rows, 0, heads, hd)
-            .is_err());
+        let no_keys = FullAttentionShape { n_k: 0, ..attn };
+        assert!(cpu.attention_full(&x, &k, &v, &mut o1, &no_keys).is_err());
+        assert!(dflt.attention_full(&x, &k, &v, &mut o1, &no_keys).is_err());
         assert!(cpu.mean_rows(&x, &mut m1, 0, dim).is_err());
         assert!(dflt.mean_rows(&x, &mut m1, 0, dim).is_err());
         assert!(cpu.mean_rows(&x, &mut vec![0.0; 2], rows, dim).is_err());

@@ -4,6 +4,7 @@
 //! host copies.
 
 use super::kernels::dot;
+use crate::backend::FullAttentionShape;
 
 /// `out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * g + b` for every `dim`-wide row of `x`
 /// (population variance, two passes).
@@ -30,17 +31,19 @@ pub fn gelu(x: f32) -> f32 {
 /// Unmasked multi-head attention: each of the `n_q` rows of `q` attends to all `n_k` rows of
 /// `k`/`v` (all `[rows, heads * hd]`, head `h` in columns `h*hd..(h+1)*hd`), softmax scaled by
 /// `1/sqrt(hd)` with the maximum subtracted; `out` is `[n_q, heads * hd]`.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_full(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     out: &mut [f32],
-    n_q: usize,
-    n_k: usize,
-    heads: usize,
-    hd: usize,
+    shape: &FullAttentionShape,
 ) {
+    let FullAttentionShape {
+        n_q,
+        n_k,
+        n_heads: heads,
+        head_dim: hd,
+    } = *shape;
     let width = heads * hd;
     if width == 0 {
         return;
@@ -165,7 +168,13 @@ mod tests {
             let k = rng.vec_uniform(n_k * w, 1.0);
             let v = rng.vec_uniform(n_k * w, 1.0);
             let mut out = vec![f32::NAN; n_q * w];
-            attention_full(&q, &k, &v, &mut out, n_q, n_k, heads, hd);
+            let shape = FullAttentionShape {
+                n_q,
+                n_k,
+                n_heads: heads,
+                head_dim: hd,
+            };
+            attention_full(&q, &k, &v, &mut out, &shape);
             let want = direct_attention(&q, &k, &v, n_q, n_k, heads, hd);
             for (a, b) in out.iter().zip(&want) {
                 assert!(
@@ -178,7 +187,7 @@ mod tests {
                 let mut v2 = v.clone();
                 v2[(n_k - 1) * w..].iter_mut().for_each(|x| *x += 1.0);
                 let mut out2 = vec![0.0; n_q * w];
-                attention_full(&q, &k, &v2, &mut out2, n_q, n_k, heads, hd);
+                attention_full(&q, &k, &v2, &mut out2, &shape);
                 assert!(
                     (0..w).all(|d| out2[d] > out[d]),
                     "row 0 ignores the last key"

@@ -12,7 +12,7 @@ mod simd;
 
 pub use kernels::{argmax, dot};
 
-use super::checks::{check_len, AttentionShape, RopeParams};
+use super::checks::{check_len, AttentionShape, FullAttentionShape, NormShape, RopeParams};
 use super::Backend;
 use crate::model::{DType, Tensor};
 use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, Packed, WeightMatrix};
@@ -174,18 +174,14 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn rmsnorm(
+    fn rmsnorm_impl(
         &self,
         x: &Vec<f32>,
         w: &Vec<f32>,
         out: &mut Vec<f32>,
-        rows: usize,
-        dim: usize,
-        eps: f32,
+        shape: &NormShape,
     ) -> Result<()> {
-        check_len("rmsnorm x", x.len(), rows * dim)?;
-        check_len("rmsnorm out", out.len(), rows * dim)?;
-        check_len("rmsnorm weight", w.len(), dim)?;
+        let NormShape { rows, dim, eps } = *shape;
         for r in 0..rows {
             kernels::rmsnorm(
                 &x[r * dim..(r + 1) * dim],
@@ -327,60 +323,43 @@ impl Backend for CpuBackend {
         Ok(argmax(&x[..len]) as u32)
     }
 
-    fn layer_norm(
+    fn layer_norm_impl(
         &self,
         x: &Vec<f32>,
         g: &Vec<f32>,
         b: &Vec<f32>,
         out: &mut Vec<f32>,
-        rows: usize,
-        dim: usize,
-        eps: f32,
+        shape: &NormShape,
     ) -> Result<()> {
-        check_len("layer_norm x", x.len(), rows * dim)?;
-        check_len("layer_norm out", out.len(), rows * dim)?;
-        check_len("layer_norm gain", g.len(), dim)?;
-        check_len("layer_norm bias", b.len(), dim)?;
-        let n = rows * dim;
-        encoder_ops::layer_norm(&x[..n], &g[..dim], &b[..dim], &mut out[..n], dim, eps);
+        let (n, dim) = (shape.rows * shape.dim, shape.dim);
+        encoder_ops::layer_norm(&x[..n], &g[..dim], &b[..dim], &mut out[..n], dim, shape.eps);
         Ok(())
     }
 
-    fn gelu(&self, x: &mut Vec<f32>, len: usize) -> Result<()> {
-        check_len("gelu", x.len(), len)?;
+    fn gelu_impl(&self, x: &mut Vec<f32>, len: usize) -> Result<()> {
         x[..len].iter_mut().for_each(|v| *v = encoder_ops::gelu(*v));
         Ok(())
     }
 
-    fn attention_full(
+    fn attention_full_impl(
         &self,
         q: &Vec<f32>,
         k: &Vec<f32>,
         v: &Vec<f32>,
         out: &mut Vec<f32>,
-        n_q: usize,
-        n_k: usize,
-        n_heads: usize,
-        head_dim: usize,
+        shape: &FullAttentionShape,
     ) -> Result<()> {
-        let w = n_heads * head_dim;
-        check_len("attention_full q", q.len(), n_q * w)?;
-        check_len("attention_full k", k.len(), n_k * w)?;
-        check_len("attention_full v", v.len(), n_k * w)?;
-        check_len("attention_full out", out.len(), n_q * w)?;
-        if n_k == 0 {
-            return Err(Error::invalid("attention_full over zero keys"));
-        }
-        encoder_ops::attention_full(q, k, v, out, n_q, n_k, n_heads, head_dim);
+        encoder_ops::attention_full(q, k, v, out, shape);
         Ok(())
     }
 
-    fn mean_rows(&self, x: &Vec<f32>, out: &mut Vec<f32>, rows: usize, width: usize) -> Result<()> {
-        check_len("mean_rows x", x.len(), rows * width)?;
-        check_len("mean_rows out", out.len(), width)?;
-        if rows == 0 {
-            return Err(Error::invalid("mean over zero rows"));
-        }
+    fn mean_rows_impl(
+        &self,
+        x: &Vec<f32>,
+        out: &mut Vec<f32>,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
         encoder_ops::mean_rows(x, &mut out[..width], rows);
         Ok(())
     }

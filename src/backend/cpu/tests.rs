@@ -1,6 +1,7 @@
 //! Tests of the CPU backend's kernels against straightforward float64 formulas.
 
 use super::*;
+use crate::backend::NormShape;
 use crate::model::RopeStyle;
 use crate::util::rng::Rng;
 
@@ -66,7 +67,17 @@ fn rmsnorm_rope_swiglu_match_formulas() {
     let x = vec![1.0, -2.0, 3.0, 0.5];
     let w = vec![1.0, 0.5, 2.0, -1.0];
     let mut out = vec![0.0; 4];
-    be.rmsnorm(&x, &w, &mut out, 1, 4, 1e-5).unwrap();
+    be.rmsnorm(
+        &x,
+        &w,
+        &mut out,
+        &NormShape {
+            rows: 1,
+            dim: 4,
+            eps: 1e-5,
+        },
+    )
+    .unwrap();
     let rms = ((1.0 + 4.0 + 9.0 + 0.25) / 4.0f64 + 1e-5).sqrt();
     close(&out, &[1.0 / rms, -1.0 / rms, 6.0 / rms, -0.5 / rms], 1e-6);
 

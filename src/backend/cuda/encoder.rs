@@ -1,9 +1,9 @@
 //! Launches of the bidirectional encoder's kernels (`kernels/encoder.cu`): the
 //! [`Backend`](crate::backend::Backend) ops `layer_norm`, `gelu`, `attention_full` and
-//! `mean_rows` on the CUDA backend. Arguments are checked here with the CPU backend's messages.
+//! `mean_rows` on the CUDA backend. Sizes are checked by the trait's wrappers before these run.
 
 use super::{cuda_err, dim32, elementwise_cfg, CudaBackend};
-use crate::backend::checks::check_len;
+use crate::backend::{FullAttentionShape, NormShape};
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -11,21 +11,15 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 const ATTN_SMEM_MAX: usize = 48 * 1024;
 
 /// See [`crate::backend::Backend::layer_norm`].
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn layer_norm(
     be: &CudaBackend,
     x: &CudaSlice<f32>,
     g: &CudaSlice<f32>,
     b: &CudaSlice<f32>,
     out: &mut CudaSlice<f32>,
-    rows: usize,
-    dim: usize,
-    eps: f32,
+    shape: &NormShape,
 ) -> Result<()> {
-    check_len("layer_norm x", x.len(), rows * dim)?;
-    check_len("layer_norm out", out.len(), rows * dim)?;
-    check_len("layer_norm gain", g.len(), dim)?;
-    check_len("layer_norm bias", b.len(), dim)?;
+    let NormShape { rows, dim, eps } = *shape;
     if rows == 0 || dim == 0 {
         return Ok(());
     }
@@ -37,14 +31,13 @@ pub(crate) fn layer_norm(
     };
     let mut l = be.inner.stream.launch_builder(&be.inner.k.enc.layernorm);
     l.arg(x).arg(g).arg(b).arg(out).arg(&d).arg(&eps);
-    // SAFETY: argument types match the kernel; lengths checked above.
+    // SAFETY: argument types match the kernel; lengths checked by `Backend::layer_norm`.
     unsafe { l.launch(cfg) }.map_err(cuda_err)?;
     Ok(())
 }
 
 /// See [`crate::backend::Backend::gelu`].
 pub(crate) fn gelu(be: &CudaBackend, x: &mut CudaSlice<f32>, len: usize) -> Result<()> {
-    check_len("gelu", x.len(), len)?;
     if len == 0 {
         return Ok(());
     }
@@ -57,26 +50,21 @@ pub(crate) fn gelu(be: &CudaBackend, x: &mut CudaSlice<f32>, len: usize) -> Resu
 }
 
 /// See [`crate::backend::Backend::attention_full`].
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_full(
     be: &CudaBackend,
     q: &CudaSlice<f32>,
     k: &CudaSlice<f32>,
     v: &CudaSlice<f32>,
     out: &mut CudaSlice<f32>,
-    n_q: usize,
-    n_k: usize,
-    n_heads: usize,
-    head_dim: usize,
+    shape: &FullAttentionShape,
 ) -> Result<()> {
+    let FullAttentionShape {
+        n_q,
+        n_k,
+        n_heads,
+        head_dim,
+    } = *shape;
     let w = n_heads * head_dim;
-    check_len("attention_full q", q.len(), n_q * w)?;
-    check_len("attention_full k", k.len(), n_k * w)?;
-    check_len("attention_full v", v.len(), n_k * w)?;
-    check_len("attention_full out", out.len(), n_q * w)?;
-    if n_k == 0 {
-        return Err(Error::invalid("attention_full over zero keys"));
-    }
     if n_q == 0 || w == 0 {
         return Ok(());
     }
@@ -122,11 +110,6 @@ pub(crate) fn mean_rows(
     rows: usize,
     width: usize,
 ) -> Result<()> {
-    check_len("mean_rows x", x.len(), rows * width)?;
-    check_len("mean_rows out", out.len(), width)?;
-    if rows == 0 {
-        return Err(Error::invalid("mean over zero rows"));
-    }
     if width == 0 {
         return Ok(());
     }

@@ -20,7 +20,7 @@ pub mod nvrtc;
 pub mod quant;
 pub mod sources;
 
-use super::checks::{check_len, AttentionShape, RopeParams};
+use super::checks::{check_len, AttentionShape, FullAttentionShape, NormShape, RopeParams};
 use super::Backend;
 use crate::model::{DType, RopeStyle};
 use crate::quant::WeightMatrix;
@@ -470,18 +470,14 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
-    fn rmsnorm(
+    fn rmsnorm_impl(
         &self,
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,
-        rows: usize,
-        dim: usize,
-        eps: f32,
+        shape: &NormShape,
     ) -> Result<()> {
-        check_len("rmsnorm x", x.len(), rows * dim)?;
-        check_len("rmsnorm out", out.len(), rows * dim)?;
-        check_len("rmsnorm weight", w.len(), dim)?;
+        let NormShape { rows, dim, eps } = *shape;
         if rows == 0 || dim == 0 {
             return Ok(());
         }
@@ -494,7 +490,7 @@ impl Backend for CudaBackend {
         };
         let mut b = self.inner.stream.launch_builder(&self.inner.k.rmsnorm);
         b.arg(x).arg(w).arg(out).arg(&d).arg(&eps);
-        // SAFETY: lengths checked above.
+        // SAFETY: lengths checked by `Backend::rmsnorm`.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }
@@ -671,38 +667,33 @@ impl Backend for CudaBackend {
         Ok(host[0])
     }
 
-    fn layer_norm(
+    fn layer_norm_impl(
         &self,
         x: &CudaSlice<f32>,
         g: &CudaSlice<f32>,
         b: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,
-        rows: usize,
-        dim: usize,
-        eps: f32,
+        shape: &NormShape,
     ) -> Result<()> {
-        encoder::layer_norm(self, x, g, b, out, rows, dim, eps)
+        encoder::layer_norm(self, x, g, b, out, shape)
     }
 
-    fn gelu(&self, x: &mut CudaSlice<f32>, len: usize) -> Result<()> {
+    fn gelu_impl(&self, x: &mut CudaSlice<f32>, len: usize) -> Result<()> {
         encoder::gelu(self, x, len)
     }
 
-    fn attention_full(
+    fn attention_full_impl(
         &self,
         q: &CudaSlice<f32>,
         k: &CudaSlice<f32>,
         v: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,
-        n_q: usize,
-        n_k: usize,
-        n_heads: usize,
-        head_dim: usize,
+        shape: &FullAttentionShape,
     ) -> Result<()> {
-        encoder::attention_full(self, q, k, v, out, n_q, n_k, n_heads, head_dim)
+        encoder::attention_full(self, q, k, v, out, shape)
     }
 
-    fn mean_rows(
+    fn mean_rows_impl(
         &self,
         x: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,

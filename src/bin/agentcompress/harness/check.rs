@@ -7,7 +7,7 @@
 
 use agentcompress::backend::cpu::{self, CpuBackend};
 use agentcompress::backend::cuda::{AttnPath, CudaBackend};
-use agentcompress::backend::{AttentionShape, Backend, RopeParams};
+use agentcompress::backend::{AttentionShape, Backend, NormShape, RopeParams};
 use agentcompress::engine::Model;
 use agentcompress::model::{synthetic, DType, ModelConfig, ModelWeights, RopeStyle, Tensor};
 use agentcompress::util::rng::Rng;
@@ -462,10 +462,14 @@ fn check_rmsnorm(c: &mut Ctx<'_>, rows: usize, dim: usize, case: &str) -> Result
     let x = rand_vec(&mut c.rng, rows * dim, 2.0);
     let w = rand_vec(&mut c.rng, dim, 1.0);
     let mut go = c.poisoned(rows * dim)?;
-    c.gpu
-        .rmsnorm(&c.up(&x)?, &c.up(&w)?, &mut go, rows, dim, 1e-5)?;
+    let shape = NormShape {
+        rows,
+        dim,
+        eps: 1e-5,
+    };
+    c.gpu.rmsnorm(&c.up(&x)?, &c.up(&w)?, &mut go, &shape)?;
     let mut co = vec![0.0; rows * dim];
-    c.cpu.rmsnorm(&x, &w, &mut co, rows, dim, 1e-5)?;
+    c.cpu.rmsnorm(&x, &w, &mut co, &shape)?;
     Ok(compare(
         "rmsnorm",
         case,

@@ -12,7 +12,7 @@
 use super::check::{compare, CheckReport, CheckRow};
 use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::backend::cuda::CudaBackend;
-use agentcompress::backend::Backend;
+use agentcompress::backend::{Backend, FullAttentionShape, NormShape};
 use agentcompress::controller::{Controller, ControllerConfig, ControllerOutput, DeviceController};
 use agentcompress::util::rng::Rng;
 use agentcompress::Result;
@@ -56,7 +56,13 @@ pub(crate) fn run_with<G: Backend + Clone>(
         (5, 300, 2, 33),
     ] {
         let case = format!("q {n_q} k {n_k} heads {heads} hd {hd}");
-        let r = check_attention_full(gpu, &cpu, &mut rng, [n_q, n_k, heads, hd], &case);
+        let shape = FullAttentionShape {
+            n_q,
+            n_k,
+            n_heads: heads,
+            head_dim: hd,
+        };
+        let r = check_attention_full(gpu, &cpu, &mut rng, shape, &case);
         rep.push_result("attn-full", &case, r);
     }
     for &(rows, width) in &[(32usize, 512usize), (3, 300)] {
@@ -107,9 +113,14 @@ fn check_layer_norm<G: Backend>(
     let (gg, hg) = both(gpu, &rng.vec_uniform(dim, 1.5))?;
     let (gb, hb) = both(gpu, &rng.vec_uniform(dim, 1.0))?;
     let mut go = poisoned(gpu, rows * dim)?;
-    gpu.layer_norm(&gx, &gg, &gb, &mut go, rows, dim, 1e-5)?;
+    let shape = NormShape {
+        rows,
+        dim,
+        eps: 1e-5,
+    };
+    gpu.layer_norm(&gx, &gg, &gb, &mut go, &shape)?;
     let mut ho = vec![0.0; rows * dim];
-    cpu.layer_norm(&hx, &hg, &hb, &mut ho, rows, dim, 1e-5)?;
+    cpu.layer_norm(&hx, &hg, &hb, &mut ho, &shape)?;
     Ok(compare(
         "layer_norm",
         case,
@@ -136,17 +147,18 @@ fn check_attention_full<G: Backend>(
     gpu: &G,
     cpu: &CpuBackend,
     rng: &mut Rng,
-    [n_q, n_k, heads, hd]: [usize; 4],
+    shape: FullAttentionShape,
     case: &str,
 ) -> Result<CheckRow> {
-    let w = heads * hd;
+    let (n_q, n_k) = (shape.n_q, shape.n_k);
+    let w = shape.n_heads * shape.head_dim;
     let (gq, hq) = both(gpu, &rng.vec_uniform(n_q * w, 1.0))?;
     let (gk, hk) = both(gpu, &rng.vec_uniform(n_k * w, 1.0))?;
     let (gv, hv) = both(gpu, &rng.vec_uniform(n_k * w, 1.0))?;
     let mut go = poisoned(gpu, n_q * w)?;
-    gpu.attention_full(&gq, &gk, &gv, &mut go, n_q, n_k, heads, hd)?;
+    gpu.attention_full(&gq, &gk, &gv, &mut go, &shape)?;
     let mut ho = vec![0.0; n_q * w];
-    cpu.attention_full(&hq, &hk, &hv, &mut ho, n_q, n_k, heads, hd)?;
+    cpu.attention_full(&hq, &hk, &hv, &mut ho, &shape)?;
     Ok(compare(
         "attn-full",
         case,
