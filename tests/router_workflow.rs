@@ -4,7 +4,7 @@
 use agentcompress::controller::ControllerOutput;
 use agentcompress::quant::{PerPrecision, Precision};
 use agentcompress::router::{
-    QualityModel, Residency, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB,
+    QualityModel, Router, RouterConfig, VariantCache, DEFAULT_PREFETCH_MIN_PROB,
 };
 
 fn out(c: f32) -> ControllerOutput {
@@ -39,7 +39,7 @@ fn residency_aware_routing_saves_swaps_on_alternating_tasks() {
     };
     // Device holds one of INT8/INT4 at a time (capacity 0.7 of fp16 after FP16 is excluded).
     let run = |r: &Router| {
-        let mut res = Residency::new(100, bytes).unwrap();
+        let mut res = VariantCache::new(100, bytes).unwrap();
         let mut cost = 0.0;
         let mut chosen = Vec::new();
         for i in 0..20 {

@@ -153,7 +153,7 @@ impl Engine {
 
     /// The backend tier's counters (hits, misses, evictions, bytes uploaded) when a streamed
     /// model keeps uploaded blocks on the device ([`VariantOpenOptions::upload_budget`]).
-    pub fn upload_stats(&self) -> Option<crate::engine::UploadCacheStats> {
+    pub fn upload_stats(&self) -> Option<crate::engine::DeviceTierStats> {
         match &self.models {
             super::Models::Single { model, .. } => model.upload_stats(),
             super::Models::Routed(_) => None,

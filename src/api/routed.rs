@@ -2,8 +2,8 @@
 //! choose between them, which variants are resident under a memory budget, and router-driven
 //! prefetch.
 //!
-//! Residency is real: the engine keeps loaded exactly the variants that
-//! [`crate::router::Residency`] lists, so a variant it evicts is dropped (a generation still
+//! VariantCache is real: the engine keeps loaded exactly the variants that
+//! [`crate::router::VariantCache`] lists, so a variant it evicts is dropped (a generation still
 //! running on it keeps it alive until it ends). A swap loads the variant file and uploads it
 //! to the device on the caller's thread; a prefetch does the same on a background thread and
 //! admits the variant only beside the most recently used one.
@@ -18,7 +18,7 @@ use super::types::Route;
 use super::{Device, DynModel};
 use crate::controller::io as controller_io;
 use crate::quant::{PerPrecision, Precision};
-use crate::router::{Residency, Router};
+use crate::router::{Router, VariantCache};
 use crate::store::{read_globals, ListedVariant, LoadOptions, Manifest, MANIFEST_FILE};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -60,7 +60,7 @@ struct Loads {
 
 /// What the lock guards: residency, the loaded models, and prefetch bookkeeping.
 struct State {
-    residency: Residency,
+    residency: VariantCache,
     models: PerPrecision<Option<Arc<dyn DynModel>>>,
     /// Admitted by a prefetch and not used since.
     prefetched: PerPrecision<bool>,
@@ -303,7 +303,7 @@ impl Routed {
         let files = PerPrecision::try_from(files)
             .map_err(|_| Error::Internal("a routed engine needs four variants".into()))?;
         let budget = opts.budget.unwrap_or(bytes.values().iter().sum());
-        let residency = Residency::new(budget, bytes).map_err(|e| match e {
+        let residency = VariantCache::new(budget, bytes).map_err(|e| match e {
             Error::InvalidArgument(m) => {
                 Error::invalid(format!("memory budget for {}: {m}", dir.display()))
             }

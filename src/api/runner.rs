@@ -27,7 +27,7 @@ pub trait DynModel: Send + Sync {
         None
     }
     /// The backend tier's counters, when the model keeps uploaded blocks between uses.
-    fn upload_stats(&self) -> Option<crate::engine::UploadCacheStats> {
+    fn upload_stats(&self) -> Option<crate::engine::DeviceTierStats> {
         None
     }
 }
@@ -55,7 +55,7 @@ impl<B: Backend> DynModel for Model<B> {
         Model::pool_stats(self)
     }
 
-    fn upload_stats(&self) -> Option<crate::engine::UploadCacheStats> {
+    fn upload_stats(&self) -> Option<crate::engine::DeviceTierStats> {
         Model::upload_stats(self)
     }
 

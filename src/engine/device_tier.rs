@@ -19,7 +19,7 @@ use std::time::Instant;
 
 /// Counters of the backend tier since the model was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct UploadCacheStats {
+pub struct DeviceTierStats {
     /// Uses served by a block already on the backend.
     pub hits: u64,
     /// Uses that had to acquire, decode and upload the block.
@@ -38,7 +38,7 @@ pub struct UploadCacheStats {
     pub budget: u64,
 }
 
-impl UploadCacheStats {
+impl DeviceTierStats {
     /// Hits over all uses (0 when none).
     pub fn hit_rate(&self) -> f64 {
         let n = self.hits + self.misses;
@@ -53,11 +53,11 @@ impl UploadCacheStats {
 struct Inner<B: Backend> {
     table: PolicyTable<usize>,
     layers: HashMap<usize, Arc<Layer<B>>>,
-    stats: UploadCacheStats,
+    stats: DeviceTierStats,
 }
 
 /// Uploaded blocks of one streamed model under a byte budget (see the module docs).
-pub(super) struct UploadCache<B: Backend> {
+pub(super) struct DeviceTier<B: Backend> {
     inner: Arc<Mutex<Inner<B>>>,
 }
 
@@ -84,14 +84,14 @@ pub(super) struct CachedLayer<B: Backend> {
     pub _pin: Option<CachePin<B>>,
 }
 
-impl<B: Backend> UploadCache<B> {
+impl<B: Backend> DeviceTier<B> {
     /// An empty cache of `budget` bytes.
     pub fn new(budget: u64) -> Self {
-        UploadCache {
+        DeviceTier {
             inner: Arc::new(Mutex::new(Inner {
                 table: PolicyTable::new(budget),
                 layers: HashMap::new(),
-                stats: UploadCacheStats {
+                stats: DeviceTierStats {
                     budget,
                     ..Default::default()
                 },
@@ -175,7 +175,7 @@ impl<B: Backend> UploadCache<B> {
     }
 
     /// The counters.
-    pub fn stats(&self) -> UploadCacheStats {
+    pub fn stats(&self) -> DeviceTierStats {
         self.lock().map(|g| g.stats).unwrap_or_default()
     }
 }
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn hits_skip_the_load_and_the_policy_evicts_the_coldest_block() {
-        let cache = UploadCache::<CpuBackend>::new(200);
+        let cache = DeviceTier::<CpuBackend>::new(200);
         let loads = std::cell::Cell::new(0);
         drop(cache.get(0, || load(&loads)).unwrap());
         drop(cache.get(0, || load(&loads)).unwrap());
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn pinned_blocks_stay_and_a_block_that_cannot_fit_is_used_uncached() {
-        let cache = UploadCache::<CpuBackend>::new(100);
+        let cache = DeviceTier::<CpuBackend>::new(100);
         let loads = std::cell::Cell::new(0);
         let held = cache.get(0, || load(&loads)).unwrap();
         // Block 0 is in use, so block 1 cannot evict it: used once, not cached.
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_failed_load_leaves_nothing_behind() {
-        let cache = UploadCache::<CpuBackend>::new(100);
+        let cache = DeviceTier::<CpuBackend>::new(100);
         let e = cache
             .get(3, || Err(Error::invalid("tensor layers.3.wq is corrupt")))
             .err()

@@ -2,7 +2,7 @@
 //! grouped-query attention -> output projection -> residual, RMSNorm -> SwiGLU FFN -> residual;
 //! then the final RMSNorm and the classifier.
 
-use super::device_tier::{UploadCache, UploadCacheStats};
+use super::device_tier::{DeviceTier, DeviceTierStats};
 use super::layers::{vec_of, Layer, Layers, StreamOptions, Streamer};
 use crate::backend::{AttentionShape, Backend, NormShape, RopeParams};
 use crate::model::input_file::{try_filled, try_reserve};
@@ -158,7 +158,7 @@ impl<B: Backend> Model<B> {
             embedding,
             layers: Layers::Streamed(
                 streamer,
-                (opts.upload_budget > 0).then(|| UploadCache::new(opts.upload_budget)),
+                (opts.upload_budget > 0).then(|| DeviceTier::new(opts.upload_budget)),
             ),
             final_norm,
             classifier,
@@ -172,7 +172,7 @@ impl<B: Backend> Model<B> {
 
     /// The backend tier's counters when the blocks are streamed with an upload budget
     /// ([`StreamOptions::upload_budget`]); `None` otherwise.
-    pub fn upload_stats(&self) -> Option<UploadCacheStats> {
+    pub fn upload_stats(&self) -> Option<DeviceTierStats> {
         self.layers.upload_stats()
     }
 

@@ -5,7 +5,7 @@
 //! A streamed model may also keep uploaded blocks on the backend under a byte budget (the
 //! device tier, [`super::upload_cache`]), so that a hit skips the pool, the decode and the copy.
 
-use super::device_tier::{CachedLayer, UploadCache, UploadCacheStats};
+use super::device_tier::{CachedLayer, DeviceTier, DeviceTierStats};
 use crate::backend::Backend;
 use crate::model::{LayerWeights, Tensor};
 use crate::pool::{Pool, PoolGuard, PoolStats, VariantSource};
@@ -90,7 +90,7 @@ pub(super) enum Layers<B: Backend> {
     /// Uploaded once, at construction.
     Resident(Vec<Layer<B>>),
     /// Acquired from the pool per use, through the backend tier when it has a budget.
-    Streamed(Streamer, Option<UploadCache<B>>),
+    Streamed(Streamer, Option<DeviceTier<B>>),
 }
 
 /// A block in use by a running pass: borrowed from the resident set, or uploaded from a pool
@@ -188,7 +188,7 @@ impl<B: Backend> Layers<B> {
     }
 
     /// The backend tier's counters, for a streamed model that has one.
-    pub fn upload_stats(&self) -> Option<UploadCacheStats> {
+    pub fn upload_stats(&self) -> Option<DeviceTierStats> {
         match self {
             Layers::Streamed(_, Some(c)) => Some(c.stats()),
             _ => None,

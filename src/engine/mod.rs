@@ -7,7 +7,7 @@ mod generate;
 mod layers;
 pub mod sampling;
 
-pub use device_tier::UploadCacheStats;
+pub use device_tier::DeviceTierStats;
 pub use forward::{Model, State};
 pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent, DEFAULT_CONTEXT};
 pub use layers::StreamOptions;

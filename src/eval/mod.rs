@@ -10,7 +10,7 @@
 //!   (decode is bound by memory traffic; the packed variants run on the CPU backend's packed
 //!   kernels, whose time is recorded in the labels but not used); a **swap** (loading a variant that
 //!   is not resident) costs `swap_factor` times the variant's bytes, spread over the task's
-//!   `n_gen` forward calls. Residency is a byte budget (`capacity` x FP16's size) with LRU.
+//!   `n_gen` forward calls. VariantCache is a byte budget (`capacity` x FP16's size) with LRU.
 //! - **success**: quality at or above the threshold; **quality retained**: mean quality.
 //! - **oracle**: the cheapest variant meeting the threshold per task (it pays swaps too).
 //! - **oracle at int8 quality**: with every test task's quality known, the cheapest routing

@@ -12,7 +12,7 @@ use crate::controller::{Controller, ControllerConfig, ControllerOutput};
 use crate::model::tokenizer::Tokenizer;
 use crate::pipeline::VariantSet;
 use crate::quant::{PerPrecision, Precision};
-use crate::router::{QualityModel, Residency, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
+use crate::router::{QualityModel, Router, RouterConfig, VariantCache, DEFAULT_PREFETCH_MIN_PROB};
 use crate::util::rng::Rng;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -243,10 +243,10 @@ fn replay(
     ctx: &Ctx<'_>,
     router: &Router,
     order: &[usize],
-    mut choose: impl FnMut(usize, &Residency) -> Precision,
+    mut choose: impl FnMut(usize, &VariantCache) -> Precision,
 ) -> Result<StrategyResult> {
     let cap = (ctx.cfg.capacity * ctx.set.bytes[Precision::Fp16] as f64) as u64;
-    let mut res = Residency::new(cap, ctx.set.bytes)?;
+    let mut res = VariantCache::new(cap, ctx.set.bytes)?;
     let (mut cost, mut q, mut ok) = (0.0f64, 0.0f64, 0usize);
     let mut mix = PerPrecision::splat(0usize);
     for &t in order {
@@ -567,7 +567,7 @@ fn run_split(
         .collect();
     // Overhead: tokenise, gather, encode, head, route, from the task text.
     let cap = (cfg.capacity * ctx.set.bytes[Precision::Fp16] as f64) as u64;
-    let res = Residency::new(cap, ctx.set.bytes)?;
+    let res = VariantCache::new(cap, ctx.set.bytes)?;
     let mut times = Vec::with_capacity(test_idx.len());
     // The inference form the engine routes with (packed once, as the engine does at open).
     let packed = controller.packed();

@@ -43,7 +43,7 @@ pub struct EntryMeta {
     pub pins: u32,
 }
 
-/// Residency bookkeeping under a fixed byte budget.
+/// VariantCache bookkeeping under a fixed byte budget.
 #[derive(Clone, Debug)]
 pub struct PolicyTable<K> {
     budget: u64,

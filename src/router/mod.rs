@@ -5,4 +5,4 @@ mod policy;
 mod variant_cache;
 
 pub use policy::{Decision, QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
-pub use variant_cache::Residency;
+pub use variant_cache::VariantCache;

@@ -2,7 +2,7 @@
 //! variant is expected to keep at that complexity (calibrated on labelled tasks), the cost of
 //! each variant, and what is resident.
 
-use super::Residency;
+use super::VariantCache;
 use crate::controller::ControllerOutput;
 use crate::quant::{PerPrecision, Precision};
 use crate::{Error, Result};
@@ -136,7 +136,7 @@ impl Router {
     }
 
     /// Chooses a variant for a task with controller output `out` given what is resident.
-    pub fn decide(&self, out: &ControllerOutput, residency: &Residency) -> Decision {
+    pub fn decide(&self, out: &ControllerOutput, residency: &VariantCache) -> Decision {
         let c = out.complexity;
         let q = self.quality.expected(c);
         let t = self.config.target;
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn easy_tasks_go_cheap_hard_tasks_go_precise_and_reasons_are_recorded() {
         let r = router(0.0);
-        let res = Residency::new(100, [100, 56, 31, 19]).unwrap();
+        let res = VariantCache::new(100, [100, 56, 31, 19]).unwrap();
         let easy = r.decide(&out(0.05), &res);
         assert_eq!(easy.precision, Int4);
         assert!(easy.swap);
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_resident_adequate_variant_beats_a_swap_that_costs_more_than_it_saves() {
-        let mut res = Residency::new(100, [100, 56, 31, 19]).unwrap();
+        let mut res = VariantCache::new(100, [100, 56, 31, 19]).unwrap();
         res.use_variant(Int8);
         // Short horizon: the swap to INT4 is not worth it.
         let d = router(1.0).decide(&out(0.05), &res);

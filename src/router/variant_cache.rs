@@ -7,7 +7,7 @@ use crate::{Error, Result};
 
 /// Resident variants under a byte budget.
 #[derive(Clone, Debug)]
-pub struct Residency {
+pub struct VariantCache {
     capacity: u64,
     bytes: PerPrecision<u64>,
     /// `(precision, last use)` of each resident variant.
@@ -17,11 +17,11 @@ pub struct Residency {
     pub swaps: u64,
     /// Uses of an already resident variant so far.
     pub hits: u64,
-    /// Variants admitted ahead of use by [`Residency::prefetch`] so far.
+    /// Variants admitted ahead of use by [`VariantCache::prefetch`] so far.
     pub prefetches: u64,
 }
 
-impl Residency {
+impl VariantCache {
     /// An empty device of `capacity` bytes holding variants of the given sizes.
     pub fn new(capacity: u64, bytes: impl Into<PerPrecision<u64>>) -> Result<Self> {
         let bytes = bytes.into();
@@ -31,7 +31,7 @@ impl Residency {
                 bytes[*p]
             )));
         }
-        Ok(Residency {
+        Ok(VariantCache {
             capacity,
             bytes,
             resident: Vec::new(),
@@ -95,7 +95,7 @@ impl Residency {
         true
     }
 
-    /// Whether `p` could be admitted by [`Residency::prefetch`] now: it is not resident and
+    /// Whether `p` could be admitted by [`VariantCache::prefetch`] now: it is not resident and
     /// fits beside the most recently used variant.
     pub fn can_prefetch(&self, p: Precision) -> bool {
         let mru = self.resident().first().map_or(0, |q| self.bytes[*q]);
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn lru_eviction_under_a_byte_budget() {
-        let mut r = Residency::new(100, [100, 50, 30, 20]).unwrap();
+        let mut r = VariantCache::new(100, [100, 50, 30, 20]).unwrap();
         assert!(r.use_variant(Int8));
         assert!(r.use_variant(Int4));
         assert!(!r.use_variant(Int8));
@@ -146,12 +146,12 @@ mod tests {
         assert_eq!(r.resident(), vec![Int4]);
         assert_eq!((r.swaps, r.hits), (5, 1));
         assert!((r.hit_rate() - 1.0 / 6.0).abs() < 1e-12);
-        assert!(Residency::new(10, [100, 50, 30, 20]).is_err());
+        assert!(VariantCache::new(10, [100, 50, 30, 20]).is_err());
     }
 
     #[test]
     fn prefetch_admits_beside_the_most_recent_variant_without_counting_a_use() {
-        let mut r = Residency::new(100, [100, 50, 30, 20]).unwrap();
+        let mut r = VariantCache::new(100, [100, 50, 30, 20]).unwrap();
         r.use_variant(Int8);
         r.use_variant(Int4);
         // INT2 fits beside both (50 + 30 + 20).
