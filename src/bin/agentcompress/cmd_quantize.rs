@@ -3,7 +3,7 @@
 
 use agentcompress::pipeline::{build_variants, BuildOptions, SelfText};
 use agentcompress::quant::{Method, QuantConfig};
-use agentcompress::{Error, Result};
+use agentcompress::Result;
 use std::path::PathBuf;
 
 /// Arguments of `quantize`.
@@ -30,8 +30,11 @@ pub struct Args {
     /// Quantize the classifier too (default: it stays FP16).
     #[arg(long)]
     quantize_classifier: bool,
-    /// Tokenizer file (`tokenizer.bin` / `tokenizer.json`) to embed in every variant; default:
-    /// the one beside the model.
+    /// Tokenizer to embed in every variant (`tokenizer.bin`, `tokenizer.json` with the
+    /// `tokenizer_config.json` beside it, or a GGUF file's vocabulary); default: the model's
+    /// own (a GGUF file's metadata, a Hugging Face directory's `tokenizer.json`, the
+    /// `tokenizer.bin` beside a llama2.c file). A `tokenizer.json` or GGUF vocabulary is
+    /// embedded with its BOS/EOS, BOS rule and chat template.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Self-generated calibration sequences for `als` (0: unweighted fit).
@@ -62,17 +65,10 @@ pub fn run(a: Args) -> Result<()> {
         .tokenizer
         .clone()
         .or_else(|| agentcompress::model::load::find_tokenizer(&a.model));
-    let tok = match &tok_path {
-        Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "tokenizer".into());
-            Some((name, bytes))
-        }
-        None => None,
-    };
+    let tok = tok_path
+        .as_deref()
+        .map(agentcompress::model::tokenizer::embeddable_tokenizer)
+        .transpose()?;
     eprintln!("loading {}", a.model.display());
     let dense = agentcompress::model::load::load_model(&a.model)?;
     let text = |n: usize, seed: u64| {
