@@ -831,5 +831,5 @@ fn run_params_choose_the_bos_token() {
     let (s, r, _) = run(e, task, &p, None);
     assert!(r.is_null());
     check(s, "bos 7");
-    ac_engine_free(e);
+    ac_engine_close(e);
 }

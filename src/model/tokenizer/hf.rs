@@ -344,6 +344,18 @@ mod tests {
     }
 
     #[test]
+    fn bos_without_add_bos_token_follows_the_class_and_the_template() {
+        // SmolLM2's tokenizer_config.json: a GPT-2 class naming <|im_start|> as bos_token.
+        let chatml = json!({"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|im_start|>"});
+        assert!(!default_add_bos(&chatml, false));
+        assert!(default_add_bos(&chatml, true));
+        for class in ["LlamaTokenizer", "LlamaTokenizerFast", "GemmaTokenizerFast"] {
+            assert!(default_add_bos(&json!({ "tokenizer_class": class }), false));
+        }
+        assert!(!default_add_bos(&json!({}), false));
+    }
+
+    #[test]
     fn config_entries_parse_in_all_shapes() {
         let cfg = json!({"bos_token": "<s>", "eos_token": {"content": "</s>", "lstrip": false},
                          "pad_token": null});
