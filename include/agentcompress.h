@@ -51,6 +51,21 @@
 #define AC_PRECISION_COUNT 4
 
 /**
+ * `ac_run_params.bos`: BOS as the tokenizer's `add_bos_token` says.
+ */
+#define AC_BOS_DEFAULT 0
+
+/**
+ * `ac_run_params.bos`: always start with the model's BOS token.
+ */
+#define AC_BOS_ADD 1
+
+/**
+ * `ac_run_params.bos`: never add a BOS token.
+ */
+#define AC_BOS_NONE 2
+
+/**
  * Major version of the C ABI this header declares; a change breaks existing hosts.
  */
 #define AC_VERSION_MAJOR 0
@@ -225,6 +240,13 @@ typedef struct ac_run_params {
    * a leading BOS). Added after the first layout.
    */
   bool truncate_prompt;
+  /**
+   * Whether the task's text (or the rendered chat) starts with the model's BOS token:
+   * `AC_BOS_DEFAULT` (0) as the tokenizer says (`add_bos_token`), `AC_BOS_ADD` always,
+   * `AC_BOS_NONE` never; any other value is `AC_INVALID_ARGUMENT`. 64 bits wide so that it
+   * starts past the previous layout's tail padding. Added after the second layout.
+   */
+  uint64_t bos;
 } ac_run_params;
 
 /**

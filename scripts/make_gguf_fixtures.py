@@ -9,6 +9,13 @@ The 32-element types are quantized from random values by the package's quantizer
 tests/fixtures/gguf/expected/<name>.f32 is the package's reference dequantization of each
 tensor, raw little-endian float32.
 
+tests/fixtures/gguf/tiny_chat.gguf is a complete small chat model in SmolLM2's layout
+(architecture llama, tied classifier, F16 matrices drawn from a seeded generator): a byte-level
+BPE tokenizer (`gpt2`, pre-tokenizer `smollm`) of 256 byte tokens, three control tokens at ids
+0-2 (`<|endoftext|>`, BOS `<|im_start|>`, EOS `<|im_end|>`), a few merges, `add_bos_token`
+false and a ChatML chat template with a default system turn. Its weights are random, so its
+text is not meaningful; tests compare engines and variants on it.
+
 Run from the repository root: python3 scripts/make_gguf_fixtures.py
 """
 
@@ -103,5 +110,99 @@ def main():
     w.close()
 
 
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character table of byte-level BPE."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) \
+        + list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a tiny test model.<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# Merges in rank order; every part is a byte token or an earlier merge's result.
+MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s", "r e", "a t", "e n",
+          "o r", "Ġ w", "Ġ h", "Ġh e", "s t", "Ġ i", "Ġ o", "Ġ c", "Ġ b", "e s", "a n", "Ġ m",
+          "e d", "Ġ d", "o u", "Ġ f", "i s", "Ġ p", "i t", "l l", "Ġhe ll",
+          "s y", "sy st", "u s", "us er", "a s", "as s", "ass i", "assi st", "assist an",
+          "assistan t", "Ġ y", "Ġy ou", "Ġ 1", "Ġ 2"]
+
+
+def write_tiny_chat():
+    """tests/fixtures/gguf/tiny_chat.gguf (see the module doc)."""
+    r = np.random.default_rng(23)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    byte_tokens = list(bytes_to_unicode().values())
+    tokens = specials + byte_tokens
+    for m in MERGES:
+        a, b = m.split(" ")
+        assert a in tokens and b in tokens, m
+        tokens.append(a + b)
+    types = [3] * len(specials) + [1] * (len(tokens) - len(specials))
+    dim, hidden, layers, heads, kv_heads = 64, 128, 2, 4, 2
+    head = dim // heads
+    vocab = len(tokens)
+    w = gguf.GGUFWriter(os.path.join(OUT, "tiny_chat.gguf"), "llama")
+    w.add_block_count(layers)
+    w.add_context_length(256)
+    w.add_embedding_length(dim)
+    w.add_feed_forward_length(hidden)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_rope_dimension_count(head)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(vocab)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(MERGES)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHAT_TEMPLATE)
+
+    def mat(rows, cols):
+        return (r.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float16)
+
+    def norm(n):
+        return (1.0 + 0.1 * r.standard_normal(n)).astype(np.float32)
+
+    tensors = {"token_embd.weight": r.standard_normal((vocab, dim)).astype(np.float16),
+               "output_norm.weight": norm(dim)}
+    for i in range(layers):
+        tensors.update({
+            f"blk.{i}.attn_norm.weight": norm(dim),
+            f"blk.{i}.attn_q.weight": mat(heads * head, dim),
+            f"blk.{i}.attn_k.weight": mat(kv_heads * head, dim),
+            f"blk.{i}.attn_v.weight": mat(kv_heads * head, dim),
+            f"blk.{i}.attn_output.weight": mat(dim, heads * head),
+            f"blk.{i}.ffn_norm.weight": norm(dim),
+            f"blk.{i}.ffn_gate.weight": mat(hidden, dim),
+            f"blk.{i}.ffn_up.weight": mat(hidden, dim),
+            f"blk.{i}.ffn_down.weight": mat(dim, hidden),
+        })
+    # Sorted by name as text, as converters write them.
+    for name in sorted(tensors):
+        w.add_tensor(name, tensors[name])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 if __name__ == "__main__":
     main()
+    write_tiny_chat()

@@ -446,3 +446,64 @@ fn hf_decode_cost_does_not_grow_with_vocabulary() {
         t_small * 1e6
     );
 }
+
+/// Without `add_bos_token`, BOS follows Hugging Face: a GPT-2-class ChatML config whose
+/// `bos_token` is the turn opener, over a tokenizer.json whose post-processor adds nothing,
+/// gets no BOS (it would double `<|im_start|>`); the same files with the template's BOS, or
+/// with a Llama class, get one.
+#[test]
+fn hf_bos_without_add_bos_token_follows_the_post_processor_and_class() {
+    let build = |template: bool, class: &str| {
+        let (d, path) = hf_with_config(Some(&format!(
+            r#"{{"bos_token": "<s>", "tokenizer_class": "{class}"}}"#
+        )));
+        if !template {
+            let mut doc = read_json(&path);
+            doc["post_processor"] = Value::Null;
+            std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        }
+        (d, HfTokenizer::from_file(&path).unwrap())
+    };
+    let (_d, t) = build(false, "GPT2Tokenizer");
+    assert_eq!(t.bos_id(), Some(1));
+    assert!(!t.adds_bos());
+    assert_eq!(
+        t.encode("the", true).unwrap(),
+        t.encode("the", false).unwrap()
+    );
+    let (_d, t) = build(true, "GPT2Tokenizer");
+    assert!(t.adds_bos());
+    let (_d, t) = build(false, "LlamaTokenizerFast");
+    assert!(t.adds_bos());
+    assert_eq!(t.encode("the", true).unwrap()[0], 1);
+}
+
+/// A tokenizer.json with its tokenizer_config.json embeds as one document that keeps the
+/// config's specials, BOS rule and chat template.
+#[test]
+fn hf_tokenizer_embeds_with_its_config() {
+    use agentcompress::model::tokenizer::{embeddable_tokenizer, embedded_tokenizer};
+    let (_d, path) = hf_with_config(Some(
+        r#"{"bos_token": "</s>", "eos_token": "<unk>", "add_bos_token": false,
+            "chat_template": "{% for m in messages %}[{{ m.content }}]{% endfor %}"}"#,
+    ));
+    let original = HfTokenizer::from_file(&path).unwrap();
+    let (name, bytes) = embeddable_tokenizer(&path).unwrap();
+    let back = embedded_tokenizer(Some(&name), &bytes, &path).unwrap();
+    assert_eq!((back.bos_id(), back.eos_id()), (Some(2), Some(0)));
+    assert_eq!(
+        back.encode("the cat", true).unwrap(),
+        original.encode("the cat", true).unwrap()
+    );
+    assert_eq!(
+        back.encode("the cat", true).unwrap(),
+        back.encode("the cat", false).unwrap()
+    );
+    let chat = [agentcompress::model::tokenizer::ChatMessage::new(
+        "user", "hi",
+    )];
+    assert_eq!(
+        back.chat_template().unwrap().render(&chat, true).unwrap(),
+        "[hi]"
+    );
+}

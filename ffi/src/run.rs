@@ -45,7 +45,19 @@ pub struct ac_run_params {
     /// `AC_INVALID_ARGUMENT` naming both lengths; true drops the oldest prompt tokens (keeping
     /// a leading BOS). Added after the first layout.
     pub truncate_prompt: bool,
+    /// Whether the task's text (or the rendered chat) starts with the model's BOS token:
+    /// `AC_BOS_DEFAULT` (0) as the tokenizer says (`add_bos_token`), `AC_BOS_ADD` always,
+    /// `AC_BOS_NONE` never; any other value is `AC_INVALID_ARGUMENT`. 64 bits wide so that it
+    /// starts past the previous layout's tail padding. Added after the second layout.
+    pub bos: u64,
 }
+
+/// `ac_run_params.bos`: BOS as the tokenizer's `add_bos_token` says.
+pub const AC_BOS_DEFAULT: u64 = 0;
+/// `ac_run_params.bos`: always start with the model's BOS token.
+pub const AC_BOS_ADD: u64 = 1;
+/// `ac_run_params.bos`: never add a BOS token.
+pub const AC_BOS_NONE: u64 = 2;
 
 impl ac_run_params {
     /// The engine's generation parameters, with the ranges checked.
@@ -64,7 +76,18 @@ impl ac_run_params {
             n => usize::try_from(n)
                 .map_err(|_| Error::invalid(format!("params: context {n} is too large")))?,
         };
+        let add_bos = match self.bos {
+            AC_BOS_DEFAULT => None,
+            AC_BOS_ADD => Some(true),
+            AC_BOS_NONE => Some(false),
+            b => {
+                return Err(Error::invalid(format!(
+                    "params: bos {b} is none of AC_BOS_DEFAULT, AC_BOS_ADD, AC_BOS_NONE"
+                )))
+            }
+        };
         Ok(GenerateParams {
+            add_bos,
             max_new_tokens: self.max_tokens as usize,
             sampling,
             stop_at_eos: self.stop_at_eos,
@@ -152,7 +175,7 @@ fn result_of(result: *const ac_result) -> Result<Arc<RunOutcome>> {
 impl SizedParams for ac_run_params {
     const NAME: &'static str = "ac_run_params";
     // Every field of the first layout (up to `stop_at_eos`, padded) is required; fields
-    // appended later (`context`, `truncate_prompt`) are not. `context` starts past the first
+    // appended later (`context`, `truncate_prompt`, `bos`) are not. `context` starts past the first
     // layout's tail padding, so an older host's padding is never read as an option.
     const MIN_SIZE: usize = std::mem::offset_of!(ac_run_params, context);
     fn defaults() -> Self {
@@ -178,6 +201,7 @@ pub extern "C" fn ac_run_default_params() -> ac_run_params {
         stop_at_eos: g.stop_at_eos,
         context: 0,
         truncate_prompt: g.truncate_prompt,
+        bos: AC_BOS_DEFAULT,
     }
 }
 

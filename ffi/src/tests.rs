@@ -801,3 +801,35 @@ fn run_params_carry_the_context_and_truncation() {
     );
     ac_engine_close(e);
 }
+
+/// `bos`, appended after the second layout: the default follows the tokenizer (the built-in
+/// model's byte tokenizer adds BOS), `AC_BOS_NONE` drops it, `AC_BOS_ADD` keeps exactly one,
+/// an unknown value is refused by name, and a host of the second layout (its `size` ends
+/// before `bos`) gets the default whatever its padding holds.
+#[test]
+fn run_params_choose_the_bos_token() {
+    let e = open("builtin:tiny");
+    let task = c"one two three";
+    let prompt_tokens = |p: &ac_run_params| {
+        let (s, r, _) = run(e, task, p, None);
+        assert_eq!(s, ac_status::AC_OK, "{}", last_error());
+        let n = info(r).prompt_tokens;
+        ac_result_free(r);
+        n
+    };
+    let default = prompt_tokens(&params(1));
+    let mut p = params(1);
+    p.bos = AC_BOS_NONE;
+    assert_eq!(prompt_tokens(&p), default - 1);
+    p.bos = AC_BOS_ADD;
+    assert_eq!(prompt_tokens(&p), default);
+    let mut old = params(1);
+    old.size = std::mem::offset_of!(ac_run_params, bos);
+    old.bos = AC_BOS_NONE;
+    assert_eq!(prompt_tokens(&old), default);
+    p.bos = 7;
+    let (s, r, _) = run(e, task, &p, None);
+    assert!(r.is_null());
+    check(s, "bos 7");
+    ac_engine_close(e);
+}

@@ -24,15 +24,30 @@ impl Engine {
     /// The token ids of [`Engine::chat_prompt`]. BOS is prepended only when the rendered text
     /// does not already start with it and the tokenizer adds one.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        self.encode_chat_with(messages, None)
+    }
+
+    /// [`Engine::encode_chat`] with the BOS choice of [`GenerateParams::add_bos`]: `None`
+    /// as there, `Some(true)` makes the ids start with BOS (once, also when the template
+    /// writes it), `Some(false)` adds none (a BOS the template writes stays: it is text).
+    pub fn encode_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        add_bos: Option<bool>,
+    ) -> Result<Vec<u32>> {
         let tok = self.need_tokenizer()?;
         let text = self.chat_prompt(messages)?;
         let bos_in_text = tok
             .chat_template()
             .is_some_and(|t| !t.bos_token().is_empty() && text.starts_with(t.bos_token()));
-        let ids = tok.encode(
-            &text,
-            !bos_in_text && (self.config().bos_token.is_some() || tok.bos_id().is_some()),
-        )?;
+        let bos = self.config().bos_token.or(tok.bos_id());
+        let mut ids = match add_bos {
+            None => tok.encode(&text, !bos_in_text && bos.is_some())?,
+            Some(_) => tok.encode(&text, false)?,
+        };
+        if add_bos == Some(true) && ids.first() != bos.as_ref() {
+            ids.splice(0..0, bos);
+        }
         if ids.is_empty() {
             return Err(Error::invalid("the chat renders to no tokens"));
         }
@@ -50,7 +65,7 @@ impl Engine {
         params: &GenerateParams,
         on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<RunResult> {
-        let ids = self.encode_chat(messages)?;
+        let ids = self.encode_chat_with(messages, params.add_bos)?;
         self.run_ids(&ids, params, on_token)
     }
 }

@@ -206,15 +206,26 @@ impl Engine {
         })
     }
 
-    /// Encodes `prompt` (with BOS when the model uses one).
+    /// Encodes `prompt`, with BOS as the tokenizer adds it (see [`Engine::encode_with`]).
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        self.encode_with(prompt, None)
+    }
+
+    /// Encodes `prompt`; `add_bos` as in [`GenerateParams::add_bos`]: `None` prepends BOS
+    /// when the tokenizer adds one (`add_bos_token`), `Some(true)` always prepends the model's
+    /// BOS, `Some(false)` never. An empty prompt becomes `[BOS]` (generation needs a token).
+    pub fn encode_with(&self, prompt: &str, add_bos: Option<bool>) -> Result<Vec<u32>> {
         let tok = self.need_tokenizer()?;
-        let mut ids = tok.encode(
-            prompt,
-            self.config().bos_token.is_some() || tok.bos_id().is_some(),
-        )?;
+        let bos = self.config().bos_token.or(tok.bos_id());
+        let mut ids = match add_bos {
+            None => tok.encode(prompt, bos.is_some())?,
+            Some(_) => tok.encode(prompt, false)?,
+        };
+        if add_bos == Some(true) && ids.first() != bos.as_ref() {
+            ids.splice(0..0, bos);
+        }
         if ids.is_empty() {
-            ids.extend(self.config().bos_token.or(tok.bos_id()));
+            ids.extend(bos);
         }
         if ids.is_empty() {
             return Err(Error::invalid(
@@ -232,7 +243,7 @@ impl Engine {
         params: &GenerateParams,
         mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<GenerateOutput> {
-        let ids = self.encode(prompt)?;
+        let ids = self.encode_with(prompt, params.add_bos)?;
         self.direct()?
             .get()
             .generate(self.need_tokenizer()?, &ids, params, &mut on_token)
@@ -276,7 +287,7 @@ impl Engine {
         if task.is_empty() {
             return Err(Error::invalid("task text is empty"));
         }
-        self.run_ids(&self.encode(task)?, params, on_token)
+        self.run_ids(&self.encode_with(task, params.add_bos)?, params, on_token)
     }
 
     /// [`Engine::run`] over an encoded task.

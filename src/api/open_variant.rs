@@ -3,7 +3,7 @@
 
 use super::{Device, DynModel, Engine, EngineStats, OpenBackend};
 use crate::engine::{Model, StreamOptions};
-use crate::model::tokenizer::{HfTokenizer, Llama2cTokenizer, Tokenizer};
+use crate::model::tokenizer::Tokenizer;
 use crate::pool::{variant_pool, PoolStats, VariantPoolConfig, VariantSource};
 use crate::quant::Precision;
 use crate::store::{LoadOptions, Manifest};
@@ -50,13 +50,7 @@ fn embedded_tokenizer(
 ) -> Result<Option<Box<dyn Tokenizer>>> {
     let Some(bytes) = bytes else { return Ok(None) };
     let origin = path.join(name.unwrap_or("tokenizer"));
-    if name.is_some_and(|n| n.ends_with(".json")) {
-        Ok(Some(Box::new(HfTokenizer::from_bytes(bytes, &origin)?)))
-    } else {
-        Ok(Some(Box::new(Llama2cTokenizer::from_bytes(
-            bytes, &origin,
-        )?)))
-    }
+    crate::model::tokenizer::embedded_tokenizer(name, bytes, &origin).map(Some)
 }
 
 /// The tokenizer the FP16 variant of directory `dir` carries, if it carries one.

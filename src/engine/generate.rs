@@ -34,6 +34,10 @@ pub struct GenerateParams {
     /// When the prompt does not fit the context, drop its oldest tokens (keeping a leading
     /// BOS) instead of failing; [`GenerateOutput::prompt_tokens_dropped`] counts them.
     pub truncate_prompt: bool,
+    /// Whether a text prompt or chat gets a BOS token when the API encodes it: `None` follows
+    /// the tokenizer (`add_bos_token`), `Some(true)` always prepends the model's BOS (once),
+    /// `Some(false)` never does. Generation from token ids ignores it.
+    pub add_bos: Option<bool>,
 }
 
 impl Default for GenerateParams {
@@ -45,6 +49,7 @@ impl Default for GenerateParams {
             prefill_chunk: 256,
             context: DEFAULT_CONTEXT,
             truncate_prompt: false,
+            add_bos: None,
         }
     }
 }

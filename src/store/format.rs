@@ -7,7 +7,7 @@
 //!      8     4  version      u32 LE, currently 2
 //!     12     4  header_crc   crc32 of bytes [64, data_start) (metadata + tokenizer + directory)
 //!     16     8  meta_len     u64 LE, JSON [`Meta`]
-//!     24     8  tok_len      u64 LE, raw tokenizer file bytes (0 = none)
+//!     24     8  tok_len      u64 LE, tokenizer bytes named by `tokenizer_name` (0 = none)
 //!     32     8  dir_len      u64 LE, JSON array of [`TensorEntry`]
 //!     40     8  data_start   u64 LE, first payload byte; a multiple of 4096
 //!     48     8  file_len     u64 LE, total file length; a multiple of 4096
@@ -123,8 +123,10 @@ pub struct Meta {
     pub precision: String,
     /// How it was quantized.
     pub quant: QuantConfig,
-    /// File name of the tokenizer the bytes came from (`tokenizer.bin`, `tokenizer.json`),
-    /// when one is embedded.
+    /// What the embedded tokenizer bytes are, when there are some: a file's name
+    /// (`tokenizer.bin`, `tokenizer.json`) or `tokenizer+config.json`, a `tokenizer.json` with
+    /// its BOS/EOS, BOS rule and chat template in one document (what a GGUF model's or a
+    /// Hugging Face model's variants carry; `model::tokenizer::embeddable_tokenizer`).
     pub tokenizer_name: Option<String>,
 }
 

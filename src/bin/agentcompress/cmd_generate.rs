@@ -42,6 +42,13 @@ pub struct GenerateArgs {
     /// that is an error).
     #[arg(long)]
     pub truncate_prompt: bool,
+    /// Start the prompt (or the rendered chat) with the model's BOS token even when the
+    /// tokenizer does not add one (default: as the tokenizer's `add_bos_token` says).
+    #[arg(long, conflicts_with = "no_bos")]
+    pub bos: bool,
+    /// Never add a BOS token (default: as the tokenizer's `add_bos_token` says).
+    #[arg(long)]
+    pub no_bos: bool,
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
@@ -54,6 +61,22 @@ pub struct GenerateArgs {
     /// memory on CUDA) between uses, by the pool's priority policy, then print its statistics.
     #[arg(long, value_parser = parse_budget, requires = "pool_budget")]
     pub device_cache: Option<u64>,
+}
+
+/// What to tell a user whose generation ended before its first token.
+fn ended_at_once_hint(chat: bool, engine: &agentcompress::api::Engine) -> String {
+    let has_template = engine
+        .tokenizer()
+        .is_some_and(|t| t.chat_template().is_some());
+    if !chat && has_template {
+        "hint: the model ended at once; an instruct model usually needs its chat template: \
+         pass the message with --chat \"...\" (and --system \"...\")"
+            .to_string()
+    } else {
+        "hint: the model ended at once (its first token was end-of-sequence); try another \
+         prompt, --bos/--no-bos, or --ignore-eos to see what follows"
+            .to_string()
+    }
 }
 
 fn parse_ctx(s: &str) -> std::result::Result<usize, String> {
@@ -84,6 +107,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stop_at_eos: !args.ignore_eos,
         context: args.ctx,
         truncate_prompt: args.truncate_prompt,
+        add_bos: match (args.bos, args.no_bos) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         ..Default::default()
     };
     params.sampling.validate()?;
@@ -129,6 +157,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         out.ids.len(),
         out.decode_tokens_per_s()
     );
+    if out.ids.is_empty() && out.hit_eos {
+        eprintln!("{}", ended_at_once_hint(messages.is_some(), &engine));
+    }
     if let Some(s) = engine.upload_stats() {
         eprintln!(
             "\nuploaded-block tier (--device-cache): {} hits, {} misses ({} uncached), {} evictions, {:.1} MB uploaded in {:.3} s, {:.1} of {:.1} MB used",

@@ -3,7 +3,8 @@
 //! The special tokens come, in order of preference, from a sibling `tokenizer_config.json`
 //! (`bos_token`, `eos_token`, `add_bos_token`), from the post-processor's template (a special
 //! token before `$A` is BOS, one after it is EOS), or from well-known names among the added
-//! special tokens (`<s>`, `</s>`, `<|endoftext|>`, ...).
+//! special tokens (`<s>`, `</s>`, `<|endoftext|>`, ...). BOS is prepended as the config's
+//! `add_bos_token` says, and without one as Hugging Face decides (see [`default_add_bos`]).
 
 use super::{ChatTemplate, Tokenizer, MAX_TOKENIZER_BYTES};
 use crate::model::input_file::read_bounded;
@@ -69,6 +70,12 @@ impl HfTokenizer {
         Self::from_json(json, path, None)
     }
 
+    /// Builds from the bytes of a `tokenizer.json` (`path` names it in errors) and the parsed
+    /// `tokenizer_config.json` that goes with it (an embedded copy of both).
+    pub(crate) fn with_config(json: &[u8], path: &Path, config: Value) -> Result<Self> {
+        Self::from_json(json, path, Some((path.to_path_buf(), config)))
+    }
+
     /// Builds from the bytes of a `tokenizer.json` (`path` names it in errors) and an optional
     /// parsed `tokenizer_config.json` with its path.
     fn from_json(json: &[u8], path: &Path, config: Option<(PathBuf, Value)>) -> Result<Self> {
@@ -123,12 +130,14 @@ impl HfTokenizer {
                         .or_else(|| by_name(names))),
                 }
             };
-        let bos = resolve("bos_token", template_bos, BOS_NAMES)?;
+        let bos = resolve("bos_token", template_bos.clone(), BOS_NAMES)?;
         let eos = resolve("eos_token", template_eos, EOS_NAMES)?;
-        let add_bos = config
-            .as_ref()
-            .and_then(|(_, cfg)| cfg["add_bos_token"].as_bool())
-            .unwrap_or(true);
+        let add_bos = match &config {
+            Some((_, cfg)) => cfg["add_bos_token"]
+                .as_bool()
+                .unwrap_or_else(|| default_add_bos(cfg, template_bos.is_some())),
+            None => template_bos.is_some(),
+        };
         let text = |id: Option<u32>| id.and_then(|i| inner.id_to_token(i)).unwrap_or_default();
         let chat = config
             .as_ref()
@@ -155,6 +164,16 @@ impl HfTokenizer {
             add_bos,
             chat,
         }
+    }
+
+    /// The `tokenizers` tokenizer inside.
+    pub(crate) fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// The `add_bos_token` setting as resolved (whether or not a BOS is known).
+    pub fn add_bos_token(&self) -> bool {
+        self.add_bos
     }
 
     /// Whether `encode(text, true)` prepends BOS (false when the config's `add_bos_token` is
@@ -207,6 +226,18 @@ impl Tokenizer for HfTokenizer {
     fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat.as_ref()
     }
+}
+
+/// Whether BOS is prepended when `tokenizer_config.json` has no `add_bos_token`, as Hugging
+/// Face's fast tokenizers decide: the Llama and Gemma classes default to adding it; any other
+/// adds it only when the post-processor's template does. A ChatML config that names
+/// `<|im_start|>` as `bos_token` (SmolLM2's GPT-2 class) thus gets no second `<|im_start|>`.
+fn default_add_bos(cfg: &Value, template_adds_bos: bool) -> bool {
+    let class = cfg["tokenizer_class"].as_str().unwrap_or("");
+    template_adds_bos
+        || ["Llama", "CodeLlama", "Gemma"]
+            .iter()
+            .any(|c| class.starts_with(c))
 }
 
 /// `chat_template` of `tokenizer_config.json`: a string, or a list of `{name, template}` of
@@ -310,6 +341,18 @@ mod tests {
             json!([{"name": "tool_use", "template": "a"}, {"name": "default", "template": "b"}]);
         assert_eq!(config_chat_template(&list), Some("b"));
         assert_eq!(config_chat_template(&Value::Null), None);
+    }
+
+    #[test]
+    fn bos_without_add_bos_token_follows_the_class_and_the_template() {
+        // SmolLM2's tokenizer_config.json: a GPT-2 class naming <|im_start|> as bos_token.
+        let chatml = json!({"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|im_start|>"});
+        assert!(!default_add_bos(&chatml, false));
+        assert!(default_add_bos(&chatml, true));
+        for class in ["LlamaTokenizer", "LlamaTokenizerFast", "GemmaTokenizerFast"] {
+            assert!(default_add_bos(&json!({ "tokenizer_class": class }), false));
+        }
+        assert!(!default_add_bos(&json!({}), false));
     }
 
     #[test]

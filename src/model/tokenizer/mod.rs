@@ -4,6 +4,7 @@
 
 mod byte;
 pub mod chat;
+mod embedded;
 mod gguf;
 mod hf;
 pub mod llama2c;
@@ -11,6 +12,7 @@ mod load;
 mod stream;
 
 pub use chat::{ChatMessage, ChatTemplate};
+pub use embedded::{embeddable_tokenizer, embedded_tokenizer, EMBEDDED_HF_NAME};
 pub use gguf::{gguf_tokenizer, gguf_tokenizer_from_file};
 pub use hf::HfTokenizer;
 pub use llama2c::Llama2cTokenizer;
