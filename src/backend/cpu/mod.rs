@@ -1,6 +1,7 @@
 //! The CPU backend: the reference oracle for every other backend, and the default when no GPU
 //! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
 
+pub mod act_quant;
 pub mod encoder_ops;
 pub mod f16mat;
 #[cfg(target_arch = "x86_64")]
@@ -8,6 +9,7 @@ mod f16mat_avx512;
 mod kernels;
 pub mod qgemv;
 mod qgemv_avx512;
+pub mod qgemv_vnni;
 mod simd;
 
 pub use kernels::{argmax, dot};
