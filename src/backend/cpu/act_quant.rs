@@ -2,7 +2,7 @@
 //!
 //! **Blocks.** Each input row is cut into blocks of [`QBLOCK`] consecutive K values; block `b`
 //! has one f32 scale `d_b = max|x| / 127` and codes `xq_k = round(x_k / d_b)` in
-//! `[-127, 127]` (llama.cpp's Q8_0 rule), so `x_k ≈ d_b * xq_k` with an error of at most
+//! `[-127, 127]` (llama.cpp's Q8_0 rule, rounding half away from zero), so `x_k ≈ d_b * xq_k` with an error of at most
 //! `d_b / 2`. A weight word (4 INT8, 8 INT4 or 16 INT2 codes, aligned in K) never straddles a
 //! block, so each word of a weight row sees one block scale.
 //!
@@ -13,8 +13,8 @@
 //! `t` of byte `p % 4` of word `16 c + p / 4`, or 0 past the row's real width. Per word
 //! `w = 16 c + l` the tables hold the block scale `dw[w]`, and (INT8 only) `corr[w] = -128 *
 //! sum of the word's four codes`, which cancels the `+128` that makes signed INT8 weights
-//! unsigned for `vpdpbusd` (u8 x s8). Per weight group `g`, `sx[g] = sum d_b * xq_k` over the
-//! group, for the zero-point term of INT4/INT2.
+//! unsigned for `vpdpbusd` (u8 x s8); (INT4/INT2 only) `xsum[w] = sum of the word's codes`
+//! (exact in f32), for the zero-point term `z_g * xsum[w]` taken off each word's integer sum.
 
 use super::qgemv::code_of_slot;
 use crate::quant::Packed;
@@ -32,7 +32,8 @@ pub fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
     let d = amax / 127.0;
     let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
     for (o, &v) in q.iter_mut().zip(x) {
-        *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        // `as` truncates toward zero (one instruction, where `round` is a library call).
+        *o = (v * inv + 0.5f32.copysign(v)).clamp(-127.0, 127.0) as i8;
     }
     d
 }
@@ -56,16 +57,19 @@ pub struct QuantizedInput {
     pub chunks: usize,
     /// Sub-positions per byte (`8 / BITS`).
     pub nsub: usize,
-    /// Weight groups per row.
-    pub n_groups: usize,
     /// Permuted codes, `[rows][chunks * nsub * 64]`.
     pub xq: Vec<i8>,
     /// Block scale per weight word, `[rows][chunks * 16]` (0 past the real width).
     pub dw: Vec<f32>,
     /// INT8: `-128 * sum of the word's codes`, `[rows][chunks * 16]`; empty otherwise.
     pub corr: Vec<i32>,
-    /// INT4/INT2: `sum d_b * xq_k` per weight group, `[rows][n_groups]`; empty for INT8.
-    pub sx: Vec<f32>,
+    /// INT4/INT2: sum of each word's codes, `[rows][chunks * 16]`; empty for INT8.
+    pub xsum: Vec<f32>,
+    /// K index of every permuted byte (`u32::MAX` past the real width), kept for reuse.
+    kmap: Vec<u32>,
+    /// One row's codes and block scales before the permutation, kept for reuse.
+    row_q: Vec<i8>,
+    row_d: Vec<f32>,
 }
 
 impl QuantizedInput {
@@ -76,15 +80,14 @@ impl QuantizedInput {
         let per_word = (32 / BITS) as usize;
         let words = m.row_words();
         let chunks = words.div_ceil(16);
-        let ng = m.n_groups();
-        let group = m.group_size();
         self.rows = rows;
         self.chunks = chunks;
         self.nsub = nsub;
-        self.n_groups = ng;
         // K index of every permuted byte (u32::MAX past the row's real width).
         let per_row = chunks * nsub * CHUNK;
-        let mut kmap = vec![u32::MAX; per_row];
+        let mut kmap = std::mem::take(&mut self.kmap);
+        kmap.clear();
+        kmap.resize(per_row, u32::MAX);
         for c in 0..chunks {
             for t in 0..nsub {
                 for p in 0..CHUNK {
@@ -101,13 +104,16 @@ impl QuantizedInput {
         self.dw.clear();
         self.dw.resize(rows * chunks * 16, 0.0);
         self.corr.clear();
-        self.sx.clear();
+        self.xsum.clear();
         if BITS == 8 {
             self.corr.resize(rows * chunks * 16, 0);
         } else {
-            self.sx.resize(rows * ng, 0.0);
+            self.xsum.resize(rows * chunks * 16, 0.0);
         }
-        let (mut q, mut d) = (Vec::new(), Vec::new());
+        let (mut q, mut d) = (
+            std::mem::take(&mut self.row_q),
+            std::mem::take(&mut self.row_d),
+        );
         for r in 0..rows {
             quantize_row(&x[r * n_in..(r + 1) * n_in], &mut q, &mut d);
             let xq = &mut self.xq[r * per_row..(r + 1) * per_row];
@@ -119,21 +125,18 @@ impl QuantizedInput {
             for w in 0..words.min(n_in.div_ceil(per_word)) {
                 let k0 = w * per_word;
                 self.dw[r * chunks * 16 + w] = d[k0 / QBLOCK];
+                let s: i32 = q[k0..(k0 + per_word).min(n_in)]
+                    .iter()
+                    .map(|&v| v as i32)
+                    .sum();
                 if BITS == 8 {
-                    let s: i32 = q[k0..(k0 + per_word).min(n_in)]
-                        .iter()
-                        .map(|&v| v as i32)
-                        .sum();
                     self.corr[r * chunks * 16 + w] = -128 * s;
-                }
-            }
-            if BITS < 8 {
-                for (g, s) in self.sx[r * ng..(r + 1) * ng].iter_mut().enumerate() {
-                    let k1 = ((g + 1) * group).min(n_in);
-                    *s = (g * group..k1).map(|k| d[k / QBLOCK] * q[k] as f32).sum();
+                } else {
+                    self.xsum[r * chunks * 16 + w] = s as f32;
                 }
             }
         }
+        (self.kmap, self.row_q, self.row_d) = (kmap, q, d);
     }
 
     /// Row `i`'s permuted codes.
@@ -156,12 +159,12 @@ impl QuantizedInput {
         }
     }
 
-    /// Row `i`'s per-group input sums (empty for INT8).
-    pub fn sx_row(&self, i: usize) -> &[f32] {
-        if self.sx.is_empty() {
+    /// Row `i`'s per-word code sums (empty for INT8).
+    pub fn xsum_row(&self, i: usize) -> &[f32] {
+        if self.xsum.is_empty() {
             &[]
         } else {
-            &self.sx[i * self.n_groups..(i + 1) * self.n_groups]
+            &self.xsum[i * self.chunks * 16..(i + 1) * self.chunks * 16]
         }
     }
 }

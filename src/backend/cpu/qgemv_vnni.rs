@@ -8,15 +8,16 @@
 //! them with the permuted codes, then convert the sixteen per-word integer sums to f32 and
 //! multiply-add them with per-word scales `s_g * d_b` (weight group scale times activation
 //! block scale). INT8's `+128` is cancelled exactly by starting each word's sum at `-128 *
-//! sum xq` ([`QuantizedInput::corr`](super::act_quant::QuantizedInput)); INT4/INT2 subtract
-//! `sum_g s_g z_g sum_{k in g} d_b xq_k` per row. The integer sums are exact, so the result
-//! is the product of the dequantized weights with the dequantized activations up to f32
-//! rounding of the scale products and the float accumulation.
+//! sum xq` ([`QuantizedInput::corr`](super::act_quant::QuantizedInput)); INT4/INT2 take
+//! `z_g * sum xq` (the word's code sum times its group's real zero point) off each word's
+//! converted sum before scaling. The integer sums are exact, so the result is the product of
+//! the dequantized weights with the dequantized activations up to f32 rounding of the scale
+//! products and the float accumulation.
 //!
 //! **Per-word weight scales.** Any group size works: a chunk's 16 words span groups
 //! `g0[c] ..` (at most 8, since a group is at least 2 words), whose FP16 scales are loaded with
 //! a masked load, widened, and spread over the lanes by a per-chunk permutation
-//! ([`ChunkScales`]); when every chunk lies in one group (INT8 per channel, groups that are a
+//! ([`ChunkScales`]), and so are the zero points; when every chunk lies in one group (INT8 per channel, groups that are a
 //! multiple of 16 words) one broadcast scale is used.
 //!
 //! **Work split.** [`outputs`] computes outputs `[o0, o1)` for every quantized input row,
@@ -199,6 +200,12 @@ unsafe fn row_dots<const BITS: u32, const R: usize>(
     let xq: [&[i8]; R] = std::array::from_fn(|i| q.xq_row(i0 + i));
     let dw: [&[f32]; R] = std::array::from_fn(|i| q.dw_row(i0 + i));
     let corr: [&[i32]; R] = std::array::from_fn(|i| q.corr_row(i0 + i));
+    let xsum: [&[f32]; R] = std::array::from_fn(|i| q.xsum_row(i0 + i));
+    let zeros = if BITS < 8 {
+        &m.zeros()[o * ng..(o + 1) * ng]
+    } else {
+        &[][..]
+    };
     let low = _mm512_set1_epi8(((1u32 << BITS) - 1) as u8 as i8);
     let mut acc = [_mm512_setzero_ps(); R];
     for c in 0..chunks {
@@ -224,16 +231,11 @@ unsafe fn row_dots<const BITS: u32, const R: usize>(
             }
         }
         let g0 = cs.g0[c] as usize;
-        let sw = if cs.single {
-            _mm512_set1_ps(h2f(scales[g0]))
+        let sw = group_lanes(cs, c, scales, g0);
+        let zw = if BITS < 8 {
+            group_lanes(cs, c, zeros, g0)
         } else {
-            let n = (ng - g0).min(16);
-            let h = _mm256_maskz_loadu_epi16(
-                ((1u32 << n) - 1) as u16,
-                scales.as_ptr().add(g0) as *const i16,
-            );
-            let idx = _mm512_loadu_si512(cs.idx[c].as_ptr() as *const _);
-            _mm512_permutexvar_ps(idx, _mm512_cvtph_ps(h))
+            _mm512_setzero_ps()
         };
         for i in 0..R {
             let mut s = if BITS == 8 {
@@ -245,19 +247,39 @@ unsafe fn row_dots<const BITS: u32, const R: usize>(
                 let xv = _mm512_loadu_si512(xq[i].as_ptr().add((c * nsub + t) * CHUNK) as *const _);
                 s = _mm512_dpbusd_epi32(s, *code, xv);
             }
+            let mut f = _mm512_cvtepi32_ps(s);
+            if BITS < 8 {
+                let xs = _mm512_loadu_ps(xsum[i].as_ptr().add(c * 16));
+                f = _mm512_fnmadd_ps(zw, xs, f);
+            }
             let d = _mm512_loadu_ps(dw[i].as_ptr().add(c * 16));
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(sw, d), acc[i]);
+            acc[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(sw, d), acc[i]);
         }
     }
-    let mut out = [0.0f32; R];
-    for i in 0..R {
-        out[i] = _mm512_reduce_add_ps(acc[i]);
-        if BITS < 8 {
-            let zeros = &m.zeros()[o * ng..(o + 1) * ng];
-            out[i] -= super::qgemv_avx512::zero_term(scales, zeros, q.sx_row(i0 + i));
-        }
+    acc.map(|a| _mm512_reduce_add_ps(a))
+}
+
+/// The per-word values of chunk `c` from one row's per-group FP16 parameters `p` (scales or
+/// zeros): a broadcast when every chunk lies in one group, else a masked load of the groups
+/// from `g0` on, widened and permuted to the words.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn group_lanes(
+    cs: &ChunkScales,
+    c: usize,
+    p: &[half::f16],
+    g0: usize,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    if cs.single {
+        _mm512_set1_ps(h2f(p[g0]))
+    } else {
+        let n = (p.len() - g0).min(16);
+        let mask = ((1u32 << n) - 1) as u16;
+        let h = _mm256_maskz_loadu_epi16(mask, p.as_ptr().add(g0) as *const i16);
+        let idx = _mm512_loadu_si512(cs.idx[c].as_ptr() as *const _);
+        _mm512_permutexvar_ps(idx, _mm512_cvtph_ps(h))
     }
-    out
 }
 
 /// One FP16 value widened with F16C.
