@@ -231,7 +231,12 @@ unsafe fn row_dots<const BITS: u32, const R: usize>(
             }
         }
         let g0 = cs.g0[c] as usize;
-        let sw = group_lanes(cs, c, scales, g0);
+        // One group per row: its scale multiplies the row total once, at the end.
+        let sw = if ng == 1 {
+            _mm512_setzero_ps()
+        } else {
+            group_lanes(cs, c, scales, g0)
+        };
         let zw = if BITS < 8 {
             group_lanes(cs, c, zeros, g0)
         } else {
@@ -253,10 +258,12 @@ unsafe fn row_dots<const BITS: u32, const R: usize>(
                 f = _mm512_fnmadd_ps(zw, xs, f);
             }
             let d = _mm512_loadu_ps(dw[i].as_ptr().add(c * 16));
-            acc[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(sw, d), acc[i]);
+            let sd = if ng == 1 { d } else { _mm512_mul_ps(sw, d) };
+            acc[i] = _mm512_fmadd_ps(f, sd, acc[i]);
         }
     }
-    acc.map(|a| _mm512_reduce_add_ps(a))
+    let row_scale = if ng == 1 { h2f(scales[0]) } else { 1.0 };
+    acc.map(|a| _mm512_reduce_add_ps(a) * row_scale)
 }
 
 /// The per-word values of chunk `c` from one row's per-group FP16 parameters `p` (scales or

@@ -27,9 +27,9 @@ pub struct Args {
     /// INT8 group size (default: one scale per output channel).
     #[arg(long, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     int8_group: Option<usize>,
-    /// Quantize the classifier too (default: it stays FP16).
+    /// Keep the classifier in FP16 (default: INT8 in the INT8/INT4/INT2 variants).
     #[arg(long)]
-    quantize_classifier: bool,
+    keep_classifier_fp16: bool,
     /// Tokenizer file (`tokenizer.bin` / `tokenizer.json`) to embed in every variant; default:
     /// the one beside the model.
     #[arg(long)]
@@ -55,7 +55,7 @@ pub fn run(a: Args) -> Result<()> {
         int8_group: a.int8_group,
         int4_group: a.group.unwrap_or(128),
         int2_group: a.group.unwrap_or(64),
-        keep_classifier_fp16: !a.quantize_classifier,
+        keep_classifier_fp16: a.keep_classifier_fp16,
     };
     quant.validate()?;
     let tok_path = a
