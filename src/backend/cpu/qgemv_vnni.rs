@@ -110,18 +110,21 @@ pub unsafe fn outputs<const BITS: u32>(
 ) {
     let rows = q.rows;
     debug_assert!(cols.len() >= (o1 - o0) * rows);
-    for o in o0..o1 {
-        let y = &mut cols[(o - o0) * rows..(o - o0 + 1) * rows];
-        let mut i = 0;
-        while i + PASS_ROWS <= rows {
-            let v = row_dots::<BITS, PASS_ROWS>(m, cs, q, o, i);
-            y[i..i + PASS_ROWS].copy_from_slice(&v);
-            i += PASS_ROWS;
+    // Input rows outside, outputs inside: a pass's few quantized rows stay in the L1 cache
+    // while the task's weight rows cycle through it (the other order streams every input row
+    // from L2 once per output).
+    let mut i = 0;
+    while i < rows {
+        let n = if i + PASS_ROWS <= rows { PASS_ROWS } else { 1 };
+        for o in o0..o1 {
+            let y = &mut cols[(o - o0) * rows + i..(o - o0) * rows + i + n];
+            if n == PASS_ROWS {
+                y.copy_from_slice(&row_dots::<BITS, PASS_ROWS>(m, cs, q, o, i));
+            } else {
+                y[0] = row_dots::<BITS, 1>(m, cs, q, o, i)[0];
+            }
         }
-        while i < rows {
-            y[i] = row_dots::<BITS, 1>(m, cs, q, o, i)[0];
-            i += 1;
-        }
+        i += n;
     }
 }
 

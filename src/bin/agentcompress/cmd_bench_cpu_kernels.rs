@@ -7,7 +7,7 @@ use agentcompress::Result;
 /// Arguments of `bench cpu-kernels`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Interleaved samples per kernel (the median is reported).
+    /// Interleaved samples per kernel (the fastest is reported).
     #[arg(long, default_value_t = 7, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     iters: usize,
     /// Only the SmolLM2-135M shapes (skip the 4096x4096 one).
@@ -18,7 +18,7 @@ pub struct Args {
 /// Runs the benchmark and prints its table.
 pub fn run(a: Args) -> Result<()> {
     println!(
-        "cpu-kernels: {} rayon threads, median of {} interleaved samples",
+        "cpu-kernels: {} rayon threads, fastest of {} interleaved samples",
         rayon::current_num_threads(),
         a.iters.max(1)
     );

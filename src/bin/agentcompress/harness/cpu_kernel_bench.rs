@@ -1,8 +1,8 @@
 //! CPU benchmarks of the packed products (`agentcompress bench cpu-kernels`): per shape and
 //! input row count, the int8-activation VNNI kernels against the f32-activation AVX-512
 //! kernels on the same packed matrix and against the FP16 product of the same shape, timed
-//! interleaved in one run (median of `iters` samples, each a batch of calls lasting at least
-//! a few milliseconds). GB/s counts the weight bytes a call reads (packed codes + scales +
+//! interleaved in one run (fastest of `iters` samples, each a batch of calls lasting at least
+//! a few milliseconds: load from other processes only ever adds time). GB/s counts the weight bytes a call reads (packed codes + scales +
 //! zeros, or FP16).
 
 use agentcompress::backend::cpu::{f16mat, qgemv, qgemv_vnni};
@@ -34,7 +34,7 @@ pub struct CpuBenchRow {
     pub format: &'static str,
     /// Weight bytes read per call.
     pub bytes: usize,
-    /// Median seconds per call: VNNI, f32 activations, FP16 matrix.
+    /// Seconds per call (fastest sample) of the VNNI kernel.
     pub vnni: f64,
     /// f32-activation AVX-512 kernel.
     pub f32: f64,
@@ -83,7 +83,7 @@ fn random_packed<const BITS: u32>(
     Packed::<BITS>::from_parts(out, inp, group, codes, scales, zeros)
 }
 
-/// Median seconds per call of `f`, from `iters` batches interleaved by the caller; `batch`
+/// Fastest seconds per call of `f`, from `iters` batches interleaved by the caller; `batch`
 /// is chosen on the first use so a batch lasts at least 3 ms.
 struct Timer {
     batch: usize,
@@ -111,9 +111,8 @@ impl Timer {
             .push(t.elapsed().as_secs_f64() / self.batch as f64);
     }
 
-    fn median(&mut self) -> f64 {
-        self.samples.sort_by(|a, b| a.total_cmp(b));
-        self.samples[self.samples.len() / 2]
+    fn fastest(&self) -> f64 {
+        self.samples.iter().copied().fold(f64::INFINITY, f64::min)
     }
 }
 
@@ -174,7 +173,7 @@ pub fn run(
                     t.sample(f.as_mut());
                 }
             }
-            let med: Vec<f64> = timers.iter_mut().map(Timer::median).collect();
+            let med: Vec<f64> = timers.iter().map(Timer::fastest).collect();
             let fmts: [(&'static str, usize); 3] = [
                 ("INT8 per-channel", m8.byte_len()),
                 ("INT4 g128", m4.byte_len()),
