@@ -158,6 +158,35 @@ pub fn packed_gemv<const BITS: u32>(m: &Packed<BITS>, x: &[f32], out: &mut [f32]
     }
 }
 
+/// [`packed_gemv`], or with `f32_only` the best path that keeps f32 activations (the VNNI
+/// path replaced by the AVX-512 one); false (nothing written) when no SIMD kernel runs.
+pub fn packed_gemv_on_f32<const BITS: u32>(
+    f32_only: bool,
+    m: &Packed<BITS>,
+    x: &[f32],
+    out: &mut [f32],
+) -> bool {
+    match best_path() {
+        Some(GemvPath::Avx512Vnni) if f32_only => packed_gemv_on(GemvPath::Avx512, m, x, out),
+        Some(path) => packed_gemv_on(path, m, x, out),
+        None => false,
+    }
+}
+
+/// [`packed_gemm`], or with `f32_only` its f32-activation kernels ([`packed_gemm_f32`]).
+pub fn packed_gemm_on_f32<const BITS: u32>(
+    f32_only: bool,
+    m: &Packed<BITS>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> bool {
+    match best_path() {
+        Some(GemvPath::Avx512Vnni) if f32_only => packed_gemm_f32(m, x, rows, out),
+        _ => packed_gemm(m, x, rows, out),
+    }
+}
+
 /// [`packed_gemv`] on a chosen kernel family; false (nothing written) when this CPU cannot
 /// run it.
 pub fn packed_gemv_on<const BITS: u32>(
