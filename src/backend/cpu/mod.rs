@@ -1,5 +1,7 @@
-//! The CPU backend: the reference oracle for every other backend, and the default when no GPU
-//! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
+//! The CPU backend: the reference oracle for every other backend ([`CpuBackend::exact`]), and
+//! the default when no GPU is present. All arithmetic accumulates in f32; matrix products run
+//! on all cores (rayon). Packed products on a VNNI CPU quantize their activations to int8
+//! blocks unless the backend is exact ([`qgemv_vnni`]).
 
 pub mod act_quant;
 pub mod encoder_ops;
