@@ -9,7 +9,12 @@ use agentcompress::quant::{size_report, Precision, QuantConfig};
 #[test]
 fn llama2_7b_bits_per_weight() {
     let c = preset("llama2-7b").unwrap();
-    let cfg = QuantConfig::default();
+    // The projection matrices alone: the classifier kept FP16 (by default it is INT8 in every
+    // quantized variant, which the check after the loop covers).
+    let cfg = QuantConfig {
+        keep_classifier_fp16: true,
+        ..QuantConfig::default()
+    };
     for p in Precision::ALL {
         let r = size_report(&c, p, &cfg);
         let (bpw, total) = (r.quantized_bits_per_weight(), r.total_bits_per_weight());
@@ -43,6 +48,19 @@ fn llama2_7b_bits_per_weight() {
     // INT2's compact parameters: (128 + 8 + 4) / 64 = 2.1875 bits plus 16 bits per row.
     let i2 = size_report(&c, Precision::Int2, &cfg).quantized_bits_per_weight();
     assert!(i2 > 2.1875 && i2 <= 2.2, "{i2}");
+    // The default INT8 classifier (one FP16 scale per row) saves just under half its FP16
+    // bytes in every quantized variant and changes nothing in FP16.
+    let (v, d) = (c.vocab_size as u64, c.dim as u64);
+    for p in Precision::ALL {
+        let fp16_cls = size_report(&c, p, &cfg).total_bytes;
+        let int8_cls = size_report(&c, p, &QuantConfig::default()).total_bytes;
+        let saved = if p == Precision::Fp16 {
+            0
+        } else {
+            v * d - 2 * v
+        };
+        assert_eq!(fp16_cls - int8_cls, saved, "{p}");
+    }
 }
 
 #[test]

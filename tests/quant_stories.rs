@@ -65,8 +65,14 @@ fn stories260k_precisions_against_fp16() {
     let Some(b) = bench() else {
         return;
     };
+    // INT8 weights with an INT8 classifier, multiplied on int8 activations (32-value blocks)
+    // where the CPU has VNNI: each adds an error of about the weights' own, still a KL two
+    // orders of magnitude under INT4's (asserted below).
     let (int8, _) = quality(&b, Precision::Int8, Method::Rtn, false);
-    assert!(int8.top1_agreement >= 0.99, "{int8:?}");
+    assert!(
+        int8.top1_agreement >= 0.97 && int8.mean_kl < 0.002,
+        "{int8:?}"
+    );
     let (i4r, e4r) = quality(&b, Precision::Int4, Method::Rtn, false);
     let (i4a, e4a) = quality(&b, Precision::Int4, Method::Als, false);
     let (i4c, _) = quality(&b, Precision::Int4, Method::Als, true);

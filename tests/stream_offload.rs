@@ -27,8 +27,13 @@ fn variants() -> &'static Path {
         let tok = std::fs::read(root.join("tok512.bin")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("variants");
+        // The tied classifier stays the FP16 embedding here: an untied INT8 copy would be the
+        // largest INT2 entry, and a pool of two entries would then hold the whole model.
         let opts = BuildOptions {
-            quant: QuantConfig::default(),
+            quant: QuantConfig {
+                keep_classifier_fp16: true,
+                ..QuantConfig::default()
+            },
             calibration: None,
             evaluation: None,
         };

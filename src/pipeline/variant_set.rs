@@ -44,7 +44,7 @@ fn describe(cfg: &QuantConfig) -> String {
         if cfg.keep_classifier_fp16 {
             "fp16"
         } else {
-            "quantized"
+            "int8"
         }
     )
 }

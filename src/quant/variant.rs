@@ -1,11 +1,13 @@
 //! Whole-model quantization: one [`Precision`] of a model from its dense weights.
 //!
-//! What is quantized: the seven projection matrices of every layer, and the classifier when
-//! [`QuantConfig::keep_classifier_fp16`] is off. What stays FP16 in every variant: the token
-//! embedding (a gather, not a matmul, and small next to the layers at 7B), all RMSNorm
-//! weights and biases (tiny), and by default the classifier, whose errors feed straight into
-//! the logits. With `keep_classifier_fp16 = false` and tied embeddings the classifier is
-//! untied into a quantized copy of the embedding (the embedding itself stays FP16).
+//! What is quantized: the seven projection matrices of every layer, and (unless
+//! [`QuantConfig::keep_classifier_fp16`] is on) the classifier, always to INT8 whatever the
+//! variant's precision: its errors feed straight into the logits, and INT8 costs little
+//! there, while FP16 made it the largest matrix of small models (SmolLM2-135M's 56 MB). What
+//! stays FP16 in every variant: the token embedding (a gather, not a matmul, and small next to
+//! the layers at 7B) and all RMSNorm weights and biases (tiny). With tied embeddings a
+//! quantized classifier is untied into an INT8 copy of the embedding (the embedding itself
+//! stays FP16, so the lookup reads dense rows).
 
 use super::calib::Calibration;
 use super::fp16::to_f16;
@@ -29,7 +31,8 @@ pub struct QuantConfig {
     pub int4_group: usize,
     /// INT2 group size (32 or 64; default 64).
     pub int2_group: usize,
-    /// Keep the classifier in FP16 (default true).
+    /// Keep the classifier in FP16 (default false: INT8, per output channel or
+    /// `int8_group`, in the INT8/INT4/INT2 variants).
     pub keep_classifier_fp16: bool,
 }
 
@@ -40,7 +43,7 @@ impl Default for QuantConfig {
             int8_group: None,
             int4_group: 128,
             int2_group: 64,
-            keep_classifier_fp16: true,
+            keep_classifier_fp16: false,
         }
     }
 }
@@ -91,37 +94,45 @@ pub fn quantize_model(
 ) -> Result<ModelWeights<WeightMatrix>> {
     w.check_shapes()?;
     cfg.validate()?;
-    let quant = |site: MatrixSite, name: &str, t: &Tensor| -> Result<WeightMatrix> {
-        let full = match site {
-            MatrixSite::Classifier => name.to_string(),
-            MatrixSite::Layer(layer) => format!("layers.{layer}.{name}"),
+    let quant_at =
+        |p: Precision, site: MatrixSite, name: &str, t: &Tensor| -> Result<WeightMatrix> {
+            let full = match site {
+                MatrixSite::Classifier => name.to_string(),
+                MatrixSite::Layer(layer) => format!("layers.{layer}.{name}"),
+            };
+            let (out, inp) = (t.shape()[0], t.shape()[1]);
+            match cfg.group(p, inp) {
+                None => Ok(WeightMatrix::Dense(to_f16(&full, t)?)),
+                Some(g) if cfg.method == Method::Gptq && p != Precision::Int8 => {
+                    let gram = calib.and_then(|c| c.gram(site, name)).ok_or_else(|| {
+                        Error::invalid(format!(
+                            "{full}: GPTQ needs a calibration with Gram matrices"
+                        ))
+                    })?;
+                    let w = t.to_f32_vec();
+                    Ok(match p.bits() {
+                        4 => WeightMatrix::Int4(gptq_asym::<4>(&w, out, inp, g, gram)?),
+                        _ => WeightMatrix::Int2(gptq_asym::<2>(&w, out, inp, g, gram)?),
+                    })
+                }
+                Some(g) => {
+                    let imp = calib.and_then(|c| c.importance(site, name));
+                    quantize_matrix(&t.to_f32_vec(), out, inp, p.bits(), g, cfg.method, imp)
+                        .map_err(|e| match e {
+                            Error::InvalidArgument(m) => Error::invalid(format!("{full}: {m}")),
+                            other => other,
+                        })
+                }
+            }
         };
-        let (out, inp) = (t.shape()[0], t.shape()[1]);
-        match cfg.group(p, inp) {
-            None => Ok(WeightMatrix::Dense(to_f16(&full, t)?)),
-            Some(g) if cfg.method == Method::Gptq && p != Precision::Int8 => {
-                let gram = calib.and_then(|c| c.gram(site, name)).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "{full}: GPTQ needs a calibration with Gram matrices"
-                    ))
-                })?;
-                let w = t.to_f32_vec();
-                Ok(match p.bits() {
-                    4 => WeightMatrix::Int4(gptq_asym::<4>(&w, out, inp, g, gram)?),
-                    _ => WeightMatrix::Int2(gptq_asym::<2>(&w, out, inp, g, gram)?),
-                })
-            }
-            Some(g) => {
-                let imp = calib.and_then(|c| c.importance(site, name));
-                quantize_matrix(&t.to_f32_vec(), out, inp, p.bits(), g, cfg.method, imp).map_err(
-                    |e| match e {
-                        Error::InvalidArgument(m) => Error::invalid(format!("{full}: {m}")),
-                        other => other,
-                    },
-                )
-            }
-        }
+    let quant = |site: MatrixSite, name: &str, t: &Tensor| quant_at(p, site, name, t);
+    // The classifier of a quantized variant is INT8 (module docs).
+    let cls_p = if p == Precision::Fp16 {
+        p
+    } else {
+        Precision::Int8
     };
+    let quant_cls = |t: &Tensor| quant_at(cls_p, MatrixSite::Classifier, "classifier", t);
     let f16 = |name: &str, t: &Tensor| to_f16(name, t);
     let mut layers = Vec::with_capacity(w.layers.len());
     for (i, l) in w.layers.iter().enumerate() {
@@ -146,10 +157,10 @@ pub fn quantize_model(
     let embedding = f16("embedding", &w.embedding)?;
     let classifier = match (&w.classifier, cfg.keep_classifier_fp16) {
         (Some(c), true) => Some(WeightMatrix::Dense(f16("classifier", c)?)),
-        (Some(c), false) => Some(quant(MatrixSite::Classifier, "classifier", c)?),
+        (Some(c), false) => Some(quant_cls(c)?),
         (None, true) => None,
         (None, false) if p == Precision::Fp16 => None,
-        (None, false) => Some(quant(MatrixSite::Classifier, "classifier", &w.embedding)?),
+        (None, false) => Some(quant_cls(&w.embedding)?),
     };
     Ok(ModelWeights {
         config: w.config.clone(),
@@ -193,16 +204,18 @@ pub fn size_report(c: &ModelConfig, p: Precision, cfg: &QuantConfig) -> SizeRepo
         mats.extend([(q, d), (kv, d), (kv, d), (d, q), (h, d), (h, d), (d, h)]);
     }
     let quant_cls = !cfg.keep_classifier_fp16 && p != Precision::Fp16;
-    if quant_cls {
-        mats.push((v, d));
-    }
     let mut r = SizeReport {
         quantized_params: 0,
         quantized_bytes: 0,
         total_params: 0,
         total_bytes: 0,
     };
-    for (out, inp) in mats {
+    let mut mats: Vec<(Precision, usize, usize)> =
+        mats.into_iter().map(|(o, i)| (p, o, i)).collect();
+    if quant_cls {
+        mats.push((Precision::Int8, v, d));
+    }
+    for (p, out, inp) in mats {
         r.quantized_params += (out * inp) as u64;
         r.quantized_bytes += match cfg.group(p, inp) {
             None => (out * inp * 2) as u64,
@@ -293,11 +306,12 @@ mod tests {
                     bytes as u64,
                     "{p} {keep}"
                 );
-                let quantized_cls = matches!(
-                    w.classifier,
-                    Some(WeightMatrix::Int8(_) | WeightMatrix::Int4(_) | WeightMatrix::Int2(_))
-                );
+                // A quantized classifier is INT8 whatever the variant's precision.
+                let quantized_cls = matches!(w.classifier, Some(WeightMatrix::Int8(_)));
                 assert_eq!(quantized_cls, !keep && p != Precision::Fp16, "{p} {keep}");
+                if keep || p == Precision::Fp16 {
+                    assert!(matches!(w.classifier, None | Some(WeightMatrix::Dense(_))));
+                }
             }
         }
     }

@@ -38,8 +38,14 @@ impl F16Path {
     pub fn best() -> F16Path {
         use super::qgemv::{best_path, GemvPath};
         match best_path() {
-            Some(GemvPath::Avx512) if F16Path::Avx512.available() => F16Path::Avx512,
-            Some(GemvPath::Avx512 | GemvPath::Avx2) if F16Path::Avx2.available() => F16Path::Avx2,
+            Some(GemvPath::Avx512Vnni | GemvPath::Avx512) if F16Path::Avx512.available() => {
+                F16Path::Avx512
+            }
+            Some(GemvPath::Avx512Vnni | GemvPath::Avx512 | GemvPath::Avx2)
+                if F16Path::Avx2.available() =>
+            {
+                F16Path::Avx2
+            }
             _ => F16Path::Scalar,
         }
     }

@@ -1,6 +1,9 @@
-//! The CPU backend: the reference oracle for every other backend, and the default when no GPU
-//! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
+//! The CPU backend: the reference oracle for every other backend ([`CpuBackend::exact`]), and
+//! the default when no GPU is present. All arithmetic accumulates in f32; matrix products run
+//! on all cores (rayon). Packed products on a VNNI CPU quantize their activations to int8
+//! blocks unless the backend is exact ([`qgemv_vnni`]).
 
+pub mod act_quant;
 pub mod encoder_ops;
 pub mod f16mat;
 #[cfg(target_arch = "x86_64")]
@@ -8,6 +11,7 @@ mod f16mat_avx512;
 mod kernels;
 pub mod qgemv;
 mod qgemv_avx512;
+pub mod qgemv_vnni;
 mod simd;
 
 pub use kernels::{argmax, dot};
@@ -60,14 +64,26 @@ impl CpuMat {
     }
 }
 
-/// The CPU backend. Cheap to construct; holds no state but its thread-pool choice.
+/// The CPU backend. Cheap to construct; holds no state but its thread-pool choice and
+/// whether packed products may quantize their activations.
 #[derive(Clone, Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    /// Packed products on f32 activations only (no int8 activation blocks).
+    exact: bool,
+}
 
 impl CpuBackend {
-    /// A CPU backend using rayon's global pool.
+    /// A CPU backend using rayon's global pool; packed products use the fastest path
+    /// (int8 activations with AVX512-VNNI where present).
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend { exact: false }
+    }
+
+    /// A CPU backend whose packed products keep f32 activations: the oracle other backends
+    /// are checked against (their quantized kernels keep f16 activations, and int8
+    /// activation blocks would add an error of their own to the comparison).
+    pub fn exact() -> Self {
+        CpuBackend { exact: true }
     }
 }
 
@@ -219,9 +235,27 @@ impl Backend for CpuBackend {
                 rows,
                 &mut out[..rows * n_out],
             ),
-            CpuMat::Int8(m) => packed_matmul(m, &x[..rows * n_in], rows, &mut out[..rows * n_out]),
-            CpuMat::Int4(m) => packed_matmul(m, &x[..rows * n_in], rows, &mut out[..rows * n_out]),
-            CpuMat::Int2(m) => packed_matmul(m, &x[..rows * n_in], rows, &mut out[..rows * n_out]),
+            CpuMat::Int8(m) => packed_matmul(
+                m,
+                &x[..rows * n_in],
+                rows,
+                &mut out[..rows * n_out],
+                self.exact,
+            ),
+            CpuMat::Int4(m) => packed_matmul(
+                m,
+                &x[..rows * n_in],
+                rows,
+                &mut out[..rows * n_out],
+                self.exact,
+            ),
+            CpuMat::Int2(m) => packed_matmul(
+                m,
+                &x[..rows * n_in],
+                rows,
+                &mut out[..rows * n_out],
+                self.exact,
+            ),
         }
         Ok(())
     }
@@ -379,17 +413,23 @@ impl Backend for CpuBackend {
 /// kernels of [`qgemv`] where the CPU has them, else [`Packed::row_dot`] (per group
 /// `s * (sum q*x - z * sum x)`) per output; several rows use [`qgemv::packed_gemm`] on AVX-512,
 /// else dequantise each weight row once into a per-task buffer and dot it with every input
-/// row.
-fn packed_matmul<const B: u32>(m: &Packed<B>, x: &[f32], rows: usize, out: &mut [f32]) {
+/// row. `exact` keeps f32 activations ([`CpuBackend::exact`]).
+fn packed_matmul<const B: u32>(
+    m: &Packed<B>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+    exact: bool,
+) {
     let (n_out, n_in) = m.dims();
-    if rows == 1 && qgemv::packed_gemv(m, x, out) {
+    if rows == 1 && qgemv::packed_gemv_on_f32(exact, m, x, out) {
         return;
     }
     if rows <= 1 {
         matmul_rows(rows, n_in, n_out, x, out, |o, xr| m.row_dot(o, xr));
         return;
     }
-    if qgemv::packed_gemm(m, x, rows, out) {
+    if qgemv::packed_gemm_on_f32(exact, m, x, rows, out) {
         return;
     }
     matmul_widened_rows(rows, n_in, n_out, x, out, |o, wrow| {

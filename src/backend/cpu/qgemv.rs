@@ -28,8 +28,12 @@
 //! Several input rows (prefill) on AVX-512 go through [`packed_gemm`], which widens each weight
 //! unit once for four permuted inputs at a time.
 //!
-//! `AGENTCOMPRESS_CPU_SIMD=avx2` caps the dispatch at AVX2 and `=scalar` disables the SIMD
-//! kernels (for A/B timing on one binary).
+//! Where the CPU has AVX512-VNNI, both go instead through `qgemv_vnni` (activations quantized
+//! to int8 blocks once per call, integer dot products).
+//!
+//! `AGENTCOMPRESS_CPU_SIMD=avx512` disables the VNNI path (f32 activations on AVX-512),
+//! `=avx2` caps the dispatch at AVX2 and `=scalar` disables the SIMD kernels (for A/B timing
+//! on one binary).
 
 use crate::quant::packed::slot;
 use crate::quant::Packed;
@@ -42,6 +46,8 @@ const ROWS_PER_TASK: usize = 16;
 /// A packed-GEMV kernel family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemvPath {
+    /// Int8 activations on AVX512-VNNI integer dot products (`qgemv_vnni`).
+    Avx512Vnni,
     /// 16 lanes, 16-byte units (`qgemv_avx512`).
     Avx512,
     /// 8 lanes with FMA, 8-byte units.
@@ -52,7 +58,7 @@ impl GemvPath {
     /// Bytes per unit, which is also the lanes per vector.
     fn lanes(self) -> usize {
         match self {
-            GemvPath::Avx512 => 16,
+            GemvPath::Avx512Vnni | GemvPath::Avx512 => 16,
             GemvPath::Avx2 => 8,
         }
     }
@@ -60,6 +66,7 @@ impl GemvPath {
     /// True when this CPU can run the path.
     pub fn available(self) -> bool {
         match self {
+            GemvPath::Avx512Vnni => super::qgemv_vnni::available(),
             GemvPath::Avx512 => super::simd::avx512f(),
             GemvPath::Avx2 => super::simd::avx2_fma(),
         }
@@ -77,7 +84,8 @@ pub fn best_path() -> Option<GemvPath> {
         let order: &[GemvPath] = match cap.as_str() {
             "scalar" => &[],
             "avx2" => &[GemvPath::Avx2],
-            _ => &[GemvPath::Avx512, GemvPath::Avx2],
+            "avx512" => &[GemvPath::Avx512, GemvPath::Avx2],
+            _ => &[GemvPath::Avx512Vnni, GemvPath::Avx512, GemvPath::Avx2],
         };
         order.iter().copied().find(|p| p.available())
     })
@@ -89,7 +97,7 @@ pub fn simd_available() -> bool {
 }
 
 /// The code index `j` inside a word whose slot is `s` (the inverse of [`slot`]).
-fn code_of_slot(bits: u32, s: usize) -> usize {
+pub(super) fn code_of_slot(bits: u32, s: usize) -> usize {
     let half = (16 / bits) as usize;
     let j = if s < half { 2 * s } else { 2 * (s - half) + 1 };
     debug_assert_eq!(slot(bits, j), s);
@@ -150,6 +158,35 @@ pub fn packed_gemv<const BITS: u32>(m: &Packed<BITS>, x: &[f32], out: &mut [f32]
     }
 }
 
+/// [`packed_gemv`], or with `f32_only` the best path that keeps f32 activations (the VNNI
+/// path replaced by the AVX-512 one); false (nothing written) when no SIMD kernel runs.
+pub fn packed_gemv_on_f32<const BITS: u32>(
+    f32_only: bool,
+    m: &Packed<BITS>,
+    x: &[f32],
+    out: &mut [f32],
+) -> bool {
+    match best_path() {
+        Some(GemvPath::Avx512Vnni) if f32_only => packed_gemv_on(GemvPath::Avx512, m, x, out),
+        Some(path) => packed_gemv_on(path, m, x, out),
+        None => false,
+    }
+}
+
+/// [`packed_gemm`], or with `f32_only` its f32-activation kernels ([`packed_gemm_f32`]).
+pub fn packed_gemm_on_f32<const BITS: u32>(
+    f32_only: bool,
+    m: &Packed<BITS>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> bool {
+    match best_path() {
+        Some(GemvPath::Avx512Vnni) if f32_only => packed_gemm_f32(m, x, rows, out),
+        _ => packed_gemm(m, x, rows, out),
+    }
+}
+
 /// [`packed_gemv`] on a chosen kernel family; false (nothing written) when this CPU cannot
 /// run it.
 pub fn packed_gemv_on<const BITS: u32>(
@@ -160,6 +197,9 @@ pub fn packed_gemv_on<const BITS: u32>(
 ) -> bool {
     if !path.available() {
         return false;
+    }
+    if path == GemvPath::Avx512Vnni {
+        return super::qgemv_vnni::packed_product(m, x, 1, out);
     }
     let (n_out, n_in) = m.dims();
     let lanes = path.lanes();
@@ -178,7 +218,7 @@ pub fn packed_gemv_on<const BITS: u32>(
                     // were sized for this matrix's units and groups.
                     *y = unsafe {
                         match path {
-                            GemvPath::Avx512 => {
+                            GemvPath::Avx512 | GemvPath::Avx512Vnni => {
                                 super::qgemv_avx512::row_avx512::<BITS>(m, r, xp, sx)
                             }
                             GemvPath::Avx2 => row_avx2::<BITS>(m, r, xp, sx),
@@ -197,15 +237,31 @@ const ROW_BLOCK: usize = 16;
 
 /// `out[r, o] = sum_k w[o, k] * x[r, k]` for `rows` input rows (prefill) on the AVX-512
 /// kernels: per block of `ROW_BLOCK` inputs, each weight unit is widened once for four
-/// inputs at a time (`qgemv_avx512::rows_avx512`). Returns false (nothing written)
-/// when [`best_path`] is not AVX-512, so the caller uses its fallback.
+/// inputs at a time (`qgemv_avx512::rows_avx512`), or on int8 activations when
+/// [`best_path`] is [`GemvPath::Avx512Vnni`]. Returns false (nothing written) when
+/// [`best_path`] is not AVX-512, so the caller uses its fallback.
 pub fn packed_gemm<const BITS: u32>(
     m: &Packed<BITS>,
     x: &[f32],
     rows: usize,
     out: &mut [f32],
 ) -> bool {
-    if best_path() != Some(GemvPath::Avx512) {
+    match best_path() {
+        Some(GemvPath::Avx512Vnni) => super::qgemv_vnni::packed_product(m, x, rows, out),
+        Some(GemvPath::Avx512) => packed_gemm_f32(m, x, rows, out),
+        _ => false,
+    }
+}
+
+/// [`packed_gemm`] on f32 activations (the AVX-512 kernels); false (nothing written) when
+/// this CPU lacks AVX-512.
+pub fn packed_gemm_f32<const BITS: u32>(
+    m: &Packed<BITS>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> bool {
+    if !GemvPath::Avx512.available() {
         return false;
     }
     let (n_out, n_in) = m.dims();
@@ -351,14 +407,14 @@ unsafe fn row_avx2<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32], _: &
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::util::rng::Rng;
     use half::f16;
 
     /// A random packed matrix whose groups have very different scales (a wrong group
     /// boundary changes the product).
-    fn random_matrix<const BITS: u32>(
+    pub(crate) fn random_matrix<const BITS: u32>(
         out: usize,
         inp: usize,
         group: usize,
@@ -476,8 +532,8 @@ mod tests {
 
     #[test]
     fn multi_row_product_matches_row_dot() {
-        if best_path() != Some(GemvPath::Avx512) {
-            eprintln!("SKIPPED: packed_gemm needs the AVX-512 path");
+        if !GemvPath::Avx512.available() {
+            eprintln!("SKIPPED: packed_gemm_f32 needs AVX-512");
             return;
         }
         // 21 input rows: one full block of 16 (four 4-row passes), then 5 (one pass and a
@@ -490,7 +546,7 @@ mod tests {
                 .map(|_| rng.next_f32() * 2.0 - 1.0)
                 .collect();
             let mut y = vec![f32::NAN; rows * out];
-            assert!(packed_gemm(&m, &x, rows, &mut y));
+            assert!(packed_gemm_f32(&m, &x, rows, &mut y));
             for r in 0..rows {
                 for o in 0..out {
                     let want = m.row_dot(o, &x[r * inp..(r + 1) * inp]);

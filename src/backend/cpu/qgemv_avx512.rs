@@ -75,7 +75,7 @@ unsafe fn widen16(h: &[half::f16]) -> [f32; 16] {
 /// `sum_g s_g * z_g * sx_g`, sixteen groups per step.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c")]
-unsafe fn zero_term(scales: &[half::f16], zeros: &[half::f16], sx: &[f32]) -> f32 {
+pub(super) unsafe fn zero_term(scales: &[half::f16], zeros: &[half::f16], sx: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let mut acc = _mm512_setzero_ps();
     for g0 in (0..scales.len()).step_by(16) {

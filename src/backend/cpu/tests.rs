@@ -203,3 +203,35 @@ fn attention_wrapper_checks_the_shape_before_the_kernel_runs() {
         "nothing written on a bad shape"
     );
 }
+
+#[test]
+fn exact_backend_keeps_f32_activations_in_packed_products() {
+    // The exact backend agrees with `row_dot` to f32 rounding at 1 and 5 rows; the default
+    // one (int8 activations where the CPU has VNNI) within its activation quantization error.
+    let mut rng = Rng::new(21);
+    let m = crate::backend::cpu::qgemv::tests::random_matrix::<4>(37, 200, 64, &mut rng);
+    let w = WeightMatrix::Int4(m.clone());
+    for rows in [1, 5] {
+        let x: Vec<f32> = (0..rows * 200)
+            .map(|_| rng.next_f32() * 2.0 - 1.0)
+            .collect();
+        for (be, rel) in [(CpuBackend::exact(), 1e-5), (CpuBackend::new(), 2e-2)] {
+            let cw = be.upload_matrix(&w).unwrap();
+            let mut y = vec![f32::NAN; rows * 37];
+            be.matmul(&x, &cw, &mut y, rows).unwrap();
+            let (mut err, mut norm) = (0.0f64, 0.0f64);
+            for r in 0..rows {
+                for o in 0..37 {
+                    let want = m.row_dot(o, &x[r * 200..(r + 1) * 200]) as f64;
+                    err += (y[r * 37 + o] as f64 - want).powi(2);
+                    norm += want * want;
+                }
+            }
+            let rel_err = (err / norm).sqrt();
+            assert!(
+                rel_err <= rel,
+                "{be:?} rows {rows}: relative L2 error {rel_err}"
+            );
+        }
+    }
+}

@@ -19,6 +19,8 @@ pub enum BenchCommand {
     Controller(crate::cmd_bench_controller::ControllerBenchArgs),
     /// Whole-model decode tokens/s of each variant beside its bandwidth floor.
     Decode(crate::cmd_bench_decode::DecodeArgs),
+    /// CPU packed products: int8-activation (VNNI) kernels beside f32-activation and FP16.
+    CpuKernels(crate::cmd_bench_cpu_kernels::Args),
 }
 
 /// Arguments of `bench kernels`.
@@ -45,6 +47,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Stream(a) => crate::cmd_bench_stream::run(a),
         BenchCommand::Swap(a) => crate::cmd_bench_swap::run(a),
         BenchCommand::Decode(a) => crate::cmd_bench_decode::run(a),
+        BenchCommand::CpuKernels(a) => crate::cmd_bench_cpu_kernels::run(a),
         BenchCommand::Controller(a) => {
             crate::cmd_bench_controller::run(crate::cmd_bench_controller::BenchArgs {
                 what: crate::cmd_bench_controller::BenchWhat::Controller(a),

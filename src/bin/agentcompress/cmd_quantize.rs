@@ -30,9 +30,9 @@ pub struct Args {
     /// file).
     #[arg(long, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     int8_group: Option<usize>,
-    /// Quantize the classifier too (default: it stays FP16).
+    /// Keep the classifier in FP16 (default: INT8 in the INT8/INT4/INT2 variants).
     #[arg(long)]
-    quantize_classifier: bool,
+    keep_classifier_fp16: bool,
     /// Tokenizer to embed in every variant (`tokenizer.bin`, `tokenizer.json` with the
     /// `tokenizer_config.json` beside it, or a GGUF file's vocabulary); default: the model's
     /// own (a GGUF file's metadata, a Hugging Face directory's `tokenizer.json`, the
@@ -74,7 +74,7 @@ pub fn run(a: Args) -> Result<()> {
         int8_group: a.int8_group.or(int8_group),
         int4_group: a.group.unwrap_or(int4_group),
         int2_group: a.group.unwrap_or(int2_group),
-        keep_classifier_fp16: !a.quantize_classifier,
+        keep_classifier_fp16: a.keep_classifier_fp16,
     };
     quant.validate()?;
     let tok_path = a

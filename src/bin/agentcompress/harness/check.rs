@@ -276,7 +276,7 @@ pub fn run_all(gpu: &CudaBackend, stories: Option<&Path>, seed: u64) -> CheckRep
     let mut rep = CheckReport::default();
     let mut c = Ctx {
         gpu,
-        cpu: CpuBackend::new(),
+        cpu: CpuBackend::exact(),
         rng: Rng::new(seed),
     };
     kernel_checks(&mut c, &mut rep);
@@ -785,7 +785,7 @@ fn model_check<B: Backend + Clone>(
     let w = to_f16_weights(w)?;
     let cfg = w.config.clone();
     let vocab = cfg.vocab_size;
-    let cm = Model::new(CpuBackend::new(), &w)?;
+    let cm = Model::new(CpuBackend::exact(), &w)?;
     let gm = Model::new(gpu.clone(), &w)?;
     drop(w);
     let mut rng = Rng::new(seed ^ 0x5eed);
@@ -923,7 +923,7 @@ mod tests {
         let c = synthetic::preset("tiny").unwrap();
         let w = synthetic::synthetic_weights(&c, 5, DType::F32).unwrap();
         let mut rep = CheckReport::default();
-        model_check(&CpuBackend::new(), "tiny", w, 5, &mut rep).unwrap();
+        model_check(&CpuBackend::exact(), "tiny", w, 5, &mut rep).unwrap();
         assert_eq!(rep.rows.len(), 3, "{}", rep.table());
         assert_eq!(rep.failed(), 0, "{}", rep.table());
         assert!(rep.rows.iter().all(|r| r.max_abs == 0.0), "{}", rep.table());

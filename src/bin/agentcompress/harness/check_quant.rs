@@ -116,7 +116,7 @@ fn check_qmatmul(
     let x: Vec<f32> = (0..rows * inp)
         .map(|_| rng.uniform(-1.0, 1.0) + 1e-3)
         .collect();
-    let cpu = CpuBackend::new();
+    let cpu = CpuBackend::exact();
     let cw = cpu.upload_matrix(&w)?;
     let mut co = vec![0.0; rows * out];
     cpu.matmul(&x, &cw, &mut co, rows)?;
@@ -212,7 +212,7 @@ fn qmodel_check(
 ) -> Result<()> {
     let cfg = w.config.clone();
     let vocab = cfg.vocab_size;
-    let cm = Model::new(CpuBackend::new(), w)?;
+    let cm = Model::new(CpuBackend::exact(), w)?;
     let gm = Model::new(gpu.clone(), w)?;
     let mut rng = Rng::new(seed ^ 0x5eed);
     let plen = 40.min(cfg.max_seq_len / 4).max(2);
@@ -291,7 +291,7 @@ mod tests {
             for &(rows, out, inp) in &SHAPES[..3] {
                 let w = rand_quant(&mut rng, out, inp, bits, group).unwrap();
                 let x: Vec<f32> = (0..rows * inp).map(|_| rng.uniform(-1.0, 1.0)).collect();
-                let cpu = CpuBackend::new();
+                let cpu = CpuBackend::exact();
                 let cw = cpu.upload_matrix(&w).unwrap();
                 let mut co = vec![0.0; rows * out];
                 cpu.matmul(&x, &cw, &mut co, rows).unwrap();

@@ -419,7 +419,7 @@ mod tests {
                 prefetch: false,
                 upload_budget,
             };
-            Model::streamed(CpuBackend::new(), pool, source.clone(), p, stream).unwrap()
+            Model::streamed(CpuBackend::exact(), pool, source.clone(), p, stream).unwrap()
         };
         let run = |m: &Model<CpuBackend>| {
             let mut st = m.new_state(tokens.len()).unwrap();

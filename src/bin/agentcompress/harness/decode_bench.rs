@@ -93,7 +93,7 @@ pub fn random_matrix(
 }
 
 /// A whole model of shape `config` in precision `p` with random weights (see the module docs).
-/// The embedding, norms and the classifier (FP16 unless `cfg.keep_classifier_fp16` is off)
+/// The embedding, norms and the classifier (INT8 unless `cfg.keep_classifier_fp16` is on)
 /// follow [`agentcompress::quant::quantize_model`]'s choices, so the bytes match a real variant's.
 pub fn random_variant(
     config: &ModelConfig,
@@ -140,7 +140,7 @@ pub fn random_variant(
             DType::F16,
         ))
     } else {
-        mat(v, d)?
+        random_matrix(Precision::Int8, cfg, v, d, seed, stream + 1)?
     };
     let mut config = c.clone();
     config.tied_embeddings = false;

@@ -8,6 +8,7 @@ pub mod check_controller;
 pub mod check_quant;
 pub mod check_stream;
 pub mod copy_rate;
+pub mod cpu_kernel_bench;
 pub mod decode_bench;
 pub mod kernel_bench;
 pub mod quant_kernel_bench;
