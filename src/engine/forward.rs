@@ -70,6 +70,13 @@ impl<B: Backend> State<B> {
     pub fn reset(&mut self) {
         self.pos = 0;
     }
+
+    /// Forgets every token from position `pos` on (a rejected speculative draft): the cached
+    /// rows before it stay, the ones after are overwritten by the next forward. A `pos` at or
+    /// beyond the current position changes nothing.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
 }
 
 /// `a * b` elements, or [`Error::OutOfMemory`] naming `what` when the product overflows.
