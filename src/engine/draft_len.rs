@@ -45,6 +45,8 @@ pub struct SpeculationStats {
     pub accepted: u64,
     /// Multi-row verify forwards of the target.
     pub verifies: u64,
+    /// Verifies whose draft the target first rejected at position `i` (0-based), by `i`.
+    pub rejections_at: Vec<u64>,
     /// Time spent in draft steps.
     #[serde(serialize_with = "secs")]
     pub draft_time: Duration,

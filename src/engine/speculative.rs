@@ -327,6 +327,12 @@ impl<B: Backend, F: FnMut(TokenEvent<'_>) -> bool> Run<'_, B, F> {
             st.drafted += k as u64;
             st.accepted += accepted as u64;
             st.verifies += 1;
+            if accepted < k {
+                if st.rejections_at.len() <= accepted {
+                    st.rejections_at.resize(accepted + 1, 0);
+                }
+                st.rejections_at[accepted] += 1;
+            }
             st.draft_time += draft;
             st.verify_time += verify;
         }
