@@ -7,9 +7,13 @@ use crate::quant::Precision;
 use crate::{Error, Result};
 use std::sync::Arc;
 
-/// Which variant drafts for speculative serving, and how long its drafts are.
+/// Which variant drafts for speculative serving, for which target, and how long its drafts
+/// are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Speculation {
+    /// The variant whose output is produced by direct generation (default FP16; a routed
+    /// run verifies with the routed variant instead).
+    pub target: Precision,
     /// The drafting variant (fewer bits than the variant it drafts for).
     pub draft: Precision,
     /// Draft tokens per verify (default: adaptive, up to 8).
@@ -17,9 +21,10 @@ pub struct Speculation {
 }
 
 impl Speculation {
-    /// Drafting with `draft`, adaptive draft length.
+    /// FP16 output, drafting with `draft`, adaptive draft length.
     pub fn new(draft: Precision) -> Self {
         Speculation {
+            target: Precision::Fp16,
             draft,
             draft_len: DraftLen::default(),
         }
@@ -46,9 +51,31 @@ impl Engine {
         }
     }
 
-    /// [`Engine::generate_ids`] through speculation: the FP16 variant's output (identical
-    /// tokens when greedy, identically distributed when sampling), drafted by `spec.draft`.
-    /// The output's `speculation` holds the counters.
+    /// Plain generation on variant `target` of a variant directory (a single-model engine
+    /// has only its own): the baseline of speculative serving.
+    pub fn generate_ids_on(
+        &self,
+        target: Precision,
+        ids: &[u32],
+        params: &GenerateParams,
+        mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<GenerateOutput> {
+        let tok = self.need_tokenizer()?;
+        match &self.models {
+            Models::Single { .. } if target == Precision::Fp16 => {
+                self.generate_ids(ids, params, on_token)
+            }
+            Models::Single { .. } => Err(Error::invalid(format!(
+                "{} holds one variant, not {target}",
+                self.source
+            ))),
+            Models::Routed(r) => r.acquire(target)?.0.generate(tok, ids, params, &mut on_token),
+        }
+    }
+
+    /// [`Engine::generate_ids_on`] `spec.target` through speculation: that variant's output
+    /// (identical tokens when greedy, identically distributed when sampling), drafted by
+    /// `spec.draft`. The output's `speculation` holds the counters.
     pub fn generate_ids_speculative(
         &self,
         ids: &[u32],
@@ -56,12 +83,22 @@ impl Engine {
         spec: &Speculation,
         mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<GenerateOutput> {
-        if spec.draft == Precision::Fp16 {
-            return Err(Error::invalid(
-                "the draft variant must have fewer bits than fp16, the variant it drafts for",
-            ));
+        if spec.draft.bits() >= spec.target.bits() {
+            return Err(Error::invalid(format!(
+                "the draft variant {} must have fewer bits than {}, the variant it drafts for",
+                spec.draft, spec.target
+            )));
         }
-        let target = self.direct()?;
+        let target = match &self.models {
+            Models::Single { .. } if spec.target == Precision::Fp16 => self.direct()?,
+            Models::Single { .. } => {
+                return Err(Error::invalid(format!(
+                    "{} holds one variant, not {}",
+                    self.source, spec.target
+                )))
+            }
+            Models::Routed(r) => DirectModel::Shared(r.acquire(spec.target)?.0),
+        };
         let draft = self.draft_model(spec.draft)?;
         target.get().generate_speculative(
             draft.as_ref(),

@@ -19,6 +19,8 @@ pub enum BenchCommand {
     Controller(crate::cmd_bench_controller::ControllerBenchArgs),
     /// Whole-model decode tokens/s of each variant beside its bandwidth floor.
     Decode(crate::cmd_bench_decode::DecodeArgs),
+    /// Plain vs speculative greedy decode per (target, draft) variant pair, identical output.
+    Speculative(crate::cmd_bench_speculative::SpeculativeArgs),
 }
 
 /// Arguments of `bench kernels`.
@@ -45,6 +47,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Stream(a) => crate::cmd_bench_stream::run(a),
         BenchCommand::Swap(a) => crate::cmd_bench_swap::run(a),
         BenchCommand::Decode(a) => crate::cmd_bench_decode::run(a),
+        BenchCommand::Speculative(a) => crate::cmd_bench_speculative::run(a),
         BenchCommand::Controller(a) => {
             crate::cmd_bench_controller::run(crate::cmd_bench_controller::BenchArgs {
                 what: crate::cmd_bench_controller::BenchWhat::Controller(a),

@@ -1,7 +1,7 @@
 //! `agentcompress generate`: stream text from a prompt, then report tokens/s.
 
 use crate::common::ModelArgs;
-use agentcompress::api::ChatMessage;
+use agentcompress::api::{ChatMessage, DraftLen, Precision, Speculation};
 use agentcompress::engine::{GenerateParams, SamplingParams, TokenEvent, DEFAULT_CONTEXT};
 use agentcompress::Result;
 use clap::Args;
@@ -54,6 +54,13 @@ pub struct GenerateArgs {
     /// memory on CUDA) between uses, by the pool's priority policy, then print its statistics.
     #[arg(long, value_parser = parse_budget, requires = "pool_budget")]
     pub device_cache: Option<u64>,
+    /// Variant directories: generate the FP16 variant's output through speculation, drafting
+    /// with this cheaper variant (int8, int4, int2), then print the acceptance statistics.
+    #[arg(long, conflicts_with = "pool_budget")]
+    pub speculate: Option<Precision>,
+    /// With --speculate: draft tokens per verify (default: adaptive, up to 8).
+    #[arg(long, requires = "speculate", value_parser = crate::numeric::count, allow_negative_numbers = true)]
+    pub draft_len: Option<usize>,
 }
 
 fn parse_ctx(s: &str) -> std::result::Result<usize, String> {
@@ -104,9 +111,21 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let _ = stdout.flush();
         true
     };
-    let out = match &messages {
-        Some(m) => engine.chat(m, &params, print)?.output,
-        None => engine.generate(&args.prompt, &params, print)?,
+    let out = match (&messages, args.speculate) {
+        (Some(m), None) => engine.chat(m, &params, print)?.output,
+        (None, None) => engine.generate(&args.prompt, &params, print)?,
+        (m, Some(draft)) => {
+            let spec = Speculation {
+                target: Precision::Fp16,
+                draft,
+                draft_len: args.draft_len.map_or(DraftLen::default(), DraftLen::Fixed),
+            };
+            let ids = match m {
+                Some(m) => engine.encode_chat(m)?,
+                None => engine.encode(&args.prompt)?,
+            };
+            engine.generate_ids_speculative(&ids, &params, &spec, print)?
+        }
     };
     drop(stdout);
     if out.prompt_tokens_dropped > 0 {
@@ -129,6 +148,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         out.ids.len(),
         out.decode_tokens_per_s()
     );
+    if let Some(s) = &out.speculation {
+        eprintln!(
+            "speculation: drafted {}, accepted {} ({:.1}%), {} verifies, {:.2} accepted per verify, {:.2} tokens per verify",
+            s.drafted,
+            s.accepted,
+            100.0 * s.acceptance_rate(),
+            s.verifies,
+            s.mean_accepted_len(),
+            s.tokens_per_verify()
+        );
+    }
     if let Some(s) = engine.upload_stats() {
         eprintln!(
             "\nuploaded-block tier (--device-cache): {} hits, {} misses ({} uncached), {} evictions, {:.1} MB uploaded in {:.3} s, {:.1} of {:.1} MB used",
