@@ -304,7 +304,10 @@ impl<B: Backend> Model<B> {
             vocab
         };
         try_reserve(&mut out, want)?;
-        let mut buf = try_filled(elems("logits", state.chunk, vocab)?, 0.0f32)?;
+        // Sized for the longest chunk this call runs: a short multi-row call (a speculative
+        // verify) must not pay for a full prefill chunk of logits.
+        let rows = state.chunk.min(tokens.len());
+        let mut buf = try_filled(elems("logits", rows, vocab)?, 0.0f32)?;
         let n_chunks = tokens.len().div_ceil(state.chunk);
         for (i, chunk) in tokens.chunks(state.chunk).enumerate() {
             let last = i + 1 == n_chunks;
