@@ -121,7 +121,11 @@ fn greedy_output_is_the_targets_for_every_pair_and_draft_length() {
     let models = variants(s, None);
     for (tp, t) in &models {
         for (dp, d) in &models {
-            for k in [DraftLen::Fixed(1), DraftLen::Fixed(3), DraftLen::Adaptive(8)] {
+            for k in [
+                DraftLen::Fixed(1),
+                DraftLen::Fixed(3),
+                DraftLen::Adaptive(8),
+            ] {
                 let mut drafted = 0;
                 for p in PROMPTS {
                     let what = format!("target {tp}, draft {dp}, {k:?}, prompt {p:?}");
@@ -129,7 +133,10 @@ fn greedy_output_is_the_targets_for_every_pair_and_draft_length() {
                     assert_eq!(out.ids.len(), 48, "{what}");
                     drafted += out.speculation.unwrap().drafted;
                 }
-                assert!(drafted > 0, "target {tp}, draft {dp}, {k:?}: nothing drafted");
+                assert!(
+                    drafted > 0,
+                    "target {tp}, draft {dp}, {k:?}: nothing drafted"
+                );
             }
         }
     }
@@ -408,14 +415,26 @@ fn sampled_tokens_follow_the_targets_distribution() {
         }
         let what = format!("draft {}, {sampling:?}", Precision::ALL[dp]);
         let (stat, crit) = chi_square(&second, &want);
-        assert!(stat < crit, "{what}: second token chi2 {stat:.1} >= {crit:.1}");
+        assert!(
+            stat < crit,
+            "{what}: second token chi2 {stat:.1} >= {crit:.1}"
+        );
         let (stat, crit) = chi_square(&second, &control);
-        assert!(stat > crit, "{what}: the control (draft) was not rejected: {stat:.1}");
+        assert!(
+            stat > crit,
+            "{what}: the control (draft) was not rejected: {stat:.1}"
+        );
         // The third token given the most frequent first two.
-        let ((t1, t2), counts) = third.iter().max_by_key(|(_, c)| c.iter().sum::<u64>()).unwrap();
+        let ((t1, t2), counts) = third
+            .iter()
+            .max_by_key(|(_, c)| c.iter().sum::<u64>())
+            .unwrap();
         let mut prefix = prompt.clone();
         prefix.extend([*t1, *t2]);
         let (stat, crit) = chi_square(counts, &exact(t, &prefix, &sampling));
-        assert!(stat < crit, "{what}: third token chi2 {stat:.1} >= {crit:.1}");
+        assert!(
+            stat < crit,
+            "{what}: third token chi2 {stat:.1} >= {crit:.1}"
+        );
     }
 }

@@ -46,10 +46,10 @@ pub use types::{EngineStats, Route, RunResult};
 pub use crate::engine::{
     DraftLen, GenerateOutput, GenerateParams, SamplingParams, SpeculationStats, TokenEvent,
 };
-pub use speculation::Speculation;
 pub use crate::error::{Error, Result};
 pub use crate::model::ModelConfig;
 pub use crate::quant::Precision;
+pub use speculation::Speculation;
 
 use crate::model::tokenizer::Tokenizer;
 use crate::model::ModelWeights;

@@ -3,6 +3,7 @@
 
 use super::{DirectModel, DynModel, Engine, Models, Route, RunResult};
 use crate::engine::{DraftLen, GenerateOutput, GenerateParams, SpeculativeParams, TokenEvent};
+use crate::model::tokenizer::ChatMessage;
 use crate::quant::Precision;
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -69,7 +70,10 @@ impl Engine {
                 "{} holds one variant, not {target}",
                 self.source
             ))),
-            Models::Routed(r) => r.acquire(target)?.0.generate(tok, ids, params, &mut on_token),
+            Models::Routed(r) => r
+                .acquire(target)?
+                .0
+                .generate(tok, ids, params, &mut on_token),
         }
     }
 
@@ -129,19 +133,41 @@ impl Engine {
         task: &str,
         params: &GenerateParams,
         spec: &Speculation,
-        mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
+        on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<RunResult> {
         if task.is_empty() {
             return Err(Error::invalid("task text is empty"));
         }
-        let ids = self.encode(task)?;
+        self.run_ids_speculative(&self.encode(task)?, params, spec, on_token)
+    }
+
+    /// [`Engine::chat`] with the routed variant served through speculation, as
+    /// [`Engine::run_speculative`] serves a task.
+    pub fn chat_speculative(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        spec: &Speculation,
+        on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<RunResult> {
+        self.run_ids_speculative(&self.encode_chat(messages)?, params, spec, on_token)
+    }
+
+    /// [`Engine::run_speculative`] over an encoded task.
+    fn run_ids_speculative(
+        &self,
+        ids: &[u32],
+        params: &GenerateParams,
+        spec: &Speculation,
+        mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<RunResult> {
         let Models::Routed(r) = &self.models else {
             return Err(Error::invalid(format!(
                 "{} holds one variant: speculation needs a variant directory",
                 self.source
             )));
         };
-        let mut route: Route = r.route(&ids)?;
+        let mut route: Route = r.route(ids)?;
         let (target, swapped) = r.acquire(route.precision)?;
         route.swap = swapped;
         let output = if spec.draft.bits() < route.precision.bits() {
@@ -149,7 +175,7 @@ impl Engine {
             let out = target.generate_speculative(
                 draft.get(),
                 self.need_tokenizer()?,
-                &ids,
+                ids,
                 params,
                 &spec.params(),
                 &mut on_token,
@@ -172,7 +198,7 @@ impl Engine {
                 "no speculation: the draft variant {} is not cheaper than {}",
                 spec.draft, route.precision
             ));
-            target.generate(self.need_tokenizer()?, &ids, params, &mut on_token)?
+            target.generate(self.need_tokenizer()?, ids, params, &mut on_token)?
         };
         self.record_run(route, output)
     }

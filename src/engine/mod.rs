@@ -11,9 +11,9 @@ mod spec_sampling;
 mod speculative;
 
 pub use device_tier::UploadCacheStats;
+pub use draft_len::{DraftLen, SpeculationStats};
 pub use forward::{Model, State};
 pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent, DEFAULT_CONTEXT};
 pub use layers::StreamOptions;
 pub use sampling::{Sampler, SamplingParams};
-pub use draft_len::{DraftLen, SpeculationStats};
 pub use speculative::{generate_speculative, SpeculativeParams};

@@ -27,6 +27,10 @@ pub struct SpeculativeArgs {
     /// A variant directory (written by `agentcompress quantize`).
     #[arg(long)]
     pub model: PathBuf,
+    /// A tokenizer file (tokenizer.json, tokenizer.bin or a GGUF model) instead of the one the
+    /// variants carry.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Pairs to time, comma-separated `target:draft` (default: every pair with a cheaper
     /// draft).
     #[arg(long)]
@@ -62,8 +66,14 @@ fn parse_pairs(s: Option<&str>) -> Result<Vec<(Precision, Precision)>> {
 /// Runs the subcommand.
 pub fn run(a: SpeculativeArgs) -> Result<()> {
     let pairs = parse_pairs(a.pairs.as_deref())?;
-    let engine = Engine::builder(&a.model).device(Device::Cpu).build()?;
-    let chat = engine.chat_prompt(&[ChatMessage::new("user", "hi")]).is_ok();
+    let mut builder = Engine::builder(&a.model).device(Device::Cpu);
+    if let Some(t) = &a.tokenizer {
+        builder = builder.tokenizer_path(t);
+    }
+    let engine = builder.build()?;
+    let chat = engine
+        .chat_prompt(&[ChatMessage::new("user", "hi")])
+        .is_ok();
     let prompts = if chat {
         CHAT_PROMPTS
             .iter()
