@@ -71,8 +71,7 @@ fn spec(k: DraftLen) -> SpeculativeParams {
 /// observable: ids, text, end reason, limits, events.
 fn assert_same(
     s: &Stories,
-    t: &Model<CpuBackend>,
-    d: &Model<CpuBackend>,
+    (t, d): (&Model<CpuBackend>, &Model<CpuBackend>),
     prompt: &[u32],
     params: &GenerateParams,
     k: DraftLen,
@@ -129,7 +128,7 @@ fn greedy_output_is_the_targets_for_every_pair_and_draft_length() {
                 let mut drafted = 0;
                 for p in PROMPTS {
                     let what = format!("target {tp}, draft {dp}, {k:?}, prompt {p:?}");
-                    let out = assert_same(s, t, d, &ids(s, p), &greedy(48), k, None, &what);
+                    let out = assert_same(s, (t, d), &ids(s, p), &greedy(48), k, None, &what);
                     assert_eq!(out.ids.len(), 48, "{what}");
                     drafted += out.speculation.unwrap().drafted;
                 }
@@ -155,8 +154,7 @@ fn rejections_at_every_draft_position_roll_back_exactly() {
             let what = format!("draft {dp}, prompt {p:?}");
             let out = assert_same(
                 s,
-                t,
-                d,
+                (t, d),
                 &ids(s, p),
                 &greedy(96),
                 DraftLen::Fixed(k),
@@ -189,7 +187,7 @@ fn eos_inside_drafts_ends_where_plain_generation_does() {
             for k in [DraftLen::Fixed(1), DraftLen::Fixed(4), DraftLen::Fixed(8)] {
                 for p in PROMPTS {
                     let what = format!("eos {eos}, draft {dp}, {k:?}, prompt {p:?}");
-                    let out = assert_same(s, t, d, &ids(s, p), &greedy(64), k, None, &what);
+                    let out = assert_same(s, (t, d), &ids(s, p), &greedy(64), k, None, &what);
                     eos_hits += usize::from(out.hit_eos);
                 }
             }
@@ -207,7 +205,7 @@ fn limits_and_context_end_inside_a_draft() {
     for k in [DraftLen::Fixed(1), DraftLen::Fixed(5), DraftLen::Fixed(8)] {
         for n in 0..14 {
             let what = format!("{k:?}, max_new_tokens {n}");
-            let out = assert_same(s, t, d, &prompt, &greedy(n), k, None, &what);
+            let out = assert_same(s, (t, d), &prompt, &greedy(n), k, None, &what);
             assert_eq!(out.ids.len(), n, "{what}");
             if n == 0 {
                 continue;
@@ -218,7 +216,7 @@ fn limits_and_context_end_inside_a_draft() {
                 ..greedy(40)
             };
             let what = format!("{k:?}, context {} + {n}", prompt.len());
-            let out = assert_same(s, t, d, &prompt, &params, k, None, &what);
+            let out = assert_same(s, (t, d), &prompt, &params, k, None, &what);
             assert_eq!(out.ids.len(), n, "{what}");
             assert!(out.context_limited, "{what}");
         }
@@ -227,7 +225,7 @@ fn limits_and_context_end_inside_a_draft() {
             .chain(prompt.iter().copied().cycle().take(500))
             .collect();
         let what = format!("{k:?}, model context");
-        let out = assert_same(s, t, d, &long, &greedy(100), k, None, &what);
+        let out = assert_same(s, (t, d), &long, &greedy(100), k, None, &what);
         assert_eq!(out.ids.len(), 512 - long.len(), "{what}");
     }
 }
@@ -242,8 +240,7 @@ fn cancellation_inside_a_draft_stops_at_the_same_token() {
         let what = format!("stop after {stop}");
         let out = assert_same(
             s,
-            t,
-            d,
+            (t, d),
             &prompt,
             &greedy(30),
             DraftLen::Fixed(4),

@@ -238,8 +238,8 @@ impl<B: Backend, F: FnMut(TokenEvent<'_>) -> bool> Run<'_, B, F> {
                 pending.push(drafts[k - 1]);
             }
             self.record(k, accepted, t1 - t0, t2 - t1, &mut chooser);
-            for i in 0..accepted {
-                self.emit(drafts[i])?;
+            for &token in &drafts[..accepted] {
+                self.emit(token)?;
                 if self.stopped {
                     return Ok(());
                 }
