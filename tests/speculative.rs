@@ -435,3 +435,70 @@ fn sampled_tokens_follow_the_targets_distribution() {
         );
     }
 }
+
+#[test]
+fn engine_api_serves_each_variant_through_speculation() {
+    use agentcompress::api::{Engine, Speculation};
+    let Some(root) = common::stories260k_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("variants");
+    common::build_stories_variants(&root, &dir);
+    let engine = Engine::builder(&dir)
+        .device(agentcompress::api::Device::Cpu)
+        .build()
+        .unwrap();
+    let prompt = engine.encode(PROMPTS[3]).unwrap();
+    let params = greedy(40);
+    for (target, draft) in [
+        (Precision::Fp16, Precision::Int4),
+        (Precision::Int8, Precision::Int4),
+        (Precision::Int4, Precision::Int2),
+    ] {
+        let plain = engine
+            .generate_ids_on(target, &prompt, &params, |_| true)
+            .unwrap();
+        let spec = Speculation {
+            target,
+            draft,
+            draft_len: DraftLen::Fixed(4),
+        };
+        let fast = engine
+            .generate_ids_speculative(&prompt, &params, &spec, |_| true)
+            .unwrap();
+        assert_eq!(plain.ids, fast.ids, "{target} via {draft}");
+        assert!(fast.speculation.unwrap().drafted > 0);
+    }
+    // A routed run (every task goes to the FP16 fallback here) says how it was served.
+    let r = engine
+        .run_speculative(
+            PROMPTS[0],
+            &params,
+            &Speculation::new(Precision::Int8),
+            |_| true,
+        )
+        .unwrap();
+    assert_eq!(r.route.precision, Precision::Fp16);
+    assert!(
+        r.route
+            .reasons
+            .iter()
+            .any(|x| x.contains("via speculation from int8")),
+        "{:?}",
+        r.route.reasons
+    );
+    let e = engine
+        .generate_ids_speculative(
+            &prompt,
+            &params,
+            &Speculation {
+                target: Precision::Int4,
+                draft: Precision::Int8,
+                draft_len: DraftLen::Fixed(2),
+            },
+            |_| true,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("fewer bits"), "{e}");
+}
