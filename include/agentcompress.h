@@ -247,6 +247,23 @@ typedef struct ac_run_params {
    * starts past the previous layout's tail padding. Added after the second layout.
    */
   uint64_t bos;
+  /**
+   * Variants directories: serve the routed variant through speculation, drafting with the
+   * cheaper variant `draft_precision`; the output is the routed variant's own (identical
+   * tokens when greedy). When the routed variant is not more precise than the draft the
+   * task runs plainly and the reasons say so. Default false. Added after the third layout.
+   */
+  bool speculate;
+  /**
+   * With `speculate`: the drafting variant, an `ac_precision` value (default
+   * `AC_PRECISION_INT4`). Added after the third layout.
+   */
+  int32_t draft_precision;
+  /**
+   * With `speculate`: draft tokens per verify; 0 (default) chooses them adaptively from
+   * the running acceptance rate, up to 8. Added after the third layout.
+   */
+  uint32_t draft_len;
 } ac_run_params;
 
 /**
@@ -660,6 +677,22 @@ enum ac_status ac_result_context(const struct ac_result *result,
                                  uint64_t *context,
                                  bool *limited,
                                  uint64_t *prompt_dropped);
+
+/**
+ * What speculation did in a result's run (`ac_run_params.speculate`): `*drafted` draft
+ * tokens proposed, `*accepted` of them kept by the verifying variant, `*verifies` its
+ * multi-row verify forwards; all 0 when the run did not speculate. Acceptance rate is
+ * accepted / drafted, tokens per verify (accepted + verifies) / verifies. Any output pointer
+ * may be NULL to skip it.
+ *
+ * # Safety
+ * Each output pointer is NULL or writable.
+ */
+AC_API
+enum ac_status ac_result_speculation(const struct ac_result *result,
+                                     uint64_t *drafted,
+                                     uint64_t *accepted,
+                                     uint64_t *verifies);
 
 /**
  * Frees a result and its text. NULL is ignored. Freeing a result that is not live (freed

@@ -87,7 +87,11 @@ pub unsafe extern "C" fn ac_run_chat(
         // SAFETY: NULL or readable for `params->size` bytes per the contract.
         let params = unsafe { read_params(params) }?;
         let gen = params.to_generate()?;
-        let r = engine.chat(&messages, &gen, token_sink(callback, user_data))?;
+        let sink = token_sink(callback, user_data);
+        let r = match params.to_speculation()? {
+            Some(spec) => engine.chat_speculative(&messages, &gen, &spec, sink)?,
+            None => engine.chat(&messages, &gen, sink)?,
+        };
         // SAFETY: writable per the contract.
         unsafe { *out = store_result(&r)? };
         Ok(())

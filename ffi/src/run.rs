@@ -1,11 +1,11 @@
 //! Running a task: route, generate with streaming, and the result object.
 
 use crate::args::{c_str, out_ptr};
-use crate::engine::{ac_engine, ac_route_info, engine_of};
+use crate::engine::{ac_engine, ac_precision, ac_route_info, engine_of};
 use crate::handles::Registry;
 use crate::params::{init_params, read_params, SizedParams};
 use crate::status::{ac_status, guard, guard_value};
-use ac::api::RunResult;
+use ac::api::{DraftLen, Precision, RunResult, Speculation};
 use ac::engine::{GenerateParams, SamplingParams, TokenEvent};
 use ac::{Error, Result};
 use std::ffi::{c_char, c_void};
@@ -50,6 +50,17 @@ pub struct ac_run_params {
     /// `AC_BOS_NONE` never; any other value is `AC_INVALID_ARGUMENT`. 64 bits wide so that it
     /// starts past the previous layout's tail padding. Added after the second layout.
     pub bos: u64,
+    /// Variants directories: serve the routed variant through speculation, drafting with the
+    /// cheaper variant `draft_precision`; the output is the routed variant's own (identical
+    /// tokens when greedy). When the routed variant is not more precise than the draft the
+    /// task runs plainly and the reasons say so. Default false. Added after the third layout.
+    pub speculate: bool,
+    /// With `speculate`: the drafting variant, an `ac_precision` value (default
+    /// `AC_PRECISION_INT4`). Added after the third layout.
+    pub draft_precision: i32,
+    /// With `speculate`: draft tokens per verify; 0 (default) chooses them adaptively from
+    /// the running acceptance rate, up to 8. Added after the third layout.
+    pub draft_len: u32,
 }
 
 /// `ac_run_params.bos`: BOS as the tokenizer's `add_bos_token` says.
@@ -95,6 +106,32 @@ impl ac_run_params {
             truncate_prompt: self.truncate_prompt,
             ..defaults
         })
+    }
+}
+
+impl ac_run_params {
+    /// The speculation asked for, `None` when `speculate` is off.
+    pub(crate) fn to_speculation(self) -> Result<Option<Speculation>> {
+        if !self.speculate {
+            return Ok(None);
+        }
+        let draft = usize::try_from(self.draft_precision)
+            .ok()
+            .and_then(|i| Precision::ALL.get(i).copied())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "params: draft_precision {} is not an ac_precision value",
+                    self.draft_precision
+                ))
+            })?;
+        Ok(Some(Speculation {
+            target: Precision::Fp16,
+            draft,
+            draft_len: match self.draft_len {
+                0 => DraftLen::default(),
+                k => DraftLen::Fixed(k as usize),
+            },
+        }))
     }
 }
 
@@ -163,6 +200,8 @@ pub(crate) struct RunOutcome {
     /// The context the run had, whether it cut `max_tokens` short, and the prompt tokens
     /// dropped to fit (see [`ac_result_context`]).
     context: (u64, bool, u64),
+    /// Draft tokens proposed, accepted, and verify forwards (zeros without speculation).
+    speculation: [u64; 3],
 }
 
 /// The live results.
@@ -202,6 +241,9 @@ pub extern "C" fn ac_run_default_params() -> ac_run_params {
         context: 0,
         truncate_prompt: g.truncate_prompt,
         bos: AC_BOS_DEFAULT,
+        speculate: false,
+        draft_precision: ac_precision::AC_PRECISION_INT4 as i32,
+        draft_len: 0,
     }
 }
 
@@ -255,7 +297,11 @@ pub unsafe extern "C" fn ac_run(
         // SAFETY: NULL or readable for `params->size` bytes per the contract.
         let params = unsafe { read_params(params) }?;
         let gen = params.to_generate()?;
-        let r = engine.run(task, &gen, token_sink(callback, user_data))?;
+        let sink = token_sink(callback, user_data);
+        let r = match params.to_speculation()? {
+            Some(spec) => engine.run_speculative(task, &gen, &spec, sink)?,
+            None => engine.run(task, &gen, sink)?,
+        };
         // SAFETY: writable per the contract.
         unsafe { *out = store_result(&r)? };
         Ok(())
@@ -310,6 +356,10 @@ pub(crate) fn store_result(r: &RunResult) -> Result<*mut ac_result> {
             o.context_limited,
             o.prompt_tokens_dropped as u64,
         ),
+        speculation: o
+            .speculation
+            .as_ref()
+            .map_or([0; 3], |s| [s.drafted, s.accepted, s.verifies]),
         text,
     };
     Ok(RESULTS.insert(outcome)?.cast())
@@ -408,6 +458,36 @@ pub unsafe extern "C" fn ac_result_context(
                 }
                 if !prompt_dropped.is_null() {
                     *prompt_dropped = dropped;
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// What speculation did in a result's run (`ac_run_params.speculate`): `*drafted` draft
+/// tokens proposed, `*accepted` of them kept by the verifying variant, `*verifies` its
+/// multi-row verify forwards; all 0 when the run did not speculate. Acceptance rate is
+/// accepted / drafted, tokens per verify (accepted + verifies) / verifies. Any output pointer
+/// may be NULL to skip it.
+///
+/// # Safety
+/// Each output pointer is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ac_result_speculation(
+    result: *const ac_result,
+    drafted: *mut u64,
+    accepted: *mut u64,
+    verifies: *mut u64,
+) -> ac_status {
+    guard(
+        || {},
+        || {
+            let counts = result_of(result)?.speculation;
+            for (out, v) in [drafted, accepted, verifies].into_iter().zip(counts) {
+                if !out.is_null() {
+                    // SAFETY: NULL or writable per the contract.
+                    unsafe { *out = v };
                 }
             }
             Ok(())

@@ -675,6 +675,84 @@ fn variants_directory_routes_with_reasons_budget_and_load_counters() {
 }
 
 #[test]
+fn speculative_runs_give_the_plain_output_and_report_their_counters() {
+    let Some(dir) = variants_dir() else {
+        return;
+    };
+    let path = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut p = ac_engine_default_params();
+    p.device = c"cpu".as_ptr();
+    let mut e = null_mut();
+    assert_eq!(
+        unsafe { ac_engine_open(path.as_ptr(), &p, &mut e) },
+        ac_status::AC_OK,
+        "{}",
+        last_error()
+    );
+    let task = c"Once upon a time";
+    let (s, plain, seen_plain) = run(e, task, &params(40), None);
+    assert_eq!(s, ac_status::AC_OK, "{}", last_error());
+    let mut counts = [7u64; 3];
+    let [d, a, v] = &mut counts;
+    assert_eq!(
+        unsafe { ac_result_speculation(plain, d, a, v) },
+        ac_status::AC_OK
+    );
+    assert_eq!(counts, [0; 3]);
+    for (draft, k) in [
+        (ac_precision::AC_PRECISION_INT4, 3),
+        (ac_precision::AC_PRECISION_INT8, 0),
+    ] {
+        let mut sp = params(40);
+        sp.speculate = true;
+        sp.draft_precision = draft as i32;
+        sp.draft_len = k;
+        let (s, r, seen) = run(e, task, &sp, None);
+        assert_eq!(s, ac_status::AC_OK, "{}", last_error());
+        assert_eq!(seen.ids, seen_plain.ids, "{draft:?}");
+        assert_eq!(text(r), text(plain), "{draft:?}");
+        let [d, a, v] = &mut counts;
+        assert_eq!(
+            unsafe { ac_result_speculation(r, d, a, v) },
+            ac_status::AC_OK
+        );
+        let [drafted, accepted, verifies] = counts;
+        assert!(
+            drafted > 0 && accepted <= drafted && verifies > 0,
+            "{counts:?}"
+        );
+        let rr = unsafe { CStr::from_ptr(ac_result_reasons(r)) }
+            .to_str()
+            .unwrap();
+        assert!(rr.contains("via speculation from"), "{rr}");
+        ac_result_free(r);
+    }
+    ac_result_free(plain);
+    // A draft that is not cheaper than the routed variant: runs plainly, and says so.
+    let mut sp = params(4);
+    sp.speculate = true;
+    sp.draft_precision = ac_precision::AC_PRECISION_FP16 as i32;
+    let (s, r, _) = run(e, task, &sp, None);
+    assert_eq!(s, ac_status::AC_OK, "{}", last_error());
+    let rr = unsafe { CStr::from_ptr(ac_result_reasons(r)) }
+        .to_str()
+        .unwrap();
+    assert!(rr.contains("no speculation"), "{rr}");
+    ac_result_free(r);
+    sp.draft_precision = 9;
+    let (s, r, _) = run(e, task, &sp, None);
+    assert!(r.is_null());
+    check(s, "draft_precision 9");
+    ac_engine_close(e);
+    // A single model has nothing to draft with.
+    let e = open("builtin:tiny");
+    sp.draft_precision = ac_precision::AC_PRECISION_INT4 as i32;
+    let (s, _, _) = run(e, task, &sp, None);
+    check(s, "speculation needs a variant directory");
+    ac_engine_close(e);
+}
+
+#[test]
 fn params_sizes_are_set_by_the_initialisers_and_checked() {
     assert_eq!(
         ac_engine_default_params().size,

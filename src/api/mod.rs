@@ -30,6 +30,7 @@ mod open_variant;
 mod route_controller;
 mod routed;
 mod runner;
+mod speculation;
 mod types;
 
 pub use crate::model::tokenizer::ChatMessage;
@@ -42,10 +43,13 @@ pub use types::{EngineStats, Route, RunResult};
 
 // What hosts need from the rooms below, so host code names `agentcompress::api::...` (or the
 // crate root) and never an internal path.
-pub use crate::engine::{GenerateOutput, GenerateParams, SamplingParams, TokenEvent};
+pub use crate::engine::{
+    DraftLen, GenerateOutput, GenerateParams, SamplingParams, SpeculationStats, TokenEvent,
+};
 pub use crate::error::{Error, Result};
 pub use crate::model::ModelConfig;
 pub use crate::quant::{PerPrecision, Precision};
+pub use speculation::Speculation;
 
 use crate::model::tokenizer::Tokenizer;
 use crate::model::ModelWeights;
@@ -317,6 +321,11 @@ impl Engine {
                 (route, out)
             }
         };
+        self.record_run(route, output)
+    }
+
+    /// Adds a finished run to the engine's counters.
+    fn record_run(&self, route: Route, output: GenerateOutput) -> Result<RunResult> {
         let mut st = self
             .stats
             .lock()

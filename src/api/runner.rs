@@ -1,10 +1,13 @@
 //! An object-safe view of `engine::Model<B>`, so the API can hold a model on any backend.
 
 use crate::backend::Backend;
-use crate::engine::{generate, GenerateOutput, GenerateParams, Model, TokenEvent};
+use crate::engine::{
+    generate, generate_speculative, GenerateOutput, GenerateParams, Model, SpeculativeParams,
+    TokenEvent,
+};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::ModelConfig;
-use crate::Result;
+use crate::{Error, Result};
 
 /// What the API needs from a model, independent of its backend.
 pub trait DynModel: Send + Sync {
@@ -20,6 +23,19 @@ pub trait DynModel: Send + Sync {
         params: &GenerateParams,
         on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<GenerateOutput>;
+    /// Generates from `ids` with this model as the target, drafting with `draft` (a model of
+    /// the same vocabulary on the same backend); see [`generate_speculative`].
+    fn generate_speculative(
+        &self,
+        draft: &dyn DynModel,
+        tok: &dyn Tokenizer,
+        ids: &[u32],
+        params: &GenerateParams,
+        spec: &SpeculativeParams,
+        on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<GenerateOutput>;
+    /// The model as `Any`, so a draft can be matched to its target's backend type.
+    fn as_any(&self) -> &dyn std::any::Any;
     /// Logits of a fresh sequence: last position, or all when `all`.
     fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>>;
     /// The weight pool's counters, when the model streams its blocks through one.
@@ -32,7 +48,7 @@ pub trait DynModel: Send + Sync {
     }
 }
 
-impl<B: Backend> DynModel for Model<B> {
+impl<B: Backend + 'static> DynModel for Model<B> {
     fn config(&self) -> &ModelConfig {
         Model::config(self)
     }
@@ -49,6 +65,29 @@ impl<B: Backend> DynModel for Model<B> {
         on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<GenerateOutput> {
         generate(self, tok, ids, params, on_token)
+    }
+
+    fn generate_speculative(
+        &self,
+        draft: &dyn DynModel,
+        tok: &dyn Tokenizer,
+        ids: &[u32],
+        params: &GenerateParams,
+        spec: &SpeculativeParams,
+        on_token: &mut dyn FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<GenerateOutput> {
+        let draft = draft.as_any().downcast_ref::<Model<B>>().ok_or_else(|| {
+            Error::invalid(format!(
+                "the draft model runs on {}, not on the target's backend {}",
+                draft.backend_name(),
+                self.backend().name()
+            ))
+        })?;
+        generate_speculative(self, draft, tok, ids, params, spec, on_token)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn pool_stats(&self) -> Option<crate::pool::PoolStats> {

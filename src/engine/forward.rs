@@ -70,6 +70,13 @@ impl<B: Backend> State<B> {
     pub fn reset(&mut self) {
         self.pos = 0;
     }
+
+    /// Forgets every token from position `pos` on (a rejected speculative draft): the cached
+    /// rows before it stay, the ones after are overwritten by the next forward. A `pos` at or
+    /// beyond the current position changes nothing.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
 }
 
 /// `a * b` elements, or [`Error::OutOfMemory`] naming `what` when the product overflows.
@@ -297,7 +304,10 @@ impl<B: Backend> Model<B> {
             vocab
         };
         try_reserve(&mut out, want)?;
-        let mut buf = try_filled(elems("logits", state.chunk, vocab)?, 0.0f32)?;
+        // Sized for the longest chunk this call runs: a short multi-row call (a speculative
+        // verify) must not pay for a full prefill chunk of logits.
+        let rows = state.chunk.min(tokens.len());
+        let mut buf = try_filled(elems("logits", rows, vocab)?, 0.0f32)?;
         let n_chunks = tokens.len().div_ceil(state.chunk);
         for (i, chunk) in tokens.chunks(state.chunk).enumerate() {
             let last = i + 1 == n_chunks;

@@ -92,6 +92,9 @@ pub struct GenerateOutput {
     /// Prompt tokens dropped from the front to fit the context (only with
     /// [`GenerateParams::truncate_prompt`]); `prompt_ids` holds what was kept.
     pub prompt_tokens_dropped: usize,
+    /// What speculation did, when the tokens came from
+    /// [`generate_speculative`](super::generate_speculative) (`None` for plain generation).
+    pub speculation: Option<super::SpeculationStats>,
 }
 
 impl GenerateOutput {
@@ -207,7 +210,7 @@ pub fn generate<B: Backend>(
 /// lengths, or with `truncate_prompt` its newest tokens (after a leading `bos`, which is kept)
 /// leaving room for up to half the context of new tokens. Returns the ids and how many were
 /// dropped.
-fn fit_prompt<'a>(
+pub(super) fn fit_prompt<'a>(
     prompt: &'a [u32],
     context: usize,
     params: &GenerateParams,

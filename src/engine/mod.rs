@@ -2,13 +2,18 @@
 //! [`Backend`](crate::backend::Backend).
 
 mod device_tier;
+mod draft_len;
 mod forward;
 mod generate;
 mod layers;
 pub mod sampling;
+mod spec_sampling;
+mod speculative;
 
 pub use device_tier::DeviceTierStats;
+pub use draft_len::{DraftLen, SpeculationStats};
 pub use forward::{Model, State};
 pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent, DEFAULT_CONTEXT};
 pub use layers::StreamOptions;
 pub use sampling::{Sampler, SamplingParams};
+pub use speculative::{generate_speculative, SpeculativeParams};

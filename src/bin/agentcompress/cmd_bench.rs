@@ -21,6 +21,8 @@ pub enum BenchCommand {
     Decode(crate::cmd_bench_decode::DecodeArgs),
     /// CPU packed products: int8-activation (VNNI) kernels beside f32-activation and FP16.
     CpuKernels(crate::cmd_bench_cpu_kernels::Args),
+    /// Plain vs speculative greedy decode per (target, draft) variant pair, identical output.
+    Speculative(crate::cmd_bench_speculative::SpeculativeArgs),
 }
 
 /// Arguments of `bench kernels`.
@@ -48,6 +50,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Swap(a) => crate::cmd_bench_swap::run(a),
         BenchCommand::Decode(a) => crate::cmd_bench_decode::run(a),
         BenchCommand::CpuKernels(a) => crate::cmd_bench_cpu_kernels::run(a),
+        BenchCommand::Speculative(a) => crate::cmd_bench_speculative::run(a),
         BenchCommand::Controller(a) => {
             crate::cmd_bench_controller::run(crate::cmd_bench_controller::BenchArgs {
                 what: crate::cmd_bench_controller::BenchWhat::Controller(a),

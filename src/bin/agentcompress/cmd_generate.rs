@@ -1,7 +1,7 @@
 //! `agentcompress generate`: stream text from a prompt, then report tokens/s.
 
 use crate::common::ModelArgs;
-use agentcompress::api::ChatMessage;
+use agentcompress::api::{ChatMessage, Device, DraftLen, Engine, Precision, Speculation};
 use agentcompress::engine::{GenerateParams, SamplingParams, TokenEvent, DEFAULT_CONTEXT};
 use agentcompress::Result;
 use clap::Args;
@@ -61,6 +61,24 @@ pub struct GenerateArgs {
     /// memory on CUDA) between uses, by the pool's priority policy, then print its statistics.
     #[arg(long, value_parser = parse_budget, requires = "pool_budget")]
     pub device_cache: Option<u64>,
+    /// Variant directories: generate the output of the --precision variant (default fp16)
+    /// through speculation, drafting with this cheaper variant (int8, int4, int2), then print
+    /// the acceptance statistics.
+    #[arg(long, conflicts_with = "pool_budget")]
+    pub speculate: Option<Precision>,
+    /// With --speculate: draft tokens per verify (default: adaptive, up to 8).
+    #[arg(long, requires = "speculate", value_parser = crate::numeric::count, allow_negative_numbers = true)]
+    pub draft_len: Option<usize>,
+}
+
+/// The variant directory `m` names, all variants available (for speculation).
+fn open_variants(m: &crate::common::ModelArgs) -> Result<Engine> {
+    let device: Device = m.device.parse()?;
+    let mut b = Engine::builder(&m.model).device(device);
+    if let Some(t) = &m.tokenizer {
+        b = b.tokenizer_path(t);
+    }
+    b.build()
 }
 
 /// What to tell a user whose generation ended before its first token.
@@ -94,9 +112,13 @@ fn parse_budget(s: &str) -> std::result::Result<u64, String> {
 
 /// Runs the subcommand.
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let engine = args
-        .model
-        .open_with(args.pool_budget, args.device_cache.unwrap_or(0))?;
+    let engine = match args.speculate {
+        // Speculation needs the draft variant beside the served one: the whole directory.
+        Some(_) => open_variants(&args.model)?,
+        None => args
+            .model
+            .open_with(args.pool_budget, args.device_cache.unwrap_or(0))?,
+    };
     let params = GenerateParams {
         max_new_tokens: args.max_tokens,
         sampling: SamplingParams {
@@ -132,9 +154,21 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let _ = stdout.flush();
         true
     };
-    let out = match &messages {
-        Some(m) => engine.chat(m, &params, print)?.output,
-        None => engine.generate(&args.prompt, &params, print)?,
+    let out = match (&messages, args.speculate) {
+        (Some(m), None) => engine.chat(m, &params, print)?.output,
+        (None, None) => engine.generate(&args.prompt, &params, print)?,
+        (m, Some(draft)) => {
+            let spec = Speculation {
+                target: args.model.precision.unwrap_or(Precision::Fp16),
+                draft,
+                draft_len: args.draft_len.map_or(DraftLen::default(), DraftLen::Fixed),
+            };
+            let ids = match m {
+                Some(m) => engine.encode_chat(m)?,
+                None => engine.encode(&args.prompt)?,
+            };
+            engine.generate_ids_speculative(&ids, &params, &spec, print)?
+        }
     };
     drop(stdout);
     if out.prompt_tokens_dropped > 0 {
@@ -159,6 +193,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     );
     if out.ids.is_empty() && out.hit_eos {
         eprintln!("{}", ended_at_once_hint(messages.is_some(), &engine));
+    }
+    if let Some(s) = &out.speculation {
+        eprintln!(
+            "speculation: drafted {}, accepted {} ({:.1}%), {} verifies, {:.2} accepted per verify, {:.2} tokens per verify",
+            s.drafted,
+            s.accepted,
+            100.0 * s.acceptance_rate(),
+            s.verifies,
+            s.mean_accepted_len(),
+            s.tokens_per_verify()
+        );
     }
     if let Some(s) = engine.upload_stats() {
         eprintln!(

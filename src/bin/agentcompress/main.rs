@@ -6,6 +6,7 @@ mod cmd_bench_controller;
 mod cmd_bench_controller_device;
 mod cmd_bench_cpu_kernels;
 mod cmd_bench_decode;
+mod cmd_bench_speculative;
 mod cmd_bench_stream;
 mod cmd_bench_swap;
 mod cmd_demo;
