@@ -28,7 +28,7 @@ pub struct SpeculativeParams {
 }
 
 /// Generates from `prompt_ids` with `target`, drafting with `draft` (same vocabulary, same
-/// backend): the output of [`generate`](super::generate) on `target` (identical tokens when
+/// backend): the output of [`generate`](super::generate::generate) on `target` (identical tokens when
 /// greedy, identically distributed when sampling), with
 /// [`GenerateOutput::speculation`] set.
 pub fn generate_speculative<B: Backend>(

@@ -7,7 +7,7 @@
 //! block, so each word of a weight row sees one block scale.
 //!
 //! **Layout for one matrix.** The codes are permuted once per call into the order the weight
-//! bytes present them (as [`super::qgemv::permute_input`] does for f32), in 64-byte chunks of
+//! bytes present them (as `qgemv::permute_input` does for f32), in 64-byte chunks of
 //! a weight row (16 words, one AVX-512 vector): for chunk `c`, sub-position `t` (0..8/BITS) and
 //! byte `p` (0..64), `xq[(c * nsub + t) * 64 + p]` is the code at the K index of sub-position
 //! `t` of byte `p % 4` of word `16 c + p / 4`, or 0 past the row's real width. Per word
