@@ -74,7 +74,10 @@ fn bench_decode_times_a_real_model_with_prefill_and_decode() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("stories260K.bin (5 layers, dim 64)"), "{text}");
+    assert!(
+        text.contains("stories260K.bin (5 layers, dim 64)"),
+        "{text}"
+    );
     for p in ["fp16", "int8"] {
         let row = text
             .lines()

@@ -1,16 +1,19 @@
 //! The CPU backend: the reference oracle for every other backend, and the default when no GPU
 //! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
 
+mod attention_f16;
 pub mod encoder_ops;
 pub mod f16mat;
 #[cfg(target_arch = "x86_64")]
 mod f16mat_avx512;
 mod kernels;
+pub mod kv_cache;
 pub mod qgemv;
 mod qgemv_avx512;
 mod simd;
 
 pub use kernels::{argmax, dot};
+pub use kv_cache::{KvCache, KvPrecision};
 
 use super::checks::{check_len, AttentionShape, RopeParams};
 use super::Backend;
@@ -60,14 +63,26 @@ impl CpuMat {
     }
 }
 
-/// The CPU backend. Cheap to construct; holds no state but its thread-pool choice.
+/// The CPU backend. Cheap to construct; holds no state but its settings.
 #[derive(Clone, Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    kv: KvPrecision,
+}
 
 impl CpuBackend {
-    /// A CPU backend using rayon's global pool.
+    /// A CPU backend with an FP16 key/value cache.
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend::default()
+    }
+
+    /// A CPU backend whose key/value caches hold `kv` elements (f32: the exact reference).
+    pub fn with_kv(kv: KvPrecision) -> Self {
+        CpuBackend { kv }
+    }
+
+    /// The precision of the key/value caches this backend allocates.
+    pub fn kv_precision(&self) -> KvPrecision {
+        self.kv
     }
 }
 
@@ -77,9 +92,14 @@ const PAR_MIN_ROWS: usize = 64;
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Mat = CpuMat;
+    type Cache = KvCache;
 
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!(
+            "cpu ({} threads, {} KV cache)",
+            rayon::current_num_threads(),
+            self.kv
+        )
     }
 
     fn upload_matrix(&self, m: &WeightMatrix) -> Result<CpuMat> {
@@ -257,57 +277,51 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn alloc_cache(&self, len: usize) -> Result<KvCache> {
+        KvCache::zeroed(self.kv, len)
+    }
+
+    fn cache_len(&self, cache: &KvCache) -> usize {
+        cache.len()
+    }
+
+    fn copy_cache(
+        &self,
+        src: &KvCache,
+        dst: &mut KvCache,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
+        dst.copy_rows_from(src, rows, width)
+    }
+
     fn store_rows(
         &self,
         src: &Vec<f32>,
-        cache: &mut Vec<f32>,
+        cache: &mut KvCache,
         rows: usize,
         width: usize,
         pos0: usize,
     ) -> Result<()> {
-        check_len("store_rows src", src.len(), rows * width)?;
-        check_len("store_rows cache", cache.len(), (pos0 + rows) * width)?;
-        cache[pos0 * width..(pos0 + rows) * width].copy_from_slice(&src[..rows * width]);
-        Ok(())
+        cache.store(src, rows, width, pos0)
     }
 
     fn attention_impl(
         &self,
         q: &Vec<f32>,
-        k_cache: &Vec<f32>,
-        v_cache: &Vec<f32>,
+        k_cache: &KvCache,
+        v_cache: &KvCache,
         out: &mut Vec<f32>,
         shape: &AttentionShape,
     ) -> Result<()> {
-        let AttentionShape {
-            rows,
-            pos0,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-        } = *shape;
-        let q_dim = n_heads * head_dim;
-        let kv_dim = n_kv_heads * head_dim;
-        let group = n_heads / n_kv_heads;
-        let work = rows * n_heads * (pos0 + rows) * head_dim;
-        let task = |(idx, o): (usize, &mut [f32])| {
-            let (r, h) = (idx / n_heads, idx % n_heads);
-            let qh = &q[r * q_dim + h * head_dim..r * q_dim + (h + 1) * head_dim];
-            kernels::attend_head(
-                qh,
-                k_cache,
-                v_cache,
-                pos0 + r + 1,
-                kv_dim,
-                (h / group) * head_dim,
-                o,
-            );
-        };
-        let out_rows = out[..rows * q_dim].chunks_exact_mut(head_dim).enumerate();
-        if work >= 1 << 16 {
-            out_rows.par_bridge().for_each(task);
-        } else {
-            out_rows.for_each(task);
+        match (k_cache, v_cache) {
+            (KvCache::F32(k), KvCache::F32(v)) => attention_f32(q, k, v, out, shape),
+            (KvCache::F16(k), KvCache::F16(v)) => attention_f16(q, k, v, out, shape),
+            _ => {
+                return Err(Error::invalid(
+                    "attention: the key and value caches differ in precision",
+                ))
+            }
         }
         Ok(())
     }
@@ -393,6 +407,92 @@ impl Backend for CpuBackend {
             .zip(&y[..len])
             .for_each(|(a, b)| *a += b);
         Ok(())
+    }
+}
+
+/// Causal grouped-query attention on f32 caches (the reference): one task per query row and
+/// head, parallel when the work is large.
+fn attention_f32(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    out: &mut [f32],
+    shape: &AttentionShape,
+) {
+    let AttentionShape {
+        rows,
+        pos0,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = *shape;
+    let q_dim = n_heads * head_dim;
+    let kv_dim = n_kv_heads * head_dim;
+    let group = n_heads / n_kv_heads;
+    let work = rows * n_heads * (pos0 + rows) * head_dim;
+    let task = |(idx, o): (usize, &mut [f32])| {
+        let (r, h) = (idx / n_heads, idx % n_heads);
+        let qh = &q[r * q_dim + h * head_dim..r * q_dim + (h + 1) * head_dim];
+        kernels::attend_head(
+            qh,
+            k_cache,
+            v_cache,
+            pos0 + r + 1,
+            kv_dim,
+            (h / group) * head_dim,
+            o,
+        );
+    };
+    let out_rows = out[..rows * q_dim].chunks_exact_mut(head_dim).enumerate();
+    if work >= 1 << 16 {
+        out_rows.par_bridge().for_each(task);
+    } else {
+        out_rows.for_each(task);
+    }
+}
+
+/// Causal grouped-query attention on FP16 caches: one task per query row and KV head, whose
+/// query heads share each cached row read ([`attention_f16::attend_group_f16`]).
+fn attention_f16(
+    q: &[f32],
+    k_cache: &[half::f16],
+    v_cache: &[half::f16],
+    out: &mut [f32],
+    shape: &AttentionShape,
+) {
+    let AttentionShape {
+        rows,
+        pos0,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = *shape;
+    let q_dim = n_heads * head_dim;
+    let kv_dim = n_kv_heads * head_dim;
+    let width = (n_heads / n_kv_heads) * head_dim;
+    let work = rows * n_heads * (pos0 + rows) * head_dim;
+    let task = |(idx, o): (usize, &mut [f32])| {
+        let (r, g) = (idx / n_kv_heads, idx % n_kv_heads);
+        let at = r * q_dim + g * width;
+        attention_f16::attend_group_f16(
+            &q[at..at + width],
+            k_cache,
+            v_cache,
+            pos0 + r + 1,
+            kv_dim,
+            g * head_dim,
+            head_dim,
+            o,
+        );
+    };
+    let groups = out[..rows * q_dim].par_chunks_mut(width).enumerate();
+    if work >= 1 << 16 {
+        groups.with_max_len(1).for_each(task);
+    } else {
+        out[..rows * q_dim]
+            .chunks_mut(width)
+            .enumerate()
+            .for_each(task);
     }
 }
 
@@ -491,3 +591,5 @@ pub fn matmul_rows(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_kv;

@@ -212,7 +212,7 @@ fn qmodel_check(
 ) -> Result<()> {
     let cfg = w.config.clone();
     let vocab = cfg.vocab_size;
-    let cm = Model::new(CpuBackend::new(), w)?;
+    let cm = Model::new(CpuBackend::with_kv(cpu::KvPrecision::F32), w)?;
     let gm = Model::new(gpu.clone(), w)?;
     let mut rng = Rng::new(seed ^ 0x5eed);
     let plen = 40.min(cfg.max_seq_len / 4).max(2);

@@ -9,8 +9,8 @@ pub mod check_quant;
 pub mod check_stream;
 pub mod copy_rate;
 pub mod decode_bench;
-pub mod model_decode_bench;
 pub mod kernel_bench;
+pub mod model_decode_bench;
 pub mod quant_kernel_bench;
 pub mod stream_bench;
 

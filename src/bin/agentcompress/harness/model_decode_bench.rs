@@ -158,7 +158,13 @@ mod tests {
     use crate::harness::decode_bench::bytes_per_token;
     use agentcompress::backend::cpu::CpuBackend;
 
-    fn time_weights(w: &ModelWeights<WeightMatrix>, p: Precision, prompt: usize, steps: usize, repeats: usize) -> Result<PrefillDecode> {
+    fn time_weights(
+        w: &ModelWeights<WeightMatrix>,
+        p: Precision,
+        prompt: usize,
+        steps: usize,
+        repeats: usize,
+    ) -> Result<PrefillDecode> {
         let model = Model::new(CpuBackend::new(), w)?;
         time_prefill_decode(&model, p, bytes_per_token(w), prompt, steps, repeats)
     }
