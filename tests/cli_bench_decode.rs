@@ -101,3 +101,51 @@ fn bench_decode_rejects_a_model_with_a_preset_and_zero_layers() {
     ]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn bench_decode_times_every_cache_and_threading_setup() {
+    let out = agentcompress(&[
+        "bench",
+        "decode",
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--precisions",
+        "fp16",
+        "--kv",
+        "f16,f32",
+        "--threading",
+        "pool,rayon",
+        "--prompt-tokens",
+        "8",
+        "--steps",
+        "3",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for setup in [
+        "kv f16, pool",
+        "kv f16, rayon",
+        "kv f32, pool",
+        "kv f32, rayon",
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("| fp16 |") && l.contains(&format!("| {setup} |")))
+            .unwrap_or_else(|| panic!("no fp16 row for {setup} in\n{text}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(cells[10].ends_with('x'), "{row}");
+    }
+    let bad = agentcompress(&["bench", "decode", "--device", "cpu", "--kv", "f8"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown KV cache precision 'f8'"));
+}

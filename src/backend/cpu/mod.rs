@@ -1,5 +1,6 @@
 //! The CPU backend: the reference oracle for every other backend, and the default when no GPU
-//! is present. All arithmetic accumulates in f32; matrix products run on all cores (rayon).
+//! is present. All arithmetic accumulates in f32; matrix products run on all cores: a decode
+//! step's on a persistent worker pool ([`worker_pool`]), prefill's on rayon.
 
 mod attention_f16;
 pub mod encoder_ops;
@@ -11,9 +12,11 @@ pub mod kv_cache;
 pub mod qgemv;
 mod qgemv_avx512;
 mod simd;
+pub mod worker_pool;
 
 pub use kernels::{argmax, dot};
 pub use kv_cache::{KvCache, KvPrecision};
+pub use worker_pool::Threading;
 
 use super::checks::{check_len, AttentionShape, RopeParams};
 use super::Backend;
@@ -67,6 +70,7 @@ impl CpuMat {
 #[derive(Clone, Debug, Default)]
 pub struct CpuBackend {
     kv: KvPrecision,
+    threading: Threading,
 }
 
 impl CpuBackend {
@@ -77,7 +81,21 @@ impl CpuBackend {
 
     /// A CPU backend whose key/value caches hold `kv` elements (f32: the exact reference).
     pub fn with_kv(kv: KvPrecision) -> Self {
-        CpuBackend { kv }
+        CpuBackend {
+            kv,
+            ..Default::default()
+        }
+    }
+
+    /// This backend with its decode products spread by `threading` (the worker pool by
+    /// default; rayon to compare against).
+    pub fn with_threading(self, threading: Threading) -> Self {
+        CpuBackend { threading, ..self }
+    }
+
+    /// How this backend spreads a decode product over threads.
+    pub fn threading(&self) -> Threading {
+        self.threading
     }
 
     /// The precision of the key/value caches this backend allocates.
@@ -95,10 +113,13 @@ impl Backend for CpuBackend {
     type Cache = KvCache;
 
     fn name(&self) -> String {
+        let threads = match self.threading {
+            Threading::Pool => worker_pool::threads(),
+            Threading::Rayon => rayon::current_num_threads(),
+        };
         format!(
-            "cpu ({} threads, {} KV cache)",
-            rayon::current_num_threads(),
-            self.kv
+            "cpu ({threads} threads ({}), {} KV cache)",
+            self.threading, self.kv
         )
     }
 
@@ -221,6 +242,7 @@ impl Backend for CpuBackend {
         let (n_out, n_in) = w.dims();
         check_len("matmul x", x.len(), rows * n_in)?;
         check_len("matmul out", out.len(), rows * n_out)?;
+        let _mode = worker_pool::use_threading(self.threading);
         match w {
             CpuMat::F32 { data, .. } => {
                 let wf = data
@@ -314,6 +336,7 @@ impl Backend for CpuBackend {
         out: &mut Vec<f32>,
         shape: &AttentionShape,
     ) -> Result<()> {
+        let _mode = worker_pool::use_threading(self.threading);
         match (k_cache, v_cache) {
             (KvCache::F32(k), KvCache::F32(v)) => attention_f32(q, k, v, out, shape),
             (KvCache::F16(k), KvCache::F16(v)) => attention_f16(q, k, v, out, shape),
@@ -452,7 +475,8 @@ fn attention_f32(
 }
 
 /// Causal grouped-query attention on FP16 caches: one task per query row and KV head, whose
-/// query heads share each cached row read ([`attention_f16::attend_group_f16`]).
+/// query heads share each cached row read ([`attention_f16::attend_group_f16`]), on the
+/// worker pool when the work is large.
 fn attention_f16(
     q: &[f32],
     k_cache: &[half::f16],
@@ -485,9 +509,8 @@ fn attention_f16(
             o,
         );
     };
-    let groups = out[..rows * q_dim].par_chunks_mut(width).enumerate();
     if work >= 1 << 16 {
-        groups.with_max_len(1).for_each(task);
+        worker_pool::for_each_chunk(&mut out[..rows * q_dim], width, |i, o| task((i, o)));
     } else {
         out[..rows * q_dim]
             .chunks_mut(width)
@@ -555,7 +578,8 @@ fn scatter_columns(cols: Vec<Vec<f32>>, n_out: usize, out: &mut [f32]) {
 }
 
 /// Computes `out[r, o] = f(o, x[r, :])` for every row and output, parallel over outputs when
-/// the matrix is large enough; each weight row is read once for all `rows` inputs.
+/// the matrix is large enough (one row: on the worker pool, 16 outputs per task; several: on
+/// rayon); each weight row is read once for all `rows` inputs.
 pub fn matmul_rows(
     rows: usize,
     n_in: usize,
@@ -567,10 +591,11 @@ pub fn matmul_rows(
     if rows == 1 {
         let body = |(o, y): (usize, &mut f32)| *y = f(o, x);
         if n_out >= PAR_MIN_ROWS && n_out * n_in >= 1 << 14 {
-            out.par_iter_mut()
-                .enumerate()
-                .with_min_len(16)
-                .for_each(body);
+            worker_pool::for_each_chunk(&mut out[..n_out], 16, |t, ys| {
+                ys.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, y)| body((t * 16 + i, y)))
+            });
         } else {
             out.iter_mut().enumerate().for_each(body);
         }

@@ -5,8 +5,9 @@
 
 use crate::harness::decode_bench::{bytes_per_token, host_copy_gbps, random_variant};
 use crate::harness::kernel_bench as bench;
-use crate::harness::model_decode_bench::{time_prefill_decode, ModelSource, PrefillDecode};
+use crate::harness::model_decode_bench::{time_interleaved, time_run, ModelSource, PrefillDecode};
 use agentcompress::api::{Device, OpenBackend};
+use agentcompress::backend::cpu::{CpuBackend, KvPrecision, Threading};
 use agentcompress::backend::cuda::CudaBackend;
 use agentcompress::backend::Backend;
 use agentcompress::engine::Model;
@@ -51,6 +52,27 @@ pub struct DecodeArgs {
     /// Untimed greedy steps of one run before the timed runs (0: none).
     #[arg(long, default_value_t = 4, value_parser = crate::numeric::count_or_zero, allow_negative_numbers = true)]
     pub warmup: usize,
+    /// CPU: key/value cache precisions to time, comma-separated (f16,f32); every setup of
+    /// --kv x --threading is timed on each variant, run by run interleaved.
+    #[arg(long, default_value = "f16")]
+    pub kv: String,
+    /// CPU: how decode products are spread over threads, comma-separated (pool,rayon).
+    #[arg(long, default_value = "pool")]
+    pub threading: String,
+}
+
+/// The values of a comma-separated list flag.
+fn list<T: std::str::FromStr<Err = Error>>(flag: &str, s: &str) -> Result<Vec<T>> {
+    let v = s
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<T>)
+        .collect::<Result<Vec<_>>>()?;
+    if v.is_empty() {
+        return Err(Error::invalid(format!("{flag} names nothing")));
+    }
+    Ok(v)
 }
 
 /// Runs the subcommand.
@@ -60,30 +82,33 @@ pub fn run(a: DecodeArgs) -> Result<()> {
     } else {
         "fp16,int8,int4,int2"
     };
-    let precisions = a
-        .precisions
-        .as_deref()
-        .unwrap_or(default)
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::parse::<Precision>)
-        .collect::<Result<Vec<_>>>()?;
-    if precisions.is_empty() {
-        return Err(Error::invalid("--precisions names no variant"));
-    }
+    let precisions: Vec<Precision> =
+        list("--precisions", a.precisions.as_deref().unwrap_or(default))?;
+    let kvs: Vec<KvPrecision> = list("--kv", &a.kv)?;
+    let threadings: Vec<Threading> = list("--threading", &a.threading)?;
     if a.layers == Some(0) {
         return Err(Error::invalid("--layers must be at least 1"));
     }
     let device = a.device.parse::<Device>()?;
     match device.open()? {
-        OpenBackend::Cpu(be) => {
+        OpenBackend::Cpu(_) => {
             if device == Device::Auto {
                 println!("no CUDA device; timing the CPU backend");
             }
             let gbps = host_copy_gbps(3);
             println!("host copy bandwidth: {gbps:.1} GB/s (read + write)");
-            bench_all(be, &a, &precisions, gbps)
+            let setups = kvs
+                .iter()
+                .flat_map(|&kv| {
+                    threadings.iter().map(move |&t| {
+                        (
+                            format!("kv {kv}, {t}"),
+                            CpuBackend::with_kv(kv).with_threading(t),
+                        )
+                    })
+                })
+                .collect();
+            bench_all(setups, &a, &precisions, gbps)
         }
         OpenBackend::Cuda(be, _) => {
             let (_, gbps) = bench::copy_bandwidth(&be, 20)?;
@@ -91,7 +116,8 @@ pub fn run(a: DecodeArgs) -> Result<()> {
                 "{}: copy bandwidth {gbps:.0} GB/s (read + write)",
                 be.name()
             );
-            bench_all::<CudaBackend>(be, &a, &precisions, gbps)
+            let name = be.name();
+            bench_all::<CudaBackend>(vec![(name, be)], &a, &precisions, gbps)
         }
     }
 }
@@ -112,8 +138,9 @@ impl Weights<'_> {
     }
 }
 
+/// Times every variant on every backend setup (`(label, backend)`), interleaved.
 fn bench_all<B: Backend + Clone>(
-    be: B,
+    setups: Vec<(String, B)>,
     a: &DecodeArgs,
     ps: &[Precision],
     copy_gbps: f64,
@@ -132,7 +159,7 @@ fn bench_all<B: Backend + Clone>(
             (Weights::Synthetic(cfg), format!("{preset} shape"))
         }
     };
-    let mut rows: Vec<PrefillDecode> = Vec::new();
+    let mut rows: Vec<(PrefillDecode, String)> = Vec::new();
     let mut shape = String::new();
     for &p in ps {
         let t0 = Instant::now();
@@ -144,21 +171,28 @@ fn bench_all<B: Backend + Clone>(
         shape = format!("{} layers, dim {}", w.config.n_layers, w.config.dim);
         let build_s = t0.elapsed().as_secs_f64();
         let bytes = bytes_per_token(&w);
-        let model = Model::new(be.clone(), &w)?;
+        let models = setups
+            .iter()
+            .map(|(_, be)| Model::new(be.clone(), &w))
+            .collect::<Result<Vec<_>>>()?;
         drop(w);
         if a.warmup > 0 {
-            time_prefill_decode(&model, p, bytes, a.prompt_tokens, a.warmup, 1)?;
+            for m in &models {
+                time_run(m, a.prompt_tokens, a.warmup)?;
+            }
         }
-        let r = time_prefill_decode(&model, p, bytes, a.prompt_tokens, a.steps, a.repeats)?;
-        println!(
-            "{p}: prefill {:.1} tok/s, decode {:.1} tok/s (medians of {}; built in {build_s:.1} s)",
-            r.prefill_tok_s, r.decode_tok_s, a.repeats
-        );
-        rows.push(r);
+        let rs = time_interleaved(&models, p, bytes, a.prompt_tokens, a.steps, a.repeats)?;
+        for (r, (label, _)) in rs.into_iter().zip(&setups) {
+            println!(
+                "{p} ({label}): prefill {:.1} tok/s, decode {:.1} tok/s (medians of {}; built in {build_s:.1} s)",
+                r.prefill_tok_s, r.decode_tok_s, a.repeats
+            );
+            rows.push((r, label.clone()));
+        }
     }
     println!(
-        "\n{what} ({shape}) on {}: prefill of {} tokens, then {} greedy tokens; medians of {} runs",
-        be.name(),
+        "\n{what} ({shape}) on {}: prefill of {} tokens, then {} greedy tokens; medians of {} interleaved runs",
+        setups.first().map_or(String::new(), |(_, be)| be.name()),
         a.prompt_tokens,
         a.steps,
         a.repeats
@@ -167,20 +201,27 @@ fn bench_all<B: Backend + Clone>(
     Ok(())
 }
 
-/// One markdown table: a row per variant, its floor and its ratio to the FP16 row.
-pub fn print_table(rows: &[PrefillDecode], copy_gbps: f64) {
+/// One markdown table: a row per variant and setup, its floor, its ratio to the FP16 row of
+/// the same setup and to the same variant on the first setup.
+pub fn print_table(rows: &[(PrefillDecode, String)], copy_gbps: f64) {
     println!(
-        "| variant | MB/token | prefill tok/s | decode tok/s | ms/token | floor tok/s | % of floor | vs fp16 |"
+        "| variant | MB/token | prefill tok/s | decode tok/s | ms/token | floor tok/s | % of floor | vs fp16 | setup | decode vs first setup |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let fp16 = rows
-        .iter()
-        .find(|r| r.precision == Precision::Fp16)
-        .map(|r| r.decode_tok_s);
-    for r in rows {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    for (r, label) in rows {
+        let fp16 = rows
+            .iter()
+            .find(|(f, l)| f.precision == Precision::Fp16 && l == label)
+            .map(|(f, _)| f.decode_tok_s);
+        let first = rows
+            .iter()
+            .find(|(f, _)| f.precision == r.precision)
+            .map(|(f, _)| f.decode_tok_s);
+        let ratio =
+            |base: Option<f64>| base.map_or("-".into(), |b| format!("{:.2}x", r.decode_tok_s / b));
         let floor = r.floor_tok_s(copy_gbps);
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.0}% | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.0}% | {} | {label} | {} |",
             r.precision,
             r.bytes_per_token as f64 / 1e6,
             r.prefill_tok_s,
@@ -188,7 +229,8 @@ pub fn print_table(rows: &[PrefillDecode], copy_gbps: f64) {
             1e3 / r.decode_tok_s,
             floor,
             100.0 * r.decode_tok_s / floor,
-            fp16.map_or("-".into(), |f| format!("{:.2}x", r.decode_tok_s / f))
+            ratio(fp16),
+            ratio(first),
         );
     }
 }

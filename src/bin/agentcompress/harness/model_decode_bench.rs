@@ -103,19 +103,11 @@ pub fn bench_prompt(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Times `repeats` runs of: a fresh sequence, the `prompt_tokens`-token prompt prefilled in one
-/// chunk, then `steps` greedy tokens, one step each. Returns the medians.
-pub fn time_prefill_decode<B: Backend>(
-    model: &Model<B>,
-    precision: Precision,
-    bytes_per_token: u64,
-    prompt_tokens: usize,
-    steps: usize,
-    repeats: usize,
-) -> Result<PrefillDecode> {
-    if prompt_tokens == 0 || steps == 0 || repeats == 0 {
+/// The context one run needs, or an error when the model's is shorter (or a count is 0).
+fn check_run<B: Backend>(model: &Model<B>, prompt_tokens: usize, steps: usize) -> Result<usize> {
+    if prompt_tokens == 0 || steps == 0 {
         return Err(Error::invalid(
-            "the decode benchmark needs a prompt, steps and repeats of at least 1",
+            "the decode benchmark needs a prompt and steps of at least 1",
         ));
     }
     let ctx = prompt_tokens + steps;
@@ -125,38 +117,78 @@ pub fn time_prefill_decode<B: Backend>(
             model.config().max_seq_len
         )));
     }
+    Ok(ctx)
+}
+
+/// One run on a fresh sequence: the `prompt_tokens`-token prompt prefilled in one chunk, then
+/// `steps` greedy tokens, one step each. Returns (prefill, decode) tokens per second.
+pub fn time_run<B: Backend>(
+    model: &Model<B>,
+    prompt_tokens: usize,
+    steps: usize,
+) -> Result<(f64, f64)> {
+    let ctx = check_run(model, prompt_tokens, steps)?;
     let prompt = bench_prompt(prompt_tokens, model.config().vocab_size);
-    let (mut pre, mut dec) = (Vec::new(), Vec::new());
-    for _ in 0..repeats {
-        let mut st = model.new_state_with_context(prompt_tokens, ctx)?;
-        model.backend().synchronize()?;
-        let t = Instant::now();
-        let logits = model.forward(&mut st, &prompt, false)?;
-        model.backend().synchronize()?;
-        pre.push(prompt_tokens as f64 / t.elapsed().as_secs_f64());
-        let mut tok = agentcompress::backend::cpu::argmax(&logits) as u32;
-        let t = Instant::now();
-        for _ in 0..steps {
-            tok = model.step_greedy(&mut st, tok)?;
-        }
-        model.backend().synchronize()?;
-        dec.push(steps as f64 / t.elapsed().as_secs_f64());
+    let mut st = model.new_state_with_context(prompt_tokens, ctx)?;
+    model.backend().synchronize()?;
+    let t = Instant::now();
+    let logits = model.forward(&mut st, &prompt, false)?;
+    model.backend().synchronize()?;
+    let prefill = prompt_tokens as f64 / t.elapsed().as_secs_f64();
+    let mut tok = agentcompress::backend::cpu::argmax(&logits) as u32;
+    let t = Instant::now();
+    for _ in 0..steps {
+        tok = model.step_greedy(&mut st, tok)?;
     }
-    Ok(PrefillDecode {
-        precision,
-        bytes_per_token,
-        prefill_tok_s: median(&mut pre),
-        decode_tok_s: median(&mut dec),
-        prompt_tokens,
-        steps,
-    })
+    model.backend().synchronize()?;
+    Ok((prefill, steps as f64 / t.elapsed().as_secs_f64()))
+}
+
+/// Times `repeats` runs of every model in `models` (the same variant on different backend
+/// settings), interleaved run by run so that a change in the machine's load falls on all of
+/// them alike. Returns each model's medians, in order.
+pub fn time_interleaved<B: Backend>(
+    models: &[Model<B>],
+    precision: Precision,
+    bytes_per_token: u64,
+    prompt_tokens: usize,
+    steps: usize,
+    repeats: usize,
+) -> Result<Vec<PrefillDecode>> {
+    if repeats == 0 {
+        return Err(Error::invalid(
+            "the decode benchmark needs at least 1 repeat",
+        ));
+    }
+    for m in models {
+        check_run(m, prompt_tokens, steps)?;
+    }
+    let mut samples = vec![(Vec::new(), Vec::new()); models.len()];
+    for _ in 0..repeats {
+        for (m, (pre, dec)) in models.iter().zip(samples.iter_mut()) {
+            let (p, d) = time_run(m, prompt_tokens, steps)?;
+            pre.push(p);
+            dec.push(d);
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .map(|(mut pre, mut dec)| PrefillDecode {
+            precision,
+            bytes_per_token,
+            prefill_tok_s: median(&mut pre),
+            decode_tok_s: median(&mut dec),
+            prompt_tokens,
+            steps,
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::harness::decode_bench::bytes_per_token;
-    use agentcompress::backend::cpu::CpuBackend;
+    use agentcompress::backend::cpu::{CpuBackend, KvPrecision, Threading};
 
     fn time_weights(
         w: &ModelWeights<WeightMatrix>,
@@ -165,8 +197,16 @@ mod tests {
         steps: usize,
         repeats: usize,
     ) -> Result<PrefillDecode> {
-        let model = Model::new(CpuBackend::new(), w)?;
-        time_prefill_decode(&model, p, bytes_per_token(w), prompt, steps, repeats)
+        let models = [
+            Model::new(CpuBackend::new(), w)?,
+            Model::new(
+                CpuBackend::with_kv(KvPrecision::F32).with_threading(Threading::Rayon),
+                w,
+            )?,
+        ];
+        let r = time_interleaved(&models, p, bytes_per_token(w), prompt, steps, repeats)?;
+        assert_eq!(r.len(), 2);
+        Ok(r[0].clone())
     }
 
     #[test]
