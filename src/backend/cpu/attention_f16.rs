@@ -6,7 +6,7 @@
 //! columns `kv_off..kv_off + head_dim`; `q` and `out` hold the group's `group` query heads
 //! back to back (`[group, head_dim]`). Scores, softmax and sums are f32; each cached element
 //! is widened exactly (F16C `vcvtph2ps`). Kernels: AVX-512F + F16C when `head_dim` is a
-//! multiple of 16, else portable.
+//! multiple of 16, AVX2 + FMA + F16C when it is a multiple of 8, else portable.
 
 use half::f16;
 use std::cell::Cell;
@@ -41,18 +41,20 @@ pub fn attend_group_f16(
     scores.clear();
     scores.resize(group * len, 0.0);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    #[cfg(target_arch = "x86_64")]
-    let simd = head_dim % 16 == 0 && super::simd::avx512f();
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
-    if simd {
+    let path = Lanes::pick(head_dim);
+    match path {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512F + F16C checked; the asserts above bound every row read.
-        unsafe {
+        // SAFETY: `pick` checked the CPU features and the head width; the asserts above bound
+        // every row read.
+        Lanes::L16 => unsafe {
             scores_avx512(q, k, len, kv_dim, kv_off, head_dim, scale, &mut scores)
-        };
-    } else {
-        scores_scalar(q, k, len, kv_dim, kv_off, head_dim, scale, &mut scores);
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Lanes::L8 => unsafe {
+            scores_avx2(q, k, len, kv_dim, kv_off, head_dim, scale, &mut scores)
+        },
+        _ => scores_scalar(q, k, len, kv_dim, kv_off, head_dim, scale, &mut scores),
     }
     for s in scores.chunks_exact_mut(len) {
         let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -65,16 +67,39 @@ pub fn attend_group_f16(
         s.iter_mut().for_each(|x| *x *= inv);
     }
     out.iter_mut().for_each(|o| *o = 0.0);
-    if simd {
+    match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        unsafe {
-            values_avx512(&scores, v, len, kv_dim, kv_off, head_dim, out)
-        };
-    } else {
-        values_scalar(&scores, v, len, kv_dim, kv_off, head_dim, out);
+        Lanes::L16 => unsafe { values_avx512(&scores, v, len, kv_dim, kv_off, head_dim, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Lanes::L8 => unsafe { values_avx2(&scores, v, len, kv_dim, kv_off, head_dim, out) },
+        _ => values_scalar(&scores, v, len, kv_dim, kv_off, head_dim, out),
     }
     SCORES.set(scores);
+}
+
+/// The kernel family for a head width on this CPU.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    /// AVX-512F + F16C, 16 lanes.
+    L16,
+    /// AVX2 + FMA + F16C, 8 lanes.
+    L8,
+    /// Portable.
+    Scalar,
+}
+
+impl Lanes {
+    fn pick(head_dim: usize) -> Lanes {
+        if head_dim % 16 == 0 && super::simd::avx512f() {
+            Lanes::L16
+        } else if head_dim % 8 == 0 && super::simd::avx2_fma_f16c() {
+            Lanes::L8
+        } else {
+            Lanes::Scalar
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -158,6 +183,73 @@ unsafe fn scores_avx512(
                 acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh.add(16 * c)), kc, acc);
             }
             *scores.get_unchecked_mut(h * len + t) = _mm512_reduce_add_ps(acc) * scale;
+        }
+    }
+}
+
+/// [`scores_avx512`] with 8 lanes.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `hd % 8 == 0`; rows `0..len` of `k` hold
+/// `kv_off + hd <= kv_dim` columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_avx2(
+    q: &[f32],
+    k: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    hd: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let group = q.len() / hd;
+    let kp = k.as_ptr() as *const u16;
+    for t in 0..len {
+        let row = kp.add(t * kv_dim + kv_off);
+        for h in 0..group {
+            let qh = q.as_ptr().add(h * hd);
+            let mut acc = _mm256_setzero_ps();
+            for c in 0..hd / 8 {
+                let kc = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * c) as *const __m128i));
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(8 * c)), kc, acc);
+            }
+            *scores.get_unchecked_mut(h * len + t) = super::simd::hsum256(acc) * scale;
+        }
+    }
+}
+
+/// [`values_avx512`] with 8 lanes.
+///
+/// # Safety
+/// As [`scores_avx2`], for `v`; `out` holds `group * hd` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn values_avx2(
+    p: &[f32],
+    v: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let group = out.len() / hd;
+    let vp = v.as_ptr() as *const u16;
+    let op = out.as_mut_ptr();
+    for t in 0..len {
+        let row = vp.add(t * kv_dim + kv_off);
+        for c in 0..hd / 8 {
+            let vc = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * c) as *const __m128i));
+            for h in 0..group {
+                let w = _mm256_set1_ps(*p.get_unchecked(h * len + t));
+                let o = op.add(h * hd + 8 * c);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(w, vc, _mm256_loadu_ps(o)));
+            }
         }
     }
 }

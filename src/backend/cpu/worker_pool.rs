@@ -141,9 +141,10 @@ impl Job<'_> {
     }
 }
 
-/// Spins of a worker waiting for the next job before it parks (tens of microseconds: the gap
-/// between the products of one token, not the gap between tokens).
-const SPINS_BEFORE_PARK: u32 = 20_000;
+/// Spins of a worker waiting for the next job before it parks: a few microseconds, the gap
+/// between the products of one token. Longer spinning costs more than it saves on a machine
+/// whose cores are shared with other work (a spinning worker is preempted, then late).
+const SPINS_BEFORE_PARK: u32 = 2_000;
 
 /// The pool's shared state.
 struct Pool {
@@ -303,7 +304,7 @@ impl Pool {
 /// Spins a while, then yields the core (a worker holding a chunk may be descheduled on a
 /// loaded machine).
 fn spin_or_yield(spins: &mut u32) {
-    if *spins < 1000 {
+    if *spins < 20_000 {
         *spins += 1;
         std::hint::spin_loop();
     } else {
