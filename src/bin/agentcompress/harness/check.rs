@@ -921,7 +921,9 @@ mod tests {
         let c = synthetic::preset("tiny").unwrap();
         let w = synthetic::synthetic_weights(&c, 5, DType::F32).unwrap();
         let mut rep = CheckReport::default();
-        model_check(&CpuBackend::new(), "tiny", w, 5, &mut rep).unwrap();
+        // The reference side runs the exact f32 key/value cache; so does the checked side.
+        let reference = CpuBackend::with_kv(cpu::KvPrecision::F32);
+        model_check(&reference, "tiny", w, 5, &mut rep).unwrap();
         assert_eq!(rep.rows.len(), 3, "{}", rep.table());
         assert_eq!(rep.failed(), 0, "{}", rep.table());
         assert!(rep.rows.iter().all(|r| r.max_abs == 0.0), "{}", rep.table());
