@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the CPU backend's kernels through the public `Backend` API: matrix
 //! products in every weight format (FP16, packed INT8/INT4/INT2) at SmolLM2-135M and
 //! Llama-2-7B row widths, one input row (decode) and eight (a short prefill chunk or a
-//! speculative verify), plus RMSNorm and decode attention over a growing cache.
+//! speculative verify), plus RMSNorm and decode attention over a growing FP16 cache.
 //!
 //! Run with `cargo bench --bench cpu_kernels` (`-- matmul/int4` to filter). Throughput is in
 //! bytes of weights read, so the reported rate compares directly with the host's copy rate
@@ -104,8 +104,14 @@ fn attention_decode(c: &mut Criterion) {
     let (n_heads, n_kv_heads, head_dim) = (9usize, 3usize, 64usize);
     let mut group = c.benchmark_group("attention_decode");
     for pos in [64usize, 512, 2048] {
-        let kv = (pos + 1) * n_kv_heads * head_dim;
-        let (k, v) = (rng.vec_uniform(kv, 1.0), rng.vec_uniform(kv, 1.0));
+        let (rows, width) = (pos + 1, n_kv_heads * head_dim);
+        let kv = rows * width;
+        let mut k = be.alloc_cache(kv).expect("cache");
+        let mut v = be.alloc_cache(kv).expect("cache");
+        be.store_rows(&rng.vec_uniform(kv, 1.0), &mut k, rows, width, 0)
+            .expect("store keys");
+        be.store_rows(&rng.vec_uniform(kv, 1.0), &mut v, rows, width, 0)
+            .expect("store values");
         let q = rng.vec_uniform(n_heads * head_dim, 1.0);
         let mut out = vec![0.0f32; n_heads * head_dim];
         let shape = AttentionShape {
@@ -115,7 +121,8 @@ fn attention_decode(c: &mut Criterion) {
             n_kv_heads,
             head_dim,
         };
-        group.throughput(Throughput::Bytes((2 * kv * 4) as u64));
+        // Bytes of the FP16 cache one decode row streams.
+        group.throughput(Throughput::Bytes((2 * kv * 2) as u64));
         group.bench_function(BenchmarkId::from_parameter(pos), |b| {
             b.iter(|| {
                 be.attention(black_box(&q), &k, &v, &mut out, &shape)

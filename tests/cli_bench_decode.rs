@@ -1,5 +1,7 @@
 //! `agentcompress bench decode` end to end on the CPU backend: one table row per variant, and
-//! a typed error for a bad variant name.
+//! a typed error for a bad variant name; a real model timed with its prefill.
+
+mod common;
 
 use std::process::Command;
 
@@ -40,4 +42,110 @@ fn bench_decode_rejects_an_unknown_variant() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown precision 'int3'"), "{err}");
+}
+
+#[test]
+fn bench_decode_times_a_real_model_with_prefill_and_decode() {
+    let Some(dir) = common::stories260k_dir() else {
+        return;
+    };
+    let model = dir.join("stories260K.bin");
+    let out = agentcompress(&[
+        "bench",
+        "decode",
+        "--device",
+        "cpu",
+        "--model",
+        model.to_str().unwrap(),
+        "--precisions",
+        "fp16,int8",
+        "--prompt-tokens",
+        "16",
+        "--steps",
+        "8",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("stories260K.bin (5 layers, dim 64)"),
+        "{text}"
+    );
+    for p in ["fp16", "int8"] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {p} |")))
+            .unwrap_or_else(|| panic!("no {p} row in\n{text}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let prefill: f64 = cells[3].parse().expect("prefill tok/s is a number");
+        let decode: f64 = cells[4].parse().expect("decode tok/s is a number");
+        assert!(prefill > 0.0 && decode > 0.0, "{row}");
+    }
+}
+
+#[test]
+fn bench_decode_rejects_a_model_with_a_preset_and_zero_layers() {
+    let out = agentcompress(&[
+        "bench", "decode", "--device", "cpu", "--model", "x.gguf", "--preset", "tiny",
+    ]);
+    assert!(!out.status.success());
+    let out = agentcompress(&[
+        "bench", "decode", "--device", "cpu", "--preset", "tiny", "--layers", "0",
+    ]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn bench_decode_times_every_cache_and_threading_setup() {
+    let out = agentcompress(&[
+        "bench",
+        "decode",
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--precisions",
+        "fp16",
+        "--kv",
+        "f16,f32",
+        "--threading",
+        "pool,rayon",
+        "--prompt-tokens",
+        "8",
+        "--steps",
+        "3",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for setup in [
+        "kv f16, pool",
+        "kv f16, rayon",
+        "kv f32, pool",
+        "kv f32, rayon",
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("| fp16 |") && l.contains(&format!("| {setup} |")))
+            .unwrap_or_else(|| panic!("no fp16 row for {setup} in\n{text}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(cells[10].ends_with('x'), "{row}");
+    }
+    let bad = agentcompress(&["bench", "decode", "--device", "cpu", "--kv", "f8"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown KV cache precision 'f8'"));
 }

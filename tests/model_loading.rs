@@ -4,7 +4,7 @@
 
 mod common;
 
-use agentcompress::backend::cpu::CpuBackend;
+use agentcompress::backend::cpu::{CpuBackend, KvPrecision};
 use agentcompress::engine::Model;
 use agentcompress::model::{
     find_tokenizer, load_model, DType, ModelConfig, ModelWeights, RopeStyle,
@@ -57,7 +57,9 @@ fn check_fixture(name: &str, dtype: DType) -> ModelWeights {
     assert!(weights.layers[0].wq.is_mapped(), "{name}: wq copied");
     let (tokens, vocab, want) = reference(&dir);
     assert_eq!(vocab, weights.config.vocab_size);
-    let model = Model::new(CpuBackend::new(), &weights).expect("upload");
+    // The exact f32 key/value cache: this compares the loader, not the FP16 cache (tested in
+    // the backend), against the reference.
+    let model = Model::new(CpuBackend::with_kv(KvPrecision::F32), &weights).expect("upload");
     let mut state = model.new_state(tokens.len()).expect("state");
     let got = model.forward(&mut state, &tokens, true).expect("forward");
     assert_eq!(got.len(), want.len());

@@ -21,6 +21,9 @@ pub trait Backend: Send + Sync {
     type Buf: Send + Sync;
     /// An uploaded weight matrix `[out, in]`, in the precision it was uploaded in.
     type Mat: Send + Sync;
+    /// One layer's key or value cache `[rows, kv_dim]`, in the backend's cache precision
+    /// (f32 on CUDA, FP16 by default on the CPU).
+    type Cache: Send + Sync;
 
     /// A short human-readable name ("cpu", "cuda:0 NVIDIA H100 ...").
     fn name(&self) -> String;
@@ -85,11 +88,25 @@ pub trait Backend: Send + Sync {
     /// The backend's rotary-embedding kernel, called by [`Backend::rope`] after the size check
     /// (callers use that one).
     fn rope_impl(&self, x: &mut Self::Buf, p: &RopeParams) -> Result<()>;
-    /// Copies `rows` rows of width `width` from `src` into `cache` starting at row `pos0`.
+    /// Allocates a key/value cache of `len` elements (contents unspecified).
+    fn alloc_cache(&self, len: usize) -> Result<Self::Cache>;
+    /// The number of elements `cache` holds.
+    fn cache_len(&self, cache: &Self::Cache) -> usize;
+    /// Copies the first `rows` rows of width `width` of `src` into the start of `dst` (what
+    /// growing a cache needs).
+    fn copy_cache(
+        &self,
+        src: &Self::Cache,
+        dst: &mut Self::Cache,
+        rows: usize,
+        width: usize,
+    ) -> Result<()>;
+    /// Copies `rows` rows of width `width` from `src` into `cache` starting at row `pos0`,
+    /// in the cache's precision.
     fn store_rows(
         &self,
         src: &Self::Buf,
-        cache: &mut Self::Buf,
+        cache: &mut Self::Cache,
         rows: usize,
         width: usize,
         pos0: usize,
@@ -102,16 +119,16 @@ pub trait Backend: Send + Sync {
     fn attention(
         &self,
         q: &Self::Buf,
-        k_cache: &Self::Buf,
-        v_cache: &Self::Buf,
+        k_cache: &Self::Cache,
+        v_cache: &Self::Cache,
         out: &mut Self::Buf,
         shape: &AttentionShape,
     ) -> Result<()> {
         shape.check(
             self.buf_len(q),
             self.buf_len(out),
-            self.buf_len(k_cache),
-            self.buf_len(v_cache),
+            self.cache_len(k_cache),
+            self.cache_len(v_cache),
         )?;
         self.attention_impl(q, k_cache, v_cache, out, shape)
     }
@@ -120,8 +137,8 @@ pub trait Backend: Send + Sync {
     fn attention_impl(
         &self,
         q: &Self::Buf,
-        k_cache: &Self::Buf,
-        v_cache: &Self::Buf,
+        k_cache: &Self::Cache,
+        v_cache: &Self::Cache,
         out: &mut Self::Buf,
         shape: &AttentionShape,
     ) -> Result<()>;

@@ -32,8 +32,8 @@ const INITIAL_CACHE_ROWS: usize = 256;
 /// Per-sequence state: the KV cache (grown on demand up to the state's context) and scratch
 /// buffers (allocated once and reused).
 pub struct State<B: Backend> {
-    k_cache: Vec<B::Buf>,
-    v_cache: Vec<B::Buf>,
+    k_cache: Vec<B::Cache>,
+    v_cache: Vec<B::Cache>,
     x: B::Buf,
     xb: B::Buf,
     q: B::Buf,
@@ -220,10 +220,10 @@ impl<B: Backend> Model<B> {
         let scratch = |width: usize| be.alloc(elems("scratch buffer", chunk, width)?);
         Ok(State {
             k_cache: (0..c.n_layers)
-                .map(|_| be.alloc(cache_len))
+                .map(|_| be.alloc_cache(cache_len))
                 .collect::<Result<_>>()?,
             v_cache: (0..c.n_layers)
-                .map(|_| be.alloc(cache_len))
+                .map(|_| be.alloc_cache(cache_len))
                 .collect::<Result<_>>()?,
             x: scratch(c.dim)?,
             xb: scratch(c.dim.max(c.q_dim()))?,
@@ -253,8 +253,8 @@ impl<B: Backend> Model<B> {
         let new_rows = rows.max(s.cache_rows.saturating_mul(2)).min(s.context);
         let len = elems("KV cache", new_rows, kvd)?;
         for cache in s.k_cache.iter_mut().chain(s.v_cache.iter_mut()) {
-            let mut grown = be.alloc(len)?;
-            be.store_rows(cache, &mut grown, s.pos, kvd, 0)?;
+            let mut grown = be.alloc_cache(len)?;
+            be.copy_cache(cache, &mut grown, s.pos, kvd)?;
             *cache = grown;
         }
         s.cache_rows = new_rows;

@@ -6,7 +6,7 @@
 //! layer `wq wk wv wo w_gate w_up w_down`, then the classifier) and accumulates the squared
 //! inputs of every `matmul` per matrix.
 
-use crate::backend::cpu::{CpuBackend, CpuMat};
+use crate::backend::cpu::{CpuBackend, CpuMat, KvCache};
 use crate::backend::{AttentionShape, Backend, NormShape, RopeParams};
 use crate::engine::Model;
 use crate::model::{ModelWeights, Tensor};
@@ -98,6 +98,7 @@ pub struct RecMat {
 impl Backend for RecordingBackend {
     type Buf = Vec<f32>;
     type Mat = RecMat;
+    type Cache = KvCache;
 
     fn name(&self) -> String {
         format!("recording {}", self.inner.name())
@@ -181,10 +182,25 @@ impl Backend for RecordingBackend {
     fn rope_impl(&self, x: &mut Vec<f32>, p: &RopeParams) -> Result<()> {
         self.inner.rope_impl(x, p)
     }
+    fn alloc_cache(&self, len: usize) -> Result<KvCache> {
+        self.inner.alloc_cache(len)
+    }
+    fn cache_len(&self, cache: &KvCache) -> usize {
+        self.inner.cache_len(cache)
+    }
+    fn copy_cache(
+        &self,
+        src: &KvCache,
+        dst: &mut KvCache,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
+        self.inner.copy_cache(src, dst, rows, width)
+    }
     fn store_rows(
         &self,
         src: &Vec<f32>,
-        cache: &mut Vec<f32>,
+        cache: &mut KvCache,
         rows: usize,
         width: usize,
         pos0: usize,
@@ -194,8 +210,8 @@ impl Backend for RecordingBackend {
     fn attention_impl(
         &self,
         q: &Vec<f32>,
-        k: &Vec<f32>,
-        v: &Vec<f32>,
+        k: &KvCache,
+        v: &KvCache,
         out: &mut Vec<f32>,
         shape: &AttentionShape,
     ) -> Result<()> {

@@ -112,10 +112,11 @@ pub fn f16_matmul(w: &[f16], n_out: usize, n_in: usize, x: &[f32], rows: usize, 
 
 /// [`f16_matmul`] on `path` (the scalar kernel when this CPU lacks it), parallel over outputs.
 ///
-/// On AVX-512 every task takes `OUTS_PER_TASK` outputs, four weight rows per pass, and runs
-/// each pass over every input row while those rows sit in cache; AVX2 does the same one weight
-/// row at a time for several input rows. One input row on AVX2 is a dot per output, and the
-/// scalar path widens each weight row once for all input rows.
+/// One input row (decode) runs `OUTS_PER_TASK` outputs per task on the CPU worker pool
+/// ([`super::worker_pool`]), writing in place. Several rows (prefill), on rayon: on AVX-512
+/// every task takes `OUTS_PER_TASK` outputs, four weight rows per pass, and runs each pass over
+/// every input row while those rows sit in cache; AVX2 does the same one weight row at a time;
+/// the scalar path widens each weight row once for all input rows.
 pub fn f16_matmul_on(
     path: F16Path,
     w: &[f16],
@@ -127,7 +128,15 @@ pub fn f16_matmul_on(
 ) {
     let row = |o: usize| &w[o * n_in..(o + 1) * n_in];
     let simd = path != F16Path::Scalar && path.available();
-    if simd && (path == F16Path::Avx512 || rows > 1) {
+    if simd && rows == 1 {
+        // Decode: each task writes its outputs in place.
+        super::worker_pool::for_each_chunk(&mut out[..n_out], OUTS_PER_TASK, |t, ys| {
+            let o0 = t * OUTS_PER_TASK;
+            block(path, w, n_in, o0, o0 + ys.len(), &x[..n_in], 1, ys);
+        });
+        return;
+    }
+    if simd && rows > 1 {
         // Task `t` yields its outputs' results input-row-major: `[rows][outputs of t]`.
         let blocks: Vec<Vec<f32>> = (0..n_out.div_ceil(OUTS_PER_TASK))
             .into_par_iter()
@@ -149,11 +158,11 @@ pub fn f16_matmul_on(
         return;
     }
     if rows == 1 {
-        out[..n_out]
-            .par_iter_mut()
-            .enumerate()
-            .with_min_len(16)
-            .for_each(|(o, y)| *y = dot_f16_on(path, row(o), &x[..n_in]));
+        super::worker_pool::for_each_chunk(&mut out[..n_out], OUTS_PER_TASK, |t, ys| {
+            for (i, y) in ys.iter_mut().enumerate() {
+                *y = dot_f16_on(path, row(t * OUTS_PER_TASK + i), &x[..n_in]);
+            }
+        });
         return;
     }
     super::matmul_widened_rows(rows, n_in, n_out, x, out, |o, wrow| {

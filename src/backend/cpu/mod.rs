@@ -1,20 +1,26 @@
 //! The CPU backend: the reference oracle for every other backend ([`CpuBackend::exact`]), and
 //! the default when no GPU is present. All arithmetic accumulates in f32; matrix products run
-//! on all cores (rayon). Packed products on a VNNI CPU quantize their activations to int8
-//! blocks unless the backend is exact ([`qgemv_vnni`]).
+//! on all cores: a decode step's on a persistent worker pool ([`worker_pool`]), prefill's on
+//! rayon. Packed products on a VNNI CPU quantize their activations to int8 blocks unless the
+//! backend is exact ([`qgemv_vnni`]).
 
 pub mod act_quant;
+mod attention_f16;
 pub mod encoder_ops;
 pub mod f16mat;
 #[cfg(target_arch = "x86_64")]
 mod f16mat_avx512;
 mod kernels;
+pub mod kv_cache;
 pub mod qgemv;
 mod qgemv_avx512;
 pub mod qgemv_vnni;
 mod simd;
+pub mod worker_pool;
 
 pub use kernels::{argmax, dot};
+pub use kv_cache::{KvCache, KvPrecision};
+pub use worker_pool::Threading;
 
 use super::checks::{check_len, AttentionShape, FullAttentionShape, NormShape, RopeParams};
 use super::Backend;
@@ -64,26 +70,57 @@ impl CpuMat {
     }
 }
 
-/// The CPU backend. Cheap to construct; holds no state but its thread-pool choice and
-/// whether packed products may quantize their activations.
+/// The CPU backend. Cheap to construct; holds no state but its settings: the key/value cache
+/// precision, how decode products spread over threads, and whether packed products may
+/// quantize their activations.
 #[derive(Clone, Debug, Default)]
 pub struct CpuBackend {
     /// Packed products on f32 activations only (no int8 activation blocks).
     exact: bool,
+    kv: KvPrecision,
+    threading: Threading,
 }
 
 impl CpuBackend {
-    /// A CPU backend using rayon's global pool; packed products use the fastest path
+    /// A CPU backend with an FP16 key/value cache whose packed products use the fastest path
     /// (int8 activations with AVX512-VNNI where present).
     pub fn new() -> Self {
-        CpuBackend { exact: false }
+        CpuBackend::default()
     }
 
-    /// A CPU backend whose packed products keep f32 activations: the oracle other backends
-    /// are checked against (their quantized kernels keep f16 activations, and int8
-    /// activation blocks would add an error of their own to the comparison).
+    /// The oracle other backends are checked against: packed products keep f32 activations
+    /// (the GPU's quantized kernels keep f16 activations, and int8 activation blocks would
+    /// add an error of their own to the comparison) and the key/value cache is f32.
     pub fn exact() -> Self {
-        CpuBackend { exact: true }
+        CpuBackend {
+            exact: true,
+            kv: KvPrecision::F32,
+            ..Default::default()
+        }
+    }
+
+    /// A CPU backend whose key/value caches hold `kv` elements (f32: the exact reference).
+    pub fn with_kv(kv: KvPrecision) -> Self {
+        CpuBackend {
+            kv,
+            ..Default::default()
+        }
+    }
+
+    /// This backend with its decode products spread by `threading` (the worker pool by
+    /// default; rayon to compare against).
+    pub fn with_threading(self, threading: Threading) -> Self {
+        CpuBackend { threading, ..self }
+    }
+
+    /// How this backend spreads a decode product over threads.
+    pub fn threading(&self) -> Threading {
+        self.threading
+    }
+
+    /// The precision of the key/value caches this backend allocates.
+    pub fn kv_precision(&self) -> KvPrecision {
+        self.kv
     }
 }
 
@@ -93,9 +130,17 @@ const PAR_MIN_ROWS: usize = 64;
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Mat = CpuMat;
+    type Cache = KvCache;
 
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        let threads = match self.threading {
+            Threading::Pool => worker_pool::threads(),
+            Threading::Rayon => rayon::current_num_threads(),
+        };
+        format!(
+            "cpu ({threads} threads ({}), {} KV cache)",
+            self.threading, self.kv
+        )
     }
 
     fn upload_matrix(&self, m: &WeightMatrix) -> Result<CpuMat> {
@@ -213,6 +258,7 @@ impl Backend for CpuBackend {
         let (n_out, n_in) = w.dims();
         check_len("matmul x", x.len(), rows * n_in)?;
         check_len("matmul out", out.len(), rows * n_out)?;
+        let _mode = worker_pool::use_threading(self.threading);
         match w {
             CpuMat::F32 { data, .. } => {
                 let wf = data
@@ -287,57 +333,52 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn alloc_cache(&self, len: usize) -> Result<KvCache> {
+        KvCache::zeroed(self.kv, len)
+    }
+
+    fn cache_len(&self, cache: &KvCache) -> usize {
+        cache.len()
+    }
+
+    fn copy_cache(
+        &self,
+        src: &KvCache,
+        dst: &mut KvCache,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
+        dst.copy_rows_from(src, rows, width)
+    }
+
     fn store_rows(
         &self,
         src: &Vec<f32>,
-        cache: &mut Vec<f32>,
+        cache: &mut KvCache,
         rows: usize,
         width: usize,
         pos0: usize,
     ) -> Result<()> {
-        check_len("store_rows src", src.len(), rows * width)?;
-        check_len("store_rows cache", cache.len(), (pos0 + rows) * width)?;
-        cache[pos0 * width..(pos0 + rows) * width].copy_from_slice(&src[..rows * width]);
-        Ok(())
+        cache.store(src, rows, width, pos0)
     }
 
     fn attention_impl(
         &self,
         q: &Vec<f32>,
-        k_cache: &Vec<f32>,
-        v_cache: &Vec<f32>,
+        k_cache: &KvCache,
+        v_cache: &KvCache,
         out: &mut Vec<f32>,
         shape: &AttentionShape,
     ) -> Result<()> {
-        let AttentionShape {
-            rows,
-            pos0,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-        } = *shape;
-        let q_dim = n_heads * head_dim;
-        let kv_dim = n_kv_heads * head_dim;
-        let group = n_heads / n_kv_heads;
-        let work = rows * n_heads * (pos0 + rows) * head_dim;
-        let task = |(idx, o): (usize, &mut [f32])| {
-            let (r, h) = (idx / n_heads, idx % n_heads);
-            let qh = &q[r * q_dim + h * head_dim..r * q_dim + (h + 1) * head_dim];
-            kernels::attend_head(
-                qh,
-                k_cache,
-                v_cache,
-                pos0 + r + 1,
-                kv_dim,
-                (h / group) * head_dim,
-                o,
-            );
-        };
-        let out_rows = out[..rows * q_dim].chunks_exact_mut(head_dim).enumerate();
-        if work >= 1 << 16 {
-            out_rows.par_bridge().for_each(task);
-        } else {
-            out_rows.for_each(task);
+        let _mode = worker_pool::use_threading(self.threading);
+        match (k_cache, v_cache) {
+            (KvCache::F32(k), KvCache::F32(v)) => attention_f32(q, k, v, out, shape),
+            (KvCache::F16(k), KvCache::F16(v)) => attention_f16(q, k, v, out, shape),
+            _ => {
+                return Err(Error::invalid(
+                    "attention: the key and value caches differ in precision",
+                ))
+            }
         }
         Ok(())
     }
@@ -409,6 +450,92 @@ impl Backend for CpuBackend {
     }
 }
 
+/// Causal grouped-query attention on f32 caches (the reference): one task per query row and
+/// head, parallel when the work is large.
+fn attention_f32(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    out: &mut [f32],
+    shape: &AttentionShape,
+) {
+    let AttentionShape {
+        rows,
+        pos0,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = *shape;
+    let q_dim = n_heads * head_dim;
+    let kv_dim = n_kv_heads * head_dim;
+    let group = n_heads / n_kv_heads;
+    let work = rows * n_heads * (pos0 + rows) * head_dim;
+    let task = |(idx, o): (usize, &mut [f32])| {
+        let (r, h) = (idx / n_heads, idx % n_heads);
+        let qh = &q[r * q_dim + h * head_dim..r * q_dim + (h + 1) * head_dim];
+        kernels::attend_head(
+            qh,
+            k_cache,
+            v_cache,
+            pos0 + r + 1,
+            kv_dim,
+            (h / group) * head_dim,
+            o,
+        );
+    };
+    let out_rows = out[..rows * q_dim].chunks_exact_mut(head_dim).enumerate();
+    if work >= 1 << 16 {
+        out_rows.par_bridge().for_each(task);
+    } else {
+        out_rows.for_each(task);
+    }
+}
+
+/// Causal grouped-query attention on FP16 caches: one task per query row and KV head, whose
+/// query heads share each cached row read ([`attention_f16::attend_group_f16`]), on the
+/// worker pool when the work is large.
+fn attention_f16(
+    q: &[f32],
+    k_cache: &[half::f16],
+    v_cache: &[half::f16],
+    out: &mut [f32],
+    shape: &AttentionShape,
+) {
+    let AttentionShape {
+        rows,
+        pos0,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = *shape;
+    let q_dim = n_heads * head_dim;
+    let kv_dim = n_kv_heads * head_dim;
+    let width = (n_heads / n_kv_heads) * head_dim;
+    let work = rows * n_heads * (pos0 + rows) * head_dim;
+    let task = |(idx, o): (usize, &mut [f32])| {
+        let (r, g) = (idx / n_kv_heads, idx % n_kv_heads);
+        let at = r * q_dim + g * width;
+        attention_f16::attend_group_f16(
+            &q[at..at + width],
+            k_cache,
+            v_cache,
+            pos0 + r + 1,
+            kv_dim,
+            g * head_dim,
+            head_dim,
+            o,
+        );
+    };
+    if work >= 1 << 16 {
+        worker_pool::for_each_chunk(&mut out[..rows * q_dim], width, |i, o| task((i, o)));
+    } else {
+        out[..rows * q_dim]
+            .chunks_mut(width)
+            .enumerate()
+            .for_each(task);
+    }
+}
+
 /// Matrix product on a packed matrix, never dequantising it whole: one input row uses the SIMD
 /// kernels of [`qgemv`] where the CPU has them, else [`Packed::row_dot`] (per group
 /// `s * (sum q*x - z * sum x)`) per output; several rows use [`qgemv::packed_gemm`] on AVX-512,
@@ -474,7 +601,8 @@ fn scatter_columns(cols: Vec<Vec<f32>>, n_out: usize, out: &mut [f32]) {
 }
 
 /// Computes `out[r, o] = f(o, x[r, :])` for every row and output, parallel over outputs when
-/// the matrix is large enough; each weight row is read once for all `rows` inputs.
+/// the matrix is large enough (one row: on the worker pool, 16 outputs per task; several: on
+/// rayon); each weight row is read once for all `rows` inputs.
 pub fn matmul_rows(
     rows: usize,
     n_in: usize,
@@ -486,10 +614,11 @@ pub fn matmul_rows(
     if rows == 1 {
         let body = |(o, y): (usize, &mut f32)| *y = f(o, x);
         if n_out >= PAR_MIN_ROWS && n_out * n_in >= 1 << 14 {
-            out.par_iter_mut()
-                .enumerate()
-                .with_min_len(16)
-                .for_each(body);
+            worker_pool::for_each_chunk(&mut out[..n_out], 16, |t, ys| {
+                ys.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, y)| body((t * 16 + i, y)))
+            });
         } else {
             out.iter_mut().enumerate().for_each(body);
         }
@@ -510,3 +639,5 @@ pub fn matmul_rows(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_kv;

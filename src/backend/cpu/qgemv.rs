@@ -208,24 +208,21 @@ pub fn packed_gemv_on<const BITS: u32>(
     permute_input::<BITS>(&x[..n_in], lanes, units, m.group_size(), &mut xp, &mut sx);
     {
         let (xp, sx) = (&xp[..], &sx[..]);
-        out[..n_out]
-            .par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, ys)| {
-                for (i, y) in ys.iter_mut().enumerate() {
-                    let r = c * ROWS_PER_TASK + i;
-                    // SAFETY: `path.available()` checked the CPU features above, and `xp`/`sx`
-                    // were sized for this matrix's units and groups.
-                    *y = unsafe {
-                        match path {
-                            GemvPath::Avx512 | GemvPath::Avx512Vnni => {
-                                super::qgemv_avx512::row_avx512::<BITS>(m, r, xp, sx)
-                            }
-                            GemvPath::Avx2 => row_avx2::<BITS>(m, r, xp, sx),
+        super::worker_pool::for_each_chunk(&mut out[..n_out], ROWS_PER_TASK, |c, ys| {
+            for (i, y) in ys.iter_mut().enumerate() {
+                let r = c * ROWS_PER_TASK + i;
+                // SAFETY: `path.available()` checked the CPU features above, and `xp`/`sx`
+                // were sized for this matrix's units and groups.
+                *y = unsafe {
+                    match path {
+                        GemvPath::Avx512 | GemvPath::Avx512Vnni => {
+                            super::qgemv_avx512::row_avx512::<BITS>(m, r, xp, sx)
                         }
-                    };
-                }
-            });
+                        GemvPath::Avx2 => row_avx2::<BITS>(m, r, xp, sx),
+                    }
+                };
+            }
+        });
     }
     SCRATCH.set((xp, sx));
     true

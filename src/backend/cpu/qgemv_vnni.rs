@@ -155,14 +155,12 @@ pub fn packed_product<const BITS: u32>(
     {
         let (q, cs) = (&q, &cs);
         if rows == 1 {
-            out[..n_out]
-                .par_chunks_mut(OUTS_PER_TASK)
-                .enumerate()
-                .for_each(|(c, ys)| {
-                    let o0 = c * OUTS_PER_TASK;
-                    // SAFETY: `available()` checked the CPU; `q` and `cs` were built for `m`.
-                    unsafe { outputs(m, cs, q, o0, o0 + ys.len(), ys) };
-                });
+            // A decode product: on the worker pool, like the other one-row products.
+            super::worker_pool::for_each_chunk(&mut out[..n_out], OUTS_PER_TASK, |c, ys| {
+                let o0 = c * OUTS_PER_TASK;
+                // SAFETY: `available()` checked the CPU; `q` and `cs` were built for `m`.
+                unsafe { outputs(m, cs, q, o0, o0 + ys.len(), ys) };
+            });
         } else {
             let mut cols = vec![0.0f32; n_out * rows];
             cols.par_chunks_mut(OUTS_PER_TASK * rows)

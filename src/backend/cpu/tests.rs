@@ -132,7 +132,8 @@ fn attention_is_causal_grouped_and_matches_softmax() {
         n_kv_heads: nkv,
         head_dim: hd,
     };
-    be.attention(&q, &k, &v, &mut out, &shape).unwrap();
+    let (kc, vc) = (KvCache::from(k.clone()), KvCache::from(v.clone()));
+    be.attention(&q, &kc, &vc, &mut out, &shape).unwrap();
     let mut want = vec![0f64; rows * qd];
     for r in 0..rows {
         for h in 0..nh {
@@ -188,14 +189,20 @@ fn attention_wrapper_checks_the_shape_before_the_kernel_runs() {
     let (q, k) = (vec![0.0; 64], vec![0.0; 80]);
     let mut out = vec![7.0; 64];
     let e = be
-        .attention(&q, &k[..79].to_vec(), &k, &mut out, &shape)
+        .attention(
+            &q,
+            &k[..79].to_vec().into(),
+            &k.clone().into(),
+            &mut out,
+            &shape,
+        )
         .unwrap_err();
     assert!(e.to_string().contains("attention k cache"), "{e}");
     let bad = AttentionShape {
         n_kv_heads: 3,
         ..shape
     };
-    let big = vec![0.0; 1000];
+    let big = KvCache::from(vec![0.0; 1000]);
     let e = be.attention(&q, &big, &big, &mut out, &bad).unwrap_err();
     assert!(e.to_string().contains("n_kv_heads 3"), "{e}");
     assert!(

@@ -357,6 +357,7 @@ fn to_f16_bits(t: &crate::model::Tensor) -> Result<Vec<u16>> {
 impl Backend for CudaBackend {
     type Buf = CudaSlice<f32>;
     type Mat = CudaMat;
+    type Cache = CudaSlice<f32>;
 
     fn name(&self) -> String {
         self.inner.name.clone()
@@ -570,6 +571,24 @@ impl Backend for CudaBackend {
         // SAFETY: lengths checked above.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
+    }
+
+    fn alloc_cache(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.alloc(len)
+    }
+
+    fn cache_len(&self, cache: &CudaSlice<f32>) -> usize {
+        cache.len()
+    }
+
+    fn copy_cache(
+        &self,
+        src: &CudaSlice<f32>,
+        dst: &mut CudaSlice<f32>,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
+        self.store_rows(src, dst, rows, width, 0)
     }
 
     fn store_rows(

@@ -613,7 +613,8 @@ fn check_attention(
     c.gpu
         .attention_path(path, &c.up(&q)?, &c.up(&k)?, &c.up(&v)?, &mut go, &shape)?;
     let mut co = vec![0.0; rows * h * hd];
-    c.cpu.attention(&q, &k, &v, &mut co, &shape)?;
+    c.cpu
+        .attention(&q, &k.clone().into(), &v.clone().into(), &mut co, &shape)?;
     // The tensor-core path rounds Q, K, V and P to f16.
     let tol = if path == AttnPath::Split { 1e-4 } else { 5e-3 };
     Ok(compare(name, case, &c.down(&go, rows * h * hd)?, &co, tol))
@@ -630,8 +631,9 @@ fn check_store_rows(
     let cache0 = rand_vec(&mut c.rng, (pos0 + rows + 2) * width, 1.0);
     let mut g = c.up(&cache0)?;
     c.gpu.store_rows(&c.up(&src)?, &mut g, rows, width, pos0)?;
-    let mut cc = cache0.clone();
+    let mut cc = cpu::KvCache::from(cache0.clone());
     c.cpu.store_rows(&src, &mut cc, rows, width, pos0)?;
+    let cc = cc.to_f32_vec();
     Ok(compare(
         "store_rows",
         case,

@@ -11,6 +11,7 @@ pub mod copy_rate;
 pub mod cpu_kernel_bench;
 pub mod decode_bench;
 pub mod kernel_bench;
+pub mod model_decode_bench;
 pub mod quant_kernel_bench;
 pub mod spec_bench;
 pub mod stream_bench;

@@ -1,0 +1,292 @@
+//! Causal grouped-query attention over an FP16 key/value cache, one (query row, KV head) pair
+//! per call: the query heads of one KV group share every K and V row read, so a decode step
+//! streams each layer's cache once.
+//!
+//! Layout: `k` and `v` are `[positions, kv_dim]` row-major FP16, the group's KV head at
+//! columns `kv_off..kv_off + head_dim`; `q` and `out` hold the group's `group` query heads
+//! back to back (`[group, head_dim]`). Scores, softmax and sums are f32; each cached element
+//! is widened exactly (F16C `vcvtph2ps`). Kernels: AVX-512F + F16C when `head_dim` is a
+//! multiple of 16, AVX2 + FMA + F16C when it is a multiple of 8, else portable.
+
+use half::f16;
+use std::cell::Cell;
+
+thread_local! {
+    /// Per-thread scores `[group, len]`, taken out for one call and put back after (a `Cell`,
+    /// so no borrow outlives the call).
+    static SCORES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Attention of the `group` query heads in `q` (`[group, head_dim]`) over the first `len`
+/// cached positions of one KV head; writes `out` (`[group, head_dim]`). Two-pass softmax with
+/// scores scaled by `1/sqrt(head_dim)`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group_f16(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) {
+    let group = q.len() / head_dim;
+    assert!(
+        len >= 1 && out.len() == q.len() && kv_off + head_dim <= kv_dim,
+        "attend_group_f16: bad shape"
+    );
+    assert!(k.len() >= len * kv_dim && v.len() >= len * kv_dim);
+    let mut scores = SCORES.take();
+    scores.clear();
+    scores.resize(group * len, 0.0);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let path = Lanes::pick(head_dim);
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `pick` checked the CPU features and the head width; the asserts above bound
+        // every row read.
+        Lanes::L16 => unsafe {
+            scores_avx512(q, k, len, kv_dim, kv_off, head_dim, scale, &mut scores)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Lanes::L8 => unsafe {
+            scores_avx2(q, k, len, kv_dim, kv_off, head_dim, scale, &mut scores)
+        },
+        _ => scores_scalar(q, k, len, kv_dim, kv_off, head_dim, scale, &mut scores),
+    }
+    for s in scores.chunks_exact_mut(len) {
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for x in s.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        s.iter_mut().for_each(|x| *x *= inv);
+    }
+    out.iter_mut().for_each(|o| *o = 0.0);
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Lanes::L16 => unsafe { values_avx512(&scores, v, len, kv_dim, kv_off, head_dim, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Lanes::L8 => unsafe { values_avx2(&scores, v, len, kv_dim, kv_off, head_dim, out) },
+        _ => values_scalar(&scores, v, len, kv_dim, kv_off, head_dim, out),
+    }
+    SCORES.set(scores);
+}
+
+/// The kernel family for a head width on this CPU.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    /// AVX-512F + F16C, 16 lanes.
+    L16,
+    /// AVX2 + FMA + F16C, 8 lanes.
+    L8,
+    /// Portable.
+    Scalar,
+}
+
+impl Lanes {
+    fn pick(head_dim: usize) -> Lanes {
+        if head_dim % 16 == 0 && super::simd::avx512f() {
+            Lanes::L16
+        } else if head_dim % 8 == 0 && super::simd::avx2_fma_f16c() {
+            Lanes::L8
+        } else {
+            Lanes::Scalar
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scores_scalar(
+    q: &[f32],
+    k: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    hd: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let mut row = vec![0.0f32; hd];
+    for t in 0..len {
+        let at = t * kv_dim + kv_off;
+        row.iter_mut()
+            .zip(&k[at..at + hd])
+            .for_each(|(d, h)| *d = h.to_f32());
+        for (h, qh) in q.chunks_exact(hd).enumerate() {
+            scores[h * len + t] = super::dot(qh, &row) * scale;
+        }
+    }
+}
+
+fn values_scalar(
+    p: &[f32],
+    v: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    let mut row = vec![0.0f32; hd];
+    for t in 0..len {
+        let at = t * kv_dim + kv_off;
+        row.iter_mut()
+            .zip(&v[at..at + hd])
+            .for_each(|(d, h)| *d = h.to_f32());
+        for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+            let w = p[h * len + t];
+            oh.iter_mut().zip(&row).for_each(|(o, x)| *o += w * x);
+        }
+    }
+}
+
+/// Scores of every query head of the group at every position: each K row is widened once (16
+/// lanes at a time) and dotted with every head.
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C; `hd % 16 == 0`; rows `0..len` of `k` hold
+/// `kv_off + hd <= kv_dim` columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_avx512(
+    q: &[f32],
+    k: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    hd: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let group = q.len() / hd;
+    let chunks = hd / 16;
+    let kp = k.as_ptr() as *const u16;
+    for t in 0..len {
+        let row = kp.add(t * kv_dim + kv_off);
+        if t + 4 < len {
+            _mm_prefetch::<_MM_HINT_T0>(kp.add((t + 4) * kv_dim + kv_off) as *const i8);
+        }
+        for h in 0..group {
+            let qh = q.as_ptr().add(h * hd);
+            let mut acc = _mm512_setzero_ps();
+            for c in 0..chunks {
+                let kc = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * c) as *const __m256i));
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh.add(16 * c)), kc, acc);
+            }
+            *scores.get_unchecked_mut(h * len + t) = _mm512_reduce_add_ps(acc) * scale;
+        }
+    }
+}
+
+/// [`scores_avx512`] with 8 lanes.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `hd % 8 == 0`; rows `0..len` of `k` hold
+/// `kv_off + hd <= kv_dim` columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_avx2(
+    q: &[f32],
+    k: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    hd: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let group = q.len() / hd;
+    let kp = k.as_ptr() as *const u16;
+    for t in 0..len {
+        let row = kp.add(t * kv_dim + kv_off);
+        for h in 0..group {
+            let qh = q.as_ptr().add(h * hd);
+            let mut acc = _mm256_setzero_ps();
+            for c in 0..hd / 8 {
+                let kc = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * c) as *const __m128i));
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(8 * c)), kc, acc);
+            }
+            *scores.get_unchecked_mut(h * len + t) = super::simd::hsum256(acc) * scale;
+        }
+    }
+}
+
+/// [`values_avx512`] with 8 lanes.
+///
+/// # Safety
+/// As [`scores_avx2`], for `v`; `out` holds `group * hd` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn values_avx2(
+    p: &[f32],
+    v: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let group = out.len() / hd;
+    let vp = v.as_ptr() as *const u16;
+    let op = out.as_mut_ptr();
+    for t in 0..len {
+        let row = vp.add(t * kv_dim + kv_off);
+        for c in 0..hd / 8 {
+            let vc = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * c) as *const __m128i));
+            for h in 0..group {
+                let w = _mm256_set1_ps(*p.get_unchecked(h * len + t));
+                let o = op.add(h * hd + 8 * c);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(w, vc, _mm256_loadu_ps(o)));
+            }
+        }
+    }
+}
+
+/// `out[h] = sum_t p[h, t] * v[t]` for every head of the group: each V row is widened once and
+/// accumulated into every head's output.
+///
+/// # Safety
+/// As [`scores_avx512`], for `v`; `out` holds `group * hd` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn values_avx512(
+    p: &[f32],
+    v: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let group = out.len() / hd;
+    let chunks = hd / 16;
+    let vp = v.as_ptr() as *const u16;
+    let op = out.as_mut_ptr();
+    for t in 0..len {
+        let row = vp.add(t * kv_dim + kv_off);
+        if t + 4 < len {
+            _mm_prefetch::<_MM_HINT_T0>(vp.add((t + 4) * kv_dim + kv_off) as *const i8);
+        }
+        for c in 0..chunks {
+            let vc = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * c) as *const __m256i));
+            for h in 0..group {
+                let w = _mm512_set1_ps(*p.get_unchecked(h * len + t));
+                let o = op.add(h * hd + 16 * c);
+                _mm512_storeu_ps(o, _mm512_fmadd_ps(w, vc, _mm512_loadu_ps(o)));
+            }
+        }
+    }
+}
