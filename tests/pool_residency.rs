@@ -143,6 +143,32 @@ fn host_tier_serves_evicted_entries_and_prefetch_loads_ahead() {
     assert!(p.prefetch(&key("zz")).wait().is_err());
 }
 
+/// Prefetched entries not used yet are never evicted by another prefetch (it is skipped,
+/// not an error); a demand load may evict them; once used they are ordinary entries.
+#[test]
+fn prefetch_keeps_unused_prefetched_entries_and_demand_may_take_them() {
+    let files = Files::new(&["a", "b", "c"]);
+    let p = pool(&files, pread(), 2, 0);
+    p.prefetch(&key("a")).wait().unwrap();
+    p.prefetch(&key("b")).wait().unwrap();
+    p.prefetch(&key("c")).wait().unwrap();
+    assert_eq!(p.resident_keys(), vec![key("a"), key("b")]);
+    let s = p.stats();
+    assert_eq!((s.prefetch_loads, s.prefetch_skips, s.evictions), (2, 1, 0));
+    // The demand load of c takes the older of the two unused prefetches.
+    drop(p.acquire(&key("c")).unwrap());
+    assert_eq!(p.resident_keys(), vec![key("b"), key("c")]);
+    // b used: now a prefetch may evict it, and c (used last, the more recent) stays.
+    drop(p.acquire(&key("b")).unwrap());
+    drop(p.acquire(&key("c")).unwrap());
+    drop(p.acquire(&key("c")).unwrap());
+    p.prefetch(&key("a")).wait().unwrap();
+    assert_eq!(p.resident_keys(), vec![key("a"), key("c")]);
+    let s = p.stats();
+    assert_eq!((s.prefetch_loads, s.prefetch_skips), (3, 1));
+    assert_eq!(s.bytes_read, 4 * LAYER as u64);
+}
+
 #[test]
 fn budgets_and_pins_give_clear_out_of_memory() {
     let files = Files::new(&["a", "b", "c"]);

@@ -82,6 +82,9 @@ struct State {
     slots: HashMap<PoolKey, Slot>,
     host: PolicyTable<PoolKey>,
     host_data: HashMap<PoolKey, AlignedBuf>,
+    /// Prefetch requests not yet taken by the prefetch thread, per key; an acquire of the key
+    /// clears them (see [`Inner::take_prefetch_request`]).
+    prefetch_requests: HashMap<PoolKey, u32>,
     stats: PoolStats,
 }
 
@@ -155,6 +158,7 @@ impl Pool {
                 slots: HashMap::new(),
                 host: PolicyTable::new(cfg.host_budget),
                 host_data: HashMap::new(),
+                prefetch_requests: HashMap::new(),
                 stats,
             }),
             loaded: Condvar::new(),
@@ -191,11 +195,16 @@ impl Pool {
     }
 
     /// Starts loading `key` in the background (what the router says comes next); a no-op when
-    /// it is already resident or loading.
+    /// it is already resident or loading, or when an acquire of `key` comes first. Skipped
+    /// (still `Ok`) when the room could only come from pinned entries or from other prefetched
+    /// entries not used yet (see [`super::policy`]).
     pub fn prefetch(&self, key: &PoolKey) -> Prefetch {
         let (tx, rx) = crossbeam_channel::bounded(1);
         match &self.jobs {
             Some(jobs) => {
+                if let Ok(mut st) = lock(&self.inner.state) {
+                    *st.prefetch_requests.entry(key.clone()).or_insert(0) += 1;
+                }
                 if let Err(e) = jobs.send((key.clone(), tx)) {
                     let _ =
                         e.0 .1
@@ -275,6 +284,10 @@ impl Inner {
     fn acquire(self: &Arc<Self>, key: &PoolKey, prefetch: bool) -> Result<Option<PoolGuard>> {
         let mut layer: Option<Layer> = None;
         let mut st = lock(&self.state)?;
+        if !Self::take_prefetch_request(&mut st, key, prefetch) {
+            st.stats.prefetch_skips += 1;
+            return Ok(None);
+        }
         loop {
             match st.slots.get(key) {
                 Some(Slot::Resident(e)) => {
@@ -309,16 +322,26 @@ impl Inner {
         if from_host.is_some() {
             st.host.remove(key);
         }
-        if let Err(e) = self.make_room(&mut st, size) {
+        let room = self.make_room(&mut st, size, prefetch);
+        if !matches!(room, Ok(true)) {
             if let Some(h) = from_host {
-                // Nothing was evicted (make_room fails before changing anything): put it back.
+                // Nothing was evicted (make_room fails or skips before changing anything): put
+                // it back.
                 if st.host.insert(key.clone(), size).is_ok() {
                     st.host_data.insert(key.clone(), h);
                 }
             }
-            return Err(e);
+            // A prefetch that would have to evict a pinned entry or another prefetched entry
+            // not used yet is skipped: the demand load reads the entry when it is needed.
+            room?;
+            st.stats.prefetch_skips += 1;
+            return Ok(None);
         }
-        st.dev.insert(key.clone(), size)?;
+        if prefetch {
+            st.dev.insert_prefetched(key.clone(), size)?;
+        } else {
+            st.dev.insert(key.clone(), size)?;
+        }
         st.dev.pin(key)?;
         st.slots.insert(key.clone(), Slot::Loading);
         if !prefetch {
@@ -372,6 +395,26 @@ impl Inner {
         result
     }
 
+    /// Settles the prefetch requests of `key` as an acquire starts; false when a prefetch is
+    /// stale and must be skipped. An acquire (a use) clears them: a request is a guess of what
+    /// comes next, and once the entry has been used, loading it again for that request would
+    /// read it twice (from a prefetch thread running late, after the use and the eviction).
+    /// A prefetch takes one request, and is stale when an acquire cleared them first.
+    fn take_prefetch_request(st: &mut State, key: &PoolKey, prefetch: bool) -> bool {
+        if !prefetch {
+            st.prefetch_requests.remove(key);
+            return true;
+        }
+        match st.prefetch_requests.get_mut(key) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                st.prefetch_requests.remove(key);
+            }
+            None => return false,
+        }
+        true
+    }
+
     fn guard(self: &Arc<Self>, key: &PoolKey, entry: Arc<Entry>) -> PoolGuard {
         PoolGuard {
             inner: self.clone(),
@@ -397,10 +440,18 @@ impl Inner {
         Ok((buf, Some(stats)))
     }
 
-    /// Evicts device entries until `size` bytes are free; evicted entries demote to the host
-    /// tier when it can hold them. Nothing changes on error.
-    fn make_room(&self, st: &mut State, size: u64) -> Result<()> {
-        let victims = st.dev.evict_for(size)?;
+    /// Evicts device entries until `size` bytes are free, by the policy's rules for a demand
+    /// load or a `prefetch`; evicted entries demote to the host tier when it can hold them.
+    /// False (a prefetch to skip) or an error change nothing.
+    fn make_room(&self, st: &mut State, size: u64, prefetch: bool) -> Result<bool> {
+        let victims = if prefetch {
+            match st.dev.evict_for_prefetch(size)? {
+                Some(v) => v,
+                None => return Ok(false),
+            }
+        } else {
+            st.dev.evict_for(size)?
+        };
         for (vk, meta) in victims {
             st.stats.evictions += 1;
             let Some(Slot::Resident(entry)) = st.slots.remove(&vk) else {
@@ -428,7 +479,7 @@ impl Inner {
                 st.stats.demotions += 1;
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 

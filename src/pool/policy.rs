@@ -19,6 +19,20 @@
 //! removal, until the request fits. Pinned entries (in use by a running forward pass) are never
 //! evicted. A request larger than the whole budget, or one that cannot fit because too much is
 //! pinned, is [`Error::OutOfMemory`].
+//!
+//! Prefetched entries. An entry admitted by a prefetch ([`PolicyTable::insert_prefetched`])
+//! and not used since is *protected*. By priority alone it would be the first victim (one use,
+//! the fewest of all), so a prefetch running ahead (block i+2 while block i runs) would evict
+//! block i+1, prefetched for the very next step, and i+1 would be read twice. Hence:
+//! - a prefetch ([`PolicyTable::evict_for_prefetch`]) never evicts a protected entry; when the
+//!   room could only come from pinned or protected entries it evicts nothing and the prefetch
+//!   is skipped (not an error: the later demand load reads the entry);
+//! - a demand load ([`PolicyTable::evict_for`]) takes unprotected entries first and protected
+//!   ones only when nothing else makes room (a real use wins over a guess);
+//! - the first use ([`PolicyTable::touch`]) makes a protected entry ordinary.
+//!
+//! Protection only decides which entries a request may take; the priority order among the
+//! entries it may take is the formula above.
 
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -41,6 +55,8 @@ pub struct EntryMeta {
     pub last: u64,
     /// Outstanding pins; a pinned entry is never evicted.
     pub pins: u32,
+    /// Admitted by a prefetch and not used since: only a demand load may evict it.
+    pub prefetched: bool,
 }
 
 /// VariantCache bookkeeping under a fixed byte budget.
@@ -99,9 +115,20 @@ impl<K: Clone + Eq + Hash + Debug> PolicyTable<K> {
         t
     }
 
-    /// Adds `key` of `size` bytes as used once now. It must fit in the free bytes (call
-    /// [`PolicyTable::evict_for`] first) and not be resident already.
+    /// Adds `key` of `size` bytes as used once now (a demand load). It must fit in the free
+    /// bytes (call [`PolicyTable::evict_for`] first) and not be resident already.
     pub fn insert(&mut self, key: K, size: u64) -> Result<()> {
+        self.admit(key, size, false)
+    }
+
+    /// Adds `key` of `size` bytes for a prefetch: bookkept as [`PolicyTable::insert`] does,
+    /// and protected from other prefetches until its first use (see the module docs). It must
+    /// fit in the free bytes (call [`PolicyTable::evict_for_prefetch`] first).
+    pub fn insert_prefetched(&mut self, key: K, size: u64) -> Result<()> {
+        self.admit(key, size, true)
+    }
+
+    fn admit(&mut self, key: K, size: u64, prefetched: bool) -> Result<()> {
         if self.entries.contains_key(&key) {
             return Err(Error::invalid(format!("{key:?} is already resident")));
         }
@@ -121,18 +148,21 @@ impl<K: Clone + Eq + Hash + Debug> PolicyTable<K> {
                 hits: 1,
                 last,
                 pins: 0,
+                prefetched,
             },
         );
         Ok(())
     }
 
-    /// Records a use of `key`; false when it is not resident.
+    /// Records a use of `key` (which ends a prefetch's protection); false when it is not
+    /// resident.
     pub fn touch(&mut self, key: &K) -> bool {
         let t = self.tick;
         match self.entries.get_mut(key) {
             Some(m) => {
                 m.hits += 1;
                 m.last = t;
+                m.prefetched = false;
                 self.tick += 1;
                 true
             }
@@ -206,44 +236,44 @@ impl<K: Clone + Eq + Hash + Debug> PolicyTable<K> {
         FREQUENCY_WEIGHT * freq + RECENCY_WEIGHT * recency
     }
 
-    /// The unpinned entry to evict next: lowest priority, older last use on ties.
-    fn victim(&self) -> Option<K> {
+    /// The unpinned entry to evict next: lowest priority, older last use on ties; protected
+    /// (prefetched, unused) entries only when `take_protected`.
+    fn victim(&self, take_protected: bool) -> Option<K> {
         let (max_hits, max_age) = self.maxima();
         self.entries
             .iter()
-            .filter(|(_, m)| m.pins == 0)
+            .filter(|(_, m)| m.pins == 0 && (take_protected || !m.prefetched))
             .map(|(k, m)| (self.priority_of(m, max_hits, max_age), m.last, k))
             .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
             .map(|(_, _, k)| k.clone())
     }
 
-    /// Evicts lowest-priority unpinned entries until `need` bytes are free, returning them in
-    /// eviction order. On error nothing is evicted: a request above the whole budget, or one
-    /// that cannot fit because the remaining entries are pinned, is [`Error::OutOfMemory`].
-    pub fn evict_for(&mut self, need: u64) -> Result<Vec<(K, EntryMeta)>> {
-        if need > self.budget {
-            return Err(Error::OutOfMemory(format!(
+    fn above_budget(&self, need: u64) -> Option<Error> {
+        (need > self.budget).then(|| {
+            Error::OutOfMemory(format!(
                 "request of {need} bytes exceeds the whole budget of {} bytes",
                 self.budget
-            )));
-        }
-        let pinned: u64 = self
-            .entries
+            ))
+        })
+    }
+
+    /// Bytes of the entries `keep` says no eviction may take.
+    fn kept_bytes(&self, keep: impl Fn(&EntryMeta) -> bool) -> u64 {
+        self.entries
             .values()
-            .filter(|m| m.pins > 0)
+            .filter(|m| keep(m))
             .map(|m| m.size)
-            .sum();
-        if need > self.budget - pinned {
-            return Err(Error::OutOfMemory(format!(
-                "request of {need} bytes cannot fit: {pinned} of {} budget bytes are pinned by \
-                 entries in use",
-                self.budget
-            )));
-        }
+            .sum()
+    }
+
+    /// Evicts until `need` bytes are free, unprotected entries first, protected ones only when
+    /// `take_protected`. The caller has checked that this can succeed.
+    fn evict_until(&mut self, need: u64, take_protected: bool) -> Result<Vec<(K, EntryMeta)>> {
         let mut out = Vec::new();
         while self.budget - self.used < need {
             let k = self
-                .victim()
+                .victim(false)
+                .or_else(|| take_protected.then(|| self.victim(true)).flatten())
                 .ok_or_else(|| Error::Internal("no evictable entry left".into()))?;
             let m = self
                 .remove(&k)
@@ -251,6 +281,41 @@ impl<K: Clone + Eq + Hash + Debug> PolicyTable<K> {
             out.push((k, m));
         }
         Ok(out)
+    }
+
+    /// Makes room for a demand load: evicts lowest-priority unpinned entries until `need` bytes
+    /// are free, protected (prefetched, unused) entries only when the others do not suffice,
+    /// and returns them in eviction order. On error nothing is evicted: a request above the
+    /// whole budget, or one that cannot fit because the remaining entries are pinned, is
+    /// [`Error::OutOfMemory`].
+    pub fn evict_for(&mut self, need: u64) -> Result<Vec<(K, EntryMeta)>> {
+        if let Some(e) = self.above_budget(need) {
+            return Err(e);
+        }
+        let pinned = self.kept_bytes(|m| m.pins > 0);
+        if need > self.budget - pinned {
+            return Err(Error::OutOfMemory(format!(
+                "request of {need} bytes cannot fit: {pinned} of {} budget bytes are pinned by \
+                 entries in use",
+                self.budget
+            )));
+        }
+        self.evict_until(need, true)
+    }
+
+    /// Makes room for a prefetch: as [`PolicyTable::evict_for`], but never evicts a protected
+    /// (prefetched, unused) entry. `Ok(None)`, with nothing evicted, when the room could only
+    /// come from pinned or protected entries: the prefetch is to be skipped. A request above
+    /// the whole budget is [`Error::OutOfMemory`], as a demand load of it would be.
+    pub fn evict_for_prefetch(&mut self, need: u64) -> Result<Option<Vec<(K, EntryMeta)>>> {
+        if let Some(e) = self.above_budget(need) {
+            return Err(e);
+        }
+        let kept = self.kept_bytes(|m| m.pins > 0 || m.prefetched);
+        if need > self.budget - kept {
+            return Ok(None);
+        }
+        self.evict_until(need, false).map(Some)
     }
 }
 
@@ -384,5 +449,135 @@ mod tests {
         let mut left: Vec<_> = t.keys().copied().collect();
         left.sort();
         assert_eq!(left, vec!["a", "b", "e"]);
+    }
+
+    fn keys_of<K: Copy>(ev: &[(K, EntryMeta)]) -> Vec<K> {
+        ev.iter().map(|e| e.0).collect()
+    }
+
+    /// Block i runs (pinned), i+1 was prefetched and is not used yet, and the prefetch of i+2
+    /// needs room: it must take the used i-1, not i+1, although i+1 has the lowest priority.
+    #[test]
+    fn prefetch_ahead_keeps_the_prefetched_unused_next_block() {
+        let mut t = PolicyTable::new(30);
+        t.insert_prefetched(0, 10).unwrap();
+        t.touch(&0); // block i-1: prefetched, then used
+        t.insert_prefetched(1, 10).unwrap();
+        t.touch(&1); // block i: prefetched, used, running
+        t.pin(&1).unwrap();
+        t.insert_prefetched(2, 10).unwrap(); // block i+1: prefetched, not used yet
+        assert!(!t.get(&0).unwrap().prefetched && t.get(&2).unwrap().prefetched);
+        // By priority alone the unused i+1 would go first.
+        assert!(t.priority(&2).unwrap() < t.priority(&0).unwrap());
+        let ev = t.evict_for_prefetch(10).unwrap().expect("i-1 makes room");
+        assert_eq!(keys_of(&ev), vec![0]);
+        t.insert_prefetched(3, 10).unwrap(); // block i+2
+                                             // Now only the running block and two unused prefetches are resident: a further
+                                             // prefetch is skipped, evicting nothing.
+        assert_eq!(t.evict_for_prefetch(10).unwrap(), None);
+        assert_eq!(t.evict_for_prefetch(1).unwrap(), None);
+        assert_eq!(t.len(), 3);
+        assert!(t.get(&2).unwrap().prefetched && t.get(&3).unwrap().prefetched);
+        // A request above the whole budget stays an error for a prefetch too.
+        assert!(matches!(
+            t.evict_for_prefetch(31),
+            Err(Error::OutOfMemory(ref m)) if m.contains("whole budget")
+        ));
+    }
+
+    #[test]
+    fn demand_load_evicts_protected_entries_only_when_nothing_else_fits() {
+        let mut t = PolicyTable::new(30);
+        t.insert("hot", 10).unwrap();
+        for _ in 0..5 {
+            t.touch(&"hot");
+        }
+        t.insert_prefetched("p1", 10).unwrap();
+        t.insert_prefetched("p2", 10).unwrap();
+        // The frequent "hot" has by far the highest priority, yet it is the only entry a demand
+        // load takes while it suffices.
+        assert!(t.priority(&"hot").unwrap() > t.priority(&"p1").unwrap());
+        assert_eq!(keys_of(&t.evict_for(10).unwrap()), vec!["hot"]);
+        // Then the protected ones, lowest priority first (p1: same uses, older).
+        assert_eq!(keys_of(&t.evict_for(20).unwrap()), vec!["p1"]);
+        t.pin(&"p2").unwrap();
+        assert!(matches!(t.evict_for(21), Err(Error::OutOfMemory(_))));
+        assert_eq!(t.evict_for_prefetch(21).unwrap(), None);
+        t.unpin(&"p2").unwrap();
+        assert_eq!(keys_of(&t.evict_for(30).unwrap()), vec!["p2"]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_used_prefetched_entry_becomes_ordinary() {
+        let mut t = PolicyTable::new(20);
+        t.insert_prefetched("a", 10).unwrap();
+        t.insert_prefetched("b", 10).unwrap();
+        assert_eq!(t.evict_for_prefetch(10).unwrap(), None);
+        assert!(t.touch(&"a"));
+        let m = *t.get(&"a").unwrap();
+        assert_eq!((m.hits, m.prefetched), (2, false));
+        // Now a prefetch may take "a" (the only unprotected entry, though its priority is the
+        // higher of the two).
+        assert!(t.priority(&"a").unwrap() > t.priority(&"b").unwrap());
+        let ev = t
+            .evict_for_prefetch(10)
+            .unwrap()
+            .expect("a is ordinary now");
+        assert_eq!(keys_of(&ev), vec!["a"]);
+        assert!(t.get(&"b").unwrap().prefetched);
+    }
+
+    /// Plays a streamed pass over `n` blocks of 10 bytes: `step(i)` lists what happens at
+    /// block `i` (prefetches, then the use), and returns the blocks in the order they are read.
+    fn replay(slots: u64, n: u32, step: impl Fn(u32) -> Vec<Op>) -> Vec<u32> {
+        let mut t = PolicyTable::new(slots * 10);
+        let mut reads = Vec::new();
+        for i in 0..n {
+            for op in step(i) {
+                match op {
+                    Op::Prefetch(k) if k < n && t.get(&k).is_none() => {
+                        if t.evict_for_prefetch(10).unwrap().is_some() {
+                            t.insert_prefetched(k, 10).unwrap();
+                            reads.push(k);
+                        }
+                    }
+                    Op::Prefetch(_) => {}
+                    Op::Use(k) => {
+                        if !t.touch(&k) {
+                            t.evict_for(10).unwrap();
+                            t.insert(k, 10).unwrap();
+                            reads.push(k);
+                        }
+                        t.pin(&k).unwrap();
+                    }
+                    Op::Release(k) => t.unpin(&k).unwrap(),
+                }
+            }
+        }
+        reads
+    }
+
+    #[derive(Clone, Copy)]
+    enum Op {
+        Prefetch(u32),
+        Use(u32),
+        Release(u32),
+    }
+
+    /// The race as a streamed pass meets it, with the prefetch always running first. Room for
+    /// two blocks, block i+1 asked for before block i is used: at step i+1 the prefetch of
+    /// i+2 comes before the use of i+1. Room for three, blocks i+1 and i+2 prefetched while i
+    /// runs pinned. Both evicted the unused prefetched block by priority alone (it has the
+    /// fewest uses) and read it twice; now every block is read exactly once.
+    #[test]
+    fn streamed_pass_with_prefetch_ahead_reads_each_block_once() {
+        use Op::*;
+        let two = replay(2, 8, |i| vec![Prefetch(i + 1), Use(i), Release(i)]);
+        assert_eq!(two, vec![1, 0, 2, 3, 4, 5, 6, 7]);
+        let three = replay(3, 8, |i| {
+            vec![Use(i), Prefetch(i + 1), Prefetch(i + 2), Release(i)]
+        });
+        assert_eq!(three, (0..8).collect::<Vec<_>>());
     }
 }

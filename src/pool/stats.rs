@@ -19,6 +19,9 @@ pub struct PoolStats {
     pub load_failures: u64,
     /// Prefetch requests that loaded something.
     pub prefetch_loads: u64,
+    /// Prefetch requests skipped: no room without evicting a pinned entry or another
+    /// prefetched entry not used yet, or the entry was acquired since the request.
+    pub prefetch_skips: u64,
     /// Entries evicted from the device tier.
     pub evictions: u64,
     /// Evicted entries kept in the host tier.
@@ -88,6 +91,7 @@ impl fmt::Display for PoolStats {
         writeln!(f, "{:<22} {:>14}", "disk loads", self.disk_loads)?;
         writeln!(f, "{:<22} {:>14}", "load failures", self.load_failures)?;
         writeln!(f, "{:<22} {:>14}", "prefetch loads", self.prefetch_loads)?;
+        writeln!(f, "{:<22} {:>14}", "prefetch skips", self.prefetch_skips)?;
         writeln!(f, "{:<22} {:>14}", "evictions", self.evictions)?;
         writeln!(f, "{:<22} {:>14}", "demotions to host", self.demotions)?;
         writeln!(f, "{:<22} {:>14}", "host evictions", self.host_evictions)?;
