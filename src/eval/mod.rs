@@ -31,6 +31,7 @@
 
 pub mod workflow_bench;
 pub use crate::pipeline::labels;
+pub mod chat_labels;
 pub mod chat_tasks;
 pub mod frontier;
 pub mod metrics;

@@ -40,10 +40,12 @@ fn strip_wrapping(answer: &str) -> &str {
 
 /// Whether `answer` reproduces `expected` exactly: the reply, unwrapped of quotes and fences,
 /// is the text itself, or holds it verbatim after a short preamble ("Here it is: ...") of at
-/// most `slack` extra characters. Any changed character rejects.
+/// most 40 extra characters. A final full stop may be dropped or added; any other changed
+/// character rejects.
 pub fn check_copy(answer: &str, expected: &str) -> bool {
     const SLACK: usize = 40;
-    let body = strip_wrapping(answer);
+    let body = strip_wrapping(answer).trim_end_matches('.');
+    let expected = expected.trim_end_matches('.');
     if body == expected {
         return true;
     }
@@ -277,7 +279,9 @@ mod tests {
         assert!(check_copy(&format!("\"{want}\""), want));
         assert!(check_copy(&format!("```\n{want}\n```"), want));
         assert!(check_copy(&format!("Here is the sentence: {want}"), want));
+        assert!(check_copy("Ann moved the router to Oslo on day 4", want));
         assert!(!check_copy("Ann moved the router to Oslo on day 5.", want));
+        assert!(!check_copy("Ann moved the router to Oslo on day", want));
         assert!(!check_copy("ann moved the router to Oslo on day 4.", want));
         assert!(!check_copy(
             &format!("{want} And then a long story follows about many other things entirely."),
