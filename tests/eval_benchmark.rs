@@ -74,9 +74,13 @@ fn reduced_benchmark_on_stories260k() {
         assert_eq!(split.sweep.len(), cfg.sweep.len());
         // The per-task oracle is never dearer than blindly mixing two uniform variants.
         assert_eq!(split.frontier.len(), 6);
-        for (t, blind, oracle, _) in &split.frontier {
-            if let (Some(b), Some(o)) = (blind, oracle) {
-                assert!(o <= &(b + 1e-9), "target {t}: oracle {o} > blind mix {b}");
+        for r in &split.frontier {
+            if let (Some(b), Some(o)) = (r.blind, r.oracle) {
+                assert!(
+                    o <= b + 1e-9,
+                    "target {}: oracle {o} > blind mix {b}",
+                    r.target
+                );
             }
         }
         for c in &s[7..] {

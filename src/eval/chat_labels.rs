@@ -4,7 +4,7 @@
 //! summaries per kind and the uniform/blind-mix/oracle frontier on task success.
 
 use super::chat_tasks::{ChatKind, ChatTask};
-use super::frontier::{self, Point};
+use super::frontier::{self, FrontierRow, Point};
 use crate::model::tokenizer::{ChatMessage, Tokenizer};
 use crate::pipeline::labels::{greedy_until, measure, TaskLabel};
 use crate::pipeline::VariantSet;
@@ -138,13 +138,13 @@ pub fn summarise(labels: &[ChatLabel]) -> Vec<SuccessSummary> {
     out
 }
 
-/// Blind mixing against the per-task oracle on task success (checkable tasks), at quality
-/// targets: `(target, blind mix cost, oracle cost)` rows, costs relative to the base's bytes.
+/// The uniform points and blind mixing against the per-task oracle on task success
+/// (checkable tasks) at quality targets, costs relative to the base's bytes.
 pub fn success_frontier(
     labels: &[ChatLabel],
     rel_bytes: &PerPrecision<f64>,
     targets: &[f64],
-) -> (Vec<Point>, Vec<(f64, Option<f64>, Option<f64>)>) {
+) -> (Vec<Point>, Vec<FrontierRow>) {
     let q: Vec<PerPrecision<f64>> = labels
         .iter()
         .filter(|l| l.task.checkable())
@@ -153,23 +153,18 @@ pub fn success_frontier(
     let uniform = frontier::uniform_points(&q, rel_bytes);
     let rows = targets
         .iter()
-        .map(|&t| {
-            (
-                t,
-                frontier::mix_cost(&uniform, t),
-                frontier::oracle_cost(&q, rel_bytes, t),
-            )
+        .map(|&t| FrontierRow {
+            target: t,
+            blind: frontier::mix_cost(&uniform, t),
+            oracle: frontier::oracle_cost(&q, rel_bytes, t),
+            strategy: None,
         })
         .collect();
     (uniform, rows)
 }
 
 /// A markdown report of the summaries and the success frontier.
-pub fn markdown(
-    summaries: &[SuccessSummary],
-    uniform: &[Point],
-    rows: &[(f64, Option<f64>, Option<f64>)],
-) -> String {
+pub fn markdown(summaries: &[SuccessSummary], uniform: &[Point], rows: &[FrontierRow]) -> String {
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let mut s = String::from(
         "## Chat tasks: success per variant\n\n| kind | tasks | checkable | success fp16/int8/int4/int2 | retained int8/int4/int2 | agreement int8/int4/int2 |\n|---|---:|---:|---|---|---|\n",
@@ -193,8 +188,13 @@ pub fn markdown(
         ));
     }
     s.push_str("\n| success target | blind mix cost | oracle cost |\n|---:|---:|---:|\n");
-    for (t, b, o) in rows {
-        s.push_str(&format!("| {t:.3} | {} | {} |\n", f(*b), f(*o)));
+    for r in rows {
+        s.push_str(&format!(
+            "| {:.3} | {} | {} |\n",
+            r.target,
+            f(r.blind),
+            f(r.oracle)
+        ));
     }
     s
 }
@@ -254,8 +254,8 @@ mod tests {
             success_frontier(&labels, &[1.0, 0.5, 0.25, 0.125].into(), &[0.5, 1.0]);
         assert_eq!(uniform[2].quality, 0.5);
         // At 0.5 the oracle runs copy_b on INT4 and copy_a on INT2: cheaper than INT4 alone.
-        assert_eq!(rows[0].1, Some(0.25));
-        assert!((rows[0].2.unwrap() - (0.25 + 0.125) / 2.0).abs() < 1e-12);
+        assert_eq!(rows[0].blind, Some(0.25));
+        assert!((rows[0].oracle.unwrap() - (0.25 + 0.125) / 2.0).abs() < 1e-12);
         let md = markdown(&s, &uniform, &rows);
         assert!(md.contains("| copy | 2 | 2 |"), "{md}");
     }

@@ -10,6 +10,7 @@
 //! target is read off the lower convex hull of its points.
 
 use crate::quant::{PerPrecision, Precision};
+use serde::Serialize;
 
 /// Mean cost and mean quality of a strategy over a set of tasks.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -18,6 +19,20 @@ pub struct Point {
     pub cost: f64,
     /// Mean quality.
     pub quality: f64,
+}
+
+/// Costs of the strategies compared at one quality target (`None` where a strategy cannot
+/// reach it).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct FrontierRow {
+    /// The mean quality asked for.
+    pub target: f64,
+    /// A blind random mix of two uniform variants.
+    pub blind: Option<f64>,
+    /// The per-task oracle.
+    pub oracle: Option<f64>,
+    /// The strategy under test (the controller's sweep), when there is one.
+    pub strategy: Option<f64>,
 }
 
 /// The point of running every task on one variant, for each variant.

@@ -59,13 +59,14 @@ fn split_table(s: &SplitResult, out: &mut String) {
         "| quality target | blind mix of two uniform variants | per-task oracle | controller sweep |"
     );
     let _ = writeln!(out, "| ---: | ---: | ---: | ---: |");
-    for (t, blind, oracle, ctrl) in &s.frontier {
+    for r in &s.frontier {
         let _ = writeln!(
             out,
-            "| {t:.3} | {} | {} | {} |",
-            f(*blind),
-            f(*oracle),
-            f(*ctrl)
+            "| {:.3} | {} | {} | {} |",
+            r.target,
+            f(r.blind),
+            f(r.oracle),
+            f(r.strategy)
         );
     }
     let _ = writeln!(out);

@@ -4,7 +4,7 @@
 //! quality, controller + router at the threshold and at INT8's quality) with the same residency
 //! model, and summarise cost, quality, swaps and controller overhead.
 
-use super::frontier::{self, Point};
+use super::frontier::{self, FrontierRow, Point};
 use super::labels::{measure, LabelSet, LabelledTask};
 use super::metrics::{pearson, quantile, signal_share};
 use super::workflows::{generate, StageKind, Workflow};
@@ -115,11 +115,10 @@ pub struct SplitResult {
     /// `(target, cost, quality retained, success rate)` of the controller per swept target.
     pub sweep: Vec<(f32, f64, f64, f64)>,
     /// The routing frontier in bytes of weights read (swaps aside) at quality targets from
-    /// uniform INT4's to uniform INT8's mean quality on the test tasks: `(target, blind mix of
-    /// two uniform variants, per-task oracle, controller)` costs relative to FP16 (`None`
-    /// where a strategy cannot reach the target). The controller's cost is read off its
+    /// uniform INT4's to uniform INT8's mean quality on the test tasks, costs relative to
+    /// FP16; the strategy is the controller. The controller's cost is read off its
     /// threshold sweep (random mixing between two swept targets allowed).
-    pub frontier: Vec<(f64, Option<f64>, Option<f64>, Option<f64>)>,
+    pub frontier: Vec<FrontierRow>,
     /// APGR: the share of the oracle's saving over blind mixing that the controller recovers
     /// over [`SplitResult::frontier`]'s targets (`None` when the oracle saves nothing).
     pub apgr: Option<f64>,
@@ -500,13 +499,11 @@ fn frontier_rows(
         .collect();
     let rows = targets
         .iter()
-        .map(|&t| {
-            (
-                t,
-                frontier::mix_cost(&uniform, t),
-                oracle.iter().find(|(ot, _)| *ot == t).map(|(_, c)| *c),
-                frontier::mix_cost(controller, t),
-            )
+        .map(|&t| FrontierRow {
+            target: t,
+            blind: frontier::mix_cost(&uniform, t),
+            oracle: oracle.iter().find(|(ot, _)| *ot == t).map(|(_, c)| *c),
+            strategy: frontier::mix_cost(controller, t),
         })
         .collect();
     (
@@ -515,11 +512,8 @@ fn frontier_rows(
     )
 }
 
-/// `(target, blind mix, oracle, controller)` cost rows and the APGR over them.
-type FrontierRows = (
-    Vec<(f64, Option<f64>, Option<f64>, Option<f64>)>,
-    Option<f64>,
-);
+/// The frontier rows and the APGR over them.
+type FrontierRows = (Vec<FrontierRow>, Option<f64>);
 
 fn run_split(
     ctx: &Ctx<'_>,
@@ -886,9 +880,10 @@ mod tests {
         ];
         let (rows, apgr) = frontier_rows(&tasks, &idx, &rel, &oracle_like);
         assert_eq!(rows.len(), 6);
-        assert_eq!((rows[0].0, rows[5].0), (0.5, 1.0));
-        for (t, blind, oracle, ctrl) in &rows {
-            let (b, o, c) = (blind.unwrap(), oracle.unwrap(), ctrl.unwrap());
+        assert_eq!((rows[0].target, rows[5].target), (0.5, 1.0));
+        for r in &rows {
+            let t = r.target;
+            let (b, o, c) = (r.blind.unwrap(), r.oracle.unwrap(), r.strategy.unwrap());
             assert!(o <= c + 1e-12 && c <= b + 1e-12, "{t}: {b} {o} {c}");
         }
         assert!((apgr.unwrap() - 1.0).abs() < 1e-9, "{apgr:?}");
