@@ -262,4 +262,29 @@ mod tests {
         assert_eq!(hard.oracle(0.99), Precision::Fp16);
         assert_eq!(hard.oracle(0.05), Precision::Int2);
     }
+
+    #[test]
+    fn greedy_until_stops_at_a_stop_token_or_the_limit() {
+        let mut cfg = preset("tiny").unwrap();
+        cfg.max_seq_len = 64;
+        let w = synthetic_weights(&cfg, 3, DType::F32).unwrap();
+        let q = crate::quant::QuantConfig {
+            method: crate::quant::Method::Rtn,
+            ..Default::default()
+        };
+        let set = VariantSet::quantize(&w, &q).unwrap();
+        let m = set.model(Fp16);
+        let prompt = [1, 40, 41, 300];
+        let full = greedy(m, &prompt, 10).unwrap();
+        let a = greedy_until(m, &prompt, 10, &[]).unwrap();
+        assert_eq!(a.ids, full);
+        assert!(a.prefill_ms >= 0.0 && a.decode_ms >= 0.0);
+        // Stopping at the fourth token keeps the three before it.
+        let b = greedy_until(m, &prompt, 10, &[full[3]]).unwrap();
+        let first = full.iter().position(|t| *t == full[3]).unwrap();
+        assert_eq!(b.ids, full[..first]);
+        assert!(greedy_until(m, &prompt, 0, &[]).unwrap().ids.is_empty());
+        assert!(greedy_until(m, &[], 4, &[]).is_err());
+        assert!(greedy_until(m, &prompt, 61, &[]).is_err());
+    }
 }
