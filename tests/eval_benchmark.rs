@@ -72,6 +72,17 @@ fn reduced_benchmark_on_stories260k() {
         assert!(s[7].cost <= 1.0 + 1e-9, "controller cost {}", s[7].cost);
         assert!(split.pearson_r.is_finite() && split.overhead_median_ms > 0.0);
         assert_eq!(split.sweep.len(), cfg.sweep.len());
+        // The per-task oracle is never dearer than blindly mixing two uniform variants.
+        assert_eq!(split.frontier.len(), 6);
+        for r in &split.frontier {
+            if let (Some(b), Some(o)) = (r.blind, r.oracle) {
+                assert!(
+                    o <= b + 1e-9,
+                    "target {}: oracle {o} > blind mix {b}",
+                    r.target
+                );
+            }
+        }
         for c in &s[7..] {
             assert_eq!(
                 c.mix.values().iter().sum::<usize>(),
@@ -84,6 +95,7 @@ fn reduced_benchmark_on_stories260k() {
     }
     let md = report::markdown(r);
     assert!(md.contains("| controller + router |") && md.contains("Pearson r"));
+    assert!(md.contains("APGR") && md.contains("| per-task oracle |"));
     let svg = report::svg(r);
     assert!(
         svg.starts_with("<svg") && svg.contains("oracle") && svg.trim_end().ends_with("</svg>")

@@ -31,8 +31,12 @@
 
 pub mod workflow_bench;
 pub use crate::pipeline::labels;
+pub mod chat_labels;
+pub mod chat_tasks;
+pub mod frontier;
 pub mod metrics;
 pub mod report;
+pub mod task_checks;
 pub mod workflows;
 
 pub use workflow_bench::{run, EvalConfig, EvalOutput, EvalReport};

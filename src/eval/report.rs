@@ -48,6 +48,28 @@ fn split_table(s: &SplitResult, out: &mut String) {
         "\nPearson r (predicted vs true complexity): {:.3}. Controller + router overhead per task: median {:.3} ms, p99 {:.3} ms.\n",
         s.pearson_r, s.overhead_median_ms, s.overhead_p99_ms
     );
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let _ = writeln!(
+        out,
+        "Frontier in bytes of weights read vs FP16 (swaps aside), from uniform INT4's to uniform INT8's quality. APGR (share of the oracle's saving over blind mixing that the controller recovers): {}.\n",
+        f(s.apgr)
+    );
+    let _ = writeln!(
+        out,
+        "| quality target | blind mix of two uniform variants | per-task oracle | controller sweep |"
+    );
+    let _ = writeln!(out, "| ---: | ---: | ---: | ---: |");
+    for r in &s.frontier {
+        let _ = writeln!(
+            out,
+            "| {:.3} | {} | {} | {} |",
+            r.target,
+            f(r.blind),
+            f(r.oracle),
+            f(r.strategy)
+        );
+    }
+    let _ = writeln!(out);
 }
 
 /// The report as markdown.

@@ -4,6 +4,7 @@
 //! quality, controller + router at the threshold and at INT8's quality) with the same residency
 //! model, and summarise cost, quality, swaps and controller overhead.
 
+use super::frontier::{self, FrontierRow, Point};
 use super::labels::{measure, LabelSet, LabelledTask};
 use super::metrics::{pearson, quantile, signal_share};
 use super::workflows::{generate, StageKind, Workflow};
@@ -113,6 +114,14 @@ pub struct SplitResult {
     pub overhead_p99_ms: f64,
     /// `(target, cost, quality retained, success rate)` of the controller per swept target.
     pub sweep: Vec<(f32, f64, f64, f64)>,
+    /// The routing frontier in bytes of weights read (swaps aside) at quality targets from
+    /// uniform INT4's to uniform INT8's mean quality on the test tasks, costs relative to
+    /// FP16; the strategy is the controller. The controller's cost is read off its
+    /// threshold sweep (random mixing between two swept targets allowed).
+    pub frontier: Vec<FrontierRow>,
+    /// APGR: the share of the oracle's saving over blind mixing that the controller recovers
+    /// over [`SplitResult::frontier`]'s targets (`None` when the oracle saves nothing).
+    pub apgr: Option<f64>,
     /// Training loss curve.
     #[serde(skip)]
     pub curve: TrainReport,
@@ -469,6 +478,43 @@ fn matched_quality_choices(
     idx.iter().copied().zip(ps).collect()
 }
 
+/// The frontier rows and APGR of [`SplitResult`] for the test tasks `idx`, given the
+/// controller's swept points.
+fn frontier_rows(
+    tasks: &[LabelledTask],
+    idx: &[usize],
+    rel: &PerPrecision<f64>,
+    controller: &[Point],
+) -> FrontierRows {
+    let q: Vec<PerPrecision<f64>> = idx
+        .iter()
+        .map(|&i| tasks[i].label.quality.map(|v| v as f64))
+        .collect();
+    let uniform = frontier::uniform_points(&q, rel);
+    let at = |p: Precision| uniform[p.index()].quality;
+    let targets = frontier::targets_between(at(Precision::Int4), at(Precision::Int8), 6);
+    let oracle: Vec<(f64, f64)> = targets
+        .iter()
+        .filter_map(|&t| frontier::oracle_cost(&q, rel, t).map(|c| (t, c)))
+        .collect();
+    let rows = targets
+        .iter()
+        .map(|&t| FrontierRow {
+            target: t,
+            blind: frontier::mix_cost(&uniform, t),
+            oracle: oracle.iter().find(|(ot, _)| *ot == t).map(|(_, c)| *c),
+            strategy: frontier::mix_cost(controller, t),
+        })
+        .collect();
+    (
+        rows,
+        frontier::apgr(&uniform, controller, &oracle, &targets),
+    )
+}
+
+/// The frontier rows and the APGR over them.
+type FrontierRows = (Vec<FrontierRow>, Option<f64>);
+
 fn run_split(
     ctx: &Ctx<'_>,
     name: &str,
@@ -546,12 +592,26 @@ fn run_split(
         s.cost_reduction = 1.0 - s.cost;
     }
     let mut sweep = Vec::new();
+    let rel = &router.relative_bytes;
+    let byte_cost = |mix: &PerPrecision<usize>| {
+        let n = mix.values().iter().sum::<usize>().max(1) as f64;
+        Precision::ALL
+            .iter()
+            .map(|&p| mix[p] as f64 * rel[p])
+            .sum::<f64>()
+            / n
+    };
+    let mut controller_points = Vec::new();
     for &target in &cfg.sweep {
         let mut r = router.clone();
         r.config.target = target;
         let s = replay("sweep", ctx, &r, &test_idx, |t, res| {
             r.decide(&outs[t], res).precision
         })?;
+        controller_points.push(Point {
+            cost: byte_cost(&s.mix),
+            quality: s.quality_retained,
+        });
         sweep.push((
             target,
             s.cost / fp16_cost,
@@ -559,6 +619,7 @@ fn run_split(
             s.success_rate,
         ));
     }
+    let (frontier, apgr) = frontier_rows(tasks, &test_idx, rel, &controller_points);
     router.config.target = cfg.threshold;
     let pred: Vec<f32> = test_idx.iter().map(|&i| outs[i].complexity).collect();
     let truth: Vec<f32> = test_idx
@@ -591,6 +652,8 @@ fn run_split(
             overhead_median_ms: quantile(&times, 0.5),
             overhead_p99_ms: quantile(&times, 0.99),
             sweep,
+            frontier,
+            apgr,
             curve,
         },
         controller,
@@ -790,5 +853,51 @@ mod tests {
             / 3.0;
         assert!(mean >= 0.97 - 1e-6, "{mean}");
         assert!(c.values().any(|p| *p == Precision::Fp16));
+    }
+
+    #[test]
+    fn frontier_rows_place_the_controller_between_blind_mixing_and_the_oracle() {
+        let rel = [1.0, 0.5, 0.25, 0.125].into();
+        // Half the tasks are easy on INT4, half need INT8.
+        let tasks = vec![
+            task([1.0, 1.0, 1.0, 0.0]),
+            task([1.0, 1.0, 0.0, 0.0]),
+            task([1.0, 1.0, 1.0, 0.0]),
+            task([1.0, 1.0, 0.0, 0.0]),
+        ];
+        let idx = [0, 1, 2, 3];
+        // A controller that routes like the oracle (failing tasks on INT2, easy ones on INT4,
+        // hard ones on INT8), and one that mixes blindly.
+        let oracle_like = [
+            Point {
+                cost: 0.1875,
+                quality: 0.5,
+            },
+            Point {
+                cost: 0.375,
+                quality: 1.0,
+            },
+        ];
+        let (rows, apgr) = frontier_rows(&tasks, &idx, &rel, &oracle_like);
+        assert_eq!(rows.len(), 6);
+        assert_eq!((rows[0].target, rows[5].target), (0.5, 1.0));
+        for r in &rows {
+            let t = r.target;
+            let (b, o, c) = (r.blind.unwrap(), r.oracle.unwrap(), r.strategy.unwrap());
+            assert!(o <= c + 1e-12 && c <= b + 1e-12, "{t}: {b} {o} {c}");
+        }
+        assert!((apgr.unwrap() - 1.0).abs() < 1e-9, "{apgr:?}");
+        let blind = [
+            Point {
+                cost: 0.25,
+                quality: 0.5,
+            },
+            Point {
+                cost: 0.5,
+                quality: 1.0,
+            },
+        ];
+        let (_, apgr) = frontier_rows(&tasks, &idx, &rel, &blind);
+        assert!(apgr.unwrap().abs() < 1e-9, "{apgr:?}");
     }
 }

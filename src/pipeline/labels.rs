@@ -60,6 +60,53 @@ fn greedy(m: &Model<CpuBackend>, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
     Ok(out)
 }
 
+/// A variant's greedy answer to a prompt, with its prefill and decode wall times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GreedyAnswer {
+    /// Generated ids, without the stop token that ended them.
+    pub ids: Vec<u32>,
+    /// Wall time of the prompt's forward pass, milliseconds.
+    pub prefill_ms: f32,
+    /// Wall time of the token-by-token steps after it, milliseconds.
+    pub decode_ms: f32,
+}
+
+/// Greedy generation on `m` from `prompt` until a token of `stop` (not kept) or `max` tokens;
+/// an error when the prompt is empty or `prompt + max` exceeds the context.
+pub fn greedy_until(
+    m: &Model<CpuBackend>,
+    prompt: &[u32],
+    max: usize,
+    stop: &[u32],
+) -> Result<GreedyAnswer> {
+    let ctx = m.config().max_seq_len;
+    if prompt.is_empty() || prompt.len() + max > ctx {
+        return Err(Error::invalid(format!(
+            "a prompt of {} tokens plus {max} generated must be non-empty and fit the context of {ctx}",
+            prompt.len()
+        )));
+    }
+    let t0 = Instant::now();
+    let mut st = m.new_state(prompt.len())?;
+    let logits = m.forward(&mut st, prompt, false)?;
+    let mut tok = argmax(&logits) as u32;
+    let prefill_ms = t0.elapsed().as_secs_f32() * 1e3;
+    let t1 = Instant::now();
+    let mut ids = Vec::new();
+    while max > 0 && !stop.contains(&tok) {
+        ids.push(tok);
+        if ids.len() == max {
+            break;
+        }
+        tok = m.step_greedy(&mut st, tok)?;
+    }
+    Ok(GreedyAnswer {
+        ids,
+        prefill_ms,
+        decode_ms: t1.elapsed().as_secs_f32() * 1e3,
+    })
+}
+
 fn log_softmax(x: &[f32]) -> Vec<f32> {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = x.iter().map(|v| (v - max).exp()).sum::<f32>().ln() + max;
@@ -214,5 +261,30 @@ mod tests {
         assert_eq!(hard.oracle(0.95), Precision::Int8);
         assert_eq!(hard.oracle(0.99), Precision::Fp16);
         assert_eq!(hard.oracle(0.05), Precision::Int2);
+    }
+
+    #[test]
+    fn greedy_until_stops_at_a_stop_token_or_the_limit() {
+        let mut cfg = preset("tiny").unwrap();
+        cfg.max_seq_len = 64;
+        let w = synthetic_weights(&cfg, 3, DType::F32).unwrap();
+        let q = crate::quant::QuantConfig {
+            method: crate::quant::Method::Rtn,
+            ..Default::default()
+        };
+        let set = VariantSet::quantize(&w, &q).unwrap();
+        let m = set.model(Fp16);
+        let prompt = [1, 40, 41, 300];
+        let full = greedy(m, &prompt, 10).unwrap();
+        let a = greedy_until(m, &prompt, 10, &[]).unwrap();
+        assert_eq!(a.ids, full);
+        assert!(a.prefill_ms >= 0.0 && a.decode_ms >= 0.0);
+        // Stopping at the fourth token keeps the three before it.
+        let b = greedy_until(m, &prompt, 10, &[full[3]]).unwrap();
+        let first = full.iter().position(|t| *t == full[3]).unwrap();
+        assert_eq!(b.ids, full[..first]);
+        assert!(greedy_until(m, &prompt, 0, &[]).unwrap().ids.is_empty());
+        assert!(greedy_until(m, &[], 4, &[]).is_err());
+        assert!(greedy_until(m, &prompt, 61, &[]).is_err());
     }
 }

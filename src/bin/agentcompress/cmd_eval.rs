@@ -170,6 +170,15 @@ pub struct EvalArgs {
     /// Output directory.
     #[arg(long, default_value = "eval-out")]
     pub out: PathBuf,
+    /// Run the checkable chat task suite with this many tasks instead of the workflow
+    /// benchmark: every variant answers each task greedily, its answer is checked (task
+    /// success) and its fidelity to FP16 measured over `--n-gen` tokens. Needs a tokenizer
+    /// with a chat template (a variant directory of an instruct GGUF model).
+    #[arg(long, value_parser = crate::numeric::count, allow_negative_numbers = true)]
+    pub chat_tasks: Option<usize>,
+    /// Most tokens of each variant's answer in the chat task suite.
+    #[arg(long, default_value_t = 48, value_parser = crate::numeric::count, allow_negative_numbers = true)]
+    pub max_answer: usize,
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -178,6 +187,9 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// Runs the subcommand.
 pub fn run(a: EvalArgs) -> Result<()> {
+    if let Some(n) = a.chat_tasks {
+        return crate::cmd_eval_chat::run(&a, n);
+    }
     crate::cmd_train_controller::single_threaded_candle();
     if !cfg!(feature = "train") {
         return Err(Error::Unsupported(

@@ -11,6 +11,7 @@ mod cmd_bench_stream;
 mod cmd_bench_swap;
 mod cmd_demo;
 mod cmd_eval;
+mod cmd_eval_chat;
 mod cmd_eval_variants;
 mod cmd_generate;
 mod cmd_gpu_check;
