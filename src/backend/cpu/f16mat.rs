@@ -112,8 +112,8 @@ pub fn f16_matmul(w: &[f16], n_out: usize, n_in: usize, x: &[f32], rows: usize, 
 
 /// [`f16_matmul`] on `path` (the scalar kernel when this CPU lacks it), parallel over outputs.
 ///
-/// One input row (decode) runs `OUTS_PER_TASK` outputs per task on the CPU worker pool
-/// ([`super::worker_pool`]), writing in place. Several rows (prefill), on rayon: on AVX-512
+/// One input row (decode) runs about four tasks per thread on the CPU worker pool
+/// ([`super::worker_pool`]), each a sequential run of weight rows, writing in place. Several rows (prefill), on rayon: on AVX-512
 /// every task takes `OUTS_PER_TASK` outputs, four weight rows per pass, and runs each pass over
 /// every input row while those rows sit in cache; AVX2 does the same one weight row at a time;
 /// the scalar path widens each weight row once for all input rows.
@@ -128,11 +128,15 @@ pub fn f16_matmul_on(
 ) {
     let row = |o: usize| &w[o * n_in..(o + 1) * n_in];
     let simd = path != F16Path::Scalar && path.available();
-    if simd && rows == 1 {
-        // Decode: each task writes its outputs in place.
-        super::worker_pool::for_each_chunk(&mut out[..n_out], OUTS_PER_TASK, |t, ys| {
-            let o0 = t * OUTS_PER_TASK;
-            block(path, w, n_in, o0, o0 + ys.len(), &x[..n_in], 1, ys);
+    if rows == 1 {
+        // Decode: each task writes its outputs in place, one weight row after another, so the
+        // task's weights are one sequential stream (interleaving several rows, or software
+        // prefetch, halved the read rate at short rows).
+        let chunk = super::worker_pool::stream_chunk(n_out, OUTS_PER_TASK);
+        super::worker_pool::for_each_chunk(&mut out[..n_out], chunk, |t, ys| {
+            for (i, y) in ys.iter_mut().enumerate() {
+                *y = dot_f16_on(path, row(t * chunk + i), &x[..n_in]);
+            }
         });
         return;
     }
@@ -155,14 +159,6 @@ pub fn f16_matmul_on(
                     .copy_from_slice(&res[r * len..(r + 1) * len]);
             }
         }
-        return;
-    }
-    if rows == 1 {
-        super::worker_pool::for_each_chunk(&mut out[..n_out], OUTS_PER_TASK, |t, ys| {
-            for (i, y) in ys.iter_mut().enumerate() {
-                *y = dot_f16_on(path, row(t * OUTS_PER_TASK + i), &x[..n_in]);
-            }
-        });
         return;
     }
     super::matmul_widened_rows(rows, n_in, n_out, x, out, |o, wrow| {
@@ -261,7 +257,8 @@ mod tests {
     #[test]
     fn every_path_matches_the_f64_reference_at_ragged_sizes() {
         // K around the 16- and 32-element steps; outputs not a multiple of the 4 rows per
-        // pass, and more than one 16-output task; 1, 2 and 5 input rows.
+        // pass, and more than one 16-output task; 1, 2 and 5 input rows; one input row over
+        // enough outputs for several decode tasks of several rows each, the last one short.
         let mut rng = Rng::new(4);
         let shapes = [
             (1, 1, 1),
@@ -274,6 +271,7 @@ mod tests {
             (9, 64, 3),
             (70, 257, 2),
             (18, 95, 1),
+            (16 * 4 * 16 * 2 + 5, 40, 1),
         ];
         for path in paths() {
             for &(n_out, n_in, rows) in &shapes {

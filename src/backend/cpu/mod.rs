@@ -614,10 +614,11 @@ pub fn matmul_rows(
     if rows == 1 {
         let body = |(o, y): (usize, &mut f32)| *y = f(o, x);
         if n_out >= PAR_MIN_ROWS && n_out * n_in >= 1 << 14 {
-            worker_pool::for_each_chunk(&mut out[..n_out], 16, |t, ys| {
+            let chunk = worker_pool::stream_chunk(n_out, 16);
+            worker_pool::for_each_chunk(&mut out[..n_out], chunk, |t, ys| {
                 ys.iter_mut()
                     .enumerate()
-                    .for_each(|(i, y)| body((t * 16 + i, y)))
+                    .for_each(|(i, y)| body((t * chunk + i, y)))
             });
         } else {
             out.iter_mut().enumerate().for_each(body);

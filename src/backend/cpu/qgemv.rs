@@ -208,9 +208,10 @@ pub fn packed_gemv_on<const BITS: u32>(
     permute_input::<BITS>(&x[..n_in], lanes, units, m.group_size(), &mut xp, &mut sx);
     {
         let (xp, sx) = (&xp[..], &sx[..]);
-        super::worker_pool::for_each_chunk(&mut out[..n_out], ROWS_PER_TASK, |c, ys| {
+        let chunk = super::worker_pool::stream_chunk(n_out, ROWS_PER_TASK);
+        super::worker_pool::for_each_chunk(&mut out[..n_out], chunk, |c, ys| {
             for (i, y) in ys.iter_mut().enumerate() {
-                let r = c * ROWS_PER_TASK + i;
+                let r = c * chunk + i;
                 // SAFETY: `path.available()` checked the CPU features above, and `xp`/`sx`
                 // were sized for this matrix's units and groups.
                 *y = unsafe {

@@ -156,8 +156,9 @@ pub fn packed_product<const BITS: u32>(
         let (q, cs) = (&q, &cs);
         if rows == 1 {
             // A decode product: on the worker pool, like the other one-row products.
-            super::worker_pool::for_each_chunk(&mut out[..n_out], OUTS_PER_TASK, |c, ys| {
-                let o0 = c * OUTS_PER_TASK;
+            let chunk = super::worker_pool::stream_chunk(n_out, OUTS_PER_TASK);
+            super::worker_pool::for_each_chunk(&mut out[..n_out], chunk, |c, ys| {
+                let o0 = c * chunk;
                 // SAFETY: `available()` checked the CPU; `q` and `cs` were built for `m`.
                 unsafe { outputs(m, cs, q, o0, o0 + ys.len(), ys) };
             });

@@ -163,6 +163,15 @@ struct Pool {
     workers: usize,
 }
 
+/// Outputs per task of a one-row product over `n_out` outputs: about four tasks per thread, in
+/// multiples of `unit`, so each thread streams long contiguous runs of weight rows (the
+/// hardware prefetcher restarts at every jump) and the claims on the counter stay few.
+pub fn stream_chunk(n_out: usize, unit: usize) -> usize {
+    let unit = unit.max(1);
+    let tasks = 4 * threads();
+    n_out.div_ceil(tasks).div_ceil(unit).max(1) * unit
+}
+
 /// The threads a product may use (see the module docs).
 pub fn threads() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
@@ -315,6 +324,28 @@ fn spin_or_yield(spins: &mut u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_chunks_are_whole_units_and_few() {
+        for unit in [1, 4, 16] {
+            for n_out in [1, 5, 16, 17, 576, 1536, 49_152] {
+                let c = stream_chunk(n_out, unit);
+                assert!(c >= unit && c % unit == 0, "n_out {n_out} unit {unit}: {c}");
+                // At most four tasks per thread (plus one for rounding), never a task of
+                // more than one unit beyond an even split.
+                assert!(n_out.div_ceil(c) <= 4 * threads() + 1, "n_out {n_out}: {c}");
+                assert!(
+                    c <= n_out.div_ceil(4 * threads()) + unit,
+                    "n_out {n_out}: {c}"
+                );
+            }
+        }
+        assert_eq!(
+            stream_chunk(10, 0),
+            stream_chunk(10, 1),
+            "a zero unit counts as one"
+        );
+    }
 
     #[test]
     fn every_chunk_runs_once_with_its_index() {
