@@ -51,6 +51,12 @@
 #define AC_PRECISION_COUNT 4
 
 /**
+ * `ac_run_params.draft_precision`: the router chooses whether and from which variant to
+ * speculate, per task, from the engine's measurements.
+ */
+#define AC_DRAFT_AUTO -1
+
+/**
  * `ac_run_params.bos`: BOS as the tokenizer's `add_bos_token` says.
  */
 #define AC_BOS_DEFAULT 0
@@ -256,7 +262,9 @@ typedef struct ac_run_params {
   bool speculate;
   /**
    * With `speculate`: the drafting variant, an `ac_precision` value (default
-   * `AC_PRECISION_INT4`). Added after the third layout.
+   * `AC_PRECISION_INT4`), or `AC_DRAFT_AUTO`: the router decides per task whether and from
+   * which resident cheaper variant to speculate, from what the engine has measured
+   * (`ac_result_route` gives its reasons). Added after the third layout.
    */
   int32_t draft_precision;
   /**

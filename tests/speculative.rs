@@ -502,3 +502,69 @@ fn engine_api_serves_each_variant_through_speculation() {
         .unwrap_err();
     assert!(e.to_string().contains("fewer bits"), "{e}");
 }
+
+#[test]
+fn the_router_times_plain_decoding_tries_each_draft_then_follows_its_measurements() {
+    use agentcompress::api::Engine;
+    let Some(root) = common::stories260k_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("variants");
+    common::build_stories_variants(&root, &dir);
+    // No controller in the directory: every task goes to the FP16 fallback.
+    let engine = Engine::builder(&dir)
+        .device(agentcompress::api::Device::Cpu)
+        .build()
+        .unwrap();
+    let params = GenerateParams {
+        max_new_tokens: 40,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let has =
+        |r: &agentcompress::api::RunResult, s: &str| r.route.reasons.iter().any(|x| x.contains(s));
+    // Nothing cheaper resident: plain, and said so.
+    let first = engine.run_planned(PROMPTS[1], &params, |_| true).unwrap();
+    assert_eq!(first.route.precision, Precision::Fp16);
+    assert!(first.route.speculation.is_none());
+    assert!(
+        has(&first, "no variant cheaper than fp16 is resident"),
+        "{:?}",
+        first.route.reasons
+    );
+    engine.make_resident(Precision::Int4).unwrap();
+    // The first run timed plain FP16 (40 tokens), so the router now tries INT4 as a draft.
+    let tried = engine.run_planned(PROMPTS[1], &params, |_| true).unwrap();
+    let plan = tried.route.speculation.expect("an untried draft is tried");
+    assert_eq!(plan.draft, Precision::Int4);
+    assert!(plan.estimate.is_none());
+    assert!(has(&tried, "trying it"), "{:?}", tried.route.reasons);
+    assert_eq!(
+        tried.output.ids, first.output.ids,
+        "speculation keeps FP16's own output"
+    );
+    assert!(tried.output.speculation.as_ref().unwrap().verifies >= 8);
+    // Measured now: the next task follows the measurement, either way, with its numbers.
+    let judged = engine.run_planned(PROMPTS[1], &params, |_| true).unwrap();
+    assert_eq!(judged.output.ids, first.output.ids);
+    match judged.route.speculation {
+        Some(p) => {
+            let e = p.estimate.expect("a measured plan carries its estimate");
+            assert!(e.time_factor.unwrap() < 1.0 && e.verifies >= 8, "{e:?}");
+            assert!(
+                has(&judged, "via speculation from int4: measured"),
+                "{:?}",
+                judged.route.reasons
+            );
+        }
+        None => assert!(
+            has(&judged, "the time of plain fp16"),
+            "{:?}",
+            judged.route.reasons
+        ),
+    }
+    let st = engine.stats();
+    assert_eq!(st.tasks, 3);
+    assert!(st.speculated >= 1 && st.speculated <= 2, "{st:?}");
+}

@@ -4,7 +4,7 @@
 use crate::args::{c_str, out_ptr};
 use crate::engine::{ac_engine, engine_of};
 use crate::params::read_params;
-use crate::run::{ac_result, ac_run_params, ac_token_callback, store_result, token_sink};
+use crate::run::{ac_result, ac_run_params, ac_token_callback, store_result, token_sink, RunMode};
 use crate::status::{ac_status, guard};
 use ac::api::ChatMessage;
 use ac::{Error, Result};
@@ -88,9 +88,10 @@ pub unsafe extern "C" fn ac_run_chat(
         let params = unsafe { read_params(params) }?;
         let gen = params.to_generate()?;
         let sink = token_sink(callback, user_data);
-        let r = match params.to_speculation()? {
-            Some(spec) => engine.chat_speculative(&messages, &gen, &spec, sink)?,
-            None => engine.chat(&messages, &gen, sink)?,
+        let r = match params.to_mode()? {
+            RunMode::Speculative(spec) => engine.chat_speculative(&messages, &gen, &spec, sink)?,
+            RunMode::Planned => engine.chat_planned(&messages, &gen, sink)?,
+            RunMode::Plain => engine.chat(&messages, &gen, sink)?,
         };
         // SAFETY: writable per the contract.
         unsafe { *out = store_result(&r)? };

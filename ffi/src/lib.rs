@@ -31,7 +31,7 @@ pub use run::{
     ac_result, ac_result_context, ac_result_free, ac_result_info, ac_result_reasons,
     ac_result_route, ac_result_speculation, ac_result_text, ac_run, ac_run_default_params,
     ac_run_info, ac_run_params, ac_run_params_init, ac_token, ac_token_callback, AC_BOS_ADD,
-    AC_BOS_DEFAULT, AC_BOS_NONE,
+    AC_BOS_DEFAULT, AC_BOS_NONE, AC_DRAFT_AUTO,
 };
 pub use status::{ac_last_error, ac_status, ac_status_string};
 pub use version::{

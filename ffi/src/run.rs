@@ -56,11 +56,25 @@ pub struct ac_run_params {
     /// task runs plainly and the reasons say so. Default false. Added after the third layout.
     pub speculate: bool,
     /// With `speculate`: the drafting variant, an `ac_precision` value (default
-    /// `AC_PRECISION_INT4`). Added after the third layout.
+    /// `AC_PRECISION_INT4`), or `AC_DRAFT_AUTO`: the router decides per task whether and from
+    /// which resident cheaper variant to speculate, from what the engine has measured
+    /// (`ac_result_route` gives its reasons). Added after the third layout.
     pub draft_precision: i32,
     /// With `speculate`: draft tokens per verify; 0 (default) chooses them adaptively from
     /// the running acceptance rate, up to 8. Added after the third layout.
     pub draft_len: u32,
+}
+
+/// `ac_run_params.draft_precision`: the router chooses whether and from which variant to
+/// speculate, per task, from the engine's measurements.
+pub const AC_DRAFT_AUTO: i32 = -1;
+
+/// How a run is served: plainly, through speculation from a fixed draft, or as the router
+/// plans it.
+pub(crate) enum RunMode {
+    Plain,
+    Speculative(Speculation),
+    Planned,
 }
 
 /// `ac_run_params.bos`: BOS as the tokenizer's `add_bos_token` says.
@@ -110,10 +124,13 @@ impl ac_run_params {
 }
 
 impl ac_run_params {
-    /// The speculation asked for, `None` when `speculate` is off.
-    pub(crate) fn to_speculation(self) -> Result<Option<Speculation>> {
+    /// How the run is to be served (`speculate` and `draft_precision`).
+    pub(crate) fn to_mode(self) -> Result<RunMode> {
         if !self.speculate {
-            return Ok(None);
+            return Ok(RunMode::Plain);
+        }
+        if self.draft_precision == AC_DRAFT_AUTO {
+            return Ok(RunMode::Planned);
         }
         let draft = usize::try_from(self.draft_precision)
             .ok()
@@ -124,7 +141,7 @@ impl ac_run_params {
                     self.draft_precision
                 ))
             })?;
-        Ok(Some(Speculation {
+        Ok(RunMode::Speculative(Speculation {
             target: Precision::Fp16,
             draft,
             draft_len: match self.draft_len {
@@ -298,9 +315,10 @@ pub unsafe extern "C" fn ac_run(
         let params = unsafe { read_params(params) }?;
         let gen = params.to_generate()?;
         let sink = token_sink(callback, user_data);
-        let r = match params.to_speculation()? {
-            Some(spec) => engine.run_speculative(task, &gen, &spec, sink)?,
-            None => engine.run(task, &gen, sink)?,
+        let r = match params.to_mode()? {
+            RunMode::Speculative(spec) => engine.run_speculative(task, &gen, &spec, sink)?,
+            RunMode::Planned => engine.run_planned(task, &gen, sink)?,
+            RunMode::Plain => engine.run(task, &gen, sink)?,
         };
         // SAFETY: writable per the contract.
         unsafe { *out = store_result(&r)? };

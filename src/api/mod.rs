@@ -318,6 +318,7 @@ impl Engine {
                     }
                 }
                 let out = model.generate(self.need_tokenizer()?, ids, params, &mut on_token)?;
+                r.record_outcome(route.precision, None, route.complexity, &out)?;
                 (route, out)
             }
         };
@@ -333,6 +334,9 @@ impl Engine {
         st.tasks += 1;
         st.tokens += output.ids.len() as u64;
         st.per_precision[route.precision] += 1;
+        if output.speculation.is_some() {
+            st.speculated += 1;
+        }
         if route.swap {
             st.swaps += 1;
         } else {
@@ -379,6 +383,7 @@ fn single_route(precision: Precision) -> Route {
         swap: false,
         alternatives: Vec::new(),
         next: None,
+        speculation: None,
         reasons: vec![format!(
             "only the {precision} variant is loaded: no alternatives"
         )],

@@ -17,8 +17,9 @@ use super::route_controller::RouteController;
 use super::types::Route;
 use super::{Device, DynModel};
 use crate::controller::io as controller_io;
+use crate::engine::GenerateOutput;
 use crate::quant::{PerPrecision, Precision};
-use crate::router::{Router, VariantCache};
+use crate::router::{PlanDecision, Router, SpeculationBook, VariantCache};
 use crate::store::{read_globals, ListedVariant, LoadOptions, Manifest, MANIFEST_FILE};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -138,6 +139,9 @@ pub(crate) struct Routed {
     state: Mutex<State>,
     /// Signalled when a load outside the lock finishes.
     loaded: Condvar,
+    /// What speculation and plain decoding measured on this engine (its own lock, taken
+    /// only for bookkeeping).
+    book: Mutex<SpeculationBook>,
 }
 
 /// Resolves [`Device::Auto`] once, so every variant lands on the same backend.
@@ -318,7 +322,12 @@ impl Routed {
             opts,
             device,
         )?;
+        let edges = match &brain {
+            Brain::Trained { router, .. } => router.quality.edges.clone(),
+            Brain::Fallback { .. } => Vec::new(),
+        };
         Ok(Routed {
+            book: Mutex::new(SpeculationBook::new(edges)),
             files,
             bytes,
             config: manifest.config.clone(),
@@ -336,6 +345,55 @@ impl Routed {
             }),
             loaded: Condvar::new(),
         })
+    }
+
+    /// Whether to serve a task routed to `target` with `complexity` through speculation,
+    /// from what is resident now and what the engine has measured (see
+    /// [`SpeculationBook::plan`]).
+    pub fn plan_speculation(
+        &self,
+        target: Precision,
+        complexity: Option<f32>,
+    ) -> Result<PlanDecision> {
+        let resident = {
+            let mut st = self.lock()?;
+            self.harvest(&mut st)?;
+            let mut r = PerPrecision::splat(false);
+            for p in st.residency.resident() {
+                r[p] = true;
+            }
+            r
+        };
+        let rel = PerPrecision::from_fn(|p| self.bytes[p] as f64);
+        let book = self.book_lock()?;
+        Ok(book.plan(target, complexity, &resident, &rel))
+    }
+
+    /// Records what a finished run on `target` measured: its speculation counters, or its
+    /// plain decoding time.
+    pub fn record_outcome(
+        &self,
+        target: Precision,
+        draft: Option<Precision>,
+        complexity: Option<f32>,
+        output: &GenerateOutput,
+    ) -> Result<()> {
+        let mut book = self.book_lock()?;
+        match (&output.speculation, draft) {
+            (Some(st), Some(d)) => book.record_speculative(target, d, complexity, st),
+            _ => book.record_plain(
+                target,
+                output.ids.len() as u64,
+                output.decode_time.as_secs_f64(),
+            ),
+        }
+        Ok(())
+    }
+
+    fn book_lock(&self) -> Result<MutexGuard<'_, SpeculationBook>> {
+        self.book
+            .lock()
+            .map_err(|_| Error::Internal("speculation book lock poisoned".into()))
     }
 
     /// The model's configuration.
@@ -453,6 +511,7 @@ impl Routed {
                     swap,
                     alternatives: Vec::new(),
                     next: None,
+                    speculation: None,
                     reasons: vec![
                         why.clone(),
                         format!(
@@ -475,6 +534,7 @@ impl Routed {
                     alternatives: d.alternatives,
                     next: d.next,
                     reasons: d.reasons,
+                    speculation: None,
                 })
             }
         }

@@ -180,6 +180,7 @@ impl Engine {
                 &spec.params(),
                 &mut on_token,
             )?;
+            r.record_outcome(route.precision, Some(spec.draft), route.complexity, &out)?;
             if let Some(st) = &out.speculation {
                 route.reasons.push(format!(
                     "served as {} via speculation from {}: {} of {} drafted tokens accepted \
@@ -198,7 +199,96 @@ impl Engine {
                 "no speculation: the draft variant {} is not cheaper than {}",
                 spec.draft, route.precision
             ));
-            target.generate(self.need_tokenizer()?, ids, params, &mut on_token)?
+            let out = target.generate(self.need_tokenizer()?, ids, params, &mut on_token)?;
+            r.record_outcome(route.precision, None, route.complexity, &out)?;
+            out
+        };
+        self.record_run(route, output)
+    }
+
+    /// [`Engine::run`] with speculation as a mode the router chooses: a task routed to a
+    /// variant with a cheaper one resident is served through speculation from it when this
+    /// engine's measurements say it is faster per token on tasks of this kind, after first
+    /// timing plain decoding and trying each draft once per kind
+    /// ([`crate::router::SpeculationBook::plan`]). The output is the routed variant's own;
+    /// the route's `speculation` and reasons say what was chosen and why. A single-model
+    /// engine runs plainly.
+    pub fn run_planned(
+        &self,
+        task: &str,
+        params: &GenerateParams,
+        on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<RunResult> {
+        if task.is_empty() {
+            return Err(Error::invalid("task text is empty"));
+        }
+        self.run_ids_planned(&self.encode_with(task, params.add_bos)?, params, on_token)
+    }
+
+    /// [`Engine::chat`] with the router's speculation plan, as [`Engine::run_planned`].
+    pub fn chat_planned(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<RunResult> {
+        self.run_ids_planned(&self.encode_chat(messages)?, params, on_token)
+    }
+
+    /// [`Engine::run_planned`] over an encoded task.
+    fn run_ids_planned(
+        &self,
+        ids: &[u32],
+        params: &GenerateParams,
+        mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
+    ) -> Result<RunResult> {
+        let Models::Routed(r) = &self.models else {
+            return self.run_ids(ids, params, on_token);
+        };
+        let mut route: Route = r.route(ids)?;
+        let (target, swapped) = r.acquire(route.precision)?;
+        route.swap = swapped;
+        // Planned after the target is resident: its load may have evicted a draft.
+        let decision = r.plan_speculation(route.precision, route.complexity)?;
+        route.reasons.push(decision.reason);
+        let tok = self.need_tokenizer()?;
+        let output = match decision.plan {
+            Some(plan) => {
+                let (draft, draft_swapped) = r.acquire(plan.draft)?;
+                if draft_swapped {
+                    route.reasons.push(format!(
+                        "{} was loaded again to draft (evicted meanwhile)",
+                        plan.draft
+                    ));
+                }
+                let out = target.generate_speculative(
+                    draft.as_ref(),
+                    tok,
+                    ids,
+                    params,
+                    &SpeculativeParams::default(),
+                    &mut on_token,
+                )?;
+                r.record_outcome(route.precision, Some(plan.draft), route.complexity, &out)?;
+                if let Some(st) = &out.speculation {
+                    route.reasons.push(format!(
+                        "served as {} via speculation from {}: {} of {} drafted tokens \
+                         accepted, {:.2} tokens per verify",
+                        route.precision,
+                        plan.draft,
+                        st.accepted,
+                        st.drafted,
+                        st.tokens_per_verify()
+                    ));
+                }
+                route.speculation = Some(plan);
+                out
+            }
+            None => {
+                let out = target.generate(tok, ids, params, &mut on_token)?;
+                r.record_outcome(route.precision, None, route.complexity, &out)?;
+                out
+            }
         };
         self.record_run(route, output)
     }

@@ -2,6 +2,7 @@
 
 use crate::engine::GenerateOutput;
 use crate::quant::{PerPrecision, Precision};
+use crate::router::SpeculationPlan;
 use serde::Serialize;
 
 /// A routing decision and the reasons for it.
@@ -21,6 +22,9 @@ pub struct Route {
     pub next: Option<Precision>,
     /// Human-readable reasons: complexity, alternatives considered, hit or swap.
     pub reasons: Vec<String>,
+    /// The speculation the task was served through ([`super::Engine::run_planned`]), `None`
+    /// for plain decoding.
+    pub speculation: Option<SpeculationPlan>,
 }
 
 /// The outcome of [`super::Engine::run`]: the route taken and what was generated.
@@ -45,6 +49,8 @@ pub struct EngineStats {
     pub swaps: u64,
     /// Tasks served by an already resident variant.
     pub hits: u64,
+    /// Tasks served through speculation from a cheaper variant.
+    pub speculated: u64,
     /// Bytes read from storage (pool streaming, or variant loads of a routed engine).
     pub bytes_streamed: u64,
     /// Bytes of variant weights loaded by swaps and prefetches (routed engines).
