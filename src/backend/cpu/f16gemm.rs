@@ -19,9 +19,9 @@
 //! All arithmetic is f32 FMA in increasing K order per output, so each result is within
 //! `n_in * 2^-24 * sum |w x|` of the exact product.
 
-use super::gemm_tile::{SharedOut, PANEL_OUTS};
 #[cfg(target_arch = "x86_64")]
 use super::gemm_tile::{out_masks, transpose16, Line};
+use super::gemm_tile::{SharedOut, PANEL_OUTS};
 use half::f16;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
@@ -31,7 +31,7 @@ use std::cell::Cell;
 
 /// Fewest input rows [`super::f16mat::f16_matmul_on`] sends here (below it, the one-row
 /// kernels reading each weight row once for all inputs are as fast).
-pub const MIN_ROWS: usize = 4;
+pub const MIN_ROWS: usize = 6;
 
 /// Input rows per micro-kernel call (16 accumulators of the 32 zmm registers).
 const MR: usize = 8;
@@ -145,7 +145,15 @@ fn panel_task(_: &[f16], _: usize, _: usize, _: &[f32], _: usize, _: SharedOut, 
 /// `panel.len() >= 2 * kc`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c")]
-unsafe fn pack(w: &[f16], n_in: usize, o0: usize, n: usize, k0: usize, kc: usize, panel: &mut [Line]) {
+unsafe fn pack(
+    w: &[f16],
+    n_in: usize,
+    o0: usize,
+    n: usize,
+    k0: usize,
+    kc: usize,
+    panel: &mut [Line],
+) {
     debug_assert!(w.len() >= (o0 + n) * n_in && k0 + kc <= n_in && panel.len() >= 2 * kc);
     let pf = panel.as_mut_ptr() as *mut f32;
     for h in 0..2 {
@@ -153,7 +161,41 @@ unsafe fn pack(w: &[f16], n_in: usize, o0: usize, n: usize, k0: usize, kc: usize
         let ob = o0 + 16 * h;
         let mut k = 0;
         if rows_h == 16 {
-            while k + 16 <= kc {
+            // Whole 64-byte lines first, each row's line read once: rows a power-of-two
+            // apart share an L1 set, so a second pass over the same lines would miss.
+            while k + 32 <= kc {
+                let mut raw = [_mm512_setzero_si512(); 16];
+                for (i, ri) in raw.iter_mut().enumerate() {
+                    let at = (ob + i) * n_in + k0 + k;
+                    // The same row's next K block, or past the last one the next panel's
+                    // first (usually this thread's next task): 32 rows are too many streams
+                    // for the hardware prefetchers.
+                    let next = if k0 + KC < n_in {
+                        at + KC
+                    } else {
+                        at + 32 * n_in - k0
+                    };
+                    _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(next) as *const i8);
+                    *ri = _mm512_loadu_si512(w.as_ptr().add(at) as *const _);
+                }
+                for half in 0..2 {
+                    let mut v = [_mm512_setzero_ps(); 16];
+                    for (vi, ri) in v.iter_mut().zip(&raw) {
+                        let hv = if half == 0 {
+                            _mm512_castsi512_si256(*ri)
+                        } else {
+                            _mm512_extracti64x4_epi64::<1>(*ri)
+                        };
+                        *vi = _mm512_cvtph_ps(hv);
+                    }
+                    transpose16(&mut v);
+                    for (c, vc) in v.iter().enumerate() {
+                        _mm512_store_ps(pf.add(32 * (k + 16 * half + c) + 16 * h), *vc);
+                    }
+                }
+                k += 32;
+            }
+            if k + 16 <= kc {
                 let mut v = [_mm512_setzero_ps(); 16];
                 for (i, vi) in v.iter_mut().enumerate() {
                     let src = w.as_ptr().add((ob + i) * n_in + k0 + k) as *const __m256i;

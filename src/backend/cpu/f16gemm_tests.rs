@@ -123,7 +123,8 @@ fn dispatch_sends_prefill_here_and_agrees_with_the_one_row_kernels() {
 
 /// Kernel timing, not a check: `cargo test --release --lib timing_blocked_f16 -- --ignored
 /// --nocapture`. Fastest of 15 calls, blocked against unblocked (AVX-512), at SmolLM2-135M's
-/// q and up shapes for 2 to 16 input rows (where the dispatch threshold `MIN_ROWS` sits).
+/// q and up shapes for 2 to 16 input rows (where the dispatch threshold `MIN_ROWS` sits), and
+/// at its classifier and the Llama-2-7B square shape for 8 and 64 rows.
 #[test]
 #[ignore]
 fn timing_blocked_f16() {
@@ -140,13 +141,21 @@ fn timing_blocked_f16() {
             .fold(f64::INFINITY, f64::min)
     };
     let mut rng = Rng::new(5);
-    for (n_out, n_in) in [(576, 576), (1536, 576)] {
-        let (w, x) = random(&mut rng, n_out, n_in, 16);
-        let mut y = vec![0.0f32; 16 * n_out];
-        for rows in [2, 3, 4, 6, 8, 12, 16] {
+    let small = [2, 3, 4, 6, 8, 12, 16];
+    for (n_out, n_in, counts) in [
+        (576, 576, &small[..]),
+        (1536, 576, &small[..]),
+        (49152, 576, &[8, 64][..]),
+        (4096, 4096, &[8, 64][..]),
+    ] {
+        let max = counts.iter().copied().max().unwrap_or(1);
+        let (w, x) = random(&mut rng, n_out, n_in, max);
+        let mut y = vec![0.0f32; max * n_out];
+        for &rows in counts {
             let (x, y) = (&x[..rows * n_in], &mut y[..rows * n_out]);
             let b = fastest(&mut || assert!(f16_gemm(&w, n_out, n_in, x, rows, y)));
-            let u = fastest(&mut || f16_matmul_unblocked(F16Path::Avx512, &w, n_out, n_in, x, rows, y));
+            let u =
+                fastest(&mut || f16_matmul_unblocked(F16Path::Avx512, &w, n_out, n_in, x, rows, y));
             eprintln!(
                 "FP16 [{n_out}, {n_in}] x {rows}: blocked {b:.1} us, unblocked {u:.1} us ({:.2}x)",
                 u / b

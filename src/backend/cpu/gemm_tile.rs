@@ -68,7 +68,12 @@ pub(super) unsafe fn transpose16(r: &mut [__m512; 16]) {
     let mut u = [_mm512_setzero_ps(); 16];
     for i in 0..4 {
         let pd = |v: __m512| _mm512_castps_pd(v);
-        let (a, b, c, d) = (pd(t[4 * i]), pd(t[4 * i + 1]), pd(t[4 * i + 2]), pd(t[4 * i + 3]));
+        let (a, b, c, d) = (
+            pd(t[4 * i]),
+            pd(t[4 * i + 1]),
+            pd(t[4 * i + 2]),
+            pd(t[4 * i + 3]),
+        );
         u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
         u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
         u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
@@ -111,7 +116,8 @@ mod tests {
         let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
         // SAFETY: AVX-512F was checked above; every load and store is of 16 in-bounds lanes.
         unsafe {
-            let mut r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
+            let mut r: [__m512; 16] =
+                std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
             transpose16(&mut r);
             let mut got = vec![0.0f32; 256];
             for (i, v) in r.iter().enumerate() {

@@ -32,9 +32,9 @@
 //! rounding of the per-segment and per-group sums.
 
 use super::act_quant::{quantize_row, QBLOCK};
-use super::gemm_tile::{SharedOut, PANEL_OUTS};
 #[cfg(target_arch = "x86_64")]
 use super::gemm_tile::{out_masks, transpose16, Line};
+use super::gemm_tile::{SharedOut, PANEL_OUTS};
 use super::qgemv::code_of_slot;
 use crate::quant::Packed;
 use rayon::prelude::*;
@@ -342,7 +342,11 @@ unsafe fn pack<const BITS: u32>(
         while w < w1 {
             let cnt = (w1 - w).min(16);
             let avail = row_words.saturating_sub(w).min(cnt);
-            let lm = if avail >= 16 { 0xffff } else { (1u16 << avail) - 1 };
+            let lm = if avail >= 16 {
+                0xffff
+            } else {
+                (1u16 << avail) - 1
+            };
             let mut v = [_mm512_setzero_ps(); 16];
             for (i, vi) in v.iter_mut().enumerate().take(rows_h) {
                 // Masked: lanes past the row's words are neither read nor faulted on.

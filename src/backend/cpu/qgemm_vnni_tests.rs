@@ -184,7 +184,10 @@ fn dispatch_agrees_with_the_unblocked_product() {
         assert!(packed_product(&m, &x, rows, &mut a));
         assert!(packed_product_unblocked(&m, &x, rows, &mut b));
         for (i, (u, v)) in a.iter().zip(&b).enumerate() {
-            assert!((u - v).abs() <= 1e-4 * (1.0 + v.abs()), "rows {rows} #{i}: {u} vs {v}");
+            assert!(
+                (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                "rows {rows} #{i}: {u} vs {v}"
+            );
         }
     }
 }
