@@ -8,15 +8,9 @@ use std::arch::x86_64::*;
 
 /// One 64-byte panel line: sixteen f32 lanes or sixty-four bytes, aligned for full-vector
 /// loads that never straddle a cache line.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(64))]
 pub(super) struct Line(pub [u32; 16]);
-
-impl Default for Line {
-    fn default() -> Self {
-        Line([0; 16])
-    }
-}
 
 /// Outputs per panel: two vectors of sixteen.
 pub(super) const PANEL_OUTS: usize = 32;
