@@ -29,9 +29,9 @@ use std::arch::x86_64::*;
 #[cfg(target_arch = "x86_64")]
 use std::cell::Cell;
 
-/// Fewest input rows [`super::f16mat::f16_matmul_on`] sends here (below it, the one-row
-/// kernels reading each weight row once for all inputs are as fast).
-pub const MIN_ROWS: usize = 6;
+/// Fewest input rows [`super::f16mat::f16_matmul_on`] sends here (see
+/// `gemm_tile::BLOCKED_MIN_ROWS`: fewer rows stay bit-identical to one-row products).
+pub const MIN_ROWS: usize = super::gemm_tile::BLOCKED_MIN_ROWS;
 
 /// Input rows per micro-kernel call (16 accumulators of the 32 zmm registers).
 const MR: usize = 8;

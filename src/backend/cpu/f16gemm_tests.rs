@@ -108,7 +108,7 @@ fn dispatch_sends_prefill_here_and_agrees_with_the_one_row_kernels() {
     // one-row kernels; both agree with the scalar path within rounding.
     let mut rng = Rng::new(23);
     let (n_out, n_in) = (50, 200);
-    for rows in [MIN_ROWS - 1, MIN_ROWS, 2 * MIN_ROWS + 3] {
+    for rows in [MIN_ROWS - 1, MIN_ROWS, MIN_ROWS + 5] {
         let (w, x) = random(&mut rng, n_out, n_in, rows);
         let mut want = vec![0.0f32; rows * n_out];
         f16_matmul_on(F16Path::Scalar, &w, n_out, n_in, &x, rows, &mut want);
@@ -121,9 +121,26 @@ fn dispatch_sends_prefill_here_and_agrees_with_the_one_row_kernels() {
     }
 }
 
+#[test]
+fn below_min_rows_each_row_is_bit_identical_to_a_one_row_product() {
+    // The speculative-decoding contract: a verify of fewer than MIN_ROWS rows must give
+    // exactly what decoding each row alone gives.
+    let mut rng = Rng::new(24);
+    let (n_out, n_in, rows) = (45, 300, MIN_ROWS - 1);
+    let (w, x) = random(&mut rng, n_out, n_in, rows);
+    let mut all = vec![f32::NAN; rows * n_out];
+    f16_matmul_on(F16Path::best(), &w, n_out, n_in, &x, rows, &mut all);
+    for r in 0..rows {
+        let mut one = vec![f32::NAN; n_out];
+        let xr = &x[r * n_in..(r + 1) * n_in];
+        f16_matmul_on(F16Path::best(), &w, n_out, n_in, xr, 1, &mut one);
+        assert_eq!(&all[r * n_out..(r + 1) * n_out], &one[..], "row {r}");
+    }
+}
+
 /// Kernel timing, not a check: `cargo test --release --lib timing_blocked_f16 -- --ignored
 /// --nocapture`. Fastest of 15 calls, blocked against unblocked (AVX-512), at SmolLM2-135M's
-/// q and up shapes for 2 to 16 input rows (where the dispatch threshold `MIN_ROWS` sits), and
+/// q and up shapes for 2 to 16 input rows (where the blocked product starts to win), and
 /// at its classifier and the Llama-2-7B square shape for 8 and 64 rows.
 #[test]
 #[ignore]

@@ -15,6 +15,13 @@ pub(super) struct Line(pub [u32; 16]);
 /// Outputs per panel: two vectors of sixteen.
 pub(super) const PANEL_OUTS: usize = 32;
 
+/// Fewest input rows the blocked products take. They round differently from the one-row
+/// (decode) kernels, whose multi-row form is bit-identical to running each row alone; a
+/// speculative verify (`draft_len + 1` rows) relies on that to reproduce the target's greedy
+/// tokens, so shorter products keep the one-row kernels. The blocked products already win
+/// from 4-6 rows (`timing_blocked_*` tests), so this bound is about consistency, not speed.
+pub(super) const BLOCKED_MIN_ROWS: usize = 32;
+
 /// The row-major `[rows, n_out]` output of a product, shared by tasks that each write their
 /// own block of output columns (never the same element).
 #[derive(Clone, Copy)]

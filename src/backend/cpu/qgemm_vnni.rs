@@ -43,15 +43,9 @@ use std::arch::x86_64::*;
 #[cfg(target_arch = "x86_64")]
 use std::cell::Cell;
 
-/// Fewest input rows [`super::qgemv_vnni::packed_product`] sends here for `bits`-bit codes:
-/// INT2 unpacks four panel lines per word, which pays off only from more rows.
-pub const fn min_rows(bits: u32) -> usize {
-    if bits == 2 {
-        6
-    } else {
-        4
-    }
-}
+/// Fewest input rows [`super::qgemv_vnni::packed_product`] sends here (see
+/// `gemm_tile::BLOCKED_MIN_ROWS`: fewer rows stay bit-identical to one-row products).
+pub const MIN_ROWS: usize = super::gemm_tile::BLOCKED_MIN_ROWS;
 
 /// Input rows per micro-kernel call (three sets of 8 accumulators in the 32 zmm registers).
 const MR: usize = 4;

@@ -170,15 +170,14 @@ fn blocked_product_places_every_weight() {
 
 #[test]
 fn dispatch_agrees_with_the_unblocked_product() {
-    // Through `packed_product`: below `min_rows` the one-row kernels, at and above it the
+    // Through `packed_product`: below `MIN_ROWS` the one-row kernels, at and above it the
     // blocked product; both compute the same quantized arithmetic.
     if skip() {
         return;
     }
     let mut rng = Rng::new(41);
     let m = random_matrix::<4>(45, 300, 64, &mut rng);
-    let min = min_rows(4);
-    for rows in [min - 1, min, 3 * min + 1] {
+    for rows in [MIN_ROWS - 1, MIN_ROWS, MIN_ROWS + 5] {
         let x = inputs(&mut rng, rows, 300);
         let (mut a, mut b) = (vec![f32::NAN; rows * 45], vec![f32::NAN; rows * 45]);
         assert!(packed_product(&m, &x, rows, &mut a));
@@ -190,6 +189,31 @@ fn dispatch_agrees_with_the_unblocked_product() {
             );
         }
     }
+}
+
+#[test]
+fn below_min_rows_each_row_is_bit_identical_to_a_one_row_product() {
+    // The speculative-decoding contract: a verify of fewer than MIN_ROWS rows must give
+    // exactly what decoding each row alone gives.
+    if skip() {
+        return;
+    }
+    let mut rng = Rng::new(47);
+    fn one<const BITS: u32>(rng: &mut Rng, group: usize) {
+        let (out, inp, rows) = (40, 300, MIN_ROWS - 1);
+        let m = random_matrix::<BITS>(out, inp, group, rng);
+        let x = inputs(rng, rows, inp);
+        let mut all = vec![f32::NAN; rows * out];
+        assert!(packed_product(&m, &x, rows, &mut all));
+        for r in 0..rows {
+            let mut one = vec![f32::NAN; out];
+            assert!(packed_product(&m, &x[r * inp..(r + 1) * inp], 1, &mut one));
+            assert_eq!(&all[r * out..(r + 1) * out], &one[..], "INT{BITS} row {r}");
+        }
+    }
+    one::<8>(&mut rng, 300);
+    one::<4>(&mut rng, 64);
+    one::<2>(&mut rng, 32);
 }
 
 #[test]
@@ -207,7 +231,7 @@ fn zero_rows_and_zero_input() {
 
 /// Kernel timing, not a check: `cargo test --release --lib timing_blocked_packed -- --ignored
 /// --nocapture`. Fastest of 15 calls, blocked against unblocked, at SmolLM2-135M's q and up
-/// shapes for 2 to 16 input rows (where the dispatch threshold `min_rows` sits).
+/// shapes for 2 to 16 input rows (where the blocked product starts to win).
 #[test]
 #[ignore]
 fn timing_blocked_packed() {

@@ -138,7 +138,7 @@ thread_local! {
 }
 
 /// `out[r, o] = sum_k w[o, k] * x[r, k]` for `rows` input rows on int8 activations, parallel
-/// over outputs: [`super::qgemm_vnni::min_rows`] or more rows (prefill) through the blocked
+/// over outputs: [`super::qgemm_vnni::MIN_ROWS`] or more rows (prefill) through the blocked
 /// product ([`super::qgemm_vnni`]), fewer through [`packed_product_unblocked`]. Returns false
 /// (nothing written) when the CPU lacks VNNI.
 pub fn packed_product<const BITS: u32>(
@@ -147,7 +147,7 @@ pub fn packed_product<const BITS: u32>(
     rows: usize,
     out: &mut [f32],
 ) -> bool {
-    if rows >= super::qgemm_vnni::min_rows(BITS) {
+    if rows >= super::qgemm_vnni::MIN_ROWS {
         return super::qgemm_vnni::packed_gemm(m, x, rows, out);
     }
     packed_product_unblocked(m, x, rows, out)
