@@ -19,7 +19,8 @@ pub(super) const PANEL_OUTS: usize = 32;
 /// (decode) kernels, whose multi-row form is bit-identical to running each row alone; a
 /// speculative verify (`draft_len + 1` rows) relies on that to reproduce the target's greedy
 /// tokens, so shorter products keep the one-row kernels. The blocked products already win
-/// from 4-6 rows (`timing_blocked_*` tests), so this bound is about consistency, not speed.
+/// at a few rows (`timing_blocked_*` tests; docs/PERFORMANCE.md), so this bound is about
+/// consistency, not speed.
 pub(super) const BLOCKED_MIN_ROWS: usize = 32;
 
 /// The row-major `[rows, n_out]` output of a product, shared by tasks that each write their
