@@ -110,14 +110,38 @@ pub fn f16_matmul(w: &[f16], n_out: usize, n_in: usize, x: &[f32], rows: usize, 
     f16_matmul_on(F16Path::best(), w, n_out, n_in, x, rows, out)
 }
 
-/// [`f16_matmul`] on `path` (the scalar kernel when this CPU lacks it), parallel over outputs.
+/// [`f16_matmul`] on `path` (the scalar kernel when this CPU lacks it), parallel over outputs:
+/// on the AVX-512 path, [`super::f16gemm::MIN_ROWS`] or more input rows (prefill) go through
+/// the blocked product ([`super::f16gemm`]), fewer through [`f16_matmul_unblocked`].
+pub fn f16_matmul_on(
+    path: F16Path,
+    w: &[f16],
+    n_out: usize,
+    n_in: usize,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) {
+    use super::f16gemm;
+    if path == F16Path::Avx512
+        && path.available()
+        && rows >= f16gemm::MIN_ROWS
+        && f16gemm::f16_gemm(w, n_out, n_in, x, rows, out)
+    {
+        return;
+    }
+    f16_matmul_unblocked(path, w, n_out, n_in, x, rows, out)
+}
+
+/// [`f16_matmul_on`] without the blocked product: each weight row widened once per input
+/// row (kept for few rows, and to compare against).
 ///
 /// One input row (decode) runs about four tasks per thread on the CPU worker pool
 /// ([`super::worker_pool`]), each a sequential run of weight rows, writing in place. Several rows (prefill), on rayon: on AVX-512
 /// every task takes `OUTS_PER_TASK` outputs, four weight rows per pass, and runs each pass over
 /// every input row while those rows sit in cache; AVX2 does the same one weight row at a time;
 /// the scalar path widens each weight row once for all input rows.
-pub fn f16_matmul_on(
+pub fn f16_matmul_unblocked(
     path: F16Path,
     w: &[f16],
     n_out: usize,

@@ -2,16 +2,21 @@
 //! the default when no GPU is present. All arithmetic accumulates in f32; matrix products run
 //! on all cores: a decode step's on a persistent worker pool ([`worker_pool`]), prefill's on
 //! rayon. Packed products on a VNNI CPU quantize their activations to int8 blocks unless the
-//! backend is exact ([`qgemv_vnni`]).
+//! backend is exact ([`qgemv_vnni`]). Products over 32 or more input rows (prefill) on
+//! AVX-512 run as blocked GEMMs that widen or unpack each weight once per call ([`f16gemm`],
+//! [`qgemm_vnni`]); shorter ones stay bit-identical to one-row products.
 
 pub mod act_quant;
 mod attention_f16;
 pub mod encoder_ops;
+pub mod f16gemm;
 pub mod f16mat;
 #[cfg(target_arch = "x86_64")]
 mod f16mat_avx512;
+mod gemm_tile;
 mod kernels;
 pub mod kv_cache;
+pub mod qgemm_vnni;
 pub mod qgemv;
 mod qgemv_avx512;
 pub mod qgemv_vnni;

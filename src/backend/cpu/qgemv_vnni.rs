@@ -138,8 +138,24 @@ thread_local! {
 }
 
 /// `out[r, o] = sum_k w[o, k] * x[r, k]` for `rows` input rows on int8 activations, parallel
-/// over outputs. Returns false (nothing written) when the CPU lacks VNNI.
+/// over outputs: [`super::qgemm_vnni::MIN_ROWS`] or more rows (prefill) through the blocked
+/// product ([`super::qgemm_vnni`]), fewer through [`packed_product_unblocked`]. Returns false
+/// (nothing written) when the CPU lacks VNNI.
 pub fn packed_product<const BITS: u32>(
+    m: &Packed<BITS>,
+    x: &[f32],
+    rows: usize,
+    out: &mut [f32],
+) -> bool {
+    if rows >= super::qgemm_vnni::MIN_ROWS {
+        return super::qgemm_vnni::packed_gemm(m, x, rows, out);
+    }
+    packed_product_unblocked(m, x, rows, out)
+}
+
+/// [`packed_product`] without the blocked product: each weight chunk unpacked once per pass
+/// of up to four input rows (kept for few rows, and to compare against).
+pub fn packed_product_unblocked<const BITS: u32>(
     m: &Packed<BITS>,
     x: &[f32],
     rows: usize,
