@@ -164,7 +164,9 @@ pub struct EvalArgs {
     /// Cost of a swap per byte relative to a byte read by compute.
     #[arg(long, default_value_t = 50.0, value_parser = crate::numeric::non_negative_f64, allow_negative_numbers = true)]
     pub swap_factor: f64,
-    /// Reuse a labels file written by an earlier run (same workflows and seed).
+    /// Reuse a labels file written by an earlier run (same workflows and seed); with
+    /// `--chat-tasks`, a `chat_labels.json` of the same seed (any number of tasks: the rest
+    /// are labelled).
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Output directory.
