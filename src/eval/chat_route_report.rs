@@ -188,7 +188,10 @@ pub fn svg(r: &ChatRouteReport) -> String {
         - 0.05)
         .max(0.0);
     let x = |c: f64| m + ((c - cmin) / (1.05 - cmin)).clamp(0.0, 1.0) * (w - 2.0 * m);
-    let y = |q: f64| h - m - (q / qmax).clamp(0.0, 1.0) * (h - 2.0 * m);
+    // The routing happens between INT4 and INT8, near the base's quality: the axis starts at
+    // QMIN and points below it sit on the axis with their value in the label.
+    const QMIN: f64 = 0.8;
+    let y = |q: f64| h - m - ((q - QMIN) / (qmax - QMIN)).clamp(0.0, 1.0) * (h - 2.0 * m);
     let _ = writeln!(
         out,
         r#"<line x1="{m}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{b}" stroke="black"/>"#,
@@ -197,7 +200,7 @@ pub fn svg(r: &ChatRouteReport) -> String {
     );
     for i in 0..=5 {
         let c = cmin + (1.05 - cmin) * i as f64 / 5.0;
-        let q = qmax * i as f64 / 5.0;
+        let q = QMIN + (qmax - QMIN) * i as f64 / 5.0;
         let _ = writeln!(
             out,
             r#"<text x="{:.1}" y="{}" text-anchor="middle">{c:.2}</text><text x="{}" y="{:.1}" text-anchor="end">{:.0}%</text>"#,
@@ -228,6 +231,7 @@ pub fn svg(r: &ChatRouteReport) -> String {
     let line = |out: &mut String, pts: &[(f64, f64)], color: &str, dash: &str| {
         let s: Vec<String> = pts
             .iter()
+            .filter(|(_, q)| *q >= QMIN)
             .map(|(c, q)| format!("{:.1},{:.1}", x(*c), y(*q)))
             .collect();
         let _ = writeln!(
@@ -283,7 +287,11 @@ pub fn svg(r: &ChatRouteReport) -> String {
             y(p.retained),
             x(p.bytes) + 7.0,
             y(p.retained) - 6.0,
-            p.name
+            if p.retained < QMIN {
+                format!("{} ({:.0}%, off scale)", p.name, 100.0 * p.retained)
+            } else {
+                p.name.clone()
+            }
         );
     }
     let legend = [
