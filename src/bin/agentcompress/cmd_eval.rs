@@ -174,8 +174,11 @@ pub struct EvalArgs {
     pub out: PathBuf,
     /// Run the checkable chat task suite with this many tasks instead of the workflow
     /// benchmark: every variant answers each task greedily, its answer is checked (task
-    /// success) and its fidelity to FP16 measured over `--n-gen` tokens. Needs a tokenizer
-    /// with a chat template (a variant directory of an instruct GGUF model).
+    /// success) and its fidelity to FP16 measured over `--n-gen` tokens; then the controller
+    /// is trained on these labels (`--iterations` per split) and its routing frontier written
+    /// (`chat_route.md`, `chat_frontier.svg`). Needs a tokenizer with a chat template (a
+    /// variant directory of an instruct GGUF model); routing needs more than 30 tasks (the
+    /// in-domain split tests on the fourth and fifth block of ten).
     #[arg(long, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub chat_tasks: Option<usize>,
     /// Most tokens of each variant's answer in the chat task suite.
