@@ -47,6 +47,43 @@ pub fn uniform_points(quality: &[PerPrecision<f64>], cost: &PerPrecision<f64>) -
         .collect()
 }
 
+/// [`uniform_points`] with each task's own cost per variant (`costs[i]` for `quality[i]`,
+/// e.g. measured time): each variant's mean cost and mean quality.
+pub fn uniform_points_per_task(
+    quality: &[PerPrecision<f64>],
+    costs: &[PerPrecision<f64>],
+) -> Vec<Point> {
+    let n = quality.len().max(1) as f64;
+    Precision::ALL
+        .into_iter()
+        .map(|p| Point {
+            cost: costs.iter().map(|c| c[p]).sum::<f64>() / n,
+            quality: quality.iter().map(|q| q[p]).sum::<f64>() / n,
+        })
+        .collect()
+}
+
+/// The cheapest of `points` whose quality reaches `target`: its index and cost (`None` when
+/// none reaches it).
+pub fn cheapest_reaching(points: &[Point], target: f64) -> Option<(usize, f64)> {
+    points
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.quality >= target - 1e-12)
+        .map(|(i, p)| (i, p.cost))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// Whether the strategy is strictly cheaper than blind mixing at every row (false when a row
+/// lacks either cost, or there are no rows).
+pub fn beats_blind_everywhere(rows: &[FrontierRow]) -> bool {
+    !rows.is_empty()
+        && rows.iter().all(|r| match (r.strategy, r.blind) {
+            (Some(s), Some(b)) => s < b - 1e-12,
+            _ => false,
+        })
+}
+
 /// The lowest mean cost at which a random mix of at most two of `points` (the same mix for
 /// every task, blind to the task) reaches a mean quality of at least `target`; `None` when no
 /// point reaches it.
@@ -74,39 +111,47 @@ pub fn mix_cost(points: &[Point], target: f64) -> Option<f64> {
 /// The lowest mean cost at which choosing a variant per task, knowing every task's quality on
 /// every variant, reaches a mean quality of at least `target` (one task may be split between
 /// two variants at random): the bound any router can reach. `None` when even the best variant
-/// of every task misses `target`.
-///
-/// Exact for this relaxation: each task starts on its cheapest variant; the upgrades along
-/// each task's lower convex hull of (cost, quality) are then taken across all tasks in order of
-/// quality gained per cost until the target is met, the last one in part.
+/// of every task misses `target`. Every task costs `cost` per variant (bytes of weights); see
+/// [`oracle_cost_per_task`] for costs that differ between tasks (measured time).
 pub fn oracle_cost(
     quality: &[PerPrecision<f64>],
     cost: &PerPrecision<f64>,
     target: f64,
 ) -> Option<f64> {
-    if quality.is_empty() {
+    let costs = vec![*cost; quality.len()];
+    oracle_cost_per_task(quality, &costs, target)
+}
+
+/// [`oracle_cost`] with each task's own cost per variant (`costs[i]` for `quality[i]`);
+/// `None` also when the two lists differ in length.
+///
+/// Exact for this relaxation: each task starts on its cheapest variant; the upgrades along
+/// each task's lower convex hull of (cost, quality) are then taken across all tasks in order of
+/// quality gained per cost until the target is met, the last one in part.
+pub fn oracle_cost_per_task(
+    quality: &[PerPrecision<f64>],
+    costs: &[PerPrecision<f64>],
+    target: f64,
+) -> Option<f64> {
+    if quality.is_empty() || quality.len() != costs.len() {
         return None;
     }
     let n = quality.len() as f64;
-    // Variants by cost, ties by quality (best first).
-    let mut order: Vec<Precision> = Precision::ALL.to_vec();
-    order.sort_by(|a, b| cost[*a].total_cmp(&cost[*b]));
     let need = target * n;
     let (mut q_sum, mut c_sum) = (0.0, 0.0);
     let mut upgrades: Vec<(f64, f64, f64)> = Vec::new(); // (slope, dq, dc)
-    for q in quality {
-        // The task's hull: from its cheapest variant, repeatedly the steepest gain.
-        let start = order
-            .iter()
-            .copied()
+    for (q, cost) in quality.iter().zip(costs) {
+        // The task's hull: from its cheapest variant (ties: the better), repeatedly the
+        // steepest gain.
+        let start = Precision::ALL
+            .into_iter()
             .min_by(|a, b| cost[*a].total_cmp(&cost[*b]).then(q[*b].total_cmp(&q[*a])))?;
         let mut at = start;
         q_sum += q[at];
         c_sum += cost[at];
         loop {
-            let next = order
-                .iter()
-                .copied()
+            let next = Precision::ALL
+                .into_iter()
                 .filter(|p| q[*p] > q[at])
                 .map(|p| {
                     let dc = (cost[p] - cost[at]).max(0.0);
@@ -277,6 +322,70 @@ mod tests {
         let hull = 0.125 + (0.6 - 0.2) / 0.8 * (0.5 - 0.125);
         assert!((cost - hull).abs() < 1e-12, "{cost} vs {hull}");
         assert!(cost < 0.25 + (0.6 - 0.3) / 0.7 * 0.25);
+    }
+
+    #[test]
+    fn oracle_with_per_task_costs_spends_where_each_task_is_cheap() {
+        // Both tasks need INT8 or better; INT8 is cheap on task 1 only, FP16 cheap on task 0.
+        let q = vec![pp([1.0, 1.0, 0.0, 0.0]), pp([1.0, 1.0, 0.0, 0.0])];
+        let task_costs = vec![pp([0.4, 0.6, 0.3, 0.2]), pp([1.0, 0.5, 0.3, 0.2])];
+        let c = oracle_cost_per_task(&q, &task_costs, 1.0).unwrap();
+        assert!((c - (0.4 + 0.5) / 2.0).abs() < 1e-12, "{c}");
+        // Shared costs give the same answer through either entry point.
+        let shared = vec![costs(); 2];
+        assert_eq!(
+            oracle_cost_per_task(&q, &shared, 0.5),
+            oracle_cost(&q, &costs(), 0.5)
+        );
+        assert_eq!(oracle_cost_per_task(&q, &task_costs[..1], 0.5), None);
+        let pts = uniform_points_per_task(&q, &task_costs);
+        assert_eq!(
+            pts[0],
+            Point {
+                cost: 0.7,
+                quality: 1.0
+            }
+        );
+        assert!((pts[1].cost - 0.55).abs() < 1e-12);
+        assert_eq!(pts[3].quality, 0.0);
+    }
+
+    #[test]
+    fn cheapest_reaching_and_beating_blind_mixing() {
+        let pts = [
+            Point {
+                cost: 1.0,
+                quality: 1.0,
+            },
+            Point {
+                cost: 0.5,
+                quality: 0.9,
+            },
+            Point {
+                cost: 0.25,
+                quality: 0.5,
+            },
+        ];
+        assert_eq!(cheapest_reaching(&pts, 0.9), Some((1, 0.5)));
+        assert_eq!(cheapest_reaching(&pts, 0.95), Some((0, 1.0)));
+        assert_eq!(cheapest_reaching(&pts, 0.1), Some((2, 0.25)));
+        assert_eq!(cheapest_reaching(&pts, 1.5), None);
+        let row = |blind, strategy| FrontierRow {
+            target: 0.7,
+            blind,
+            oracle: Some(0.3),
+            strategy,
+        };
+        assert!(beats_blind_everywhere(&[
+            row(Some(0.4), Some(0.35)),
+            row(Some(0.5), Some(0.3))
+        ]));
+        assert!(!beats_blind_everywhere(&[
+            row(Some(0.4), Some(0.35)),
+            row(Some(0.5), Some(0.5))
+        ]));
+        assert!(!beats_blind_everywhere(&[row(Some(0.4), None)]));
+        assert!(!beats_blind_everywhere(&[]));
     }
 
     #[test]

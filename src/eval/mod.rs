@@ -25,6 +25,11 @@
 //! The command line's variants are GPTQ (INT4 and INT2 in groups of 32), calibrated on text the
 //! FP16 model samples from BOS, never on the benchmark's tasks.
 //!
+//! The chat task suite (`chat_tasks`, `task_checks`, `chat_labels`) labels every variant with
+//! task success and fidelity; `chat_route` trains the controller on those labels and puts its
+//! threshold sweep on the frontier (`frontier`) beside the uniform variants, blind mixing and
+//! the per-task oracle, in-domain and cross-domain (`agentcompress eval --chat-tasks N`).
+//!
 //! Reproduce: `agentcompress eval -m ../shared/models/stories260K/stories260K.bin
 //! --tokenizer ../shared/models/stories260K/tok512.bin` (writes `eval-out/`), or
 //! `agentcompress eval --synthetic tiny`.
@@ -32,6 +37,8 @@
 pub mod workflow_bench;
 pub use crate::pipeline::labels;
 pub mod chat_labels;
+pub mod chat_route;
+pub mod chat_route_report;
 pub mod chat_tasks;
 pub mod frontier;
 pub mod metrics;

@@ -340,8 +340,10 @@ pub fn fit(
     Ok((controller, router, curve))
 }
 
+/// Trains `controller` on `samples` (see [`crate::controller::train::train`]); an
+/// Unsupported error without the `train` cargo feature.
 #[cfg(feature = "train")]
-fn train_controller(
+pub(crate) fn train_controller(
     controller: &mut Controller,
     samples: &[Sample],
     cfg: &TrainConfig,
@@ -350,8 +352,9 @@ fn train_controller(
     crate::controller::train::train(controller, samples, cfg, 100, progress)
 }
 
+/// Without the `train` cargo feature there is no training: an Unsupported error.
 #[cfg(not(feature = "train"))]
-fn train_controller(
+pub(crate) fn train_controller(
     _controller: &mut Controller,
     _samples: &[Sample],
     _cfg: &TrainConfig,

@@ -164,7 +164,9 @@ pub struct EvalArgs {
     /// Cost of a swap per byte relative to a byte read by compute.
     #[arg(long, default_value_t = 50.0, value_parser = crate::numeric::non_negative_f64, allow_negative_numbers = true)]
     pub swap_factor: f64,
-    /// Reuse a labels file written by an earlier run (same workflows and seed).
+    /// Reuse a labels file written by an earlier run (same workflows and seed); with
+    /// `--chat-tasks`, a `chat_labels.json` of the same seed (any number of tasks: the rest
+    /// are labelled).
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Output directory.
@@ -172,8 +174,11 @@ pub struct EvalArgs {
     pub out: PathBuf,
     /// Run the checkable chat task suite with this many tasks instead of the workflow
     /// benchmark: every variant answers each task greedily, its answer is checked (task
-    /// success) and its fidelity to FP16 measured over `--n-gen` tokens. Needs a tokenizer
-    /// with a chat template (a variant directory of an instruct GGUF model).
+    /// success) and its fidelity to FP16 measured over `--n-gen` tokens; then the controller
+    /// is trained on these labels (`--iterations` per split) and its routing frontier written
+    /// (`chat_route.md`, `chat_frontier.svg`). Needs a tokenizer with a chat template (a
+    /// variant directory of an instruct GGUF model); routing needs more than 30 tasks (the
+    /// in-domain split tests on the fourth and fifth block of ten).
     #[arg(long, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub chat_tasks: Option<usize>,
     /// Most tokens of each variant's answer in the chat task suite.
