@@ -1,9 +1,9 @@
 //! AVX-512 kernels for products on FP16 weights (see [`super::f16mat`]): 16 halves widened per
-//! `vcvtph2ps`, [`ROWS`] weight rows per pass so each input vector is loaded once and reused
-//! across the rows, and two accumulators per row (eight in flight) to hide FMA latency.
-//!
-//! Each row is prefetched 1 KiB ahead (fp16 decode of two 7B-shape layers: 43 -> 37.5 ms/token;
-//! 2 KiB measured no better).
+//! `vcvtph2ps`, four accumulators per row to hide FMA latency. Decode reads one weight row
+//! after another ([`dot_avx512`]): a single sequential stream per thread is what the hardware
+//! prefetcher serves best (interleaving rows, or software prefetch, lowered the read rate).
+//! Products of a few input rows take [`ROWS`] weight rows per pass so each input vector is
+//! loaded once for all of them, with each row's arithmetic identical to [`dot_avx512`].
 //!
 //! The tail of each row (`n_in % 16` elements) is finished in scalar f32.
 
@@ -13,10 +13,10 @@ use std::arch::x86_64::*;
 /// Weight rows per pass of [`rows_avx512`].
 pub(super) const ROWS: usize = 4;
 
-/// How far ahead (in halves) [`rows_avx512`] prefetches each weight row.
-const PREFETCH: usize = 512;
-
-/// `out[i] = sum_k w[(o0 + i) * n_in + k] * x[k]` for `i < ROWS`.
+/// `out[i] = sum_k w[(o0 + i) * n_in + k] * x[k]` for `i < ROWS`, each row with exactly the
+/// arithmetic of [`dot_avx512`] (four accumulators over 64-element steps, 16-element steps into
+/// the first, the same reduction and scalar tail), so a multi-row product gives every row the
+/// bits a one-row product gives it: speculative verification relies on that.
 ///
 /// # Safety
 /// The CPU must have AVX-512F and F16C; `w` must hold rows `o0..o0 + ROWS` of length `n_in`
@@ -26,36 +26,34 @@ pub(super) unsafe fn rows_avx512(w: &[f16], n_in: usize, o0: usize, x: &[f32]) -
     debug_assert!(w.len() >= (o0 + ROWS) * n_in && x.len() >= n_in);
     let xp = x.as_ptr();
     let wp: [*const f16; ROWS] = std::array::from_fn(|i| w.as_ptr().add((o0 + i) * n_in));
-    let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+    let mut acc = [[_mm512_setzero_ps(); 4]; ROWS];
     let mut k = 0;
-    while k + 32 <= n_in {
-        let x0 = _mm512_loadu_ps(xp.add(k));
-        let x1 = _mm512_loadu_ps(xp.add(k + 16));
-        for (p, a) in wp.iter().zip(acc.iter_mut()) {
-            // One 64-byte line per row per step: fetch the line PREFETCH halves ahead.
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(k + PREFETCH) as *const i8);
-            let h0 = _mm256_loadu_si256(p.add(k) as *const __m256i);
-            let h1 = _mm256_loadu_si256(p.add(k + 16) as *const __m256i);
-            a[0] = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), x0, a[0]);
-            a[1] = _mm512_fmadd_ps(_mm512_cvtph_ps(h1), x1, a[1]);
+    while k + 64 <= n_in {
+        let xv: [__m512; 4] = std::array::from_fn(|a| _mm512_loadu_ps(xp.add(k + 16 * a)));
+        for (p, acc) in wp.iter().zip(acc.iter_mut()) {
+            for (a, acc) in acc.iter_mut().enumerate() {
+                let h = _mm256_loadu_si256(p.add(k + 16 * a) as *const __m256i);
+                *acc = _mm512_fmadd_ps(_mm512_cvtph_ps(h), xv[a], *acc);
+            }
         }
-        k += 32;
+        k += 64;
     }
-    if k + 16 <= n_in {
+    while k + 16 <= n_in {
         let x0 = _mm512_loadu_ps(xp.add(k));
         for (p, a) in wp.iter().zip(acc.iter_mut()) {
-            let h0 = _mm256_loadu_si256(p.add(k) as *const __m256i);
-            a[0] = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), x0, a[0]);
+            let h = _mm256_loadu_si256(p.add(k) as *const __m256i);
+            a[0] = _mm512_fmadd_ps(_mm512_cvtph_ps(h), x0, a[0]);
         }
         k += 16;
     }
     let mut out = [0.0f32; ROWS];
     for ((o, p), a) in out.iter_mut().zip(&wp).zip(&acc) {
-        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+        let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+        let mut total = _mm512_reduce_add_ps(s);
         for (i, xv) in x.iter().enumerate().take(n_in).skip(k) {
-            s += (*p.add(i)).to_f32() * xv;
+            total += (*p.add(i)).to_f32() * xv;
         }
-        *o = s;
+        *o = total;
     }
     out
 }
