@@ -35,6 +35,19 @@ pub fn layer_norm<B: Backend + ?Sized>(
     be.write(out, &ho)
 }
 
+/// [`Backend::copy_rows`] through a host copy of the rows up to the last one copied.
+pub fn copy_rows<B: Backend + ?Sized>(
+    be: &B,
+    src: &B::Buf,
+    from: usize,
+    rows: usize,
+    width: usize,
+    dst: &mut B::Buf,
+) -> Result<()> {
+    let h = to_host(be, src, (from + rows) * width)?;
+    be.write(dst, &h[from * width..])
+}
+
 /// [`Backend::gelu`] on a host copy.
 pub fn gelu<B: Backend + ?Sized>(be: &B, x: &mut B::Buf, len: usize) -> Result<()> {
     let mut h = to_host(be, x, len)?;

@@ -311,13 +311,20 @@ impl<B: Backend> Model<B> {
         let n_chunks = tokens.len().div_ceil(state.chunk);
         for (i, chunk) in tokens.chunks(state.chunk).enumerate() {
             let last = i + 1 == n_chunks;
-            self.forward_chunk(state, chunk, all_logits || last)?;
-            if all_logits || last {
-                let rows = &mut buf[..chunk.len() * vocab];
-                self.backend.read(&state.logits, rows)?;
-                let keep = if all_logits { 0 } else { chunk.len() - 1 };
-                out.extend_from_slice(&rows[keep * vocab..]);
-            }
+            let want = match (all_logits, last) {
+                (true, _) => Logits::Every,
+                (false, true) => Logits::Last,
+                (false, false) => Logits::None,
+            };
+            self.forward_chunk(state, chunk, want)?;
+            let rows = match want {
+                Logits::None => continue,
+                Logits::Every => chunk.len(),
+                Logits::Last => 1,
+            };
+            let rows = &mut buf[..rows * vocab];
+            self.backend.read(&state.logits, rows)?;
+            out.extend_from_slice(rows);
         }
         Ok(out)
     }
@@ -325,19 +332,19 @@ impl<B: Backend> Model<B> {
     /// Runs one token and returns the argmax of its logits without copying them to the host.
     pub fn step_greedy(&self, state: &mut State<B>, token: u32) -> Result<u32> {
         self.check_room(state, 1)?;
-        self.forward_chunk(state, &[token], true)?;
+        self.forward_chunk(state, &[token], Logits::Every)?;
         self.backend.argmax(&state.logits, self.config.vocab_size)
     }
 
     /// Runs one token and leaves its logits in `logits` (host), without allocating.
     pub fn step(&self, state: &mut State<B>, token: u32, logits: &mut [f32]) -> Result<()> {
         self.check_room(state, 1)?;
-        self.forward_chunk(state, &[token], true)?;
+        self.forward_chunk(state, &[token], Logits::Every)?;
         self.backend
             .read(&state.logits, &mut logits[..self.config.vocab_size])
     }
 
-    fn forward_chunk(&self, s: &mut State<B>, tokens: &[u32], want_logits: bool) -> Result<()> {
+    fn forward_chunk(&self, s: &mut State<B>, tokens: &[u32], want: Logits) -> Result<()> {
         let c = &self.config;
         let be = &self.backend;
         let n = tokens.len();
@@ -399,16 +406,39 @@ impl<B: Backend> Model<B> {
             be.matmul(&s.hb, &l.w_down, &mut s.xb, n)?;
             be.add(&mut s.x, &s.xb, n * dim)?;
         }
-        if want_logits {
-            be.rmsnorm(&s.x, &self.final_norm, &mut s.xb, &norm)?;
-            be.matmul(
-                &s.xb,
-                self.classifier.as_ref().unwrap_or(&self.embedding),
-                &mut s.logits,
-                n,
-            )?;
+        let classifier = self.classifier.as_ref().unwrap_or(&self.embedding);
+        match want {
+            Logits::None => {}
+            Logits::Every => {
+                be.rmsnorm(&s.x, &self.final_norm, &mut s.xb, &norm)?;
+                be.matmul(&s.xb, classifier, &mut s.logits, n)?;
+            }
+            Logits::Last => {
+                // Only the last row's logits are wanted: norm and classify that row alone
+                // (the classifier is the largest product of a small model's prefill). The
+                // residual stream is not needed after the last layer, so it takes the norm.
+                be.copy_rows(&s.x, n - 1, 1, dim, &mut s.xb)?;
+                be.rmsnorm(
+                    &s.xb,
+                    &self.final_norm,
+                    &mut s.x,
+                    &NormShape { rows: 1, ..norm },
+                )?;
+                be.matmul(&s.x, classifier, &mut s.logits, 1)?;
+            }
         }
         s.pos += n;
         Ok(())
     }
+}
+
+/// Which logits a chunk of [`Model::forward`] computes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Logits {
+    /// None (an early prefill chunk).
+    None,
+    /// Every row's.
+    Every,
+    /// The last row's only, into the first row of the logits buffer.
+    Last,
 }

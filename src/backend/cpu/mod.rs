@@ -206,6 +206,18 @@ impl Backend for CpuBackend {
         buf.len()
     }
 
+    fn copy_rows_impl(
+        &self,
+        src: &Vec<f32>,
+        from: usize,
+        rows: usize,
+        width: usize,
+        dst: &mut Vec<f32>,
+    ) -> Result<()> {
+        dst[..rows * width].copy_from_slice(&src[from * width..(from + rows) * width]);
+        Ok(())
+    }
+
     fn embed(&self, table: &CpuMat, tokens: &[u32], out: &mut Vec<f32>) -> Result<()> {
         let (vocab, dim) = table.dims();
         if matches!(table, CpuMat::Int8(_) | CpuMat::Int4(_) | CpuMat::Int2(_)) {

@@ -242,3 +242,22 @@ fn exact_backend_keeps_f32_activations_in_packed_products() {
         }
     }
 }
+
+#[test]
+fn copy_rows_moves_the_asked_rows_and_the_host_fallback_agrees() {
+    let be = CpuBackend::new();
+    let src: Vec<f32> = (0..5 * 3).map(|i| i as f32).collect();
+    let mut dst = vec![-1.0f32; 2 * 3 + 1];
+    be.copy_rows(&src, 3, 2, 3, &mut dst).unwrap();
+    assert_eq!(dst, [9.0, 10.0, 11.0, 12.0, 13.0, 14.0, -1.0]);
+    let mut host = vec![-1.0f32; 7];
+    crate::backend::host_fallback::copy_rows(&be, &src, 3, 2, 3, &mut host).unwrap();
+    assert_eq!(host, dst);
+    // Rows past the source, a destination too short, and an overflow are named errors.
+    let e = be.copy_rows(&src, 4, 2, 3, &mut dst).unwrap_err();
+    assert!(e.to_string().contains("copy_rows source"), "{e}");
+    let e = be.copy_rows(&src, 0, 3, 3, &mut dst).unwrap_err();
+    assert!(e.to_string().contains("copy_rows destination"), "{e}");
+    let e = be.copy_rows(&src, usize::MAX, 2, 3, &mut dst).unwrap_err();
+    assert!(e.to_string().contains("overflow"), "{e}");
+}

@@ -414,6 +414,25 @@ impl Backend for CudaBackend {
             .map_err(cuda_err)
     }
 
+    fn copy_rows_impl(
+        &self,
+        src: &CudaSlice<f32>,
+        from: usize,
+        rows: usize,
+        width: usize,
+        dst: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if rows * width == 0 {
+            return Ok(());
+        }
+        let view = src.slice(from * width..(from + rows) * width);
+        let mut out = dst.slice_mut(0..rows * width);
+        self.inner
+            .stream
+            .memcpy_dtod(&view, &mut out)
+            .map_err(cuda_err)
+    }
+
     fn read(&self, src: &CudaSlice<f32>, dst: &mut [f32]) -> Result<()> {
         check_len("read", src.len(), dst.len())?;
         if dst.is_empty() {
