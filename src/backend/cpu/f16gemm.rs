@@ -5,13 +5,13 @@
 //! The one-row kernels of [`super::f16mat`] widen every weight once per input row, so a
 //! prefill spends its time in `vcvtph2ps`. Here each weight is widened once per call:
 //!
-//! - **Work split.** One rayon task per panel of [`PANEL_OUTS`] outputs; tasks write disjoint
+//! - **Work split.** One rayon task per panel of `PANEL_OUTS` outputs; tasks write disjoint
 //!   output columns.
-//! - **Panel.** Per K block of [`KC`] positions the task widens its 32 weight rows to f32 and
+//! - **Panel.** Per K block of `KC` positions the task widens its 32 weight rows to f32 and
 //!   transposes them (16 x 16 in registers) into a thread-local panel of `KC` lines of 32
 //!   outputs (`panel[2k + h]` = outputs `16h .. 16h + 16` at position `k`; 32 KiB, so it
 //!   stays in L1/L2 while every input row passes over it). Outputs past `n_out` are zero.
-//! - **Micro-kernel.** [`MR`] input rows x 32 outputs in 16 zmm accumulators: per K position,
+//! - **Micro-kernel.** `MR` input rows x 32 outputs in 16 zmm accumulators: per K position,
 //!   two panel loads and one broadcast input per row feed `2 * MR` FMAs; no horizontal sums
 //!   and no K tail (the loop runs over single positions). The first K block starts from zero,
 //!   later ones add to the tile already in `out`.
@@ -85,7 +85,7 @@ pub fn f16_gemm(
 }
 
 /// Outputs `32 b .. 32 b + 32` of every input row: one panel per K block, then every block
-/// of [`MR`] input rows over it.
+/// of `MR` input rows over it.
 #[cfg(target_arch = "x86_64")]
 fn panel_task(
     w: &[f16],

@@ -12,16 +12,16 @@
 //!   every output row). A "segment" is `step` = 32 K positions (16 for INT8 groups that are
 //!   not a multiple of 32), i.e. `step / 4` quads, lying in one activation block and one
 //!   weight group; its integer sums are exact.
-//! - **Input** ([`GemmInput`], once per call): per row, the int8 codes of every quad as one
+//! - **Input** (`GemmInput`, once per call): per row, the int8 codes of every quad as one
 //!   dword (broadcast operand), per segment the block scale `d` and (INT8) `-128 * sum xq`,
 //!   which cancels the `+128` that makes signed INT8 codes unsigned; per group (INT4/INT2)
 //!   `xg = sum d_b xq_k`, for the zero-point term `s z xg`.
-//! - **Work split.** One rayon task per panel of [`PANEL_OUTS`] outputs.
-//! - **Panel.** Per K block of [`KQ`] quads the task unpacks its 32 weight rows into a
+//! - **Work split.** One rayon task per panel of `PANEL_OUTS` outputs.
+//! - **Panel.** Per K block of `KQ` quads the task unpacks its 32 weight rows into a
 //!   thread-local panel of u8 codes (line `2q + h`: dword lane `i` = the quad's four codes of
 //!   output `16h + i`; INT8 as `q + 128`): 16 rows x 16 words through the register transpose,
 //!   then a shift and mask per sub-position. 32 KiB; outputs past `n_out` are zero.
-//! - **Micro-kernel.** [`MR`] input rows x 32 outputs: per quad, two panel loads and one
+//! - **Micro-kernel.** `MR` input rows x 32 outputs: per quad, two panel loads and one
 //!   broadcast dword per row feed `2 * MR` `vpdpbusd` into integer segment sums; per segment
 //!   each sum is converted and multiply-added with its row's block scale into a group
 //!   accumulator; at a group's end (or the K block's) that is multiply-added with the
@@ -242,7 +242,7 @@ fn run<const BITS: u32>(m: &Packed<BITS>, _: &[f32], _: usize, _: &mut [f32]) {
 }
 
 /// Outputs `32 b .. 32 b + 32` of every input row: the group scales of those outputs, then
-/// per K block one panel and every block of [`MR`] input rows over it.
+/// per K block one panel and every block of `MR` input rows over it.
 #[cfg(target_arch = "x86_64")]
 fn panel_task<const BITS: u32>(
     m: &Packed<BITS>,
