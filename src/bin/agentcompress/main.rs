@@ -6,6 +6,7 @@ mod cmd_bench_controller;
 mod cmd_bench_controller_device;
 mod cmd_bench_cpu_kernels;
 mod cmd_bench_decode;
+mod cmd_bench_serve;
 mod cmd_bench_speculative;
 mod cmd_bench_stream;
 mod cmd_bench_swap;
@@ -23,6 +24,7 @@ mod cmd_train_controller;
 mod common;
 mod harness;
 mod numeric;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -63,6 +65,8 @@ enum Command {
     Route(cmd_route::RouteArgs),
     /// Train the complexity controller (first-order MAML) and calibrate the router.
     TrainController(cmd_train_controller::TrainControllerArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd_eval::run(a),
         Command::Route(a) => cmd_route::run(a),
         Command::TrainController(a) => cmd_train_controller::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
