@@ -639,7 +639,9 @@ fn sigterm_cancels_what_outlives_the_grace() {
         "--shutdown-grace",
         "0.3",
     ]);
-    let mut st = s.stream("/v1/completions", &slow_stream_body(1000));
+    // About eight seconds of decoding: far beyond the grace.
+    let mut st = s.stream("/v1/completions", &slow_stream_body(400));
+    assert_eq!(st.status, 200);
     st.next_event().unwrap();
     s.signal_term();
     let mut chunks = vec![];
