@@ -57,7 +57,11 @@ fn step_once<B: agentcompress::backend::Backend>(
     assert_eq!(events.len(), live, "one event per live sequence");
     for e in events {
         let c = out.entry(e.id).or_default();
-        assert!(c.finish.is_none(), "sequence {} yielded after finishing", e.id);
+        assert!(
+            c.finish.is_none(),
+            "sequence {} yielded after finishing",
+            e.id
+        );
         c.ids.extend(e.token);
         c.text.push_str(&e.text);
         c.finish = e.finish;
@@ -103,10 +107,16 @@ fn check_waves<B: agentcompress::backend::Backend + 'static>(
         }
     }
     drain(&mut dec, &mut out);
-    assert!(dec.max_step_rows() > 1, "{what}: no step ran more than one row");
+    assert!(
+        dec.max_step_rows() > 1,
+        "{what}: no step ran more than one row"
+    );
     for (id, i) in ids {
         if Some(id) == cancelled {
-            assert!(out[&id].finish.is_none(), "{what}: cancelled sequence finished");
+            assert!(
+                out[&id].finish.is_none(),
+                "{what}: cancelled sequence finished"
+            );
             continue;
         }
         let want = alone(&m, tok.as_ref(), &prompts[i], &params(i));
@@ -151,7 +161,13 @@ fn batched_decoding_equals_each_sequence_alone_on_every_variant() {
             max_new_tokens: 10 + 5 * i,
             ..Default::default()
         };
-        check_waves(m.clone(), s.tok.clone(), &prompts, &greedy, &format!("{p} greedy"));
+        check_waves(
+            m.clone(),
+            s.tok.clone(),
+            &prompts,
+            &greedy,
+            &format!("{p} greedy"),
+        );
         let sampled = |i: usize| GenerateParams {
             max_new_tokens: 24,
             sampling: SamplingParams {
@@ -161,7 +177,13 @@ fn batched_decoding_equals_each_sequence_alone_on_every_variant() {
             },
             ..Default::default()
         };
-        check_waves(m, s.tok.clone(), &prompts, &sampled, &format!("{p} sampled"));
+        check_waves(
+            m,
+            s.tok.clone(),
+            &prompts,
+            &sampled,
+            &format!("{p} sampled"),
+        );
     }
 }
 
@@ -202,7 +224,10 @@ fn sequences_end_at_eos_their_limit_or_the_context_and_bad_prompts_are_refused()
     assert!(want.hit_eos);
     assert_eq!(out[&eos].ids, want.ids);
     assert_eq!(out[&eos].finish, Some(FinishReason::Stop));
-    assert_eq!(out[&eos].ids.len(), free.ids.iter().position(|&t| t == free.ids[2]).unwrap());
+    assert_eq!(
+        out[&eos].ids.len(),
+        free.ids.iter().position(|&t| t == free.ids[2]).unwrap()
+    );
     assert_eq!((out[&none].ids.len(), out[&none].events), (0, 1));
     assert_eq!(out[&none].finish, Some(FinishReason::Length));
     assert_eq!(out[&ctx].ids, free.ids[..2]);
@@ -235,7 +260,10 @@ fn sequences_end_at_eos_their_limit_or_the_context_and_bad_prompts_are_refused()
     assert!(e.to_string().contains("context"), "{e}");
     assert_eq!(dec.len(), 1);
     assert!(dec.cancel(live));
-    assert!(dec.step().unwrap().is_empty(), "a step with no sequence does nothing");
+    assert!(
+        dec.step().unwrap().is_empty(),
+        "a step with no sequence does nothing"
+    );
     assert_eq!(dec.last_step_rows(), 0);
 }
 
