@@ -62,7 +62,8 @@ pub mod store;
 pub mod util;
 
 pub use api::{
-    Device, Engine, EngineBuilder, EngineStats, GenerateOutput, GenerateParams, ModelConfig,
-    Precision, Route, RunResult, SamplingParams, TokenEvent,
+    BatchEvent, BatchSession, Device, Engine, EngineBuilder, EngineStats, FinishReason,
+    GenerateOutput, GenerateParams, ModelConfig, Precision, Route, RunResult, SamplingParams,
+    TokenEvent,
 };
 pub use error::{Error, Result};

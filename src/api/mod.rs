@@ -23,6 +23,7 @@
 //! # Ok::<(), agentcompress::Error>(())
 //! ```
 
+mod batch;
 mod chat;
 mod demo;
 mod device_choice;
@@ -34,6 +35,7 @@ mod speculation;
 mod types;
 
 pub use crate::model::tokenizer::ChatMessage;
+pub use batch::BatchSession;
 pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
 pub use device_choice::{Device, OpenBackend};
 pub use open_variant::{open_variant, variant_tokenizer, VariantOpenOptions};
@@ -44,7 +46,8 @@ pub use types::{EngineStats, Route, RunResult};
 // What hosts need from the rooms below, so host code names `agentcompress::api::...` (or the
 // crate root) and never an internal path.
 pub use crate::engine::{
-    DraftLen, GenerateOutput, GenerateParams, SamplingParams, SpeculationStats, TokenEvent,
+    BatchEvent, DraftLen, FinishReason, GenerateOutput, GenerateParams, SamplingParams, SeqId,
+    SpeculationStats, TokenEvent,
 };
 pub use crate::error::{Error, Result};
 pub use crate::model::ModelConfig;
@@ -54,7 +57,7 @@ pub use speculation::Speculation;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::ModelWeights;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A loaded model on a backend, with its tokenizer.
 ///
@@ -62,7 +65,7 @@ use std::sync::Mutex;
 /// has its own sequence state, and statistics are updated atomically.
 pub struct Engine {
     models: Models,
-    tokenizer: Option<Box<dyn Tokenizer>>,
+    tokenizer: Option<Arc<dyn Tokenizer>>,
     source: String,
     stats: Mutex<EngineStats>,
 }
@@ -71,7 +74,7 @@ pub struct Engine {
 enum Models {
     /// One model of one precision.
     Single {
-        model: Box<dyn DynModel>,
+        model: Arc<dyn DynModel>,
         precision: Precision,
     },
     /// Four variants, routed.
@@ -486,7 +489,7 @@ impl EngineBuilder {
                 };
                 return Ok(Engine {
                     models: Models::Routed(Box::new(r)),
-                    tokenizer,
+                    tokenizer: tokenizer.map(Arc::from),
                     source: format!("{} (routed variants)", p.display()),
                     stats: Mutex::new(EngineStats::default()),
                 });
@@ -521,10 +524,10 @@ impl EngineBuilder {
         let model = device_choice::upload(self.device, &weights)?;
         Ok(Engine {
             models: Models::Single {
-                model,
+                model: Arc::from(model),
                 precision: Precision::Fp16,
             },
-            tokenizer,
+            tokenizer: tokenizer.map(Arc::from),
             source,
             stats: Mutex::new(EngineStats::default()),
         })

@@ -126,10 +126,10 @@ pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
     };
     Ok(Engine {
         models: super::Models::Single {
-            model,
+            model: Arc::from(model),
             precision: opts.precision,
         },
-        tokenizer,
+        tokenizer: tokenizer.map(Arc::from),
         source: format!("{} ({})", dir.display(), opts.precision),
         stats: Mutex::new(EngineStats::default()),
     })

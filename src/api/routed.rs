@@ -486,6 +486,11 @@ impl Routed {
 
     /// Decides which variant serves a task whose prompt encodes to `ids`.
     pub fn route(&self, ids: &[u32]) -> Result<Route> {
+        self.route_for(ids, None)
+    }
+
+    /// [`Routed::route`] against quality target `target` (the router's own when `None`).
+    pub fn route_for(&self, ids: &[u32], target: Option<f32>) -> Result<Route> {
         // The controller runs rayon products: predict before taking the lock. (Under it, a
         // worker waiting for those products could run another route on this thread, which
         // would then block on the lock this thread holds.)
@@ -525,7 +530,10 @@ impl Routed {
                 let out = predicted.ok_or_else(|| {
                     Error::Internal("the trained router has no prediction".into())
                 })?;
-                let d = router.decide(&out, res);
+                let d = match target {
+                    Some(t) => router.decide_for(&out, res, t),
+                    None => router.decide(&out, res),
+                };
                 Ok(Route {
                     precision: d.precision,
                     complexity: Some(d.complexity),

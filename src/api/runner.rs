@@ -2,12 +2,13 @@
 
 use crate::backend::Backend;
 use crate::engine::{
-    generate, generate_speculative, GenerateOutput, GenerateParams, Model, SpeculativeParams,
-    TokenEvent,
+    generate, generate_speculative, BatchDecoder, BatchEvent, GenerateOutput, GenerateParams,
+    Model, SeqId, SpeculativeParams, TokenEvent,
 };
 use crate::model::tokenizer::Tokenizer;
 use crate::model::ModelConfig;
 use crate::{Error, Result};
+use std::sync::Arc;
 
 /// What the API needs from a model, independent of its backend.
 pub trait DynModel: Send + Sync {
@@ -38,6 +39,8 @@ pub trait DynModel: Send + Sync {
     fn as_any(&self) -> &dyn std::any::Any;
     /// Logits of a fresh sequence: last position, or all when `all`.
     fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<Vec<f32>>>;
+    /// A continuous-batching decoder over this model (see [`BatchDecoder`]).
+    fn batch_decoder(self: Arc<Self>, tok: Arc<dyn Tokenizer>) -> Box<dyn DynBatch>;
     /// The weight pool's counters, when the model streams its blocks through one.
     fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
         None
@@ -90,6 +93,10 @@ impl<B: Backend + 'static> DynModel for Model<B> {
         self
     }
 
+    fn batch_decoder(self: Arc<Self>, tok: Arc<dyn Tokenizer>) -> Box<dyn DynBatch> {
+        Box::new(BatchDecoder::new(self, tok))
+    }
+
     fn pool_stats(&self) -> Option<crate::pool::PoolStats> {
         Model::pool_stats(self)
     }
@@ -105,5 +112,42 @@ impl<B: Backend + 'static> DynModel for Model<B> {
             .chunks(self.config().vocab_size)
             .map(|c| c.to_vec())
             .collect())
+    }
+}
+
+/// An object-safe view of [`BatchDecoder`] on any backend.
+pub trait DynBatch: Send {
+    /// [`BatchDecoder::join`].
+    fn join(&mut self, prompt: &[u32], params: &GenerateParams) -> Result<SeqId>;
+    /// [`BatchDecoder::step`].
+    fn step(&mut self) -> Result<Vec<BatchEvent>>;
+    /// [`BatchDecoder::cancel`].
+    fn cancel(&mut self, id: SeqId) -> bool;
+    /// [`BatchDecoder::len`].
+    fn len(&self) -> usize;
+    /// [`BatchDecoder::last_step_rows`].
+    fn last_step_rows(&self) -> usize;
+    /// [`BatchDecoder::max_step_rows`].
+    fn max_step_rows(&self) -> usize;
+}
+
+impl<B: Backend + 'static> DynBatch for BatchDecoder<B> {
+    fn join(&mut self, prompt: &[u32], params: &GenerateParams) -> Result<SeqId> {
+        BatchDecoder::join(self, prompt, params)
+    }
+    fn step(&mut self) -> Result<Vec<BatchEvent>> {
+        BatchDecoder::step(self)
+    }
+    fn cancel(&mut self, id: SeqId) -> bool {
+        BatchDecoder::cancel(self, id)
+    }
+    fn len(&self) -> usize {
+        BatchDecoder::len(self)
+    }
+    fn last_step_rows(&self) -> usize {
+        BatchDecoder::last_step_rows(self)
+    }
+    fn max_step_rows(&self) -> usize {
+        BatchDecoder::max_step_rows(self)
     }
 }

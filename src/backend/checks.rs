@@ -23,6 +23,53 @@ fn check_operand(op: &str, what: &str, have: usize, need: usize) -> Result<()> {
     Ok(())
 }
 
+/// A copy of whole rows between two buffers of the same row width: `rows` rows from row
+/// `from` of the source to row `to` of the destination.
+#[derive(Clone, Copy, Debug)]
+pub struct RowCopy {
+    /// First source row.
+    pub from: usize,
+    /// First destination row.
+    pub to: usize,
+    /// Rows to copy.
+    pub rows: usize,
+    /// Elements per row.
+    pub width: usize,
+}
+
+impl RowCopy {
+    /// One row, `from` -> `to`.
+    pub fn one(from: usize, to: usize, width: usize) -> Self {
+        RowCopy {
+            from,
+            to,
+            rows: 1,
+            width,
+        }
+    }
+
+    /// Element ranges of the source and destination, checked against their lengths.
+    pub fn check(
+        &self,
+        src: usize,
+        dst: usize,
+    ) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+        let span = |first: usize| {
+            let start = first.checked_mul(self.width)?;
+            let end = first.checked_add(self.rows)?.checked_mul(self.width)?;
+            Some(start..end)
+        };
+        let overflow = || crate::Error::invalid("copy_rows: rows overflow");
+        let (s, d) = (
+            span(self.from).ok_or_else(overflow)?,
+            span(self.to).ok_or_else(overflow)?,
+        );
+        check_len("copy_rows source", src, s.end)?;
+        check_len("copy_rows destination", dst, d.end)?;
+        Ok((s, d))
+    }
+}
+
 /// One row-wise normalisation (RMSNorm or layer norm): `rows` rows of width `dim`, with
 /// `eps` added to the variance.
 #[derive(Clone, Copy, Debug)]

@@ -4,7 +4,7 @@
 //! before it has kernels of its own; sizes are already checked by the trait's wrappers.
 
 use super::cpu::encoder_ops;
-use super::{Backend, FullAttentionShape, NormShape};
+use super::{Backend, FullAttentionShape, NormShape, RowCopy};
 use crate::model::input_file::try_filled;
 use crate::Result;
 
@@ -35,17 +35,18 @@ pub fn layer_norm<B: Backend + ?Sized>(
     be.write(out, &ho)
 }
 
-/// [`Backend::copy_rows`] through a host copy of the rows up to the last one copied.
+/// [`Backend::copy_rows`] through host copies of both buffers up to the last row touched.
 pub fn copy_rows<B: Backend + ?Sized>(
     be: &B,
     src: &B::Buf,
-    from: usize,
-    rows: usize,
-    width: usize,
     dst: &mut B::Buf,
+    c: &RowCopy,
 ) -> Result<()> {
-    let h = to_host(be, src, (from + rows) * width)?;
-    be.write(dst, &h[from * width..])
+    let (s, d) = c.check(be.buf_len(src), be.buf_len(dst))?;
+    let h = to_host(be, src, s.end)?;
+    let mut out = to_host(be, dst, d.end)?;
+    out[d].copy_from_slice(&h[s]);
+    be.write(dst, &out)
 }
 
 /// [`Backend::gelu`] on a host copy.

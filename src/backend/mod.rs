@@ -10,7 +10,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod host_fallback;
 
-pub use checks::{AttentionShape, FullAttentionShape, NormShape, RopeParams};
+pub use checks::{AttentionShape, FullAttentionShape, NormShape, RopeParams, RowCopy};
 
 use crate::quant::WeightMatrix;
 use crate::Result;
@@ -189,36 +189,18 @@ pub trait Backend: Send + Sync {
     ) -> Result<()> {
         host_fallback::layer_norm(self, x, g, b, out, shape)
     }
-    /// Copies `rows` rows of `width` elements, from row `from` of `src` on, to the start of
-    /// `dst` (a prefill whose caller wants the last token's logits only runs the classifier
-    /// on that row). Checks both sizes, then runs [`Backend::copy_rows_impl`].
-    fn copy_rows(
-        &self,
-        src: &Self::Buf,
-        from: usize,
-        rows: usize,
-        width: usize,
-        dst: &mut Self::Buf,
-    ) -> Result<()> {
-        let end = from
-            .checked_add(rows)
-            .and_then(|r| r.checked_mul(width))
-            .ok_or_else(|| crate::Error::invalid("copy_rows: rows overflow"))?;
-        checks::check_len("copy_rows source", self.buf_len(src), end)?;
-        checks::check_len("copy_rows destination", self.buf_len(dst), rows * width)?;
-        self.copy_rows_impl(src, from, rows, width, dst)
+    /// Copies `c.rows` rows of `c.width` elements from row `c.from` of `src` on to row `c.to`
+    /// of `dst` on (a prefill that wants the last token's logits only classifies that row; a
+    /// batched decode step moves each sequence's row in and out of the batch). Checks both
+    /// sizes ([`RowCopy::check`]), then runs [`Backend::copy_rows_impl`].
+    fn copy_rows(&self, src: &Self::Buf, dst: &mut Self::Buf, c: &RowCopy) -> Result<()> {
+        c.check(self.buf_len(src), self.buf_len(dst))?;
+        self.copy_rows_impl(src, dst, c)
     }
     /// The backend's row copy, called by [`Backend::copy_rows`] after the size checks. The
     /// default goes through the host ([`host_fallback::copy_rows`]).
-    fn copy_rows_impl(
-        &self,
-        src: &Self::Buf,
-        from: usize,
-        rows: usize,
-        width: usize,
-        dst: &mut Self::Buf,
-    ) -> Result<()> {
-        host_fallback::copy_rows(self, src, from, rows, width, dst)
+    fn copy_rows_impl(&self, src: &Self::Buf, dst: &mut Self::Buf, c: &RowCopy) -> Result<()> {
+        host_fallback::copy_rows(self, src, dst, c)
     }
     /// `x = gelu(x)` (tanh approximation) in place over the first `len` elements. Checks the
     /// buffer size, then runs [`Backend::gelu_impl`].

@@ -4,7 +4,7 @@
 
 use super::device_tier::{DeviceTier, DeviceTierStats};
 use super::layers::{vec_of, Layer, Layers, StreamOptions, Streamer};
-use crate::backend::{AttentionShape, Backend, NormShape, RopeParams};
+use crate::backend::{AttentionShape, Backend, NormShape, RopeParams, RowCopy};
 use crate::model::input_file::{try_filled, try_reserve};
 use crate::model::{ModelConfig, ModelWeights};
 use crate::pool::{Pool, PoolStats, VariantSource};
@@ -16,12 +16,12 @@ use std::sync::Arc;
 /// A model whose weights live on backend `B`: all uploaded at construction ([`Model::new`]),
 /// or with the transformer blocks streamed through a pool ([`Model::streamed`]).
 pub struct Model<B: Backend> {
-    backend: B,
-    config: ModelConfig,
-    embedding: B::Mat,
-    layers: Layers<B>,
-    final_norm: B::Buf,
-    classifier: Option<B::Mat>,
+    pub(super) backend: B,
+    pub(super) config: ModelConfig,
+    pub(super) embedding: B::Mat,
+    pub(super) layers: Layers<B>,
+    pub(super) final_norm: B::Buf,
+    pub(super) classifier: Option<B::Mat>,
 }
 
 /// Rows the KV cache holds when a state is created; it doubles as the sequence needs more,
@@ -32,26 +32,35 @@ const INITIAL_CACHE_ROWS: usize = 256;
 /// Per-sequence state: the KV cache (grown on demand up to the state's context) and scratch
 /// buffers (allocated once and reused).
 pub struct State<B: Backend> {
-    k_cache: Vec<B::Cache>,
-    v_cache: Vec<B::Cache>,
-    x: B::Buf,
-    xb: B::Buf,
-    q: B::Buf,
-    k: B::Buf,
-    v: B::Buf,
-    att: B::Buf,
-    gate: B::Buf,
-    up: B::Buf,
-    hb: B::Buf,
-    logits: B::Buf,
-    /// Rows the scratch buffers hold (the prefill chunk size).
-    chunk: usize,
+    pub(super) k_cache: Vec<B::Cache>,
+    pub(super) v_cache: Vec<B::Cache>,
+    /// Scratch rows of one forward call (the prefill chunk size).
+    pub(super) act: Activations<B>,
     /// Tokens already in the cache.
-    pos: usize,
+    pub(super) pos: usize,
     /// Rows each cache buffer holds now.
-    cache_rows: usize,
+    pub(super) cache_rows: usize,
     /// Most tokens this sequence may hold (the caller's context, at most the model's).
-    context: usize,
+    pub(super) context: usize,
+}
+
+/// The activations of up to `rows` token rows as they pass through the layers: the residual
+/// stream, the normalised input, q/k/v, attention output, the FFN's gate/up/hidden and the
+/// logits. A sequence's [`State`] holds one (its prefill chunk); a batched decode step holds
+/// another, one row per sequence.
+pub(super) struct Activations<B: Backend> {
+    pub(super) x: B::Buf,
+    pub(super) xb: B::Buf,
+    pub(super) q: B::Buf,
+    pub(super) k: B::Buf,
+    pub(super) v: B::Buf,
+    pub(super) att: B::Buf,
+    pub(super) gate: B::Buf,
+    pub(super) up: B::Buf,
+    pub(super) hb: B::Buf,
+    pub(super) logits: B::Buf,
+    /// Rows every buffer holds.
+    pub(super) rows: usize,
 }
 
 impl<B: Backend> State<B> {
@@ -217,7 +226,6 @@ impl<B: Backend> Model<B> {
         let chunk = chunk.clamp(1, context);
         let cache_rows = INITIAL_CACHE_ROWS.max(chunk).min(context);
         let cache_len = elems("KV cache", cache_rows, c.kv_dim())?;
-        let scratch = |width: usize| be.alloc(elems("scratch buffer", chunk, width)?);
         Ok(State {
             k_cache: (0..c.n_layers)
                 .map(|_| be.alloc_cache(cache_len))
@@ -225,6 +233,19 @@ impl<B: Backend> Model<B> {
             v_cache: (0..c.n_layers)
                 .map(|_| be.alloc_cache(cache_len))
                 .collect::<Result<_>>()?,
+            act: self.alloc_activations(chunk)?,
+            pos: 0,
+            cache_rows,
+            context,
+        })
+    }
+
+    /// Scratch activations for `rows` token rows.
+    pub(super) fn alloc_activations(&self, rows: usize) -> Result<Activations<B>> {
+        let c = &self.config;
+        let be = &self.backend;
+        let scratch = |width: usize| be.alloc(elems("scratch buffer", rows, width)?);
+        Ok(Activations {
             x: scratch(c.dim)?,
             xb: scratch(c.dim.max(c.q_dim()))?,
             q: scratch(c.q_dim())?,
@@ -235,16 +256,13 @@ impl<B: Backend> Model<B> {
             up: scratch(c.hidden_dim)?,
             hb: scratch(c.hidden_dim)?,
             logits: scratch(c.vocab_size)?,
-            chunk,
-            pos: 0,
-            cache_rows,
-            context,
+            rows,
         })
     }
 
     /// Grows the KV cache so it holds at least `rows` rows (doubling, capped by the context),
     /// keeping the rows already cached.
-    fn ensure_cache_rows(&self, s: &mut State<B>, rows: usize) -> Result<()> {
+    pub(super) fn ensure_cache_rows(&self, s: &mut State<B>, rows: usize) -> Result<()> {
         if rows <= s.cache_rows {
             return Ok(());
         }
@@ -262,7 +280,7 @@ impl<B: Backend> Model<B> {
     }
 
     /// Fails unless `n` more tokens fit in the state's context.
-    fn check_room(&self, state: &State<B>, n: usize) -> Result<()> {
+    pub(super) fn check_room(&self, state: &State<B>, n: usize) -> Result<()> {
         let need = state.pos.saturating_add(n);
         if need <= state.context {
             return Ok(());
@@ -306,10 +324,10 @@ impl<B: Backend> Model<B> {
         try_reserve(&mut out, want)?;
         // Sized for the longest chunk this call runs: a short multi-row call (a speculative
         // verify) must not pay for a full prefill chunk of logits.
-        let rows = state.chunk.min(tokens.len());
+        let rows = state.act.rows.min(tokens.len());
         let mut buf = try_filled(elems("logits", rows, vocab)?, 0.0f32)?;
-        let n_chunks = tokens.len().div_ceil(state.chunk);
-        for (i, chunk) in tokens.chunks(state.chunk).enumerate() {
+        let n_chunks = tokens.len().div_ceil(state.act.rows);
+        for (i, chunk) in tokens.chunks(state.act.rows).enumerate() {
             let last = i + 1 == n_chunks;
             let want = match (all_logits, last) {
                 (true, _) => Logits::Every,
@@ -323,7 +341,7 @@ impl<B: Backend> Model<B> {
                 Logits::Last => 1,
             };
             let rows = &mut buf[..rows * vocab];
-            self.backend.read(&state.logits, rows)?;
+            self.backend.read(&state.act.logits, rows)?;
             out.extend_from_slice(rows);
         }
         Ok(out)
@@ -333,7 +351,8 @@ impl<B: Backend> Model<B> {
     pub fn step_greedy(&self, state: &mut State<B>, token: u32) -> Result<u32> {
         self.check_room(state, 1)?;
         self.forward_chunk(state, &[token], Logits::Every)?;
-        self.backend.argmax(&state.logits, self.config.vocab_size)
+        self.backend
+            .argmax(&state.act.logits, self.config.vocab_size)
     }
 
     /// Runs one token and leaves its logits in `logits` (host), without allocating.
@@ -341,100 +360,153 @@ impl<B: Backend> Model<B> {
         self.check_room(state, 1)?;
         self.forward_chunk(state, &[token], Logits::Every)?;
         self.backend
-            .read(&state.logits, &mut logits[..self.config.vocab_size])
+            .read(&state.act.logits, &mut logits[..self.config.vocab_size])
     }
 
     fn forward_chunk(&self, s: &mut State<B>, tokens: &[u32], want: Logits) -> Result<()> {
         let c = &self.config;
         let be = &self.backend;
         let n = tokens.len();
-        let (dim, qd, kvd, hid) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
+        let kvd = c.kv_dim();
         let pos0 = s.pos;
+        self.ensure_cache_rows(s, pos0 + n)?;
+        let State {
+            k_cache,
+            v_cache,
+            act,
+            ..
+        } = s;
+        be.embed(&self.embedding, tokens, &mut act.x)?;
+        self.layers_pass(act, n, |li, a| {
+            self.rope_rows(a, n, pos0)?;
+            be.store_rows(&a.k, &mut k_cache[li], n, kvd, pos0)?;
+            be.store_rows(&a.v, &mut v_cache[li], n, kvd, pos0)?;
+            be.attention(
+                &a.q,
+                &k_cache[li],
+                &v_cache[li],
+                &mut a.att,
+                &self.attention_shape(n, pos0),
+            )
+        })?;
+        self.classify(act, n, want)?;
+        s.pos += n;
+        Ok(())
+    }
+
+    /// Runs every layer over the first `n` rows of `a` (embedded in `a.x`). `attend(layer,
+    /// a)` does the rows' attention: RoPE on `a.q`/`a.k`, the KV cache update, and attention
+    /// from `a.q` into `a.att`; the caller decides which sequence and position each row is.
+    pub(super) fn layers_pass(
+        &self,
+        a: &mut Activations<B>,
+        n: usize,
+        mut attend: impl FnMut(usize, &mut Activations<B>) -> Result<()>,
+    ) -> Result<()> {
+        let c = &self.config;
+        let be = &self.backend;
+        let (dim, qd, kvd, hid) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
         let norm = NormShape {
             rows: n,
             dim,
             eps: c.norm_eps,
         };
-        self.ensure_cache_rows(s, pos0 + n)?;
-        be.embed(&self.embedding, tokens, &mut s.x)?;
         for li in 0..self.layers.len() {
             // Resident: a borrow. Streamed: the block's pool entry stays pinned until `held`
             // drops at the end of this iteration.
             let held = self.layers.get(be, li)?;
             let l = held.get();
-            be.rmsnorm(&s.x, &l.attn_norm, &mut s.xb, &norm)?;
-            be.matmul(&s.xb, &l.wq, &mut s.q, n)?;
-            be.matmul(&s.xb, &l.wk, &mut s.k, n)?;
-            be.matmul(&s.xb, &l.wv, &mut s.v, n)?;
+            be.rmsnorm(&a.x, &l.attn_norm, &mut a.xb, &norm)?;
+            be.matmul(&a.xb, &l.wq, &mut a.q, n)?;
+            be.matmul(&a.xb, &l.wk, &mut a.k, n)?;
+            be.matmul(&a.xb, &l.wv, &mut a.v, n)?;
             if let Some([bq, bk, bv]) = &l.bias {
-                be.add_bias(&mut s.q, bq, n, qd)?;
-                be.add_bias(&mut s.k, bk, n, kvd)?;
-                be.add_bias(&mut s.v, bv, n, kvd)?;
+                be.add_bias(&mut a.q, bq, n, qd)?;
+                be.add_bias(&mut a.k, bk, n, kvd)?;
+                be.add_bias(&mut a.v, bv, n, kvd)?;
             }
-            let rope = RopeParams {
-                rows: n,
-                n_heads: c.n_heads,
-                head_dim: c.head_dim,
-                pos0,
-                theta: c.rope_theta,
-                style: c.rope_style,
-            };
-            be.rope(&mut s.q, &rope)?;
-            be.rope(
-                &mut s.k,
-                &RopeParams {
-                    n_heads: c.n_kv_heads,
-                    ..rope
-                },
-            )?;
-            be.store_rows(&s.k, &mut s.k_cache[li], n, kvd, pos0)?;
-            be.store_rows(&s.v, &mut s.v_cache[li], n, kvd, pos0)?;
-            let shape = AttentionShape {
-                rows: n,
-                pos0,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                head_dim: c.head_dim,
-            };
-            be.attention(&s.q, &s.k_cache[li], &s.v_cache[li], &mut s.att, &shape)?;
-            be.matmul(&s.att, &l.wo, &mut s.xb, n)?;
-            be.add(&mut s.x, &s.xb, n * dim)?;
-            be.rmsnorm(&s.x, &l.ffn_norm, &mut s.xb, &norm)?;
-            be.matmul(&s.xb, &l.w_gate, &mut s.gate, n)?;
-            be.matmul(&s.xb, &l.w_up, &mut s.up, n)?;
-            be.swiglu(&s.gate, &s.up, &mut s.hb, n * hid)?;
-            be.matmul(&s.hb, &l.w_down, &mut s.xb, n)?;
-            be.add(&mut s.x, &s.xb, n * dim)?;
+            attend(li, a)?;
+            be.matmul(&a.att, &l.wo, &mut a.xb, n)?;
+            be.add(&mut a.x, &a.xb, n * dim)?;
+            be.rmsnorm(&a.x, &l.ffn_norm, &mut a.xb, &norm)?;
+            be.matmul(&a.xb, &l.w_gate, &mut a.gate, n)?;
+            be.matmul(&a.xb, &l.w_up, &mut a.up, n)?;
+            be.swiglu(&a.gate, &a.up, &mut a.hb, n * hid)?;
+            be.matmul(&a.hb, &l.w_down, &mut a.xb, n)?;
+            be.add(&mut a.x, &a.xb, n * dim)?;
         }
+        Ok(())
+    }
+
+    /// RoPE on the first `n` rows of `a.q` and `a.k`, at positions `pos0..pos0 + n`.
+    pub(super) fn rope_rows(&self, a: &mut Activations<B>, n: usize, pos0: usize) -> Result<()> {
+        let c = &self.config;
+        let rope = RopeParams {
+            rows: n,
+            n_heads: c.n_heads,
+            head_dim: c.head_dim,
+            pos0,
+            theta: c.rope_theta,
+            style: c.rope_style,
+        };
+        self.backend.rope(&mut a.q, &rope)?;
+        self.backend.rope(
+            &mut a.k,
+            &RopeParams {
+                n_heads: c.n_kv_heads,
+                ..rope
+            },
+        )
+    }
+
+    /// Causal attention of `n` query rows at positions `pos0..pos0 + n`.
+    pub(super) fn attention_shape(&self, n: usize, pos0: usize) -> AttentionShape {
+        let c = &self.config;
+        AttentionShape {
+            rows: n,
+            pos0,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+        }
+    }
+
+    /// The final norm and classifier over the first `n` rows of `a` (as `want` asks), into
+    /// `a.logits`.
+    pub(super) fn classify(&self, a: &mut Activations<B>, n: usize, want: Logits) -> Result<()> {
+        let be = &self.backend;
+        let norm = NormShape {
+            rows: n,
+            dim: self.config.dim,
+            eps: self.config.norm_eps,
+        };
         let classifier = self.classifier.as_ref().unwrap_or(&self.embedding);
         match want {
-            Logits::None => {}
+            Logits::None => Ok(()),
             Logits::Every => {
-                be.rmsnorm(&s.x, &self.final_norm, &mut s.xb, &norm)?;
-                be.matmul(&s.xb, classifier, &mut s.logits, n)?;
+                be.rmsnorm(&a.x, &self.final_norm, &mut a.xb, &norm)?;
+                be.matmul(&a.xb, classifier, &mut a.logits, n)
             }
             Logits::Last => {
                 // Only the last row's logits are wanted: norm and classify that row alone
                 // (the classifier is the largest product of a small model's prefill). The
                 // residual stream is not needed after the last layer, so it takes the norm.
-                be.copy_rows(&s.x, n - 1, 1, dim, &mut s.xb)?;
+                be.copy_rows(&a.x, &mut a.xb, &RowCopy::one(n - 1, 0, norm.dim))?;
                 be.rmsnorm(
-                    &s.xb,
+                    &a.xb,
                     &self.final_norm,
-                    &mut s.x,
+                    &mut a.x,
                     &NormShape { rows: 1, ..norm },
                 )?;
-                be.matmul(&s.x, classifier, &mut s.logits, 1)?;
+                be.matmul(&a.x, classifier, &mut a.logits, 1)
             }
         }
-        s.pos += n;
-        Ok(())
     }
 }
 
 /// Which logits a chunk of [`Model::forward`] computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Logits {
+pub(super) enum Logits {
     /// None (an early prefill chunk).
     None,
     /// Every row's.

@@ -1,6 +1,8 @@
 //! The transformer forward pass, KV cache, sampling and generation, written once over
 //! [`Backend`](crate::backend::Backend).
 
+mod batch;
+mod batch_decode;
 mod device_tier;
 mod draft_len;
 mod forward;
@@ -10,6 +12,8 @@ pub mod sampling;
 mod spec_sampling;
 mod speculative;
 
+pub use batch::BatchScratch;
+pub use batch_decode::{BatchDecoder, BatchEvent, FinishReason, SeqId};
 pub use device_tier::DeviceTierStats;
 pub use draft_len::{DraftLen, SpeculationStats};
 pub use forward::{Model, State};

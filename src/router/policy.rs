@@ -137,9 +137,14 @@ impl Router {
 
     /// Chooses a variant for a task with controller output `out` given what is resident.
     pub fn decide(&self, out: &ControllerOutput, residency: &VariantCache) -> Decision {
+        self.decide_for(out, residency, self.config.target)
+    }
+
+    /// [`Router::decide`] against quality target `t` instead of the configured one (a request
+    /// that asks for more, or accepts less, quality than the deployment's default).
+    pub fn decide_for(&self, out: &ControllerOutput, residency: &VariantCache, t: f32) -> Decision {
         let c = out.complexity;
         let q = self.quality.expected(c);
-        let t = self.config.target;
         let mut reasons = vec![format!(
             "complexity {c:.3}; policy head prefers {} (p = {:.2}), pruning {:.2}, sparsity {:.2}",
             out.precision(),

@@ -138,8 +138,8 @@ pub fn f16_matmul_on(
 ///
 /// One input row (decode) runs about four tasks per thread on the CPU worker pool
 /// ([`super::worker_pool`]), each a sequential run of weight rows, writing in place. Several rows (prefill), on rayon: on AVX-512
-/// every task takes `OUTS_PER_TASK` outputs, four weight rows per pass, and runs each pass over
-/// every input row while those rows sit in cache; AVX2 does the same one weight row at a time;
+/// every task takes `OUTS_PER_TASK` outputs and runs each weight row against four input rows
+/// per pass (one widening of the weights for four rows); AVX2 runs one input row at a time;
 /// the scalar path widens each weight row once for all input rows.
 pub fn f16_matmul_unblocked(
     path: F16Path,
@@ -194,7 +194,8 @@ pub fn f16_matmul_unblocked(
 
 /// Outputs `o0..o1` for every input row into `res[r * (o1 - o0) + (o - o0)]`, each weight row
 /// kept in cache across the input rows: on AVX-512 full passes of
-/// [`super::f16mat_avx512::ROWS`] weight rows first, then (and on other paths) one row at a time.
+/// [`super::f16mat_avx512::INPUTS`] input rows at a time against each weight row, then (and on
+/// other paths) one input row at a time.
 #[allow(clippy::too_many_arguments)]
 fn block(
     path: F16Path,
@@ -207,23 +208,27 @@ fn block(
     res: &mut [f32],
 ) {
     let len = o1 - o0;
-    #[allow(unused_mut)]
-    let mut o = o0;
-    #[cfg(target_arch = "x86_64")]
-    while path == F16Path::Avx512 && path.available() && o + super::f16mat_avx512::ROWS <= o1 {
-        use super::f16mat_avx512::{rows_avx512, ROWS};
-        for r in 0..rows {
-            let xr = &x[r * n_in..(r + 1) * n_in];
-            // SAFETY: the caller checked AVX-512F + F16C; rows `o..o + ROWS` lie in `w`.
-            let v = unsafe { rows_avx512(w, n_in, o, xr) };
-            res[r * len + o - o0..r * len + o - o0 + ROWS].copy_from_slice(&v);
+    for o in o0..o1 {
+        let wrow = &w[o * n_in..(o + 1) * n_in];
+        #[allow(unused_mut)]
+        let mut r = 0;
+        #[cfg(target_arch = "x86_64")]
+        while path == F16Path::Avx512
+            && path.available()
+            && r + super::f16mat_avx512::INPUTS <= rows
+        {
+            use super::f16mat_avx512::{inputs_avx512, INPUTS};
+            let xs: [&[f32]; INPUTS] =
+                std::array::from_fn(|i| &x[(r + i) * n_in..(r + i + 1) * n_in]);
+            // SAFETY: the caller checked AVX-512F + F16C; every slice holds `n_in` elements.
+            let v = unsafe { inputs_avx512(wrow, n_in, xs) };
+            for (i, v) in v.into_iter().enumerate() {
+                res[(r + i) * len + o - o0] = v;
+            }
+            r += INPUTS;
         }
-        o += ROWS;
-    }
-    for o in o..o1 {
-        for r in 0..rows {
-            let xr = &x[r * n_in..(r + 1) * n_in];
-            res[r * len + o - o0] = dot_f16_on(path, &w[o * n_in..(o + 1) * n_in], xr);
+        for r in r..rows {
+            res[r * len + o - o0] = dot_f16_on(path, wrow, &x[r * n_in..(r + 1) * n_in]);
         }
     }
 }

@@ -10,48 +10,48 @@
 use half::f16;
 use std::arch::x86_64::*;
 
-/// Weight rows per pass of [`rows_avx512`].
-pub(super) const ROWS: usize = 4;
+/// Input rows per pass of [`inputs_avx512`].
+pub(super) const INPUTS: usize = 4;
 
-/// `out[i] = sum_k w[(o0 + i) * n_in + k] * x[k]` for `i < ROWS`, each row with exactly the
-/// arithmetic of [`dot_avx512`] (four accumulators over 64-element steps, 16-element steps into
-/// the first, the same reduction and scalar tail), so a multi-row product gives every row the
-/// bits a one-row product gives it: speculative verification relies on that.
+/// `out[r] = sum_k w[k] * xs[r][k]` over `n_in` elements for `r < INPUTS`: one weight row
+/// against several input rows, each weight vector widened once for all of them. Every
+/// (weight row, input row) pair gets exactly the arithmetic of [`dot_avx512`] (four
+/// accumulators over 64-element steps, 16-element steps into the first, the same reduction and
+/// scalar tail), so a multi-row product gives every row the bits a one-row product gives it:
+/// speculative verification and batched decoding rely on that.
 ///
 /// # Safety
-/// The CPU must have AVX-512F and F16C; `w` must hold rows `o0..o0 + ROWS` of length `n_in`
-/// and `x` at least `n_in` elements (both checked by assertions in debug builds).
+/// The CPU must have AVX-512F and F16C; `w` and every `xs[r]` must hold at least `n_in`
+/// elements (checked by assertions in debug builds).
 #[target_feature(enable = "avx512f,f16c")]
-pub(super) unsafe fn rows_avx512(w: &[f16], n_in: usize, o0: usize, x: &[f32]) -> [f32; ROWS] {
-    debug_assert!(w.len() >= (o0 + ROWS) * n_in && x.len() >= n_in);
-    let xp = x.as_ptr();
-    let wp: [*const f16; ROWS] = std::array::from_fn(|i| w.as_ptr().add((o0 + i) * n_in));
-    let mut acc = [[_mm512_setzero_ps(); 4]; ROWS];
+pub(super) unsafe fn inputs_avx512(w: &[f16], n_in: usize, xs: [&[f32]; INPUTS]) -> [f32; INPUTS] {
+    debug_assert!(w.len() >= n_in && xs.iter().all(|x| x.len() >= n_in));
+    let wp = w.as_ptr();
+    let xp: [*const f32; INPUTS] = std::array::from_fn(|r| xs[r].as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); 4]; INPUTS];
     let mut k = 0;
     while k + 64 <= n_in {
-        let xv: [__m512; 4] = std::array::from_fn(|a| _mm512_loadu_ps(xp.add(k + 16 * a)));
-        for (p, acc) in wp.iter().zip(acc.iter_mut()) {
-            for (a, acc) in acc.iter_mut().enumerate() {
-                let h = _mm256_loadu_si256(p.add(k + 16 * a) as *const __m256i);
-                *acc = _mm512_fmadd_ps(_mm512_cvtph_ps(h), xv[a], *acc);
+        for a in 0..4 {
+            let wv = _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(k + 16 * a) as *const __m256i));
+            for (x, acc) in xp.iter().zip(acc.iter_mut()) {
+                acc[a] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x.add(k + 16 * a)), acc[a]);
             }
         }
         k += 64;
     }
     while k + 16 <= n_in {
-        let x0 = _mm512_loadu_ps(xp.add(k));
-        for (p, a) in wp.iter().zip(acc.iter_mut()) {
-            let h = _mm256_loadu_si256(p.add(k) as *const __m256i);
-            a[0] = _mm512_fmadd_ps(_mm512_cvtph_ps(h), x0, a[0]);
+        let wv = _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(k) as *const __m256i));
+        for (x, acc) in xp.iter().zip(acc.iter_mut()) {
+            acc[0] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x.add(k)), acc[0]);
         }
         k += 16;
     }
-    let mut out = [0.0f32; ROWS];
-    for ((o, p), a) in out.iter_mut().zip(&wp).zip(&acc) {
+    let mut out = [0.0f32; INPUTS];
+    for ((o, x), a) in out.iter_mut().zip(&xs).zip(&acc) {
         let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
         let mut total = _mm512_reduce_add_ps(s);
-        for (i, xv) in x.iter().enumerate().take(n_in).skip(k) {
-            total += (*p.add(i)).to_f32() * xv;
+        for i in k..n_in {
+            total += w[i].to_f32() * x[i];
         }
         *o = total;
     }

@@ -27,7 +27,9 @@ pub use kernels::{argmax, dot};
 pub use kv_cache::{KvCache, KvPrecision};
 pub use worker_pool::Threading;
 
-use super::checks::{check_len, AttentionShape, FullAttentionShape, NormShape, RopeParams};
+use super::checks::{
+    check_len, AttentionShape, FullAttentionShape, NormShape, RopeParams, RowCopy,
+};
 use super::Backend;
 use crate::model::{DType, Tensor};
 use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, Packed, WeightMatrix};
@@ -206,15 +208,9 @@ impl Backend for CpuBackend {
         buf.len()
     }
 
-    fn copy_rows_impl(
-        &self,
-        src: &Vec<f32>,
-        from: usize,
-        rows: usize,
-        width: usize,
-        dst: &mut Vec<f32>,
-    ) -> Result<()> {
-        dst[..rows * width].copy_from_slice(&src[from * width..(from + rows) * width]);
+    fn copy_rows_impl(&self, src: &Vec<f32>, dst: &mut Vec<f32>, c: &RowCopy) -> Result<()> {
+        let (s, d) = c.check(src.len(), dst.len())?;
+        dst[d].copy_from_slice(&src[s]);
         Ok(())
     }
 

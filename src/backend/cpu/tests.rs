@@ -245,19 +245,42 @@ fn exact_backend_keeps_f32_activations_in_packed_products() {
 
 #[test]
 fn copy_rows_moves_the_asked_rows_and_the_host_fallback_agrees() {
+    use crate::backend::RowCopy;
     let be = CpuBackend::new();
     let src: Vec<f32> = (0..5 * 3).map(|i| i as f32).collect();
-    let mut dst = vec![-1.0f32; 2 * 3 + 1];
-    be.copy_rows(&src, 3, 2, 3, &mut dst).unwrap();
-    assert_eq!(dst, [9.0, 10.0, 11.0, 12.0, 13.0, 14.0, -1.0]);
-    let mut host = vec![-1.0f32; 7];
-    crate::backend::host_fallback::copy_rows(&be, &src, 3, 2, 3, &mut host).unwrap();
+    let mut dst = vec![-1.0f32; 3 * 3 + 1];
+    let c = RowCopy {
+        from: 3,
+        to: 1,
+        rows: 2,
+        width: 3,
+    };
+    be.copy_rows(&src, &mut dst, &c).unwrap();
+    assert_eq!(
+        dst,
+        [-1.0, -1.0, -1.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, -1.0]
+    );
+    let mut host = vec![-1.0f32; 10];
+    crate::backend::host_fallback::copy_rows(&be, &src, &mut host, &c).unwrap();
     assert_eq!(host, dst);
     // Rows past the source, a destination too short, and an overflow are named errors.
-    let e = be.copy_rows(&src, 4, 2, 3, &mut dst).unwrap_err();
+    let e = be
+        .copy_rows(&src, &mut dst, &RowCopy { from: 4, ..c })
+        .unwrap_err();
     assert!(e.to_string().contains("copy_rows source"), "{e}");
-    let e = be.copy_rows(&src, 0, 3, 3, &mut dst).unwrap_err();
+    let e = be
+        .copy_rows(&src, &mut dst, &RowCopy { to: 2, ..c })
+        .unwrap_err();
     assert!(e.to_string().contains("copy_rows destination"), "{e}");
-    let e = be.copy_rows(&src, usize::MAX, 2, 3, &mut dst).unwrap_err();
+    let e = be
+        .copy_rows(
+            &src,
+            &mut dst,
+            &RowCopy {
+                from: usize::MAX,
+                ..c
+            },
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("overflow"), "{e}");
 }

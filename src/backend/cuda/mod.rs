@@ -20,7 +20,9 @@ pub mod nvrtc;
 pub mod quant;
 pub mod sources;
 
-use super::checks::{check_len, AttentionShape, FullAttentionShape, NormShape, RopeParams};
+use super::checks::{
+    check_len, AttentionShape, FullAttentionShape, NormShape, RopeParams, RowCopy,
+};
 use super::Backend;
 use crate::model::{DType, RopeStyle};
 use crate::quant::WeightMatrix;
@@ -417,16 +419,15 @@ impl Backend for CudaBackend {
     fn copy_rows_impl(
         &self,
         src: &CudaSlice<f32>,
-        from: usize,
-        rows: usize,
-        width: usize,
         dst: &mut CudaSlice<f32>,
+        c: &RowCopy,
     ) -> Result<()> {
-        if rows * width == 0 {
+        let (s, d) = c.check(src.len(), dst.len())?;
+        if s.is_empty() {
             return Ok(());
         }
-        let view = src.slice(from * width..(from + rows) * width);
-        let mut out = dst.slice_mut(0..rows * width);
+        let view = src.slice(s);
+        let mut out = dst.slice_mut(d);
         self.inner
             .stream
             .memcpy_dtod(&view, &mut out)

@@ -23,6 +23,8 @@ pub enum BenchCommand {
     CpuKernels(crate::cmd_bench_cpu_kernels::Args),
     /// Plain vs speculative greedy decode per (target, draft) variant pair, identical output.
     Speculative(crate::cmd_bench_speculative::SpeculativeArgs),
+    /// Continuous batching: output tokens/s at several batch sizes against one sequence.
+    Batch(crate::cmd_bench_batch::BatchArgs),
     /// The HTTP server under concurrent clients: requests/s, output tokens/s, TTFT, ITL.
     Serve(crate::cmd_bench_serve::ServeBenchArgs),
 }
@@ -53,6 +55,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Decode(a) => crate::cmd_bench_decode::run(a),
         BenchCommand::CpuKernels(a) => crate::cmd_bench_cpu_kernels::run(a),
         BenchCommand::Speculative(a) => crate::cmd_bench_speculative::run(a),
+        BenchCommand::Batch(a) => crate::cmd_bench_batch::run(a),
         BenchCommand::Serve(a) => crate::cmd_bench_serve::run(a),
         BenchCommand::Controller(a) => {
             crate::cmd_bench_controller::run(crate::cmd_bench_controller::BenchArgs {

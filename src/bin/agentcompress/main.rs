@@ -2,6 +2,7 @@
 //! clap `Args` struct and a `run` function; this file only dispatches.
 
 mod cmd_bench;
+mod cmd_bench_batch;
 mod cmd_bench_controller;
 mod cmd_bench_controller_device;
 mod cmd_bench_cpu_kernels;
