@@ -654,6 +654,62 @@ fn sigterm_cancels_what_outlives_the_grace() {
 }
 
 #[test]
+fn a_request_pins_a_variant_of_a_variant_directory() {
+    let Some(root) = common::stories260k_dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    common::build_stories_variants(&root, dir.path());
+    let s = Server::start(&[
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--step-delay-ms",
+        "5",
+    ]);
+    let body = |pin: Option<&str>| {
+        let mut b = json!({"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0,
+                           "ignore_eos": true});
+        if let Some(p) = pin {
+            b["x_agentcompress"] = json!({"precision": p});
+        }
+        b
+    };
+    // Unpinned, a directory without a trained router serves its fallback (FP16).
+    let (status, plain) = s.post_json("/v1/completions", &body(None));
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(plain["x_agentcompress"]["precision"], "fp16");
+    let (status, pinned) = s.post_json("/v1/completions", &body(Some("int4")));
+    assert_eq!(status, 200, "{pinned}");
+    assert_eq!(pinned["x_agentcompress"]["precision"], "int4");
+    assert!(pinned["x_agentcompress"]["reasons"]
+        .to_string()
+        .contains("pinned"));
+    // Both at once: each decodes on its own variant, and each answer is the one served alone.
+    let both: Vec<Value> = std::thread::scope(|sc| {
+        let hs: Vec<_> = [None, Some("int4"), None, Some("int4")]
+            .into_iter()
+            .map(|p| {
+                let (s, b) = (&s, body(p));
+                sc.spawn(move || s.post_json("/v1/completions", &b).1)
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, v) in both.iter().enumerate() {
+        let alone = if i % 2 == 0 { &plain } else { &pinned };
+        assert_eq!(answer(v), answer(alone), "request {i}");
+    }
+    assert_eq!(
+        s.metric("agentcompress_tasks_total{precision=\"int4\"}"),
+        3.0
+    );
+    assert_eq!(
+        s.metric("agentcompress_tasks_total{precision=\"fp16\"}"),
+        3.0
+    );
+}
+
+#[test]
 fn smollm2_chat_uses_the_model_template() {
     let Some(dir) = common::shared_model("smollm2-135m-instruct") else {
         return;

@@ -4,6 +4,7 @@
 //! the first token and the gaps between tokens as a client sees them.
 
 use crate::serve::{self, client, ServeArgs};
+use agentcompress::api::Precision;
 use agentcompress::engine::DEFAULT_CONTEXT;
 use agentcompress::{Error, Result};
 use serde_json::{json, Value};
@@ -40,6 +41,10 @@ pub struct ServeBenchArgs {
     /// Tokens generated per request (end-of-sequence ignored, so every request is this long).
     #[arg(long, default_value_t = 64, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub max_tokens: usize,
+    /// Pin every request to this variant of a variant directory (`x_agentcompress.precision`);
+    /// default: the route the engine picks.
+    #[arg(long)]
+    pub precision: Option<Precision>,
 }
 
 /// What one request saw.
@@ -108,7 +113,13 @@ fn one_request(addr: &str, body: &str) -> Result<Sample> {
     })
 }
 
-fn run_level(addr: &str, clients: usize, requests: usize, max_tokens: usize) -> Result<Level> {
+fn run_level(
+    addr: &str,
+    clients: usize,
+    requests: usize,
+    max_tokens: usize,
+    pin: Option<Precision>,
+) -> Result<Level> {
     let next = AtomicUsize::new(0);
     let samples = Mutex::new(Vec::new());
     let t0 = Instant::now();
@@ -121,16 +132,18 @@ fn run_level(addr: &str, clients: usize, requests: usize, max_tokens: usize) -> 
                         if i >= requests {
                             return Ok(());
                         }
-                        let body = json!({
+                        let mut body = json!({
                             "messages": [{"role": "user", "content": PROMPTS[i % PROMPTS.len()]}],
                             "max_tokens": max_tokens,
                             "temperature": 0,
                             "ignore_eos": true,
                             "stream": true,
                             "stream_options": {"include_usage": true},
-                        })
-                        .to_string();
-                        let sample = one_request(addr, &body)?;
+                        });
+                        if let Some(p) = pin {
+                            body["x_agentcompress"] = json!({"precision": p});
+                        }
+                        let sample = one_request(addr, &body.to_string())?;
                         if let Ok(mut v) = samples.lock() {
                             v.push(sample);
                         }
@@ -194,19 +207,23 @@ pub fn run(a: ServeBenchArgs) -> Result<()> {
     let engine = Arc::new(serve::open_engine(&args)?);
     println!(
         "{} on {}: {} streamed chat requests per concurrency, {} tokens each (EOS ignored), \
-         greedy, max batch {most}",
+         greedy, max batch {most}, {}",
         a.model.display(),
         engine.backend_name(),
         a.requests,
-        a.max_tokens
+        a.max_tokens,
+        a.precision
+            .map_or("routed by the engine".to_string(), |p| format!(
+                "pinned to {p}"
+            ))
     );
     let server = serve::start(args, engine)?;
     let addr = server.addr.to_string();
     // Warm-up: first-touch costs (page faults, lazy initialisation) stay out of the figures.
-    run_level(&addr, 1, 1, a.max_tokens.min(8))?;
+    run_level(&addr, 1, 1, a.max_tokens.min(8), a.precision)?;
     let mut rows = Vec::new();
     for &c in &levels {
-        rows.push(run_level(&addr, c, a.requests, a.max_tokens)?);
+        rows.push(run_level(&addr, c, a.requests, a.max_tokens, a.precision)?);
     }
     let metrics = client::request(&addr, "GET", "/metrics", None)
         .map_err(|e| Error::Internal(format!("metrics: {e}")))?;
