@@ -779,3 +779,35 @@ fn the_openai_python_client_works_against_the_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn bad_flags_and_models_fail_at_start_naming_them() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentcompress"))
+            .arg("serve")
+            .args(args)
+            .output()
+            .expect("run serve");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (args, named) in [
+        (&["--model", TINY, "--max-batch", "0"][..], "--max-batch"),
+        (&["--model", TINY, "--max-queue", "-1"][..], "--max-queue"),
+        (&["--model", TINY, "--timeout", "0"][..], "--timeout"),
+        (&["--model", TINY, "--port", "70000"][..], "--port"),
+        (&["--model", "builtin:nothing"][..], "builtin:nothing"),
+        (&["--model", "/no/such/model.bin"][..], "/no/such/model.bin"),
+    ] {
+        let (ok, err) = run(args);
+        assert!(!ok, "{args:?} started");
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+    // A port that is taken is an error naming the address, not a hang.
+    let s = Server::start(&["--model", TINY]);
+    let port = s.addr.rsplit(':').next().unwrap();
+    let (ok, err) = run(&["--model", TINY, "--port", port, "--device", "cpu"]);
+    assert!(!ok && err.contains(&s.addr), "{err}");
+}
