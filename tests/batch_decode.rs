@@ -361,3 +361,69 @@ fn a_routed_engine_pins_sets_targets_and_opens_sessions_on_any_variant() {
     assert!(engine.route_ids(&ids, Some(0.5)).is_ok());
     assert!(engine.route_ids(&ids, Some(2.0)).is_err());
 }
+
+#[test]
+fn a_sixteen_row_step_takes_the_batched_products_and_agrees_with_one_row_steps() {
+    let Some(s) = stories() else { return };
+    let prompts: Vec<Vec<u32>> = PROMPTS
+        .iter()
+        .chain(PROMPTS.iter())
+        .enumerate()
+        .map(|(i, p)| {
+            let mut ids = s.tok.encode(p, true).unwrap();
+            ids.truncate(2 + i % 7);
+            ids
+        })
+        .collect();
+    for p in Precision::ALL {
+        let w = quantize_model(&s.dense, p, &QuantConfig::default(), None).unwrap();
+        let m = Model::new(CpuBackend::new(), &w).unwrap();
+        let vocab = m.config().vocab_size;
+        let prefilled = || -> Vec<_> {
+            prompts
+                .iter()
+                .map(|ids| {
+                    let mut st = m.new_state(8).unwrap();
+                    m.forward(&mut st, ids, false).unwrap();
+                    st
+                })
+                .collect()
+        };
+        let (mut batched, mut single) = (prefilled(), prefilled());
+        let tokens: Vec<u32> = (0..prompts.len() as u32).map(|i| 10 + 3 * i).collect();
+        let mut scratch = m.new_batch_scratch(prompts.len()).unwrap();
+        let mut refs: Vec<_> = batched.iter_mut().collect();
+        m.step_batch(&mut refs, &tokens, &mut scratch).unwrap();
+        let mut got = vec![0.0f32; prompts.len() * vocab];
+        m.read_batch_logits(&scratch, prompts.len(), &mut got).unwrap();
+        let mut want = vec![0.0f32; vocab];
+        for (i, st) in single.iter_mut().enumerate() {
+            m.step(st, tokens[i], &mut want).unwrap();
+            let row = &got[i * vocab..(i + 1) * vocab];
+            let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let diff = row
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |a, (x, y)| a.max((x - y).abs()));
+            // FP16: only the order of f32 sums differs. Packed: the blocked product quantizes
+            // the activations in its own blocks (as prefill does), a different rounding of
+            // the same product.
+            let tol = if p == Precision::Fp16 { 1e-4 } else { 2e-2 };
+            assert!(
+                diff <= tol * scale,
+                "{p} row {i}: batched logits differ by {diff} (scale {scale})"
+            );
+            assert_eq!(batched[i].pos(), st.pos(), "{p} row {i}");
+        }
+        // Bad shapes are refused by name.
+        let mut two: Vec<_> = batched.iter_mut().take(2).collect();
+        let e = m.step_batch(&mut two, &tokens[..3], &mut scratch).unwrap_err();
+        assert!(e.to_string().contains("one token per sequence"), "{e}");
+        let mut small = m.new_batch_scratch(1).unwrap();
+        let e = m
+            .step_batch(&mut two, &tokens[..2], &mut small)
+            .unwrap_err();
+        assert!(e.to_string().contains("exceeds the scratch"), "{e}");
+        assert!(m.new_batch_scratch(0).is_err());
+    }
+}

@@ -1,8 +1,10 @@
 //! A reduced workflow benchmark on stories260K (packed RTN variants, byte-encoded task text until
 //! the llama2.c tokenizer is wired in): every strategy is reported, the uniform baselines are
 //! ordered by cost, the oracle meets the threshold everywhere, and the controller + router
-//! never does worse than FP16 on cost. The benchmark trains the controller, so it needs the
-//! `train` feature.
+//! never does worse than FP16 on cost. Rerun from the saved labels with speculation on, no
+//! strategy changes, and the hard tasks' speculation costs are recomputed from the report's
+//! JSON (recorded forwards of target and draft) with no output differing from the target's.
+//! The benchmark trains the controller, so it needs the `train` feature.
 #![cfg(feature = "train")]
 
 mod common;
@@ -100,18 +102,158 @@ fn reduced_benchmark_on_stories260k() {
     assert!(
         svg.starts_with("<svg") && svg.contains("oracle") && svg.trim_end().ends_with("</svg>")
     );
-    // Labels are reusable: the same run from the saved labels gives the same report.
+    assert!(r.in_domain.speculation.is_none() && !md.contains("Speculation ("));
+    // Labels are reusable: the same run from the saved labels gives the same report; with
+    // speculation on, every strategy's cost and quality stay as they were.
+    let mut spec_cfg = cfg.clone();
+    spec_cfg.speculation = Some(3);
     let again = run(
         &set,
         &ByteTokenizer,
-        &cfg,
+        &spec_cfg,
         "stories260K",
         Some(out.labels.clone()),
     )
     .unwrap();
-    assert_eq!(
-        again.report.in_domain.strategies[5].cost,
-        r.in_domain.strategies[5].cost
-    );
     assert_eq!(again.report.in_domain.pearson_r, r.in_domain.pearson_r);
+    for (a, b) in [
+        (&again.report.in_domain, &r.in_domain),
+        (&again.report.cross_domain, &r.cross_domain),
+    ] {
+        for (x, y) in a.strategies.iter().zip(&b.strategies) {
+            assert_eq!(
+                (x.cost, x.quality_retained, x.success_rate),
+                (y.cost, y.quality_retained, y.success_rate),
+                "{}",
+                x.name
+            );
+        }
+    }
+    let md = report::markdown(&again.report);
+    assert!(md.contains("| with speculation |") && md.contains("| without speculation |"));
+    check_speculation(&again.report, out.labels.n_gen, 3);
+}
+
+/// Recomputes the speculation results of `report` from its JSON: every hard task's cost from
+/// its recorded forwards, the hard tasks' and the whole benchmark's cost from them, and the
+/// quality (which must not change: no speculated output may differ from its target's).
+fn check_speculation(report: &agentcompress::eval::EvalReport, n_gen: usize, draft_len: u64) {
+    let json = serde_json::to_value(report).unwrap();
+    let rel: Vec<f64> = json["relative_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let index = |v: &serde_json::Value| -> usize {
+        let name = v.as_str().unwrap();
+        Precision::ALL
+            .iter()
+            .position(|p| p.name() == name)
+            .unwrap_or_else(|| panic!("unknown precision {name}"))
+    };
+    let f = |v: &serde_json::Value, k: &str| -> f64 {
+        v[k].as_f64().unwrap_or_else(|| panic!("no number {k}"))
+    };
+    let u = |v: &serde_json::Value, k: &str| -> u64 {
+        v[k].as_u64().unwrap_or_else(|| panic!("no count {k}"))
+    };
+    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() < 1e-9, "{what}: {a} vs {b}");
+    let mut speculated = 0;
+    for (key, split) in [
+        ("in_domain", &report.in_domain),
+        ("cross_domain", &report.cross_domain),
+    ] {
+        let sp = &json[key]["speculation"];
+        let controller = split
+            .strategies
+            .iter()
+            .find(|s| s.name == "controller + router")
+            .unwrap();
+        assert_eq!(sp["strategy"], "controller + router");
+        close(
+            f(sp, "cost_plain"),
+            controller.cost,
+            "cost without speculation",
+        );
+        close(
+            f(sp, "quality_retained_plain"),
+            controller.quality_retained,
+            "quality without speculation",
+        );
+        let hard = controller.mix[Precision::Fp16] + controller.mix[Precision::Int8];
+        let tasks = sp["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), hard);
+        assert_eq!(u(sp, "hard_tasks") as usize, hard);
+        let uniform = f(sp, "uniform_fp16_cost");
+        let (mut plain_sum, mut sum, mut spec_n, mut loads) = (0.0, 0.0, 0, 0);
+        let (mut drafted_all, mut accepted_all) = (0, 0);
+        for t in tasks {
+            let target = index(&t["target"]);
+            assert!(target <= 1, "hard tasks are fp16 or int8: {t}");
+            let (swap, load) = (f(t, "swap_cost"), f(t, "draft_load_cost"));
+            assert!(swap >= 0.0 && load >= 0.0, "{t}");
+            assert!(f(t, "cost_plain") >= rel[target] - 1e-12, "{t}");
+            let (tf, df) = (u(t, "target_forwards"), u(t, "draft_forwards"));
+            let compute = if t["draft"].is_null() {
+                assert_eq!((tf, df, load), (n_gen as u64, 0, 0.0), "{t}");
+                rel[target]
+            } else {
+                let draft = index(&t["draft"]);
+                assert!(draft > target, "the draft is cheaper: {t}");
+                let (d, a, v) = (u(t, "drafted"), u(t, "accepted"), u(t, "verifies"));
+                // Prefill plus verifies, prefill plus one forward per draft token; every
+                // token but the prefill's is decided by a verify.
+                assert_eq!((tf, df), (v + 1, d + 1), "{t}");
+                assert_eq!(a + v + 1, n_gen as u64, "{t}");
+                assert!(a <= d && d <= draft_len * v, "{t}");
+                assert_eq!(t["matches_target"], true, "{t}");
+                spec_n += 1;
+                loads += (load > 0.0) as u64;
+                drafted_all += d;
+                accepted_all += a;
+                (tf as f64 * rel[target] + df as f64 * rel[draft]) / n_gen as f64
+            };
+            close(compute + swap + load, f(t, "cost"), "task cost");
+            plain_sum += f(t, "cost_plain");
+            sum += f(t, "cost");
+        }
+        assert_eq!(u(sp, "draft_loads"), loads);
+        assert_eq!(u(sp, "speculated"), spec_n);
+        assert_eq!(u(sp, "mismatches"), 0);
+        close(
+            plain_sum / uniform,
+            f(sp, "hard_cost_plain"),
+            "hard cost plain",
+        );
+        close(sum / uniform, f(sp, "hard_cost"), "hard cost");
+        close(
+            f(sp, "cost"),
+            sum / uniform + f(sp, "other_cost"),
+            "whole-benchmark cost",
+        );
+        close(1.0 - f(sp, "cost"), f(sp, "cost_reduction"), "saving");
+        if drafted_all > 0 {
+            close(
+                accepted_all as f64 / drafted_all as f64,
+                f(sp, "acceptance"),
+                "acceptance",
+            );
+        }
+        close(
+            f(sp, "quality_retained"),
+            f(sp, "quality_retained_plain"),
+            "quality with and without",
+        );
+        close(
+            f(sp, "success_rate"),
+            f(sp, "success_rate_plain"),
+            "success with and without",
+        );
+        speculated += spec_n;
+    }
+    assert!(
+        speculated > 0,
+        "no hard task had a cheaper variant resident: nothing was speculated"
+    );
 }

@@ -70,6 +70,20 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
     /// `out[r, o] = sum_i x[r, i] * w[o, i]` for `rows` rows; `w` is `[out, in]`.
     fn matmul(&self, x: &Self::Buf, w: &Self::Mat, out: &mut Self::Buf, rows: usize) -> Result<()>;
+    /// [`Backend::matmul`] over rows of independent sequences (a batched decode step), which
+    /// need not give each row the bits a one-row product gives it: a backend may run its
+    /// fastest multi-row kernel from fewer rows than it would for [`Backend::matmul`], whose
+    /// few-row products stay bit-identical to one-row products (speculative verification
+    /// relies on that). The default is [`Backend::matmul`].
+    fn matmul_batch(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Mat,
+        out: &mut Self::Buf,
+        rows: usize,
+    ) -> Result<()> {
+        self.matmul(x, w, out, rows)
+    }
     /// `x[r, :] += bias` over `rows` rows of width `bias.len()`.
     fn add_bias(
         &self,

@@ -2,7 +2,7 @@
 //! row per sequence (the weights are read once per step, not once per sequence), while each
 //! row's RoPE, KV-cache update and attention run on its own sequence's state and position.
 
-use super::forward::{Activations, Logits, Model, State};
+use super::forward::{Activations, Logits, Model, Rows, State};
 use crate::backend::{Backend, RowCopy};
 use crate::{Error, Result};
 
@@ -35,7 +35,8 @@ impl<B: Backend> Model<B> {
     /// rows together, attention per sequence on its own cache at its own position. Each
     /// sequence advances by one token; the logits of row `i` are left in the scratch (read
     /// them with [`Model::read_batch_logits`]). Row `i` computes what [`Model::step`] on
-    /// `states[i]` alone computes, up to the rounding of multi-row products.
+    /// `states[i]` alone computes, up to the rounding of the backend's batched products
+    /// ([`Backend::matmul_batch`]; bit for bit below the backend's blocked-product threshold).
     pub fn step_batch(
         &self,
         states: &mut [&mut State<B>],
@@ -63,7 +64,7 @@ impl<B: Backend> Model<B> {
         let be = &self.backend;
         let (qd, kvd) = (self.config.q_dim(), self.config.kv_dim());
         be.embed(&self.embedding, tokens, &mut scratch.act.x)?;
-        self.layers_pass(&mut scratch.act, n, |li, batch| {
+        self.layers_pass(&mut scratch.act, n, Rows::Batch, |li, batch| {
             for (i, s) in states.iter_mut().enumerate() {
                 let State {
                     k_cache,
@@ -89,7 +90,7 @@ impl<B: Backend> Model<B> {
             }
             Ok(())
         })?;
-        self.classify(&mut scratch.act, n, Logits::Every)?;
+        self.classify(&mut scratch.act, n, Logits::Every, Rows::Batch)?;
         for s in states.iter_mut() {
             s.pos += 1;
         }

@@ -377,7 +377,7 @@ impl<B: Backend> Model<B> {
             ..
         } = s;
         be.embed(&self.embedding, tokens, &mut act.x)?;
-        self.layers_pass(act, n, |li, a| {
+        self.layers_pass(act, n, Rows::OneSequence, |li, a| {
             self.rope_rows(a, n, pos0)?;
             be.store_rows(&a.k, &mut k_cache[li], n, kvd, pos0)?;
             be.store_rows(&a.v, &mut v_cache[li], n, kvd, pos0)?;
@@ -389,9 +389,24 @@ impl<B: Backend> Model<B> {
                 &self.attention_shape(n, pos0),
             )
         })?;
-        self.classify(act, n, want)?;
+        self.classify(act, n, want, Rows::OneSequence)?;
         s.pos += n;
         Ok(())
+    }
+
+    /// `out = x w^T` over `n` rows of kind `rows`.
+    fn product(
+        &self,
+        rows: Rows,
+        x: &B::Buf,
+        w: &B::Mat,
+        out: &mut B::Buf,
+        n: usize,
+    ) -> Result<()> {
+        match rows {
+            Rows::OneSequence => self.backend.matmul(x, w, out, n),
+            Rows::Batch => self.backend.matmul_batch(x, w, out, n),
+        }
     }
 
     /// Runs every layer over the first `n` rows of `a` (embedded in `a.x`). `attend(layer,
@@ -401,10 +416,12 @@ impl<B: Backend> Model<B> {
         &self,
         a: &mut Activations<B>,
         n: usize,
+        rows: Rows,
         mut attend: impl FnMut(usize, &mut Activations<B>) -> Result<()>,
     ) -> Result<()> {
         let c = &self.config;
         let be = &self.backend;
+        let mm = |x: &B::Buf, w: &B::Mat, out: &mut B::Buf| self.product(rows, x, w, out, n);
         let (dim, qd, kvd, hid) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
         let norm = NormShape {
             rows: n,
@@ -417,22 +434,22 @@ impl<B: Backend> Model<B> {
             let held = self.layers.get(be, li)?;
             let l = held.get();
             be.rmsnorm(&a.x, &l.attn_norm, &mut a.xb, &norm)?;
-            be.matmul(&a.xb, &l.wq, &mut a.q, n)?;
-            be.matmul(&a.xb, &l.wk, &mut a.k, n)?;
-            be.matmul(&a.xb, &l.wv, &mut a.v, n)?;
+            mm(&a.xb, &l.wq, &mut a.q)?;
+            mm(&a.xb, &l.wk, &mut a.k)?;
+            mm(&a.xb, &l.wv, &mut a.v)?;
             if let Some([bq, bk, bv]) = &l.bias {
                 be.add_bias(&mut a.q, bq, n, qd)?;
                 be.add_bias(&mut a.k, bk, n, kvd)?;
                 be.add_bias(&mut a.v, bv, n, kvd)?;
             }
             attend(li, a)?;
-            be.matmul(&a.att, &l.wo, &mut a.xb, n)?;
+            mm(&a.att, &l.wo, &mut a.xb)?;
             be.add(&mut a.x, &a.xb, n * dim)?;
             be.rmsnorm(&a.x, &l.ffn_norm, &mut a.xb, &norm)?;
-            be.matmul(&a.xb, &l.w_gate, &mut a.gate, n)?;
-            be.matmul(&a.xb, &l.w_up, &mut a.up, n)?;
+            mm(&a.xb, &l.w_gate, &mut a.gate)?;
+            mm(&a.xb, &l.w_up, &mut a.up)?;
             be.swiglu(&a.gate, &a.up, &mut a.hb, n * hid)?;
-            be.matmul(&a.hb, &l.w_down, &mut a.xb, n)?;
+            mm(&a.hb, &l.w_down, &mut a.xb)?;
             be.add(&mut a.x, &a.xb, n * dim)?;
         }
         Ok(())
@@ -473,7 +490,13 @@ impl<B: Backend> Model<B> {
 
     /// The final norm and classifier over the first `n` rows of `a` (as `want` asks), into
     /// `a.logits`.
-    pub(super) fn classify(&self, a: &mut Activations<B>, n: usize, want: Logits) -> Result<()> {
+    pub(super) fn classify(
+        &self,
+        a: &mut Activations<B>,
+        n: usize,
+        want: Logits,
+        rows: Rows,
+    ) -> Result<()> {
         let be = &self.backend;
         let norm = NormShape {
             rows: n,
@@ -485,7 +508,7 @@ impl<B: Backend> Model<B> {
             Logits::None => Ok(()),
             Logits::Every => {
                 be.rmsnorm(&a.x, &self.final_norm, &mut a.xb, &norm)?;
-                be.matmul(&a.xb, classifier, &mut a.logits, n)
+                self.product(rows, &a.xb, classifier, &mut a.logits, n)
             }
             Logits::Last => {
                 // Only the last row's logits are wanted: norm and classify that row alone
@@ -502,6 +525,17 @@ impl<B: Backend> Model<B> {
             }
         }
     }
+}
+
+/// What the rows of a forward pass are, which decides the products they may use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rows {
+    /// Consecutive tokens of one sequence (prefill, speculative verify, decode): few-row
+    /// products stay bit-identical to one-row products.
+    OneSequence,
+    /// One token of each of several sequences (a batched decode step): the backend's
+    /// fastest multi-row products ([`Backend::matmul_batch`]).
+    Batch,
 }
 
 /// Which logits a chunk of [`Model::forward`] computes.

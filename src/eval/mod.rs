@@ -30,6 +30,11 @@
 //! threshold sweep on the frontier (`frontier`) beside the uniform variants, blind mixing and
 //! the per-task oracle, in-domain and cross-domain (`agentcompress eval --chat-tasks N`).
 //!
+//! With `agentcompress eval --speculate`, the controller's hard tasks (routed to FP16 or
+//! INT8) are also served through greedy speculation from a cheaper resident variant
+//! (`speculation`): their cost and the whole benchmark's with and without it, at the same
+//! outputs (checked task by task).
+//!
 //! Reproduce: `agentcompress eval -m ../shared/models/stories260K/stories260K.bin
 //! --tokenizer ../shared/models/stories260K/tok512.bin` (writes `eval-out/`), or
 //! `agentcompress eval --synthetic tiny`.
@@ -43,6 +48,7 @@ pub mod chat_tasks;
 pub mod frontier;
 pub mod metrics;
 pub mod report;
+pub mod speculation;
 pub mod task_checks;
 pub mod workflows;
 

@@ -1,5 +1,6 @@
 //! The benchmark's outputs for people: a markdown table and an SVG cost-versus-quality plot.
 
+use super::speculation::SpeculationResult;
 use super::workflow_bench::{EvalReport, SplitResult};
 use crate::quant::Precision;
 use std::fmt::Write;
@@ -70,6 +71,82 @@ fn split_table(s: &SplitResult, out: &mut String) {
         );
     }
     let _ = writeln!(out);
+    if let Some(sp) = &s.speculation {
+        speculation_table(sp, out);
+    }
+}
+
+/// The hard tasks with and without speculation, and the whole benchmark's cost.
+fn speculation_table(sp: &SpeculationResult, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "Speculation ({}, same routes): {} hard tasks (routed to FP16 or INT8), {} served through greedy speculation from a cheaper variant resident or loaded into free capacity ({} draft loads; {} draft tokens per verify), the rest decoded plainly; {} target loads in this replay. Mean acceptance {:.1}%, {:.2} tokens per verify.\n",
+        sp.strategy,
+        sp.hard_tasks,
+        sp.speculated,
+        sp.draft_loads,
+        sp.draft_len,
+        sp.swaps,
+        100.0 * sp.acceptance,
+        sp.tokens_per_verify
+    );
+    let _ = writeln!(
+        out,
+        "| | hard tasks' cost vs FP16 | whole-benchmark cost vs FP16 | saving vs uniform FP16 | quality retained | success rate |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        out,
+        "| without speculation | {:.3} | {:.3} | {:.1}% | {:.1}% | {:.1}% |",
+        sp.hard_cost_plain,
+        sp.cost_plain,
+        100.0 * sp.cost_reduction_plain,
+        100.0 * sp.quality_retained_plain,
+        100.0 * sp.success_rate_plain
+    );
+    let _ = writeln!(
+        out,
+        "| with speculation | {:.3} | {:.3} | {:.1}% | {:.1}% | {:.1}% |",
+        sp.hard_cost,
+        sp.cost,
+        100.0 * sp.cost_reduction,
+        100.0 * sp.quality_retained,
+        100.0 * sp.success_rate
+    );
+    let _ = writeln!(
+        out,
+        "\n| target | draft | tasks | drafted | accepted | acceptance | tokens per verify | bytes vs plain target |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for p in &sp.pairs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.1}% | {:.2} | {:.3} |",
+            p.target,
+            p.draft,
+            p.tasks,
+            p.drafted,
+            p.accepted,
+            100.0 * p.acceptance,
+            p.tokens_per_verify,
+            p.bytes_factor
+        );
+    }
+    if sp.mismatches == 0 {
+        let _ = writeln!(
+            out,
+            "\nEvery speculated output equals its target's own greedy output.\n"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\n**{} of {} speculated outputs differ from their target's own greedy output** (counted as failed tasks above).\n",
+            sp.mismatches, sp.speculated
+        );
+    }
 }
 
 /// The report as markdown.
@@ -225,7 +302,9 @@ pub fn svg(r: &EvalReport) -> String {
     for st in &s.strategies {
         let color = match st.name.as_str() {
             "oracle" | super::workflow_bench::MATCHED_ORACLE => "green",
-            "controller + router" | super::workflow_bench::MATCHED_CONTROLLER => "steelblue",
+            super::workflow_bench::CONTROLLER | super::workflow_bench::MATCHED_CONTROLLER => {
+                "steelblue"
+            }
             "random" => "gray",
             _ => "crimson",
         };

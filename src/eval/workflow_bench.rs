@@ -7,6 +7,7 @@
 use super::frontier::{self, FrontierRow, Point};
 use super::labels::{measure, LabelSet, LabelledTask};
 use super::metrics::{pearson, quantile, signal_share};
+use super::speculation::{self, SpeculationResult};
 use super::workflows::{generate, StageKind, Workflow};
 use crate::controller::train::{Sample, TrainConfig, TrainReport};
 use crate::controller::{Controller, ControllerConfig, ControllerOutput};
@@ -47,6 +48,10 @@ pub struct EvalConfig {
     pub bins: usize,
     /// Router targets swept for the cost-versus-quality curve.
     pub sweep: Vec<f32>,
+    /// Serve the controller's hard tasks (routed to FP16 or INT8) through greedy speculation
+    /// from a cheaper resident variant, drafting this many tokens per verify (`None`: off);
+    /// see [`super::speculation`].
+    pub speculation: Option<usize>,
 }
 
 impl Default for EvalConfig {
@@ -67,6 +72,7 @@ impl Default for EvalConfig {
             horizon: 4.0,
             bins: 8,
             sweep: vec![0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99],
+            speculation: None,
         }
     }
 }
@@ -122,6 +128,9 @@ pub struct SplitResult {
     /// APGR: the share of the oracle's saving over blind mixing that the controller recovers
     /// over [`SplitResult::frontier`]'s targets (`None` when the oracle saves nothing).
     pub apgr: Option<f64>,
+    /// The controller's hard tasks with and without speculation (`None` unless
+    /// [`EvalConfig::speculation`] asks for it).
+    pub speculation: Option<SpeculationResult>,
     /// Training loss curve.
     #[serde(skip)]
     pub curve: TrainReport,
@@ -246,13 +255,35 @@ fn headroom(l: &super::labels::TaskLabel, threshold: f32) -> f32 {
     1.0 - l.oracle(threshold).bits() as f32 / 16.0
 }
 
+/// One task as a replay served it.
+pub(crate) struct Served {
+    /// Index of the task in the labels.
+    pub task: usize,
+    /// The variant chosen.
+    pub precision: Precision,
+    /// Its cost (compute plus swap share).
+    pub cost: f64,
+}
+
 /// Replays `order` (task indices, in workflow order) choosing each variant with `choose`.
 fn replay(
     name: &str,
     ctx: &Ctx<'_>,
     router: &Router,
     order: &[usize],
+    choose: impl FnMut(usize, &VariantCache) -> Precision,
+) -> Result<StrategyResult> {
+    replay_traced(name, ctx, router, order, choose, None)
+}
+
+/// [`replay`], appending each task as served to `trace` when given.
+fn replay_traced(
+    name: &str,
+    ctx: &Ctx<'_>,
+    router: &Router,
+    order: &[usize],
     mut choose: impl FnMut(usize, &VariantCache) -> Precision,
+    mut trace: Option<&mut Vec<Served>>,
 ) -> Result<StrategyResult> {
     let cap = (ctx.cfg.capacity * ctx.set.bytes[Precision::Fp16] as f64) as u64;
     let mut res = VariantCache::new(cap, ctx.set.bytes)?;
@@ -261,7 +292,15 @@ fn replay(
     for &t in order {
         let p = choose(t, &res);
         let swap = res.use_variant(p);
-        cost += router.cost(p, swap);
+        let c = router.cost(p, swap);
+        cost += c;
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.push(Served {
+                task: t,
+                precision: p,
+                cost: c,
+            });
+        }
         let qual = ctx.labels.tasks[t].label.quality[p];
         q += qual as f64;
         ok += (qual >= ctx.cfg.threshold) as usize;
@@ -394,6 +433,9 @@ pub fn gather_all(set: &VariantSet, base: &Controller, labels: &LabelSet) -> Res
 
 /// Name of the perfect-information bound at uniform INT8's quality.
 pub const MATCHED_ORACLE: &str = "oracle at int8 quality";
+
+/// Name of the controller routing at the threshold.
+pub const CONTROLLER: &str = "controller + router";
 
 /// Name of the controller with its target calibrated to uniform INT8's quality retained.
 pub const MATCHED_CONTROLLER: &str = "controller at int8 quality";
@@ -565,12 +607,14 @@ fn run_split(
     strategies.push(replay(MATCHED_ORACLE, ctx, &router, &test_idx, |t, _| {
         matched.get(&t).copied().unwrap_or(Precision::Fp16)
     })?);
-    strategies.push(replay(
-        "controller + router",
+    let mut served = Vec::new();
+    strategies.push(replay_traced(
+        CONTROLLER,
         ctx,
         &router,
         &test_idx,
         |t, res| router.decide(&outs[t], res).precision,
+        Some(&mut served),
     )?);
     // The router's target calibrated on the training split to keep uniform INT8's quality
     // retained there (what a user asks for when INT8's average quality is the bar).
@@ -590,6 +634,24 @@ fn run_split(
         |t, res| matched_router.decide(&outs[t], res).precision,
     )?);
     let fp16_cost = strategies[0].cost;
+    let speculation = match cfg.speculation {
+        Some(draft_len) => {
+            let inputs = speculation::Inputs {
+                set: ctx.set,
+                tok: ctx.tok,
+                labels: ctx.labels,
+                outs: &outs,
+                router: &router,
+                capacity: (cfg.capacity * ctx.set.bytes[Precision::Fp16] as f64) as u64,
+                threshold: cfg.threshold,
+                draft_len,
+            };
+            Some(speculation::speculate(
+                &inputs, CONTROLLER, &served, fp16_cost,
+            )?)
+        }
+        None => None,
+    };
     for s in &mut strategies {
         s.cost /= fp16_cost;
         s.cost_reduction = 1.0 - s.cost;
@@ -657,6 +719,7 @@ fn run_split(
             sweep,
             frontier,
             apgr,
+            speculation,
             curve,
         },
         controller,

@@ -134,6 +134,12 @@ impl CpuBackend {
 /// Rows are processed in parallel once a matrix has this many output rows.
 const PAR_MIN_ROWS: usize = 64;
 
+/// Rows from which [`Backend::matmul_batch`] runs the blocked products (FP16 and packed):
+/// a batched decode step of this many sequences already reads each weight block once for
+/// all of them at close to prefill speed, while [`Backend::matmul`] keeps the blocked
+/// products for prefill-sized row counts so few-row products stay bit-identical to decode.
+const BATCH_BLOCKED_MIN_ROWS: usize = 8;
+
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Mat = CpuMat;
@@ -317,6 +323,32 @@ impl Backend for CpuBackend {
             ),
         }
         Ok(())
+    }
+
+    fn matmul_batch(
+        &self,
+        x: &Vec<f32>,
+        w: &CpuMat,
+        out: &mut Vec<f32>,
+        rows: usize,
+    ) -> Result<()> {
+        if rows >= BATCH_BLOCKED_MIN_ROWS && !self.exact {
+            let (n_out, n_in) = w.dims();
+            check_len("matmul x", x.len(), rows * n_in)?;
+            check_len("matmul out", out.len(), rows * n_out)?;
+            let (x, y) = (&x[..rows * n_in], &mut out[..rows * n_out]);
+            let done = match w {
+                CpuMat::F16 { data, .. } => f16gemm::f16_gemm(data, n_out, n_in, x, rows, y),
+                CpuMat::Int8(m) => qgemm_vnni::packed_gemm(m, x, rows, y),
+                CpuMat::Int4(m) => qgemm_vnni::packed_gemm(m, x, rows, y),
+                CpuMat::Int2(m) => qgemm_vnni::packed_gemm(m, x, rows, y),
+                CpuMat::F32 { .. } => false,
+            };
+            if done {
+                return Ok(());
+            }
+        }
+        self.matmul(x, w, out, rows)
     }
 
     fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, width: usize) -> Result<()> {

@@ -3,6 +3,7 @@
 use agentcompress::api::variant_tokenizer;
 use agentcompress::controller::train::TrainConfig;
 use agentcompress::eval::labels::LabelSet;
+use agentcompress::eval::speculation::DEFAULT_DRAFT_LEN;
 use agentcompress::eval::{report, workflow_bench as bench, workflows, EvalConfig};
 use agentcompress::model::synthetic::{preset, synthetic_weights};
 use agentcompress::model::tokenizer::{load_tokenizer, ByteTokenizer, Tokenizer, BYTE_VOCAB};
@@ -184,6 +185,15 @@ pub struct EvalArgs {
     /// Most tokens of each variant's answer in the chat task suite.
     #[arg(long, default_value_t = 48, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub max_answer: usize,
+    /// Also serve the controller's hard tasks (routed to FP16 or INT8) through greedy
+    /// speculation from a cheaper variant resident at that point of the replay, and report
+    /// their cost and the whole benchmark's with and without it (identical outputs, checked).
+    #[arg(long, conflicts_with = "chat_tasks")]
+    pub speculate: bool,
+    /// With --speculate: draft tokens per verify (fixed, so the byte counts do not depend on
+    /// timing).
+    #[arg(long, requires = "speculate", default_value_t = DEFAULT_DRAFT_LEN, value_parser = crate::numeric::count, allow_negative_numbers = true)]
+    pub draft_len: usize,
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -211,6 +221,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         controller: a.controller.clone(),
         capacity: a.capacity,
         swap_factor: a.swap_factor,
+        speculation: a.speculate.then_some(a.draft_len),
         ..EvalConfig::default()
     };
     cfg.train.iterations = a.iterations;
