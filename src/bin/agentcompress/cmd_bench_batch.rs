@@ -1,6 +1,7 @@
 //! `agentcompress bench batch`: output tokens/s of continuous batching at several batch sizes,
 //! each against one sequence decoding alone in the same run: N sequences joined with prompts of
-//! the same length, then greedy steps of all N together (one multi-row pass per step).
+//! the same length (prefilled in one untimed step), then greedy steps of all N together (one
+//! multi-row pass per step).
 
 use crate::harness::model_decode_bench::{bench_prompt, median, ModelSource};
 use agentcompress::api::{Device, OpenBackend};
@@ -95,12 +96,15 @@ fn bench_variant<B: Backend + 'static>(
         let mut times = Vec::with_capacity(a.repeats);
         for _ in 0..a.repeats {
             let mut dec = BatchDecoder::new(model.clone(), tok.clone());
+            // One untimed step prefills every prompt, the next emits the first tokens.
+            dec.set_prefill_per_step(n * a.prompt_tokens)?;
             for i in 0..n {
                 // Distinct prompts: rotate the benchmark prompt per sequence.
                 let mut prompt = bench_prompt(a.prompt_tokens, vocab);
                 prompt.rotate_left(i % a.prompt_tokens);
                 dec.join(&prompt, &params)?;
             }
+            dec.step()?;
             dec.step()?;
             model.backend().synchronize()?;
             let t0 = Instant::now();
