@@ -4,7 +4,7 @@
 # Prints an nvidia-smi summary, runs every differential check (gpu-check) and every
 # microbenchmark (bench kernels), whole-model decode per variant (bench decode), weight
 # streaming through pinned staging (bench stream --device cuda), the controller's per-task
-# overhead (bench controller), then one final table. Exits non-zero if anything failed.
+# overhead (bench controller), continuous batching (bench batch), then one final table. Exits non-zero if anything failed.
 # Full logs go to $OUT (when set) or .gpu/logs.
 set -u
 BIN="${1:-.gpu/agentcompress}"
@@ -68,6 +68,14 @@ CTRL_RC=$?
 t5=$(date +%s)
 echo "== bench controller rc=$CTRL_RC ($((t5 - t4)) s)"
 
+# Continuous batching on the 7B shape: output tokens/s of 4 and 16 sequences per step against
+# one, in the same run (issue #19's GPU goal: 16 sequences >= 12x one).
+timeout 150 "$BIN" bench batch --device cuda --preset llama2-7b --precisions fp16,int4 \
+    --rows 1,4,16 --steps 16 --prompt-tokens 16 --repeats 2 > "$LOGDIR/batch.log" 2>&1
+BATCH_RC=$?
+t6=$(date +%s)
+echo "== bench batch --device cuda rc=$BATCH_RC ($((t6 - t5)) s)"
+
 echo
 echo "================ FINAL TABLE ================"
 # Per-check summary (every case is in $LOGDIR/gpu-check.log), then every failing case.
@@ -88,8 +96,10 @@ echo
 sed -n '/^bench stream/,/^ratio pipeline \/ floor/p' "$LOGDIR/stream.log" | grep . || tail -8 "$LOGDIR/stream.log"
 echo
 grep "^controller " "$LOGDIR/controller.log" || tail -5 "$LOGDIR/controller.log"
-if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ] || [ $DECODE_RC -ne 0 ] || [ $STREAM_RC -ne 0 ] || [ $CTRL_RC -ne 0 ]; then
-    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC, decode rc=$DECODE_RC, stream rc=$STREAM_RC, controller rc=$CTRL_RC)"
+echo
+grep "^|" "$LOGDIR/batch.log" || tail -5 "$LOGDIR/batch.log"
+if [ $CHECK_RC -ne 0 ] || [ $BENCH_RC -ne 0 ] || [ $DECODE_RC -ne 0 ] || [ $STREAM_RC -ne 0 ] || [ $CTRL_RC -ne 0 ] || [ $BATCH_RC -ne 0 ]; then
+    echo "RESULT: FAIL (gpu-check rc=$CHECK_RC, bench rc=$BENCH_RC, decode rc=$DECODE_RC, stream rc=$STREAM_RC, controller rc=$CTRL_RC, batch rc=$BATCH_RC)"
     exit 1
 fi
 echo "RESULT: PASS"

@@ -1,4 +1,5 @@
-//! `agentcompress bench decode` end to end on the CPU backend: one table row per variant, and
+//! `agentcompress bench decode` and `bench batch` end to end on the CPU backend: one table row per
+//! variant (per batch size), and
 //! a typed error for a bad variant name; a real model timed with its prefill.
 
 mod common;
@@ -148,4 +149,57 @@ fn bench_decode_times_every_cache_and_threading_setup() {
     let bad = agentcompress(&["bench", "decode", "--device", "cpu", "--kv", "f8"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown KV cache precision 'f8'"));
+}
+
+#[test]
+fn bench_batch_prints_every_batch_size_against_one_sequence() {
+    let out = agentcompress(&[
+        "bench",
+        "batch",
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--precisions",
+        "fp16,int4",
+        "--rows",
+        "3,2",
+        "--steps",
+        "2",
+        "--prompt-tokens",
+        "3",
+        "--repeats",
+        "1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in ["fp16", "int4"] {
+        // Batch 1 is always timed first, as the baseline; the others in increasing order.
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {p} |")))
+            .map(|l| l.split('|').map(str::trim).collect())
+            .collect();
+        let sizes: Vec<&str> = rows.iter().map(|c| c[2]).collect();
+        assert_eq!(sizes, ["1", "2", "3"], "{text}");
+        assert_eq!(rows[0][5], "1.00x", "{text}");
+        for c in &rows {
+            let tok_s: f64 = c[4].parse().expect("tok/s is a number");
+            assert!(tok_s > 0.0, "{text}");
+        }
+    }
+    for bad in [
+        &["bench", "batch", "--device", "cpu"][..],
+        &["bench", "batch", "--preset", "tiny", "--rows", "0"],
+        &["bench", "batch", "--preset", "tiny", "--precisions", "int3"],
+    ] {
+        let out = agentcompress(bad);
+        assert!(!out.status.success(), "{bad:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{bad:?}: {err}");
+    }
 }

@@ -23,15 +23,17 @@ impl BatchSession {
         self.precision
     }
 
-    /// Checks and prefills `prompt` for a new sequence (the same rules and errors as
+    /// Checks `prompt` for a new sequence (the same rules and errors as
     /// [`Engine::generate_ids`]: an empty prompt, ids outside the vocabulary, a prompt beyond
-    /// the context); its first token comes out of the next [`BatchSession::step`].
+    /// the context). The next steps prefill it in chunks beside the decoding sequences; its
+    /// first token comes out of the step after its prompt is in.
     pub fn join(&mut self, prompt: &[u32], params: &GenerateParams) -> Result<SeqId> {
         self.inner.join(prompt, params)
     }
 
-    /// One decode step of every live sequence in one multi-row pass: one event per sequence
-    /// live before the step; the ones that finished are gone after it.
+    /// One step of every live sequence in one multi-row pass (a token of each decoding
+    /// sequence, a prompt chunk of each joining one): an event for every sequence that
+    /// emitted a token or finished; the ones that finished are gone after it.
     pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
         self.inner.step()
     }
@@ -39,6 +41,14 @@ impl BatchSession {
     /// Ends sequence `id` now; `false` when it is not live.
     pub fn cancel(&mut self, id: SeqId) -> bool {
         self.inner.cancel(id)
+    }
+
+    /// Sets the most prompt tokens one step feeds over all joining sequences (default
+    /// [`DEFAULT_PREFILL_PER_STEP`](crate::engine::DEFAULT_PREFILL_PER_STEP)): more shortens
+    /// the time to a joining request's first token, fewer keeps the decoding ones' steps
+    /// short. At least 1.
+    pub fn set_prefill_per_step(&mut self, tokens: usize) -> Result<()> {
+        self.inner.set_prefill_per_step(tokens)
     }
 
     /// Live sequences.

@@ -123,6 +123,8 @@ pub trait DynBatch: Send {
     fn step(&mut self) -> Result<Vec<BatchEvent>>;
     /// [`BatchDecoder::cancel`].
     fn cancel(&mut self, id: SeqId) -> bool;
+    /// [`BatchDecoder::set_prefill_per_step`].
+    fn set_prefill_per_step(&mut self, tokens: usize) -> Result<()>;
     /// [`BatchDecoder::len`].
     fn len(&self) -> usize;
     /// [`BatchDecoder::last_step_rows`].
@@ -140,6 +142,9 @@ impl<B: Backend + 'static> DynBatch for BatchDecoder<B> {
     }
     fn cancel(&mut self, id: SeqId) -> bool {
         BatchDecoder::cancel(self, id)
+    }
+    fn set_prefill_per_step(&mut self, tokens: usize) -> Result<()> {
+        BatchDecoder::set_prefill_per_step(self, tokens)
     }
     fn len(&self) -> usize {
         BatchDecoder::len(self)

@@ -1,6 +1,8 @@
-//! Continuous batching over one model: sequences join (their prompt is prefilled alone),
-//! every [`BatchDecoder::step`] decodes one token of each live sequence in one batched pass
-//! ([`Model::step_batch`]), and sequences leave when they finish or are cancelled. Each
+//! Continuous batching over one model: sequences join, every [`BatchDecoder::step`] feeds one
+//! batched pass ([`Model::step_batch`]) with one token of each decoding sequence and a chunk
+//! of each joining sequence's prompt (chunked prefill: a long prompt neither stalls the
+//! decoding sequences nor waits for them), and sequences leave when they finish or are
+//! cancelled. Each
 //! sequence follows the same rules as [`generate`](super::generate): the same prompt checks
 //! and context limits, EOS handling, token limit and seeded sampler, so a greedy sequence
 //! yields the ids it would yield alone (up to the rounding of multi-row products).
@@ -49,6 +51,10 @@ pub struct BatchEvent {
 struct Seq<B: Backend> {
     id: SeqId,
     state: State<B>,
+    /// The prompt as it is fed (after any truncation).
+    prompt: Vec<u32>,
+    /// Prompt tokens fed so far; the sequence decodes once all are.
+    fed: usize,
     sampler: Sampler,
     decoder: StreamDecoder,
     /// The token sampled last and not yet emitted.
@@ -59,8 +65,11 @@ struct Seq<B: Backend> {
     limit: usize,
     /// Ids that end it.
     eos: Vec<u32>,
-    prompt_tokens: usize,
 }
+
+/// Prompt tokens a step feeds by default: enough to prefill a chat prompt in a step or two,
+/// few enough that the decoding sequences' step stays short.
+pub const DEFAULT_PREFILL_PER_STEP: usize = 64;
 
 /// Sequences decoding together on one model; see the module docs.
 pub struct BatchDecoder<B: Backend> {
@@ -70,6 +79,8 @@ pub struct BatchDecoder<B: Backend> {
     scratch: Option<BatchScratch<B>>,
     /// Host copy of the last step's logits.
     logits: Vec<f32>,
+    /// Most prompt tokens one step feeds (over all joining sequences).
+    prefill_per_step: usize,
     next_id: SeqId,
     last_rows: usize,
     max_rows: usize,
@@ -84,15 +95,25 @@ impl<B: Backend> BatchDecoder<B> {
             seqs: Vec::new(),
             scratch: None,
             logits: Vec::new(),
+            prefill_per_step: DEFAULT_PREFILL_PER_STEP,
             next_id: 0,
             last_rows: 0,
             max_rows: 0,
         }
     }
 
-    /// Checks and prefills `prompt` for a new sequence with `params` (token limit, sampling
-    /// and seed, EOS, context, prompt truncation) and returns its id. Its first token comes
-    /// out of the next [`BatchDecoder::step`].
+    /// Sets the most prompt tokens one step feeds, over all joining sequences (at least 1).
+    pub fn set_prefill_per_step(&mut self, tokens: usize) -> Result<()> {
+        if tokens == 0 {
+            return Err(Error::invalid("a step must feed at least one prompt token"));
+        }
+        self.prefill_per_step = tokens;
+        Ok(())
+    }
+
+    /// Checks `prompt` for a new sequence with `params` (token limit, sampling and seed, EOS,
+    /// context, prompt truncation) and returns its id. The next steps prefill it in chunks;
+    /// its first token comes out of the step after the one that feeds its last prompt token.
     pub fn join(&mut self, prompt: &[u32], params: &GenerateParams) -> Result<SeqId> {
         let model = &self.model;
         let cfg = model.config();
@@ -113,12 +134,10 @@ impl<B: Backend> BatchDecoder<B> {
         let bos = cfg.bos_token.or(tok.bos_id());
         let (prompt, _) = fit_prompt(prompt, context, params, bos)?;
         let limit = params.max_new_tokens.min(context - prompt.len());
-        let mut sampler = Sampler::new(params.sampling.clone())?;
-        let mut state = model.new_state_with_context(params.prefill_chunk, context)?;
-        let logits = model.forward(&mut state, &prompt, false)?;
-        // Decoding runs one row at a time on this state: drop the prefill-sized scratch.
-        state.act = model.alloc_activations(1)?;
-        let pending = sampler.sample(&logits);
+        let sampler = Sampler::new(params.sampling.clone())?;
+        // Scratch for the prompt chunks this sequence may feed in one step.
+        let chunk = self.prefill_per_step.min(prompt.len());
+        let state = model.new_state_with_context(chunk, context)?;
         let eos = if params.stop_at_eos {
             let mut e = cfg.eos_tokens.clone();
             e.extend(tok.eos_id());
@@ -126,6 +145,9 @@ impl<B: Backend> BatchDecoder<B> {
         } else {
             Vec::new()
         };
+        let mut ids = Vec::new();
+        crate::model::input_file::try_reserve(&mut ids, prompt.len())?;
+        ids.extend_from_slice(&prompt);
         let id = self.next_id;
         self.next_id += 1;
         self.seqs.try_reserve(1).map_err(|_| {
@@ -134,32 +156,43 @@ impl<B: Backend> BatchDecoder<B> {
         self.seqs.push(Seq {
             id,
             state,
+            decoder: StreamDecoder::new(&ids),
+            // Nothing to generate: nothing to prefill either (as `generate` does).
+            fed: if limit == 0 { ids.len() } else { 0 },
+            prompt: ids,
             sampler,
-            decoder: StreamDecoder::new(&prompt),
-            pending,
+            pending: 0,
             generated: 0,
             limit,
             eos,
-            prompt_tokens: prompt.len(),
         });
         Ok(id)
     }
 
-    /// One step of every live sequence: each emits the token it has pending (or ends at EOS
-    /// or its limit), and the ones that go on are fed that token in one batched pass, which
-    /// samples their next. Returns one event per sequence live before the step; finished
+    /// One step: each decoding sequence emits the token it has pending (or ends at EOS or
+    /// its limit), and the ones that go on are fed that token, together with the next chunk
+    /// of each joining sequence's prompt, in one batched pass, which samples every decoding
+    /// sequence's next token (and a joining sequence's first, once its prompt is in).
+    /// Returns an event for every sequence that emitted a token or finished; finished
     /// sequences are removed.
     pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
         let tok = self.tokenizer.as_ref();
         let mut events = Vec::with_capacity(self.seqs.len());
         let mut feed = Vec::with_capacity(self.seqs.len());
+        let mut budget = self.prefill_per_step;
         for s in &mut self.seqs {
+            if s.fed < s.prompt.len() {
+                let take = budget.min(s.prompt.len() - s.fed);
+                budget -= take;
+                feed.push(Feed::Prompt(take));
+                continue;
+            }
             let mut ev = BatchEvent {
                 id: s.id,
                 token: None,
                 text: String::new(),
                 finish: None,
-                prompt_tokens: s.prompt_tokens,
+                prompt_tokens: s.prompt.len(),
             };
             if s.generated == s.limit {
                 ev.finish = Some(FinishReason::Length);
@@ -175,48 +208,77 @@ impl<B: Backend> BatchDecoder<B> {
             }
             if ev.finish.is_some() {
                 ev.text.push_str(&s.decoder.finish(tok)?);
+                feed.push(Feed::Done);
+            } else {
+                feed.push(Feed::Token);
             }
-            feed.push(ev.finish.is_none());
             events.push(ev);
         }
-        let rows = feed.iter().filter(|&&f| f).count();
-        if rows > 0 {
-            self.run_rows(&feed, rows)?;
+        let seqs = feed.iter().filter(|f| f.rows() > 0).count();
+        if seqs > 0 {
+            self.run(&feed, seqs)?;
         }
-        self.last_rows = rows;
-        self.max_rows = self.max_rows.max(rows);
+        self.last_rows = seqs;
+        self.max_rows = self.max_rows.max(seqs);
         let mut keep = feed.into_iter();
-        self.seqs.retain(|_| keep.next().unwrap_or(false));
+        self.seqs
+            .retain(|_| !matches!(keep.next(), Some(Feed::Done)));
         Ok(events)
     }
 
-    /// Feeds the pending token of every sequence marked in `feed` (`rows` of them) and
-    /// samples each one's next token.
-    fn run_rows(&mut self, feed: &[bool], rows: usize) -> Result<()> {
+    /// Feeds what `feed` marks (`seqs` sequences) in one pass and samples each sequence's
+    /// next token where it has one.
+    fn run(&mut self, feed: &[Feed], seqs: usize) -> Result<()> {
         let model = &self.model;
         let vocab = model.config().vocab_size;
-        if self.scratch.as_ref().is_none_or(|s| s.rows() < rows) {
+        let rows: usize = feed.iter().map(Feed::rows).sum();
+        let fits = self
+            .scratch
+            .as_ref()
+            .is_some_and(|s| s.rows() >= rows && s.sequences() >= seqs);
+        if !fits {
             self.scratch = None;
-            self.scratch = Some(model.new_batch_scratch(rows.next_power_of_two())?);
+            let seq_cap = seqs.next_power_of_two();
+            let row_cap = rows.next_power_of_two().max(seq_cap);
+            self.scratch = Some(model.new_batch_scratch(row_cap, seq_cap)?);
         }
         let scratch = self
             .scratch
             .as_mut()
             .ok_or_else(|| Error::Internal("batch scratch missing".into()))?;
-        let len = rows * vocab;
+        let len = seqs * vocab;
         if self.logits.len() < len {
             self.logits = try_filled(len, 0.0)?;
         }
-        let mut tokens = Vec::with_capacity(rows);
-        let mut states = Vec::with_capacity(rows);
-        for (s, _) in self.seqs.iter_mut().zip(feed).filter(|(_, &f)| f) {
-            tokens.push(s.pending);
+        let mut segments: Vec<&[u32]> = Vec::with_capacity(seqs);
+        let mut states = Vec::with_capacity(seqs);
+        for (s, f) in self.seqs.iter_mut().zip(feed) {
+            match *f {
+                Feed::Token => segments.push(std::slice::from_ref(&s.pending)),
+                Feed::Prompt(n) if n > 0 => segments.push(&s.prompt[s.fed..s.fed + n]),
+                _ => continue,
+            }
             states.push(&mut s.state);
         }
-        model.step_batch(&mut states, &tokens, scratch)?;
-        model.read_batch_logits(scratch, rows, &mut self.logits)?;
-        let fed = self.seqs.iter_mut().zip(feed).filter(|(_, &f)| f);
-        for ((s, _), row) in fed.zip(self.logits.chunks(vocab)) {
+        model.step_batch(&mut states, &segments, scratch)?;
+        model.read_batch_logits(scratch, seqs, &mut self.logits)?;
+        let mut rows_out = self.logits.chunks(vocab);
+        for (s, f) in self.seqs.iter_mut().zip(feed) {
+            let row = match *f {
+                Feed::Token => rows_out.next(),
+                Feed::Prompt(n) if n > 0 => {
+                    s.fed += n;
+                    let row = rows_out.next();
+                    if s.fed < s.prompt.len() {
+                        continue;
+                    }
+                    // Decoding runs one row at a time: drop the prefill-sized scratch.
+                    s.state.act = model.alloc_activations(1)?;
+                    row
+                }
+                _ => continue,
+            };
+            let row = row.ok_or_else(|| Error::Internal("batch logits row missing".into()))?;
             s.pending = s.sampler.sample(row);
         }
         Ok(())
@@ -239,7 +301,7 @@ impl<B: Backend> BatchDecoder<B> {
         self.seqs.is_empty()
     }
 
-    /// Sequences the last step fed through the model.
+    /// Sequences the last step fed through the model (decoding and joining).
     pub fn last_step_rows(&self) -> usize {
         self.last_rows
     }
@@ -247,5 +309,27 @@ impl<B: Backend> BatchDecoder<B> {
     /// The most sequences any step fed through the model together.
     pub fn max_step_rows(&self) -> usize {
         self.max_rows
+    }
+}
+
+/// What one step feeds a sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Feed {
+    /// Its pending token (decoding).
+    Token,
+    /// The next `n` prompt tokens (joining; 0 when the step's prompt budget is spent).
+    Prompt(usize),
+    /// Nothing: it finished in this step.
+    Done,
+}
+
+impl Feed {
+    /// Token rows this feeds.
+    fn rows(&self) -> usize {
+        match *self {
+            Feed::Token => 1,
+            Feed::Prompt(n) => n,
+            Feed::Done => 0,
+        }
     }
 }

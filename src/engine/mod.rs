@@ -13,7 +13,7 @@ mod spec_sampling;
 mod speculative;
 
 pub use batch::BatchScratch;
-pub use batch_decode::{BatchDecoder, BatchEvent, FinishReason, SeqId};
+pub use batch_decode::{BatchDecoder, BatchEvent, FinishReason, SeqId, DEFAULT_PREFILL_PER_STEP};
 pub use device_tier::DeviceTierStats;
 pub use draft_len::{DraftLen, SpeculationStats};
 pub use forward::{Model, State};

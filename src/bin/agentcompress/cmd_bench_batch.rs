@@ -1,11 +1,14 @@
 //! `agentcompress bench batch`: output tokens/s of continuous batching at several batch sizes,
 //! each against one sequence decoding alone in the same run: N sequences joined with prompts of
-//! the same length, then greedy steps of all N together (one multi-row pass per step).
+//! the same length (prefilled in one untimed step), then greedy steps of all N together (one
+//! multi-row pass per step).
 
+use crate::harness::decode_bench::random_variant;
 use crate::harness::model_decode_bench::{bench_prompt, median, ModelSource};
 use agentcompress::api::{Device, OpenBackend};
 use agentcompress::backend::Backend;
 use agentcompress::engine::{BatchDecoder, GenerateParams, Model};
+use agentcompress::model::synthetic;
 use agentcompress::model::tokenizer::Tokenizer;
 use agentcompress::quant::{Precision, QuantConfig};
 use agentcompress::{Error, Result};
@@ -17,8 +20,16 @@ use std::time::Instant;
 #[derive(clap::Args, Debug)]
 pub struct BatchArgs {
     /// The model (llama2.c `.bin`, GGUF, Hugging Face directory or variant directory).
-    #[arg(long, short = 'm')]
-    pub model: PathBuf,
+    #[arg(
+        long,
+        short = 'm',
+        required_unless_present = "preset",
+        conflicts_with = "preset"
+    )]
+    pub model: Option<PathBuf>,
+    /// A synthetic model shape instead (tiny, small, llama2-7b, ...; random weights).
+    #[arg(long)]
+    pub preset: Option<String>,
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -54,19 +65,29 @@ pub fn run(a: BatchArgs) -> Result<()> {
     rows.push(1);
     rows.sort_unstable();
     rows.dedup();
-    let src = ModelSource::open(&a.model)?;
+    let (src, what) = match (&a.model, &a.preset) {
+        (Some(m), _) => (Some(ModelSource::open(m)?), m.display().to_string()),
+        (None, Some(p)) => (None, format!("{p} shape (random weights)")),
+        (None, None) => return Err(Error::invalid("give --model or --preset")),
+    };
     let device = a.device.parse::<Device>()?;
     println!(
-        "{}: {} prompt tokens per sequence, {} greedy steps, medians of {}",
-        a.model.display(),
-        a.prompt_tokens,
-        a.steps,
-        a.repeats
+        "{what}: {} prompt tokens per sequence, {} greedy steps, medians of {}",
+        a.prompt_tokens, a.steps, a.repeats
     );
     println!("| variant | batch | ms/step | output tok/s | vs batch 1 |");
     println!("|---|---:|---:|---:|---:|");
     for p in precisions {
-        let w = src.variant(p, &QuantConfig::default(), None)?;
+        let qcfg = QuantConfig::default();
+        let w = match (&src, &a.preset) {
+            (Some(src), _) => src.variant(p, &qcfg, None)?,
+            (None, Some(name)) => {
+                let mut cfg = synthetic::preset(name)?;
+                cfg.max_seq_len = cfg.max_seq_len.max(a.prompt_tokens + a.steps + 2);
+                random_variant(&cfg, p, &qcfg, 42)?
+            }
+            (None, None) => return Err(Error::invalid("give --model or --preset")),
+        };
         match device.open()? {
             OpenBackend::Cpu(be) => bench_variant(Arc::new(Model::new(be, &w)?), p, &rows, &a)?,
             OpenBackend::Cuda(be, _) => bench_variant(Arc::new(Model::new(be, &w)?), p, &rows, &a)?,
@@ -95,12 +116,15 @@ fn bench_variant<B: Backend + 'static>(
         let mut times = Vec::with_capacity(a.repeats);
         for _ in 0..a.repeats {
             let mut dec = BatchDecoder::new(model.clone(), tok.clone());
+            // One untimed step prefills every prompt, the next emits the first tokens.
+            dec.set_prefill_per_step(n * a.prompt_tokens)?;
             for i in 0..n {
                 // Distinct prompts: rotate the benchmark prompt per sequence.
                 let mut prompt = bench_prompt(a.prompt_tokens, vocab);
                 prompt.rotate_left(i % a.prompt_tokens);
                 dec.join(&prompt, &params)?;
             }
+            dec.step()?;
             dec.step()?;
             model.backend().synchronize()?;
             let t0 = Instant::now();
