@@ -105,24 +105,7 @@ impl Engine {
             Models::Single { precision, .. } => Err(Error::invalid(format!(
                 "this engine holds only the {precision} variant, not {p}"
             ))),
-            Models::Routed(r) => {
-                let bytes = r.bytes();
-                let rel = bytes[p] as f64 / bytes[Precision::Fp16].max(1) as f64;
-                let swap = !r.resident()?.contains(&p);
-                Ok(Route {
-                    precision: p,
-                    complexity: None,
-                    expected_cost: rel,
-                    swap,
-                    alternatives: Vec::new(),
-                    next: None,
-                    speculation: None,
-                    reasons: vec![format!(
-                        "pinned to {p} by the request: expected cost {rel:.3} of fp16, {}",
-                        if swap { "swap" } else { "hit" }
-                    )],
-                })
-            }
+            Models::Routed(r) => r.pinned(p),
         }
     }
 
@@ -154,19 +137,6 @@ impl Engine {
     /// engine's statistics: a task on `route.precision`, its generated tokens, a hit or a
     /// swap, and its expected cost.
     pub fn record_served(&self, route: &Route, generated_tokens: usize) -> Result<()> {
-        let mut st = self
-            .stats
-            .lock()
-            .map_err(|_| Error::Internal("engine statistics lock poisoned".into()))?;
-        st.tasks += 1;
-        st.tokens += generated_tokens as u64;
-        st.per_precision[route.precision] += 1;
-        if route.swap {
-            st.swaps += 1;
-        } else {
-            st.hits += 1;
-        }
-        st.cost += route.expected_cost;
-        Ok(())
+        self.count_task(route, generated_tokens, false)
     }
 }

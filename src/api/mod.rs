@@ -330,14 +330,21 @@ impl Engine {
 
     /// Adds a finished run to the engine's counters.
     fn record_run(&self, route: Route, output: GenerateOutput) -> Result<RunResult> {
+        self.count_task(&route, output.ids.len(), output.speculation.is_some())?;
+        Ok(RunResult { route, output })
+    }
+
+    /// Counts one task served on `route`: its generated tokens, its precision, a hit or a
+    /// swap, its expected cost, and whether it went through speculation.
+    fn count_task(&self, route: &Route, tokens: usize, speculated: bool) -> Result<()> {
         let mut st = self
             .stats
             .lock()
             .map_err(|_| Error::Internal("engine statistics lock poisoned".into()))?;
         st.tasks += 1;
-        st.tokens += output.ids.len() as u64;
+        st.tokens += tokens as u64;
         st.per_precision[route.precision] += 1;
-        if output.speculation.is_some() {
+        if speculated {
             st.speculated += 1;
         }
         if route.swap {
@@ -346,7 +353,7 @@ impl Engine {
             st.hits += 1;
         }
         st.cost += route.expected_cost;
-        Ok(RunResult { route, output })
+        Ok(())
     }
 
     /// Counters since the engine was opened.

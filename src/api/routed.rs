@@ -507,24 +507,7 @@ impl Routed {
         let res = &st.residency;
         match &self.brain {
             Brain::Fallback { precision, why } => {
-                let swap = !res.is_resident(*precision);
-                let rel = self.bytes[*precision] as f64 / self.bytes[Precision::Fp16].max(1) as f64;
-                Ok(Route {
-                    precision: *precision,
-                    complexity: None,
-                    expected_cost: rel,
-                    swap,
-                    alternatives: Vec::new(),
-                    next: None,
-                    speculation: None,
-                    reasons: vec![
-                        why.clone(),
-                        format!(
-                            "chose {precision}: expected cost {rel:.3} of fp16, {}",
-                            if swap { "swap" } else { "hit" }
-                        ),
-                    ],
-                })
+                Ok(self.fixed_route(*precision, res.is_resident(*precision), why.clone()))
             }
             Brain::Trained { router, .. } => {
                 let out = predicted.ok_or_else(|| {
@@ -546,6 +529,37 @@ impl Routed {
                 })
             }
         }
+    }
+
+    /// The route to `p` whatever the task (`why` says who decided): no controller, no
+    /// alternatives, `p`'s relative bytes as the cost, a hit or a swap.
+    fn fixed_route(&self, p: Precision, resident: bool, why: String) -> Route {
+        let swap = !resident;
+        let rel = self.bytes[p] as f64 / self.bytes[Precision::Fp16].max(1) as f64;
+        Route {
+            precision: p,
+            complexity: None,
+            expected_cost: rel,
+            swap,
+            alternatives: Vec::new(),
+            next: None,
+            speculation: None,
+            reasons: vec![
+                why,
+                format!(
+                    "chose {p}: expected cost {rel:.3} of fp16, {}",
+                    if swap { "swap" } else { "hit" }
+                ),
+            ],
+        }
+    }
+
+    /// The route of a request that pins variant `p`.
+    pub fn pinned(&self, p: Precision) -> Result<Route> {
+        let mut st = self.lock()?;
+        self.harvest(&mut st)?;
+        let resident = st.residency.is_resident(p);
+        Ok(self.fixed_route(p, resident, format!("pinned to {p} by the request")))
     }
 
     /// Makes `p` resident (a hit, a prefetch hit, or a swap that loads it) and returns its

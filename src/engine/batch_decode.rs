@@ -9,7 +9,7 @@
 
 use super::batch::BatchScratch;
 use super::forward::{Model, State};
-use super::generate::{fit_prompt, GenerateParams};
+use super::generate::{plan, GenerateParams, Plan};
 use super::sampling::Sampler;
 use crate::backend::Backend;
 use crate::model::input_file::try_filled;
@@ -116,35 +116,17 @@ impl<B: Backend> BatchDecoder<B> {
     /// its first token comes out of the step after the one that feeds its last prompt token.
     pub fn join(&mut self, prompt: &[u32], params: &GenerateParams) -> Result<SeqId> {
         let model = &self.model;
-        let cfg = model.config();
-        if prompt.is_empty() {
-            return Err(Error::invalid("prompt has no tokens (pass at least BOS)"));
-        }
-        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(Error::invalid(format!(
-                "prompt token {bad} is outside the vocabulary of {}",
-                cfg.vocab_size
-            )));
-        }
-        if params.context == 0 {
-            return Err(Error::invalid("context length must be at least 1 token"));
-        }
-        let tok = self.tokenizer.as_ref();
-        let context = params.context.min(cfg.max_seq_len);
-        let bos = cfg.bos_token.or(tok.bos_id());
-        let (prompt, _) = fit_prompt(prompt, context, params, bos)?;
-        let limit = params.max_new_tokens.min(context - prompt.len());
+        let Plan {
+            prompt,
+            context,
+            limit,
+            eos,
+            ..
+        } = plan(model.config(), self.tokenizer.as_ref(), prompt, params)?;
         let sampler = Sampler::new(params.sampling.clone())?;
         // Scratch for the prompt chunks this sequence may feed in one step.
         let chunk = self.prefill_per_step.min(prompt.len());
         let state = model.new_state_with_context(chunk, context)?;
-        let eos = if params.stop_at_eos {
-            let mut e = cfg.eos_tokens.clone();
-            e.extend(tok.eos_id());
-            e
-        } else {
-            Vec::new()
-        };
         let mut ids = Vec::new();
         crate::model::input_file::try_reserve(&mut ids, prompt.len())?;
         ids.extend_from_slice(&prompt);

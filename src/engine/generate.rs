@@ -118,33 +118,16 @@ pub fn generate<B: Backend>(
     params: &GenerateParams,
     mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
 ) -> Result<GenerateOutput> {
-    if prompt_ids.is_empty() {
-        return Err(Error::invalid("prompt has no tokens (pass at least BOS)"));
-    }
-    let cfg = model.config();
-    if let Some(&bad) = prompt_ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-        return Err(Error::invalid(format!(
-            "prompt token {bad} is outside the vocabulary of {}",
-            cfg.vocab_size
-        )));
-    }
-    if params.context == 0 {
-        return Err(Error::invalid("context length must be at least 1 token"));
-    }
-    let context = params.context.min(cfg.max_seq_len);
-    let bos = cfg.bos_token.or(tokenizer.bos_id());
-    let (prompt_ids, dropped) = fit_prompt(prompt_ids, context, params, bos)?;
+    let Plan {
+        prompt: prompt_ids,
+        dropped,
+        context,
+        limit: steps,
+        eos,
+    } = plan(model.config(), tokenizer, prompt_ids, params)?;
     let room = context - prompt_ids.len();
-    let steps = params.max_new_tokens.min(room);
     let mut sampler = Sampler::new(params.sampling.clone())?;
     let mut state = model.new_state_with_context(params.prefill_chunk, context)?;
-    let eos: Vec<u32> = if params.stop_at_eos {
-        let mut e = cfg.eos_tokens.clone();
-        e.extend(tokenizer.eos_id());
-        e
-    } else {
-        Vec::new()
-    };
 
     let mut out = GenerateOutput {
         prompt_ids: prompt_ids.to_vec(),
@@ -205,12 +188,61 @@ pub fn generate<B: Backend>(
     Ok(out)
 }
 
+/// What every way of generating (plain, speculative, batched) settles before running: the
+/// prompt as it will be fed, how many of its tokens were dropped, the context, the most tokens
+/// that may be generated and the ids that end generation.
+pub(super) struct Plan<'a> {
+    pub(super) prompt: std::borrow::Cow<'a, [u32]>,
+    pub(super) dropped: usize,
+    pub(super) context: usize,
+    pub(super) limit: usize,
+    pub(super) eos: Vec<u32>,
+}
+
+/// Checks `prompt` (non-empty, inside the vocabulary) and `params` (a context of at least one
+/// token) against a model configured as `cfg`, and settles the [`Plan`].
+pub(super) fn plan<'a>(
+    cfg: &crate::model::ModelConfig,
+    tokenizer: &dyn Tokenizer,
+    prompt: &'a [u32],
+    params: &GenerateParams,
+) -> Result<Plan<'a>> {
+    if prompt.is_empty() {
+        return Err(Error::invalid("prompt has no tokens (pass at least BOS)"));
+    }
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        return Err(Error::invalid(format!(
+            "prompt token {bad} is outside the vocabulary of {}",
+            cfg.vocab_size
+        )));
+    }
+    if params.context == 0 {
+        return Err(Error::invalid("context length must be at least 1 token"));
+    }
+    let context = params.context.min(cfg.max_seq_len);
+    let bos = cfg.bos_token.or(tokenizer.bos_id());
+    let (prompt, dropped) = fit_prompt(prompt, context, params, bos)?;
+    let limit = params.max_new_tokens.min(context - prompt.len());
+    let mut eos = Vec::new();
+    if params.stop_at_eos {
+        eos.extend(&cfg.eos_tokens);
+        eos.extend(tokenizer.eos_id());
+    }
+    Ok(Plan {
+        prompt,
+        dropped,
+        context,
+        limit,
+        eos,
+    })
+}
+
 /// The prompt as it will be fed: `prompt` itself when it leaves room for a new token in
 /// `context` (or fits exactly and nothing is to be generated); otherwise an error naming both
 /// lengths, or with `truncate_prompt` its newest tokens (after a leading `bos`, which is kept)
 /// leaving room for up to half the context of new tokens. Returns the ids and how many were
 /// dropped.
-pub(super) fn fit_prompt<'a>(
+fn fit_prompt<'a>(
     prompt: &'a [u32],
     context: usize,
     params: &GenerateParams,

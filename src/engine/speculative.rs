@@ -10,7 +10,7 @@
 //! EOS and cancellation, so the result has the same length and end reason.
 
 use super::draft_len::DraftLenChooser;
-use super::generate::fit_prompt;
+use super::generate::{plan, Plan};
 use super::spec_sampling::{accept_or_resample, distribution, draw};
 use super::{DraftLen, GenerateOutput, GenerateParams, Model, SpeculationStats, TokenEvent};
 use crate::backend::cpu::argmax;
@@ -40,9 +40,6 @@ pub fn generate_speculative<B: Backend>(
     spec: &SpeculativeParams,
     on_token: impl FnMut(TokenEvent<'_>) -> bool,
 ) -> Result<GenerateOutput> {
-    if prompt_ids.is_empty() {
-        return Err(Error::invalid("prompt has no tokens (pass at least BOS)"));
-    }
     let cfg = target.config();
     let dcfg = draft.config();
     if dcfg.vocab_size != cfg.vocab_size {
@@ -51,20 +48,17 @@ pub fn generate_speculative<B: Backend>(
             dcfg.vocab_size, cfg.vocab_size
         )));
     }
-    if let Some(&bad) = prompt_ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-        return Err(Error::invalid(format!(
-            "prompt token {bad} is outside the vocabulary of {}",
-            cfg.vocab_size
-        )));
-    }
-    if params.context == 0 {
-        return Err(Error::invalid("context length must be at least 1 token"));
-    }
     if let DraftLen::Fixed(0) | DraftLen::Adaptive(0) = spec.draft_len {
         return Err(Error::invalid("the draft length must be at least 1 token"));
     }
     params.sampling.validate()?;
-    let context = params.context.min(cfg.max_seq_len);
+    let Plan {
+        prompt: prompt_ids,
+        dropped,
+        context,
+        limit: steps,
+        eos,
+    } = plan(cfg, tokenizer, prompt_ids, params)?;
     if dcfg.max_seq_len < context {
         return Err(Error::invalid(format!(
             "the draft model's context of {} tokens is shorter than the {context} this \
@@ -72,15 +66,7 @@ pub fn generate_speculative<B: Backend>(
             dcfg.max_seq_len
         )));
     }
-    let bos = cfg.bos_token.or(tokenizer.bos_id());
-    let (prompt_ids, dropped) = fit_prompt(prompt_ids, context, params, bos)?;
     let room = context - prompt_ids.len();
-    let steps = params.max_new_tokens.min(room);
-    let mut eos: Vec<u32> = Vec::new();
-    if params.stop_at_eos {
-        eos.extend(&cfg.eos_tokens);
-        eos.extend(tokenizer.eos_id());
-    }
     let mut run = Run {
         target,
         draft,
