@@ -2,9 +2,12 @@
 //! the default when no GPU is present. All arithmetic accumulates in f32; matrix products run
 //! on all cores: a decode step's on a persistent worker pool ([`worker_pool`]), prefill's on
 //! rayon. Packed products on a VNNI CPU quantize their activations to int8 blocks unless the
-//! backend is exact ([`qgemv_vnni`]). Products over 32 or more input rows (prefill) on
-//! AVX-512 run as blocked GEMMs that widen or unpack each weight once per call ([`f16gemm`],
-//! [`qgemm_vnni`]); shorter ones stay bit-identical to one-row products.
+//! backend is exact ([`qgemv_vnni`]). Dense FP16 weights on AVX-512 are re-laid out at upload
+//! into panels of 16 outputs ([`f16panel`]): one kernel for any number of input rows, every
+//! row bit-identical to a one-row product. Packed products over 32 or more input rows (prefill)
+//! run as blocked GEMMs that unpack each weight once per call ([`qgemm_vnni`]); shorter ones
+//! stay bit-identical to one-row products. [`f16gemm`] serves FP16 prefill where the panel
+//! layout is not used.
 
 pub mod act_quant;
 mod attention_f16;
@@ -13,6 +16,7 @@ pub mod f16gemm;
 pub mod f16mat;
 #[cfg(target_arch = "x86_64")]
 mod f16mat_avx512;
+pub mod f16panel;
 mod gemm_tile;
 mod kernels;
 pub mod kv_cache;
@@ -57,6 +61,9 @@ pub enum CpuMat {
         /// Input features.
         inp: usize,
     },
+    /// Dense FP16 in the panel layout of [`f16panel`] (uploads on AVX-512 CPUs): one kernel
+    /// for every input row count.
+    F16Panels(f16panel::F16Panels),
     /// INT8 packed codes, computed on directly (see [`crate::quant::packed`]).
     Int8(Int8Matrix),
     /// INT4 packed codes, computed on directly.
@@ -70,6 +77,7 @@ impl CpuMat {
     pub fn dims(&self) -> (usize, usize) {
         match self {
             CpuMat::F32 { out, inp, .. } | CpuMat::F16 { out, inp, .. } => (*out, *inp),
+            CpuMat::F16Panels(m) => m.dims(),
             CpuMat::Int8(m) => m.dims(),
             CpuMat::Int4(m) => m.dims(),
             CpuMat::Int2(m) => m.dims(),
@@ -166,6 +174,13 @@ impl Backend for CpuBackend {
                     )));
                 }
                 let (out, inp) = (t.shape()[0], t.shape()[1]);
+                if t.dtype() == DType::F16 && f16mat::F16Path::best() == f16mat::F16Path::Avx512 {
+                    return Ok(CpuMat::F16Panels(f16panel::F16Panels::pack(
+                        t.bytes(),
+                        out,
+                        inp,
+                    )?));
+                }
                 if t.dtype() == DType::F16 {
                     let data = t
                         .bytes()
@@ -248,6 +263,7 @@ impl Backend for CpuBackend {
                         .zip(&data[rows])
                         .for_each(|(d, h)| *d = h.to_f32());
                 }
+                CpuMat::F16Panels(m) => m.row_into(tok, dst),
                 _ => unreachable!("packed tables were rejected above"),
             }
         }
@@ -300,6 +316,7 @@ impl Backend for CpuBackend {
                 rows,
                 &mut out[..rows * n_out],
             ),
+            CpuMat::F16Panels(m) => m.matmul(&x[..rows * n_in], rows, &mut out[..rows * n_out]),
             CpuMat::Int8(m) => packed_matmul(
                 m,
                 &x[..rows * n_in],
@@ -339,6 +356,10 @@ impl Backend for CpuBackend {
             let (x, y) = (&x[..rows * n_in], &mut out[..rows * n_out]);
             let done = match w {
                 CpuMat::F16 { data, .. } => f16gemm::f16_gemm(data, n_out, n_in, x, rows, y),
+                CpuMat::F16Panels(m) => {
+                    m.matmul(x, rows, y);
+                    true
+                }
                 CpuMat::Int8(m) => qgemm_vnni::packed_gemm(m, x, rows, y),
                 CpuMat::Int4(m) => qgemm_vnni::packed_gemm(m, x, rows, y),
                 CpuMat::Int2(m) => qgemm_vnni::packed_gemm(m, x, rows, y),

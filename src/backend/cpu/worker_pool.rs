@@ -103,6 +103,15 @@ pub fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &m
         .for_each(|(i, c)| f(i, c));
 }
 
+/// Calls `f(i)` for every `i < n` in parallel: on the worker pool under [`Threading::Pool`]
+/// (rayon when the pool is busy), else on rayon. `f` must not block on other threads' work.
+pub fn for_each_task(n: usize, f: impl Fn(usize) + Sync) {
+    if MODE.get() == Threading::Pool && pool().run(n, &f) {
+        return;
+    }
+    (0..n).into_par_iter().for_each(&f);
+}
+
 /// A raw pointer shared with the pool's threads (the chunks it yields are disjoint).
 struct SendPtr<T>(*mut T);
 // SAFETY: only used to rebuild disjoint sub-slices of a `&mut [T]` with `T: Send`.

@@ -13,6 +13,21 @@ pub struct Args {
     /// Only the SmolLM2-135M shapes (skip the 4096x4096 one).
     #[arg(long)]
     small_only: bool,
+    /// Shapes to time instead of the default ones, comma-separated `OUTxIN` (e.g. `576x576,49152x576`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_shape)]
+    shapes: Vec<(usize, usize)>,
+    /// Input row counts to time instead of 1, 8 and 64, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = crate::numeric::count)]
+    rows: Vec<usize>,
+}
+
+/// Parses `OUTxIN` (both at least 1).
+fn parse_shape(s: &str) -> Result<(usize, usize), String> {
+    let (o, i) = s
+        .trim()
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{s}` is not a shape OUTxIN (e.g. 576x576)"))?;
+    Ok((crate::numeric::count(o)?, crate::numeric::count(i)?))
 }
 
 /// Runs the benchmark and prints its table.
@@ -22,12 +37,19 @@ pub fn run(a: Args) -> Result<()> {
         rayon::current_num_threads(),
         a.iters.max(1)
     );
-    let shapes = if a.small_only {
+    let shapes = if !a.shapes.is_empty() {
+        &a.shapes[..]
+    } else if a.small_only {
         &bench::SHAPES[..4]
     } else {
         &bench::SHAPES[..]
     };
-    let rows = bench::run(a.iters.max(1), shapes, &bench::ROWS)?;
+    let rows_list = if a.rows.is_empty() {
+        &bench::ROWS[..]
+    } else {
+        &a.rows[..]
+    };
+    let rows = bench::run(a.iters.max(1), shapes, rows_list)?;
     println!("{}", bench::table(&rows));
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! CPU benchmarks of the packed products (`agentcompress bench cpu-kernels`): per shape and
 //! input row count, the int8-activation VNNI kernels against the f32-activation AVX-512
-//! kernels on the same packed matrix and against the FP16 product of the same shape, timed
+//! kernels on the same packed matrix and against the FP16 product of the same shape (the
+//! panel layout the CPU backend uploads FP16 weights in), timed
 //! interleaved in one run (fastest of `iters` samples, each a batch of calls lasting at least
 //! a few milliseconds: load from other processes only ever adds time). GB/s counts the weight bytes a call reads (packed codes + scales +
 //! zeros, or FP16).
 
-use agentcompress::backend::cpu::{f16mat, qgemv, qgemv_vnni};
+use agentcompress::backend::cpu::f16panel::F16Panels;
+use agentcompress::backend::cpu::{qgemv, qgemv_vnni};
 use agentcompress::quant::int2_params::{decode_scale, decode_zero};
 use agentcompress::quant::Packed;
 use agentcompress::util::rng::Rng;
@@ -131,9 +133,10 @@ pub fn run(
         let m8 = random_packed::<8>(out, inp, inp, &mut rng)?;
         let m4 = random_packed::<4>(out, inp, 128, &mut rng)?;
         let m2 = random_packed::<2>(out, inp, 64, &mut rng)?;
-        let w16: Vec<f16> = (0..out * inp)
-            .map(|_| f16::from_f32(rng.next_f32() * 0.1 - 0.05))
+        let w16: Vec<u8> = (0..out * inp)
+            .flat_map(|_| f16::from_f32(rng.next_f32() * 0.1 - 0.05).to_le_bytes())
             .collect();
+        let p16 = &F16Panels::pack(&w16, out, inp)?;
         for &rows in rows_list {
             let x: Vec<f32> = (0..rows * inp)
                 .map(|_| rng.next_f32() * 2.0 - 1.0)
@@ -161,10 +164,8 @@ pub fn run(
             packed!(&m4);
             packed!(&m2);
             {
-                let (w16, x) = (&w16, &x);
-                kernels.push(Box::new(move || {
-                    f16mat::f16_matmul(w16, out, inp, x, rows, &mut y);
-                }));
+                let x = &x;
+                kernels.push(Box::new(move || p16.matmul(x, rows, &mut y)));
             }
             let mut timers: Vec<Timer> =
                 kernels.iter_mut().map(|f| Timer::new(f.as_mut())).collect();

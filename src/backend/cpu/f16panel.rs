@@ -1,0 +1,242 @@
+//! FP16 products on a panel layout: one kernel for every input row count (decode, speculative
+//! verification, batched steps, prefill), so every count gives each row the same bits.
+//!
+//! **Layout** (written once, at upload, by [`F16Panels::pack`]): the `[out, in]` weights are
+//! cut into panels of [`PANEL`] consecutive outputs; inside a panel the weights are K-major,
+//! sixteen outputs per K position:
+//!
+//! `data[(p * in + k) * 16 + l] = w[16 p + l, k]` (zero for outputs past `out`).
+//!
+//! One K position of a panel is one 32-byte load widened to sixteen f32 lanes (`vcvtph2ps`),
+//! one lane per output, so a product needs no horizontal sums and stores whole output vectors.
+//!
+//! **Arithmetic.** Each output accumulates in f32 FMAs over K in increasing order, alternating
+//! between [`PHASES`] accumulators (even K positions into the first, odd into the second:
+//! two FMA chains in flight for a single input row), which are added once at the end. The
+//! kernels for 1 to [`ROWS`] input rows and the portable fallback all do exactly this per
+//! (output, row), so a product's bits do not depend on how many rows it carries.
+//!
+//! **Work split.** Tasks take contiguous runs of panels ([`super::worker_pool::stream_chunk`]:
+//! about four per thread), so each thread streams one sequential run of weights; inside a task,
+//! every panel is applied to the input rows [`ROWS`] at a time while it sits in L1/L2.
+
+use super::gemm_tile::SharedOut;
+use crate::{Error, Result};
+use half::f16;
+use std::sync::Arc;
+
+/// Outputs per panel: one 16-lane f32 vector.
+pub const PANEL: usize = 16;
+/// Accumulators per (output, input row), taking alternate K positions.
+pub const PHASES: usize = 2;
+/// Input rows per kernel call (2 x ROWS accumulators of the 32 zmm registers).
+pub const ROWS: usize = 8;
+
+/// FP16 weights in the panel layout (see the module docs).
+#[derive(Clone, Debug)]
+pub struct F16Panels {
+    data: Arc<Vec<f16>>,
+    out: usize,
+    inp: usize,
+}
+
+impl F16Panels {
+    /// Packs row-major `[out, in]` FP16 weights given as little-endian bytes.
+    pub fn pack(bytes: &[u8], out: usize, inp: usize) -> Result<Self> {
+        let need = out
+            .checked_mul(inp)
+            .and_then(|n| n.checked_mul(2))
+            .ok_or_else(|| Error::invalid(format!("a {out} x {inp} FP16 matrix is too large")))?;
+        if bytes.len() != need {
+            return Err(Error::invalid(format!(
+                "a {out} x {inp} FP16 matrix needs {need} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        let panels = out.div_ceil(PANEL);
+        let len = panels * PANEL * inp;
+        let mut data: Vec<f16> = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| {
+            Error::OutOfMemory(format!("{len} FP16 values for a {out} x {inp} matrix"))
+        })?;
+        data.resize(len, f16::ZERO);
+        let at = |o: usize, k: usize| {
+            let i = 2 * (o * inp + k);
+            f16::from_le_bytes([bytes[i], bytes[i + 1]])
+        };
+        for (p, panel) in data.chunks_exact_mut(PANEL * inp.max(1)).enumerate() {
+            let lanes = PANEL.min(out - p * PANEL);
+            for l in 0..lanes {
+                let o = p * PANEL + l;
+                for k in 0..inp {
+                    panel[k * PANEL + l] = at(o, k);
+                }
+            }
+        }
+        Ok(F16Panels {
+            data: Arc::new(data),
+            out,
+            inp,
+        })
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.out, self.inp)
+    }
+
+    /// Weight row `o` widened to f32 into `dst` (`in` elements): an embedding lookup.
+    pub fn row_into(&self, o: usize, dst: &mut [f32]) {
+        let (p, l) = (o / PANEL, o % PANEL);
+        let panel = &self.data[p * PANEL * self.inp..(p + 1) * PANEL * self.inp];
+        for (k, d) in dst[..self.inp].iter_mut().enumerate() {
+            *d = panel[k * PANEL + l].to_f32();
+        }
+    }
+
+    /// `out[r, o] = sum_k w[o, k] * x[r, k]` for `rows` input rows, parallel over runs of
+    /// panels.
+    ///
+    /// # Panics
+    /// When `x` or `out` is shorter than its shape (the backend checks lengths first).
+    pub fn matmul(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        self.matmul_with(x, rows, out, super::simd::avx512f())
+    }
+
+    /// [`F16Panels::matmul`] on the AVX-512 kernels (`simd`, which the CPU must have) or the
+    /// portable one.
+    fn matmul_with(&self, x: &[f32], rows: usize, out: &mut [f32], simd: bool) {
+        let (n_out, n_in) = (self.out, self.inp);
+        assert!(
+            x.len() >= rows * n_in && out.len() >= rows * n_out,
+            "F16Panels::matmul: slices shorter than [{n_out}, {n_in}] x {rows}"
+        );
+        if rows == 0 || n_out == 0 {
+            return;
+        }
+        let panels = n_out.div_ceil(PANEL);
+        let chunk = super::worker_pool::stream_chunk(panels, 1);
+        let dst = SharedOut::new(out);
+        super::worker_pool::for_each_task(panels.div_ceil(chunk), |t| {
+            for p in t * chunk..((t + 1) * chunk).min(panels) {
+                self.panel_rows(p, x, rows, dst, simd);
+            }
+        });
+    }
+
+    /// Panel `p` against every input row, [`ROWS`] rows per kernel call.
+    fn panel_rows(&self, p: usize, x: &[f32], rows: usize, dst: SharedOut, simd: bool) {
+        let (n_out, n_in) = (self.out, self.inp);
+        let w = &self.data[p * PANEL * n_in..(p + 1) * PANEL * n_in];
+        let lanes = PANEL.min(n_out - p * PANEL);
+        let mut r = 0;
+        while r < rows {
+            let n = ROWS.min(rows - r);
+            let xs = &x[r * n_in..(r + n) * n_in];
+            let op = dst.get().wrapping_add(r * n_out + p * PANEL);
+            // SAFETY: this task alone writes outputs `16p .. 16p + lanes` of rows `r .. r + n`,
+            // all inside `out` (asserted by `matmul`); `w` is the whole panel and `xs` holds
+            // `n` rows of `n_in`.
+            unsafe {
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    match n {
+                        8 => tile_avx512::<8>(w, n_in, xs, op, n_out, lanes),
+                        7 => tile_avx512::<7>(w, n_in, xs, op, n_out, lanes),
+                        6 => tile_avx512::<6>(w, n_in, xs, op, n_out, lanes),
+                        5 => tile_avx512::<5>(w, n_in, xs, op, n_out, lanes),
+                        4 => tile_avx512::<4>(w, n_in, xs, op, n_out, lanes),
+                        3 => tile_avx512::<3>(w, n_in, xs, op, n_out, lanes),
+                        2 => tile_avx512::<2>(w, n_in, xs, op, n_out, lanes),
+                        _ => tile_avx512::<1>(w, n_in, xs, op, n_out, lanes),
+                    }
+                    r += n;
+                    continue;
+                }
+                let _ = simd;
+                tile_portable(w, n_in, xs, n, op, n_out, lanes);
+            }
+            r += n;
+        }
+    }
+}
+
+/// The panel's products with `n` input rows in portable code: per (output, row) the same FMAs
+/// in the same order as [`tile_avx512`] (`f32::mul_add` is a fused multiply-add).
+///
+/// # Safety
+/// `op + r * out_stride + l` must be writable for `r < n`, `l < lanes`.
+unsafe fn tile_portable(
+    w: &[f16],
+    n_in: usize,
+    xs: &[f32],
+    n: usize,
+    op: *mut f32,
+    out_stride: usize,
+    lanes: usize,
+) {
+    for r in 0..n {
+        let x = &xs[r * n_in..(r + 1) * n_in];
+        for l in 0..lanes {
+            let mut acc = [0.0f32; PHASES];
+            for (k, &xk) in x.iter().enumerate() {
+                let a = &mut acc[k % PHASES];
+                *a = w[k * PANEL + l].to_f32().mul_add(xk, *a);
+            }
+            *op.add(r * out_stride + l) = acc[0] + acc[1];
+        }
+    }
+}
+
+/// The panel's products with `R` input rows: per K position one 32-byte weight load widened
+/// to sixteen lanes and `R` FMAs with broadcast inputs into the position's phase accumulators;
+/// then each row's two phases added and stored (masked to `lanes` outputs).
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C; `w` holds `16 * n_in` halves, `xs` `R * n_in` floats;
+/// `op + r * out_stride + l` must be writable for `r < R`, `l < lanes`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn tile_avx512<const R: usize>(
+    w: &[f16],
+    n_in: usize,
+    xs: &[f32],
+    op: *mut f32,
+    out_stride: usize,
+    lanes: usize,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(w.len() >= PANEL * n_in && xs.len() >= R * n_in);
+    let wp = w.as_ptr() as *const __m256i;
+    let xp = xs.as_ptr();
+    let mut acc = [[_mm512_setzero_ps(); PHASES]; R];
+    let mut k = 0;
+    while k + PHASES <= n_in {
+        for ph in 0..PHASES {
+            let wv = _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(k + ph)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xv = _mm512_set1_ps(*xp.add(r * n_in + k + ph));
+                acc[ph] = _mm512_fmadd_ps(wv, xv, acc[ph]);
+            }
+        }
+        k += PHASES;
+    }
+    if k < n_in {
+        let wv = _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(k)));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            acc[0] = _mm512_fmadd_ps(wv, _mm512_set1_ps(*xp.add(r * n_in + k)), acc[0]);
+        }
+    }
+    let mask = if lanes >= PANEL {
+        0xffff
+    } else {
+        (1u16 << lanes) - 1
+    };
+    for (r, acc) in acc.iter().enumerate() {
+        _mm512_mask_storeu_ps(op.add(r * out_stride), mask, _mm512_add_ps(acc[0], acc[1]));
+    }
+}
+
+#[cfg(test)]
+#[path = "f16panel_tests.rs"]
+mod tests;
