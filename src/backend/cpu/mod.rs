@@ -24,6 +24,7 @@ pub mod qgemm_vnni;
 pub mod qgemv;
 mod qgemv_avx512;
 pub mod qgemv_vnni;
+pub mod qpanel;
 mod simd;
 pub mod worker_pool;
 
@@ -66,6 +67,12 @@ pub enum CpuMat {
     F16Panels(f16panel::F16Panels),
     /// INT8 packed codes, computed on directly (see [`crate::quant::packed`]).
     Int8(Int8Matrix),
+    /// INT8 codes in the panel layout of [`qpanel`] (uploads on VNNI CPUs, unless exact).
+    Int8Panels(qpanel::QPanels<8>),
+    /// INT4 codes in the panel layout of [`qpanel`].
+    Int4Panels(qpanel::QPanels<4>),
+    /// INT2 codes in the panel layout of [`qpanel`].
+    Int2Panels(qpanel::QPanels<2>),
     /// INT4 packed codes, computed on directly.
     Int4(Int4Matrix),
     /// INT2 packed codes, computed on directly.
@@ -78,6 +85,9 @@ impl CpuMat {
         match self {
             CpuMat::F32 { out, inp, .. } | CpuMat::F16 { out, inp, .. } => (*out, *inp),
             CpuMat::F16Panels(m) => m.dims(),
+            CpuMat::Int8Panels(m) => m.dims(),
+            CpuMat::Int4Panels(m) => m.dims(),
+            CpuMat::Int2Panels(m) => m.dims(),
             CpuMat::Int8(m) => m.dims(),
             CpuMat::Int4(m) => m.dims(),
             CpuMat::Int2(m) => m.dims(),
@@ -97,6 +107,13 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
+    /// True when packed uploads take the panel layout of [`qpanel`]: the CPU has VNNI, the
+    /// backend may quantize activations (not [`CpuBackend::exact`]), and the groups are whole
+    /// activation blocks.
+    fn panels<const BITS: u32>(&self, m: &Packed<BITS>) -> bool {
+        !self.exact && qgemv_vnni::available() && qpanel::QPanels::supports(m)
+    }
+
     /// A CPU backend with an FP16 key/value cache whose packed products use the fastest path
     /// (int8 activations with AVX512-VNNI where present).
     pub fn new() -> Self {
@@ -199,6 +216,15 @@ impl Backend for CpuBackend {
                 };
                 Ok(CpuMat::F32 { data, out, inp })
             }
+            WeightMatrix::Int8(m) if self.panels(m) => {
+                Ok(CpuMat::Int8Panels(qpanel::QPanels::pack(m)?))
+            }
+            WeightMatrix::Int4(m) if self.panels(m) => {
+                Ok(CpuMat::Int4Panels(qpanel::QPanels::pack(m)?))
+            }
+            WeightMatrix::Int2(m) if self.panels(m) => {
+                Ok(CpuMat::Int2Panels(qpanel::QPanels::pack(m)?))
+            }
             WeightMatrix::Int8(m) => Ok(CpuMat::Int8(m.clone())),
             WeightMatrix::Int4(m) => Ok(CpuMat::Int4(m.clone())),
             WeightMatrix::Int2(m) => Ok(CpuMat::Int2(m.clone())),
@@ -237,7 +263,10 @@ impl Backend for CpuBackend {
 
     fn embed(&self, table: &CpuMat, tokens: &[u32], out: &mut Vec<f32>) -> Result<()> {
         let (vocab, dim) = table.dims();
-        if matches!(table, CpuMat::Int8(_) | CpuMat::Int4(_) | CpuMat::Int2(_)) {
+        if !matches!(
+            table,
+            CpuMat::F32 { .. } | CpuMat::F16 { .. } | CpuMat::F16Panels(_)
+        ) {
             return Err(Error::Unsupported(
                 "embedding tables must be dense (f32/f16/bf16), not packed".into(),
             ));
@@ -317,6 +346,9 @@ impl Backend for CpuBackend {
                 &mut out[..rows * n_out],
             ),
             CpuMat::F16Panels(m) => m.matmul(&x[..rows * n_in], rows, &mut out[..rows * n_out]),
+            CpuMat::Int8Panels(m) => m.matmul(&x[..rows * n_in], rows, &mut out[..rows * n_out]),
+            CpuMat::Int4Panels(m) => m.matmul(&x[..rows * n_in], rows, &mut out[..rows * n_out]),
+            CpuMat::Int2Panels(m) => m.matmul(&x[..rows * n_in], rows, &mut out[..rows * n_out]),
             CpuMat::Int8(m) => packed_matmul(
                 m,
                 &x[..rows * n_in],
@@ -356,10 +388,10 @@ impl Backend for CpuBackend {
             let (x, y) = (&x[..rows * n_in], &mut out[..rows * n_out]);
             let done = match w {
                 CpuMat::F16 { data, .. } => f16gemm::f16_gemm(data, n_out, n_in, x, rows, y),
-                CpuMat::F16Panels(m) => {
-                    m.matmul(x, rows, y);
-                    true
-                }
+                CpuMat::F16Panels(_)
+                | CpuMat::Int8Panels(_)
+                | CpuMat::Int4Panels(_)
+                | CpuMat::Int2Panels(_) => false,
                 CpuMat::Int8(m) => qgemm_vnni::packed_gemm(m, x, rows, y),
                 CpuMat::Int4(m) => qgemm_vnni::packed_gemm(m, x, rows, y),
                 CpuMat::Int2(m) => qgemm_vnni::packed_gemm(m, x, rows, y),

@@ -1,12 +1,14 @@
 //! CPU benchmarks of the packed products (`agentcompress bench cpu-kernels`): per shape and
-//! input row count, the int8-activation VNNI kernels against the f32-activation AVX-512
-//! kernels on the same packed matrix and against the FP16 product of the same shape (the
-//! panel layout the CPU backend uploads FP16 weights in), timed
+//! input row count, the int8-activation VNNI kernels on the panel layout the CPU backend
+//! uploads packed weights in ([`QPanels`]) against the same kernels on the row-major packed
+//! layout, the f32-activation AVX-512 kernels on the same packed matrix and the FP16 product of
+//! the same shape (the panel layout the CPU backend uploads FP16 weights in), timed
 //! interleaved in one run (fastest of `iters` samples, each a batch of calls lasting at least
 //! a few milliseconds: load from other processes only ever adds time). GB/s counts the weight bytes a call reads (packed codes + scales +
 //! zeros, or FP16).
 
 use agentcompress::backend::cpu::f16panel::F16Panels;
+use agentcompress::backend::cpu::qpanel::QPanels;
 use agentcompress::backend::cpu::{qgemv, qgemv_vnni};
 use agentcompress::quant::int2_params::{decode_scale, decode_zero};
 use agentcompress::quant::Packed;
@@ -36,7 +38,9 @@ pub struct CpuBenchRow {
     pub format: &'static str,
     /// Weight bytes read per call.
     pub bytes: usize,
-    /// Seconds per call (fastest sample) of the VNNI kernel.
+    /// Seconds per call (fastest sample) of the VNNI kernel on the panel layout.
+    pub panel: f64,
+    /// VNNI kernel on the row-major packed layout.
     pub vnni: f64,
     /// f32-activation AVX-512 kernel.
     pub f32: f64,
@@ -146,8 +150,11 @@ pub fn run(
             macro_rules! packed {
                 ($m:expr) => {{
                     let (m, x) = ($m, &x);
+                    let mut y0 = y.clone();
                     let mut y1 = y.clone();
                     let mut y2 = y.clone();
+                    let panels = QPanels::pack(m)?;
+                    kernels.push(Box::new(move || panels.matmul(x, rows, &mut y0)));
                     kernels.push(Box::new(move || {
                         qgemv_vnni::packed_product(m, x, rows, &mut y1);
                     }));
@@ -186,9 +193,10 @@ pub fn run(
                     rows,
                     format,
                     bytes,
-                    vnni: med[2 * i],
-                    f32: med[2 * i + 1],
-                    fp16: med[6],
+                    panel: med[3 * i],
+                    vnni: med[3 * i + 1],
+                    f32: med[3 * i + 2],
+                    fp16: med[9],
                     fp16_bytes: out * inp * 2,
                 });
             }
@@ -201,7 +209,7 @@ pub fn run(
 pub fn table(rows: &[CpuBenchRow]) -> String {
     let gbs = |b: usize, s: f64| b as f64 / s / 1e9;
     let mut t = String::from(
-        "| shape (out x in) | rows | format | VNNI us | VNNI GB/s | f32-act us | f32-act GB/s | FP16 us | FP16 GB/s | f32-act / VNNI | FP16 / VNNI |\n\
+        "| shape (out x in) | rows | format | panels us | panels GB/s | row-major VNNI us | f32-act us | FP16 us | FP16 GB/s | row-major / panels | FP16 / panels |\n\
          |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
@@ -211,14 +219,14 @@ pub fn table(rows: &[CpuBenchRow]) -> String {
             r.shape.1,
             r.rows,
             r.format,
+            r.panel * 1e6,
+            gbs(r.bytes, r.panel),
             r.vnni * 1e6,
-            gbs(r.bytes, r.vnni),
             r.f32 * 1e6,
-            gbs(r.bytes, r.f32),
             r.fp16 * 1e6,
             gbs(r.fp16_bytes, r.fp16),
-            r.f32 / r.vnni,
-            r.fp16 / r.vnni,
+            r.vnni / r.panel,
+            r.fp16 / r.panel,
         ));
     }
     t

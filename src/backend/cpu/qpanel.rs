@@ -1,0 +1,476 @@
+//! Packed INT8/INT4/INT2 products on a panel layout for AVX512-VNNI: one kernel for every
+//! input row count (decode, speculative verification, batched steps, prefill), so every count
+//! gives each row the same bits, and no horizontal sums: each vector lane is one output.
+//!
+//! **Layout** (written once, at upload, by [`QPanels::pack`] from a [`Packed`] matrix): the
+//! outputs are cut into panels of [`PANEL`]; K into blocks of [`QBLOCK`] (the activation block
+//! of [`super::act_quant`]), padded with zero codes (INT8: the code 0) past `in`. Per panel
+//! and block there are `BITS` 64-byte lines (8 INT8, 4 INT4, 2 INT2); in line `u`, the 32-bit
+//! lane `l` (output `16 p + l`), byte `j` (0..4) and sub-position `t` (0..8/BITS: bits
+//! `BITS * t ..`) hold the code of
+//!
+//! `k = 32 b + 4 (u * 8/BITS + t) + j`,
+//!
+//! so that one sub-position of one line is sixteen outputs' codes at four consecutive K: the
+//! operand of one `vpdpbusd` against the four activation codes at those K broadcast to every
+//! lane. INT8 codes are stored as `q + 128` (unsigned, as `vpdpbusd` wants its first operand);
+//! INT4/INT2 codes are unsigned already. Lines are `[panel][block][u]`. Group scales (and
+//! INT4/INT2 zero points) are FP16 `[panel][group][16]`, one vector per group.
+//!
+//! **Arithmetic.** The activations are quantized per row in blocks of 32 by the rule of
+//! [`super::act_quant::quantize_block`] (scale `d_b`, codes `xq`). Per (output, row, block) the
+//! integer sum `isum_b = sum_k code_k * xq_k` is exact (INT8 starts it at `-128 * sum xq_b`,
+//! which cancels the stored `+128`); per group, `gacc = sum_b f32(isum_b) * d_b` (FMAs in block
+//! order), then INT4/INT2 take `z_g * XS_g` off it, with `XS_g = sum_b d_b * f32(sum xq_b)`
+//! computed once per row, and the output accumulates `acc += gacc * s_g` in group order. The
+//! kernels for 1 to [`ROWS`] input rows and the portable fallback all do exactly this per
+//! (output, row), so a product's bits do not depend on how many rows it carries.
+//!
+//! **Work split.** Tasks take contiguous runs of panels ([`super::worker_pool::stream_chunk`]),
+//! so each thread streams one sequential run of weights; inside a task every panel is applied
+//! to the input rows [`ROWS`] at a time while it sits in L1.
+
+use super::act_quant::{quantize_block, QBLOCK};
+use super::gemm_tile::{Line, SharedOut};
+use crate::quant::Packed;
+use crate::{Error, Result};
+use half::f16;
+use std::cell::Cell;
+use std::sync::Arc;
+
+/// Outputs per panel: sixteen 32-bit lanes.
+pub const PANEL: usize = 16;
+/// Input rows per kernel call.
+pub const ROWS: usize = 8;
+
+/// A packed matrix in the panel layout (see the module docs). Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct QPanels<const BITS: u32> {
+    lines: Arc<Vec<Line>>,
+    scales: Arc<Vec<f16>>,
+    zeros: Arc<Vec<f16>>,
+    out: usize,
+    inp: usize,
+    /// Activation blocks per row (`ceil(in / 32)`).
+    blocks: usize,
+    /// Blocks per weight group (all of them for one group per row).
+    group_blocks: usize,
+    /// Weight groups per row.
+    groups: usize,
+}
+
+/// A vector of `len` copies of `v`, or a typed error when it cannot be allocated.
+fn try_vec<T: Clone>(len: usize, v: T, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory(format!("{len} {what}")))?;
+    out.resize(len, v);
+    Ok(out)
+}
+
+impl<const BITS: u32> QPanels<BITS> {
+    /// Sub-positions per byte.
+    const NSUB: usize = (8 / BITS) as usize;
+
+    /// True when `m` can take this layout: its groups are whole activation blocks (a multiple
+    /// of 32 weights) or span the row.
+    pub fn supports(m: &Packed<BITS>) -> bool {
+        let (_, inp) = m.dims();
+        let g = m.group_size();
+        g > 0 && (g % QBLOCK == 0 || g >= inp)
+    }
+
+    /// Re-lays out `m` (fails with a typed error when its groups do not fit, see
+    /// [`QPanels::supports`], or when the copy cannot be allocated).
+    pub fn pack(m: &Packed<BITS>) -> Result<Self> {
+        if !Self::supports(m) {
+            return Err(Error::Unsupported(format!(
+                "INT{BITS} groups of {} weights are not whole blocks of {QBLOCK}",
+                m.group_size()
+            )));
+        }
+        let (out, inp) = m.dims();
+        let blocks = inp.div_ceil(QBLOCK);
+        let (group_blocks, groups) = if m.group_size() >= inp {
+            (blocks.max(1), 1)
+        } else {
+            (m.group_size() / QBLOCK, m.n_groups())
+        };
+        let panels = out.div_ceil(PANEL);
+        let pad: u8 = if BITS == 8 { 0x80 } else { 0 };
+        let pad_word = u32::from_ne_bytes([pad; 4]);
+        let n_lines = panels * blocks * BITS as usize;
+        let mut lines = try_vec(n_lines, Line([pad_word; 16]), "64-byte panel lines")?;
+        let n_params = panels * groups * PANEL;
+        let mut scales = try_vec(n_params, f16::ZERO, "FP16 panel scales")?;
+        let mut zeros = if BITS == 8 {
+            Vec::new()
+        } else {
+            try_vec(n_params, f16::ZERO, "FP16 panel zero points")?
+        };
+        let mut row = try_vec(blocks * QBLOCK, pad, "codes of one row")?;
+        let nsub = Self::NSUB;
+        let (src_groups, src_scales, src_zeros) = (m.n_groups(), m.scales(), m.zeros());
+        for o in 0..out {
+            let (p, l) = (o / PANEL, o % PANEL);
+            for (k, c) in row.iter_mut().enumerate().take(inp) {
+                // INT8 codes become unsigned by the +128 the kernel's integer start cancels.
+                *c = (m.code(o, k) + if BITS == 8 { 128 } else { 0 }) as u8;
+            }
+            for b in 0..blocks {
+                for u in 0..BITS as usize {
+                    let mut word = 0u32;
+                    for j in 0..4 {
+                        let mut byte = 0u8;
+                        for t in 0..nsub {
+                            byte |= row[b * QBLOCK + 4 * (u * nsub + t) + j] << (BITS as usize * t);
+                        }
+                        word |= (byte as u32) << (8 * j);
+                    }
+                    lines[(p * blocks + b) * BITS as usize + u].0[l] = word;
+                }
+            }
+            for g in 0..groups {
+                scales[(p * groups + g) * PANEL + l] = src_scales[o * src_groups + g];
+                if BITS != 8 {
+                    zeros[(p * groups + g) * PANEL + l] = src_zeros[o * src_groups + g];
+                }
+            }
+        }
+        Ok(QPanels {
+            lines: Arc::new(lines),
+            scales: Arc::new(scales),
+            zeros: Arc::new(zeros),
+            out,
+            inp,
+            blocks,
+            group_blocks,
+            groups,
+        })
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.out, self.inp)
+    }
+
+    /// The code of output `o` at K position `k < in` as stored (INT8: `q + 128`), read back
+    /// from the layout.
+    pub fn stored_code(&self, o: usize, k: usize) -> u8 {
+        let (p, l, b) = (o / PANEL, o % PANEL, k / QBLOCK);
+        let quad = (k % QBLOCK) / 4;
+        let (u, t) = (quad / Self::NSUB, quad % Self::NSUB);
+        let word = self.lines[(p * self.blocks + b) * BITS as usize + u].0[l];
+        let byte = (word >> (8 * (k % 4))) as u8;
+        let mask = if BITS == 8 { 0xff } else { (1u8 << BITS) - 1 };
+        (byte >> (BITS as usize * t)) & mask
+    }
+
+    /// `out[r, o] = sum_k w[o, k] * x[r, k]` for `rows` input rows on int8 activations,
+    /// parallel over runs of panels, with the VNNI kernels when the CPU has them.
+    ///
+    /// # Panics
+    /// When `x` or `out` is shorter than its shape (the backend checks lengths first).
+    pub fn matmul(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        self.matmul_with(x, rows, out, super::qgemv_vnni::available())
+    }
+
+    /// [`QPanels::matmul`] on the VNNI kernels (`simd`, which the CPU must have) or the
+    /// portable one.
+    fn matmul_with(&self, x: &[f32], rows: usize, out: &mut [f32], simd: bool) {
+        let (n_out, n_in) = (self.out, self.inp);
+        assert!(
+            x.len() >= rows * n_in && out.len() >= rows * n_out,
+            "QPanels::matmul: slices shorter than [{n_out}, {n_in}] x {rows}"
+        );
+        if rows == 0 || n_out == 0 {
+            return;
+        }
+        let mut act = SCRATCH.take();
+        act.fill(self, x, rows);
+        {
+            let act = &act;
+            let panels = n_out.div_ceil(PANEL);
+            let chunk = super::worker_pool::stream_chunk(panels, 1);
+            let dst = SharedOut::new(out);
+            super::worker_pool::for_each_task(panels.div_ceil(chunk), |t| {
+                for p in t * chunk..((t + 1) * chunk).min(panels) {
+                    self.panel_rows(p, act, rows, dst, simd);
+                }
+            });
+        }
+        SCRATCH.set(act);
+    }
+
+    /// Panel `p` against every input row, [`ROWS`] rows per kernel call.
+    fn panel_rows(&self, p: usize, act: &ActBlocks, rows: usize, dst: SharedOut, simd: bool) {
+        let n_out = self.out;
+        let lanes = PANEL.min(n_out - p * PANEL);
+        let mut r = 0;
+        while r < rows {
+            let n = ROWS.min(rows - r);
+            let op = dst.get().wrapping_add(r * n_out + p * PANEL);
+            // SAFETY: this task alone writes outputs `16p .. 16p + lanes` of rows `r .. r + n`,
+            // all inside `out` (asserted by `matmul`); `act` was filled for this matrix with
+            // `rows` rows.
+            unsafe {
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    match n {
+                        8 => self.tile_vnni::<8>(p, act, r, op, n_out, lanes),
+                        7 => self.tile_vnni::<7>(p, act, r, op, n_out, lanes),
+                        6 => self.tile_vnni::<6>(p, act, r, op, n_out, lanes),
+                        5 => self.tile_vnni::<5>(p, act, r, op, n_out, lanes),
+                        4 => self.tile_vnni::<4>(p, act, r, op, n_out, lanes),
+                        3 => self.tile_vnni::<3>(p, act, r, op, n_out, lanes),
+                        2 => self.tile_vnni::<2>(p, act, r, op, n_out, lanes),
+                        _ => self.tile_vnni::<1>(p, act, r, op, n_out, lanes),
+                    }
+                    r += n;
+                    continue;
+                }
+                let _ = simd;
+                self.tile_portable(p, act, r, n, op, n_out, lanes);
+            }
+            r += n;
+        }
+    }
+
+    /// The blocks of group `g`.
+    fn group_range(&self, g: usize) -> std::ops::Range<usize> {
+        g * self.group_blocks..((g + 1) * self.group_blocks).min(self.blocks)
+    }
+
+    /// The panel's products with input rows `r0 .. r0 + n` in portable code: per (output,
+    /// row) the same operations in the same order as [`QPanels::tile_vnni`] (the integer sums
+    /// are exact; `f32::mul_add` is a fused multiply-add).
+    ///
+    /// # Safety
+    /// `op + r * out_stride + l` must be writable for `r < n`, `l < lanes`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_portable(
+        &self,
+        p: usize,
+        act: &ActBlocks,
+        r0: usize,
+        n: usize,
+        op: *mut f32,
+        out_stride: usize,
+        lanes: usize,
+    ) {
+        let mask = if BITS == 8 { 0xff } else { (1i32 << BITS) - 1 };
+        for r in 0..n {
+            let row = r0 + r;
+            for l in 0..lanes {
+                let mut acc = 0.0f32;
+                for g in 0..self.groups {
+                    let mut gacc = 0.0f32;
+                    for b in self.group_range(g) {
+                        let mut isum = if BITS == 8 { act.corr(row, b) } else { 0 };
+                        for u in 0..BITS as usize {
+                            let word = self.lines[(p * self.blocks + b) * BITS as usize + u].0[l];
+                            for t in 0..Self::NSUB {
+                                let quad = act.quad(row, b * QBLOCK + 4 * (u * Self::NSUB + t));
+                                for (j, &xq) in quad.iter().enumerate() {
+                                    let code = (word >> (8 * j + BITS as usize * t)) as i32 & mask;
+                                    isum += code * xq as i32;
+                                }
+                            }
+                        }
+                        gacc = (isum as f32).mul_add(act.d(row, b), gacc);
+                    }
+                    let i = (p * self.groups + g) * PANEL + l;
+                    if BITS != 8 {
+                        gacc = (-self.zeros[i].to_f32()).mul_add(act.xsg(row, g), gacc);
+                    }
+                    acc = gacc.mul_add(self.scales[i].to_f32(), acc);
+                }
+                *op.add(r * out_stride + l) = acc;
+            }
+        }
+    }
+
+    /// The panel's products with `R` input rows from `r0`: per block and line, the line's
+    /// sub-positions unpacked to bytes once and `vpdpbusd`-ed into each row's integer sums
+    /// (two or four independent chains for one or two rows, added exactly at the block's
+    /// end, so the latency of one chain does not bound a decode product); then per row and
+    /// block one convert and one FMA, per group the zero-point term and the scale.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW and VNNI and F16C; `op + r * out_stride + l` must be
+    /// writable for `r < R`, `l < lanes`; `act` must hold rows `r0 .. r0 + R` for this matrix.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+    unsafe fn tile_vnni<const R: usize>(
+        &self,
+        p: usize,
+        act: &ActBlocks,
+        r0: usize,
+        op: *mut f32,
+        out_stride: usize,
+        lanes: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let chains = if R == 1 {
+            4
+        } else if R == 2 {
+            2
+        } else {
+            1
+        };
+        let nsub = Self::NSUB;
+        let code_mask = _mm512_set1_epi8(if BITS == 8 { -1 } else { (1i8 << BITS) - 1 });
+        let lines = self.lines.as_ptr().add(p * self.blocks * BITS as usize);
+        let stride = act.stride;
+        let xq = act.xq.as_ptr().add(r0 * stride);
+        let mut acc = [_mm512_setzero_ps(); R];
+        for g in 0..self.groups {
+            let mut gacc = [_mm512_setzero_ps(); R];
+            for b in self.group_range(g) {
+                let mut isum = [[_mm512_setzero_si512(); 4]; R];
+                if BITS == 8 {
+                    for (r, s) in isum.iter_mut().enumerate() {
+                        s[0] = _mm512_set1_epi32(act.corr(r0 + r, b));
+                    }
+                }
+                let mut step = 0;
+                for u in 0..BITS as usize {
+                    let v = _mm512_load_si512(lines.add(b * BITS as usize + u) as *const _);
+                    let mut shifted = v;
+                    for t in 0..nsub {
+                        let codes = if BITS == 8 {
+                            v
+                        } else {
+                            let c = _mm512_and_si512(shifted, code_mask);
+                            shifted = _mm512_srli_epi16::<BITS>(shifted);
+                            c
+                        };
+                        let k = b * QBLOCK + 4 * (u * nsub + t);
+                        let c = step % chains;
+                        for (r, s) in isum.iter_mut().enumerate() {
+                            let quad = (xq.add(r * stride + k) as *const i32).read_unaligned();
+                            s[c] = _mm512_dpbusd_epi32(s[c], codes, _mm512_set1_epi32(quad));
+                        }
+                        step += 1;
+                    }
+                }
+                for (r, (s, ga)) in isum.iter().zip(gacc.iter_mut()).enumerate() {
+                    let mut total = s[0];
+                    for s in &s[1..chains] {
+                        total = _mm512_add_epi32(total, *s);
+                    }
+                    let d = _mm512_set1_ps(act.d(r0 + r, b));
+                    *ga = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), d, *ga);
+                }
+            }
+            let i = (p * self.groups + g) * PANEL;
+            let s = _mm512_cvtph_ps(_mm256_loadu_si256(self.scales.as_ptr().add(i) as *const _));
+            if BITS != 8 {
+                let z = _mm512_cvtph_ps(_mm256_loadu_si256(self.zeros.as_ptr().add(i) as *const _));
+                for (r, ga) in gacc.iter_mut().enumerate() {
+                    *ga = _mm512_fnmadd_ps(z, _mm512_set1_ps(act.xsg(r0 + r, g)), *ga);
+                }
+            }
+            for (a, ga) in acc.iter_mut().zip(&gacc) {
+                *a = _mm512_fmadd_ps(*ga, s, *a);
+            }
+        }
+        let mask = if lanes >= PANEL {
+            0xffff
+        } else {
+            (1u16 << lanes) - 1
+        };
+        for (r, a) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(op.add(r * out_stride), mask, *a);
+        }
+    }
+}
+
+/// The input rows of one product, quantized for a [`QPanels`] matrix: codes in natural K
+/// order padded to whole blocks, and per row the block scales, INT8's integer starts and
+/// INT4/INT2's per-group sums `XS_g` (module docs).
+#[derive(Debug, Default)]
+struct ActBlocks {
+    /// Codes per row (`blocks * 32`).
+    stride: usize,
+    blocks: usize,
+    groups: usize,
+    /// Codes, `[rows][stride]`, zero past `in`.
+    xq: Vec<i8>,
+    /// Block scales, `[rows][blocks]`.
+    d: Vec<f32>,
+    /// `-128 * sum of the block's codes`, `[rows][blocks]` (INT8 only).
+    corr: Vec<i32>,
+    /// `sum_b d_b * f32(sum of block b's codes)` over each group's blocks, `[rows][groups]`
+    /// (INT4/INT2 only).
+    xsg: Vec<f32>,
+}
+
+thread_local! {
+    /// Per-thread quantized input, taken out for the duration of one product (a `Cell`, not
+    /// a `RefCell`: a worker that steals another product while this one runs finds an empty
+    /// default instead of a held borrow).
+    static SCRATCH: Cell<ActBlocks> = Cell::new(ActBlocks::default());
+}
+
+impl ActBlocks {
+    /// Quantizes `rows` rows of `x` (`[rows, in]`) for `m`, reusing the buffers.
+    fn fill<const BITS: u32>(&mut self, m: &QPanels<BITS>, x: &[f32], rows: usize) {
+        let n_in = m.inp;
+        self.blocks = m.blocks;
+        self.groups = m.groups;
+        self.stride = m.blocks * QBLOCK;
+        self.xq.clear();
+        self.xq.resize(rows * self.stride, 0);
+        self.d.clear();
+        self.d.resize(rows * m.blocks, 0.0);
+        self.corr.clear();
+        self.xsg.clear();
+        let mut sums = vec![0i32; m.blocks];
+        for r in 0..rows {
+            let xr = &x[r * n_in..(r + 1) * n_in];
+            let qr = &mut self.xq[r * self.stride..(r + 1) * self.stride];
+            for (b, sum) in sums.iter_mut().enumerate() {
+                let end = ((b + 1) * QBLOCK).min(n_in);
+                let q = &mut qr[b * QBLOCK..end];
+                self.d[r * m.blocks + b] = quantize_block(&xr[b * QBLOCK..end], q);
+                *sum = q.iter().map(|&v| v as i32).sum();
+            }
+            if BITS == 8 {
+                self.corr.extend(sums.iter().map(|s| -128 * s));
+            } else {
+                for g in 0..m.groups {
+                    let xs = m
+                        .group_range(g)
+                        .map(|b| self.d[r * m.blocks + b] * sums[b] as f32)
+                        .fold(0.0f32, |a, v| a + v);
+                    self.xsg.push(xs);
+                }
+            }
+        }
+    }
+
+    /// The four codes of row `r` at K positions `k .. k + 4`.
+    fn quad(&self, r: usize, k: usize) -> &[i8] {
+        &self.xq[r * self.stride + k..r * self.stride + k + 4]
+    }
+
+    /// Scale of block `b` of row `r`.
+    fn d(&self, r: usize, b: usize) -> f32 {
+        self.d[r * self.blocks + b]
+    }
+
+    /// INT8's integer start of block `b` of row `r`.
+    fn corr(&self, r: usize, b: usize) -> i32 {
+        self.corr[r * self.blocks + b]
+    }
+
+    /// `XS_g` of row `r`.
+    fn xsg(&self, r: usize, g: usize) -> f32 {
+        self.xsg[r * self.groups + g]
+    }
+}
+
+#[cfg(test)]
+#[path = "qpanel_tests.rs"]
+mod tests;

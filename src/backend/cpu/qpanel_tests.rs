@@ -1,0 +1,191 @@
+//! Tests of the panel layout and its kernels: the layout against the packed codes, the VNNI
+//! kernels bit for bit against the portable one and against themselves at every row count,
+//! and the products against an f64 reference of the same arithmetic and the f32 product.
+
+use super::*;
+use crate::backend::cpu::act_quant::quantize_row;
+use crate::backend::cpu::qgemv::tests::random_matrix;
+use crate::util::rng::Rng;
+
+/// Ragged shapes and every kind of group: (out, in, group). Outputs not a multiple of the
+/// panel, K not a multiple of the block, groups of one block, of several, and one per row.
+fn shapes(bits: u32) -> Vec<(usize, usize, usize)> {
+    let mut s = vec![
+        (1, 32, 32),
+        (17, 64, 32),
+        (40, 192, 64),
+        (33, 576, 128),
+        (16, 160, 128),
+        (50, 100, 64),
+    ];
+    if bits == 8 {
+        s.extend([(21, 172, 172), (16, 576, 576), (3, 31, 31), (18, 96, 96)]);
+    }
+    s
+}
+
+/// Input rows of different magnitudes with outliers, so the block scales differ.
+fn inputs(rng: &mut Rng, rows: usize, inp: usize) -> Vec<f32> {
+    (0..rows * inp)
+        .map(|i| {
+            let v = rng.next_f32() * 2.0 - 1.0;
+            if i % 97 == 5 {
+                v * 20.0
+            } else {
+                v * (1 + (i / inp) % 3) as f32
+            }
+        })
+        .collect()
+}
+
+fn product<const BITS: u32>(m: &QPanels<BITS>, x: &[f32], rows: usize, simd: bool) -> Vec<f32> {
+    let mut y = vec![f32::NAN; rows * m.out];
+    m.matmul_with(x, rows, &mut y, simd);
+    y
+}
+
+fn bits_of(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+fn check_layout<const BITS: u32>() {
+    let mut rng = Rng::new(11 + BITS as u64);
+    for (out, inp, group) in shapes(BITS) {
+        let m = random_matrix::<BITS>(out, inp, group, &mut rng);
+        let q = QPanels::pack(&m).unwrap();
+        assert_eq!(q.dims(), (out, inp));
+        for o in 0..out {
+            for k in 0..inp {
+                let want = m.code(o, k) + if BITS == 8 { 128 } else { 0 };
+                assert_eq!(
+                    q.stored_code(o, k) as i32,
+                    want,
+                    "INT{BITS} {out}x{inp} ({o}, {k})"
+                );
+            }
+            for g in 0..q.groups {
+                let i = (o / PANEL * q.groups + g) * PANEL + o % PANEL;
+                let (s, z) = m.params(o, g);
+                assert_eq!(q.scales[i].to_f32(), s);
+                if BITS != 8 {
+                    assert_eq!(q.zeros[i].to_f32(), z);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packing_keeps_every_code_and_parameter_at_its_documented_place() {
+    check_layout::<8>();
+    check_layout::<4>();
+    check_layout::<2>();
+}
+
+#[test]
+fn groups_that_split_an_activation_block_are_refused_with_a_typed_error() {
+    let mut rng = Rng::new(5);
+    let m = random_matrix::<8>(4, 64, 16, &mut rng);
+    assert!(!QPanels::supports(&m));
+    let err = QPanels::pack(&m).unwrap_err();
+    assert!(err.to_string().contains("groups of 16"), "{err}");
+}
+
+/// The f64 reference of the arithmetic: `x` quantized by the same block rule, then
+/// `sum_k s_g (q_k - z_g) d_b xq_k`; returns it with `sum_k |term|`, the scale of the f32
+/// rounding error of the kernels.
+fn reference<const BITS: u32>(m: &Packed<BITS>, o: usize, x: &[f32]) -> (f64, f64) {
+    let (mut q, mut d) = (Vec::new(), Vec::new());
+    quantize_row(x, &mut q, &mut d);
+    let group = m.group_size();
+    let (mut sum, mut mag) = (0.0f64, 0.0f64);
+    for k in 0..x.len() {
+        let (s, z) = m.params(o, k / group);
+        let xh = d[k / QBLOCK] as f64 * q[k] as f64;
+        let c = m.code(o, k) as f64;
+        sum += s as f64 * (c - z as f64) * xh;
+        mag += (s as f64 * c * xh).abs() + (s as f64 * z as f64 * xh).abs();
+    }
+    (sum, mag)
+}
+
+/// Bound on `|w . x - w . xhat|` from activation quantization: `sum_k |w_k| d_b / 2`.
+fn quantization_bound<const BITS: u32>(m: &Packed<BITS>, o: usize, x: &[f32]) -> f64 {
+    let (mut q, mut d) = (Vec::new(), Vec::new());
+    quantize_row(x, &mut q, &mut d);
+    let mut w = vec![0.0f32; x.len()];
+    m.dequantize_row_into(o, &mut w);
+    w.iter()
+        .enumerate()
+        .map(|(k, &wk)| wk.abs() as f64 * d[k / QBLOCK] as f64 / 2.0)
+        .sum()
+}
+
+fn check_products<const BITS: u32>() {
+    let mut rng = Rng::new(101 + BITS as u64);
+    let simd = super::super::qgemv_vnni::available();
+    if !simd {
+        eprintln!("SKIPPED (VNNI half): this CPU lacks AVX512-VNNI; checking the portable kernel");
+    }
+    for (out, inp, group) in shapes(BITS) {
+        let m = random_matrix::<BITS>(out, inp, group, &mut rng);
+        let q = QPanels::pack(&m).unwrap();
+        let rows = 19;
+        let x = inputs(&mut rng, rows, inp);
+        let portable = product(&q, &x, rows, false);
+        for r in 0..rows {
+            let xr = &x[r * inp..(r + 1) * inp];
+            for o in 0..out {
+                let v = portable[r * out + o] as f64;
+                let (want, mag) = reference(&m, o, xr);
+                assert!(
+                    (v - want).abs() <= 1e-5 * mag + 1e-9,
+                    "INT{BITS} {out}x{inp} g{group} x{r} w{o}: {v} vs reference {want}"
+                );
+                let f = m.row_dot(o, xr) as f64;
+                let tol = quantization_bound(&m, o, xr) + 1e-5 * mag + 1e-6;
+                assert!(
+                    (v - f).abs() <= tol,
+                    "INT{BITS} {out}x{inp} g{group} x{r} w{o}: {v} vs f32 {f} (tol {tol})"
+                );
+            }
+        }
+        if !simd {
+            continue;
+        }
+        // Every row count gives every row the same bits, and the VNNI kernels the portable
+        // kernel's bits.
+        for n in [1, 2, 3, 4, 5, 7, 8, 9, 16, 19] {
+            let got = product(&q, &x[..n * inp], n, true);
+            assert_eq!(
+                bits_of(&got),
+                bits_of(&portable[..n * out]),
+                "INT{BITS} {out}x{inp} g{group}, {n} rows"
+            );
+        }
+    }
+}
+
+#[test]
+fn int8_products_match_the_reference_and_agree_bit_for_bit_at_every_row_count() {
+    check_products::<8>();
+}
+
+#[test]
+fn int4_products_match_the_reference_and_agree_bit_for_bit_at_every_row_count() {
+    check_products::<4>();
+}
+
+#[test]
+fn int2_products_match_the_reference_and_agree_bit_for_bit_at_every_row_count() {
+    check_products::<2>();
+}
+
+#[test]
+fn a_product_with_no_rows_writes_nothing() {
+    let mut rng = Rng::new(9);
+    let q = QPanels::pack(&random_matrix::<4>(20, 64, 32, &mut rng)).unwrap();
+    let mut y = vec![7.0f32; 4];
+    q.matmul(&[], 0, &mut y);
+    assert_eq!(y, [7.0; 4]);
+}
