@@ -84,6 +84,26 @@ pub trait Backend: Send + Sync {
     ) -> Result<()> {
         self.matmul(x, w, out, rows)
     }
+    /// Several products of one input, `out_i = x w_i^T` over `rows` rows (a layer's Q, K and
+    /// V; its gate and up), each equal bit for bit to [`Backend::matmul`]'s or, with
+    /// `independent_rows`, to [`Backend::matmul_batch`]'s. A backend may run them as one job
+    /// (one dispatch, one quantization of `x`); the default runs them one after another.
+    fn matmuls(
+        &self,
+        x: &Self::Buf,
+        products: &mut [(&Self::Mat, &mut Self::Buf)],
+        rows: usize,
+        independent_rows: bool,
+    ) -> Result<()> {
+        for (w, out) in products.iter_mut() {
+            if independent_rows {
+                self.matmul_batch(x, w, out, rows)?;
+            } else {
+                self.matmul(x, w, out, rows)?;
+            }
+        }
+        Ok(())
+    }
     /// `x[r, :] += bias` over `rows` rows of width `bias.len()`.
     fn add_bias(
         &self,

@@ -422,6 +422,9 @@ impl<B: Backend> Model<B> {
         let c = &self.config;
         let be = &self.backend;
         let mm = |x: &B::Buf, w: &B::Mat, out: &mut B::Buf| self.product(rows, x, w, out, n);
+        let mms = |x: &B::Buf, products: &mut [(&B::Mat, &mut B::Buf)]| {
+            be.matmuls(x, products, n, rows == Rows::Batch)
+        };
         let (dim, qd, kvd, hid) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
         let norm = NormShape {
             rows: n,
@@ -434,9 +437,10 @@ impl<B: Backend> Model<B> {
             let held = self.layers.get(be, li)?;
             let l = held.get();
             be.rmsnorm(&a.x, &l.attn_norm, &mut a.xb, &norm)?;
-            mm(&a.xb, &l.wq, &mut a.q)?;
-            mm(&a.xb, &l.wk, &mut a.k)?;
-            mm(&a.xb, &l.wv, &mut a.v)?;
+            mms(
+                &a.xb,
+                &mut [(&l.wq, &mut a.q), (&l.wk, &mut a.k), (&l.wv, &mut a.v)],
+            )?;
             if let Some([bq, bk, bv]) = &l.bias {
                 be.add_bias(&mut a.q, bq, n, qd)?;
                 be.add_bias(&mut a.k, bk, n, kvd)?;
@@ -446,8 +450,7 @@ impl<B: Backend> Model<B> {
             mm(&a.att, &l.wo, &mut a.xb)?;
             be.add(&mut a.x, &a.xb, n * dim)?;
             be.rmsnorm(&a.x, &l.ffn_norm, &mut a.xb, &norm)?;
-            mm(&a.xb, &l.w_gate, &mut a.gate)?;
-            mm(&a.xb, &l.w_up, &mut a.up)?;
+            mms(&a.xb, &mut [(&l.w_gate, &mut a.gate), (&l.w_up, &mut a.up)])?;
             be.swiglu(&a.gate, &a.up, &mut a.hb, n * hid)?;
             mm(&a.hb, &l.w_down, &mut a.xb)?;
             be.add(&mut a.x, &a.xb, n * dim)?;

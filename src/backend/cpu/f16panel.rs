@@ -100,27 +100,44 @@ impl F16Panels {
     /// # Panics
     /// When `x` or `out` is shorter than its shape (the backend checks lengths first).
     pub fn matmul(&self, x: &[f32], rows: usize, out: &mut [f32]) {
-        self.matmul_with(x, rows, out, super::simd::avx512f())
+        Self::matmul_many(&mut [(self, out)], x, rows)
     }
 
-    /// [`F16Panels::matmul`] on the AVX-512 kernels (`simd`, which the CPU must have) or the
-    /// portable one.
-    fn matmul_with(&self, x: &[f32], rows: usize, out: &mut [f32], simd: bool) {
-        let (n_out, n_in) = (self.out, self.inp);
-        assert!(
-            x.len() >= rows * n_in && out.len() >= rows * n_out,
-            "F16Panels::matmul: slices shorter than [{n_out}, {n_in}] x {rows}"
-        );
-        if rows == 0 || n_out == 0 {
+    /// Several products of one input (`out_i = x w_i^T`, each as [`F16Panels::matmul`]) as one
+    /// parallel job over the panels of all of them.
+    ///
+    /// # Panics
+    /// When `x` or an output is shorter than its shape.
+    pub fn matmul_many(products: &mut [(&F16Panels, &mut [f32])], x: &[f32], rows: usize) {
+        Self::matmul_many_with(products, x, rows, super::simd::avx512f())
+    }
+
+    /// [`F16Panels::matmul_many`] on the AVX-512 kernels (`simd`, which the CPU must have) or
+    /// the portable one.
+    fn matmul_many_with(
+        products: &mut [(&F16Panels, &mut [f32])],
+        x: &[f32],
+        rows: usize,
+        simd: bool,
+    ) {
+        for (m, out) in products.iter() {
+            let (n_out, n_in) = (m.out, m.inp);
+            assert!(
+                x.len() >= rows * n_in && out.len() >= rows * n_out,
+                "F16Panels::matmul: slices shorter than [{n_out}, {n_in}] x {rows}"
+            );
+        }
+        if rows == 0 {
             return;
         }
-        let panels = n_out.div_ceil(PANEL);
-        let chunk = super::worker_pool::stream_chunk(panels, 1);
-        let dst = SharedOut::new(out);
-        super::worker_pool::for_each_task(panels.div_ceil(chunk), |t| {
-            for p in t * chunk..((t + 1) * chunk).min(panels) {
-                self.panel_rows(p, x, rows, dst, simd);
-            }
+        let mats: Vec<(&F16Panels, SharedOut)> = products
+            .iter_mut()
+            .map(|(m, out)| (*m, SharedOut::new(out)))
+            .collect();
+        let counts: Vec<usize> = mats.iter().map(|(m, _)| m.out.div_ceil(PANEL)).collect();
+        super::worker_pool::for_each_in_runs(&counts, |i, p| {
+            let (m, dst) = mats[i];
+            m.panel_rows(p, x, rows, dst, simd);
         });
     }
 

@@ -113,8 +113,8 @@ fn avx512_kernels_and_the_portable_kernel_agree_bit_for_bit() {
             let (bytes, _, x) = random(&mut rng, out, inp, rows);
             let m = F16Panels::pack(&bytes, out, inp).unwrap();
             let (mut a, mut b) = (vec![0.0f32; rows * out], vec![1.0f32; rows * out]);
-            m.matmul_with(&x, rows, &mut a, true);
-            m.matmul_with(&x, rows, &mut b, false);
+            F16Panels::matmul_many_with(&mut [(&m, &mut a[..])], &x, rows, true);
+            F16Panels::matmul_many_with(&mut [(&m, &mut b[..])], &x, rows, false);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&a), bits(&b), "{out}x{inp} rows {rows}");
         }
@@ -130,4 +130,34 @@ fn outputs_past_the_shape_are_never_written() {
     let mut y = vec![-7.0f32; rows * out + 40];
     m.matmul(&x, rows, &mut y);
     assert!(y[rows * out..].iter().all(|&v| v == -7.0));
+}
+
+#[test]
+fn several_products_of_one_input_as_one_job_give_each_product_its_own_bits() {
+    let mut rng = Rng::new(17);
+    let (inp, rows) = (40, 5);
+    let outs = [33, 16, 7];
+    let mats: Vec<F16Panels> = outs
+        .iter()
+        .map(|&out| {
+            let (bytes, _, _) = random(&mut rng, out, inp, 0);
+            F16Panels::pack(&bytes, out, inp).unwrap()
+        })
+        .collect();
+    let x: Vec<f32> = (0..rows * inp).map(|_| rng.uniform(-1.0, 1.0)).collect();
+    let mut ys: Vec<Vec<f32>> = outs.iter().map(|&o| vec![f32::NAN; rows * o]).collect();
+    {
+        let mut products: Vec<(&F16Panels, &mut [f32])> = mats
+            .iter()
+            .zip(ys.iter_mut())
+            .map(|(m, y)| (m, &mut y[..]))
+            .collect();
+        F16Panels::matmul_many(&mut products, &x, rows);
+    }
+    for (m, y) in mats.iter().zip(&ys) {
+        let mut alone = vec![0.0f32; y.len()];
+        m.matmul(&x, rows, &mut alone);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(y), bits(&alone), "{:?}", m.dims());
+    }
 }

@@ -404,6 +404,32 @@ impl Backend for CpuBackend {
         self.matmul(x, w, out, rows)
     }
 
+    fn matmuls(
+        &self,
+        x: &Vec<f32>,
+        products: &mut [(&CpuMat, &mut Vec<f32>)],
+        rows: usize,
+        independent_rows: bool,
+    ) -> Result<()> {
+        for (w, out) in products.iter() {
+            let (n_out, n_in) = w.dims();
+            check_len("matmul x", x.len(), rows * n_in)?;
+            check_len("matmul out", out.len(), rows * n_out)?;
+        }
+        let _mode = worker_pool::use_threading(self.threading);
+        if panel_products(x, products, rows) {
+            return Ok(());
+        }
+        for (w, out) in products.iter_mut() {
+            if independent_rows {
+                self.matmul_batch(x, w, out, rows)?;
+            } else {
+                self.matmul(x, w, out, rows)?;
+            }
+        }
+        Ok(())
+    }
+
     fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, width: usize) -> Result<()> {
         check_len("add_bias x", x.len(), rows * width)?;
         check_len("add_bias bias", bias.len(), width)?;
@@ -631,6 +657,55 @@ fn attention_f16(
             .chunks_mut(width)
             .enumerate()
             .for_each(task);
+    }
+}
+
+/// Runs several products of one input as one job when every matrix is in the same panel
+/// layout and width ([`f16panel`], or [`qpanel`] of one group size); returns false (nothing
+/// written) otherwise. The lengths were checked by the caller.
+fn panel_products(x: &[f32], products: &mut [(&CpuMat, &mut Vec<f32>)], rows: usize) -> bool {
+    let Some(first) = products.first().map(|(w, _)| *w) else {
+        return true;
+    };
+    let n_in = first.dims().1;
+    macro_rules! same_layout {
+        ($variant:ident, $run:expr) => {{
+            let mut group = Vec::with_capacity(products.len());
+            for (w, out) in products.iter_mut() {
+                let CpuMat::$variant(m) = w else {
+                    return false;
+                };
+                let (n_out, width) = m.dims();
+                if width != n_in {
+                    return false;
+                }
+                group.push((m, &mut out[..rows * n_out]));
+            }
+            $run(&mut group[..])
+        }};
+    }
+    let x = &x[..rows * n_in];
+    match first {
+        CpuMat::F16Panels(_) => same_layout!(F16Panels, |g: &mut [_]| {
+            f16panel::F16Panels::matmul_many(g, x, rows);
+            true
+        }),
+        CpuMat::Int8Panels(_) => {
+            same_layout!(Int8Panels, |g: &mut [_]| qpanel::QPanels::matmul_many(
+                g, x, rows
+            ))
+        }
+        CpuMat::Int4Panels(_) => {
+            same_layout!(Int4Panels, |g: &mut [_]| qpanel::QPanels::matmul_many(
+                g, x, rows
+            ))
+        }
+        CpuMat::Int2Panels(_) => {
+            same_layout!(Int2Panels, |g: &mut [_]| qpanel::QPanels::matmul_many(
+                g, x, rows
+            ))
+        }
+        _ => false,
     }
 }
 

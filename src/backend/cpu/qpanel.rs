@@ -172,34 +172,65 @@ impl<const BITS: u32> QPanels<BITS> {
     /// # Panics
     /// When `x` or `out` is shorter than its shape (the backend checks lengths first).
     pub fn matmul(&self, x: &[f32], rows: usize, out: &mut [f32]) {
-        self.matmul_with(x, rows, out, super::qgemv_vnni::available())
+        let done = Self::matmul_many(&mut [(self, out)], x, rows);
+        debug_assert!(done, "one matrix always quantizes its input alike");
     }
 
-    /// [`QPanels::matmul`] on the VNNI kernels (`simd`, which the CPU must have) or the
+    /// Several products of one input (`out_i = x w_i^T`, each as [`QPanels::matmul`]) as one
+    /// parallel job over the panels of all of them, on one quantization of `x`. Returns false
+    /// (nothing written) when the matrices differ in width or group size, so that one
+    /// quantization would not serve them all.
+    ///
+    /// # Panics
+    /// When `x` or an output is shorter than its shape.
+    pub fn matmul_many(
+        products: &mut [(&QPanels<BITS>, &mut [f32])],
+        x: &[f32],
+        rows: usize,
+    ) -> bool {
+        Self::matmul_many_with(products, x, rows, super::qgemv_vnni::available())
+    }
+
+    /// [`QPanels::matmul_many`] on the VNNI kernels (`simd`, which the CPU must have) or the
     /// portable one.
-    fn matmul_with(&self, x: &[f32], rows: usize, out: &mut [f32], simd: bool) {
-        let (n_out, n_in) = (self.out, self.inp);
-        assert!(
-            x.len() >= rows * n_in && out.len() >= rows * n_out,
-            "QPanels::matmul: slices shorter than [{n_out}, {n_in}] x {rows}"
-        );
-        if rows == 0 || n_out == 0 {
-            return;
+    fn matmul_many_with(
+        products: &mut [(&QPanels<BITS>, &mut [f32])],
+        x: &[f32],
+        rows: usize,
+        simd: bool,
+    ) -> bool {
+        let Some(first) = products.first().map(|(m, _)| *m) else {
+            return true;
+        };
+        for (m, out) in products.iter() {
+            let (n_out, n_in) = (m.out, m.inp);
+            assert!(
+                x.len() >= rows * n_in && out.len() >= rows * n_out,
+                "QPanels::matmul: slices shorter than [{n_out}, {n_in}] x {rows}"
+            );
+            if (m.inp, m.group_blocks, m.groups) != (first.inp, first.group_blocks, first.groups) {
+                return false;
+            }
+        }
+        if rows == 0 {
+            return true;
         }
         let mut act = SCRATCH.take();
-        act.fill(self, x, rows);
+        act.fill(first, x, rows);
         {
             let act = &act;
-            let panels = n_out.div_ceil(PANEL);
-            let chunk = super::worker_pool::stream_chunk(panels, 1);
-            let dst = SharedOut::new(out);
-            super::worker_pool::for_each_task(panels.div_ceil(chunk), |t| {
-                for p in t * chunk..((t + 1) * chunk).min(panels) {
-                    self.panel_rows(p, act, rows, dst, simd);
-                }
+            let mats: Vec<(&QPanels<BITS>, SharedOut)> = products
+                .iter_mut()
+                .map(|(m, out)| (*m, SharedOut::new(out)))
+                .collect();
+            let counts: Vec<usize> = mats.iter().map(|(m, _)| m.out.div_ceil(PANEL)).collect();
+            super::worker_pool::for_each_in_runs(&counts, |i, p| {
+                let (m, dst) = mats[i];
+                m.panel_rows(p, act, rows, dst, simd);
             });
         }
         SCRATCH.set(act);
+        true
     }
 
     /// Panel `p` against every input row, [`ROWS`] rows per kernel call.

@@ -40,7 +40,12 @@ fn inputs(rng: &mut Rng, rows: usize, inp: usize) -> Vec<f32> {
 
 fn product<const BITS: u32>(m: &QPanels<BITS>, x: &[f32], rows: usize, simd: bool) -> Vec<f32> {
     let mut y = vec![f32::NAN; rows * m.out];
-    m.matmul_with(x, rows, &mut y, simd);
+    assert!(QPanels::matmul_many_with(
+        &mut [(m, &mut y[..])],
+        x,
+        rows,
+        simd
+    ));
     y
 }
 
@@ -188,4 +193,44 @@ fn a_product_with_no_rows_writes_nothing() {
     let mut y = vec![7.0f32; 4];
     q.matmul(&[], 0, &mut y);
     assert_eq!(y, [7.0; 4]);
+}
+
+#[test]
+fn several_products_of_one_input_as_one_job_give_each_product_its_own_bits() {
+    let mut rng = Rng::new(23);
+    let (inp, rows) = (192, 3);
+    let mats: Vec<QPanels<4>> = [40, 16, 7]
+        .iter()
+        .map(|&out| QPanels::pack(&random_matrix::<4>(out, inp, 64, &mut rng)).unwrap())
+        .collect();
+    let x = inputs(&mut rng, rows, inp);
+    let mut ys: Vec<Vec<f32>> = mats.iter().map(|m| vec![f32::NAN; rows * m.out]).collect();
+    {
+        let mut products: Vec<(&QPanels<4>, &mut [f32])> = mats
+            .iter()
+            .zip(ys.iter_mut())
+            .map(|(m, y)| (m, &mut y[..]))
+            .collect();
+        assert!(QPanels::matmul_many(&mut products, &x, rows));
+    }
+    for (m, y) in mats.iter().zip(&ys) {
+        assert_eq!(
+            bits_of(y),
+            bits_of(&product(m, &x, rows, qgemv_vnni_available()))
+        );
+    }
+    // Another group size needs another quantization of the input: refused, nothing written.
+    let other = QPanels::pack(&random_matrix::<4>(16, inp, 32, &mut rng)).unwrap();
+    let mut a = vec![f32::NAN; rows * 40];
+    let mut b = vec![f32::NAN; rows * 16];
+    assert!(!QPanels::matmul_many(
+        &mut [(&mats[0], &mut a[..]), (&other, &mut b[..])],
+        &x,
+        rows
+    ));
+    assert!(a.iter().chain(&b).all(|v| v.is_nan()));
+}
+
+fn qgemv_vnni_available() -> bool {
+    super::super::qgemv_vnni::available()
 }

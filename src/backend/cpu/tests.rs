@@ -284,3 +284,61 @@ fn copy_rows_moves_the_asked_rows_and_the_host_fallback_agrees() {
         .unwrap_err();
     assert!(e.to_string().contains("overflow"), "{e}");
 }
+
+#[test]
+fn several_products_of_one_input_equal_the_products_one_by_one() {
+    use crate::backend::cpu::qgemv::tests::random_matrix;
+    let mut rng = Rng::new(31);
+    let inp = 192;
+    let f16 = |rng: &mut Rng, out: usize| {
+        let w: Vec<u8> = (0..out * inp)
+            .flat_map(|_| half::f16::from_f32(rng.next_f32() - 0.5).to_le_bytes())
+            .collect();
+        WeightMatrix::Dense(Tensor::from_bytes(&w, vec![out, inp], DType::F16))
+    };
+    // One layout (Q, K, V of INT4 or of FP16), and a mixture that takes the one-by-one path.
+    let sets: Vec<Vec<WeightMatrix>> = vec![
+        [64, 32, 32]
+            .map(|o| WeightMatrix::Int4(random_matrix::<4>(o, inp, 64, &mut rng)))
+            .to_vec(),
+        [48, 17].map(|o| f16(&mut rng, o)).to_vec(),
+        vec![
+            WeightMatrix::Int8(random_matrix::<8>(40, inp, inp, &mut rng)),
+            f16(&mut rng, 9),
+            WeightMatrix::Int2(random_matrix::<2>(20, inp, 64, &mut rng)),
+        ],
+    ];
+    for be in [CpuBackend::new(), CpuBackend::exact()] {
+        for set in &sets {
+            let mats: Vec<CpuMat> = set.iter().map(|w| be.upload_matrix(w).unwrap()).collect();
+            for (rows, independent) in [(1, false), (3, false), (5, true), (40, true)] {
+                let x: Vec<f32> = (0..rows * inp).map(|_| rng.next_f32() - 0.5).collect();
+                let mut ys: Vec<Vec<f32>> = mats
+                    .iter()
+                    .map(|m| vec![f32::NAN; rows * m.dims().0])
+                    .collect();
+                let mut products: Vec<(&CpuMat, &mut Vec<f32>)> =
+                    mats.iter().zip(ys.iter_mut()).collect();
+                be.matmuls(&x, &mut products, rows, independent).unwrap();
+                for (m, y) in mats.iter().zip(&ys) {
+                    let mut alone = vec![f32::NAN; y.len()];
+                    if independent {
+                        be.matmul_batch(&x, m, &mut alone, rows).unwrap();
+                    } else {
+                        be.matmul(&x, m, &mut alone, rows).unwrap();
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(y), bits(&alone), "{be:?} {:?} rows {rows}", m.dims());
+                }
+            }
+        }
+    }
+    // A short output is a typed error, not a panic.
+    let be = CpuBackend::new();
+    let m = be.upload_matrix(&sets[0][0]).unwrap();
+    let mut short = vec![0.0f32; 10];
+    let err = be
+        .matmuls(&vec![0.0; inp], &mut [(&m, &mut short)], 1, false)
+        .unwrap_err();
+    assert!(err.to_string().contains("matmul out"), "{err}");
+}

@@ -112,6 +112,27 @@ pub fn for_each_task(n: usize, f: impl Fn(usize) + Sync) {
     (0..n).into_par_iter().for_each(&f);
 }
 
+/// Calls `f(i, j)` for every item `j < counts[i]` of every list `i`, in parallel: the items
+/// of all lists, in order, are cut into contiguous runs ([`stream_chunk`]), one task each, so
+/// several products of one input (a layer's Q, K and V) run as one parallel job.
+pub fn for_each_in_runs(counts: &[usize], f: impl Fn(usize, usize) + Sync) {
+    let total: usize = counts.iter().sum();
+    if total == 0 {
+        return;
+    }
+    let chunk = stream_chunk(total, 1);
+    for_each_task(total.div_ceil(chunk), |t| {
+        let (mut list, mut base) = (0, 0);
+        for item in t * chunk..((t + 1) * chunk).min(total) {
+            while item >= base + counts[list] {
+                base += counts[list];
+                list += 1;
+            }
+            f(list, item - base);
+        }
+    });
+}
+
 /// A raw pointer shared with the pool's threads (the chunks it yields are disjoint).
 struct SendPtr<T>(*mut T);
 // SAFETY: only used to rebuild disjoint sub-slices of a `&mut [T]` with `T: Send`.
