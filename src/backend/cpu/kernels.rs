@@ -45,13 +45,10 @@ pub fn rope_angle(pos: usize, i: usize, head_dim: usize, theta: f32) -> f32 {
     pos as f32 * freq
 }
 
-/// Rotates one head in place.
-pub fn rope_head(head: &mut [f32], pos: usize, theta: f32, style: RopeStyle) {
-    let hd = head.len();
-    let half = hd / 2;
-    for i in 0..half {
-        let a = rope_angle(pos, i, hd, theta);
-        let (s, c) = a.sin_cos();
+/// Rotates one head in place by the `(cos, sin)` of each of its pairs.
+pub fn rope_head(head: &mut [f32], cs: &[(f32, f32)], style: RopeStyle) {
+    let half = head.len() / 2;
+    for (i, &(c, s)) in cs.iter().enumerate().take(half) {
         let (j, k) = match style {
             RopeStyle::Interleaved => (2 * i, 2 * i + 1),
             RopeStyle::RotateHalf => (i, i + half),
@@ -60,6 +57,65 @@ pub fn rope_head(head: &mut [f32], pos: usize, theta: f32, style: RopeStyle) {
         head[j] = x0 * c - x1 * s;
         head[k] = x0 * s + x1 * c;
     }
+}
+
+/// The `(cos, sin)` of every RoPE pair at `rows` consecutive positions from `pos0`, for heads
+/// of width `head_dim`, `[rows][head_dim / 2]`: computed once per call for every head and kept
+/// while the positions stay the same (every layer of a forward pass ropes the same positions,
+/// Q and K alike), so the angles are not recomputed per head and layer.
+#[derive(Debug, Default)]
+struct RopeTable {
+    /// `(pos0, rows, head_dim, theta bits)` the table holds.
+    key: Option<(usize, usize, usize, u32)>,
+    cs: Vec<(f32, f32)>,
+}
+
+impl RopeTable {
+    fn get(&mut self, pos0: usize, rows: usize, head_dim: usize, theta: f32) -> &[(f32, f32)] {
+        let key = (pos0, rows, head_dim, theta.to_bits());
+        if self.key != Some(key) {
+            let half = head_dim / 2;
+            self.cs.clear();
+            self.cs.extend((0..rows).flat_map(|r| {
+                (0..half).map(move |i| {
+                    let (s, c) = rope_angle(pos0 + r, i, head_dim, theta).sin_cos();
+                    (c, s)
+                })
+            }));
+            self.key = Some(key);
+        }
+        &self.cs
+    }
+}
+
+thread_local! {
+    /// This thread's last RoPE table (a `Cell`: taken out for one call and put back).
+    static ROPE: Cell<RopeTable> = Cell::new(RopeTable::default());
+}
+
+/// Rotates `rows` rows of `n_heads` heads of width `head_dim` (row `r` at position `pos0 + r`).
+pub fn rope_rows(
+    x: &mut [f32],
+    rows: usize,
+    n_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    theta: f32,
+    style: RopeStyle,
+) {
+    let mut table = ROPE.take();
+    let half = head_dim / 2;
+    let cs = table.get(pos0, rows, head_dim, theta);
+    for (r, row) in x
+        .chunks_exact_mut(n_heads * head_dim)
+        .take(rows)
+        .enumerate()
+    {
+        for head in row.chunks_exact_mut(head_dim) {
+            rope_head(head, &cs[r * half..(r + 1) * half], style);
+        }
+    }
+    ROPE.set(table);
 }
 
 thread_local! {

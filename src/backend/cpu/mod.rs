@@ -41,6 +41,9 @@ use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, Packed, WeightMatrix};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
+/// Fewest elements a SwiGLU splits over the threads.
+const SWIGLU_PARALLEL_MIN: usize = 1024;
+
 /// A weight matrix uploaded to the CPU backend.
 #[derive(Clone, Debug)]
 pub enum CpuMat {
@@ -448,12 +451,7 @@ impl Backend for CpuBackend {
             theta,
             style,
         } = *p;
-        for r in 0..rows {
-            let row = &mut x[r * n_heads * head_dim..(r + 1) * n_heads * head_dim];
-            for head in row.chunks_exact_mut(head_dim) {
-                kernels::rope_head(head, pos0 + r, theta, style);
-            }
-        }
+        kernels::rope_rows(x, rows, n_heads, head_dim, pos0, theta, style);
         Ok(())
     }
 
@@ -511,8 +509,21 @@ impl Backend for CpuBackend {
         check_len("swiglu gate", gate.len(), len)?;
         check_len("swiglu up", up.len(), len)?;
         check_len("swiglu out", out.len(), len)?;
-        for ((o, &g), &u) in out[..len].iter_mut().zip(&gate[..len]).zip(&up[..len]) {
-            *o = kernels::silu(g) * u;
+        let (gate, up) = (&gate[..len], &up[..len]);
+        let run = |start: usize, o: &mut [f32]| {
+            let end = start + o.len();
+            for ((o, &g), &u) in o.iter_mut().zip(&gate[start..end]).zip(&up[start..end]) {
+                *o = kernels::silu(g) * u;
+            }
+        };
+        if len < SWIGLU_PARALLEL_MIN {
+            run(0, &mut out[..len]);
+        } else {
+            // An `exp` per element: a decode step's hidden row already costs more than a
+            // dispatch to the other threads.
+            let _mode = worker_pool::use_threading(self.threading);
+            let chunk = len.div_ceil(worker_pool::threads());
+            worker_pool::for_each_chunk(&mut out[..len], chunk, |i, o| run(i * chunk, o));
         }
         Ok(())
     }
