@@ -159,6 +159,34 @@ pub fn attend_head(
 
 /// Index of the largest element (the first on ties; NaN never wins).
 pub fn argmax(x: &[f32]) -> usize {
+    // Two passes that vectorise (the maximum in sixteen lanes, then its first position) on a
+    // classifier row; a row holding a NaN takes the one-pass rule below, which defines the
+    // result.
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut nan = false;
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+            nan |= v.is_nan();
+        }
+    }
+    for &v in tail {
+        lanes[0] = if v > lanes[0] { v } else { lanes[0] };
+        nan |= v.is_nan();
+    }
+    if !nan {
+        let max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if let Some(i) = x.iter().position(|&v| v == max) {
+            return i;
+        }
+    }
+    argmax_scalar(x)
+}
+
+/// [`argmax`] in one scalar pass (what it falls back to when the row holds a NaN).
+pub fn argmax_scalar(x: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in x.iter().enumerate() {
         if v > x[best] || x[best].is_nan() {

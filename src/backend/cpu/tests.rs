@@ -342,3 +342,24 @@ fn several_products_of_one_input_equal_the_products_one_by_one() {
         .unwrap_err();
     assert!(err.to_string().contains("matmul out"), "{err}");
 }
+
+#[test]
+fn argmax_agrees_with_the_one_pass_rule_on_ties_nans_and_signed_zeros() {
+    use crate::backend::cpu::kernels::argmax_scalar;
+    let mut rng = Rng::new(41);
+    let specials = [f32::NAN, -0.0, 0.0, f32::NEG_INFINITY, f32::INFINITY, 2.0];
+    for len in [0, 1, 15, 16, 17, 33, 100, 49152] {
+        for trial in 0..20 {
+            let mut x: Vec<f32> = (0..len).map(|_| (rng.below(8) as f32) - 4.0).collect();
+            for _ in 0..trial % 4 {
+                if len > 0 {
+                    let i = rng.below(len as u64) as usize;
+                    x[i] = specials[rng.below(specials.len() as u64) as usize];
+                }
+            }
+            assert_eq!(argmax(&x), argmax_scalar(&x), "{x:?}");
+        }
+    }
+    assert_eq!(argmax(&[f32::NAN, 1.0, 3.0]), 2);
+    assert_eq!(argmax(&[-0.0, 0.0]), 0);
+}
