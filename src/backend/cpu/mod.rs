@@ -110,11 +110,13 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// True when packed uploads take the panel layout of [`qpanel`]: the CPU has VNNI, the
-    /// backend may quantize activations (not [`CpuBackend::exact`]), and the groups are whole
+    /// True when packed uploads take the panel layout of [`qpanel`]: the CPU has VNNI (and
+    /// `AGENTCOMPRESS_CPU_SIMD` does not cap it below), the backend may quantize activations (not [`CpuBackend::exact`]), and the groups are whole
     /// activation blocks.
     fn panels<const BITS: u32>(&self, m: &Packed<BITS>) -> bool {
-        !self.exact && qgemv_vnni::available() && qpanel::QPanels::supports(m)
+        !self.exact
+            && qgemv::best_path() == Some(qgemv::GemvPath::Avx512Vnni)
+            && qpanel::QPanels::supports(m)
     }
 
     /// A CPU backend with an FP16 key/value cache whose packed products use the fastest path
