@@ -222,6 +222,47 @@ unsafe fn scores_avx2(
     }
 }
 
+/// Heads `h0 .. h0 + H` of [`values_avx512`] for heads of `C` 16-lane chunks, their outputs
+/// held in `H * C` registers over the whole pass (loaded from `out` first, stored after).
+///
+/// # Safety
+/// As [`values_avx512`]; `args` is `(p, v, len, kv_dim, kv_off, out, h0)` with heads
+/// `h0 .. h0 + H` inside the group.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+#[allow(clippy::type_complexity)]
+unsafe fn values_pass_avx512<const C: usize, const H: usize>(
+    args: (&[f32], *const u16, usize, usize, usize, *mut f32, usize),
+) {
+    use std::arch::x86_64::*;
+    let (p, vp, len, kv_dim, kv_off, op, h0) = args;
+    let hd = 16 * C;
+    let mut acc = [[_mm512_setzero_ps(); C]; H];
+    for (h, acc) in acc.iter_mut().enumerate() {
+        for (c, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_loadu_ps(op.add((h0 + h) * hd + 16 * c));
+        }
+    }
+    for t in 0..len {
+        let row = vp.add(t * kv_dim + kv_off);
+        if t + 4 < len {
+            _mm_prefetch::<_MM_HINT_T0>(vp.add((t + 4) * kv_dim + kv_off) as *const i8);
+        }
+        for c in 0..C {
+            let vc = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * c) as *const __m256i));
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*p.get_unchecked((h0 + h) * len + t));
+                acc[c] = _mm512_fmadd_ps(w, vc, acc[c]);
+            }
+        }
+    }
+    for (h, acc) in acc.iter().enumerate() {
+        for (c, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(op.add((h0 + h) * hd + 16 * c), *a);
+        }
+    }
+}
+
 /// [`values_avx512`] with 8 lanes.
 ///
 /// # Safety
@@ -255,13 +296,56 @@ unsafe fn values_avx2(
 }
 
 /// `out[h] = sum_t p[h, t] * v[t]` for every head of the group: each V row is widened once and
-/// accumulated into every head's output.
+/// accumulated into every head's output. Heads of width 64 or 128 keep their outputs in
+/// registers through the whole pass over `t` ([`values_pass_avx512`]); other widths accumulate
+/// in memory. Both add the same FMAs in the same order, so they give the same bits.
 ///
 /// # Safety
 /// As [`scores_avx512`], for `v`; `out` holds `group * hd` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c")]
 unsafe fn values_avx512(
+    p: &[f32],
+    v: &[f16],
+    len: usize,
+    kv_dim: usize,
+    kv_off: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    let group = out.len() / hd;
+    let chunks = hd / 16;
+    let vp = v.as_ptr() as *const u16;
+    let op = out.as_mut_ptr();
+    if chunks == 4 || chunks == 8 {
+        // Passes of up to 16 accumulators: 4 heads of 64 or 2 of 128 at a time.
+        let per_pass = 16 / chunks;
+        let mut h0 = 0;
+        while h0 < group {
+            let n = per_pass.min(group - h0);
+            let args = (p, vp, len, kv_dim, kv_off, op, h0);
+            match (chunks, n) {
+                (4, 4) => values_pass_avx512::<4, 4>(args),
+                (4, 3) => values_pass_avx512::<4, 3>(args),
+                (4, 2) => values_pass_avx512::<4, 2>(args),
+                (4, _) => values_pass_avx512::<4, 1>(args),
+                (_, 2) => values_pass_avx512::<8, 2>(args),
+                _ => values_pass_avx512::<8, 1>(args),
+            }
+            h0 += n;
+        }
+        return;
+    }
+    values_memory_avx512(p, v, len, kv_dim, kv_off, hd, out);
+}
+
+/// [`values_avx512`] accumulating in `out` itself (any width that is a multiple of 16).
+///
+/// # Safety
+/// As [`values_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn values_memory_avx512(
     p: &[f32],
     v: &[f16],
     len: usize,
@@ -290,3 +374,7 @@ unsafe fn values_avx512(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "attention_f16_tests.rs"]
+mod tests;
