@@ -95,14 +95,7 @@ pub trait Backend: Send + Sync {
         rows: usize,
         independent_rows: bool,
     ) -> Result<()> {
-        for (w, out) in products.iter_mut() {
-            if independent_rows {
-                self.matmul_batch(x, w, out, rows)?;
-            } else {
-                self.matmul(x, w, out, rows)?;
-            }
-        }
-        Ok(())
+        matmuls_one_by_one(self, x, products, rows, independent_rows)
     }
     /// `x[r, :] += bias` over `rows` rows of width `bias.len()`.
     fn add_bias(
@@ -310,4 +303,23 @@ pub trait Backend: Send + Sync {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// [`Backend::matmuls`] one product after another (its default, and a backend's fallback
+/// when its matrices cannot run as one job).
+pub fn matmuls_one_by_one<B: Backend + ?Sized>(
+    be: &B,
+    x: &B::Buf,
+    products: &mut [(&B::Mat, &mut B::Buf)],
+    rows: usize,
+    independent_rows: bool,
+) -> Result<()> {
+    for (w, out) in products.iter_mut() {
+        if independent_rows {
+            be.matmul_batch(x, w, out, rows)?;
+        } else {
+            be.matmul(x, w, out, rows)?;
+        }
+    }
+    Ok(())
 }

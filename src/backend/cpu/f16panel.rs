@@ -130,15 +130,11 @@ impl F16Panels {
         if rows == 0 {
             return;
         }
-        let mats: Vec<(&F16Panels, SharedOut)> = products
-            .iter_mut()
-            .map(|(m, out)| (*m, SharedOut::new(out)))
-            .collect();
-        let counts: Vec<usize> = mats.iter().map(|(m, _)| m.out.div_ceil(PANEL)).collect();
-        super::worker_pool::for_each_in_runs(&counts, |i, p| {
-            let (m, dst) = mats[i];
-            m.panel_rows(p, x, rows, dst, simd);
-        });
+        super::gemm_tile::for_each_product_panel(
+            products,
+            |m| m.out.div_ceil(PANEL),
+            |m, p, dst| m.panel_rows(p, x, rows, dst, simd),
+        );
     }
 
     /// Panel `p` against every input row, [`ROWS`] rows per kernel call.

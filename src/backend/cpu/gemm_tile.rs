@@ -46,6 +46,21 @@ impl SharedOut {
     }
 }
 
+/// Runs several panel products of one input as one parallel job: `panels(m)` is the number of
+/// panels of matrix `m`, `run(m, p, dst)` computes panel `p` of `m` into its output `dst`.
+pub(super) fn for_each_product_panel<M: Sync>(
+    products: &mut [(&M, &mut [f32])],
+    panels: impl Fn(&M) -> usize,
+    run: impl Fn(&M, usize, SharedOut) + Sync,
+) {
+    let mats: Vec<(&M, SharedOut)> = products
+        .iter_mut()
+        .map(|(m, out)| (*m, SharedOut::new(out)))
+        .collect();
+    let counts: Vec<usize> = mats.iter().map(|(m, _)| panels(m)).collect();
+    super::worker_pool::for_each_in_runs(&counts, |i, p| run(mats[i].0, p, mats[i].1));
+}
+
 /// The lane masks of a panel's two output vectors when only `n` (<= 32) outputs are real.
 pub(super) fn out_masks(n: usize) -> [u16; 2] {
     let lanes = |c: usize| if c >= 16 { 0xffff } else { (1u16 << c) - 1 };

@@ -425,14 +425,7 @@ impl Backend for CpuBackend {
         if panel_products(x, products, rows) {
             return Ok(());
         }
-        for (w, out) in products.iter_mut() {
-            if independent_rows {
-                self.matmul_batch(x, w, out, rows)?;
-            } else {
-                self.matmul(x, w, out, rows)?;
-            }
-        }
-        Ok(())
+        crate::backend::matmuls_one_by_one(self, x, products, rows, independent_rows)
     }
 
     fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, width: usize) -> Result<()> {

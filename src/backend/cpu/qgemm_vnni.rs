@@ -468,4 +468,4 @@ unsafe fn tile<const BITS: u32, const R: usize>(
 
 #[cfg(test)]
 #[path = "qgemm_vnni_tests.rs"]
-mod tests;
+pub(super) mod tests;

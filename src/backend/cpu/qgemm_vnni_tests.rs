@@ -15,7 +15,7 @@ fn skip() -> bool {
 }
 
 /// Input rows of different magnitudes with outliers, so block scales differ.
-fn inputs(rng: &mut Rng, rows: usize, inp: usize) -> Vec<f32> {
+pub(crate) fn inputs(rng: &mut Rng, rows: usize, inp: usize) -> Vec<f32> {
     (0..rows * inp)
         .map(|i| {
             let v = rng.next_f32() * 2.0 - 1.0;

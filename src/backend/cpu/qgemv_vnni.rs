@@ -331,4 +331,4 @@ unsafe fn row_dots<const BITS: u32, const R: usize>(
 
 #[cfg(test)]
 #[path = "qgemv_vnni_tests.rs"]
-mod tests;
+pub(super) mod tests;

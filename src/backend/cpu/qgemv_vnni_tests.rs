@@ -9,7 +9,7 @@ use crate::util::rng::Rng;
 /// The scalar reference of the same arithmetic: `x` quantized by the same block rule, then
 /// `sum_k s_g (q_k - z_g) * d_b xq_k` in f64 (every term is exact in f64 but the scale
 /// products). Returns the value and `sum_k |term|`, the scale of its rounding error.
-fn reference<const BITS: u32>(m: &Packed<BITS>, o: usize, x: &[f32]) -> (f64, f64) {
+pub(crate) fn reference<const BITS: u32>(m: &Packed<BITS>, o: usize, x: &[f32]) -> (f64, f64) {
     let (mut q, mut d) = (Vec::new(), Vec::new());
     quantize_row(x, &mut q, &mut d);
     let group = m.group_size();
@@ -25,7 +25,7 @@ fn reference<const BITS: u32>(m: &Packed<BITS>, o: usize, x: &[f32]) -> (f64, f6
 }
 
 /// Bound on `|w . x - w . xhat|` from activation quantization: `sum_k |w_k| d_b / 2`.
-fn quantization_bound<const BITS: u32>(m: &Packed<BITS>, o: usize, x: &[f32]) -> f64 {
+pub(crate) fn quantization_bound<const BITS: u32>(m: &Packed<BITS>, o: usize, x: &[f32]) -> f64 {
     let (mut q, mut d) = (Vec::new(), Vec::new());
     quantize_row(x, &mut q, &mut d);
     let (_, n_in) = m.dims();

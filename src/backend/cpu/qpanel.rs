@@ -219,15 +219,11 @@ impl<const BITS: u32> QPanels<BITS> {
         act.fill(first, x, rows);
         {
             let act = &act;
-            let mats: Vec<(&QPanels<BITS>, SharedOut)> = products
-                .iter_mut()
-                .map(|(m, out)| (*m, SharedOut::new(out)))
-                .collect();
-            let counts: Vec<usize> = mats.iter().map(|(m, _)| m.out.div_ceil(PANEL)).collect();
-            super::worker_pool::for_each_in_runs(&counts, |i, p| {
-                let (m, dst) = mats[i];
-                m.panel_rows(p, act, rows, dst, simd);
-            });
+            super::gemm_tile::for_each_product_panel(
+                products,
+                |m| m.out.div_ceil(PANEL),
+                |m, p, dst| m.panel_rows(p, act, rows, dst, simd),
+            );
         }
         SCRATCH.set(act);
         true
@@ -435,6 +431,8 @@ struct ActBlocks {
     /// `sum_b d_b * f32(sum of block b's codes)` over each group's blocks, `[rows][groups]`
     /// (INT4/INT2 only).
     xsg: Vec<f32>,
+    /// One row's block code sums, kept for reuse.
+    sums: Vec<i32>,
 }
 
 thread_local! {
@@ -457,7 +455,9 @@ impl ActBlocks {
         self.d.resize(rows * m.blocks, 0.0);
         self.corr.clear();
         self.xsg.clear();
-        let mut sums = vec![0i32; m.blocks];
+        let mut sums = std::mem::take(&mut self.sums);
+        sums.clear();
+        sums.resize(m.blocks, 0);
         for r in 0..rows {
             let xr = &x[r * n_in..(r + 1) * n_in];
             let qr = &mut self.xq[r * self.stride..(r + 1) * self.stride];
@@ -479,6 +479,7 @@ impl ActBlocks {
                 }
             }
         }
+        self.sums = sums;
     }
 
     /// The four codes of row `r` at K positions `k .. k + 4`.

@@ -3,8 +3,9 @@
 //! and the products against an f64 reference of the same arithmetic and the f32 product.
 
 use super::*;
-use crate::backend::cpu::act_quant::quantize_row;
+use crate::backend::cpu::qgemm_vnni::tests::inputs;
 use crate::backend::cpu::qgemv::tests::random_matrix;
+use crate::backend::cpu::qgemv_vnni::tests::{quantization_bound, reference};
 use crate::util::rng::Rng;
 
 /// Ragged shapes and every kind of group: (out, in, group). Outputs not a multiple of the
@@ -22,20 +23,6 @@ fn shapes(bits: u32) -> Vec<(usize, usize, usize)> {
         s.extend([(21, 172, 172), (16, 576, 576), (3, 31, 31), (18, 96, 96)]);
     }
     s
-}
-
-/// Input rows of different magnitudes with outliers, so the block scales differ.
-fn inputs(rng: &mut Rng, rows: usize, inp: usize) -> Vec<f32> {
-    (0..rows * inp)
-        .map(|i| {
-            let v = rng.next_f32() * 2.0 - 1.0;
-            if i % 97 == 5 {
-                v * 20.0
-            } else {
-                v * (1 + (i / inp) % 3) as f32
-            }
-        })
-        .collect()
 }
 
 fn product<const BITS: u32>(m: &QPanels<BITS>, x: &[f32], rows: usize, simd: bool) -> Vec<f32> {
@@ -94,36 +81,6 @@ fn groups_that_split_an_activation_block_are_refused_with_a_typed_error() {
     assert!(!QPanels::supports(&m));
     let err = QPanels::pack(&m).unwrap_err();
     assert!(err.to_string().contains("groups of 16"), "{err}");
-}
-
-/// The f64 reference of the arithmetic: `x` quantized by the same block rule, then
-/// `sum_k s_g (q_k - z_g) d_b xq_k`; returns it with `sum_k |term|`, the scale of the f32
-/// rounding error of the kernels.
-fn reference<const BITS: u32>(m: &Packed<BITS>, o: usize, x: &[f32]) -> (f64, f64) {
-    let (mut q, mut d) = (Vec::new(), Vec::new());
-    quantize_row(x, &mut q, &mut d);
-    let group = m.group_size();
-    let (mut sum, mut mag) = (0.0f64, 0.0f64);
-    for k in 0..x.len() {
-        let (s, z) = m.params(o, k / group);
-        let xh = d[k / QBLOCK] as f64 * q[k] as f64;
-        let c = m.code(o, k) as f64;
-        sum += s as f64 * (c - z as f64) * xh;
-        mag += (s as f64 * c * xh).abs() + (s as f64 * z as f64 * xh).abs();
-    }
-    (sum, mag)
-}
-
-/// Bound on `|w . x - w . xhat|` from activation quantization: `sum_k |w_k| d_b / 2`.
-fn quantization_bound<const BITS: u32>(m: &Packed<BITS>, o: usize, x: &[f32]) -> f64 {
-    let (mut q, mut d) = (Vec::new(), Vec::new());
-    quantize_row(x, &mut q, &mut d);
-    let mut w = vec![0.0f32; x.len()];
-    m.dequantize_row_into(o, &mut w);
-    w.iter()
-        .enumerate()
-        .map(|(k, &wk)| wk.abs() as f64 * d[k / QBLOCK] as f64 / 2.0)
-        .sum()
 }
 
 fn check_products<const BITS: u32>() {
