@@ -20,7 +20,7 @@
 //! about four per thread), so each thread streams one sequential run of weights; inside a task,
 //! every panel is applied to the input rows [`ROWS`] at a time while it sits in L1/L2.
 
-use super::gemm_tile::SharedOut;
+use super::gemm_tile::{par_filled, SharedOut};
 use crate::{Error, Result};
 use half::f16;
 use std::sync::Arc;
@@ -54,25 +54,27 @@ impl F16Panels {
             )));
         }
         let panels = out.div_ceil(PANEL);
-        let len = panels * PANEL * inp;
-        let mut data: Vec<f16> = Vec::new();
-        data.try_reserve_exact(len).map_err(|_| {
-            Error::OutOfMemory(format!("{len} FP16 values for a {out} x {inp} matrix"))
-        })?;
-        data.resize(len, f16::ZERO);
-        let at = |o: usize, k: usize| {
-            let i = 2 * (o * inp + k);
-            f16::from_le_bytes([bytes[i], bytes[i + 1]])
-        };
-        for (p, panel) in data.chunks_exact_mut(PANEL * inp.max(1)).enumerate() {
-            let lanes = PANEL.min(out - p * PANEL);
-            for l in 0..lanes {
-                let o = p * PANEL + l;
-                for k in 0..inp {
-                    panel[k * PANEL + l] = at(o, k);
+        let len = panels
+            .checked_mul(PANEL * inp)
+            .ok_or_else(|| Error::OutOfMemory(format!("FP16 panels for a {out} x {inp} matrix")))?;
+        // Panels are independent; inside one, K runs outermost so the writes are sequential
+        // while the sixteen rows are read as sixteen sequential streams.
+        let data = par_filled(
+            len,
+            PANEL * inp,
+            f16::ZERO,
+            "FP16 panel values",
+            |p, panel| {
+                let lanes = PANEL.min(out - p * PANEL);
+                let rows = &bytes[2 * p * PANEL * inp..2 * (p * PANEL + lanes) * inp];
+                for (k, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
+                    for (l, d) in dst[..lanes].iter_mut().enumerate() {
+                        let i = 2 * (l * inp + k);
+                        *d = f16::from_le_bytes([rows[i], rows[i + 1]]);
+                    }
                 }
-            }
-        }
+            },
+        )?;
         Ok(F16Panels {
             data: Arc::new(data),
             out,

@@ -110,9 +110,69 @@ pub(super) unsafe fn transpose16(r: &mut [__m512; 16]) {
     }
 }
 
+/// A vector of `len` copies of `init` whose chunks of `chunk` elements are then passed, in
+/// parallel, to `fill(chunk index, chunk)`: a weight layout written at upload in one pass over
+/// fresh memory (each chunk is initialised and rewritten while it sits in cache), or a typed
+/// error naming `what` when it cannot be allocated.
+pub(super) fn par_filled<T: Copy + Send + Sync>(
+    len: usize,
+    chunk: usize,
+    init: T,
+    what: &str,
+    fill: impl Fn(usize, &mut [T]) + Sync,
+) -> crate::Result<Vec<T>> {
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| crate::Error::OutOfMemory(format!("{len} {what}")))?;
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| {
+            for x in c.iter_mut() {
+                x.write(init);
+            }
+            // SAFETY: every element of `c` was initialised just above, and `MaybeUninit<T>`
+            // has `T`'s layout.
+            let c = unsafe { &mut *(c as *mut [MaybeUninit<T>] as *mut [T]) };
+            fill(i, c);
+        });
+    // SAFETY: the chunks cover `0..len` and each was fully initialised (a panic in `fill`
+    // propagates before this line, leaving the vector empty).
+    unsafe { v.set_len(len) };
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn par_filled_starts_every_chunk_at_init_and_keeps_what_fill_wrote() {
+        for (len, chunk) in [(0usize, 4usize), (1, 4), (10, 4), (12, 4), (1000, 7)] {
+            let v = par_filled(len, chunk, 7u32, "test values", |i, c| {
+                assert!(c.iter().all(|&x| x == 7) && c.len() <= chunk);
+                if let Some(first) = c.first_mut() {
+                    *first = i as u32 + 100;
+                }
+            })
+            .unwrap();
+            assert_eq!(v.len(), len);
+            for (k, &x) in v.iter().enumerate() {
+                let want = if k % chunk == 0 {
+                    (k / chunk) as u32 + 100
+                } else {
+                    7
+                };
+                assert_eq!(x, want, "len {len}, chunk {chunk}, element {k}");
+            }
+        }
+        assert!(matches!(
+            par_filled(usize::MAX / 2, 4, 0u64, "huge values", |_, _| {}),
+            Err(crate::Error::OutOfMemory(_))
+        ));
+    }
 
     #[test]
     fn out_masks_cover_the_real_outputs() {

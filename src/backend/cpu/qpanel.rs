@@ -31,7 +31,7 @@
 //! to the input rows [`ROWS`] at a time while it sits in L1.
 
 use super::act_quant::{quantize_block, QBLOCK};
-use super::gemm_tile::{Line, SharedOut};
+use super::gemm_tile::{par_filled, Line, SharedOut};
 use crate::quant::Packed;
 use crate::{Error, Result};
 use half::f16;
@@ -59,18 +59,30 @@ pub struct QPanels<const BITS: u32> {
     groups: usize,
 }
 
-/// A vector of `len` copies of `v`, or a typed error when it cannot be allocated.
-fn try_vec<T: Clone>(len: usize, v: T, what: &str) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(len)
-        .map_err(|_| Error::OutOfMemory(format!("{len} {what}")))?;
-    out.resize(len, v);
-    Ok(out)
-}
-
 impl<const BITS: u32> QPanels<BITS> {
     /// Sub-positions per byte.
     const NSUB: usize = (8 / BITS) as usize;
+    /// Codes per packed word (and per line word).
+    const PER_WORD: usize = (32 / BITS) as usize;
+
+    /// The line word that holds the codes of one [`Packed`] word: both cover the same
+    /// `32 / BITS` consecutive K (word `w` of a row is line `w % BITS` of block `w / BITS`),
+    /// so only the order inside the word changes, from the packed slot of code `c` to byte
+    /// `c % 4`, sub-position `c / 4`; INT8 codes become `q + 128`.
+    #[inline(always)]
+    fn relay_word(w: u32) -> u32 {
+        let max = (1u32 << BITS) - 1;
+        let mut out = 0u32;
+        for c in 0..Self::PER_WORD {
+            let code = (w >> (BITS as usize * crate::quant::packed::slot(BITS, c))) & max;
+            out |= code << (8 * (c % 4) + BITS as usize * (c / 4));
+        }
+        if BITS == 8 {
+            out ^ 0x8080_8080
+        } else {
+            out
+        }
+    }
 
     /// True when `m` can take this layout: its groups are whole activation blocks (a multiple
     /// of 32 weights) or span the row.
@@ -99,44 +111,61 @@ impl<const BITS: u32> QPanels<BITS> {
         let panels = out.div_ceil(PANEL);
         let pad: u8 = if BITS == 8 { 0x80 } else { 0 };
         let pad_word = u32::from_ne_bytes([pad; 4]);
-        let n_lines = panels * blocks * BITS as usize;
-        let mut lines = try_vec(n_lines, Line([pad_word; 16]), "64-byte panel lines")?;
-        let n_params = panels * groups * PANEL;
-        let mut scales = try_vec(n_params, f16::ZERO, "FP16 panel scales")?;
-        let mut zeros = if BITS == 8 {
+        let panel_lines = blocks * BITS as usize;
+        let panel_params = groups * PANEL;
+        let (src_groups, src_scales, src_zeros) = (m.n_groups(), m.scales(), m.zeros());
+        let (words, row_words) = (m.words(), m.row_words());
+        // Words whose codes all lie below `in` map one to one onto a line word (see
+        // `relay_word`); the codes of the last, partial block go one by one.
+        let whole_words = inp / Self::PER_WORD;
+        // Panels are independent: each task lays out its own lines.
+        let lines = par_filled(
+            panels * panel_lines,
+            panel_lines,
+            Line([pad_word; 16]),
+            "64-byte panel lines",
+            |p, lines| {
+                for l in 0..PANEL.min(out - p * PANEL) {
+                    let o = p * PANEL + l;
+                    let row = &words[o * row_words..(o + 1) * row_words];
+                    for (w, &src) in row[..whole_words].iter().enumerate() {
+                        lines[w].0[l] = Self::relay_word(src);
+                    }
+                    for k in whole_words * Self::PER_WORD..inp {
+                        let code = (m.code(o, k) + if BITS == 8 { 128 } else { 0 }) as u8;
+                        let (b, quad) = (k / QBLOCK, (k % QBLOCK) / 4);
+                        let (u, t) = (quad / Self::NSUB, quad % Self::NSUB);
+                        let word = &mut lines[b * BITS as usize + u].0[l];
+                        let shift = 8 * (k % 4) + BITS as usize * t;
+                        let mask = ((1u32 << BITS) - 1) << shift;
+                        *word = (*word & !mask) | ((code as u32) << shift);
+                    }
+                }
+            },
+        )?;
+        // Parameters `[panel][group][16]` from `[out][group]`.
+        let params = |src: &[f16], what: &str| {
+            par_filled(
+                panels * panel_params,
+                panel_params,
+                f16::ZERO,
+                what,
+                |p, dst| {
+                    for l in 0..PANEL.min(out - p * PANEL) {
+                        let o = p * PANEL + l;
+                        for g in 0..groups {
+                            dst[g * PANEL + l] = src[o * src_groups + g];
+                        }
+                    }
+                },
+            )
+        };
+        let scales = params(src_scales, "FP16 panel scales")?;
+        let zeros = if BITS == 8 {
             Vec::new()
         } else {
-            try_vec(n_params, f16::ZERO, "FP16 panel zero points")?
+            params(src_zeros, "FP16 panel zero points")?
         };
-        let mut row = try_vec(blocks * QBLOCK, pad, "codes of one row")?;
-        let nsub = Self::NSUB;
-        let (src_groups, src_scales, src_zeros) = (m.n_groups(), m.scales(), m.zeros());
-        for o in 0..out {
-            let (p, l) = (o / PANEL, o % PANEL);
-            for (k, c) in row.iter_mut().enumerate().take(inp) {
-                // INT8 codes become unsigned by the +128 the kernel's integer start cancels.
-                *c = (m.code(o, k) + if BITS == 8 { 128 } else { 0 }) as u8;
-            }
-            for b in 0..blocks {
-                for u in 0..BITS as usize {
-                    let mut word = 0u32;
-                    for j in 0..4 {
-                        let mut byte = 0u8;
-                        for t in 0..nsub {
-                            byte |= row[b * QBLOCK + 4 * (u * nsub + t) + j] << (BITS as usize * t);
-                        }
-                        word |= (byte as u32) << (8 * j);
-                    }
-                    lines[(p * blocks + b) * BITS as usize + u].0[l] = word;
-                }
-            }
-            for g in 0..groups {
-                scales[(p * groups + g) * PANEL + l] = src_scales[o * src_groups + g];
-                if BITS != 8 {
-                    zeros[(p * groups + g) * PANEL + l] = src_zeros[o * src_groups + g];
-                }
-            }
-        }
         Ok(QPanels {
             lines: Arc::new(lines),
             scales: Arc::new(scales),

@@ -55,6 +55,15 @@ fn check_layout<const BITS: u32>() {
                     "INT{BITS} {out}x{inp} ({o}, {k})"
                 );
             }
+            // The rest of the last block holds the zero code (INT8: 0 + 128).
+            for k in inp..inp.div_ceil(32) * 32 {
+                let pad = if BITS == 8 { 128 } else { 0 };
+                assert_eq!(
+                    q.stored_code(o, k),
+                    pad,
+                    "INT{BITS} {out}x{inp} pad ({o}, {k})"
+                );
+            }
             for g in 0..q.groups {
                 let i = (o / PANEL * q.groups + g) * PANEL + o % PANEL;
                 let (s, z) = m.params(o, g);
