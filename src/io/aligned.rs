@@ -13,13 +13,20 @@ pub fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
-/// A zero-initialised host buffer aligned to [`ALIGN`]; its capacity is its length rounded up to
+/// A zero-initialised host buffer aligned to [`ALIGN`] (an anonymous mapping from 1 MiB on); its capacity is its length rounded up to
 /// [`ALIGN`] (at least one block), so a direct read of the rounded-up length always fits.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
     cap: usize,
+    /// Mapped with `mmap` (large buffers) rather than taken from the allocator.
+    mapped: bool,
 }
+
+/// From this size on, a buffer is an anonymous mapping: the kernel hands out zero pages as
+/// they are first touched, so a large buffer costs no zeroing pass (the allocator's aligned
+/// path clears every byte up front).
+const MAP_FROM: usize = 1 << 20;
 
 // SAFETY: the buffer exclusively owns its allocation; `&AlignedBuf` only hands out `&[u8]`.
 unsafe impl Send for AlignedBuf {}
@@ -31,6 +38,34 @@ impl AlignedBuf {
     /// [`Error::OutOfMemory`].
     pub fn zeroed(len: usize) -> Result<Self> {
         let cap = round_up(len.max(1));
+        if cap >= MAP_FROM {
+            // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+            let raw = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    cap,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if raw == libc::MAP_FAILED {
+                return Err(Error::OutOfMemory(format!(
+                    "host mapping of {cap} bytes failed: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            // Mappings are page-aligned, hence 4 KiB-aligned.
+            let ptr = NonNull::new(raw.cast::<u8>())
+                .ok_or_else(|| Error::OutOfMemory("host mapping returned null".into()))?;
+            return Ok(AlignedBuf {
+                ptr,
+                len,
+                cap,
+                mapped: true,
+            });
+        }
         let layout = Layout::from_size_align(cap, ALIGN).map_err(|_| {
             Error::OutOfMemory(format!("aligned buffer of {len} bytes is too large"))
         })?;
@@ -39,7 +74,12 @@ impl AlignedBuf {
         let ptr = NonNull::new(raw).ok_or_else(|| {
             Error::OutOfMemory(format!("host allocation of {cap} aligned bytes failed"))
         })?;
-        Ok(AlignedBuf { ptr, len, cap })
+        Ok(AlignedBuf {
+            ptr,
+            len,
+            cap,
+            mapped: false,
+        })
     }
 
     /// Copies `data` into a new aligned buffer.
@@ -101,6 +141,11 @@ impl DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.mapped {
+            // SAFETY: mapped in `zeroed` with exactly this length, and unmapped only here.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.cap) };
+            return;
+        }
         // SAFETY: allocated in `zeroed` with exactly this layout.
         unsafe {
             alloc::dealloc(
@@ -126,7 +171,16 @@ mod tests {
 
     #[test]
     fn alignment_capacity_and_contents() {
-        for len in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 17] {
+        for len in [
+            0usize,
+            1,
+            4095,
+            4096,
+            4097,
+            3 * 4096 + 17,
+            MAP_FROM - 1,
+            MAP_FROM + 5,
+        ] {
             let mut b = AlignedBuf::zeroed(len).unwrap();
             assert_eq!(b.as_ptr() as usize % ALIGN, 0, "len {len}");
             assert_eq!(b.len(), len);
