@@ -8,6 +8,9 @@ mod common;
 use agentcompress::api::{open_variant, Device, VariantOpenOptions};
 use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::engine::{GenerateParams, Model, StreamOptions};
+use agentcompress::io::{
+    open_reader, HostStagingAlloc, ReaderConfig, StagingConfig, StagingPipeline,
+};
 use agentcompress::model::llama2c;
 use agentcompress::pipeline::{build_variants, BuildOptions};
 use agentcompress::pool::{variant_pool, Pool, VariantPoolConfig, VariantSource};
@@ -127,6 +130,75 @@ fn streamed_model_matches_resident_bit_for_bit_in_every_precision() {
             assert_eq!(s.load_failures, 0);
         }
     }
+}
+
+/// A model loaded entry by entry through the streaming pipeline ([`Model::load`]).
+fn loaded(source: &VariantSource, p: Precision) -> agentcompress::Result<Model<CpuBackend>> {
+    let pipeline = StagingPipeline::new(
+        open_reader(&ReaderConfig::default())?,
+        Arc::new(HostStagingAlloc),
+        StagingConfig::default(),
+    )?;
+    Model::load(CpuBackend::new(), source.variant(p)?, &pipeline, true)
+}
+
+#[test]
+fn a_model_loaded_entry_by_entry_is_the_resident_model_in_every_precision() {
+    if common::stories260k_dir().is_none() {
+        return;
+    }
+    let dir = variants();
+    let source = VariantSource::open_dir(dir, true).unwrap();
+    for p in Precision::ALL {
+        let full = resident(dir, p);
+        let m = loaded(&source, p).unwrap();
+        assert!(!m.is_streamed());
+        let (a, b) = (all_logits(&full, 4), all_logits(&m, 4));
+        assert_eq!(a.len(), b.len());
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{p}: logits of the loaded model differ"
+        );
+        assert_eq!(greedy(&full), greedy(&m), "{p}: greedy tokens differ");
+    }
+}
+
+#[test]
+fn a_corrupt_tensor_fails_the_entry_by_entry_load_by_name() {
+    if common::stories260k_dir().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(variants()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
+    }
+    let p = Precision::Int4;
+    let source = VariantSource::open_dir(tmp.path(), true).unwrap();
+    let v = source.variant(p).unwrap();
+    for (name, entry) in [
+        ("layers.3.w_up", "layer 3"),
+        ("embedding", "embedding/head"),
+    ] {
+        let t = v.index.tensor(name).unwrap().clone();
+        let original = std::fs::read(&v.path).unwrap();
+        let mut bad = original.clone();
+        bad[(t.offset + t.len / 3) as usize] ^= 0x10;
+        std::fs::write(&v.path, &bad).unwrap();
+        let err = loaded(&source, p)
+            .err()
+            .expect("a corrupt tensor must fail the load");
+        let text = err.to_string();
+        assert!(
+            matches!(err, agentcompress::Error::Corrupt { .. })
+                && text.contains(name)
+                && text.contains(entry),
+            "the error must name the tensor and the entry: {text}"
+        );
+        std::fs::write(&v.path, &original).unwrap();
+    }
+    // Repaired, the same file loads.
+    assert!(loaded(&source, p).is_ok());
 }
 
 #[test]

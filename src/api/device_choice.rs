@@ -4,8 +4,12 @@ use super::DynModel;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::CudaBackend;
 use crate::engine::Model;
+use crate::io::{open_reader, HostStagingAlloc, ReaderConfig, StagingConfig, StagingPipeline};
 use crate::model::ModelWeights;
+use crate::pool::OpenVariant;
+use crate::store::ListedVariant;
 use crate::{Error, Result};
+use std::sync::Arc;
 
 /// Where a model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -93,14 +97,24 @@ pub(crate) fn open_cuda(n: usize) -> Result<CudaBackend> {
     CudaBackend::new(n).map_err(|e| asked_for(n, e))
 }
 
-/// Uploads variant weights (packed matrices) to the backend `device` names.
-pub fn upload_matrices(
+/// Loads the variant `listed` names (its header checked against the manifest) onto the backend
+/// `device` names: every entry read with O_DIRECT through the streaming pipeline, checksums
+/// verified as it lands when `verify`, one entry decoded and uploaded while the next is read
+/// ([`Model::load`]).
+pub fn load_listed(
     device: Device,
-    weights: &ModelWeights<crate::quant::WeightMatrix>,
+    listed: &ListedVariant,
+    verify: bool,
 ) -> Result<Box<dyn DynModel>> {
+    let variant = OpenVariant::open_listed(listed)?;
+    let pipeline = StagingPipeline::new(
+        open_reader(&ReaderConfig::default())?,
+        Arc::new(HostStagingAlloc),
+        StagingConfig::default(),
+    )?;
     match device.open()? {
-        OpenBackend::Cpu(cpu) => Ok(Box::new(Model::new(cpu, weights)?)),
-        OpenBackend::Cuda(cuda, _) => Ok(Box::new(Model::new(cuda, weights)?)),
+        OpenBackend::Cpu(cpu) => Ok(Box::new(Model::load(cpu, &variant, &pipeline, verify)?)),
+        OpenBackend::Cuda(cuda, _) => Ok(Box::new(Model::load(cuda, &variant, &pipeline, verify)?)),
     }
 }
 

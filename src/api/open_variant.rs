@@ -6,7 +6,7 @@ use crate::engine::{Model, StreamOptions};
 use crate::model::tokenizer::Tokenizer;
 use crate::pool::{variant_pool, PoolStats, VariantPoolConfig, VariantSource};
 use crate::quant::Precision;
-use crate::store::{LoadOptions, Manifest};
+use crate::store::Manifest;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -86,17 +86,11 @@ pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
     }
     let listed = manifest.listed(dir, opts.precision)?;
     let file = listed.path.clone();
-    let load = LoadOptions {
-        verify_checksums: opts.verify_checksums,
-    };
     let (model, index): (Box<dyn DynModel>, _) = match opts.pool_budget {
-        None => {
-            let (w, index) = listed.load(load)?;
-            (
-                super::device_choice::upload_matrices(opts.device, &w)?,
-                index,
-            )
-        }
+        None => (
+            super::device_choice::load_listed(opts.device, &listed, opts.verify_checksums)?,
+            listed.read_index()?,
+        ),
         Some(budget) => {
             let source = Arc::new(VariantSource::open_dir(dir, opts.verify_checksums)?);
             let index = source.variant(opts.precision)?.index.clone();

@@ -20,7 +20,7 @@ use crate::controller::io as controller_io;
 use crate::engine::GenerateOutput;
 use crate::quant::{PerPrecision, Precision};
 use crate::router::{PlanDecision, Router, SpeculationBook, VariantCache};
-use crate::store::{read_globals, ListedVariant, LoadOptions, Manifest, MANIFEST_FILE};
+use crate::store::{read_globals, ListedVariant, Manifest, MANIFEST_FILE};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -154,11 +154,8 @@ fn resolve(device: Device) -> Result<Device> {
 fn load(file: &ListedVariant, device: Device, verify: bool) -> Result<(Arc<dyn DynModel>, f64)> {
     let t0 = Instant::now();
     on_load_pool(|| {
-        let (w, _) = file.load(LoadOptions {
-            verify_checksums: verify,
-        })?;
         let model: Arc<dyn DynModel> =
-            Arc::from(super::device_choice::upload_matrices(device, &w)?);
+            Arc::from(super::device_choice::load_listed(device, file, verify)?);
         Ok((model, t0.elapsed().as_secs_f64()))
     })
 }

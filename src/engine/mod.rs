@@ -8,6 +8,7 @@ mod draft_len;
 mod forward;
 mod generate;
 mod layers;
+mod load;
 pub mod sampling;
 mod spec_sampling;
 mod speculative;

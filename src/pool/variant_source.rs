@@ -112,6 +112,29 @@ impl OpenVariant {
         Ok(Layer::new(extents))
     }
 
+    /// Explains a failed load of `part`: the error, prefixed with the entry and, when a
+    /// tensor's payload on disk fails its checksum, that tensor's name.
+    pub fn explain_load_error(&self, part: EntryPart, e: Error) -> Error {
+        let p = self.precision;
+        let what = match part {
+            EntryPart::Layer(i) => format!("layer {i} of the {p} variant"),
+            EntryPart::Globals => format!("embedding/head of the {p} variant"),
+        };
+        let tensor = match &e {
+            Error::Corrupt { .. } => self
+                .find_corrupt_tensor(part)
+                .map(|t| format!(" (tensor {t}: crc32 checksum mismatch)"))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        match e {
+            Error::Corrupt { path, msg } => {
+                Error::corrupt(path, format!("loading {what}{tensor}: {msg}"))
+            }
+            other => other,
+        }
+    }
+
     /// Names the first tensor of `part` whose payload on disk does not match its crc32 (read
     /// with plain file reads; used to explain a failed load).
     pub fn find_corrupt_tensor(&self, part: EntryPart) -> Option<String> {
@@ -254,23 +277,7 @@ impl VariantSource {
             return e;
         };
         let Ok(v) = self.variant(p) else { return e };
-        let what = match part {
-            EntryPart::Layer(i) => format!("layer {i} of the {p} variant"),
-            EntryPart::Globals => format!("embedding/head of the {p} variant"),
-        };
-        let tensor = match &e {
-            Error::Corrupt { .. } => v
-                .find_corrupt_tensor(part)
-                .map(|t| format!(" (tensor {t}: crc32 checksum mismatch)"))
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
-        match e {
-            Error::Corrupt { path, msg } => {
-                Error::corrupt(path, format!("loading {what}{tensor}: {msg}"))
-            }
-            other => other,
-        }
+        v.explain_load_error(part, e)
     }
 }
 
