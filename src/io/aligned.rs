@@ -13,8 +13,9 @@ pub fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
-/// A zero-initialised host buffer aligned to [`ALIGN`] (an anonymous mapping from 1 MiB on); its capacity is its length rounded up to
-/// [`ALIGN`] (at least one block), so a direct read of the rounded-up length always fits.
+/// A zero-initialised host buffer aligned to [`ALIGN`] (an anonymous mapping from 1 MiB on);
+/// its capacity is its length rounded up to [`ALIGN`] (at least one block), so a direct read of
+/// the rounded-up length always fits.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
