@@ -6,11 +6,13 @@ mod io_support;
 
 use agentcompress::io::{
     read_fully, AlignedBuf, BlockReader, Extent, HostStagingAlloc, Layer, PreadReader, ReadReq,
-    ReaderKind, StagingConfig, StagingPipeline, UringConfig, UringReader,
+    ReaderKind, StagingAlloc, StagingBuffer, StagingConfig, StagingPipeline, UringConfig,
+    UringReader,
 };
 use agentcompress::Error;
 use io_support::{data_dir, write_file};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The io_uring reader, or `None` with the kernel's reason printed.
@@ -149,6 +151,7 @@ fn staging_pipeline_places_extents_and_checks_crcs() {
         let cfg = StagingConfig {
             chunk_size: 64 * 1024,
             ring: 3,
+            read_in_place: false,
         };
         let p = StagingPipeline::new(r, Arc::new(HostStagingAlloc), cfg).unwrap();
         for _ in 0..2 {
@@ -182,11 +185,13 @@ fn bad_configs_are_rejected() {
     let bad_chunk = StagingConfig {
         chunk_size: 5000,
         ring: 4,
+        read_in_place: false,
     };
     assert!(StagingPipeline::new(r.clone(), Arc::new(HostStagingAlloc), bad_chunk).is_err());
     let bad_ring = StagingConfig {
         chunk_size: 4096,
         ring: 1,
+        read_in_place: false,
     };
     assert!(StagingPipeline::new(r, Arc::new(HostStagingAlloc), bad_ring).is_err());
     assert!(UringReader::new(UringConfig {
@@ -238,6 +243,7 @@ fn staging_overlaps_reading_with_copying() {
     let cfg = StagingConfig {
         chunk_size: 4096,
         ring: 4,
+        read_in_place: false,
     };
     let p = StagingPipeline::new(reader, Arc::new(HostStagingAlloc), cfg).unwrap();
     let layer = Layer::new(vec![Extent::new("/fake/weights", 8192, 16 * 4096)]);
@@ -348,6 +354,19 @@ fn uring_session_streams_reads_into_registered_and_plain_buffers() {
     );
 }
 
+/// Host staging buffers, counted.
+#[derive(Default)]
+struct CountingStaging {
+    count: AtomicUsize,
+}
+
+impl StagingAlloc for CountingStaging {
+    fn alloc(&self, len: usize) -> agentcompress::Result<Box<dyn StagingBuffer>> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        HostStagingAlloc.alloc(len)
+    }
+}
+
 #[test]
 fn in_place_and_staged_loads_give_the_same_bytes_and_name_a_corrupt_extent() {
     let dir = data_dir();
@@ -364,18 +383,32 @@ fn in_place_and_staged_loads_give_the_same_bytes_and_name_a_corrupt_extent() {
     if let Some(u) = uring(32, 16 * 4096) {
         readers.push(Arc::new(u));
     }
-    for r in readers {
+    for (r, read_in_place) in readers
+        .into_iter()
+        .flat_map(|r| [(r.clone(), true), (r, false)])
+    {
         let kind = r.kind();
         let cfg = StagingConfig {
             chunk_size: 8 * 4096,
             ring: 4,
+            read_in_place,
         };
-        let p = StagingPipeline::new(r, Arc::new(HostStagingAlloc), cfg).unwrap();
-        // In place: an aligned host buffer is filled by the reads themselves.
+        let staging = Arc::new(CountingStaging::default());
+        let p = StagingPipeline::new(r, staging.clone(), cfg).unwrap();
+        // An aligned host buffer: filled by the reads themselves when reading in place (no
+        // staging buffer taken), else through the staging ring.
         let mut host = AlignedBuf::zeroed(want.len()).unwrap();
         let st = p.load(&layer, &mut host).unwrap();
-        assert!(host[..] == want[..], "{kind:?}: in-place bytes differ");
+        assert!(
+            host[..] == want[..],
+            "{kind:?} in place {read_in_place}: bytes differ"
+        );
         assert!(st.verify_s > 0.0, "{kind:?}: checksums were computed");
+        assert_eq!(
+            staging.count.load(Ordering::Relaxed) == 0,
+            read_in_place,
+            "{kind:?}: staging buffers taken only when not reading in place"
+        );
         // Staged: the same bytes through the ring and the copy stage.
         let mut opaque = OpaqueSink(vec![0; want.len()]);
         let st = p.load(&layer, &mut opaque).unwrap();
@@ -423,6 +456,7 @@ fn a_byte_corrupted_on_disk_is_caught_in_place() {
     let cfg = StagingConfig {
         chunk_size: 4 * 4096,
         ring: 2,
+        read_in_place: false,
     };
     let p = StagingPipeline::new(reader, Arc::new(HostStagingAlloc), cfg).unwrap();
     let mut host = AlignedBuf::zeroed(32 * 4096).unwrap();

@@ -64,6 +64,7 @@ fn pool(files: &Arc<Files>, reader: Arc<dyn BlockReader>, dev: usize, host: usiz
     let cfg = StagingConfig {
         chunk_size: 16 * 1024,
         ring: 3,
+        read_in_place: false,
     };
     let pipeline = StagingPipeline::new(reader, Arc::new(HostStagingAlloc), cfg).unwrap();
     Pool::new(
@@ -297,6 +298,46 @@ fn faults_leave_the_pool_consistent_and_report_errors() {
     assert_eq!(
         p.acquire(&key("a")).unwrap().bytes().unwrap(),
         files.bytes("a")
+    );
+}
+
+/// A demand acquire that takes over a queued prefetch's key (the prefetch thread still busy)
+/// loads it alone: the prefetch thread waits for that load before its next prefetch, instead of
+/// reading the next entry beside it and slowing down the entry needed now.
+#[test]
+fn a_prefetch_waits_for_the_demand_load_that_took_over_its_key() {
+    let files = Files::new(&["z", "a", "b"]);
+    let mut faulty = FaultyReader::new(pread(), Fault::None);
+    faulty.delay_ms = 25;
+    let faulty = Arc::new(faulty);
+    let p = Arc::new(pool(&files, faulty.clone(), 3, 0));
+    let p2 = p.clone();
+    bounded(60, move || {
+        // z keeps the prefetch thread busy while a and b are requested and a is acquired.
+        let z = p2.prefetch(&key("z"));
+        std::thread::sleep(Duration::from_millis(10));
+        let (a, b) = (p2.prefetch(&key("a")), p2.prefetch(&key("b")));
+        drop(p2.acquire(&key("a")).unwrap());
+        for pf in [z, a, b] {
+            pf.wait().unwrap();
+        }
+    });
+    let s = p.stats();
+    assert_eq!(
+        (s.misses, s.prefetch_loads, s.prefetch_skips),
+        (1, 2, 1),
+        "{s:?}"
+    );
+    let path = |n: &str| files.layers[&key(n)].0.extents[0].path.clone();
+    let log = faulty.log.lock().unwrap();
+    let a_end = log.iter().filter(|l| l.0 == path("a")).map(|l| l.2).max();
+    let b_start = log.iter().filter(|l| l.0 == path("b")).map(|l| l.1).min();
+    let (Some(a_end), Some(b_start)) = (a_end, b_start) else {
+        panic!("a and b were both read: {log:?}");
+    };
+    assert!(
+        b_start >= a_end,
+        "b's reads began before a's demand load ended"
     );
 }
 

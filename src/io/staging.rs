@@ -134,6 +134,11 @@ pub struct StagingConfig {
     pub chunk_size: usize,
     /// Staging buffers per load (at least 2 for overlap; default 8).
     pub ring: usize,
+    /// Read host destinations ([`Sink::host_dest`]) in place, with no staging copy. Off by
+    /// default: reads landing in a cold, layer-sized destination can be slower than reads into
+    /// the small, hot staging ring followed by a copy (so it was on the virtual machine measured
+    /// in `docs/PERFORMANCE.md`; `bench stream --in-place` measures it).
+    pub read_in_place: bool,
 }
 
 impl Default for StagingConfig {
@@ -141,6 +146,7 @@ impl Default for StagingConfig {
         StagingConfig {
             chunk_size: 4 << 20,
             ring: 8,
+            read_in_place: false,
         }
     }
 }
@@ -339,8 +345,9 @@ impl StagingPipeline {
     }
 
     /// Reads every extent of `layer` into `sink` (extent after extent, back to back), checking
-    /// checksums. A host sink ([`Sink::host_dest`]) whose layout keeps O_DIRECT alignment is
-    /// read in place: reader -> verify, no staging copy. Otherwise three stages overlap:
+    /// checksums. With [`StagingConfig::read_in_place`], a host sink ([`Sink::host_dest`])
+    /// whose layout keeps O_DIRECT alignment is read in place: reader -> verify, no staging
+    /// copy. Otherwise three stages overlap:
     /// reading chunk k+1, verifying chunk k and copying chunk k-1 into the sink. On error the
     /// sink may hold part of the layer; the caller discards it.
     pub fn load(&self, layer: &Layer, sink: &mut dyn Sink) -> Result<LoadStats> {
@@ -351,7 +358,7 @@ impl StagingPipeline {
             return Ok(LoadStats::default());
         }
         let total = layer.total_len();
-        if let Some(dest) = sink.host_dest() {
+        if let Some(dest) = sink.host_dest().filter(|_| self.cfg.read_in_place) {
             if in_place_fits(dest, &chunks) {
                 let Some(n) = usize::try_from(total).ok().filter(|&n| n <= dest.len()) else {
                     return Err(Error::invalid(format!(
@@ -827,6 +834,7 @@ mod tests {
         let cfg = StagingConfig {
             chunk_size: 4096,
             ring: 4,
+            read_in_place: false,
         };
         let p = StagingPipeline::new(Arc::new(PatternReader), alloc.clone(), cfg).unwrap();
         // Two extents, the second with a partial last chunk: 11 chunks in all.
@@ -872,6 +880,7 @@ mod tests {
         let cfg = StagingConfig {
             chunk_size: 4096,
             ring: 8,
+            read_in_place: false,
         };
         let p = StagingPipeline::new(Arc::new(PatternReader), alloc.clone(), cfg).unwrap();
         let layer = Layer::new(vec![Extent::new("/fake/a", 0, 2 * 4096)]);
@@ -892,6 +901,7 @@ mod tests {
             StagingConfig {
                 chunk_size: 4096,
                 ring: 2,
+                read_in_place: false,
             },
         )
         .unwrap();

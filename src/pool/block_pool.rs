@@ -285,6 +285,14 @@ impl Inner {
         let mut layer: Option<Layer> = None;
         let mut st = lock(&self.state)?;
         if !Self::take_prefetch_request(&mut st, key, prefetch) {
+            // A demand acquire took this key over. While its load runs, the next prefetch
+            // would only compete with it for the disk and delay what is needed now: wait.
+            while matches!(st.slots.get(key), Some(Slot::Loading)) {
+                st = self
+                    .loaded
+                    .wait(st)
+                    .map_err(|_| Error::Internal("pool lock poisoned".into()))?;
+            }
             st.stats.prefetch_skips += 1;
             return Ok(None);
         }

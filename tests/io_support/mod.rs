@@ -9,6 +9,7 @@ use agentcompress::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// A fresh directory under the crate's `target/` (disk-backed), removed on drop.
 pub fn data_dir() -> tempfile::TempDir {
@@ -57,6 +58,8 @@ pub struct FaultyReader {
     pub bytes: AtomicU64,
     /// Sleep per call, to widen race windows in concurrency tests.
     pub delay_ms: u64,
+    /// Each successful call: the file, when it started and when it returned.
+    pub log: Mutex<Vec<(PathBuf, Instant, Instant)>>,
 }
 
 impl FaultyReader {
@@ -67,6 +70,7 @@ impl FaultyReader {
             calls: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             delay_ms: 0,
+            log: Mutex::new(Vec::new()),
         }
     }
 
@@ -78,6 +82,7 @@ impl FaultyReader {
 impl BlockReader for FaultyReader {
     fn read_batch(&self, reqs: &mut [ReadReq<'_>]) -> Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
         if self.delay_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(self.delay_ms));
         }
@@ -138,6 +143,10 @@ impl BlockReader for FaultyReader {
         }
         let after: u64 = reqs.iter().map(|r| r.filled as u64).sum();
         self.bytes.fetch_add(after - before, Ordering::SeqCst);
+        self.log
+            .lock()
+            .unwrap()
+            .push((path, started, Instant::now()));
         Ok(())
     }
 

@@ -45,6 +45,10 @@ pub struct Args {
     /// Use the pread fallback instead of io_uring in the pipeline.
     #[arg(long)]
     pub pread: bool,
+    /// Read into host pool memory in place (no staging copy); the default reads through the
+    /// staging ring and copies.
+    #[arg(long)]
+    pub in_place: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -76,6 +80,7 @@ impl Args {
             layer_mib: self.layer_mib,
             repeat: self.repeat,
             pread: self.pread,
+            in_place: self.in_place,
             device,
         })
     }

@@ -89,6 +89,7 @@ pub fn pipeline_round_trip(
     let cfg = StagingConfig {
         chunk_size: 1 << 20,
         ring: 4,
+        read_in_place: false,
     };
     let pool = Pool::new(
         PoolConfig {

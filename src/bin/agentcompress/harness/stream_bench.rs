@@ -48,6 +48,8 @@ pub struct StreamBenchOptions {
     pub repeat: u32,
     /// Use the pread fallback instead of io_uring in the pipeline.
     pub pread: bool,
+    /// Read host pool memory in place (no staging copy) instead of through the staging ring.
+    pub in_place: bool,
     /// Where the pool keeps the bytes.
     pub device: StreamDevice,
 }
@@ -79,6 +81,7 @@ impl Default for StreamBenchOptions {
             layer_mib: 64,
             repeat: 2,
             pread: false,
+            in_place: st.read_in_place,
             device: StreamDevice::Cpu,
         }
     }
@@ -203,6 +206,7 @@ pub fn bench_stream(args: &StreamBenchOptions) -> Result<Report> {
         StagingConfig {
             chunk_size: chunk,
             ring: args.ring,
+            read_in_place: args.in_place,
         },
     )?;
     // Every layer gets its checksum, so the pipeline verifies as a real load does.
@@ -276,7 +280,7 @@ pub fn bench_stream(args: &StreamBenchOptions) -> Result<Report> {
         reader_ratio: ratio(reader_gbps, floor_gbps),
         checksum_gbps,
         copy_gbps,
-        in_place: engine.is_none(),
+        in_place: args.in_place && engine.is_none(),
         pipeline_gbps,
         ratio: ratio(pipeline_gbps, floor_gbps),
         pool: pool_stats,
