@@ -210,11 +210,12 @@ unsafe fn tile_portable(
 /// # Safety
 /// The CPU must have AVX-512F and F16C; `w` holds `16 * n_in` halves, `xs` `R * n_in` floats;
 /// `op + r * out_stride + l` must be writable for `r < R`, `l < lanes`.
-/// How far ahead of the weight loads the panel kernel prefetches, in 32-byte K positions
-/// (2 KiB): the hardware prefetcher alone left one streaming core well short of its share of
-/// the host's read bandwidth.
+/// How far ahead of the weight loads the panel kernel prefetches into L2, in 32-byte K
+/// positions (8 KiB): the hardware prefetcher alone left one streaming core well short of its
+/// share of the host's read bandwidth, and prefetching into L1 (2 KiB ahead) filled the core's
+/// miss buffers instead.
 #[cfg(target_arch = "x86_64")]
-const PREFETCH_AHEAD: usize = 64;
+const PREFETCH_AHEAD: usize = 256;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c")]
@@ -233,7 +234,7 @@ unsafe fn tile_avx512<const R: usize>(
     let mut acc = [[_mm512_setzero_ps(); PHASES]; R];
     let mut k = 0;
     while k + PHASES <= n_in {
-        _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(k + PREFETCH_AHEAD) as *const i8);
+        _mm_prefetch::<_MM_HINT_T1>(wp.wrapping_add(k + PREFETCH_AHEAD) as *const i8);
         for ph in 0..PHASES {
             let wv = _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(k + ph)));
             for (r, acc) in acc.iter_mut().enumerate() {
