@@ -203,13 +203,6 @@ unsafe fn tile_portable(
     }
 }
 
-/// The panel's products with `R` input rows: per K position one 32-byte weight load widened
-/// to sixteen lanes and `R` FMAs with broadcast inputs into the position's phase accumulators;
-/// then each row's two phases added and stored (masked to `lanes` outputs).
-///
-/// # Safety
-/// The CPU must have AVX-512F and F16C; `w` holds `16 * n_in` halves, `xs` `R * n_in` floats;
-/// `op + r * out_stride + l` must be writable for `r < R`, `l < lanes`.
 /// How far ahead of the weight loads the panel kernel prefetches into L2, in 32-byte K
 /// positions (8 KiB): the hardware prefetcher alone left one streaming core well short of its
 /// share of the host's read bandwidth, and prefetching into L1 (2 KiB ahead) filled the core's
@@ -217,6 +210,15 @@ unsafe fn tile_portable(
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = 256;
 
+/// The panel's products with `R` input rows: per K position one 32-byte weight load widened
+/// to sixteen lanes and `R` FMAs with broadcast inputs into the position's phase accumulators;
+/// then each row's two phases added and stored (masked to `lanes` outputs). Weights are
+/// prefetched [`PREFETCH_AHEAD`] positions ahead, past the panel's end too (a prefetch never
+/// faults; the next panel is usually the same thread's next one).
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C; `w` holds `16 * n_in` halves, `xs` `R * n_in` floats;
+/// `op + r * out_stride + l` must be writable for `r < R`, `l < lanes`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c")]
 unsafe fn tile_avx512<const R: usize>(

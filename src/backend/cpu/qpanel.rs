@@ -356,7 +356,9 @@ impl<const BITS: u32> QPanels<BITS> {
     /// sub-positions unpacked to bytes once and `vpdpbusd`-ed into each row's integer sums
     /// (two or four independent chains for one or two rows, added exactly at the block's
     /// end, so the latency of one chain does not bound a decode product); then per row and
-    /// block one convert and one FMA, per group the zero-point term and the scale.
+    /// block one convert and one FMA, per group the zero-point term and the scale. One- and
+    /// two-row calls (decode) prefetch [`PREFETCH_AHEAD`] lines ahead, past the panel's end
+    /// too (a prefetch never faults); prefill's calls reuse each line over their rows instead.
     ///
     /// # Safety
     /// The CPU must have AVX-512 F/BW and VNNI and F16C; `op + r * out_stride + l` must be
