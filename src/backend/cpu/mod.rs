@@ -10,6 +10,7 @@
 //! layout is not used.
 
 pub mod act_quant;
+pub mod amx;
 mod attention_f16;
 pub mod encoder_ops;
 pub mod f16gemm;

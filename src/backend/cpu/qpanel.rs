@@ -42,6 +42,11 @@ use std::sync::Arc;
 pub const PANEL: usize = 16;
 /// Input rows per kernel call.
 pub const ROWS: usize = 8;
+/// Input rows per AMX kernel call (a tile's rows).
+const AMX_ROWS: usize = 16;
+/// Products of at least this many rows run on AMX tiles when they are enabled
+/// ([`super::amx::enabled`]).
+const AMX_MIN_ROWS: usize = 16;
 
 /// How far ahead of its loads the VNNI kernel prefetches into L2, in 64-byte lines (8 KiB):
 /// the hardware prefetcher alone left one streaming core short of its share of the read
@@ -223,16 +228,19 @@ impl<const BITS: u32> QPanels<BITS> {
         x: &[f32],
         rows: usize,
     ) -> bool {
-        Self::matmul_many_with(products, x, rows, super::qgemv_vnni::available())
+        let simd = super::qgemv_vnni::available();
+        Self::matmul_many_with(products, x, rows, simd, simd && super::amx::enabled())
     }
 
-    /// [`QPanels::matmul_many`] on the VNNI kernels (`simd`, which the CPU must have) or the
-    /// portable one.
+    /// [`QPanels::matmul_many`] on the VNNI kernels (`simd`, which the CPU must have), with
+    /// AMX tiles for [`AMX_MIN_ROWS`] rows or more (`amx`, which the CPU must have too), or
+    /// on the portable kernel.
     fn matmul_many_with(
         products: &mut [(&QPanels<BITS>, &mut [f32])],
         x: &[f32],
         rows: usize,
         simd: bool,
+        amx: bool,
     ) -> bool {
         let Some(first) = products.first().map(|(m, _)| *m) else {
             return true;
@@ -257,18 +265,40 @@ impl<const BITS: u32> QPanels<BITS> {
             super::gemm_tile::for_each_product_panel(
                 products,
                 |m| m.out.div_ceil(PANEL),
-                |m, p, dst| m.panel_rows(p, act, rows, dst, simd),
+                |m, p, dst| m.panel_rows(p, act, rows, dst, simd, amx && rows >= AMX_MIN_ROWS),
             );
         }
         SCRATCH.set(act);
         true
     }
 
-    /// Panel `p` against every input row, [`ROWS`] rows per kernel call.
-    fn panel_rows(&self, p: usize, act: &ActBlocks, rows: usize, dst: SharedOut, simd: bool) {
+    /// Panel `p` against every input row, [`ROWS`] rows per kernel call (`AMX_ROWS` with
+    /// `amx`).
+    fn panel_rows(
+        &self,
+        p: usize,
+        act: &ActBlocks,
+        rows: usize,
+        dst: SharedOut,
+        simd: bool,
+        amx: bool,
+    ) {
         let n_out = self.out;
         let lanes = PANEL.min(n_out - p * PANEL);
         let mut r = 0;
+        #[cfg(target_arch = "x86_64")]
+        if amx {
+            while r < rows {
+                let n = AMX_ROWS.min(rows - r);
+                let op = dst.get().wrapping_add(r * n_out + p * PANEL);
+                // SAFETY: as below; `amx` is only set when the CPU has AMX-INT8 and VNNI and
+                // the process may use the tiles.
+                unsafe { self.tile_amx(p, act, r, n, op, n_out, lanes) };
+                r += n;
+            }
+            return;
+        }
+        let _ = amx;
         while r < rows {
             let n = ROWS.min(rows - r);
             let op = dst.get().wrapping_add(r * n_out + p * PANEL);
@@ -295,6 +325,121 @@ impl<const BITS: u32> QPanels<BITS> {
                 self.tile_portable(p, act, r, n, op, n_out, lanes);
             }
             r += n;
+        }
+    }
+
+    /// The panel's products with input rows `r0 .. r0 + m` (`m <= 16`) on AMX tiles: per
+    /// block one tile product of the rows' codes against the block's eight lines (INT4/INT2
+    /// lines first unpacked to one code per byte, the layout of INT8's), stored and then, per
+    /// row, the same convert and FMA as [`QPanels::tile_vnni`] on the same exact integer sum,
+    /// so every output has the VNNI kernel's bits.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW, F16C and AMX-INT8, with the tile permission
+    /// ([`super::amx::supported`]); `op + r * out_stride + l` must be writable for `r < m`,
+    /// `l < lanes`; `act` must hold rows `r0 .. r0 + m` for this matrix.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_amx(
+        &self,
+        p: usize,
+        act: &ActBlocks,
+        r0: usize,
+        m: usize,
+        op: *mut f32,
+        out_stride: usize,
+        lanes: usize,
+    ) {
+        use std::arch::x86_64::*;
+        #[repr(C, align(64))]
+        struct Tile<T>(T);
+        let m = m.min(AMX_ROWS);
+        let nsub = Self::NSUB;
+        let code_mask = _mm512_set1_epi8(if BITS == 8 { -1 } else { (1i8 << BITS) - 1 });
+        let lines = self.lines.as_ptr().add(p * self.blocks * BITS as usize);
+        let xq = act.xq.as_ptr().add(r0 * act.stride);
+        let mut unpacked = Tile([[[0u8; 64]; 8]; 2]);
+        let mut sums = Tile([[[0i32; PANEL]; AMX_ROWS]; 2]);
+        let mut weights = [std::ptr::null::<u8>(); 2];
+        let mut acc = [_mm512_setzero_ps(); AMX_ROWS];
+        super::amx::configure(m);
+        for g in 0..self.groups {
+            let mut gacc = [_mm512_setzero_ps(); AMX_ROWS];
+            let range = self.group_range(g);
+            let mut b = range.start;
+            while b < range.end {
+                let pair = b + 1 < range.end;
+                for (j, slot) in unpacked.0.iter_mut().enumerate().take(1 + pair as usize) {
+                    let block = lines.add((b + j) * BITS as usize);
+                    weights[j] = if BITS == 8 {
+                        block as *const u8
+                    } else {
+                        for u in 0..BITS as usize {
+                            let mut shifted = _mm512_load_si512(block.add(u) as *const _);
+                            for t in 0..nsub {
+                                let codes = _mm512_and_si512(shifted, code_mask);
+                                shifted = _mm512_srli_epi16::<BITS>(shifted);
+                                _mm512_store_si512(
+                                    slot[u * nsub + t].as_mut_ptr() as *mut _,
+                                    codes,
+                                );
+                            }
+                        }
+                        slot.as_ptr() as *const u8
+                    };
+                }
+                if pair {
+                    super::amx::block_pair_product(
+                        xq.add(b * QBLOCK),
+                        xq.add((b + 1) * QBLOCK),
+                        act.stride,
+                        weights[0],
+                        weights[1],
+                        sums.0[0].as_mut_ptr() as *mut i32,
+                        sums.0[1].as_mut_ptr() as *mut i32,
+                    );
+                } else {
+                    super::amx::block_product(
+                        xq.add(b * QBLOCK),
+                        act.stride,
+                        weights[0],
+                        sums.0[0].as_mut_ptr() as *mut i32,
+                    );
+                }
+                for (j, bsums) in sums.0.iter().enumerate().take(1 + pair as usize) {
+                    for (r, ga) in gacc.iter_mut().enumerate().take(m) {
+                        let mut total = _mm512_load_si512(bsums[r].as_ptr() as *const _);
+                        if BITS == 8 {
+                            total =
+                                _mm512_add_epi32(_mm512_set1_epi32(act.corr(r0 + r, b + j)), total);
+                        }
+                        let d = _mm512_set1_ps(act.d(r0 + r, b + j));
+                        *ga = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), d, *ga);
+                    }
+                }
+                b += 1 + pair as usize;
+            }
+            let i = (p * self.groups + g) * PANEL;
+            let s = _mm512_cvtph_ps(_mm256_loadu_si256(self.scales.as_ptr().add(i) as *const _));
+            if BITS != 8 {
+                let z = _mm512_cvtph_ps(_mm256_loadu_si256(self.zeros.as_ptr().add(i) as *const _));
+                for (r, ga) in gacc.iter_mut().enumerate().take(m) {
+                    *ga = _mm512_fnmadd_ps(z, _mm512_set1_ps(act.xsg(r0 + r, g)), *ga);
+                }
+            }
+            for (a, ga) in acc.iter_mut().zip(&gacc).take(m) {
+                *a = _mm512_fmadd_ps(*ga, s, *a);
+            }
+        }
+        super::amx::release();
+        let mask = if lanes >= PANEL {
+            0xffff
+        } else {
+            (1u16 << lanes) - 1
+        };
+        for (r, a) in acc.iter().enumerate().take(m) {
+            _mm512_mask_storeu_ps(op.add(r * out_stride), mask, *a);
         }
     }
 

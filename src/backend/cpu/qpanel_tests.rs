@@ -26,12 +26,24 @@ fn shapes(bits: u32) -> Vec<(usize, usize, usize)> {
 }
 
 fn product<const BITS: u32>(m: &QPanels<BITS>, x: &[f32], rows: usize, simd: bool) -> Vec<f32> {
+    product_on(m, x, rows, simd, false)
+}
+
+/// As [`product`], with AMX tiles for 16 rows or more when `amx`.
+fn product_on<const BITS: u32>(
+    m: &QPanels<BITS>,
+    x: &[f32],
+    rows: usize,
+    simd: bool,
+    amx: bool,
+) -> Vec<f32> {
     let mut y = vec![f32::NAN; rows * m.out];
     assert!(QPanels::matmul_many_with(
         &mut [(m, &mut y[..])],
         x,
         rows,
-        simd
+        simd,
+        amx
     ));
     y
 }
@@ -98,10 +110,14 @@ fn check_products<const BITS: u32>() {
     if !simd {
         eprintln!("SKIPPED (VNNI half): this CPU lacks AVX512-VNNI; checking the portable kernel");
     }
+    let amx = simd && super::super::amx::supported();
+    if !amx {
+        eprintln!("SKIPPED (AMX half): this CPU or OS offers no AMX-INT8 tiles");
+    }
     for (out, inp, group) in shapes(BITS) {
         let m = random_matrix::<BITS>(out, inp, group, &mut rng);
         let q = QPanels::pack(&m).unwrap();
-        let rows = 19;
+        let rows = 40;
         let x = inputs(&mut rng, rows, inp);
         let portable = product(&q, &x, rows, false);
         for r in 0..rows {
@@ -126,12 +142,24 @@ fn check_products<const BITS: u32>() {
         }
         // Every row count gives every row the same bits, and the VNNI kernels the portable
         // kernel's bits.
-        for n in [1, 2, 3, 4, 5, 7, 8, 9, 16, 19] {
+        for n in [1, 2, 3, 4, 5, 7, 8, 9, 16, 19, 40] {
             let got = product(&q, &x[..n * inp], n, true);
             assert_eq!(
                 bits_of(&got),
                 bits_of(&portable[..n * out]),
                 "INT{BITS} {out}x{inp} g{group}, {n} rows"
+            );
+        }
+        if !amx {
+            continue;
+        }
+        // AMX tiles (whole tiles of 16 rows and a ragged last one) give the same bits.
+        for n in [16, 17, 33, 40] {
+            let got = product_on(&q, &x[..n * inp], n, true, true);
+            assert_eq!(
+                bits_of(&got),
+                bits_of(&portable[..n * out]),
+                "INT{BITS} {out}x{inp} g{group}, {n} rows on AMX tiles"
             );
         }
     }
