@@ -25,6 +25,10 @@ pub struct SpecRow {
     pub accepted: u64,
     /// Verify forwards.
     pub verifies: u64,
+    /// Time the speculative runs spent in draft steps.
+    pub draft_time: Duration,
+    /// Time the speculative runs spent in verify forwards.
+    pub verify_time: Duration,
 }
 
 impl SpecRow {
@@ -77,6 +81,8 @@ pub fn run_pairs(
             drafted: 0,
             accepted: 0,
             verifies: 0,
+            draft_time: Duration::ZERO,
+            verify_time: Duration::ZERO,
         };
         for (i, p) in prompts.iter().enumerate() {
             let plain = engine.generate_ids_on(target, p, &params, |_| true)?;
@@ -93,6 +99,8 @@ pub fn run_pairs(
                 row.drafted += s.drafted;
                 row.accepted += s.accepted;
                 row.verifies += s.verifies;
+                row.draft_time += s.draft_time;
+                row.verify_time += s.verify_time;
             }
         }
         rows.push(row);
@@ -103,14 +111,17 @@ pub fn run_pairs(
 /// The rows as a Markdown table.
 pub fn table(rows: &[SpecRow]) -> String {
     let mut s = String::from(
-        "| target | draft | tokens | plain tok/s | speculative tok/s | speedup | acceptance | tokens/verify |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|\n",
+        "| target | draft | tokens | plain tok/s | speculative tok/s | speedup | acceptance | tokens/verify | plain ms/token | draft ms/step | verify ms | verify / plain token |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let acc = r.accepted as f64 / (r.drafted as f64).max(1.0);
         let tpv = (r.accepted + r.verifies) as f64 / (r.verifies as f64).max(1.0);
+        let plain_ms = 1e3 / r.plain_tps().max(1e-12);
+        let draft_ms = 1e3 * r.draft_time.as_secs_f64() / (r.drafted as f64).max(1.0);
+        let verify_ms = 1e3 * r.verify_time.as_secs_f64() / (r.verifies as f64).max(1.0);
         s.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.2}x | {:.1}% | {:.2} |\n",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.2}x | {:.1}% | {:.2} | {plain_ms:.2} | {draft_ms:.2} | {verify_ms:.2} | {:.2}x |\n",
             r.target,
             r.draft,
             r.tokens,
@@ -118,7 +129,8 @@ pub fn table(rows: &[SpecRow]) -> String {
             r.spec_tps(),
             r.spec_tps() / r.plain_tps().max(1e-12),
             100.0 * acc,
-            tpv
+            tpv,
+            verify_ms / plain_ms.max(1e-12)
         ));
     }
     s
