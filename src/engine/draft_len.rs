@@ -1,12 +1,13 @@
 //! How many tokens the draft model proposes per verify step, and the counters of a
 //! speculative run.
 //!
-//! With a per-token acceptance rate `a`, a round of `k` drafts yields on average
-//! `(1 - a^(k+1)) / (1 - a)` tokens and costs `k` draft steps plus one verify of `k + 1` rows.
-//! The adaptive choice keeps running estimates of `a` and of both costs (measured on this
-//! run) and picks the `k` with the most tokens per second; a `k` whose verify has not been
-//! timed yet is assumed to cost what the nearest smaller timed one did, so larger drafts get
-//! tried once and then judged on their measured cost.
+//! A round of `k` drafts yields the target's own token plus every draft kept before the first
+//! rejection, and costs `k` draft steps plus one verify of `k + 1` rows. The adaptive choice
+//! keeps running estimates, measured on this run, of the chance that draft `i` is kept given
+//! that the ones before it were (per position: acceptance is higher deep into a round) and of
+//! both costs, and picks the `k` with the most tokens per second; a `k` whose verify has not
+//! been timed yet is assumed to cost what the nearest smaller timed one did, so larger drafts
+//! get tried once and then judged on their measured cost.
 
 use serde::Serialize;
 use std::time::Duration;
@@ -84,15 +85,32 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Weight of the newest observation in the running estimates.
+/// Weight of the newest observation in the running cost estimates.
 const SMOOTHING: f64 = 0.25;
+
+/// Per-round decay of the acceptance counts: about the last 10 rounds decide a position's
+/// estimate, so a task whose text turns harder is followed and a position the drafts no longer
+/// reach is soon tried again.
+const COUNT_DECAY: f64 = 0.9;
+
+/// Pseudo-rounds of the prior behind each position's acceptance: the estimate of the position
+/// before it ([`PRIOR_ACCEPTANCE`] for the first), so a position seldom reached leans on its neighbour.
+const PRIOR_ROUNDS: f64 = 2.0;
+
+/// The acceptance assumed before any round: drafts from a variant of the target's own model
+/// are mostly kept (90-98% measured on SmolLM2), and starting low keeps drafts short until
+/// enough rounds have shown otherwise.
+const PRIOR_ACCEPTANCE: f64 = 0.9;
 
 /// The running estimates behind [`DraftLen::Adaptive`].
 #[derive(Debug)]
 pub(crate) struct DraftLenChooser {
     choice: DraftLen,
-    /// Per-token acceptance rate.
-    acceptance: f64,
+    /// Per draft position `i`: decayed count of rounds whose verify reached position `i`
+    /// (every earlier draft kept).
+    reached: Vec<f64>,
+    /// Per draft position `i`: decayed count of those rounds that also kept draft `i`.
+    kept: Vec<f64>,
     /// Seconds per draft step (`None` until measured).
     draft_step: Option<f64>,
     /// Seconds per verify of `k + 1` rows, indexed by `k` (`None` until measured).
@@ -100,14 +118,46 @@ pub(crate) struct DraftLenChooser {
 }
 
 impl DraftLenChooser {
-    /// A chooser starting from an acceptance rate of 0.7.
+    /// A chooser starting from an acceptance of 0.9 at every position.
     pub(crate) fn new(choice: DraftLen) -> Self {
+        let max = choice.max();
         DraftLenChooser {
             choice,
-            acceptance: 0.7,
+            reached: vec![0.0; max],
+            kept: vec![0.0; max],
             draft_step: None,
-            verify: vec![None; choice.max() + 1],
+            verify: vec![None; max + 1],
         }
+    }
+
+    /// The chance that draft `i` is kept given that every draft before it was, per position.
+    /// Acceptance is not the same at every position: drafts that got past the first tokens of
+    /// a round tend to be on easy text (a name, a set phrase) and are kept more often, so one
+    /// rate for all positions undervalues long drafts.
+    fn acceptance_by_position(&self) -> Vec<f64> {
+        let mut prior = PRIOR_ACCEPTANCE;
+        self.reached
+            .iter()
+            .zip(&self.kept)
+            .map(|(&n, &k)| {
+                let a = ((k + PRIOR_ROUNDS * prior) / (n + PRIOR_ROUNDS)).clamp(0.0, 0.999);
+                prior = a;
+                a
+            })
+            .collect()
+    }
+
+    /// The expected tokens a round of `k` drafts yields, `k` = 0 ..= max: the target's own
+    /// token plus each draft times the chance that it and all before it are kept.
+    pub(crate) fn expected_tokens(&self) -> Vec<f64> {
+        let mut out = vec![1.0];
+        let mut all_kept = 1.0;
+        for a in self.acceptance_by_position() {
+            all_kept *= a;
+            let last = out[out.len() - 1];
+            out.push(last + all_kept);
+        }
+        out
     }
 
     /// The draft length of the next round.
@@ -116,19 +166,21 @@ impl DraftLenChooser {
         if let DraftLen::Fixed(k) = self.choice {
             return k.max(1);
         }
-        let a = self.acceptance.clamp(0.0, 0.999);
+        let Some(shortest_timed) = self.verify.iter().flatten().next().copied() else {
+            // Nothing timed yet: start at a middle length.
+            return max.min(4);
+        };
         let step = self.draft_step.unwrap_or(0.0);
+        let tokens = self.expected_tokens();
         let mut best = (1, f64::NEG_INFINITY);
-        let mut known = None;
-        for k in 1..=max {
-            let verify = self.verify[k].or(known);
-            known = verify.or(known);
-            let Some(verify) = verify else {
-                // Nothing timed yet: start at a middle length.
-                return max.min(4);
-            };
-            let tokens = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
-            let rate = tokens / (verify + step * k as f64).max(1e-12);
+        let mut known = shortest_timed;
+        for (k, (&expected, timed)) in tokens.iter().zip(&self.verify).enumerate().skip(1) {
+            // A length not timed yet is assumed to cost what the nearest shorter timed one
+            // did (or the shortest timed one, below it), so it gets tried once and is then
+            // judged on its own cost.
+            let verify = timed.unwrap_or(known);
+            known = verify;
+            let rate = expected / (verify + step * k as f64).max(1e-12);
             if rate > best.1 {
                 best = (k, rate);
             }
@@ -142,11 +194,20 @@ impl DraftLenChooser {
         if k == 0 {
             return;
         }
-        // Acceptance per token: a rejection at position accepted+1 observed accepted+1
-        // tokens; a full acceptance observed k.
-        let seen = (accepted + 1).min(k) as f64;
-        let rate = accepted as f64 / seen;
-        self.acceptance += SMOOTHING * (rate - self.acceptance);
+        // The verify reached positions 0..=accepted (all of them on a full acceptance) and
+        // kept the first `accepted`.
+        // Every position's counts decay each round, reached or not: a position that shorter
+        // drafts stopped reaching drifts back to its neighbour's estimate and gets tried again,
+        // rather than one early rejection there keeping the drafts short for the whole run.
+        let reached = (accepted + 1).min(k);
+        for (i, (n, kept)) in self.reached.iter_mut().zip(&mut self.kept).enumerate() {
+            *n *= COUNT_DECAY;
+            *kept *= COUNT_DECAY;
+            if i < reached {
+                *n += 1.0;
+                *kept += f64::from(u8::from(i < accepted));
+            }
+        }
         let step = draft.as_secs_f64() / k as f64;
         self.draft_step = Some(ema(self.draft_step, step));
         if let Some(v) = self.verify.get_mut(k) {
@@ -195,6 +256,78 @@ mod tests {
             }
         }
         assert_eq!(c.next(), 1);
+    }
+
+    #[test]
+    fn acceptance_is_estimated_per_position() {
+        // Every fifth round rejects the first draft; the others keep all eight.
+        let mut c = DraftLenChooser::new(DraftLen::Adaptive(8));
+        for r in 0..200 {
+            let accepted = if r % 5 == 0 { 0 } else { 8 };
+            c.record(8, accepted, ms(8), ms(20));
+        }
+        let a = c.acceptance_by_position();
+        assert!((a[0] - 0.8).abs() < 0.05, "{a:?}");
+        assert!(a[1..].iter().all(|&x| x > 0.95), "{a:?}");
+        let t = c.expected_tokens();
+        assert!((t[1] - 1.8).abs() < 0.05, "{t:?}");
+        assert!((t[8] - (1.0 + 0.8 * 8.0)).abs() < 0.3, "{t:?}");
+    }
+
+    #[test]
+    fn lengths_other_than_the_first_get_tried() {
+        // The first round drafts 4; with everything kept and cheap drafts, the next rounds
+        // must move on to longer drafts rather than wait for a shorter length to be timed.
+        let mut c = DraftLenChooser::new(DraftLen::Adaptive(8));
+        assert_eq!(c.next(), 4);
+        c.record(4, 4, ms(4), ms(10));
+        assert!(c.next() > 4, "{}", c.next());
+        // And with every draft rejected, shorter ones.
+        let mut c = DraftLenChooser::new(DraftLen::Adaptive(8));
+        for _ in 0..20 {
+            c.record(4, 0, ms(40), ms(10));
+        }
+        assert!(c.next() < 4, "{}", c.next());
+    }
+
+    #[test]
+    fn a_rejection_deep_in_a_draft_does_not_keep_drafts_short() {
+        // Costs as measured on a CPU: a draft step about a third of a verify.
+        let us = Duration::from_micros;
+        let draft = |k: usize| us(4_500 * k as u64);
+        let verify = |k: usize| us(14_000 + 400 * k as u64);
+        let mut c = DraftLenChooser::new(DraftLen::Adaptive(8));
+        for _ in 0..3 {
+            c.record(6, 6, draft(6), verify(6));
+        }
+        // Rejections at position 3 make drafts of 3 look best ...
+        for _ in 0..3 {
+            c.record(6, 3, draft(6), verify(6));
+        }
+        assert!(c.next() <= 3, "{}", c.next());
+        // ... then every draft is kept, but rounds of 3 never reach position 3 again; its
+        // estimate must still recover so that longer drafts come back.
+        let mut longest = 0;
+        for _ in 0..40 {
+            let k = c.next();
+            longest = longest.max(k);
+            c.record(k, k, draft(k), verify(k));
+        }
+        assert!(longest > 3, "{longest}");
+    }
+
+    #[test]
+    fn a_position_never_reached_leans_on_the_one_before() {
+        let mut c = DraftLenChooser::new(DraftLen::Adaptive(8));
+        for _ in 0..50 {
+            c.record(2, 2, ms(2), ms(10));
+        }
+        let a = c.acceptance_by_position();
+        assert!(a[1] > 0.95, "{a:?}");
+        // Positions 2.. were never reached: they inherit position 1's estimate, not the
+        // starting prior, so longer drafts get tried.
+        assert!(a[2..].iter().all(|&x| (x - a[1]).abs() < 1e-9), "{a:?}");
+        assert!(c.next() > 2, "{}", c.next());
     }
 
     #[test]
