@@ -9,8 +9,8 @@ mod common;
 
 use agentcompress::backend::cpu::CpuBackend;
 use agentcompress::engine::{
-    generate, generate_speculative, DraftLen, GenerateOutput, GenerateParams, Model,
-    SamplingParams, SpeculativeParams,
+    generate, generate_speculative, DraftLen, DraftLenMemory, GenerateOutput, GenerateParams,
+    Model, SamplingParams, SpeculativeParams,
 };
 use agentcompress::model::tokenizer::{load_tokenizer, Tokenizer};
 use agentcompress::model::{ModelWeights, Tensor};
@@ -64,7 +64,10 @@ fn ids(s: &Stories, prompt: &str) -> Vec<u32> {
 }
 
 fn spec(k: DraftLen) -> SpeculativeParams {
-    SpeculativeParams { draft_len: k }
+    SpeculativeParams {
+        draft_len: k,
+        memory: None,
+    }
 }
 
 /// Plain and speculative generation with their token events; asserts they agree in every
@@ -138,6 +141,30 @@ fn greedy_output_is_the_targets_for_every_pair_and_draft_length() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn a_draft_length_memory_shared_by_runs_keeps_the_targets_output() {
+    let Some(s) = stories() else { return };
+    let models = variants(s, None);
+    let (t, d) = (&models[0].1, &models[2].1);
+    let memory = DraftLenMemory::new();
+    let params = SpeculativeParams {
+        draft_len: DraftLen::Adaptive(8),
+        memory: Some(memory.clone()),
+    };
+    for p in PROMPTS {
+        let prompt = ids(s, p);
+        let plain = generate(t, s.tok.as_ref(), &prompt, &greedy(48), |_| true).unwrap();
+        let fast =
+            generate_speculative(t, d, s.tok.as_ref(), &prompt, &greedy(48), &params, |_| {
+                true
+            })
+            .unwrap();
+        assert_eq!(plain.ids, fast.ids, "{p:?}");
+        // Each run leaves what it learnt for the next.
+        assert!(!memory.is_empty(), "{p:?}");
     }
 }
 

@@ -68,6 +68,9 @@ pub struct Engine {
     tokenizer: Option<Arc<dyn Tokenizer>>,
     source: String,
     stats: Mutex<EngineStats>,
+    /// What the adaptive draft length learnt per (target, draft) pair (see
+    /// [`crate::engine::DraftLenMemory`]).
+    draft_memory: Mutex<Vec<((Precision, Precision), crate::engine::DraftLenMemory)>>,
 }
 
 /// What an engine runs on: one model, or the routed variants of a directory.
@@ -499,6 +502,7 @@ impl EngineBuilder {
                     tokenizer: tokenizer.map(Arc::from),
                     source: format!("{} (routed variants)", p.display()),
                     stats: Mutex::new(EngineStats::default()),
+                    draft_memory: Mutex::default(),
                 });
             }
         }
@@ -537,6 +541,7 @@ impl EngineBuilder {
             tokenizer: tokenizer.map(Arc::from),
             source,
             stats: Mutex::new(EngineStats::default()),
+            draft_memory: Mutex::default(),
         })
     }
 }

@@ -126,6 +126,7 @@ pub fn open_variant(dir: &Path, opts: &VariantOpenOptions) -> Result<Engine> {
         tokenizer: tokenizer.map(Arc::from),
         source: format!("{} ({})", dir.display(), opts.precision),
         stats: Mutex::new(EngineStats::default()),
+        draft_memory: Mutex::default(),
     })
 }
 

@@ -2,7 +2,9 @@
 //! the served variant verifies, and the output is the served variant's own.
 
 use super::{DirectModel, DynModel, Engine, Models, Route, RunResult};
-use crate::engine::{DraftLen, GenerateOutput, GenerateParams, SpeculativeParams, TokenEvent};
+use crate::engine::{
+    DraftLen, DraftLenMemory, GenerateOutput, GenerateParams, SpeculativeParams, TokenEvent,
+};
 use crate::model::tokenizer::ChatMessage;
 use crate::quant::Precision;
 use crate::{Error, Result};
@@ -30,15 +32,32 @@ impl Speculation {
             draft_len: DraftLen::default(),
         }
     }
-
-    fn params(&self) -> SpeculativeParams {
-        SpeculativeParams {
-            draft_len: self.draft_len,
-        }
-    }
 }
 
 impl Engine {
+    /// How `target` drafted by `draft` runs: `draft_len`, starting from what earlier runs of
+    /// the pair on this engine learnt.
+    fn speculative_params(
+        &self,
+        target: Precision,
+        draft: Precision,
+        draft_len: DraftLen,
+    ) -> SpeculativeParams {
+        let mut all = self.draft_memory.lock().unwrap_or_else(|e| e.into_inner());
+        let memory = match all.iter().find(|(pair, _)| *pair == (target, draft)) {
+            Some((_, m)) => m.clone(),
+            None => {
+                let m = DraftLenMemory::new();
+                all.push(((target, draft), m.clone()));
+                m
+            }
+        };
+        SpeculativeParams {
+            draft_len,
+            memory: Some(memory),
+        }
+    }
+
     /// The draft variant's model, when the engine holds variants; an error naming the
     /// problem for a single model.
     fn draft_model(&self, draft: Precision) -> Result<Arc<dyn DynModel>> {
@@ -109,7 +128,7 @@ impl Engine {
             self.need_tokenizer()?,
             ids,
             params,
-            &spec.params(),
+            &self.speculative_params(spec.target, spec.draft, spec.draft_len),
             &mut on_token,
         )
     }
@@ -177,7 +196,7 @@ impl Engine {
                 self.need_tokenizer()?,
                 ids,
                 params,
-                &spec.params(),
+                &self.speculative_params(route.precision, spec.draft, spec.draft_len),
                 &mut on_token,
             )?;
             r.record_outcome(route.precision, Some(spec.draft), route.complexity, &out)?;
@@ -266,7 +285,7 @@ impl Engine {
                     tok,
                     ids,
                     params,
-                    &SpeculativeParams::default(),
+                    &self.speculative_params(route.precision, plan.draft, DraftLen::default()),
                     &mut on_token,
                 )?;
                 r.record_outcome(route.precision, Some(plan.draft), route.complexity, &out)?;

@@ -10,6 +10,7 @@
 //! get tried once and then judged on their measured cost.
 
 use serde::Serialize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How the draft length is chosen.
@@ -103,7 +104,7 @@ const PRIOR_ROUNDS: f64 = 2.0;
 const PRIOR_ACCEPTANCE: f64 = 0.9;
 
 /// The running estimates behind [`DraftLen::Adaptive`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct DraftLenChooser {
     choice: DraftLen,
     /// Per draft position `i`: decayed count of rounds whose verify reached position `i`
@@ -213,6 +214,55 @@ impl DraftLenChooser {
         if let Some(v) = self.verify.get_mut(k) {
             *v = Some(ema(*v, verify.as_secs_f64()));
         }
+    }
+}
+
+/// What the adaptive draft length learnt in earlier runs of one (target, draft) pair, for the
+/// next run to start from: the costs of a draft step and of each verify length (a property of
+/// the machine and the pair) and the acceptance per position at half weight (a new task's
+/// text may be harder or easier, so its own rounds soon outweigh it). Without it every run
+/// starts from the prior and spends its first rounds learning, which on short replies is a good
+/// part of the run. Clones share one memory; the lock is held only to copy the estimates in or
+/// out.
+#[derive(Clone, Debug, Default)]
+pub struct DraftLenMemory(Arc<Mutex<Option<DraftLenChooser>>>);
+
+impl PartialEq for DraftLenMemory {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for DraftLenMemory {}
+
+impl DraftLenMemory {
+    /// An empty memory: the first run starts from the prior.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A chooser for a new run: the remembered one when it was made for the same `choice`,
+    /// with its acceptance counts halved, else a fresh one.
+    pub(crate) fn chooser(&self, choice: DraftLen) -> DraftLenChooser {
+        let saved = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match saved {
+            Some(mut c) if c.choice == choice => {
+                c.reached.iter_mut().for_each(|n| *n *= 0.5);
+                c.kept.iter_mut().for_each(|k| *k *= 0.5);
+                c
+            }
+            _ => DraftLenChooser::new(choice),
+        }
+    }
+
+    /// Remembers `chooser` for the next run.
+    pub(crate) fn keep(&self, chooser: &DraftLenChooser) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(chooser.clone());
+    }
+
+    /// Whether a run has been remembered.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_none()
     }
 }
 
@@ -328,6 +378,32 @@ mod tests {
         // starting prior, so longer drafts get tried.
         assert!(a[2..].iter().all(|&x| (x - a[1]).abs() < 1e-9), "{a:?}");
         assert!(c.next() > 2, "{}", c.next());
+    }
+
+    #[test]
+    fn a_memory_carries_costs_and_half_the_acceptance_counts() {
+        let m = DraftLenMemory::new();
+        assert!(m.is_empty());
+        let mut c = m.chooser(DraftLen::Adaptive(8));
+        assert_eq!(c.next(), 4);
+        for _ in 0..20 {
+            c.record(6, 6, ms(12), ms(15));
+        }
+        m.keep(&c);
+        assert!(!m.is_empty());
+        let d = m.chooser(DraftLen::Adaptive(8));
+        // The next run starts where this one ended instead of at the prior's length ...
+        assert_eq!(d.next(), c.next());
+        assert_ne!(d.next(), 4);
+        assert_eq!(d.verify, c.verify);
+        assert_eq!(d.draft_step, c.draft_step);
+        for (a, b) in d.reached.iter().zip(&c.reached) {
+            assert!((a - 0.5 * b).abs() < 1e-12);
+        }
+        // ... and a run with another maximum starts afresh.
+        assert_eq!(m.chooser(DraftLen::Adaptive(6)).next(), 4);
+        assert_eq!(m.clone(), m);
+        assert_ne!(DraftLenMemory::new(), m);
     }
 
     #[test]

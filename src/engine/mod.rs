@@ -16,7 +16,7 @@ mod speculative;
 pub use batch::BatchScratch;
 pub use batch_decode::{BatchDecoder, BatchEvent, FinishReason, SeqId, DEFAULT_PREFILL_PER_STEP};
 pub use device_tier::DeviceTierStats;
-pub use draft_len::{DraftLen, SpeculationStats};
+pub use draft_len::{DraftLen, DraftLenMemory, SpeculationStats};
 pub use forward::{Model, State};
 pub use generate::{generate, GenerateOutput, GenerateParams, TokenEvent, DEFAULT_CONTEXT};
 pub use layers::StreamOptions;

@@ -12,7 +12,9 @@
 use super::draft_len::DraftLenChooser;
 use super::generate::{plan, Plan};
 use super::spec_sampling::{accept_or_resample, distribution, draw};
-use super::{DraftLen, GenerateOutput, GenerateParams, Model, SpeculationStats, TokenEvent};
+use super::{
+    DraftLen, DraftLenMemory, GenerateOutput, GenerateParams, Model, SpeculationStats, TokenEvent,
+};
 use crate::backend::cpu::argmax;
 use crate::backend::Backend;
 use crate::model::tokenizer::{StreamDecoder, Tokenizer};
@@ -25,6 +27,9 @@ use std::time::{Duration, Instant};
 pub struct SpeculativeParams {
     /// Draft tokens per verify.
     pub draft_len: DraftLen,
+    /// Where an adaptive draft length starts from and leaves what it learnt (none: every run
+    /// starts from the prior).
+    pub memory: Option<DraftLenMemory>,
 }
 
 /// Generates from `prompt_ids` with `target`, drafting with `draft` (same vocabulary, same
@@ -184,8 +189,25 @@ impl<B: Backend, F: FnMut(TokenEvent<'_>) -> bool> Run<'_, B, F> {
 
     /// The decode loop. `next` is the target's next token, in neither cache yet; `pending`
     /// holds the tokens the draft's cache lacks before it.
-    fn decode(&mut self, mut next: u32, spec: &SpeculativeParams) -> Result<()> {
-        let mut chooser = DraftLenChooser::new(spec.draft_len);
+    fn decode(&mut self, next: u32, spec: &SpeculativeParams) -> Result<()> {
+        let mut chooser = match &spec.memory {
+            Some(m) => m.chooser(spec.draft_len),
+            None => DraftLenChooser::new(spec.draft_len),
+        };
+        let done = self.decode_rounds(next, spec, &mut chooser);
+        if let Some(m) = &spec.memory {
+            m.keep(&chooser);
+        }
+        done
+    }
+
+    /// The rounds of [`Self::decode`], drafting as `chooser` says.
+    fn decode_rounds(
+        &mut self,
+        mut next: u32,
+        spec: &SpeculativeParams,
+        chooser: &mut DraftLenChooser,
+    ) -> Result<()> {
         let mut pending: Vec<u32> = Vec::new();
         let mut drafts: Vec<u32> = Vec::new();
         loop {
@@ -223,7 +245,7 @@ impl<B: Backend, F: FnMut(TokenEvent<'_>) -> bool> Run<'_, B, F> {
             } else if k > 0 {
                 pending.push(drafts[k - 1]);
             }
-            self.record(k, accepted, t1 - t0, t2 - t1, &mut chooser);
+            self.record(k, accepted, t1 - t0, t2 - t1, chooser);
             for &token in &drafts[..accepted] {
                 self.emit(token)?;
                 if self.stopped {

@@ -274,6 +274,7 @@ fn speculate_one(
     };
     let spec = SpeculativeParams {
         draft_len: DraftLen::Fixed(inp.draft_len),
+        memory: None,
     };
     let out = generate_speculative(t, d, inp.tok, prompt, &params, &spec, |_| true)?;
     let stats = out.speculation.ok_or_else(|| {
