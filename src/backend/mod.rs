@@ -15,6 +15,21 @@ pub use checks::{AttentionShape, FullAttentionShape, NormShape, RopeParams, RowC
 use crate::quant::WeightMatrix;
 use crate::Result;
 
+/// One sequence's part of [`Backend::attention_batch`]: its query rows, its key and value
+/// caches, its output rows and its shape (as [`Backend::attention`] takes them).
+pub struct AttentionJob<'a, B: Backend> {
+    /// Query rows, `[shape.rows, n_heads * head_dim]`.
+    pub q: &'a B::Buf,
+    /// The sequence's key cache.
+    pub k_cache: &'a B::Cache,
+    /// The sequence's value cache.
+    pub v_cache: &'a B::Cache,
+    /// Output rows, `[shape.rows, n_heads * head_dim]`.
+    pub out: &'a mut B::Buf,
+    /// Rows, positions and head grouping.
+    pub shape: AttentionShape,
+}
+
 /// Kernels over opaque activation buffers and uploaded weights.
 pub trait Backend: Send + Sync {
     /// An activation buffer (logically f32).
@@ -158,6 +173,35 @@ pub trait Backend: Send + Sync {
             self.cache_len(v_cache),
         )?;
         self.attention_impl(q, k_cache, v_cache, out, shape)
+    }
+    /// [`Backend::attention`] for several sequences at once, each over its own caches (the
+    /// sequences of a batched decode step), so a backend can spread all of them over its
+    /// threads as one job instead of one small job per sequence. Checks every job's shape
+    /// ([`AttentionShape::check`]), then runs [`Backend::attention_batch_impl`].
+    fn attention_batch(&self, jobs: &mut [AttentionJob<'_, Self>]) -> Result<()>
+    where
+        Self: Sized,
+    {
+        for j in jobs.iter() {
+            j.shape.check(
+                self.buf_len(j.q),
+                self.buf_len(j.out),
+                self.cache_len(j.k_cache),
+                self.cache_len(j.v_cache),
+            )?;
+        }
+        self.attention_batch_impl(jobs)
+    }
+    /// The backend's attention over several sequences, called by [`Backend::attention_batch`]
+    /// after the shape checks. The default runs [`Backend::attention_impl`] per job.
+    fn attention_batch_impl(&self, jobs: &mut [AttentionJob<'_, Self>]) -> Result<()>
+    where
+        Self: Sized,
+    {
+        for j in jobs.iter_mut() {
+            self.attention_impl(j.q, j.k_cache, j.v_cache, j.out, &j.shape)?;
+        }
+        Ok(())
     }
     /// The backend's attention kernel, called by [`Backend::attention`] after the shape check
     /// (callers use that one).

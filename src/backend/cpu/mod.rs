@@ -11,6 +11,7 @@
 
 pub mod act_quant;
 pub mod amx;
+mod attention_batch;
 mod attention_f16;
 pub mod encoder_ops;
 pub mod f16gemm;
@@ -36,7 +37,7 @@ pub use worker_pool::Threading;
 use super::checks::{
     check_len, AttentionShape, FullAttentionShape, NormShape, RopeParams, RowCopy,
 };
-use super::Backend;
+use super::{AttentionJob, Backend};
 use crate::model::{DType, Tensor};
 use crate::quant::{Int2Matrix, Int4Matrix, Int8Matrix, Packed, WeightMatrix};
 use crate::{Error, Result};
@@ -497,6 +498,17 @@ impl Backend for CpuBackend {
                     "attention: the key and value caches differ in precision",
                 ))
             }
+        }
+        Ok(())
+    }
+
+    fn attention_batch_impl(&self, jobs: &mut [AttentionJob<'_, Self>]) -> Result<()> {
+        let _mode = worker_pool::use_threading(self.threading);
+        if attention_batch::attention_f16_batch(jobs) {
+            return Ok(());
+        }
+        for j in jobs.iter_mut() {
+            self.attention_impl(j.q, j.k_cache, j.v_cache, j.out, &j.shape)?;
         }
         Ok(())
     }

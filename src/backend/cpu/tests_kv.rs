@@ -197,3 +197,123 @@ fn mixed_precision_caches_are_an_error() {
         .unwrap_err();
     assert!(e.to_string().contains("differ in precision"), "{e}");
 }
+
+/// Caches of `be` holding `c`'s keys and values, as [`run`] stores them.
+fn caches(be: &CpuBackend, c: &Case) -> (KvCache, KvCache) {
+    let s = &c.shape;
+    let (kvd, len) = (s.n_kv_heads * s.head_dim, s.pos0 + s.rows);
+    let mut kc = be.alloc_cache(len * kvd + 5).unwrap();
+    let mut vc = be.alloc_cache(len * kvd + 5).unwrap();
+    be.store_rows(&c.k, &mut kc, len, kvd, 0).unwrap();
+    be.store_rows(&c.v, &mut vc, len, kvd, 0).unwrap();
+    (kc, vc)
+}
+
+/// `cases` through one `attention_batch` call.
+fn run_batch(be: &CpuBackend, cases: &[Case]) -> Result<Vec<Vec<f32>>> {
+    let stores: Vec<_> = cases.iter().map(|c| caches(be, c)).collect();
+    let mut outs: Vec<Vec<f32>> = cases
+        .iter()
+        .map(|c| vec![f32::NAN; c.shape.rows * c.shape.n_heads * c.shape.head_dim])
+        .collect();
+    let mut jobs: Vec<AttentionJob<'_, CpuBackend>> = cases
+        .iter()
+        .zip(&stores)
+        .zip(&mut outs)
+        .map(|((c, (k, v)), out)| AttentionJob {
+            q: &c.q,
+            k_cache: k,
+            v_cache: v,
+            out,
+            shape: c.shape,
+        })
+        .collect();
+    be.attention_batch(&mut jobs)?;
+    drop(jobs);
+    Ok(outs)
+}
+
+#[test]
+fn batched_attention_gives_each_sequence_its_own_bits() {
+    let mut rng = Rng::new(11);
+    // Short contexts (run on the calling thread) and long ones (spread over the threads),
+    // mixed shapes of one model and of several.
+    for (seqs, shapes) in [
+        (16, &[(1, 30, 9, 3, 64)][..]),
+        (16, &[(1, 400, 9, 3, 64), (2, 250, 9, 3, 64)][..]),
+        (5, &SHAPES[..]),
+        (3, &[(1, 5, 2, 1, 8), (2, 1, 4, 2, 6)][..]),
+    ] {
+        for kv in [KvPrecision::F16, KvPrecision::F32] {
+            let be = CpuBackend::with_kv(kv);
+            let cases: Vec<Case> = (0..seqs)
+                .map(|i| case(&mut rng, shapes[i % shapes.len()]))
+                .collect();
+            let batched = run_batch(&be, &cases).unwrap();
+            for (c, got) in cases.iter().zip(&batched) {
+                let alone = run(&be, c);
+                assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    alone.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "{kv:?} {:?}",
+                    c.shape
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_attention_checks_every_shape_and_cache() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(12);
+    let good = case(&mut rng, (1, 4, 2, 1, 4));
+    let (k, v) = caches(&be, &good);
+    let mut out = vec![0.0; 8];
+    let mut short = vec![0.0; 3];
+    let bad_shape = AttentionShape {
+        n_kv_heads: 3,
+        ..good.shape
+    };
+    let mut jobs = vec![
+        AttentionJob {
+            q: &good.q,
+            k_cache: &k,
+            v_cache: &v,
+            out: &mut out,
+            shape: good.shape,
+        },
+        AttentionJob {
+            q: &good.q,
+            k_cache: &k,
+            v_cache: &v,
+            out: &mut short,
+            shape: good.shape,
+        },
+    ];
+    assert!(be.attention_batch(&mut jobs).is_err());
+    jobs[1].shape = bad_shape;
+    assert!(be.attention_batch(&mut jobs).is_err());
+    drop(jobs);
+    // A job whose caches differ in precision is the one-sequence error, named.
+    let f32_cache = KvCache::zeroed(KvPrecision::F32, k.len()).unwrap();
+    let mut out2 = vec![0.0; 8];
+    let mut jobs = vec![
+        AttentionJob {
+            q: &good.q,
+            k_cache: &k,
+            v_cache: &v,
+            out: &mut out,
+            shape: good.shape,
+        },
+        AttentionJob {
+            q: &good.q,
+            k_cache: &k,
+            v_cache: &f32_cache,
+            out: &mut out2,
+            shape: good.shape,
+        },
+    ];
+    let e = be.attention_batch(&mut jobs).unwrap_err();
+    assert!(e.to_string().contains("differ in precision"), "{e}");
+}
