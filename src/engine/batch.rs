@@ -91,7 +91,12 @@ impl<B: Backend> Model<B> {
         let tokens: Vec<u32> = segments.iter().flat_map(|t| t.iter().copied()).collect();
         be.embed(&self.embedding, &tokens, &mut scratch.act.x)?;
         self.layers_pass(&mut scratch.act, n, Rows::Batch, |li, batch| {
-            // Each sequence's rows: roped in its own scratch and stored in its own cache ...
+            // Each sequence's rows: roped in its own scratch and stored in its own cache, then
+            // all sequences attend as one job (the backend spreads the sequences' heads over
+            // its threads) ...
+            let mut jobs = Vec::new();
+            jobs.try_reserve(states.len())
+                .map_err(|_| Error::invalid("out of memory for the batch's attention jobs"))?;
             let mut r0 = 0;
             for (s, t) in states.iter_mut().zip(segments) {
                 let rows = t.len();
@@ -114,42 +119,27 @@ impl<B: Backend> Model<B> {
                 self.rope_rows(one, rows, *pos)?;
                 be.store_rows(&one.k, &mut k_cache[li], rows, kvd, *pos)?;
                 be.store_rows(&one.v, &mut v_cache[li], rows, kvd, *pos)?;
-                r0 += rows;
-            }
-            // ... then all sequences attend as one job (the backend spreads the sequences'
-            // heads over its threads) ...
-            let mut jobs = Vec::new();
-            jobs.try_reserve(states.len())
-                .map_err(|_| Error::invalid("out of memory for the batch's attention jobs"))?;
-            for (s, t) in states.iter_mut().zip(segments) {
-                let State {
-                    k_cache,
-                    v_cache,
-                    act: one,
-                    pos,
-                    ..
-                } = &mut **s;
                 jobs.push(AttentionJob {
                     q: &one.q,
                     k_cache: &k_cache[li],
                     v_cache: &v_cache[li],
                     out: &mut one.att,
-                    shape: self.attention_shape(t.len(), *pos),
+                    shape: self.attention_shape(rows, *pos),
                 });
+                r0 += rows;
             }
             be.attention_batch(&mut jobs)?;
-            drop(jobs);
             // ... and their outputs go back into the batch's rows.
             let mut r0 = 0;
-            for (s, t) in states.iter().zip(segments) {
-                let rows = t.len();
+            for j in &jobs {
+                let rows = j.shape.rows;
                 let back = RowCopy {
                     from: 0,
                     to: r0,
                     rows,
                     width: qd,
                 };
-                be.copy_rows(&s.act.att, &mut batch.att, &back)?;
+                be.copy_rows(j.out, &mut batch.att, &back)?;
                 r0 += rows;
             }
             Ok(())

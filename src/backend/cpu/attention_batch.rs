@@ -1,7 +1,8 @@
 //! Attention of several sequences as one parallel job. A batched decode step's sequences each
 //! attend over their own cache with one or a few query rows: too little work to split one
 //! sequence over the threads (or split three ways over two threads), so the (sequence, query
-//! row, key/value head) groups of all of them are the tasks of one job. Each group runs
+//! row, key/value head) groups of all of them are the items of one job, cut into contiguous
+//! runs over the threads ([`worker_pool::for_each_in_runs`]). Each group runs
 //! [`attend_group_f16`] exactly as the one-sequence attention does, so the outputs have the
 //! same bits.
 
@@ -41,8 +42,8 @@ impl<'a> Seqs<'a> {
 /// every cache is FP16 and returns true; returns false, having run nothing, otherwise.
 pub(super) fn attention_f16_batch(jobs: &mut [AttentionJob<'_, CpuBackend>]) -> bool {
     let mut seqs = Vec::new();
-    let mut tasks = Vec::new();
-    if seqs.try_reserve(jobs.len()).is_err() {
+    let mut groups = Vec::new();
+    if seqs.try_reserve(jobs.len()).is_err() || groups.try_reserve(jobs.len()).is_err() {
         return false;
     }
     let mut work = 0usize;
@@ -52,13 +53,7 @@ pub(super) fn attention_f16_batch(jobs: &mut [AttentionJob<'_, CpuBackend>]) -> 
         };
         let s = j.shape;
         work = work.saturating_add(s.rows * s.n_heads * (s.pos0 + s.rows) * s.head_dim);
-        let groups = s.rows * s.n_kv_heads;
-        if tasks.try_reserve(groups).is_err() {
-            return false;
-        }
-        for t in 0..groups {
-            tasks.push((seqs.len(), t / s.n_kv_heads, t % s.n_kv_heads));
-        }
+        groups.push(s.rows * s.n_kv_heads);
         seqs.push(Seq {
             q: j.q,
             k,
@@ -68,8 +63,8 @@ pub(super) fn attention_f16_batch(jobs: &mut [AttentionJob<'_, CpuBackend>]) -> 
         });
     }
     let seqs = Seqs(seqs);
-    let run = |t: usize| {
-        let (i, r, g) = tasks[t];
+    // Item `t` of sequence `i`: query row `t / n_kv_heads`, key/value head `t % n_kv_heads`.
+    let run = |i: usize, t: usize| {
         let s = seqs.get(i);
         let AttentionShape {
             pos0,
@@ -78,6 +73,7 @@ pub(super) fn attention_f16_batch(jobs: &mut [AttentionJob<'_, CpuBackend>]) -> 
             head_dim,
             ..
         } = s.shape;
+        let (r, g) = (t / n_kv_heads, t % n_kv_heads);
         let q_dim = n_heads * head_dim;
         let width = (n_heads / n_kv_heads) * head_dim;
         let at = r * q_dim + g * width;
@@ -96,9 +92,11 @@ pub(super) fn attention_f16_batch(jobs: &mut [AttentionJob<'_, CpuBackend>]) -> 
         );
     };
     if work >= PARALLEL_MIN_WORK {
-        worker_pool::for_each_task(tasks.len(), run);
+        worker_pool::for_each_in_runs(&groups, run);
     } else {
-        (0..tasks.len()).for_each(run);
+        for (i, &n) in groups.iter().enumerate() {
+            (0..n).for_each(|t| run(i, t));
+        }
     }
     true
 }

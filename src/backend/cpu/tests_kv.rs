@@ -220,13 +220,7 @@ fn run_batch(be: &CpuBackend, cases: &[Case]) -> Result<Vec<Vec<f32>>> {
         .iter()
         .zip(&stores)
         .zip(&mut outs)
-        .map(|((c, (k, v)), out)| AttentionJob {
-            q: &c.q,
-            k_cache: k,
-            v_cache: v,
-            out,
-            shape: c.shape,
-        })
+        .map(|((c, (k, v)), out)| job(c, (k, v), out, c.shape))
         .collect();
     be.attention_batch(&mut jobs)?;
     drop(jobs);
@@ -263,57 +257,48 @@ fn batched_attention_gives_each_sequence_its_own_bits() {
     }
 }
 
+/// A job of `c`'s query over caches `k`, `v` into `out`, with `shape`.
+fn job<'a>(
+    c: &'a Case,
+    (k, v): (&'a KvCache, &'a KvCache),
+    out: &'a mut Vec<f32>,
+    shape: AttentionShape,
+) -> AttentionJob<'a, CpuBackend> {
+    AttentionJob {
+        q: &c.q,
+        k_cache: k,
+        v_cache: v,
+        out,
+        shape,
+    }
+}
+
 #[test]
 fn batched_attention_checks_every_shape_and_cache() {
     let be = CpuBackend::new();
     let mut rng = Rng::new(12);
     let good = case(&mut rng, (1, 4, 2, 1, 4));
     let (k, v) = caches(&be, &good);
-    let mut out = vec![0.0; 8];
-    let mut short = vec![0.0; 3];
+    let f32_cache = KvCache::zeroed(KvPrecision::F32, k.len()).unwrap();
     let bad_shape = AttentionShape {
         n_kv_heads: 3,
         ..good.shape
     };
-    let mut jobs = vec![
-        AttentionJob {
-            q: &good.q,
-            k_cache: &k,
-            v_cache: &v,
-            out: &mut out,
-            shape: good.shape,
-        },
-        AttentionJob {
-            q: &good.q,
-            k_cache: &k,
-            v_cache: &v,
-            out: &mut short,
-            shape: good.shape,
-        },
-    ];
-    assert!(be.attention_batch(&mut jobs).is_err());
-    jobs[1].shape = bad_shape;
-    assert!(be.attention_batch(&mut jobs).is_err());
-    drop(jobs);
-    // A job whose caches differ in precision is the one-sequence error, named.
-    let f32_cache = KvCache::zeroed(KvPrecision::F32, k.len()).unwrap();
-    let mut out2 = vec![0.0; 8];
-    let mut jobs = vec![
-        AttentionJob {
-            q: &good.q,
-            k_cache: &k,
-            v_cache: &v,
-            out: &mut out,
-            shape: good.shape,
-        },
-        AttentionJob {
-            q: &good.q,
-            k_cache: &k,
-            v_cache: &f32_cache,
-            out: &mut out2,
-            shape: good.shape,
-        },
-    ];
-    let e = be.attention_batch(&mut jobs).unwrap_err();
-    assert!(e.to_string().contains("differ in precision"), "{e}");
+    // The second job is wrong in each case: an output too short, a head grouping that does
+    // not divide, caches that differ in precision (the one-sequence error, named).
+    for (second_out, second_shape, second_v) in [
+        (3, good.shape, &v),
+        (8, bad_shape, &v),
+        (8, good.shape, &f32_cache),
+    ] {
+        let (mut out, mut out2) = (vec![0.0; 8], vec![0.0; second_out]);
+        let mut jobs = vec![
+            job(&good, (&k, &v), &mut out, good.shape),
+            job(&good, (&k, second_v), &mut out2, second_shape),
+        ];
+        let e = be.attention_batch(&mut jobs).unwrap_err();
+        if std::ptr::eq(second_v, &f32_cache) {
+            assert!(e.to_string().contains("differ in precision"), "{e}");
+        }
+    }
 }
