@@ -112,8 +112,9 @@ pub(super) unsafe fn transpose16(r: &mut [__m512; 16]) {
 
 /// A vector of `len` copies of `init` whose chunks of `chunk` elements are then passed, in
 /// parallel, to `fill(chunk index, chunk)`: a weight layout written at upload in one pass over
-/// fresh memory (each chunk is initialised and rewritten while it sits in cache), or a typed
-/// error naming `what` when it cannot be allocated.
+/// fresh memory (each chunk is initialised and rewritten while it sits in cache, on huge pages
+/// where Linux gives them: [`super::huge_pages`]), or a typed error naming `what` when it
+/// cannot be allocated.
 pub(super) fn par_filled<T: Copy + Send + Sync>(
     len: usize,
     chunk: usize,
@@ -126,6 +127,8 @@ pub(super) fn par_filled<T: Copy + Send + Sync>(
     let mut v: Vec<T> = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| crate::Error::OutOfMemory(format!("{len} {what}")))?;
+    // Before the first write, which is when Linux picks the page size.
+    super::huge_pages::advise(v.as_ptr().cast(), len * std::mem::size_of::<T>());
     v.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .enumerate()

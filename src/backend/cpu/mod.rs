@@ -7,7 +7,8 @@
 //! row bit-identical to a one-row product. Packed products over 32 or more input rows (prefill)
 //! run as blocked GEMMs that unpack each weight once per call ([`qgemm_vnni`]); shorter ones
 //! stay bit-identical to one-row products. [`f16gemm`] serves FP16 prefill where the panel
-//! layout is not used.
+//! layout is not used. The panel layouts are written on huge pages where Linux gives them
+//! ([`huge_pages`]).
 
 pub mod act_quant;
 pub mod amx;
@@ -20,6 +21,7 @@ pub mod f16mat;
 mod f16mat_avx512;
 pub mod f16panel;
 mod gemm_tile;
+pub mod huge_pages;
 mod kernels;
 pub mod kv_cache;
 pub mod qgemm_vnni;

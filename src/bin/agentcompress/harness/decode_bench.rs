@@ -221,11 +221,20 @@ pub fn time_decode<B: Backend>(
 }
 
 /// Host memory copy bandwidth (read + write bytes over time) of a 256 MiB buffer, copied in
-/// parallel chunks; the best of `reps`. The CPU backend's floor uses it.
+/// parallel chunks; the best of `reps`. The CPU backend's floor uses it. Both buffers are on
+/// huge pages where the weight layouts are ([`huge_pages`]), so the floor is not the slower
+/// of two page sizes.
 pub fn host_copy_gbps(reps: usize) -> f64 {
+    use agentcompress::backend::cpu::huge_pages;
     let n = 64usize << 20;
-    let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
-    let mut dst = vec![0.0f32; n];
+    let on_huge_pages = |fill: &dyn Fn(usize) -> f32| {
+        let mut v: Vec<f32> = Vec::with_capacity(n);
+        huge_pages::advise(v.as_ptr().cast(), n * 4);
+        v.extend((0..n).map(fill));
+        v
+    };
+    let src = on_huge_pages(&|i| i as f32);
+    let mut dst = on_huge_pages(&|_| 0.0);
     let mut best = f64::INFINITY;
     for _ in 0..reps.max(1) {
         let t = Instant::now();
