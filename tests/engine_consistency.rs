@@ -65,3 +65,28 @@ fn context_overflow_and_empty_input_are_errors() {
     let e = m.forward(&mut s, &[600], false).unwrap_err().to_string();
     assert!(e.contains("600"), "{e}");
 }
+
+/// `forward_into` writes what `forward` returns, replacing whatever the buffer held (longer
+/// or shorter), and rejects an empty input as `forward` does.
+#[test]
+fn forward_into_reuses_a_buffer_and_matches_forward() {
+    let cfg = preset("tiny").unwrap();
+    let w = synthetic_weights(&cfg, 5, DType::F32).unwrap();
+    let m = Model::new(CpuBackend::new(), &w).unwrap();
+    let v = cfg.vocab_size;
+    let tokens: Vec<u32> = (0..9).map(|i| (i * 11 + 3) % v as u32).collect();
+    let mut a = m.new_state(4).unwrap();
+    let mut b = m.new_state(4).unwrap();
+    let mut buf = vec![f32::NAN; 3 * v + 17];
+    for (span, all) in [(0..5, true), (5..6, false), (6..9, true)] {
+        let want = m.forward(&mut a, &tokens[span.clone()], all).unwrap();
+        m.forward_into(&mut b, &tokens[span.clone()], all, &mut buf)
+            .unwrap();
+        let rows = if all { span.len() } else { 1 };
+        assert_eq!(buf.len(), rows * v, "{span:?}");
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&buf), bits(&want), "{span:?}");
+    }
+    assert_eq!(a.pos(), b.pos());
+    assert!(m.forward_into(&mut b, &[], true, &mut buf).is_err());
+}

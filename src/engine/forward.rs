@@ -5,7 +5,7 @@
 use super::device_tier::{DeviceTier, DeviceTierStats};
 use super::layers::{vec_of, Layer, Layers, StreamOptions, Streamer};
 use crate::backend::{AttentionShape, Backend, NormShape, RopeParams, RowCopy};
-use crate::model::input_file::{try_filled, try_reserve};
+use crate::model::input_file::try_reserve;
 use crate::model::{ModelConfig, ModelWeights};
 use crate::pool::{Pool, PoolStats, VariantSource};
 use crate::quant::{Precision, WeightMatrix};
@@ -310,23 +310,36 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         all_logits: bool,
     ) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.forward_into(state, tokens, all_logits, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Model::forward`] into `out` (cleared first), so a caller that runs many of them (a
+    /// speculative verify each round) reuses one buffer: the logits are read from the
+    /// backend straight into it.
+    pub fn forward_into(
+        &self,
+        state: &mut State<B>,
+        tokens: &[u32],
+        all_logits: bool,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::invalid("forward needs at least one token"));
         }
         let vocab = self.config.vocab_size;
         self.check_room(state, tokens.len())?;
-        let mut out = Vec::new();
         let want = if all_logits {
             elems("logits", tokens.len(), vocab)?
         } else {
             vocab
         };
-        try_reserve(&mut out, want)?;
-        // Sized for the longest chunk this call runs: a short multi-row call (a speculative
-        // verify) must not pay for a full prefill chunk of logits.
-        let rows = state.act.rows.min(tokens.len());
-        let mut buf = try_filled(elems("logits", rows, vocab)?, 0.0f32)?;
+        out.clear();
+        try_reserve(out, want)?;
+        out.resize(want, 0.0);
         let n_chunks = tokens.len().div_ceil(state.act.rows);
+        let mut at = 0;
         for (i, chunk) in tokens.chunks(state.act.rows).enumerate() {
             let last = i + 1 == n_chunks;
             let want = match (all_logits, last) {
@@ -340,11 +353,11 @@ impl<B: Backend> Model<B> {
                 Logits::Every => chunk.len(),
                 Logits::Last => 1,
             };
-            let rows = &mut buf[..rows * vocab];
-            self.backend.read(&state.act.logits, rows)?;
-            out.extend_from_slice(rows);
+            self.backend
+                .read(&state.act.logits, &mut out[at..at + rows * vocab])?;
+            at += rows * vocab;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Runs one token and returns the argmax of its logits without copying them to the host.

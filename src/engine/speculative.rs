@@ -122,6 +122,8 @@ struct Scratch {
     p: Vec<f32>,
     /// The draft's logits of one step.
     logits: Vec<f32>,
+    /// The target's logits of one verify, `[k + 1, vocab]`.
+    verify: Vec<f32>,
     residual: Vec<f32>,
     sort: Vec<(f32, u32)>,
 }
@@ -233,12 +235,17 @@ impl<B: Backend, F: FnMut(TokenEvent<'_>) -> bool> Run<'_, B, F> {
             rows.push(next);
             rows.extend_from_slice(&drafts);
             let t1 = Instant::now();
-            let logits = self.target.forward(&mut self.t_state, &rows, true)?;
-            if !matches!(spec.draft_len, DraftLen::Fixed(_)) {
+            let mut logits = std::mem::take(&mut self.scratch.verify);
+            let verified = self
+                .target
+                .forward_into(&mut self.t_state, &rows, true, &mut logits);
+            if verified.is_ok() && !matches!(spec.draft_len, DraftLen::Fixed(_)) {
                 self.target.backend().synchronize()?;
             }
             let t2 = Instant::now();
-            let (accepted, following) = self.verify(&drafts, &logits);
+            let checked = verified.map(|()| self.verify(&drafts, &logits));
+            self.scratch.verify = logits;
+            let (accepted, following) = checked?;
             self.t_state.truncate(base + 1 + accepted);
             if accepted < k {
                 self.d_state.truncate(base + 1 + accepted);
@@ -269,8 +276,12 @@ impl<B: Backend, F: FnMut(TokenEvent<'_>) -> bool> Run<'_, B, F> {
         }
         for j in 0..k {
             let token = if j == 0 && pending.len() > 1 {
-                let logits = self.draft.forward(&mut self.d_state, pending, false)?;
-                self.scratch.logits = logits;
+                self.draft.forward_into(
+                    &mut self.d_state,
+                    pending,
+                    false,
+                    &mut self.scratch.logits,
+                )?;
                 None
             } else {
                 let input = if j == 0 { pending[0] } else { drafts[j - 1] };
