@@ -3,7 +3,7 @@
 //! of each joining sequence's prompt (chunked prefill: a long prompt neither stalls the
 //! decoding sequences nor waits for them), and sequences leave when they finish or are
 //! cancelled. Each
-//! sequence follows the same rules as [`generate`](super::generate): the same prompt checks
+//! sequence follows the same rules as [`generate`](fn@super::generate): the same prompt checks
 //! and context limits, EOS handling, token limit and seeded sampler, so a greedy sequence
 //! yields the ids it would yield alone (up to the rounding of multi-row products).
 

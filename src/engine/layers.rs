@@ -3,7 +3,7 @@
 //! acquire -> decode -> upload -> run -> release, with the next block prefetched meanwhile).
 //! With a pool budget smaller than the model this is offloaded execution: slower, same result.
 //! A streamed model may also keep uploaded blocks on the backend under a byte budget (the
-//! device tier, [`super::upload_cache`]), so that a hit skips the pool, the decode and the copy.
+//! device tier, [`DeviceTier`]), so that a hit skips the pool, the decode and the copy.
 
 use super::device_tier::{CachedLayer, DeviceTier, DeviceTierStats};
 use crate::backend::Backend;

@@ -6,7 +6,7 @@
 //!
 //! Greedy output is token for token the target's own greedy output; with sampling the
 //! acceptance rule of [`super::spec_sampling`] makes every token distributed as the target's.
-//! Limits are those of [`generate`](super::generate): the same `max_new_tokens`, context,
+//! Limits are those of [`generate`](fn@super::generate): the same `max_new_tokens`, context,
 //! EOS and cancellation, so the result has the same length and end reason.
 
 use super::draft_len::DraftLenChooser;

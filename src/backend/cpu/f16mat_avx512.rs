@@ -2,8 +2,8 @@
 //! `vcvtph2ps`, four accumulators per row to hide FMA latency. Decode reads one weight row
 //! after another ([`dot_avx512`]): a single sequential stream per thread is what the hardware
 //! prefetcher serves best (interleaving rows, or software prefetch, lowered the read rate).
-//! Products of a few input rows take [`ROWS`] weight rows per pass so each input vector is
-//! loaded once for all of them, with each row's arithmetic identical to [`dot_avx512`].
+//! Products of a few input rows take [`INPUTS`] input rows per weight row so each weight vector
+//! is widened once for all of them, with each row's arithmetic identical to [`dot_avx512`].
 //!
 //! The tail of each row (`n_in % 16` elements) is finished in scalar f32.
 
