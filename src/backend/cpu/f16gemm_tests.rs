@@ -180,3 +180,41 @@ fn timing_blocked_f16() {
         }
     }
 }
+
+/// Kernel timing, not a check: `cargo test --release --lib timing_blocked_f16_against_panels
+/// -- --ignored --nocapture`. Fastest of 9 calls at prefill row counts: this blocked product
+/// (each weight widened once per call) against the FP16 panel layout the backend uses
+/// ([`super::super::f16panel`], each weight widened once per 8 rows), at SmolLM2-135M's up,
+/// down and classifier shapes and the Llama-2-7B square shape.
+#[test]
+#[ignore]
+fn timing_blocked_f16_against_panels() {
+    if skip() {
+        return;
+    }
+    let fastest = |f: &mut dyn FnMut()| {
+        (0..9)
+            .map(|_| {
+                let s = std::time::Instant::now();
+                f();
+                s.elapsed().as_secs_f64() * 1e6
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let mut rng = Rng::new(5);
+    for (n_out, n_in) in [(1536, 576), (576, 1536), (49152, 576), (4096, 4096)] {
+        for rows in [32, 64] {
+            let (w, x) = random(&mut rng, n_out, n_in, rows);
+            let bytes: Vec<u8> = w.iter().flat_map(|h| h.to_le_bytes()).collect();
+            let p = super::super::f16panel::F16Panels::pack(&bytes, n_out, n_in).unwrap();
+            let mut y = vec![0.0f32; rows * n_out];
+            let b = fastest(&mut || assert!(f16_gemm(&w, n_out, n_in, &x, rows, &mut y)));
+            let q = fastest(&mut || p.matmul(&x, rows, &mut y));
+            eprintln!(
+                "FP16 [{n_out}, {n_in}] x {rows}: blocked {b:.0} us, panels {q:.0} us \
+                 (blocked / panels {:.2}x)",
+                b / q
+            );
+        }
+    }
+}
