@@ -602,9 +602,10 @@ fn check_order(idx: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
-/// The reader stage: keeps up to `limit` chunks in flight in one [`ReadSession`](crate::io::ReadSession) (half that
-/// for a synchronous session, so the next stage works on the other half), taking targets from
-/// `take` (`true`: may block, nothing is in flight) and passing filled ones on in layer order.
+/// The reader stage: keeps up to `limit` chunks in flight in one
+/// [`ReadSession`](crate::io::ReadSession) (half that for a synchronous session, so the next
+/// stage works on the other half), taking targets from `take` (`true`: may block, nothing is in
+/// flight) and passing filled ones on in layer order.
 /// Returns seconds spent submitting and waiting for reads.
 fn read_stage<T: ReadTarget>(
     reader: &dyn BlockReader,
