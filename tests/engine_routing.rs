@@ -30,15 +30,13 @@ const TASKS: [&str; 8] = [
 
 /// The variant directory without a controller (built once).
 fn bare() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, p) = DIR.get_or_init(|| {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
         let root = common::stories260k_dir().expect("tests return early without stories260K");
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("variants");
+        let out = common::fixture_dir("engine_routing-bare").join("variants");
         common::build_stories_variants(&root, &out);
-        (dir, out)
-    });
-    p
+        out
+    })
 }
 
 /// A copy of the bare directory in a fresh temporary directory.

@@ -50,14 +50,12 @@ fn model_root() -> Option<PathBuf> {
 
 /// The variant directory (built once for the file).
 fn variants(root: &Path) -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, p) = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("variants");
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = common::fixture_dir("rayon_reentrancy-variants").join("variants");
         common::build_stories_variants(root, &out);
-        (dir, out)
-    });
-    p
+        out
+    })
 }
 
 /// Ends the process with a message naming `what` unless dropped within [`HANG`]: a deadlock

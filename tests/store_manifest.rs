@@ -16,14 +16,12 @@ use std::sync::OnceLock;
 
 /// stories260K quantized (RTN) into a temporary directory, built once.
 fn built(root: &Path) -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, p) = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("variants");
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = common::fixture_dir("store_manifest-built").join("variants");
         common::build_stories_variants(root, &out);
-        (dir, out)
-    });
-    p
+        out
+    })
 }
 
 /// A copy of the built directory inside a fresh temporary directory (`root/variants`), so a

@@ -23,13 +23,12 @@ const TOKENS: [u32; 6] = [1, 403, 407, 261, 378, 260];
 
 /// The variant directory, built once for all tests of this file.
 fn variants() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, p) = DIR.get_or_init(|| {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
         let root = common::stories260k_dir().expect("tests return early without stories260K");
         let dense = llama2c::load(&root.join("stories260K.bin")).unwrap();
         let tok = std::fs::read(root.join("tok512.bin")).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("variants");
+        let out = common::fixture_dir("stream_offload-variants").join("variants");
         // The tied classifier stays the FP16 embedding here: an untied INT8 copy would be the
         // largest INT2 entry, and a pool of two entries would then hold the whole model.
         let opts = BuildOptions {
@@ -49,9 +48,8 @@ fn variants() -> &'static Path {
             &mut |_| {},
         )
         .unwrap();
-        (dir, out)
-    });
-    p
+        out
+    })
 }
 
 fn resident(dir: &Path, p: Precision) -> Model<CpuBackend> {

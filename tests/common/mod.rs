@@ -40,6 +40,21 @@ pub fn stories260k_dir() -> Option<PathBuf> {
     shared_model("stories260K")
 }
 
+/// A fresh directory for a test binary's shared fixture: `<CARGO_TARGET_TMPDIR>/<name>`
+/// (Cargo's scratch folder for integration tests; the system temporary folder where this
+/// module is compiled into other tests), emptied first. A fixture built once per binary lives
+/// in a static, and a `TempDir` held there is never dropped, so each run would leave one
+/// directory behind; this one is replaced by the next run and goes with `cargo clean`.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    let base = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = base.join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Writes stories260K's four variants (round to nearest, its tokenizer embedded) into `out`,
 /// from the stories260K folder `root`.
 pub fn build_stories_variants(root: &Path, out: &Path) {
