@@ -138,6 +138,17 @@ fn below_min_rows_each_row_is_bit_identical_to_a_one_row_product() {
     }
 }
 
+/// Microseconds of the fastest of `calls` calls of `f`.
+fn fastest_us(calls: usize, f: &mut dyn FnMut()) -> f64 {
+    (0..calls)
+        .map(|_| {
+            let s = std::time::Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e6
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// Kernel timing, not a check: `cargo test --release --lib timing_blocked_f16 -- --ignored
 /// --nocapture`. Fastest of 15 calls, blocked against unblocked (AVX-512), at SmolLM2-135M's
 /// q and up shapes for 2 to 16 input rows (where the blocked product starts to win), and
@@ -148,15 +159,7 @@ fn timing_blocked_f16() {
     if skip() {
         return;
     }
-    let fastest = |f: &mut dyn FnMut()| {
-        (0..15)
-            .map(|_| {
-                let s = std::time::Instant::now();
-                f();
-                s.elapsed().as_secs_f64() * 1e6
-            })
-            .fold(f64::INFINITY, f64::min)
-    };
+    let fastest = |f: &mut dyn FnMut()| fastest_us(15, f);
     let mut rng = Rng::new(5);
     let small = [2, 3, 4, 6, 8, 12, 16];
     for (n_out, n_in, counts) in [
@@ -192,15 +195,7 @@ fn timing_blocked_f16_against_panels() {
     if skip() {
         return;
     }
-    let fastest = |f: &mut dyn FnMut()| {
-        (0..9)
-            .map(|_| {
-                let s = std::time::Instant::now();
-                f();
-                s.elapsed().as_secs_f64() * 1e6
-            })
-            .fold(f64::INFINITY, f64::min)
-    };
+    let fastest = |f: &mut dyn FnMut()| fastest_us(9, f);
     let mut rng = Rng::new(5);
     for (n_out, n_in) in [(1536, 576), (576, 1536), (49152, 576), (4096, 4096)] {
         for rows in [32, 64] {

@@ -40,15 +40,22 @@ fn case(rng: &mut Rng, (rows, pos0, nh, nkv, hd): (usize, usize, usize, usize, u
     }
 }
 
-/// Stores `c`'s keys and values into fresh caches of `be` (through the backend, as the
-/// engine does) and runs the attention.
-fn run(be: &CpuBackend, c: &Case) -> Vec<f32> {
+/// Fresh caches of `be` holding `c`'s keys and values, stored through the backend as the
+/// engine stores them.
+fn caches(be: &CpuBackend, c: &Case) -> (KvCache, KvCache) {
     let s = &c.shape;
     let (kvd, len) = (s.n_kv_heads * s.head_dim, s.pos0 + s.rows);
     let mut kc = be.alloc_cache(len * kvd + 5).unwrap();
     let mut vc = be.alloc_cache(len * kvd + 5).unwrap();
     be.store_rows(&c.k, &mut kc, len, kvd, 0).unwrap();
     be.store_rows(&c.v, &mut vc, len, kvd, 0).unwrap();
+    (kc, vc)
+}
+
+/// Runs the attention of `c` on fresh caches ([`caches`]).
+fn run(be: &CpuBackend, c: &Case) -> Vec<f32> {
+    let s = &c.shape;
+    let (kc, vc) = caches(be, c);
     let mut out = vec![f32::NAN; s.rows * s.n_heads * s.head_dim];
     be.attention(&c.q, &kc, &vc, &mut out, s).unwrap();
     out
@@ -196,17 +203,6 @@ fn mixed_precision_caches_are_an_error() {
         .attention(&vec![0.0; 8], &k, &v, &mut out, &shape)
         .unwrap_err();
     assert!(e.to_string().contains("differ in precision"), "{e}");
-}
-
-/// Caches of `be` holding `c`'s keys and values, as [`run`] stores them.
-fn caches(be: &CpuBackend, c: &Case) -> (KvCache, KvCache) {
-    let s = &c.shape;
-    let (kvd, len) = (s.n_kv_heads * s.head_dim, s.pos0 + s.rows);
-    let mut kc = be.alloc_cache(len * kvd + 5).unwrap();
-    let mut vc = be.alloc_cache(len * kvd + 5).unwrap();
-    be.store_rows(&c.k, &mut kc, len, kvd, 0).unwrap();
-    be.store_rows(&c.v, &mut vc, len, kvd, 0).unwrap();
-    (kc, vc)
 }
 
 /// `cases` through one `attention_batch` call.
