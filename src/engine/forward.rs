@@ -315,9 +315,9 @@ impl<B: Backend> Model<B> {
         Ok(out)
     }
 
-    /// [`Model::forward`] into `out` (cleared first), so a caller that runs many of them (a
-    /// speculative verify each round) reuses one buffer: the logits are read from the
-    /// backend straight into it.
+    /// [`Model::forward`] into `out` (resized to the logits, all of them overwritten), so a
+    /// caller that runs many of them (a speculative verify each round) reuses one buffer: the
+    /// logits are read from the backend straight into it.
     pub fn forward_into(
         &self,
         state: &mut State<B>,
@@ -335,8 +335,9 @@ impl<B: Backend> Model<B> {
         } else {
             vocab
         };
-        out.clear();
-        try_reserve(out, want)?;
+        // Every element is overwritten below, so a buffer already this long is not refilled.
+        out.truncate(want);
+        try_reserve(out, want - out.len())?;
         out.resize(want, 0.0);
         let n_chunks = tokens.len().div_ceil(state.act.rows);
         let mut at = 0;
