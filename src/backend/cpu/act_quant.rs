@@ -26,16 +26,85 @@ pub const QBLOCK: usize = 32;
 pub const CHUNK: usize = 64;
 
 /// Quantizes one block of at most [`QBLOCK`] values into `q` (same length) and returns its
-/// scale `d` (0 for an all-zero block, whose codes are then 0).
+/// scale `d` (0 for an all-zero block, whose codes are then 0). Whole blocks of finite values
+/// take [`quantize_block_avx512`] where the CPU has AVX-512 BW, with the same bits.
 pub fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if x.len() == QBLOCK && q.len() == QBLOCK && avx512bw() {
+        // SAFETY: the CPU has AVX-512 F/BW; both slices hold a whole block.
+        if let Some(d) = unsafe { quantize_block_avx512(x, q) } {
+            return d;
+        }
+    }
+    quantize_block_scalar(x, q)
+}
+
+/// [`quantize_block`]'s rule in portable code: the definition the SIMD path matches.
+fn quantize_block_scalar(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let (d, inv) = scale_of(amax);
     for (o, &v) in q.iter_mut().zip(x) {
         // `as` truncates toward zero (one instruction, where `round` is a library call).
         *o = (v * inv + 0.5f32.copysign(v)).clamp(-127.0, 127.0) as i8;
     }
     d
+}
+
+/// The block scale `d = amax / 127` and its inverse (0 for an all-zero block).
+fn scale_of(amax: f32) -> (f32, f32) {
+    let d = amax / 127.0;
+    (d, if d > 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// True when the CPU has AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+fn avx512bw() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    })
+}
+
+/// One whole block by [`quantize_block_scalar`]'s rule in two 16-lane vectors, or `None`
+/// (nothing written) when the block holds a NaN or infinity or its inverse scale overflows:
+/// the rare blocks where vector min/max and the scalar clamp could round differently go
+/// the scalar way. Otherwise the same operations in the same order (maximum of magnitudes,
+/// which is exact in any order; an unfused multiply and add of the signed half; truncation;
+/// a clamp to +-127), so the codes and the scale have the same bits.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW; `x` and `q` must hold [`QBLOCK`] values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_block_avx512(x: &[f32], q: &mut [i8]) -> Option<f32> {
+    use std::arch::x86_64::*;
+    debug_assert!(x.len() >= QBLOCK && q.len() >= QBLOCK);
+    let lo = _mm512_loadu_ps(x.as_ptr());
+    let hi = _mm512_loadu_ps(x.as_ptr().add(16));
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+    let (d, inv) = scale_of(amax);
+    // `max` drops a NaN lane, so NaNs are looked for apart.
+    let has_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(lo, hi) != 0;
+    if has_nan || !(amax < f32::INFINITY && inv < f32::INFINITY) {
+        return None;
+    }
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let half = _mm512_set1_epi32(0.5f32.to_bits() as i32);
+    let vinv = _mm512_set1_ps(inv);
+    let (lim_hi, lim_lo) = (_mm512_set1_epi32(127), _mm512_set1_epi32(-127));
+    let code = |v: __m512| {
+        let signed_half = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_and_si512(_mm512_castps_si512(v), sign),
+            half,
+        ));
+        let y = _mm512_add_ps(_mm512_mul_ps(v, vinv), signed_half);
+        let t = _mm512_cvttps_epi32(y);
+        _mm512_cvtepi32_epi8(_mm512_max_epi32(_mm512_min_epi32(t, lim_hi), lim_lo))
+    };
+    _mm_storeu_si128(q.as_mut_ptr() as *mut __m128i, code(lo));
+    _mm_storeu_si128(q.as_mut_ptr().add(16) as *mut __m128i, code(hi));
+    Some(d)
 }
 
 /// Quantizes a whole row block by block into `q` and `d` (one scale per [`QBLOCK`]).
@@ -190,5 +259,52 @@ mod tests {
         let mut z = [1i8; 4];
         assert_eq!(quantize_block(&[0.0; 4], &mut z), 0.0);
         assert_eq!(z, [0; 4]);
+    }
+
+    /// Whole blocks (the SIMD path where the CPU has it) give the portable rule's bits: ties
+    /// at half a step, signed zeros, values at and past +-127 steps, tiny and huge scales,
+    /// and the blocks the SIMD path hands back (NaN, infinity, a scale whose inverse
+    /// overflows).
+    #[test]
+    fn whole_blocks_match_the_portable_rule_bit_for_bit() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut blocks: Vec<[f32; QBLOCK]> = Vec::new();
+        for scale in [1e-40f32, 1e-30, 1e-3, 1.0, 7.5, 1e30, f32::MAX] {
+            for _ in 0..40 {
+                let mut b = [0.0f32; QBLOCK];
+                for v in b.iter_mut() {
+                    *v = ((next() % 2001) as f32 - 1000.0) / 1000.0 * scale;
+                }
+                blocks.push(b);
+            }
+        }
+        // Exact ties: amax 127 makes the step 1, so k + 0.5 sits halfway between codes.
+        let mut ties = [0.0f32; QBLOCK];
+        for (i, v) in ties.iter_mut().enumerate() {
+            *v = i as f32 - 15.5;
+        }
+        ties[31] = 127.0;
+        blocks.push(ties);
+        let mut zeros = [0.0f32; QBLOCK];
+        zeros[3] = -0.0;
+        blocks.push(zeros);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut b = [1.0f32; QBLOCK];
+            b[7] = bad;
+            blocks.push(b);
+        }
+        for b in &blocks {
+            let (mut fast, mut slow) = ([0i8; QBLOCK], [0i8; QBLOCK]);
+            let d_fast = quantize_block(b, &mut fast);
+            let d_slow = quantize_block_scalar(b, &mut slow);
+            assert_eq!(d_fast.to_bits(), d_slow.to_bits(), "scale of {b:?}");
+            assert_eq!(fast, slow, "codes of {b:?}");
+        }
     }
 }
