@@ -13,12 +13,14 @@
 //! **Arithmetic.** Each output accumulates in f32 FMAs over K in increasing order, alternating
 //! between [`PHASES`] accumulators (even K positions into the first, odd into the second:
 //! two FMA chains in flight for a single input row), which are added once at the end. The
-//! kernels for 1 to [`ROWS`] input rows and the portable fallback all do exactly this per
-//! (output, row), so a product's bits do not depend on how many rows it carries.
+//! kernels for 1 to [`ROWS`] input rows, the two-panel kernels and the portable fallback all
+//! do exactly this per (output, row), so a product's bits do not depend on how many rows it carries.
 //!
 //! **Work split.** Tasks take contiguous runs of panels ([`super::worker_pool::stream_chunk`]:
 //! about four per thread), so each thread streams one sequential run of weights; inside a task,
-//! every panel is applied to the input rows [`ROWS`] at a time while it sits in L1/L2.
+//! every panel is applied to the input rows [`ROWS`] at a time while it sits in L1/L2; past
+//! [`ROWS`] rows, tasks take pairs of adjacent panels, applied up to [`PAIR_ROWS`] rows at a
+//! time.
 
 use super::gemm_tile::{par_filled, SharedOut};
 use crate::{Error, Result};
@@ -31,6 +33,14 @@ pub const PANEL: usize = 16;
 pub const PHASES: usize = 2;
 /// Input rows per kernel call (2 x ROWS accumulators of the 32 zmm registers).
 pub const ROWS: usize = 8;
+/// Input rows per call of the two-panel kernel (4 x PAIR_ROWS accumulators: at 7 rows the
+/// compiler's register allocation shuffles them between registers every step).
+pub const PAIR_ROWS: usize = 6;
+/// Products of more than [`ROWS`] input rows take two panels per kernel call, so that each
+/// broadcast input feeds two FMAs: with one panel the broadcast loads, one per FMA, bound the
+/// kernel. Up to [`ROWS`] rows (decode, speculative verification, small batches) one call of
+/// the one-panel kernel carries them all, which measured as fast as two-panel calls there.
+const PAIR_MIN_ROWS: usize = ROWS + 1;
 
 /// FP16 weights in the panel layout (see the module docs).
 #[derive(Clone, Debug)]
@@ -132,11 +142,56 @@ impl F16Panels {
         if rows == 0 {
             return;
         }
+        if simd && rows >= PAIR_MIN_ROWS {
+            super::gemm_tile::for_each_product_panel(
+                products,
+                |m| m.out.div_ceil(2 * PANEL),
+                |m, q, dst| m.pair_rows(q, x, rows, dst),
+            );
+            return;
+        }
         super::gemm_tile::for_each_product_panel(
             products,
             |m| m.out.div_ceil(PANEL),
             |m, p, dst| m.panel_rows(p, x, rows, dst, simd),
         );
+    }
+
+    /// Panels `2q` and `2q + 1` against every input row, in the fewest calls of the two-panel
+    /// kernel that carry at most [`PAIR_ROWS`] rows each, their row counts as even as can be;
+    /// a last panel without a partner goes through [`F16Panels::panel_rows`]. The CPU must
+    /// have AVX-512F and F16C.
+    fn pair_rows(&self, q: usize, x: &[f32], rows: usize, dst: SharedOut) {
+        let (n_out, n_in) = (self.out, self.inp);
+        let p = 2 * q;
+        if p + 1 >= n_out.div_ceil(PANEL) {
+            return self.panel_rows(p, x, rows, dst, true);
+        }
+        let w = &self.data[p * PANEL * n_in..(p + 2) * PANEL * n_in];
+        // The first panel of a pair is whole: another follows it.
+        let lanes = PANEL.min(n_out - (p + 1) * PANEL);
+        let calls = rows.div_ceil(PAIR_ROWS);
+        let mut r = 0;
+        for c in 0..calls {
+            let n = rows / calls + usize::from(c < rows % calls);
+            let xs = &x[r * n_in..(r + n) * n_in];
+            let op = dst.get().wrapping_add(r * n_out + p * PANEL);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: this task alone writes outputs `16p .. 16p + 16 + lanes` of rows
+            // `r .. r + n`, all inside `out` (asserted by `matmul`); `w` is both panels and
+            // `xs` holds `n` rows of `n_in`; the caller checked the CPU.
+            unsafe {
+                match n {
+                    6 => tile_pair_avx512::<6>(w, n_in, xs, op, n_out, lanes),
+                    5 => tile_pair_avx512::<5>(w, n_in, xs, op, n_out, lanes),
+                    4 => tile_pair_avx512::<4>(w, n_in, xs, op, n_out, lanes),
+                    3 => tile_pair_avx512::<3>(w, n_in, xs, op, n_out, lanes),
+                    2 => tile_pair_avx512::<2>(w, n_in, xs, op, n_out, lanes),
+                    _ => tile_pair_avx512::<1>(w, n_in, xs, op, n_out, lanes),
+                }
+            }
+            r += n;
+        }
     }
 
     /// Panel `p` against every input row, [`ROWS`] rows per kernel call.
@@ -259,6 +314,68 @@ unsafe fn tile_avx512<const R: usize>(
     };
     for (r, acc) in acc.iter().enumerate() {
         _mm512_mask_storeu_ps(op.add(r * out_stride), mask, _mm512_add_ps(acc[0], acc[1]));
+    }
+}
+
+/// [`tile_avx512`] for two adjacent panels at once (`w` holds both, `32 * n_in` halves): per K
+/// position two weight loads widened to sixteen lanes each, and per row one broadcast input
+/// feeding both panels' FMAs. Every output gets exactly [`tile_avx512`]'s FMAs in its order
+/// (phases by K parity, added at the end), so the bits are the one-panel kernel's. The first
+/// panel's sixteen outputs are stored whole, the second's masked to `lanes`.
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C; `w` holds `32 * n_in` halves, `xs` `R * n_in` floats;
+/// `op + r * out_stride + l` must be writable for `r < R`, `l < 16 + lanes`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn tile_pair_avx512<const R: usize>(
+    w: &[f16],
+    n_in: usize,
+    xs: &[f32],
+    op: *mut f32,
+    out_stride: usize,
+    lanes: usize,
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(w.len() >= 2 * PANEL * n_in && xs.len() >= R * n_in);
+    let wa = w.as_ptr() as *const __m256i;
+    let wb = wa.add(n_in);
+    let xp = xs.as_ptr();
+    let mut a = [[_mm512_setzero_ps(); PHASES]; R];
+    let mut b = [[_mm512_setzero_ps(); PHASES]; R];
+    let mut k = 0;
+    while k + PHASES <= n_in {
+        _mm_prefetch::<_MM_HINT_T1>(wa.wrapping_add(k + PREFETCH_AHEAD) as *const i8);
+        _mm_prefetch::<_MM_HINT_T1>(wb.wrapping_add(k + PREFETCH_AHEAD) as *const i8);
+        for ph in 0..PHASES {
+            let va = _mm512_cvtph_ps(_mm256_loadu_si256(wa.add(k + ph)));
+            let vb = _mm512_cvtph_ps(_mm256_loadu_si256(wb.add(k + ph)));
+            for r in 0..R {
+                let xv = _mm512_set1_ps(*xp.add(r * n_in + k + ph));
+                a[r][ph] = _mm512_fmadd_ps(va, xv, a[r][ph]);
+                b[r][ph] = _mm512_fmadd_ps(vb, xv, b[r][ph]);
+            }
+        }
+        k += PHASES;
+    }
+    if k < n_in {
+        let va = _mm512_cvtph_ps(_mm256_loadu_si256(wa.add(k)));
+        let vb = _mm512_cvtph_ps(_mm256_loadu_si256(wb.add(k)));
+        for r in 0..R {
+            let xv = _mm512_set1_ps(*xp.add(r * n_in + k));
+            a[r][0] = _mm512_fmadd_ps(va, xv, a[r][0]);
+            b[r][0] = _mm512_fmadd_ps(vb, xv, b[r][0]);
+        }
+    }
+    let mask = if lanes >= PANEL {
+        0xffff
+    } else {
+        (1u16 << lanes) - 1
+    };
+    for r in 0..R {
+        let o = op.add(r * out_stride);
+        _mm512_storeu_ps(o, _mm512_add_ps(a[r][0], a[r][1]));
+        _mm512_mask_storeu_ps(o.add(PANEL), mask, _mm512_add_ps(b[r][0], b[r][1]));
     }
 }
 

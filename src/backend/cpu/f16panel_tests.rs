@@ -82,7 +82,7 @@ fn products_match_an_f64_reference_for_every_row_count() {
 #[test]
 fn every_row_count_gives_each_row_the_bits_of_a_one_row_product() {
     let mut rng = Rng::new(7);
-    for (out, inp) in [(40, 65), (33, 576), (16, 2)] {
+    for (out, inp) in [(40, 65), (33, 576), (16, 2), (64, 7), (48, 576)] {
         let rows = 21;
         let (bytes, _, x) = random(&mut rng, out, inp, rows);
         let m = F16Panels::pack(&bytes, out, inp).unwrap();
@@ -109,7 +109,7 @@ fn avx512_kernels_and_the_portable_kernel_agree_bit_for_bit() {
     }
     let mut rng = Rng::new(11);
     for (out, inp) in SHAPES {
-        for rows in [1, 3, 8, 13] {
+        for rows in [1, 2, 3, 8, 9, 13, 16, 64] {
             let (bytes, _, x) = random(&mut rng, out, inp, rows);
             let m = F16Panels::pack(&bytes, out, inp).unwrap();
             let (mut a, mut b) = (vec![0.0f32; rows * out], vec![1.0f32; rows * out]);
