@@ -29,14 +29,45 @@ pub const CHUNK: usize = 64;
 /// scale `d` (0 for an all-zero block, whose codes are then 0). Whole blocks of finite values
 /// take [`quantize_block_avx512`] where the CPU has AVX-512 BW, with the same bits.
 pub fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
+    quantize_block_summed(x, q).0
+}
+
+/// [`quantize_block`], also returning the sum of the block's codes (exact in `i32`).
+#[inline]
+pub fn quantize_block_summed(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
     if x.len() == QBLOCK && q.len() == QBLOCK && avx512bw() {
         // SAFETY: the CPU has AVX-512 F/BW; both slices hold a whole block.
-        if let Some(d) = unsafe { quantize_block_avx512(x, q) } {
-            return d;
+        if let Some(done) = unsafe { quantize_block_avx512(x, q) } {
+            return done;
         }
     }
-    quantize_block_scalar(x, q)
+    let d = quantize_block_scalar(x, q);
+    (d, q.iter().map(|&v| i32::from(v)).sum())
+}
+
+/// Quantizes `x` block by block ([`quantize_block`]'s rule): the codes into `q` (as long as
+/// `x`), each block's scale into `d` and the sum of its codes into `sums` (one per block,
+/// `x.len().div_ceil(QBLOCK)` each). Where the CPU has AVX-512 BW, the whole blocks are done
+/// sixteen at a time by [`quantize_blocks_avx512`], with the same bits.
+///
+/// # Panics
+/// When `q`, `d` or `sums` is shorter than that.
+pub fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
+    let n = x.len().div_ceil(QBLOCK);
+    assert!(q.len() >= x.len() && d.len() >= n && sums.len() >= n);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512bw() {
+        done = x.len() / QBLOCK;
+        // SAFETY: the CPU has AVX-512 F/BW; `done` whole blocks of `x` and `q`, and `done`
+        // scales and sums, are in bounds (asserted above).
+        unsafe { quantize_blocks_avx512(x, q, &mut d[..done], &mut sums[..done]) };
+    }
+    for b in done..n {
+        let end = ((b + 1) * QBLOCK).min(x.len());
+        (d[b], sums[b]) = quantize_block_summed(&x[b * QBLOCK..end], &mut q[b * QBLOCK..end]);
+    }
 }
 
 /// [`quantize_block`]'s rule in portable code: the definition the SIMD path matches.
@@ -66,7 +97,8 @@ fn avx512bw() -> bool {
     })
 }
 
-/// One whole block by [`quantize_block_scalar`]'s rule in two 16-lane vectors, or `None`
+/// One whole block by [`quantize_block_scalar`]'s rule in two 16-lane vectors, with the sum
+/// of its codes, or `None`
 /// (nothing written) when the block holds a NaN or infinity or its inverse scale overflows:
 /// the rare blocks where vector min/max and the scalar clamp could round differently go
 /// the scalar way. Otherwise the same operations in the same order (maximum of magnitudes,
@@ -75,9 +107,81 @@ fn avx512bw() -> bool {
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and BW; `x` and `q` must hold [`QBLOCK`] values.
+/// The first `d.len()` whole blocks of `x` for [`quantize_blocks`], sixteen at a time: each
+/// block's largest magnitude, then the sixteen scales and inverses in two vector divisions
+/// (IEEE division, so the scalar rule's bits; one division chain per block was what bound
+/// the block-at-a-time loop), then each block's codes as in [`quantize_block_avx512`]. A
+/// block with a NaN, an infinity or an overflowing inverse takes the portable rule.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW; `x` and `q` must hold `d.len()` whole blocks, `sums`
+/// as many values as `d`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_block_avx512(x: &[f32], q: &mut [i8]) -> Option<f32> {
+unsafe fn quantize_blocks_avx512(x: &[f32], q: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let n = d.len();
+    debug_assert!(x.len() >= n * QBLOCK && q.len() >= n * QBLOCK && sums.len() >= n);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let half = _mm512_set1_epi32(0.5f32.to_bits() as i32);
+    let (lim_hi, lim_lo) = (_mm512_set1_epi32(127), _mm512_set1_epi32(-127));
+    let mut b0 = 0;
+    while b0 < n {
+        let m = 16.min(n - b0);
+        let (mut amax, mut nan) = ([0.0f32; 16], 0u32);
+        for (i, a) in amax.iter_mut().enumerate().take(m) {
+            let p = x.as_ptr().add((b0 + i) * QBLOCK);
+            let (lo, hi) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            *a = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+            // `max` drops a NaN lane, so NaNs are looked for apart.
+            nan |= u32::from(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(lo, hi) != 0) << i;
+        }
+        let va = _mm512_loadu_ps(amax.as_ptr());
+        let vd = _mm512_div_ps(va, _mm512_set1_ps(127.0));
+        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(vd, _mm512_setzero_ps());
+        let vinv = _mm512_maskz_div_ps(positive, _mm512_set1_ps(1.0), vd);
+        let (mut dd, mut inv) = ([0.0f32; 16], [0.0f32; 16]);
+        _mm512_storeu_ps(dd.as_mut_ptr(), vd);
+        _mm512_storeu_ps(inv.as_mut_ptr(), vinv);
+        for i in 0..m {
+            let b = b0 + i;
+            let (xb, qb) = (
+                &x[b * QBLOCK..(b + 1) * QBLOCK],
+                &mut q[b * QBLOCK..(b + 1) * QBLOCK],
+            );
+            if nan >> i & 1 == 1 || !(amax[i] < f32::INFINITY && inv[i] < f32::INFINITY) {
+                d[b] = quantize_block_scalar(xb, qb);
+                sums[b] = qb.iter().map(|&v| i32::from(v)).sum();
+                continue;
+            }
+            let vinv = _mm512_set1_ps(inv[i]);
+            let code = |v: __m512| {
+                let signed_half = _mm512_castsi512_ps(_mm512_or_si512(
+                    _mm512_and_si512(_mm512_castps_si512(v), sign),
+                    half,
+                ));
+                let y = _mm512_add_ps(_mm512_mul_ps(v, vinv), signed_half);
+                _mm512_max_epi32(_mm512_min_epi32(_mm512_cvttps_epi32(y), lim_hi), lim_lo)
+            };
+            let (c_lo, c_hi) = (
+                code(_mm512_loadu_ps(xb.as_ptr())),
+                code(_mm512_loadu_ps(xb.as_ptr().add(16))),
+            );
+            _mm_storeu_si128(qb.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(c_lo));
+            _mm_storeu_si128(
+                qb.as_mut_ptr().add(16) as *mut __m128i,
+                _mm512_cvtepi32_epi8(c_hi),
+            );
+            d[b] = dd[i];
+            sums[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(c_lo, c_hi));
+        }
+        b0 += m;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_block_avx512(x: &[f32], q: &mut [i8]) -> Option<(f32, i32)> {
     use std::arch::x86_64::*;
     debug_assert!(x.len() >= QBLOCK && q.len() >= QBLOCK);
     let lo = _mm512_loadu_ps(x.as_ptr());
@@ -100,11 +204,15 @@ unsafe fn quantize_block_avx512(x: &[f32], q: &mut [i8]) -> Option<f32> {
         ));
         let y = _mm512_add_ps(_mm512_mul_ps(v, vinv), signed_half);
         let t = _mm512_cvttps_epi32(y);
-        _mm512_cvtepi32_epi8(_mm512_max_epi32(_mm512_min_epi32(t, lim_hi), lim_lo))
+        _mm512_max_epi32(_mm512_min_epi32(t, lim_hi), lim_lo)
     };
-    _mm_storeu_si128(q.as_mut_ptr() as *mut __m128i, code(lo));
-    _mm_storeu_si128(q.as_mut_ptr().add(16) as *mut __m128i, code(hi));
-    Some(d)
+    let (c_lo, c_hi) = (code(lo), code(hi));
+    _mm_storeu_si128(q.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(c_lo));
+    _mm_storeu_si128(
+        q.as_mut_ptr().add(16) as *mut __m128i,
+        _mm512_cvtepi32_epi8(c_hi),
+    );
+    Some((d, _mm512_reduce_add_epi32(_mm512_add_epi32(c_lo, c_hi))))
 }
 
 /// Quantizes a whole row block by block into `q` and `d` (one scale per [`QBLOCK`]).
@@ -301,10 +409,29 @@ mod tests {
         }
         for b in &blocks {
             let (mut fast, mut slow) = ([0i8; QBLOCK], [0i8; QBLOCK]);
-            let d_fast = quantize_block(b, &mut fast);
+            let (d_fast, sum) = quantize_block_summed(b, &mut fast);
             let d_slow = quantize_block_scalar(b, &mut slow);
             assert_eq!(d_fast.to_bits(), d_slow.to_bits(), "scale of {b:?}");
             assert_eq!(fast, slow, "codes of {b:?}");
+            assert_eq!(sum, slow.iter().map(|&v| i32::from(v)).sum::<i32>());
+        }
+        // The same blocks as one row (more than sixteen, so several vector batches, and a
+        // partial block at the end) through `quantize_blocks`.
+        let mut row: Vec<f32> = blocks.iter().flatten().copied().collect();
+        row.extend([0.25f32, -3.0, 1.5]);
+        let n = row.len().div_ceil(QBLOCK);
+        let (mut q, mut d, mut sums) = (vec![0i8; row.len()], vec![0.0f32; n], vec![0i32; n]);
+        quantize_blocks(&row, &mut q, &mut d, &mut sums);
+        for (b, xb) in row.chunks(QBLOCK).enumerate() {
+            let mut slow = vec![0i8; xb.len()];
+            let d_slow = quantize_block_scalar(xb, &mut slow);
+            assert_eq!(d[b].to_bits(), d_slow.to_bits(), "row block {b}");
+            assert_eq!(
+                &q[b * QBLOCK..b * QBLOCK + xb.len()],
+                &slow[..],
+                "row block {b}"
+            );
+            assert_eq!(sums[b], slow.iter().map(|&v| i32::from(v)).sum::<i32>());
         }
     }
 }

@@ -30,7 +30,7 @@
 //! so each thread streams one sequential run of weights; inside a task every panel is applied
 //! to the input rows [`ROWS`] at a time while it sits in L1.
 
-use super::act_quant::{quantize_block, QBLOCK};
+use super::act_quant::{quantize_blocks, QBLOCK};
 use super::gemm_tile::{par_filled, Line, SharedOut};
 use crate::quant::Packed;
 use crate::{Error, Result};
@@ -532,6 +532,14 @@ impl<const BITS: u32> QPanels<BITS> {
         let lines = self.lines.as_ptr().add(p * self.blocks * BITS as usize);
         let stride = act.stride;
         let xq = act.xq.as_ptr().add(r0 * stride);
+        // Unchecked reads of the rows' block scales, INT8 starts and `XS_g` (the caller
+        // guarantees rows `r0 .. r0 + R`): a bounds check per row splits the block's rows into
+        // separate branches, and the compiler then ran each row's integer chain to its end
+        // before starting the next row's, instead of interleaving the rows' independent chains.
+        let (blocks, groups) = (act.blocks, act.groups);
+        let d_at = act.d.as_ptr().add(r0 * blocks);
+        let corr_at = act.corr.as_ptr().wrapping_add(r0 * blocks);
+        let xsg_at = act.xsg.as_ptr().wrapping_add(r0 * groups);
         let mut acc = [_mm512_setzero_ps(); R];
         for g in 0..self.groups {
             let mut gacc = [_mm512_setzero_ps(); R];
@@ -539,7 +547,7 @@ impl<const BITS: u32> QPanels<BITS> {
                 let mut isum = [[_mm512_setzero_si512(); 4]; R];
                 if BITS == 8 {
                     for (r, s) in isum.iter_mut().enumerate() {
-                        s[0] = _mm512_set1_epi32(act.corr(r0 + r, b));
+                        s[0] = _mm512_set1_epi32(*corr_at.add(r * blocks + b));
                     }
                 }
                 let mut step = 0;
@@ -574,7 +582,7 @@ impl<const BITS: u32> QPanels<BITS> {
                     for s in &s[1..chains] {
                         total = _mm512_add_epi32(total, *s);
                     }
-                    let d = _mm512_set1_ps(act.d(r0 + r, b));
+                    let d = _mm512_set1_ps(*d_at.add(r * blocks + b));
                     *ga = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), d, *ga);
                 }
             }
@@ -583,7 +591,7 @@ impl<const BITS: u32> QPanels<BITS> {
             if BITS != 8 {
                 let z = _mm512_cvtph_ps(_mm256_loadu_si256(self.zeros.as_ptr().add(i) as *const _));
                 for (r, ga) in gacc.iter_mut().enumerate() {
-                    *ga = _mm512_fnmadd_ps(z, _mm512_set1_ps(act.xsg(r0 + r, g)), *ga);
+                    *ga = _mm512_fnmadd_ps(z, _mm512_set1_ps(*xsg_at.add(r * groups + g)), *ga);
                 }
             }
             for (a, ga) in acc.iter_mut().zip(&gacc) {
@@ -649,12 +657,8 @@ impl ActBlocks {
         for r in 0..rows {
             let xr = &x[r * n_in..(r + 1) * n_in];
             let qr = &mut self.xq[r * self.stride..(r + 1) * self.stride];
-            for (b, sum) in sums.iter_mut().enumerate() {
-                let end = ((b + 1) * QBLOCK).min(n_in);
-                let q = &mut qr[b * QBLOCK..end];
-                self.d[r * m.blocks + b] = quantize_block(&xr[b * QBLOCK..end], q);
-                *sum = q.iter().map(|&v| v as i32).sum();
-            }
+            let dr = &mut self.d[r * m.blocks..(r + 1) * m.blocks];
+            quantize_blocks(xr, qr, dr, &mut sums);
             if BITS == 8 {
                 self.corr.extend(sums.iter().map(|s| -128 * s));
             } else {
