@@ -18,9 +18,9 @@
 //!
 //! **Work split.** Tasks take contiguous runs of panels ([`super::worker_pool::stream_chunk`]:
 //! about four per thread), so each thread streams one sequential run of weights; inside a task,
-//! every panel is applied to the input rows [`ROWS`] at a time while it sits in L1/L2; past
-//! [`ROWS`] rows, tasks take pairs of adjacent panels, applied up to [`PAIR_ROWS`] rows at a
-//! time.
+//! every panel is applied to the input rows [`ROWS`] at a time while it sits in L1/L2; from
+//! three rows on (but for seven and eight), tasks take pairs of adjacent panels, applied up to
+//! [`PAIR_ROWS`] rows at a time.
 
 use super::gemm_tile::{par_filled, SharedOut};
 use crate::{Error, Result};
@@ -36,11 +36,13 @@ pub const ROWS: usize = 8;
 /// Input rows per call of the two-panel kernel (4 x PAIR_ROWS accumulators: at 7 rows the
 /// compiler's register allocation shuffles them between registers every step).
 pub const PAIR_ROWS: usize = 6;
-/// Products of more than [`ROWS`] input rows take two panels per kernel call, so that each
-/// broadcast input feeds two FMAs: with one panel the broadcast loads, one per FMA, bound the
-/// kernel. Up to [`ROWS`] rows (decode, speculative verification, small batches) one call of
-/// the one-panel kernel carries them all, which measured as fast as two-panel calls there.
-const PAIR_MIN_ROWS: usize = ROWS + 1;
+/// Products of this many input rows or more take two panels per kernel call, so that each
+/// broadcast input feeds two FMAs (with one panel the broadcast loads, one per FMA, bound the
+/// kernel), except at more than [`PAIR_ROWS`] and at most [`ROWS`] rows: there one call of the
+/// one-panel kernel carries every row, and measured faster than two calls of the two-panel
+/// one. One and two rows (decode) keep one panel per call: they stream weights, one stream
+/// per task, as their prefetch distance was measured for.
+const PAIR_MIN_ROWS: usize = 3;
 
 /// FP16 weights in the panel layout (see the module docs).
 #[derive(Clone, Debug)]
@@ -142,7 +144,7 @@ impl F16Panels {
         if rows == 0 {
             return;
         }
-        if simd && rows >= PAIR_MIN_ROWS {
+        if simd && rows >= PAIR_MIN_ROWS && !(PAIR_ROWS < rows && rows <= ROWS) {
             super::gemm_tile::for_each_product_panel(
                 products,
                 |m| m.out.div_ceil(2 * PANEL),
