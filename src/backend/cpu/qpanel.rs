@@ -23,12 +23,13 @@
 //! which cancels the stored `+128`); per group, `gacc = sum_b f32(isum_b) * d_b` (FMAs in block
 //! order), then INT4/INT2 take `z_g * XS_g` off it, with `XS_g = sum_b d_b * f32(sum xq_b)`
 //! computed once per row, and the output accumulates `acc += gacc * s_g` in group order. The
-//! kernels for 1 to [`ROWS`] input rows and the portable fallback all do exactly this per
-//! (output, row), so a product's bits do not depend on how many rows it carries.
+//! kernels for 1 to [`ROWS`] input rows, the two-panel kernels and the portable fallback all
+//! do exactly this per (output, row), so a product's bits do not depend on how many rows it carries.
 //!
 //! **Work split.** Tasks take contiguous runs of panels ([`super::worker_pool::stream_chunk`]),
 //! so each thread streams one sequential run of weights; inside a task every panel is applied
-//! to the input rows [`ROWS`] at a time while it sits in L1.
+//! to the input rows [`ROWS`] at a time while it sits in L1. INT8 products of three rows or
+//! more take pairs of adjacent panels instead, applied up to [`PAIR_ROWS`] rows at a time.
 
 use super::act_quant::{quantize_blocks, QBLOCK};
 use super::gemm_tile::{par_filled, Line, SharedOut};
@@ -42,6 +43,16 @@ use std::sync::Arc;
 pub const PANEL: usize = 16;
 /// Input rows per kernel call.
 pub const ROWS: usize = 8;
+/// Input rows per call of the two-panel kernel.
+pub const PAIR_ROWS: usize = 6;
+/// INT8 products of this many input rows or more (on VNNI, without AMX) take two panels per
+/// kernel call, so that each broadcast input quad feeds two `vpdpbusd`; decode's one and two
+/// rows keep one panel per call (one weight stream per task, as their prefetch distance was
+/// measured for). INT4 and INT2 keep one panel per call at every row count: their codes are
+/// unpacked once per call, and with the fewer rows a two-panel call carries that work grew by
+/// as much as the shared broadcasts saved (measured no faster at 16 rows, slower on the
+/// classifier).
+const PAIR_MIN_ROWS: usize = 3;
 /// Input rows per AMX kernel call (a tile's rows).
 const AMX_ROWS: usize = 16;
 /// Products of at least this many rows run on AMX tiles when they are enabled
@@ -260,16 +271,60 @@ impl<const BITS: u32> QPanels<BITS> {
         }
         let mut act = SCRATCH.take();
         act.fill(first, x, rows);
+        let amx = amx && rows >= AMX_MIN_ROWS;
         {
             let act = &act;
-            super::gemm_tile::for_each_product_panel(
-                products,
-                |m| m.out.div_ceil(PANEL),
-                |m, p, dst| m.panel_rows(p, act, rows, dst, simd, amx && rows >= AMX_MIN_ROWS),
-            );
+            if BITS == 8 && simd && !amx && rows >= PAIR_MIN_ROWS {
+                super::gemm_tile::for_each_product_panel(
+                    products,
+                    |m| m.out.div_ceil(2 * PANEL),
+                    |m, q, dst| m.pair_rows(q, act, rows, dst),
+                );
+            } else {
+                super::gemm_tile::for_each_product_panel(
+                    products,
+                    |m| m.out.div_ceil(PANEL),
+                    |m, p, dst| m.panel_rows(p, act, rows, dst, simd, amx),
+                );
+            }
         }
         SCRATCH.set(act);
         true
+    }
+
+    /// Panels `2q` and `2q + 1` against every input row, in the fewest calls of the two-panel
+    /// kernel that carry at most [`PAIR_ROWS`] rows each, their row counts as even as can be;
+    /// a last panel without a partner goes through [`QPanels::panel_rows`]. The CPU must have
+    /// VNNI.
+    fn pair_rows(&self, q: usize, act: &ActBlocks, rows: usize, dst: SharedOut) {
+        let n_out = self.out;
+        let p = 2 * q;
+        if p + 1 >= n_out.div_ceil(PANEL) {
+            return self.panel_rows(p, act, rows, dst, true, false);
+        }
+        // The first panel of a pair is whole: another follows it.
+        let lanes = PANEL.min(n_out - (p + 1) * PANEL);
+        let calls = rows.div_ceil(PAIR_ROWS);
+        let mut r = 0;
+        for c in 0..calls {
+            let n = rows / calls + usize::from(c < rows % calls);
+            let op = dst.get().wrapping_add(r * n_out + p * PANEL);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: this task alone writes outputs `16p .. 16p + 16 + lanes` of rows
+            // `r .. r + n`, all inside `out` (asserted by `matmul`); `act` was filled for this
+            // matrix with `rows` rows; the caller checked the CPU.
+            unsafe {
+                match n {
+                    6 => self.tile_vnni_pair::<6>(p, act, r, op, n_out, lanes),
+                    5 => self.tile_vnni_pair::<5>(p, act, r, op, n_out, lanes),
+                    4 => self.tile_vnni_pair::<4>(p, act, r, op, n_out, lanes),
+                    3 => self.tile_vnni_pair::<3>(p, act, r, op, n_out, lanes),
+                    2 => self.tile_vnni_pair::<2>(p, act, r, op, n_out, lanes),
+                    _ => self.tile_vnni_pair::<1>(p, act, r, op, n_out, lanes),
+                }
+            }
+            r += n;
+        }
     }
 
     /// Panel `p` against every input row, [`ROWS`] rows per kernel call (`AMX_ROWS` with
@@ -605,6 +660,120 @@ impl<const BITS: u32> QPanels<BITS> {
         };
         for (r, a) in acc.iter().enumerate() {
             _mm512_mask_storeu_ps(op.add(r * out_stride), mask, *a);
+        }
+    }
+}
+
+impl<const BITS: u32> QPanels<BITS> {
+    /// [`QPanels::tile_vnni`] for panels `p` and `p + 1` at once: per line the two panels'
+    /// codes, and per row one broadcast quad feeding both panels' `vpdpbusd`. Each output gets
+    /// exactly the one-panel kernel's operations in its order (one integer chain per block,
+    /// whose sum is exact however the one-panel kernel splits it; then the same convert, FMAs
+    /// and zero-point term), so the bits are the same. The first panel's sixteen outputs are
+    /// stored whole, the second's masked to `lanes`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW and VNNI and F16C; panel `p + 1` must exist;
+    /// `op + r * out_stride + l` must be writable for `r < R`, `l < 16 + lanes`; `act` must hold
+    /// rows `r0 .. r0 + R` for this matrix.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+    unsafe fn tile_vnni_pair<const R: usize>(
+        &self,
+        p: usize,
+        act: &ActBlocks,
+        r0: usize,
+        op: *mut f32,
+        out_stride: usize,
+        lanes: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let nsub = Self::NSUB;
+        let code_mask = _mm512_set1_epi8(if BITS == 8 { -1 } else { (1i8 << BITS) - 1 });
+        let per_panel = self.blocks * BITS as usize;
+        let la = self.lines.as_ptr().add(p * per_panel);
+        let lb = la.add(per_panel);
+        let stride = act.stride;
+        let xq = act.xq.as_ptr().add(r0 * stride);
+        // Unchecked reads, as in `tile_vnni`.
+        let (blocks, groups) = (act.blocks, act.groups);
+        let d_at = act.d.as_ptr().add(r0 * blocks);
+        let corr_at = act.corr.as_ptr().wrapping_add(r0 * blocks);
+        let xsg_at = act.xsg.as_ptr().wrapping_add(r0 * groups);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for g in 0..self.groups {
+            let mut gacc = [[_mm512_setzero_ps(); 2]; R];
+            for b in self.group_range(g) {
+                let mut isum = [[_mm512_setzero_si512(); 2]; R];
+                if BITS == 8 {
+                    for (r, s) in isum.iter_mut().enumerate() {
+                        let c = _mm512_set1_epi32(*corr_at.add(r * blocks + b));
+                        *s = [c, c];
+                    }
+                }
+                for u in 0..BITS as usize {
+                    let line = b * BITS as usize + u;
+                    let va = _mm512_load_si512(la.add(line) as *const _);
+                    let vb = _mm512_load_si512(lb.add(line) as *const _);
+                    let (mut sa, mut sb) = (va, vb);
+                    for t in 0..nsub {
+                        let (ca, cb) = if BITS == 8 {
+                            (va, vb)
+                        } else {
+                            let c = (
+                                _mm512_and_si512(sa, code_mask),
+                                _mm512_and_si512(sb, code_mask),
+                            );
+                            sa = _mm512_srli_epi16::<BITS>(sa);
+                            sb = _mm512_srli_epi16::<BITS>(sb);
+                            c
+                        };
+                        let k = b * QBLOCK + 4 * (u * nsub + t);
+                        for (r, s) in isum.iter_mut().enumerate() {
+                            let quad = (xq.add(r * stride + k) as *const i32).read_unaligned();
+                            let qv = _mm512_set1_epi32(quad);
+                            s[0] = _mm512_dpbusd_epi32(s[0], ca, qv);
+                            s[1] = _mm512_dpbusd_epi32(s[1], cb, qv);
+                        }
+                    }
+                }
+                for (r, (s, ga)) in isum.iter().zip(gacc.iter_mut()).enumerate() {
+                    let d = _mm512_set1_ps(*d_at.add(r * blocks + b));
+                    ga[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[0]), d, ga[0]);
+                    ga[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[1]), d, ga[1]);
+                }
+            }
+            let ia = (p * self.groups + g) * PANEL;
+            let ib = ia + self.groups * PANEL;
+            let scale = |i: usize| {
+                _mm512_cvtph_ps(_mm256_loadu_si256(self.scales.as_ptr().add(i) as *const _))
+            };
+            let (s_a, s_b) = (scale(ia), scale(ib));
+            if BITS != 8 {
+                let zero = |i: usize| {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(self.zeros.as_ptr().add(i) as *const _))
+                };
+                let (z_a, z_b) = (zero(ia), zero(ib));
+                for (r, ga) in gacc.iter_mut().enumerate() {
+                    let xs = _mm512_set1_ps(*xsg_at.add(r * groups + g));
+                    ga[0] = _mm512_fnmadd_ps(z_a, xs, ga[0]);
+                    ga[1] = _mm512_fnmadd_ps(z_b, xs, ga[1]);
+                }
+            }
+            for (a, ga) in acc.iter_mut().zip(&gacc) {
+                a[0] = _mm512_fmadd_ps(ga[0], s_a, a[0]);
+                a[1] = _mm512_fmadd_ps(ga[1], s_b, a[1]);
+            }
+        }
+        let mask = if lanes >= PANEL {
+            0xffff
+        } else {
+            (1u16 << lanes) - 1
+        };
+        for (r, a) in acc.iter().enumerate() {
+            let o = op.add(r * out_stride);
+            _mm512_storeu_ps(o, a[0]);
+            _mm512_mask_storeu_ps(o.add(PANEL), mask, a[1]);
         }
     }
 }
