@@ -172,10 +172,7 @@ impl F16Panels {
         let w = &self.data[p * PANEL * n_in..(p + 2) * PANEL * n_in];
         // The first panel of a pair is whole: another follows it.
         let lanes = PANEL.min(n_out - (p + 1) * PANEL);
-        let calls = rows.div_ceil(PAIR_ROWS);
-        let mut r = 0;
-        for c in 0..calls {
-            let n = rows / calls + usize::from(c < rows % calls);
+        for (r, n) in super::gemm_tile::even_row_calls(rows, PAIR_ROWS) {
             let xs = &x[r * n_in..(r + n) * n_in];
             let op = dst.get().wrapping_add(r * n_out + p * PANEL);
             #[cfg(target_arch = "x86_64")]
@@ -192,7 +189,6 @@ impl F16Panels {
                     _ => tile_pair_avx512::<1>(w, n_in, xs, op, n_out, lanes),
                 }
             }
-            r += n;
         }
     }
 

@@ -61,6 +61,16 @@ pub(super) fn for_each_product_panel<M: Sync>(
     super::worker_pool::for_each_in_runs(&counts, |i, p| run(mats[i].0, p, mats[i].1));
 }
 
+/// The fewest calls that carry `rows` input rows at most `max` at a time, their row counts as
+/// even as can be: `(first row, rows)` of each call, in order.
+pub(super) fn even_row_calls(rows: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+    let calls = rows.div_ceil(max.max(1));
+    (0..calls).map(move |c| {
+        let (base, extra) = (rows / calls, rows % calls);
+        (c * base + c.min(extra), base + usize::from(c < extra))
+    })
+}
+
 /// The lane masks of a panel's two output vectors when only `n` (<= 32) outputs are real.
 pub(super) fn out_masks(n: usize) -> [u16; 2] {
     let lanes = |c: usize| if c >= 16 { 0xffff } else { (1u16 << c) - 1 };
@@ -150,6 +160,30 @@ pub(super) fn par_filled<T: Copy + Send + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn even_row_calls_cover_every_row_once_in_the_fewest_even_calls() {
+        for max in 1..=8 {
+            for rows in 0..=70 {
+                let calls: Vec<(usize, usize)> = even_row_calls(rows, max).collect();
+                assert_eq!(calls.len(), rows.div_ceil(max), "{rows} rows by {max}");
+                let mut next = 0;
+                for &(r, n) in &calls {
+                    assert_eq!(r, next, "{rows} rows by {max}: calls in order, no gap");
+                    assert!((1..=max).contains(&n), "{rows} rows by {max}: {n}");
+                    next += n;
+                }
+                assert_eq!(next, rows);
+                let (lo, hi) = calls
+                    .iter()
+                    .fold((usize::MAX, 0), |(a, b), &(_, n)| (a.min(n), b.max(n)));
+                assert!(
+                    calls.is_empty() || hi - lo <= 1,
+                    "{rows} rows by {max}: uneven"
+                );
+            }
+        }
+    }
 
     #[test]
     fn par_filled_starts_every_chunk_at_init_and_keeps_what_fill_wrote() {

@@ -304,10 +304,7 @@ impl<const BITS: u32> QPanels<BITS> {
         }
         // The first panel of a pair is whole: another follows it.
         let lanes = PANEL.min(n_out - (p + 1) * PANEL);
-        let calls = rows.div_ceil(PAIR_ROWS);
-        let mut r = 0;
-        for c in 0..calls {
-            let n = rows / calls + usize::from(c < rows % calls);
+        for (r, n) in super::gemm_tile::even_row_calls(rows, PAIR_ROWS) {
             let op = dst.get().wrapping_add(r * n_out + p * PANEL);
             #[cfg(target_arch = "x86_64")]
             // SAFETY: this task alone writes outputs `16p .. 16p + 16 + lanes` of rows
@@ -323,7 +320,6 @@ impl<const BITS: u32> QPanels<BITS> {
                     _ => self.tile_vnni_pair::<1>(p, act, r, op, n_out, lanes),
                 }
             }
-            r += n;
         }
     }
 
