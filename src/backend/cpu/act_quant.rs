@@ -27,7 +27,7 @@ pub const CHUNK: usize = 64;
 
 /// Quantizes one block of at most [`QBLOCK`] values into `q` (same length) and returns its
 /// scale `d` (0 for an all-zero block, whose codes are then 0). Whole blocks of finite values
-/// take [`quantize_block_avx512`] where the CPU has AVX-512 BW, with the same bits.
+/// take an AVX-512 BW path where the CPU has it, with the same bits.
 pub fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
     quantize_block_summed(x, q).0
 }
@@ -49,7 +49,7 @@ pub fn quantize_block_summed(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 /// Quantizes `x` block by block ([`quantize_block`]'s rule): the codes into `q` (as long as
 /// `x`), each block's scale into `d` and the sum of its codes into `sums` (one per block,
 /// `x.len().div_ceil(QBLOCK)` each). Where the CPU has AVX-512 BW, the whole blocks are done
-/// sixteen at a time by [`quantize_blocks_avx512`], with the same bits.
+/// sixteen at a time (vector divisions for their scales), with the same bits.
 ///
 /// # Panics
 /// When `q`, `d` or `sums` is shorter than that.
