@@ -37,10 +37,10 @@ pub fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
 pub fn quantize_block_summed(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
     if x.len() == QBLOCK && q.len() == QBLOCK && avx512bw() {
-        // SAFETY: the CPU has AVX-512 F/BW; both slices hold a whole block.
-        if let Some(done) = unsafe { quantize_block_avx512(x, q) } {
-            return done;
-        }
+        let (mut d, mut sum) = ([0.0f32], [0i32]);
+        // SAFETY: the CPU has AVX-512 F/BW; both slices hold one whole block.
+        unsafe { quantize_blocks_avx512(x, q, &mut d, &mut sum) };
+        return (d[0], sum[0]);
     }
     let d = quantize_block_scalar(x, q);
     (d, q.iter().map(|&v| i32::from(v)).sum())
@@ -97,21 +97,13 @@ fn avx512bw() -> bool {
     })
 }
 
-/// One whole block by [`quantize_block_scalar`]'s rule in two 16-lane vectors, with the sum
-/// of its codes, or `None`
-/// (nothing written) when the block holds a NaN or infinity or its inverse scale overflows:
-/// the rare blocks where vector min/max and the scalar clamp could round differently go
-/// the scalar way. Otherwise the same operations in the same order (maximum of magnitudes,
-/// which is exact in any order; an unfused multiply and add of the signed half; truncation;
-/// a clamp to +-127), so the codes and the scale have the same bits.
-///
-/// # Safety
-/// The CPU must have AVX-512 F and BW; `x` and `q` must hold [`QBLOCK`] values.
-/// The first `d.len()` whole blocks of `x` for [`quantize_blocks`], sixteen at a time: each
-/// block's largest magnitude, then the sixteen scales and inverses in two vector divisions
-/// (IEEE division, so the scalar rule's bits; one division chain per block was what bound
-/// the block-at-a-time loop), then each block's codes as in [`quantize_block_avx512`]. A
-/// block with a NaN, an infinity or an overflowing inverse takes the portable rule.
+/// The first `d.len()` whole blocks of `x` for [`quantize_blocks`] (and for one block,
+/// [`quantize_block_summed`]), sixteen at a time: each block's largest magnitude, then the
+/// sixteen scales and inverses in two vector divisions (IEEE division, so the scalar rule's
+/// bits; one division chain per block was what bound a block-at-a-time loop), then each
+/// block's codes by the scalar rule's operations in its order (an unfused multiply and add of
+/// the signed half, truncation, a clamp to +-127) and their sum. A block with a NaN, an
+/// infinity or an overflowing inverse takes the portable rule.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and BW; `x` and `q` must hold `d.len()` whole blocks, `sums`
@@ -177,42 +169,6 @@ unsafe fn quantize_blocks_avx512(x: &[f32], q: &mut [i8], d: &mut [f32], sums: &
         }
         b0 += m;
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_block_avx512(x: &[f32], q: &mut [i8]) -> Option<(f32, i32)> {
-    use std::arch::x86_64::*;
-    debug_assert!(x.len() >= QBLOCK && q.len() >= QBLOCK);
-    let lo = _mm512_loadu_ps(x.as_ptr());
-    let hi = _mm512_loadu_ps(x.as_ptr().add(16));
-    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
-    let (d, inv) = scale_of(amax);
-    // `max` drops a NaN lane, so NaNs are looked for apart.
-    let has_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(lo, hi) != 0;
-    if has_nan || !(amax < f32::INFINITY && inv < f32::INFINITY) {
-        return None;
-    }
-    let sign = _mm512_set1_epi32(i32::MIN);
-    let half = _mm512_set1_epi32(0.5f32.to_bits() as i32);
-    let vinv = _mm512_set1_ps(inv);
-    let (lim_hi, lim_lo) = (_mm512_set1_epi32(127), _mm512_set1_epi32(-127));
-    let code = |v: __m512| {
-        let signed_half = _mm512_castsi512_ps(_mm512_or_si512(
-            _mm512_and_si512(_mm512_castps_si512(v), sign),
-            half,
-        ));
-        let y = _mm512_add_ps(_mm512_mul_ps(v, vinv), signed_half);
-        let t = _mm512_cvttps_epi32(y);
-        _mm512_max_epi32(_mm512_min_epi32(t, lim_hi), lim_lo)
-    };
-    let (c_lo, c_hi) = (code(lo), code(hi));
-    _mm_storeu_si128(q.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(c_lo));
-    _mm_storeu_si128(
-        q.as_mut_ptr().add(16) as *mut __m128i,
-        _mm512_cvtepi32_epi8(c_hi),
-    );
-    Some((d, _mm512_reduce_add_epi32(_mm512_add_epi32(c_lo, c_hi))))
 }
 
 /// Quantizes a whole row block by block into `q` and `d` (one scale per [`QBLOCK`]).
