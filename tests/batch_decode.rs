@@ -202,6 +202,62 @@ fn batched_decoding_equals_each_sequence_alone_on_every_variant() {
     }
 }
 
+/// Prompts that share a long prefix (as chat requests share a system prompt) take it from a
+/// sequence that already holds it instead of feeding it again, and still produce exactly what
+/// each produces alone: joined in one wave (the later ones reuse once the first has fed the
+/// prefix) and in a second wave while the first decodes; a prompt equal to a held one reuses
+/// all but its last token.
+#[test]
+fn prompts_sharing_a_prefix_reuse_its_cached_rows_and_match_generation_alone() {
+    let Some(s) = stories() else { return };
+    let shared = "Once upon a time, there was a little girl named Lily. She liked to play outside.";
+    let texts = [
+        format!("{shared} One day"),
+        format!("{shared} Her mom said"),
+        format!("{shared} One day"),
+        "The cat sat.".to_string(),
+        format!("{shared} The sun was hot"),
+    ];
+    let prompts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| s.tok.encode(t, true).unwrap())
+        .collect();
+    let prefix = s.tok.encode(shared, true).unwrap().len();
+    for p in [Precision::Fp16, Precision::Int8, Precision::Int4] {
+        let w = quantize_model(&s.dense, p, &QuantConfig::default(), None).unwrap();
+        let m = Arc::new(Model::new(CpuBackend::new(), &w).unwrap());
+        let params = GenerateParams {
+            max_new_tokens: 12,
+            ..Default::default()
+        };
+        let mut dec = BatchDecoder::new(m.clone(), s.tok.clone());
+        // A budget below the first prompt's length: it alone is fed in the first steps.
+        dec.set_prefill_per_step(prefix).unwrap();
+        let mut out = HashMap::new();
+        let mut ids = Vec::new();
+        for (i, prompt) in prompts.iter().enumerate().take(4) {
+            ids.push((dec.join(prompt, &params).unwrap(), i));
+        }
+        step_once(&mut dec, &mut out);
+        step_once(&mut dec, &mut out);
+        ids.push((dec.join(&prompts[4], &params).unwrap(), 4));
+        drain(&mut dec, &mut out);
+        // Prompts 1, 2 and 4 each take at least the shared prefix but its first token's
+        // worth of slack; prompt 2 (equal to 0) all but its last token.
+        let least = 3 * (prefix - 1) + (prompts[2].len() - prefix);
+        assert!(
+            dec.reused_prompt_tokens() >= least,
+            "{p}: {} prompt tokens reused, expected at least {least}",
+            dec.reused_prompt_tokens()
+        );
+        for (id, i) in ids {
+            let want = alone(&m, s.tok.as_ref(), &prompts[i], &params);
+            assert_eq!(out[&id].ids, want.ids, "{p}: prompt {i}");
+            assert_eq!(out[&id].text, want.text, "{p}: prompt {i}");
+        }
+    }
+}
+
 #[test]
 fn sequences_end_at_eos_their_limit_or_the_context_and_bad_prompts_are_refused() {
     let Some(s) = stories() else { return };

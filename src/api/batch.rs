@@ -70,6 +70,12 @@ impl BatchSession {
     pub fn max_step_rows(&self) -> usize {
         self.inner.max_step_rows()
     }
+
+    /// Prompt tokens this session took from other sequences' caches instead of feeding them
+    /// ([`BatchDecoder::reused_prompt_tokens`]).
+    pub fn reused_prompt_tokens(&self) -> usize {
+        self.inner.reused_prompt_tokens()
+    }
 }
 
 impl Engine {

@@ -131,6 +131,8 @@ pub trait DynBatch: Send {
     fn last_step_rows(&self) -> usize;
     /// [`BatchDecoder::max_step_rows`].
     fn max_step_rows(&self) -> usize;
+    /// [`BatchDecoder::reused_prompt_tokens`].
+    fn reused_prompt_tokens(&self) -> usize;
 }
 
 impl<B: Backend + 'static> DynBatch for BatchDecoder<B> {
@@ -154,5 +156,8 @@ impl<B: Backend + 'static> DynBatch for BatchDecoder<B> {
     }
     fn max_step_rows(&self) -> usize {
         BatchDecoder::max_step_rows(self)
+    }
+    fn reused_prompt_tokens(&self) -> usize {
+        BatchDecoder::reused_prompt_tokens(self)
     }
 }

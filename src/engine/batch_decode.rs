@@ -84,6 +84,8 @@ pub struct BatchDecoder<B: Backend> {
     next_id: SeqId,
     last_rows: usize,
     max_rows: usize,
+    /// Prompt tokens taken from other sequences' caches instead of being fed.
+    reused: usize,
 }
 
 impl<B: Backend> BatchDecoder<B> {
@@ -99,6 +101,7 @@ impl<B: Backend> BatchDecoder<B> {
             next_id: 0,
             last_rows: 0,
             max_rows: 0,
+            reused: 0,
         }
     }
 
@@ -151,13 +154,16 @@ impl<B: Backend> BatchDecoder<B> {
         Ok(id)
     }
 
-    /// One step: each decoding sequence emits the token it has pending (or ends at EOS or
+    /// One step: a joining sequence first takes any prompt prefix another live sequence
+    /// already holds (its key/value rows copied, not recomputed); each decoding sequence
+    /// emits the token it has pending (or ends at EOS or
     /// its limit), and the ones that go on are fed that token, together with the next chunk
     /// of each joining sequence's prompt, in one batched pass, which samples every decoding
     /// sequence's next token (and a joining sequence's first, once its prompt is in).
     /// Returns an event for every sequence that emitted a token or finished; finished
     /// sequences are removed.
     pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
+        self.reuse_prefixes()?;
         let tok = self.tokenizer.as_ref();
         let mut events = Vec::with_capacity(self.seqs.len());
         let mut feed = Vec::with_capacity(self.seqs.len());
@@ -206,6 +212,44 @@ impl<B: Backend> BatchDecoder<B> {
         self.seqs
             .retain(|_| !matches!(keep.next(), Some(Feed::Done)));
         Ok(events)
+    }
+
+    /// Prefix reuse: a joining sequence whose prompt begins with prompt tokens another live
+    /// sequence already holds in its cache (a shared system prompt, a repeated request) takes
+    /// those positions' key/value rows from it instead of feeding them, all but its last
+    /// prompt token (whose logits give its first token). The rows are the ones it would
+    /// compute itself, so its output is unchanged.
+    fn reuse_prefixes(&mut self) -> Result<()> {
+        for i in 0..self.seqs.len() {
+            let s = &self.seqs[i];
+            if s.fed + 1 >= s.prompt.len() {
+                continue;
+            }
+            let want = &s.prompt[..s.prompt.len() - 1];
+            let mut best = (s.fed, i);
+            for (j, d) in self.seqs.iter().enumerate() {
+                let held = &d.prompt[..d.fed.min(d.state.pos)];
+                let common = held.iter().zip(want).take_while(|(a, b)| a == b).count();
+                if j != i && common > best.0 {
+                    best = (common, j);
+                }
+            }
+            let (rows, j) = best;
+            if j == i {
+                continue;
+            }
+            let (s, d) = if i < j {
+                let (a, b) = self.seqs.split_at_mut(j);
+                (&mut a[i], &b[0])
+            } else {
+                let (a, b) = self.seqs.split_at_mut(i);
+                (&mut b[0], &a[j])
+            };
+            self.model.copy_prefix(&d.state, &mut s.state, rows)?;
+            self.reused += rows - s.fed;
+            s.fed = rows;
+        }
+        Ok(())
     }
 
     /// Feeds what `feed` marks (`seqs` sequences) in one pass and samples each sequence's
@@ -291,6 +335,12 @@ impl<B: Backend> BatchDecoder<B> {
     /// The most sequences any step fed through the model together.
     pub fn max_step_rows(&self) -> usize {
         self.max_rows
+    }
+
+    /// Prompt tokens taken so far from other sequences' caches instead of being fed
+    /// (prefix reuse; see [`BatchDecoder::step`]).
+    pub fn reused_prompt_tokens(&self) -> usize {
+        self.reused
     }
 }
 

@@ -279,6 +279,35 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
+    /// Makes `dst` hold the first `rows` cached positions of `src` and nothing after them:
+    /// their key/value rows copied on the backend, the position set to `rows`. Used to reuse
+    /// a prompt prefix another sequence already holds; the rows are exactly the ones `dst`
+    /// would compute for the same tokens (every row's bits are the same whatever rows a
+    /// forward carries). Fails, changing nothing, unless `src` holds `rows` positions and
+    /// they fit `dst`'s context.
+    pub(super) fn copy_prefix(
+        &self,
+        src: &State<B>,
+        dst: &mut State<B>,
+        rows: usize,
+    ) -> Result<()> {
+        if rows > src.pos || rows > dst.context {
+            return Err(Error::Internal(format!(
+                "prefix of {rows} positions from a sequence holding {} into a context of {}",
+                src.pos, dst.context
+            )));
+        }
+        dst.pos = dst.pos.min(rows);
+        self.ensure_cache_rows(dst, rows)?;
+        let kvd = self.config.kv_dim();
+        let caches = src.k_cache.iter().zip(dst.k_cache.iter_mut());
+        for (from, to) in caches.chain(src.v_cache.iter().zip(dst.v_cache.iter_mut())) {
+            self.backend.copy_cache(from, to, rows, kvd)?;
+        }
+        dst.pos = rows;
+        Ok(())
+    }
+
     /// Fails unless `n` more tokens fit in the state's context.
     pub(super) fn check_room(&self, state: &State<B>, n: usize) -> Result<()> {
         let need = state.pos.saturating_add(n);

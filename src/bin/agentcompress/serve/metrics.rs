@@ -81,6 +81,7 @@ pub struct Metrics {
     cancelled: Mutex<BTreeMap<CancelReason, u64>>,
     steps: AtomicU64,
     rows_max: AtomicUsize,
+    reused: AtomicU64,
     live: AtomicUsize,
     rows: Mutex<Histogram>,
     ttft: Mutex<Histogram>,
@@ -96,6 +97,7 @@ impl Default for Metrics {
             cancelled: Mutex::default(),
             steps: AtomicU64::new(0),
             rows_max: AtomicUsize::new(0),
+            reused: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             rows: Mutex::new(Histogram::new(ROWS)),
             ttft: Mutex::new(Histogram::new(SECONDS)),
@@ -138,6 +140,11 @@ impl Metrics {
         self.rows_max
             .fetch_max(session_max.max(rows), Ordering::Relaxed);
         with(&self.rows, |h| h.observe(rows as f64));
+    }
+
+    /// `n` more prompt tokens taken from other sequences' caches instead of being fed.
+    pub fn reused(&self, n: usize) {
+        self.reused.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Time from a request's arrival to its first token.
@@ -247,6 +254,12 @@ impl Metrics {
             "Most rows any batch step ran.",
             &one(self.rows_max().to_string()),
         );
+        put(
+            "agentcompress_prompt_tokens_reused_total",
+            "counter",
+            "Prompt tokens taken from another sequence's cache (a shared prefix) instead of prefilled.",
+            &one(self.reused.load(Ordering::Relaxed).to_string()),
+        );
         let tasks: Vec<_> = Precision::ALL
             .into_iter()
             .map(|p| {
@@ -345,12 +358,15 @@ mod tests {
         m.request("chat", 200);
         m.step(3, 3);
         m.step(1, 3);
+        m.reused(40);
+        m.reused(2);
         m.ttft(0.003);
         m.ttft(100.0);
         m.cancelled(CancelReason::Timeout);
         let text = m.render(&EngineStats::default(), 2, &[Precision::Fp16]);
         assert!(text.contains("agentcompress_requests_total{endpoint=\"chat\",status=\"200\"} 2"));
         assert!(text.contains("agentcompress_batch_rows_max 3\n"));
+        assert!(text.contains("agentcompress_prompt_tokens_reused_total 42\n"));
         assert!(text.contains("agentcompress_batch_rows_bucket{le=\"2\"} 1\n"));
         assert!(text.contains("agentcompress_batch_rows_bucket{le=\"4\"} 2\n"));
         assert!(text.contains("agentcompress_time_to_first_token_seconds_bucket{le=\"0.005\"} 1\n"));

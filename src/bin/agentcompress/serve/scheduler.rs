@@ -36,6 +36,8 @@ pub trait Batch: Send {
     fn last_step_rows(&self) -> usize;
     /// Most rows any step ran.
     fn max_step_rows(&self) -> usize;
+    /// Prompt tokens taken from other sequences' caches so far (prefix reuse).
+    fn reused_prompt_tokens(&self) -> usize;
 }
 
 /// Where sessions come from and where served requests are counted.
@@ -63,6 +65,9 @@ impl Batch for BatchSession {
     }
     fn max_step_rows(&self) -> usize {
         BatchSession::max_step_rows(self)
+    }
+    fn reused_prompt_tokens(&self) -> usize {
+        BatchSession::reused_prompt_tokens(self)
     }
 }
 
@@ -250,6 +255,8 @@ struct Slot<B> {
     precision: Precision,
     session: B,
     seqs: HashMap<SeqId, Seq>,
+    /// The session's reused prompt tokens already counted in the metrics.
+    reused: usize,
 }
 
 struct Scheduler<S: Sessions> {
@@ -360,6 +367,7 @@ impl<S: Sessions> Scheduler<S> {
                             precision: p,
                             session,
                             seqs: HashMap::new(),
+                            reused: 0,
                         });
                         self.slots.len() - 1
                     }
@@ -454,6 +462,9 @@ impl<S: Sessions> Scheduler<S> {
                 Ok(events) => {
                     self.metrics
                         .step(slot.session.last_step_rows(), slot.session.max_step_rows());
+                    let reused = slot.session.reused_prompt_tokens();
+                    self.metrics.reused(reused.saturating_sub(slot.reused));
+                    slot.reused = reused;
                     let now = Instant::now();
                     for ev in events {
                         deliver(&self.sessions, &self.metrics, slot, ev, now);
@@ -608,6 +619,9 @@ mod tests {
         }
         fn max_step_rows(&self) -> usize {
             self.most
+        }
+        fn reused_prompt_tokens(&self) -> usize {
+            0
         }
     }
 
