@@ -217,8 +217,9 @@ impl<B: Backend> BatchDecoder<B> {
     /// Prefix reuse: a joining sequence whose prompt begins with prompt tokens another live
     /// sequence already holds in its cache (a shared system prompt, a repeated request) takes
     /// those positions' key/value rows from it instead of feeding them, all but its last
-    /// prompt token (whose logits give its first token). The rows are the ones it would
-    /// compute itself, so its output is unchanged.
+    /// prompt token (whose logits give its first token). On the CPU backend the rows are
+    /// bit for bit the ones it would compute itself, so its output is unchanged; on others
+    /// they agree within the rounding of multi-row products that batching already allows.
     fn reuse_prefixes(&mut self) -> Result<()> {
         for i in 0..self.seqs.len() {
             let s = &self.seqs[i];

@@ -281,10 +281,11 @@ impl<B: Backend> Model<B> {
 
     /// Makes `dst` hold the first `rows` cached positions of `src` and nothing after them:
     /// their key/value rows copied on the backend, the position set to `rows`. Used to reuse
-    /// a prompt prefix another sequence already holds; the rows are exactly the ones `dst`
-    /// would compute for the same tokens (every row's bits are the same whatever rows a
-    /// forward carries). Fails, changing nothing, unless `src` holds `rows` positions and
-    /// they fit `dst`'s context.
+    /// a prompt prefix another sequence already holds. On the CPU backend, where every row's
+    /// bits are the same whatever rows a forward carries, they are exactly the rows `dst`
+    /// would compute for the same tokens; elsewhere they agree within the rounding that
+    /// batching itself allows. Fails, changing nothing, unless `src` holds `rows` positions
+    /// and they fit `dst`'s context.
     pub(super) fn copy_prefix(
         &self,
         src: &State<B>,
