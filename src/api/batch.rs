@@ -72,7 +72,7 @@ impl BatchSession {
     }
 
     /// Prompt tokens this session took from other sequences' caches instead of feeding them
-    /// ([`BatchDecoder::reused_prompt_tokens`]).
+    /// ([`BatchDecoder::reused_prompt_tokens`](crate::engine::BatchDecoder::reused_prompt_tokens)).
     pub fn reused_prompt_tokens(&self) -> usize {
         self.inner.reused_prompt_tokens()
     }
