@@ -187,7 +187,8 @@ fn timing_blocked_f16() {
 /// Kernel timing, not a check: `cargo test --release --lib timing_blocked_f16_against_panels
 /// -- --ignored --nocapture`. Fastest of 9 calls at prefill row counts: this blocked product
 /// (each weight widened once per call) against the FP16 panel layout the backend uses
-/// ([`super::super::f16panel`], each weight widened once per 8 rows), at SmolLM2-135M's up,
+/// ([`super::super::f16panel`], each weight widened once per kernel call of up to 8 rows, or of
+/// up to 6 rows over two panels), at SmolLM2-135M's up,
 /// down and classifier shapes and the Llama-2-7B square shape.
 #[test]
 #[ignore]
