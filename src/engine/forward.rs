@@ -298,7 +298,6 @@ impl<B: Backend> Model<B> {
                 src.pos, dst.context
             )));
         }
-        dst.pos = dst.pos.min(rows);
         self.ensure_cache_rows(dst, rows)?;
         let kvd = self.config.kv_dim();
         let caches = src.k_cache.iter().zip(dst.k_cache.iter_mut());
