@@ -23,6 +23,7 @@
 //! [`PAIR_ROWS`] rows at a time.
 
 use super::gemm_tile::{par_filled, SharedOut};
+use super::prefetch::NextPanels;
 use crate::{Error, Result};
 use half::f16;
 use std::sync::Arc;
@@ -172,7 +173,9 @@ impl F16Panels {
         let w = &self.data[p * PANEL * n_in..(p + 2) * PANEL * n_in];
         // The first panel of a pair is whole: another follows it.
         let lanes = PANEL.min(n_out - (p + 1) * PANEL);
-        for (r, n) in super::gemm_tile::even_row_calls(rows, PAIR_ROWS) {
+        let calls = rows.div_ceil(PAIR_ROWS);
+        for (c, (r, n)) in super::gemm_tile::even_row_calls(rows, PAIR_ROWS).enumerate() {
+            let share = (c, calls);
             let xs = &x[r * n_in..(r + n) * n_in];
             let op = dst.get().wrapping_add(r * n_out + p * PANEL);
             #[cfg(target_arch = "x86_64")]
@@ -181,12 +184,12 @@ impl F16Panels {
             // `xs` holds `n` rows of `n_in`; the caller checked the CPU.
             unsafe {
                 match n {
-                    6 => tile_pair_avx512::<6>(w, n_in, xs, op, n_out, lanes),
-                    5 => tile_pair_avx512::<5>(w, n_in, xs, op, n_out, lanes),
-                    4 => tile_pair_avx512::<4>(w, n_in, xs, op, n_out, lanes),
-                    3 => tile_pair_avx512::<3>(w, n_in, xs, op, n_out, lanes),
-                    2 => tile_pair_avx512::<2>(w, n_in, xs, op, n_out, lanes),
-                    _ => tile_pair_avx512::<1>(w, n_in, xs, op, n_out, lanes),
+                    6 => tile_pair_avx512::<6>(w, n_in, xs, op, n_out, lanes, share),
+                    5 => tile_pair_avx512::<5>(w, n_in, xs, op, n_out, lanes, share),
+                    4 => tile_pair_avx512::<4>(w, n_in, xs, op, n_out, lanes, share),
+                    3 => tile_pair_avx512::<3>(w, n_in, xs, op, n_out, lanes, share),
+                    2 => tile_pair_avx512::<2>(w, n_in, xs, op, n_out, lanes, share),
+                    _ => tile_pair_avx512::<1>(w, n_in, xs, op, n_out, lanes, share),
                 }
             }
         }
@@ -319,7 +322,9 @@ unsafe fn tile_avx512<const R: usize>(
 /// position two weight loads widened to sixteen lanes each, and per row one broadcast input
 /// feeding both panels' FMAs. Every output gets exactly [`tile_avx512`]'s FMAs in its order
 /// (phases by K parity, added at the end), so the bits are the one-panel kernel's. The first
-/// panel's sixteen outputs are stored whole, the second's masked to `lanes`.
+/// panel's sixteen outputs are stored whole, the second's masked to `lanes`. Call `share.0` of
+/// the `share.1` that apply this pair prefetches its part of the next pair, a step per two K
+/// positions ([`NextPanels`]).
 ///
 /// # Safety
 /// The CPU must have AVX-512F and F16C; `w` holds `32 * n_in` halves, `xs` `R * n_in` floats;
@@ -333,6 +338,7 @@ unsafe fn tile_pair_avx512<const R: usize>(
     op: *mut f32,
     out_stride: usize,
     lanes: usize,
+    share: (usize, usize),
 ) {
     use std::arch::x86_64::*;
     debug_assert!(w.len() >= 2 * PANEL * n_in && xs.len() >= R * n_in);
@@ -341,10 +347,16 @@ unsafe fn tile_pair_avx512<const R: usize>(
     let xp = xs.as_ptr();
     let mut a = [[_mm512_setzero_ps(); PHASES]; R];
     let mut b = [[_mm512_setzero_ps(); PHASES]; R];
+    let mut next = NextPanels::new(
+        wa.wrapping_add(2 * n_in).cast(),
+        n_in * 32,
+        n_in / PHASES,
+        share,
+        true,
+    );
     let mut k = 0;
     while k + PHASES <= n_in {
-        _mm_prefetch::<_MM_HINT_T1>(wa.wrapping_add(k + PREFETCH_AHEAD) as *const i8);
-        _mm_prefetch::<_MM_HINT_T1>(wb.wrapping_add(k + PREFETCH_AHEAD) as *const i8);
+        next.step();
         for ph in 0..PHASES {
             let va = _mm512_cvtph_ps(_mm256_loadu_si256(wa.add(k + ph)));
             let vb = _mm512_cvtph_ps(_mm256_loadu_si256(wb.add(k + ph)));

@@ -24,6 +24,7 @@ mod gemm_tile;
 pub mod huge_pages;
 mod kernels;
 pub mod kv_cache;
+mod prefetch;
 pub mod qgemm_vnni;
 pub mod qgemv;
 mod qgemv_avx512;

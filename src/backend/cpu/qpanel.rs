@@ -33,6 +33,7 @@
 
 use super::act_quant::{quantize_blocks, QBLOCK};
 use super::gemm_tile::{par_filled, Line, SharedOut};
+use super::prefetch::NextPanels;
 use crate::quant::Packed;
 use crate::{Error, Result};
 use half::f16;
@@ -304,7 +305,9 @@ impl<const BITS: u32> QPanels<BITS> {
         }
         // The first panel of a pair is whole: another follows it.
         let lanes = PANEL.min(n_out - (p + 1) * PANEL);
-        for (r, n) in super::gemm_tile::even_row_calls(rows, PAIR_ROWS) {
+        let calls = rows.div_ceil(PAIR_ROWS);
+        for (c, (r, n)) in super::gemm_tile::even_row_calls(rows, PAIR_ROWS).enumerate() {
+            let share = (c, calls);
             let op = dst.get().wrapping_add(r * n_out + p * PANEL);
             #[cfg(target_arch = "x86_64")]
             // SAFETY: this task alone writes outputs `16p .. 16p + 16 + lanes` of rows
@@ -312,12 +315,12 @@ impl<const BITS: u32> QPanels<BITS> {
             // matrix with `rows` rows; the caller checked the CPU.
             unsafe {
                 match n {
-                    6 => self.tile_vnni_pair::<6>(p, act, r, op, n_out, lanes),
-                    5 => self.tile_vnni_pair::<5>(p, act, r, op, n_out, lanes),
-                    4 => self.tile_vnni_pair::<4>(p, act, r, op, n_out, lanes),
-                    3 => self.tile_vnni_pair::<3>(p, act, r, op, n_out, lanes),
-                    2 => self.tile_vnni_pair::<2>(p, act, r, op, n_out, lanes),
-                    _ => self.tile_vnni_pair::<1>(p, act, r, op, n_out, lanes),
+                    6 => self.tile_vnni_pair::<6>(p, act, r, op, n_out, lanes, share),
+                    5 => self.tile_vnni_pair::<5>(p, act, r, op, n_out, lanes, share),
+                    4 => self.tile_vnni_pair::<4>(p, act, r, op, n_out, lanes, share),
+                    3 => self.tile_vnni_pair::<3>(p, act, r, op, n_out, lanes, share),
+                    2 => self.tile_vnni_pair::<2>(p, act, r, op, n_out, lanes, share),
+                    _ => self.tile_vnni_pair::<1>(p, act, r, op, n_out, lanes, share),
                 }
             }
         }
@@ -350,8 +353,10 @@ impl<const BITS: u32> QPanels<BITS> {
             return;
         }
         let _ = amx;
+        let calls = rows.div_ceil(ROWS);
         while r < rows {
             let n = ROWS.min(rows - r);
+            let share = (r / ROWS, calls);
             let op = dst.get().wrapping_add(r * n_out + p * PANEL);
             // SAFETY: this task alone writes outputs `16p .. 16p + lanes` of rows `r .. r + n`,
             // all inside `out` (asserted by `matmul`); `act` was filled for this matrix with
@@ -360,14 +365,14 @@ impl<const BITS: u32> QPanels<BITS> {
                 #[cfg(target_arch = "x86_64")]
                 if simd {
                     match n {
-                        8 => self.tile_vnni::<8>(p, act, r, op, n_out, lanes),
-                        7 => self.tile_vnni::<7>(p, act, r, op, n_out, lanes),
-                        6 => self.tile_vnni::<6>(p, act, r, op, n_out, lanes),
-                        5 => self.tile_vnni::<5>(p, act, r, op, n_out, lanes),
-                        4 => self.tile_vnni::<4>(p, act, r, op, n_out, lanes),
-                        3 => self.tile_vnni::<3>(p, act, r, op, n_out, lanes),
-                        2 => self.tile_vnni::<2>(p, act, r, op, n_out, lanes),
-                        _ => self.tile_vnni::<1>(p, act, r, op, n_out, lanes),
+                        8 => self.tile_vnni::<8>(p, act, r, op, n_out, lanes, share),
+                        7 => self.tile_vnni::<7>(p, act, r, op, n_out, lanes, share),
+                        6 => self.tile_vnni::<6>(p, act, r, op, n_out, lanes, share),
+                        5 => self.tile_vnni::<5>(p, act, r, op, n_out, lanes, share),
+                        4 => self.tile_vnni::<4>(p, act, r, op, n_out, lanes, share),
+                        3 => self.tile_vnni::<3>(p, act, r, op, n_out, lanes, share),
+                        2 => self.tile_vnni::<2>(p, act, r, op, n_out, lanes, share),
+                        _ => self.tile_vnni::<1>(p, act, r, op, n_out, lanes, share),
                     }
                     r += n;
                     continue;
@@ -554,7 +559,9 @@ impl<const BITS: u32> QPanels<BITS> {
     /// end, so the latency of one chain does not bound a decode product); then per row and
     /// block one convert and one FMA, per group the zero-point term and the scale. One- and
     /// two-row calls (decode) prefetch [`PREFETCH_AHEAD`] lines ahead, past the panel's end
-    /// too (a prefetch never faults); prefill's calls reuse each line over their rows instead.
+    /// too (a prefetch never faults); calls of more rows, call `share.0` of the `share.1` that
+    /// apply this panel, prefetch their part of the next panel, a step per block
+    /// ([`NextPanels`]).
     ///
     /// # Safety
     /// The CPU must have AVX-512 F/BW and VNNI and F16C; `op + r * out_stride + l` must be
@@ -569,6 +576,7 @@ impl<const BITS: u32> QPanels<BITS> {
         op: *mut f32,
         out_stride: usize,
         lanes: usize,
+        share: (usize, usize),
     ) {
         use std::arch::x86_64::*;
         let chains = if R == 1 {
@@ -580,7 +588,15 @@ impl<const BITS: u32> QPanels<BITS> {
         };
         let nsub = Self::NSUB;
         let code_mask = _mm512_set1_epi8(if BITS == 8 { -1 } else { (1i8 << BITS) - 1 });
-        let lines = self.lines.as_ptr().add(p * self.blocks * BITS as usize);
+        let per_panel = self.blocks * BITS as usize;
+        let lines = self.lines.as_ptr().add(p * per_panel);
+        let mut next = NextPanels::new(
+            lines.wrapping_add(per_panel).cast(),
+            per_panel * 64,
+            self.blocks,
+            share,
+            false,
+        );
         let stride = act.stride;
         let xq = act.xq.as_ptr().add(r0 * stride);
         // Unchecked reads of the rows' block scales, INT8 starts and `XS_g` (the caller
@@ -595,6 +611,9 @@ impl<const BITS: u32> QPanels<BITS> {
         for g in 0..self.groups {
             let mut gacc = [_mm512_setzero_ps(); R];
             for b in self.group_range(g) {
+                if R > 2 {
+                    next.step();
+                }
                 let mut isum = [[_mm512_setzero_si512(); 4]; R];
                 if BITS == 8 {
                     for (r, s) in isum.iter_mut().enumerate() {
@@ -666,7 +685,8 @@ impl<const BITS: u32> QPanels<BITS> {
     /// exactly the one-panel kernel's operations in its order (one integer chain per block,
     /// whose sum is exact however the one-panel kernel splits it; then the same convert, FMAs
     /// and zero-point term), so the bits are the same. The first panel's sixteen outputs are
-    /// stored whole, the second's masked to `lanes`.
+    /// stored whole, the second's masked to `lanes`. Call `share.0` of the `share.1` that apply
+    /// this pair prefetches its part of the next pair, a step per block ([`NextPanels`]).
     ///
     /// # Safety
     /// The CPU must have AVX-512 F/BW and VNNI and F16C; panel `p + 1` must exist;
@@ -682,6 +702,7 @@ impl<const BITS: u32> QPanels<BITS> {
         op: *mut f32,
         out_stride: usize,
         lanes: usize,
+        share: (usize, usize),
     ) {
         use std::arch::x86_64::*;
         let nsub = Self::NSUB;
@@ -689,6 +710,13 @@ impl<const BITS: u32> QPanels<BITS> {
         let per_panel = self.blocks * BITS as usize;
         let la = self.lines.as_ptr().add(p * per_panel);
         let lb = la.add(per_panel);
+        let mut next = NextPanels::new(
+            la.wrapping_add(2 * per_panel).cast(),
+            per_panel * 64,
+            self.blocks,
+            share,
+            true,
+        );
         let stride = act.stride;
         let xq = act.xq.as_ptr().add(r0 * stride);
         // Unchecked reads, as in `tile_vnni`.
@@ -700,6 +728,7 @@ impl<const BITS: u32> QPanels<BITS> {
         for g in 0..self.groups {
             let mut gacc = [[_mm512_setzero_ps(); 2]; R];
             for b in self.group_range(g) {
+                next.step();
                 let mut isum = [[_mm512_setzero_si512(); 2]; R];
                 if BITS == 8 {
                     for (r, s) in isum.iter_mut().enumerate() {
