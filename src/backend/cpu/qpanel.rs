@@ -568,6 +568,7 @@ impl<const BITS: u32> QPanels<BITS> {
     /// writable for `r < R`, `l < lanes`; `act` must hold rows `r0 .. r0 + R` for this matrix.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile_vnni<const R: usize>(
         &self,
         p: usize,
@@ -694,6 +695,7 @@ impl<const BITS: u32> QPanels<BITS> {
     /// rows `r0 .. r0 + R` for this matrix.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile_vnni_pair<const R: usize>(
         &self,
         p: usize,
