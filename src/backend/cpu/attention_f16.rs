@@ -147,6 +147,27 @@ fn values_scalar(
     }
 }
 
+/// How many cached positions ahead of their reads the kernels prefetch a row's head slice:
+/// a decode step's cache is read once, mostly from memory, and a position takes a few tens of
+/// cycles, so the distance has to cover a memory latency.
+const ROWS_AHEAD: usize = 16;
+
+/// Prefetches into L1 every cache line of the `hd` halves at `at` (a row's head slice).
+///
+/// # Safety
+/// The CPU must have SSE (every x86-64 does); the address need not be valid.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_slice(at: *const u16, hd: usize) {
+    use std::arch::x86_64::*;
+    let mut i = 0;
+    while i < hd {
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(i) as *const i8);
+        i += 32;
+    }
+    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(hd - 1) as *const i8);
+}
+
 /// Scores of every query head of the group at every position: each K row is widened once (16
 /// lanes at a time) and dotted with every head.
 ///
@@ -172,8 +193,8 @@ unsafe fn scores_avx512(
     let kp = k.as_ptr() as *const u16;
     for t in 0..len {
         let row = kp.add(t * kv_dim + kv_off);
-        if t + 4 < len {
-            _mm_prefetch::<_MM_HINT_T0>(kp.add((t + 4) * kv_dim + kv_off) as *const i8);
+        if t + ROWS_AHEAD < len {
+            prefetch_slice(kp.add((t + ROWS_AHEAD) * kv_dim + kv_off), hd);
         }
         for h in 0..group {
             let qh = q.as_ptr().add(h * hd);
@@ -245,8 +266,8 @@ unsafe fn values_pass_avx512<const C: usize, const H: usize>(
     }
     for t in 0..len {
         let row = vp.add(t * kv_dim + kv_off);
-        if t + 4 < len {
-            _mm_prefetch::<_MM_HINT_T0>(vp.add((t + 4) * kv_dim + kv_off) as *const i8);
+        if t + ROWS_AHEAD < len {
+            prefetch_slice(vp.add((t + ROWS_AHEAD) * kv_dim + kv_off), hd);
         }
         for c in 0..C {
             let vc = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * c) as *const __m256i));
@@ -361,8 +382,8 @@ unsafe fn values_memory_avx512(
     let op = out.as_mut_ptr();
     for t in 0..len {
         let row = vp.add(t * kv_dim + kv_off);
-        if t + 4 < len {
-            _mm_prefetch::<_MM_HINT_T0>(vp.add((t + 4) * kv_dim + kv_off) as *const i8);
+        if t + ROWS_AHEAD < len {
+            prefetch_slice(vp.add((t + ROWS_AHEAD) * kv_dim + kv_off), hd);
         }
         for c in 0..chunks {
             let vc = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * c) as *const __m256i));
