@@ -6,7 +6,7 @@
 //! [`attend_group_f16`] exactly as the one-sequence attention does, so the outputs have the
 //! same bits.
 
-use super::attention_f16::attend_group_f16;
+use super::attention_f16::{attend_group_f16, attend_row_f16};
 use super::{worker_pool, CpuBackend, KvCache};
 use crate::backend::{AttentionJob, AttentionShape};
 use half::f16;
@@ -53,7 +53,7 @@ pub(super) fn attention_f16_batch(jobs: &mut [AttentionJob<'_, CpuBackend>]) -> 
         };
         let s = j.shape;
         work = work.saturating_add(s.rows * s.n_heads * (s.pos0 + s.rows) * s.head_dim);
-        groups.push(s.rows * s.n_kv_heads);
+        groups.push(s.rows);
         seqs.push(Seq {
             q: j.q,
             k,
@@ -63,7 +63,17 @@ pub(super) fn attention_f16_batch(jobs: &mut [AttentionJob<'_, CpuBackend>]) -> 
         });
     }
     let seqs = Seqs(seqs);
-    // Item `t` of sequence `i`: query row `t / n_kv_heads`, key/value head `t % n_kv_heads`.
+    // With rows enough to keep every thread busy, an item is one query row of one sequence,
+    // all of its heads ([`attend_row_f16`]: each cached row read whole, once per pass);
+    // with fewer, one (query row, KV head) pair, so that a few rows still spread over the
+    // threads. Both give every head the same bits.
+    let rows: usize = groups.iter().sum();
+    let whole_rows = rows >= 2 * worker_pool::threads();
+    if !whole_rows {
+        for (n, j) in groups.iter_mut().zip(jobs.iter()) {
+            *n *= j.shape.n_kv_heads;
+        }
+    }
     let run = |i: usize, t: usize| {
         let s = seqs.get(i);
         let AttentionShape {
@@ -73,8 +83,17 @@ pub(super) fn attention_f16_batch(jobs: &mut [AttentionJob<'_, CpuBackend>]) -> 
             head_dim,
             ..
         } = s.shape;
-        let (r, g) = (t / n_kv_heads, t % n_kv_heads);
         let q_dim = n_heads * head_dim;
+        if whole_rows {
+            // SAFETY: task (i, t) alone writes row t of sequence i's output, inside the
+            // `rows * q_dim` the shape check guaranteed.
+            let out = unsafe { std::slice::from_raw_parts_mut(s.out.add(t * q_dim), q_dim) };
+            let q = &s.q[t * q_dim..(t + 1) * q_dim];
+            attend_row_f16(q, s.k, s.v, pos0 + t + 1, n_kv_heads, head_dim, out);
+            return;
+        }
+        // Item `t`: query row `t / n_kv_heads`, key/value head `t % n_kv_heads`.
+        let (r, g) = (t / n_kv_heads, t % n_kv_heads);
         let width = (n_heads / n_kv_heads) * head_dim;
         let at = r * q_dim + g * width;
         // SAFETY: task (i, r, g) alone writes `out[at..at + width]` of sequence i, inside the

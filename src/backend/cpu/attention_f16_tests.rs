@@ -31,3 +31,108 @@ fn register_tiled_values_give_the_bits_of_the_in_memory_accumulation() {
         }
     }
 }
+
+#[test]
+fn vector_exp_is_within_two_ulps_of_the_exact_value_and_zero_at_minus_infinity() {
+    if !super::super::simd::avx512f() {
+        eprintln!("SKIPPED: this CPU lacks AVX-512F");
+        return;
+    }
+    use std::arch::x86_64::*;
+    let mut xs: Vec<f32> = (0..=200_000).map(|i| -(i as f32) * 5.2e-4).collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        -1e-30,
+        -87.3,
+        -103.9,
+        -150.0,
+        -1e30,
+        f32::NEG_INFINITY,
+    ]);
+    for chunk in xs.chunks(16) {
+        let mut lanes = [0.0f32; 16];
+        lanes[..chunk.len()].copy_from_slice(chunk);
+        let mut got = [0.0f32; 16];
+        // SAFETY: the CPU was checked.
+        unsafe {
+            _mm512_storeu_ps(
+                got.as_mut_ptr(),
+                exp_avx512(_mm512_loadu_ps(lanes.as_ptr())),
+            )
+        };
+        for (&x, &e) in chunk.iter().zip(&got) {
+            let want = (x as f64).exp();
+            if want < f32::MIN_POSITIVE as f64 {
+                assert!(
+                    e.is_finite() && (e as f64) < 2.0 * f32::MIN_POSITIVE as f64,
+                    "e^{x} = {e}"
+                );
+                continue;
+            }
+            let ulp = f32::EPSILON as f64 * (want as f32).abs() as f64;
+            assert!(
+                ((e as f64) - want).abs() <= 2.0 * ulp,
+                "e^{x}: {e} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn vector_softmax_matches_an_f64_softmax_at_every_tail_length() {
+    if !super::super::simd::avx512f() {
+        eprintln!("SKIPPED: this CPU lacks AVX-512F");
+        return;
+    }
+    let mut rng = Rng::new(11);
+    for len in 1..=70 {
+        let row: Vec<f32> = (0..len).map(|_| (rng.next_f32() - 0.5) * 40.0).collect();
+        let mut got = row.clone();
+        softmax_rows(&mut got, len);
+        // The differences from the maximum are f32 in any f32 softmax; exact from there on.
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e = |x: f32| ((x - max) as f64).exp();
+        let sum: f64 = row.iter().map(|&x| e(x)).sum();
+        for (&x, &g) in row.iter().zip(&got) {
+            let want = e(x) / sum;
+            assert!(
+                (g as f64 - want).abs() <= 1e-6 * want.max(1e-30) + 1e-37,
+                "len {len}: {g} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn whole_row_attention_gives_each_head_the_bits_of_the_per_group_attention() {
+    let mut rng = Rng::new(9);
+    for (hd, n_kv, group) in [(64, 3, 3), (64, 1, 4), (128, 2, 2), (32, 2, 3), (80, 2, 1)] {
+        for len in [1, 15, 16, 17, 63, 64, 65, 130, 300] {
+            let kv_dim = n_kv * hd;
+            let q_len = n_kv * group * hd;
+            let q: Vec<f32> = (0..q_len).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+            let cache = |rng: &mut Rng| -> Vec<f16> {
+                (0..len * kv_dim)
+                    .map(|_| f16::from_f32(rng.next_f32() * 2.0 - 1.0))
+                    .collect()
+            };
+            let (k, v) = (cache(&mut rng), cache(&mut rng));
+            let mut whole = vec![0.0f32; q_len];
+            attend_row_f16(&q, &k, &v, len, n_kv, hd, &mut whole);
+            let width = group * hd;
+            let mut per_group = vec![0.0f32; q_len];
+            for g in 0..n_kv {
+                let qg = &q[g * width..(g + 1) * width];
+                let og = &mut per_group[g * width..(g + 1) * width];
+                attend_group_f16(qg, &k, &v, len, kv_dim, g * hd, hd, og);
+            }
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&whole),
+                bits(&per_group),
+                "hd {hd}, {n_kv} KV heads, len {len}"
+            );
+        }
+    }
+}

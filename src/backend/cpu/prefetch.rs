@@ -5,7 +5,7 @@
 //! core's share of the memory bandwidth, while the later calls ask for nothing. Here call `c`
 //! of `C` fetches the `c`-th of `C` equal parts of the next panel, evenly over its own loop,
 //! so the memory stream runs at one steady rate across all calls (measured in
-//! docs/PERFORMANCE.md, "Prefetch spread over the row calls").
+//! docs/PERFORMANCE.md, "CPU: continuous batching").
 
 /// Where one kernel call prefetches: a part of the next panel (or of both next panels of a
 /// pair), walked in equal steps, one per iteration of the call's loop.
