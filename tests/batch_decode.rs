@@ -190,10 +190,14 @@ fn batched_decoding_equals_each_sequence_alone_on_every_variant() {
         // these greedy and sampled outputs unchanged. Packed variants quantize activations
         // per block there (as prefill does); their agreement is checked on logits in
         // `a_sixteen_row_step_takes_the_batched_products_and_agrees_with_one_row_steps`.
+        // A step whose sequences all decode greedily takes each row's argmax on the backend;
+        // one with any sampling sequence reads the logits: mixing the two covers both.
+        let mixed = |i: usize| if i % 2 == 0 { greedy(i) } else { sampled(i) };
         if p == Precision::Fp16 {
             for (params, name) in [
                 (&greedy as &dyn Fn(usize) -> _, "greedy"),
                 (&sampled, "sampled"),
+                (&mixed, "mixed"),
             ] {
                 let what = format!("{p} {name}, default chunks");
                 check_waves(m.clone(), s.tok.clone(), &prompts, params, None, &what);

@@ -229,6 +229,12 @@ pub trait Backend: Send + Sync {
         self.read(x, &mut host)?;
         Ok(cpu::argmax(&host) as u32)
     }
+    /// Index of the largest element of each of the first `rows` rows of `x` (row-major, `len`
+    /// elements a row; first one on ties, [`cpu::argmax`]'s rule) into `out[..rows]`: what a
+    /// greedy batched step needs of its logits, without handing them to the host.
+    fn argmax_rows(&self, x: &Self::Buf, rows: usize, len: usize, out: &mut [u32]) -> Result<()> {
+        host_argmax_rows(self, x, rows, len, out)
+    }
     /// Layer norm with gain and bias: `out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * g + b`
     /// over `shape.rows` rows of width `shape.dim` (population variance). Checks the buffer
     /// sizes, then runs [`Backend::layer_norm_impl`].
@@ -366,4 +372,37 @@ pub fn matmuls_one_by_one<B: Backend + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// [`Backend::argmax_rows`] on the host: the rows read back, then each row's argmax (the
+/// trait's default).
+pub fn host_argmax_rows<B: Backend + ?Sized>(
+    be: &B,
+    x: &B::Buf,
+    rows: usize,
+    len: usize,
+    out: &mut [u32],
+) -> Result<()> {
+    let n = argmax_rows_len(rows, len, out.len())?;
+    let mut host = crate::model::input_file::try_filled(n, 0.0)?;
+    be.read(x, &mut host)?;
+    for (o, row) in out.iter_mut().zip(host.chunks_exact(len)) {
+        *o = cpu::argmax(row) as u32;
+    }
+    Ok(())
+}
+
+/// Checks an [`Backend::argmax_rows`] call (rows of at least one element, room in `out` for
+/// every row) and returns the elements it reads.
+pub fn argmax_rows_len(rows: usize, len: usize, out: usize) -> Result<usize> {
+    if len == 0 {
+        return Err(crate::Error::invalid("argmax of an empty row"));
+    }
+    if out < rows {
+        return Err(crate::Error::invalid(format!(
+            "argmax of {rows} rows into room for {out}"
+        )));
+    }
+    rows.checked_mul(len)
+        .ok_or_else(|| crate::Error::invalid("argmax rows size overflows"))
 }

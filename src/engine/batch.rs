@@ -181,4 +181,24 @@ impl<B: Backend> Model<B> {
         }
         self.backend.read(&scratch.heads.logits, &mut out[..len])
     }
+
+    /// The greedy token (argmax of the logits, [`Sampler`](super::sampling::Sampler)'s
+    /// greedy rule) of each of the first `rows` sequences of the last batched step, into
+    /// `out[..rows]`, without copying the logits to the host.
+    pub fn argmax_batch_logits(
+        &self,
+        scratch: &BatchScratch<B>,
+        rows: usize,
+        out: &mut [u32],
+    ) -> Result<()> {
+        if rows > scratch.sequences() {
+            return Err(Error::invalid(format!(
+                "cannot take {rows} greedy tokens from a batch of {} sequences",
+                scratch.sequences()
+            )));
+        }
+        let vocab = self.config.vocab_size;
+        self.backend
+            .argmax_rows(&scratch.heads.logits, rows, vocab, out)
+    }
 }

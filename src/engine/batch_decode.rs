@@ -77,8 +77,10 @@ pub struct BatchDecoder<B: Backend> {
     tokenizer: Arc<dyn Tokenizer>,
     seqs: Vec<Seq<B>>,
     scratch: Option<BatchScratch<B>>,
-    /// Host copy of the last step's logits.
+    /// Host copy of the last step's logits (when some sequence samples).
     logits: Vec<f32>,
+    /// The last step's greedy tokens, one per sequence fed (when every sequence is greedy).
+    greedy: Vec<u32>,
     /// Most prompt tokens one step feeds (over all joining sequences).
     prefill_per_step: usize,
     next_id: SeqId,
@@ -97,6 +99,7 @@ impl<B: Backend> BatchDecoder<B> {
             seqs: Vec::new(),
             scratch: None,
             logits: Vec::new(),
+            greedy: Vec::new(),
             prefill_per_step: DEFAULT_PREFILL_PER_STEP,
             next_id: 0,
             last_rows: 0,
@@ -273,10 +276,6 @@ impl<B: Backend> BatchDecoder<B> {
             .scratch
             .as_mut()
             .ok_or_else(|| Error::Internal("batch scratch missing".into()))?;
-        let len = seqs * vocab;
-        if self.logits.len() < len {
-            self.logits = try_filled(len, 0.0)?;
-        }
         let mut segments: Vec<&[u32]> = Vec::with_capacity(seqs);
         let mut states = Vec::with_capacity(seqs);
         for (s, f) in self.seqs.iter_mut().zip(feed) {
@@ -288,25 +287,50 @@ impl<B: Backend> BatchDecoder<B> {
             states.push(&mut s.state);
         }
         model.step_batch(&mut states, &segments, scratch)?;
-        model.read_batch_logits(scratch, seqs, &mut self.logits)?;
-        let mut rows_out = self.logits.chunks(vocab);
+        // Greedy sequences only need each row's argmax, taken where the logits are.
+        let greedy = self
+            .seqs
+            .iter()
+            .zip(feed)
+            .all(|(s, f)| f.rows() == 0 || s.sampler.params().is_greedy());
+        if greedy {
+            if self.greedy.len() < seqs {
+                self.greedy = try_filled(seqs, 0)?;
+            }
+            model.argmax_batch_logits(scratch, seqs, &mut self.greedy)?;
+        } else {
+            let len = seqs * vocab;
+            if self.logits.len() < len {
+                self.logits = try_filled(len, 0.0)?;
+            }
+            model.read_batch_logits(scratch, seqs, &mut self.logits)?;
+        }
+        // Row `i` of the step's outputs belongs to the `i`-th sequence fed.
+        let mut row = 0;
         for (s, f) in self.seqs.iter_mut().zip(feed) {
-            let row = match *f {
-                Feed::Token => rows_out.next(),
+            let i = row;
+            match *f {
+                Feed::Token => row += 1,
                 Feed::Prompt(n) if n > 0 => {
+                    row += 1;
                     s.fed += n;
-                    let row = rows_out.next();
                     if s.fed < s.prompt.len() {
                         continue;
                     }
                     // Decoding runs one row at a time: drop the prefill-sized scratch.
                     s.state.act = model.alloc_activations(1)?;
-                    row
                 }
                 _ => continue,
+            }
+            s.pending = if greedy {
+                self.greedy[i]
+            } else {
+                let logits = self
+                    .logits
+                    .get(i * vocab..(i + 1) * vocab)
+                    .ok_or_else(|| Error::Internal("batch logits row missing".into()))?;
+                s.sampler.sample(logits)
             };
-            let row = row.ok_or_else(|| Error::Internal("batch logits row missing".into()))?;
-            s.pending = s.sampler.sample(row);
         }
         Ok(())
     }

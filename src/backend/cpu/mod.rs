@@ -544,6 +544,17 @@ impl Backend for CpuBackend {
         Ok(argmax(&x[..len]) as u32)
     }
 
+    fn argmax_rows(&self, x: &Vec<f32>, rows: usize, len: usize, out: &mut [u32]) -> Result<()> {
+        let n = super::argmax_rows_len(rows, len, out.len())?;
+        check_len("argmax rows", x.len(), n)?;
+        // A classifier row is long enough that the other threads are worth waking for it.
+        let _mode = worker_pool::use_threading(self.threading);
+        worker_pool::for_each_chunk(&mut out[..rows], 1, |r, o| {
+            o[0] = argmax(&x[r * len..(r + 1) * len]) as u32;
+        });
+        Ok(())
+    }
+
     fn layer_norm_impl(
         &self,
         x: &Vec<f32>,

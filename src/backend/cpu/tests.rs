@@ -363,3 +363,37 @@ fn argmax_agrees_with_the_one_pass_rule_on_ties_nans_and_signed_zeros() {
     assert_eq!(argmax(&[f32::NAN, 1.0, 3.0]), 2);
     assert_eq!(argmax(&[-0.0, 0.0]), 0);
 }
+
+#[test]
+fn argmax_rows_takes_each_rows_argmax_and_refuses_bad_shapes() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(43);
+    let (rows, len) = (16, 1000);
+    let mut x: Vec<f32> = (0..rows * len)
+        .map(|_| (rng.below(50) as f32) - 25.0)
+        .collect();
+    x[3 * len + 7] = f32::NAN;
+    x.extend([9e9; 5]); // past the rows asked for: never read
+    let mut out = vec![u32::MAX; rows + 1];
+    be.argmax_rows(&x, rows, len, &mut out).unwrap();
+    for r in 0..rows {
+        let want = argmax(&x[r * len..(r + 1) * len]) as u32;
+        assert_eq!(out[r], want, "row {r}");
+    }
+    assert_eq!(out[rows], u32::MAX, "room past the rows is left alone");
+    // The trait's default (the rows read to the host, then each row's argmax) agrees.
+    let mut host = vec![0; rows];
+    crate::backend::host_argmax_rows(&be, &x, rows, len, &mut host).unwrap();
+    assert_eq!(host, out[..rows]);
+    let err = |r: usize, l: usize, room: usize, buf: usize| {
+        be.argmax_rows(&x[..buf].to_vec(), r, l, &mut vec![0; room])
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(2, 0, 2, 10).contains("empty row"));
+    assert!(err(3, 10, 2, 30).contains("room for 2"));
+    assert!(err(3, 10, 3, 29).contains("argmax rows"));
+    let mut room = vec![0; 2];
+    let huge = be.argmax_rows(&x, 2, usize::MAX, &mut room).unwrap_err();
+    assert!(huge.to_string().contains("overflows"), "{huge}");
+}
