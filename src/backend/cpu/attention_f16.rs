@@ -8,6 +8,8 @@
 //! is widened exactly (F16C `vcvtph2ps`). Kernels: AVX-512F + F16C when `head_dim` is a
 //! multiple of 16, AVX2 + FMA + F16C when it is a multiple of 8, else portable.
 
+#[cfg(target_arch = "x86_64")]
+use super::vexp::exp_avx512;
 use half::f16;
 use std::cell::Cell;
 
@@ -92,41 +94,6 @@ fn softmax_rows(scores: &mut [f32], len: usize) {
         let inv = 1.0 / sum;
         s.iter_mut().for_each(|x| *x *= inv);
     }
-}
-
-/// `e^x` for each lane (`x <= 0` here: scores less their maximum), within about an ulp:
-/// `x = n ln2 + r` with `|r| <= ln2 / 2` (`ln2` split in two parts, so `r` is exact to f32),
-/// `e^r` by its Taylor polynomial of degree 7 (Horner, fused), scaled by `2^n` (`vscalefps`,
-/// which flushes to zero below the range). Inputs below -104 are clamped there (their
-/// result is zero either way), so that `-inf` gives 0 rather than NaN.
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    let mut p = _mm512_set1_ps(1.0 / 5040.0);
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    _mm512_scalef_ps(p, n)
 }
 
 /// Softmax of one row in place, sixteen positions per vector (the tail masked): the maximum,

@@ -33,53 +33,6 @@ fn register_tiled_values_give_the_bits_of_the_in_memory_accumulation() {
 }
 
 #[test]
-fn vector_exp_is_within_two_ulps_of_the_exact_value_and_zero_at_minus_infinity() {
-    if !super::super::simd::avx512f() {
-        eprintln!("SKIPPED: this CPU lacks AVX-512F");
-        return;
-    }
-    use std::arch::x86_64::*;
-    let mut xs: Vec<f32> = (0..=200_000).map(|i| -(i as f32) * 5.2e-4).collect();
-    xs.extend([
-        0.0,
-        -0.0,
-        -1e-30,
-        -87.3,
-        -103.9,
-        -150.0,
-        -1e30,
-        f32::NEG_INFINITY,
-    ]);
-    for chunk in xs.chunks(16) {
-        let mut lanes = [0.0f32; 16];
-        lanes[..chunk.len()].copy_from_slice(chunk);
-        let mut got = [0.0f32; 16];
-        // SAFETY: the CPU was checked.
-        unsafe {
-            _mm512_storeu_ps(
-                got.as_mut_ptr(),
-                exp_avx512(_mm512_loadu_ps(lanes.as_ptr())),
-            )
-        };
-        for (&x, &e) in chunk.iter().zip(&got) {
-            let want = (x as f64).exp();
-            if want < f32::MIN_POSITIVE as f64 {
-                assert!(
-                    e.is_finite() && (e as f64) < 2.0 * f32::MIN_POSITIVE as f64,
-                    "e^{x} = {e}"
-                );
-                continue;
-            }
-            let ulp = f32::EPSILON as f64 * (want as f32).abs() as f64;
-            assert!(
-                ((e as f64) - want).abs() <= 2.0 * ulp,
-                "e^{x}: {e} vs {want}"
-            );
-        }
-    }
-}
-
-#[test]
 fn vector_softmax_matches_an_f64_softmax_at_every_tail_length() {
     if !super::super::simd::avx512f() {
         eprintln!("SKIPPED: this CPU lacks AVX-512F");
