@@ -132,7 +132,7 @@ impl<B: Backend> BatchDecoder<B> {
         let sampler = Sampler::new(params.sampling.clone())?;
         // Scratch for the prompt chunks this sequence may feed in one step.
         let chunk = self.prefill_per_step.min(prompt.len());
-        let state = model.new_state_with_context(chunk, context)?;
+        let state = model.new_batch_state(chunk, context)?;
         let mut ids = Vec::new();
         crate::model::input_file::try_reserve(&mut ids, prompt.len())?;
         ids.extend_from_slice(&prompt);

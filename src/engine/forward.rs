@@ -59,7 +59,8 @@ pub(super) struct Activations<B: Backend> {
     pub(super) up: B::Buf,
     pub(super) hb: B::Buf,
     pub(super) logits: B::Buf,
-    /// Rows every buffer holds.
+    /// Rows every buffer holds (the attention buffers alone, for
+    /// [`Model::alloc_segment_activations`]).
     pub(super) rows: usize,
 }
 
@@ -217,6 +218,24 @@ impl<B: Backend> Model<B> {
     /// context length). The KV cache starts small and grows with the sequence up to that
     /// limit; a backend that cannot hold it reports [`Error::OutOfMemory`].
     pub fn new_state_with_context(&self, chunk: usize, context: usize) -> Result<State<B>> {
+        self.state_with(chunk, context, Self::alloc_activations)
+    }
+
+    /// A state for a sequence fed only through batched steps ([`Model::step_batch`]), with
+    /// scratch from [`Model::alloc_segment_activations`]; otherwise as
+    /// [`Model::new_state_with_context`].
+    pub(super) fn new_batch_state(&self, chunk: usize, context: usize) -> Result<State<B>> {
+        self.state_with(chunk, context, Self::alloc_segment_activations)
+    }
+
+    /// A fresh state whose scratch `scratch(rows)` makes for `chunk` rows (capped by the
+    /// context).
+    fn state_with(
+        &self,
+        chunk: usize,
+        context: usize,
+        scratch: impl Fn(&Self, usize) -> Result<Activations<B>>,
+    ) -> Result<State<B>> {
         if context == 0 {
             return Err(Error::invalid("context length must be at least 1 token"));
         }
@@ -233,7 +252,7 @@ impl<B: Backend> Model<B> {
             v_cache: (0..c.n_layers)
                 .map(|_| be.alloc_cache(cache_len))
                 .collect::<Result<_>>()?,
-            act: self.alloc_activations(chunk)?,
+            act: scratch(self, chunk)?,
             pos: 0,
             cache_rows,
             context,
@@ -242,20 +261,36 @@ impl<B: Backend> Model<B> {
 
     /// Scratch activations for `rows` token rows.
     pub(super) fn alloc_activations(&self, rows: usize) -> Result<Activations<B>> {
+        self.activations(rows, rows)
+    }
+
+    /// Scratch of a sequence fed only through batched steps: a batched step uses a sequence's
+    /// own query, key, value and attention rows (`rows` of them: a prompt chunk) and keeps
+    /// every other row in the batch's scratch, so those buffers hold a single row here (a
+    /// chat prompt's chunk would otherwise zero a classifier row per prompt token). Only
+    /// [`Model::step_batch`] may feed such a state more than one token at a time.
+    pub(super) fn alloc_segment_activations(&self, rows: usize) -> Result<Activations<B>> {
+        self.activations(rows, 1)
+    }
+
+    /// Activations whose attention buffers (q, k, v, att) hold `rows` rows and the others
+    /// `other_rows`.
+    fn activations(&self, rows: usize, other_rows: usize) -> Result<Activations<B>> {
         let c = &self.config;
         let be = &self.backend;
-        let scratch = |width: usize| be.alloc(elems("scratch buffer", rows, width)?);
+        let scratch = |rows: usize, width: usize| be.alloc(elems("scratch buffer", rows, width)?);
+        let other = |width: usize| scratch(other_rows, width);
         Ok(Activations {
-            x: scratch(c.dim)?,
-            xb: scratch(c.dim.max(c.q_dim()))?,
-            q: scratch(c.q_dim())?,
-            k: scratch(c.kv_dim())?,
-            v: scratch(c.kv_dim())?,
-            att: scratch(c.q_dim())?,
-            gate: scratch(c.hidden_dim)?,
-            up: scratch(c.hidden_dim)?,
-            hb: scratch(c.hidden_dim)?,
-            logits: scratch(c.vocab_size)?,
+            x: other(c.dim)?,
+            xb: other(c.dim.max(c.q_dim()))?,
+            q: scratch(rows, c.q_dim())?,
+            k: scratch(rows, c.kv_dim())?,
+            v: scratch(rows, c.kv_dim())?,
+            att: scratch(rows, c.q_dim())?,
+            gate: other(c.hidden_dim)?,
+            up: other(c.hidden_dim)?,
+            hb: other(c.hidden_dim)?,
+            logits: other(c.vocab_size)?,
             rows,
         })
     }
@@ -593,4 +628,33 @@ pub(super) enum Logits {
     Every,
     /// The last row's only, into the first row of the logits buffer.
     Last,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::model::{synthetic, DType};
+
+    #[test]
+    fn a_batch_state_holds_its_chunk_of_attention_rows_and_one_row_of_the_rest() {
+        let c = synthetic::preset("tiny").unwrap();
+        let w = synthetic::synthetic_weights(&c, 9, DType::F32).unwrap();
+        let m = Model::new(CpuBackend::new(), &w).unwrap();
+        let (chunk, be) = (12, m.backend());
+        let s = m.new_batch_state(chunk, 64).unwrap();
+        let a = &s.act;
+        assert_eq!(a.rows, chunk);
+        let (q, kv) = (c.q_dim(), c.kv_dim());
+        for (buf, width) in [(&a.q, q), (&a.att, q), (&a.k, kv), (&a.v, kv)] {
+            assert_eq!(be.buf_len(buf), chunk * width);
+        }
+        assert_eq!(be.buf_len(&a.logits), c.vocab_size);
+        assert_eq!(be.buf_len(&a.hb), c.hidden_dim);
+        assert_eq!(be.buf_len(&a.x), c.dim);
+        // A full state of the same chunk holds every buffer at `chunk` rows.
+        let full = m.new_state_with_context(chunk, 64).unwrap();
+        assert_eq!(be.buf_len(&full.act.logits), chunk * c.vocab_size);
+        assert_eq!((s.context(), s.pos()), (full.context(), full.pos()));
+    }
 }
