@@ -262,6 +262,56 @@ fn prompts_sharing_a_prefix_reuse_its_cached_rows_and_match_generation_alone() {
     }
 }
 
+/// A burst of prompts that share a prefix, joined at once with room in the step for all of
+/// them: the first computes the prefix, the others wait a step and copy it (an identical
+/// prompt all but its last token) instead of computing it alongside, and every output is
+/// still what the prompt produces alone.
+#[test]
+fn a_burst_sharing_a_prefix_computes_it_once_and_matches_generation_alone() {
+    let Some(s) = stories() else { return };
+    let shared = "Once upon a time, there was a little girl named Lily. She liked to play outside.";
+    let texts = [
+        format!("{shared} One day"),
+        format!("{shared} Her mom said"),
+        format!("{shared} One day"),
+        format!("{shared} The sun was hot"),
+        "The cat sat.".to_string(),
+    ];
+    let prompts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| s.tok.encode(t, true).unwrap())
+        .collect();
+    let prefix = s.tok.encode(shared, true).unwrap().len();
+    let w = quantize_model(&s.dense, Precision::Fp16, &QuantConfig::default(), None).unwrap();
+    let m = Arc::new(Model::new(CpuBackend::new(), &w).unwrap());
+    let params = GenerateParams {
+        max_new_tokens: 10,
+        ..Default::default()
+    };
+    let mut dec = BatchDecoder::new(m.clone(), s.tok.clone());
+    let all: usize = prompts.iter().map(Vec::len).sum();
+    dec.set_prefill_per_step(all).unwrap();
+    let ids: Vec<_> = prompts
+        .iter()
+        .map(|p| dec.join(p, &params).unwrap())
+        .collect();
+    let mut out = HashMap::new();
+    drain(&mut dec, &mut out);
+    // Prompts 1 and 3 take the shared prefix but its first token's worth of slack (the
+    // tokenizer may merge across the join); prompt 2 (equal to 0) all but its last token.
+    let least = 2 * (prefix - 1) + (prompts[2].len() - 1);
+    assert!(
+        dec.reused_prompt_tokens() >= least,
+        "{} prompt tokens reused, expected at least {least}",
+        dec.reused_prompt_tokens()
+    );
+    for (i, id) in ids.into_iter().enumerate() {
+        let want = alone(&m, s.tok.as_ref(), &prompts[i], &params);
+        assert_eq!(out[&id].ids, want.ids, "prompt {i}");
+        assert_eq!(out[&id].text, want.text, "prompt {i}");
+    }
+}
+
 #[test]
 fn sequences_end_at_eos_their_limit_or_the_context_and_bad_prompts_are_refused() {
     let Some(s) = stories() else { return };

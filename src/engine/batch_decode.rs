@@ -17,6 +17,11 @@ use crate::model::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 use std::sync::Arc;
 
+/// How many leading tokens `a` and `b` share.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// Names a sequence of a [`BatchDecoder`] (unique within it).
 pub type SeqId = u64;
 
@@ -170,11 +175,9 @@ impl<B: Backend> BatchDecoder<B> {
         let tok = self.tokenizer.as_ref();
         let mut events = Vec::with_capacity(self.seqs.len());
         let mut feed = Vec::with_capacity(self.seqs.len());
-        let mut budget = self.prefill_per_step;
-        for s in &mut self.seqs {
+        let takes = self.prompt_takes();
+        for (s, &take) in self.seqs.iter_mut().zip(&takes) {
             if s.fed < s.prompt.len() {
-                let take = budget.min(s.prompt.len() - s.fed);
-                budget -= take;
                 feed.push(Feed::Prompt(take));
                 continue;
             }
@@ -232,8 +235,7 @@ impl<B: Backend> BatchDecoder<B> {
             let want = &s.prompt[..s.prompt.len() - 1];
             let mut best = (s.fed, i);
             for (j, d) in self.seqs.iter().enumerate() {
-                let held = &d.prompt[..d.fed.min(d.state.pos)];
-                let common = held.iter().zip(want).take_while(|(a, b)| a == b).count();
+                let common = common_prefix(&d.prompt[..d.fed.min(d.state.pos)], want);
                 if j != i && common > best.0 {
                     best = (common, j);
                 }
@@ -254,6 +256,33 @@ impl<B: Backend> BatchDecoder<B> {
             s.fed = rows;
         }
         Ok(())
+    }
+
+    /// Prompt tokens each sequence feeds this step (0 for a decoding one): the joining
+    /// sequences in order while the step's budget lasts, except that one whose next prompt
+    /// tokens a sequence before it feeds in this step too (a burst of requests with one
+    /// system prompt, or the same prompt twice) waits, and takes them from that sequence's
+    /// cache at the next step ([`Self::reuse_prefixes`]) rather than computing them again.
+    fn prompt_takes(&self) -> Vec<usize> {
+        let mut budget = self.prefill_per_step;
+        let mut takes = vec![0; self.seqs.len()];
+        for (i, s) in self.seqs.iter().enumerate() {
+            if s.fed >= s.prompt.len() || budget == 0 {
+                continue;
+            }
+            let want = &s.prompt[..s.prompt.len() - 1];
+            let fed_ahead = self.seqs[..i]
+                .iter()
+                .zip(&takes)
+                .any(|(d, &t)| t > 0 && common_prefix(&d.prompt[..d.fed + t], want) > s.fed);
+            if fed_ahead {
+                continue;
+            }
+            let take = budget.min(s.prompt.len() - s.fed);
+            budget -= take;
+            takes[i] = take;
+        }
+        takes
     }
 
     /// Feeds what `feed` marks (`seqs` sequences) in one pass and samples each sequence's
