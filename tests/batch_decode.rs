@@ -206,14 +206,9 @@ fn batched_decoding_equals_each_sequence_alone_on_every_variant() {
     }
 }
 
-/// Prompts that share a long prefix (as chat requests share a system prompt) take it from a
-/// sequence that already holds it instead of feeding it again, and still produce exactly what
-/// each produces alone: joined in one wave (the later ones reuse once the first has fed the
-/// prefix) and in a second wave while the first decodes; a prompt equal to a held one reuses
-/// all but its last token.
-#[test]
-fn prompts_sharing_a_prefix_reuse_its_cached_rows_and_match_generation_alone() {
-    let Some(s) = stories() else { return };
+/// Five story prompts, four of them after one shared sentence (prompts 0 and 2 equal, 3
+/// apart), and the shared sentence's token count.
+fn shared_prefix_prompts(s: &Stories) -> (Vec<Vec<u32>>, usize) {
     let shared = "Once upon a time, there was a little girl named Lily. She liked to play outside.";
     let texts = [
         format!("{shared} One day"),
@@ -222,11 +217,22 @@ fn prompts_sharing_a_prefix_reuse_its_cached_rows_and_match_generation_alone() {
         "The cat sat.".to_string(),
         format!("{shared} The sun was hot"),
     ];
-    let prompts: Vec<Vec<u32>> = texts
+    let prompts = texts
         .iter()
         .map(|t| s.tok.encode(t, true).unwrap())
         .collect();
-    let prefix = s.tok.encode(shared, true).unwrap().len();
+    (prompts, s.tok.encode(shared, true).unwrap().len())
+}
+
+/// Prompts that share a long prefix (as chat requests share a system prompt) take it from a
+/// sequence that already holds it instead of feeding it again, and still produce exactly what
+/// each produces alone: joined in one wave (the later ones reuse once the first has fed the
+/// prefix) and in a second wave while the first decodes; a prompt equal to a held one reuses
+/// all but its last token.
+#[test]
+fn prompts_sharing_a_prefix_reuse_its_cached_rows_and_match_generation_alone() {
+    let Some(s) = stories() else { return };
+    let (prompts, prefix) = shared_prefix_prompts(&s);
     for p in [Precision::Fp16, Precision::Int8, Precision::Int4] {
         let w = quantize_model(&s.dense, p, &QuantConfig::default(), None).unwrap();
         let m = Arc::new(Model::new(CpuBackend::new(), &w).unwrap());
@@ -269,19 +275,7 @@ fn prompts_sharing_a_prefix_reuse_its_cached_rows_and_match_generation_alone() {
 #[test]
 fn a_burst_sharing_a_prefix_computes_it_once_and_matches_generation_alone() {
     let Some(s) = stories() else { return };
-    let shared = "Once upon a time, there was a little girl named Lily. She liked to play outside.";
-    let texts = [
-        format!("{shared} One day"),
-        format!("{shared} Her mom said"),
-        format!("{shared} One day"),
-        format!("{shared} The sun was hot"),
-        "The cat sat.".to_string(),
-    ];
-    let prompts: Vec<Vec<u32>> = texts
-        .iter()
-        .map(|t| s.tok.encode(t, true).unwrap())
-        .collect();
-    let prefix = s.tok.encode(shared, true).unwrap().len();
+    let (prompts, prefix) = shared_prefix_prompts(&s);
     let w = quantize_model(&s.dense, Precision::Fp16, &QuantConfig::default(), None).unwrap();
     let m = Arc::new(Model::new(CpuBackend::new(), &w).unwrap());
     let params = GenerateParams {
@@ -297,7 +291,7 @@ fn a_burst_sharing_a_prefix_computes_it_once_and_matches_generation_alone() {
         .collect();
     let mut out = HashMap::new();
     drain(&mut dec, &mut out);
-    // Prompts 1 and 3 take the shared prefix but its first token's worth of slack (the
+    // Prompts 1 and 4 take the shared prefix but its first token's worth of slack (the
     // tokenizer may merge across the join); prompt 2 (equal to 0) all but its last token.
     let least = 2 * (prefix - 1) + (prompts[2].len() - 1);
     assert!(

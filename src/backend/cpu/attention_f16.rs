@@ -386,7 +386,6 @@ unsafe fn scores_avx512(
 unsafe fn scores_rows_avx512<const C: usize>(
     args: (&[f32], *const u16, usize, usize, usize, f32, &mut [f32]),
 ) {
-    use std::arch::x86_64::*;
     let (q, kp, len, kv_dim, kv_off, scale, scores) = args;
     let hd = 16 * C;
     let group = q.len() / hd;
@@ -395,18 +394,39 @@ unsafe fn scores_rows_avx512<const C: usize>(
         if t + ROWS_AHEAD < len {
             prefetch_slice(kp.add((t + ROWS_AHEAD) * kv_dim + kv_off), hd);
         }
-        let mut kc = [_mm512_setzero_ps(); C];
-        for (c, kc) in kc.iter_mut().enumerate() {
-            *kc = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * c) as *const __m256i));
+        score_heads::<C>(row, q, 0..group, (t, len, scale), scores);
+    }
+}
+
+/// One cached position's scores for query heads `heads`: its K slice (`16 * C` halves at `k`)
+/// widened once into `C` registers, then dotted with each head's `16 * C` floats of `q` (FMAs
+/// in lane order, then the lanes summed), times `scale`, into `scores[h * len + t]`.
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C; `k` holds `16 * C` halves; `q` holds `heads.end * 16 *
+/// C` floats and `scores` `heads.end * len`, with `t < len`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+#[inline]
+unsafe fn score_heads<const C: usize>(
+    k: *const u16,
+    q: &[f32],
+    heads: std::ops::Range<usize>,
+    (t, len, scale): (usize, usize, f32),
+    scores: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let mut kc = [_mm512_setzero_ps(); C];
+    for (c, kc) in kc.iter_mut().enumerate() {
+        *kc = _mm512_cvtph_ps(_mm256_loadu_si256(k.add(16 * c) as *const __m256i));
+    }
+    for h in heads {
+        let qh = q.as_ptr().add(h * 16 * C);
+        let mut acc = _mm512_setzero_ps();
+        for (c, kc) in kc.iter().enumerate() {
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh.add(16 * c)), *kc, acc);
         }
-        for h in 0..group {
-            let qh = q.as_ptr().add(h * hd);
-            let mut acc = _mm512_setzero_ps();
-            for (c, kc) in kc.iter().enumerate() {
-                acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh.add(16 * c)), *kc, acc);
-            }
-            *scores.get_unchecked_mut(h * len + t) = _mm512_reduce_add_ps(acc) * scale;
-        }
+        *scores.get_unchecked_mut(h * len + t) = _mm512_reduce_add_ps(acc) * scale;
     }
 }
 
@@ -423,7 +443,6 @@ unsafe fn scores_rows_avx512<const C: usize>(
 unsafe fn scores_whole_rows_avx512<const C: usize>(
     args: (&[f32], *const u16, usize, usize, f32, &mut [f32]),
 ) {
-    use std::arch::x86_64::*;
     let (q, kp, len, n_kv, scale, scores) = args;
     let hd = 16 * C;
     let kv_dim = n_kv * hd;
@@ -434,19 +453,8 @@ unsafe fn scores_whole_rows_avx512<const C: usize>(
             prefetch_slice(kp.add((t + ROWS_AHEAD) * kv_dim), kv_dim);
         }
         for g in 0..n_kv {
-            let mut kc = [_mm512_setzero_ps(); C];
-            for (c, kc) in kc.iter_mut().enumerate() {
-                let at = row.add(g * hd + 16 * c);
-                *kc = _mm512_cvtph_ps(_mm256_loadu_si256(at as *const __m256i));
-            }
-            for h in g * group..(g + 1) * group {
-                let qh = q.as_ptr().add(h * hd);
-                let mut acc = _mm512_setzero_ps();
-                for (c, kc) in kc.iter().enumerate() {
-                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh.add(16 * c)), *kc, acc);
-                }
-                *scores.get_unchecked_mut(h * len + t) = _mm512_reduce_add_ps(acc) * scale;
-            }
+            let heads = g * group..(g + 1) * group;
+            score_heads::<C>(row.add(g * hd), q, heads, (t, len, scale), scores);
         }
     }
 }
