@@ -4,7 +4,8 @@
 # Prints an nvidia-smi summary, runs every differential check (gpu-check) and every
 # microbenchmark (bench kernels), whole-model decode per variant (bench decode), weight
 # streaming through pinned staging (bench stream --device cuda), the controller's per-task
-# overhead (bench controller), continuous batching (bench batch), then one final table. Exits non-zero if anything failed.
+# overhead (bench controller), continuous batching and a speculative verify (bench batch),
+# then one final table. Exits non-zero if anything failed.
 # Full logs go to $OUT (when set) or .gpu/logs.
 set -u
 BIN="${1:-.gpu/agentcompress}"
@@ -69,9 +70,11 @@ t5=$(date +%s)
 echo "== bench controller rc=$CTRL_RC ($((t5 - t4)) s)"
 
 # Continuous batching on the 7B shape: output tokens/s of 4 and 16 sequences per step against
-# one, in the same run (issue #19's GPU goal: 16 sequences >= 12x one).
+# one, in the same run (issue #19's GPU goal: 16 sequences >= 12x one); and the speculative
+# verify of 8 drafted tokens (9 rows, every row's logits) against a one-row greedy step
+# (issue #18's GPU goal: <= 1.3x).
 timeout 150 "$BIN" bench batch --device cuda --preset llama2-7b --precisions fp16,int4 \
-    --rows 1,4,16 --steps 16 --prompt-tokens 16 --repeats 2 > "$LOGDIR/batch.log" 2>&1
+    --rows 1,4,16 --steps 16 --prompt-tokens 16 --repeats 2 --verify 8 > "$LOGDIR/batch.log" 2>&1
 BATCH_RC=$?
 t6=$(date +%s)
 echo "== bench batch --device cuda rc=$BATCH_RC ($((t6 - t5)) s)"

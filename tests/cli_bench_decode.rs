@@ -203,3 +203,50 @@ fn bench_batch_prints_every_batch_size_against_one_sequence() {
         assert!(!err.contains("panicked"), "{bad:?}: {err}");
     }
 }
+
+#[test]
+fn bench_batch_times_a_speculative_verify_against_a_one_row_step() {
+    let out = agentcompress(&[
+        "bench",
+        "batch",
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--precisions",
+        "fp16,int8",
+        "--rows",
+        "2",
+        "--steps",
+        "2",
+        "--prompt-tokens",
+        "3",
+        "--repeats",
+        "1",
+        "--verify",
+        "40",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("| variant | verify rows |"), "{text}");
+    for p in ["fp16", "int8"] {
+        // The verify table's row: 41 rows (40 drafted + the last kept token).
+        let row: Vec<&str> = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {p} | 41 |")))
+            .unwrap_or_else(|| panic!("no {p} verify row in\n{text}"))
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let (step, verify): (f64, f64) = (row[3].parse().unwrap(), row[4].parse().unwrap());
+        assert!(step > 0.0 && verify > 0.0, "{text}");
+        assert!(row[5].ends_with('x'), "{text}");
+    }
+    let bad = agentcompress(&["bench", "batch", "--preset", "tiny", "--verify", "-1"]);
+    assert!(!bad.status.success());
+    assert!(!String::from_utf8_lossy(&bad.stderr).contains("panicked"));
+}

@@ -48,6 +48,11 @@ pub struct BatchArgs {
     /// Timed runs per batch size (the median is reported).
     #[arg(long, default_value_t = 3, value_parser = crate::numeric::count, allow_negative_numbers = true)]
     pub repeats: usize,
+    /// Also time a speculative verify of this many drafted tokens: one sequence's forward of
+    /// K + 1 rows with every row's logits (what the target runs per verify), against its
+    /// one-row greedy step at the same position.
+    #[arg(long, value_parser = crate::numeric::count, allow_negative_numbers = true)]
+    pub verify: Option<usize>,
 }
 
 /// Runs the subcommand.
@@ -77,32 +82,50 @@ pub fn run(a: BatchArgs) -> Result<()> {
     );
     println!("| variant | batch | ms/step | output tok/s | vs batch 1 |");
     println!("|---|---:|---:|---:|---:|");
+    let mut verifies = Vec::new();
     for p in precisions {
         let qcfg = QuantConfig::default();
         let w = match (&src, &a.preset) {
             (Some(src), _) => src.variant(p, &qcfg, None)?,
             (None, Some(name)) => {
                 let mut cfg = synthetic::preset(name)?;
-                cfg.max_seq_len = cfg.max_seq_len.max(a.prompt_tokens + a.steps + 2);
+                let tail = a.steps.max(a.verify.map_or(0, |k| k + 1));
+                cfg.max_seq_len = cfg.max_seq_len.max(a.prompt_tokens + tail + 2);
                 random_variant(&cfg, p, &qcfg, 42)?
             }
             (None, None) => return Err(Error::invalid("give --model or --preset")),
         };
-        match device.open()? {
+        let verify = match device.open()? {
             OpenBackend::Cpu(be) => bench_variant(Arc::new(Model::new(be, &w)?), p, &rows, &a)?,
             OpenBackend::Cuda(be, _) => bench_variant(Arc::new(Model::new(be, &w)?), p, &rows, &a)?,
+        };
+        verifies.extend(verify.map(|v| (p, v)));
+    }
+    if let Some(k) = a.verify {
+        println!();
+        println!("| variant | verify rows | one-row step ms | verify ms | verify / step |");
+        println!("|---|---:|---:|---:|---:|");
+        for (p, (step, verify)) in verifies {
+            println!(
+                "| {p} | {} | {:.3} | {:.3} | {:.2}x |",
+                k + 1,
+                1e3 * step,
+                1e3 * verify,
+                verify / step
+            );
         }
     }
     Ok(())
 }
 
-/// Times every batch size of `rows` on `model` and prints a table row each.
+/// Times every batch size of `rows` on `model` and prints a table row each; with `--verify`,
+/// returns [`bench_verify`]'s times too.
 fn bench_variant<B: Backend + 'static>(
     model: Arc<Model<B>>,
     p: Precision,
     rows: &[usize],
     a: &BatchArgs,
-) -> Result<()> {
+) -> Result<Option<(f64, f64)>> {
     let vocab = model.config().vocab_size;
     let tok: Arc<dyn Tokenizer> = Arc::new(IdsOnly(vocab));
     let params = GenerateParams {
@@ -143,7 +166,44 @@ fn bench_variant<B: Backend + 'static>(
             tok_s / base_tok_s
         );
     }
-    Ok(())
+    a.verify.map(|k| bench_verify(&model, k, a)).transpose()
+}
+
+/// Seconds of a one-row greedy step and of a forward of `k + 1` rows with every row's logits,
+/// both for one sequence after its `--prompt-tokens` prompt, each rolled back after it runs
+/// (medians of `--repeats` runs of `--steps` each, the two kinds alternating by run).
+fn bench_verify<B: Backend + 'static>(
+    model: &Model<B>,
+    k: usize,
+    a: &BatchArgs,
+) -> Result<(f64, f64)> {
+    let rows = k + 1;
+    let prompt = bench_prompt(a.prompt_tokens.max(1), model.config().vocab_size);
+    let mut state = model.new_state_with_context(rows.max(prompt.len()), prompt.len() + rows)?;
+    let mut logits = Vec::new();
+    model.forward_into(&mut state, &prompt, false, &mut logits)?;
+    let base = state.pos();
+    let ids: Vec<u32> = prompt.iter().cycle().take(rows).copied().collect();
+    let (mut one, mut many) = (Vec::new(), Vec::new());
+    for _ in 0..a.repeats {
+        model.backend().synchronize()?;
+        let t0 = Instant::now();
+        for _ in 0..a.steps {
+            model.step_greedy(&mut state, ids[0])?;
+            state.truncate(base);
+        }
+        model.backend().synchronize()?;
+        let t1 = Instant::now();
+        for _ in 0..a.steps {
+            model.forward_into(&mut state, &ids, true, &mut logits)?;
+            state.truncate(base);
+        }
+        model.backend().synchronize()?;
+        let t2 = Instant::now();
+        one.push((t1 - t0).as_secs_f64() / a.steps as f64);
+        many.push((t2 - t1).as_secs_f64() / a.steps as f64);
+    }
+    Ok((median(&mut one), median(&mut many)))
 }
 
 /// A tokenizer that decodes every id to nothing: the benchmark times ids, not text, and its
