@@ -4,6 +4,7 @@
 //! multi-row pass per step).
 
 use crate::harness::decode_bench::random_variant;
+use crate::harness::ids_tokenizer::IdsOnly;
 use crate::harness::model_decode_bench::{bench_prompt, median, ModelSource};
 use agentcompress::api::{Device, OpenBackend};
 use agentcompress::backend::Backend;
@@ -204,28 +205,4 @@ fn bench_verify<B: Backend + 'static>(
         many.push((t2 - t1).as_secs_f64() / a.steps as f64);
     }
     Ok((median(&mut one), median(&mut many)))
-}
-
-/// A tokenizer that decodes every id to nothing: the benchmark times ids, not text, and its
-/// prompts are ids of the model's whole vocabulary.
-struct IdsOnly(usize);
-
-impl Tokenizer for IdsOnly {
-    fn encode(&self, _: &str, _: bool) -> Result<Vec<u32>> {
-        Err(Error::invalid(
-            "the batch benchmark feeds token ids, not text",
-        ))
-    }
-    fn decode(&self, _: &[u32]) -> Result<String> {
-        Ok(String::new())
-    }
-    fn vocab_size(&self) -> usize {
-        self.0
-    }
-    fn bos_id(&self) -> Option<u32> {
-        None
-    }
-    fn eos_id(&self) -> Option<u32> {
-        None
-    }
 }

@@ -5,11 +5,15 @@
 //! Shared by `agentcompress gpu-check` and its test `harness/cuda_diff_tests.rs`, so both run
 //! the same checks.
 
+use super::ids_tokenizer::IdsOnly;
 use agentcompress::backend::cpu::{self, CpuBackend};
 use agentcompress::backend::cuda::{AttnPath, CudaBackend};
 use agentcompress::backend::{AttentionShape, Backend, NormShape, RopeParams};
-use agentcompress::engine::Model;
+use agentcompress::engine::{
+    generate, generate_speculative, GenerateParams, Model, SpeculativeParams,
+};
 use agentcompress::model::{synthetic, DType, ModelConfig, ModelWeights, RopeStyle, Tensor};
+use agentcompress::quant::{quantize_model, Precision, QuantConfig};
 use agentcompress::util::rng::Rng;
 use agentcompress::Result;
 use half::f16;
@@ -789,6 +793,11 @@ fn model_check<B: Backend + Clone>(
     let vocab = cfg.vocab_size;
     let cm = Model::new(CpuBackend::exact(), &w)?;
     let gm = Model::new(gpu.clone(), &w)?;
+    // The draft of the speculation row: INT4 of the same weights, on the device too.
+    let gd = Model::new(
+        gpu.clone(),
+        &quantize_model(&w, Precision::Int4, &QuantConfig::default(), None)?,
+    )?;
     drop(w);
     let mut rng = Rng::new(seed ^ 0x5eed);
     let plen = 70.min(cfg.max_seq_len / 4).max(2);
@@ -853,7 +862,80 @@ fn model_check<B: Backend + Clone>(
         steps,
         max_err,
     )?);
+    rep.rows.push(speculation_row(
+        name, &cm, &gm, &gd, &prompt, steps, max_err,
+    )?);
     Ok(())
+}
+
+/// Greedy speculation on the device (target `gm`, draft `gd`) against the target's own greedy
+/// generation on the device: the ids must be the same. A verify's multi-row products may round
+/// differently from one-row steps, so a first difference passes as a near-tie when the CPU
+/// oracle's logits there separate the two tokens by no more than twice the decode's logit
+/// error, and fails otherwise.
+fn speculation_row<G: Backend>(
+    name: &str,
+    cm: &Model<CpuBackend>,
+    gm: &Model<G>,
+    gd: &Model<G>,
+    prompt: &[u32],
+    steps: usize,
+    max_err: f64,
+) -> Result<CheckRow> {
+    let tok = IdsOnly(cm.config().vocab_size);
+    let params = GenerateParams {
+        max_new_tokens: steps,
+        stop_at_eos: false,
+        context: prompt.len() + steps + 1,
+        ..Default::default()
+    };
+    let plain = generate(gm, &tok, prompt, &params, |_| true)?;
+    let spec_params = SpeculativeParams::default();
+    let spec = generate_speculative(gm, gd, &tok, prompt, &params, &spec_params, |_| true)?;
+    let n = plain.ids.len();
+    let same = plain
+        .ids
+        .iter()
+        .zip(&spec.ids)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let stats = spec.speculation.unwrap_or_default();
+    let kept = format!(
+        "{} of {} drafts kept over {} verifies",
+        stats.accepted, stats.drafted, stats.verifies
+    );
+    let (status, note) = if same == n && spec.ids.len() == n {
+        (Status::Pass, format!("{n}/{n} identical; {kept}"))
+    } else if same < n && same < spec.ids.len() {
+        let (want, got) = (plain.ids[same], spec.ids[same]);
+        let mut ids = prompt.to_vec();
+        ids.extend_from_slice(&plain.ids[..same]);
+        let mut cs = cm.new_state(64)?;
+        let l = cm.forward(&mut cs, &ids, false)?;
+        let margin = (l[want as usize] - l[got as usize]).abs() as f64;
+        if margin <= 2.0 * max_err {
+            let note = format!("near-tie at token {same} ({want} vs {got}, margin {margin:.2e})");
+            (Status::Pass, format!("{note}; {kept}"))
+        } else {
+            let note = format!(
+                "differs at token {same}: target {want}, speculation {got} (margin {margin:.3e})"
+            );
+            (Status::Fail, note)
+        }
+    } else {
+        let note = format!("{} tokens against the target's {n}", spec.ids.len());
+        (Status::Fail, note)
+    };
+    Ok(CheckRow {
+        name: "model-spec".into(),
+        case: format!("{name} {steps} tokens, int4 draft"),
+        status,
+        rel_err: 0.0,
+        max_abs: max_err,
+        tol: 0.0,
+        bad: n - same,
+        note,
+    })
 }
 
 /// Free-running greedy decode of `steps` tokens after `prompt` on the CPU oracle (host argmax)
@@ -926,13 +1008,17 @@ mod tests {
         let w = synthetic::synthetic_weights(&c, 5, DType::F32).unwrap();
         let mut rep = CheckReport::default();
         model_check(&CpuBackend::exact(), "tiny", w, 5, &mut rep).unwrap();
-        assert_eq!(rep.rows.len(), 3, "{}", rep.table());
+        assert_eq!(rep.rows.len(), 4, "{}", rep.table());
         assert_eq!(rep.failed(), 0, "{}", rep.table());
         assert!(rep.rows.iter().all(|r| r.max_abs == 0.0), "{}", rep.table());
         assert!(rep.rows[2].note.contains("identical"), "{}", rep.table());
+        // Speculation from the INT4 draft gives the target's own ids.
+        assert!(rep.rows[3].note.contains("identical;"), "{}", rep.table());
+        assert!(rep.rows[3].note.contains("drafts kept"), "{}", rep.table());
         let summary = rep.summary();
-        assert_eq!(summary.lines().count(), 4, "{summary}");
+        assert_eq!(summary.lines().count(), 5, "{summary}");
         assert!(summary.contains("model-greedy"), "{summary}");
+        assert!(summary.contains("model-spec"), "{summary}");
     }
 
     #[test]

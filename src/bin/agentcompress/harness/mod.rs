@@ -10,6 +10,7 @@ pub mod check_stream;
 pub mod copy_rate;
 pub mod cpu_kernel_bench;
 pub mod decode_bench;
+pub mod ids_tokenizer;
 pub mod kernel_bench;
 pub mod model_decode_bench;
 pub mod quant_kernel_bench;
