@@ -151,32 +151,25 @@ fn bench_decode_times_every_cache_and_threading_setup() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown KV cache precision 'f8'"));
 }
 
-#[test]
-fn bench_batch_prints_every_batch_size_against_one_sequence() {
-    let out = agentcompress(&[
-        "bench",
-        "batch",
-        "--device",
-        "cpu",
-        "--preset",
-        "tiny",
-        "--precisions",
-        "fp16,int4",
-        "--rows",
-        "3,2",
-        "--steps",
-        "2",
-        "--prompt-tokens",
-        "3",
-        "--repeats",
-        "1",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
+/// `bench batch` on the tiny preset, CPU, two steps after a three-token prompt, one run, with
+/// `extra` arguments; its output, after checking that it succeeded.
+fn bench_batch_tiny(extra: &[&str]) -> String {
+    let mut args = vec!["bench", "batch", "--device", "cpu", "--preset", "tiny"];
+    args.extend(["--steps", "2", "--prompt-tokens", "3", "--repeats", "1"]);
+    args.extend_from_slice(extra);
+    let out = agentcompress(&args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+#[test]
+fn bench_batch_prints_every_batch_size_against_one_sequence() {
+    let text = bench_batch_tiny(&["--precisions", "fp16,int4", "--rows", "3,2"]);
     for p in ["fp16", "int4"] {
         // Batch 1 is always timed first, as the baseline; the others in increasing order.
         let rows: Vec<Vec<&str>> = text
@@ -206,32 +199,7 @@ fn bench_batch_prints_every_batch_size_against_one_sequence() {
 
 #[test]
 fn bench_batch_times_a_speculative_verify_against_a_one_row_step() {
-    let out = agentcompress(&[
-        "bench",
-        "batch",
-        "--device",
-        "cpu",
-        "--preset",
-        "tiny",
-        "--precisions",
-        "fp16,int8",
-        "--rows",
-        "2",
-        "--steps",
-        "2",
-        "--prompt-tokens",
-        "3",
-        "--repeats",
-        "1",
-        "--verify",
-        "40",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = bench_batch_tiny(&["--precisions", "fp16,int8", "--rows", "2", "--verify", "40"]);
     assert!(text.contains("| variant | verify rows |"), "{text}");
     for p in ["fp16", "int8"] {
         // The verify table's row: 41 rows (40 drafted + the last kept token).
