@@ -374,6 +374,12 @@ pub fn matmuls_one_by_one<B: Backend + ?Sized>(
     Ok(())
 }
 
+thread_local! {
+    /// [`host_argmax_rows`]'s host copy, kept between calls: a batched decode step calls it
+    /// every step with the same size (a plain `Cell`, taken for the call and put back).
+    static HOST_ROWS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// [`Backend::argmax_rows`] on the host: the rows read back, then each row's argmax (the
 /// trait's default).
 pub fn host_argmax_rows<B: Backend + ?Sized>(
@@ -384,12 +390,19 @@ pub fn host_argmax_rows<B: Backend + ?Sized>(
     out: &mut [u32],
 ) -> Result<()> {
     let n = argmax_rows_len(rows, len, out.len())?;
-    let mut host = crate::model::input_file::try_filled(n, 0.0)?;
-    be.read(x, &mut host)?;
-    for (o, row) in out.iter_mut().zip(host.chunks_exact(len)) {
-        *o = cpu::argmax(row) as u32;
+    let mut host = HOST_ROWS.take();
+    if host.len() < n {
+        // On failure the cell is left empty, which is all the next call needs.
+        host = crate::model::input_file::try_filled(n, 0.0)?;
     }
-    Ok(())
+    let read = be.read(x, &mut host[..n]);
+    if read.is_ok() {
+        for (o, row) in out.iter_mut().zip(host[..n].chunks_exact(len)) {
+            *o = cpu::argmax(row) as u32;
+        }
+    }
+    HOST_ROWS.set(host);
+    read
 }
 
 /// Checks an [`Backend::argmax_rows`] call (rows of at least one element, room in `out` for
