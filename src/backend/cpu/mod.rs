@@ -14,6 +14,7 @@ pub mod act_quant;
 pub mod amx;
 mod attention_batch;
 mod attention_f16;
+mod dots_avx2;
 pub mod encoder_ops;
 pub mod f16gemm;
 pub mod f16mat;
@@ -771,7 +772,8 @@ fn packed_matmul<const B: u32>(
 
 /// `out[r, o] = sum_k w[o, k] * x[r, k]` for several input rows, where `widen(o, buf)` writes
 /// weight row `o` as f32 into a per-task buffer: each weight row is widened once for all
-/// input rows (packed and FP16 matrices share this).
+/// input rows (packed and FP16 matrices share this), and dotted with them four at a time on
+/// AVX2 + FMA ([`dots_avx2`]) where the CPU has it.
 pub(crate) fn matmul_widened_rows(
     rows: usize,
     n_in: usize,
@@ -780,6 +782,7 @@ pub(crate) fn matmul_widened_rows(
     out: &mut [f32],
     widen: impl Fn(usize, &mut [f32]) + Sync,
 ) {
+    let x = &x[..rows * n_in];
     let cols: Vec<Vec<f32>> = (0..n_out)
         .into_par_iter()
         .with_min_len(8)
@@ -787,9 +790,13 @@ pub(crate) fn matmul_widened_rows(
             || vec![0.0f32; n_in],
             |wrow, o| {
                 widen(o, wrow);
-                (0..rows)
-                    .map(|r| dot(wrow, &x[r * n_in..(r + 1) * n_in]))
-                    .collect()
+                let mut col = vec![0.0f32; rows];
+                if !dots_avx2::dots_into(wrow, x, &mut col) {
+                    for (r, c) in col.iter_mut().enumerate() {
+                        *c = dot(wrow, &x[r * n_in..(r + 1) * n_in]);
+                    }
+                }
+                col
             },
         )
         .collect();
