@@ -50,7 +50,7 @@ pub enum GemvPath {
     Avx512Vnni,
     /// 16 lanes, 16-byte units (`qgemv_avx512`).
     Avx512,
-    /// 8 lanes with FMA, 8-byte units.
+    /// 8 lanes with FMA (and F16C for the scales), 8-byte units.
     Avx2,
 }
 
@@ -68,7 +68,7 @@ impl GemvPath {
         match self {
             GemvPath::Avx512Vnni => super::qgemv_vnni::available(),
             GemvPath::Avx512 => super::simd::avx512f(),
-            GemvPath::Avx2 => super::simd::avx2_fma(),
+            GemvPath::Avx2 => super::simd::avx2_fma_f16c(),
         }
     }
 }
@@ -325,8 +325,15 @@ pub fn packed_gemm_f32<const BITS: u32>(
     true
 }
 
+/// One packed row against the permuted input on AVX2 + FMA + F16C: per unit of eight bytes,
+/// the codes widened to eight i32 lanes (INT8 sign-extended; INT4/INT2 masked in place per
+/// sub-position, left unshifted: the permuted input carries the `2^(-BITS t)`), converted and
+/// multiply-added with the input into per-sub-position accumulators; per group, their sum
+/// times the group's scale into the total. Scales (and zero points, whose `s z sum x` term is
+/// taken off at the end) are widened eight groups at a time. Every accumulator index is a
+/// constant after unrolling, so they stay in registers.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row_avx2<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32], sx: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let nsub = (8 / BITS) as usize;
@@ -339,60 +346,94 @@ unsafe fn row_avx2<const BITS: u32>(m: &Packed<BITS>, r: usize, xp: &[f32], sx: 
     } else {
         &[][..]
     };
+    debug_assert!(xp.len() >= units * nsub * 8 && sx.len() >= ng);
     // Units per group; one group per row (per-channel INT8) covers every unit.
     let upg = if ng == 1 {
         units
     } else {
         m.group_size() * BITS as usize / 64
     };
-    let mut masks = [_mm256_setzero_si256(); 4];
-    for (t, m) in masks.iter_mut().enumerate().take(nsub.min(4)) {
-        *m = _mm256_set1_epi32(((1i32 << BITS) - 1) << (BITS as usize * t));
-    }
+    let code = (1i32 << BITS) - 1;
+    let masks = [
+        _mm256_set1_epi32(code),
+        _mm256_set1_epi32(code << BITS),
+        _mm256_set1_epi32(code << (2 * BITS)),
+        _mm256_set1_epi32(code << (3 * BITS)),
+    ];
+    let (bp, xq) = (bytes.as_ptr(), xp.as_ptr());
+    let unit = |u: usize| _mm_loadl_epi64(bp.add(u * 8) as *const __m128i);
     let mut total = _mm256_setzero_ps();
-    let mut zterm = 0.0f32;
-    for g in 0..ng {
-        let u1 = ((g + 1) * upg).min(units);
-        // Four independent accumulators, so consecutive FMAs do not wait on each other.
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut u = g * upg;
-        while u < u1 {
-            let pair = (u + 1 < u1) as usize + 1;
-            for (i, uu) in (u..u + pair).enumerate() {
-                // Eight bytes, widened to eight 32-bit lanes (sign-extended for INT8 codes).
-                let raw = _mm_loadl_epi64(bytes.as_ptr().add(uu * 8) as *const __m128i);
-                let v = if BITS == 8 {
-                    _mm256_cvtepi8_epi32(raw)
-                } else {
-                    _mm256_cvtepu8_epi32(raw)
-                };
-                let xs = xp.as_ptr().add(uu * nsub * 8);
-                if BITS == 8 {
-                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(xs), acc[i]);
-                } else {
-                    for (t, mask) in masks.iter().enumerate().take(nsub) {
-                        // The code times 2^(BITS t), unshifted: the permuted input carries
-                        // the 2^(-BITS t) (exact power-of-two scaling).
-                        let c = _mm256_and_si256(v, *mask);
-                        let a = (2 * i + t) % 4;
-                        acc[a] = _mm256_fmadd_ps(
-                            _mm256_cvtepi32_ps(c),
-                            _mm256_loadu_ps(xs.add(t * 8)),
-                            acc[a],
-                        );
-                    }
+    let mut zvec = _mm256_setzero_ps();
+    let mut ztail = 0.0f32;
+    let mut sbuf = [0.0f32; 8];
+    let mut g0 = 0;
+    while g0 < ng {
+        let nb = (ng - g0).min(8);
+        if nb == 8 {
+            let s8 = _mm256_cvtph_ps(_mm_loadu_si128(scales.as_ptr().add(g0) as *const __m128i));
+            _mm256_storeu_ps(sbuf.as_mut_ptr(), s8);
+            if BITS < 8 {
+                let z8 = _mm256_cvtph_ps(_mm_loadu_si128(zeros.as_ptr().add(g0) as *const __m128i));
+                let sums = _mm256_loadu_ps(sx.as_ptr().add(g0));
+                zvec = _mm256_fmadd_ps(_mm256_mul_ps(s8, z8), sums, zvec);
+            }
+        } else {
+            for j in 0..nb {
+                sbuf[j] = scales[g0 + j].to_f32();
+                if BITS < 8 {
+                    ztail += sbuf[j] * zeros[g0 + j].to_f32() * sx[g0 + j];
                 }
             }
-            u += pair;
         }
-        let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let s = scales[g].to_f32();
-        total = _mm256_fmadd_ps(_mm256_set1_ps(s), acc, total);
-        if BITS < 8 {
-            zterm += s * zeros[g].to_f32() * sx[g];
+        for (j, &s) in sbuf.iter().enumerate().take(nb) {
+            let g = g0 + j;
+            let (ua, ub) = (g * upg, ((g + 1) * upg).min(units));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut u = ua;
+            if BITS == 8 {
+                // Two units per step into two accumulators (independent FMA chains).
+                while u + 2 <= ub {
+                    let (a, b) = (
+                        _mm256_cvtepi8_epi32(unit(u)),
+                        _mm256_cvtepi8_epi32(unit(u + 1)),
+                    );
+                    acc[0] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(a),
+                        _mm256_loadu_ps(xq.add(u * 8)),
+                        acc[0],
+                    );
+                    acc[1] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(b),
+                        _mm256_loadu_ps(xq.add(u * 8 + 8)),
+                        acc[1],
+                    );
+                    u += 2;
+                }
+                if u < ub {
+                    let a = _mm256_cvtepi8_epi32(unit(u));
+                    acc[0] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(a),
+                        _mm256_loadu_ps(xq.add(u * 8)),
+                        acc[0],
+                    );
+                }
+            } else {
+                while u < ub {
+                    let v = _mm256_cvtepu8_epi32(unit(u));
+                    let xs = xq.add(u * nsub * 8);
+                    for t in 0..nsub {
+                        let c = _mm256_cvtepi32_ps(_mm256_and_si256(v, masks[t]));
+                        acc[t] = _mm256_fmadd_ps(c, _mm256_loadu_ps(xs.add(t * 8)), acc[t]);
+                    }
+                    u += 1;
+                }
+            }
+            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            total = _mm256_fmadd_ps(_mm256_set1_ps(s), sum, total);
         }
+        g0 += nb;
     }
-    super::simd::hsum256(total) - zterm
+    super::simd::hsum256(total) - (super::simd::hsum256(zvec) + ztail)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
