@@ -9,11 +9,14 @@
 mod common;
 
 use agentcompress::api::{open_variant, ChatMessage, Device, Engine, VariantOpenOptions};
+use agentcompress::api::{CONTROLLER_FILE, ROUTER_FILE};
+use agentcompress::controller::{io as controller_io, Controller, ControllerConfig};
 use agentcompress::engine::{GenerateParams, SamplingParams};
 use agentcompress::model::tokenizer::{
     embeddable_tokenizer, embedded_tokenizer, gguf_tokenizer_from_file, Tokenizer, EMBEDDED_HF_NAME,
 };
-use agentcompress::quant::Precision;
+use agentcompress::quant::{PerPrecision, Precision};
+use agentcompress::router::{QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -193,6 +196,100 @@ fn quantize_writes_variants_of_a_gguf_that_chat_like_the_gguf() {
         })
         .unwrap();
     assert_eq!(stdout, r.output.text);
+}
+
+/// A variant directory of the tiny chat model with a seeded controller and a router whose
+/// quality falls with complexity, so routes carry the controller's prediction.
+fn routed_tiny_chat(dir: &Path) -> Engine {
+    let out = dir.join("variants");
+    let (ok, _, stderr) = agentcompress(&[
+        "quantize",
+        "--model",
+        tiny_chat().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--method",
+        "rtn",
+        "--eval-seqs",
+        "0",
+    ]);
+    assert!(ok, "{stderr}");
+    let dim = Engine::builder(&out)
+        .device(Device::Cpu)
+        .build()
+        .unwrap()
+        .config()
+        .dim;
+    let controller = Controller::new(ControllerConfig::small(dim), 5).unwrap();
+    controller_io::save(&controller, &out.join(CONTROLLER_FILE)).unwrap();
+    let points: Vec<(f32, PerPrecision<f32>)> = (0..8)
+        .map(|i| {
+            let c = i as f32 / 7.0;
+            (c, [1.0, 1.0 - 0.2 * c, 1.0 - 0.5 * c, 1.0 - c].into())
+        })
+        .collect();
+    let router = Router {
+        config: RouterConfig {
+            target: 0.9,
+            swap_factor: 50.0,
+            horizon: 4.0,
+            task_bytes: 20.0,
+            prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
+        },
+        quality: QualityModel::fit(&points, 2).unwrap(),
+        relative_bytes: [1.0, 0.5, 0.3, 0.2].into(),
+    };
+    std::fs::write(
+        out.join(ROUTER_FILE),
+        serde_json::to_string(&router).unwrap(),
+    )
+    .unwrap();
+    Engine::builder(&out).device(Device::Cpu).build().unwrap()
+}
+
+#[test]
+fn a_chat_routes_on_its_last_user_message_not_on_the_system_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = routed_tiny_chat(dir.path());
+    // A system prompt longer than the controller's 32 tokens, as an agent framework's is.
+    let system = "you are a helpful agent with tools. ".repeat(6);
+    let (a, b) = ("hello you 12", "you you hello 3 4 5");
+    let conv = |task: &str| {
+        [
+            ChatMessage::new("system", system.clone()),
+            ChatMessage::new("user", task),
+        ]
+    };
+    let rendered = |task: &str| engine.encode_chat(&conv(task)).unwrap();
+    assert!(rendered(a).len() > 40 && rendered(a)[..32] == rendered(b)[..32]);
+    // On the rendered text the controller would read the same 32 tokens for both tasks.
+    let blind = |task: &str| engine.route_ids(&rendered(task), None).unwrap().complexity;
+    assert_eq!(blind(a), blind(b));
+    for task in [a, b] {
+        assert_eq!(
+            engine.chat_routing_ids(&conv(task)).unwrap(),
+            engine.encode(task).unwrap()
+        );
+        let want = engine.route(task).unwrap();
+        let got = engine.route_chat(&conv(task)).unwrap();
+        assert_eq!(got.complexity, want.complexity);
+        assert_eq!(got.precision, want.precision);
+        let run = engine.chat(&conv(task), &greedy(2), |_| true).unwrap();
+        assert_eq!(run.route.complexity, want.complexity);
+        // The generation itself reads the whole conversation.
+        assert_eq!(run.output.prompt_ids, rendered(task));
+    }
+    assert_ne!(
+        engine.route(a).unwrap().complexity,
+        engine.route(b).unwrap().complexity,
+        "the controller tells these tasks apart"
+    );
+    // Without a user message with text, the rendered conversation is what there is to read.
+    let only_system = [ChatMessage::new("system", system.clone())];
+    assert_eq!(
+        engine.chat_routing_ids(&only_system).unwrap(),
+        engine.encode_chat(&only_system).unwrap()
+    );
 }
 
 #[test]

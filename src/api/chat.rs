@@ -1,9 +1,10 @@
 //! Chat: a list of role/content messages rendered with the model's chat template, then run
 //! like a task (routed over a variant directory), stopping at the end of the assistant's turn.
 
+use super::Route;
 use super::{Engine, RunResult};
 use crate::engine::{GenerateParams, TokenEvent};
-use crate::model::tokenizer::ChatMessage;
+use crate::model::tokenizer::{routing_text, ChatMessage};
 use crate::{Error, Result};
 
 impl Engine {
@@ -57,8 +58,8 @@ impl Engine {
     /// Renders `messages` with the chat template and generates the assistant's reply,
     /// streaming each token to `on_token` (return `false` to stop). Generation stops at the
     /// model's end-of-sequence and end-of-turn tokens (GGUF `eos_token_id`, `eot_token_id`).
-    /// Over a variant directory the rendered conversation is routed as [`Engine::run`] routes a
-    /// task.
+    /// Over a variant directory the conversation is routed on its last user message
+    /// ([`Engine::chat_routing_ids`]) as [`Engine::run`] routes a task.
     pub fn chat(
         &self,
         messages: &[ChatMessage],
@@ -66,6 +67,23 @@ impl Engine {
         on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<RunResult> {
         let ids = self.encode_chat_with(messages, params.add_bos)?;
-        self.run_ids(&ids, params, on_token)
+        self.run_ids(&self.chat_routing_ids(messages)?, &ids, params, on_token)
+    }
+
+    /// The ids the router reads for `messages`: the last user message's text
+    /// ([`routing_text`]) encoded as [`Engine::route`] encodes a task, so that a conversation
+    /// routes as its task does whatever the system prompt; the whole rendered conversation
+    /// when no user message has text.
+    pub fn chat_routing_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        match routing_text(messages) {
+            Some(task) => self.encode(task),
+            None => self.encode_chat(messages),
+        }
+    }
+
+    /// Decides which variant would serve the conversation `messages`, without running it,
+    /// as [`Engine::route`] decides for a task (over [`Engine::chat_routing_ids`]).
+    pub fn route_chat(&self, messages: &[ChatMessage]) -> Result<Route> {
+        self.route_ids(&self.chat_routing_ids(messages)?, None)
     }
 }

@@ -34,7 +34,7 @@ mod runner;
 mod speculation;
 mod types;
 
-pub use crate::model::tokenizer::ChatMessage;
+pub use crate::model::tokenizer::{routing_text, ChatMessage};
 pub use batch::BatchSession;
 pub use demo::{BUILTIN_MODELS, BUILTIN_PREFIX, BUILTIN_SEED};
 pub use device_choice::{Device, OpenBackend};
@@ -297,12 +297,15 @@ impl Engine {
         if task.is_empty() {
             return Err(Error::invalid("task text is empty"));
         }
-        self.run_ids(&self.encode_with(task, params.add_bos)?, params, on_token)
+        let ids = self.encode_with(task, params.add_bos)?;
+        self.run_ids(&ids, &ids, params, on_token)
     }
 
-    /// [`Engine::run`] over an encoded task.
+    /// [`Engine::run`] over an encoded prompt `ids`, routed on `route_ids` (the prompt itself
+    /// for a task, the task's own ids for a conversation: [`Engine::chat_routing_ids`]).
     fn run_ids(
         &self,
+        route_ids: &[u32],
         ids: &[u32],
         params: &GenerateParams,
         mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
@@ -313,7 +316,7 @@ impl Engine {
                 self.generate_ids(ids, params, on_token)?,
             ),
             Models::Routed(r) => {
-                let mut route = r.route(ids)?;
+                let mut route = r.route(route_ids)?;
                 let (model, swapped) = r.acquire(route.precision)?;
                 route.swap = swapped;
                 if let Some(next) = route.next {

@@ -157,7 +157,8 @@ impl Engine {
         if task.is_empty() {
             return Err(Error::invalid("task text is empty"));
         }
-        self.run_ids_speculative(&self.encode(task)?, params, spec, on_token)
+        let ids = self.encode(task)?;
+        self.run_ids_speculative(&ids, &ids, params, spec, on_token)
     }
 
     /// [`Engine::chat`] with the routed variant served through speculation, as
@@ -169,12 +170,20 @@ impl Engine {
         spec: &Speculation,
         on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<RunResult> {
-        self.run_ids_speculative(&self.encode_chat(messages)?, params, spec, on_token)
+        let ids = self.encode_chat(messages)?;
+        self.run_ids_speculative(
+            &self.chat_routing_ids(messages)?,
+            &ids,
+            params,
+            spec,
+            on_token,
+        )
     }
 
-    /// [`Engine::run_speculative`] over an encoded task.
+    /// [`Engine::run_speculative`] over an encoded prompt `ids`, routed on `route_ids`.
     fn run_ids_speculative(
         &self,
+        route_ids: &[u32],
         ids: &[u32],
         params: &GenerateParams,
         spec: &Speculation,
@@ -186,7 +195,7 @@ impl Engine {
                 self.source
             )));
         };
-        let mut route: Route = r.route(ids)?;
+        let mut route: Route = r.route(route_ids)?;
         let (target, swapped) = r.acquire(route.precision)?;
         route.swap = swapped;
         let output = if spec.draft.bits() < route.precision.bits() {
@@ -241,7 +250,8 @@ impl Engine {
         if task.is_empty() {
             return Err(Error::invalid("task text is empty"));
         }
-        self.run_ids_planned(&self.encode_with(task, params.add_bos)?, params, on_token)
+        let ids = self.encode_with(task, params.add_bos)?;
+        self.run_ids_planned(&ids, &ids, params, on_token)
     }
 
     /// [`Engine::chat`] with the router's speculation plan, as [`Engine::run_planned`].
@@ -251,20 +261,22 @@ impl Engine {
         params: &GenerateParams,
         on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<RunResult> {
-        self.run_ids_planned(&self.encode_chat(messages)?, params, on_token)
+        let ids = self.encode_chat(messages)?;
+        self.run_ids_planned(&self.chat_routing_ids(messages)?, &ids, params, on_token)
     }
 
-    /// [`Engine::run_planned`] over an encoded task.
+    /// [`Engine::run_planned`] over an encoded prompt `ids`, routed on `route_ids`.
     fn run_ids_planned(
         &self,
+        route_ids: &[u32],
         ids: &[u32],
         params: &GenerateParams,
         mut on_token: impl FnMut(TokenEvent<'_>) -> bool,
     ) -> Result<RunResult> {
         let Models::Routed(r) = &self.models else {
-            return self.run_ids(ids, params, on_token);
+            return self.run_ids(route_ids, ids, params, on_token);
         };
-        let mut route: Route = r.route(ids)?;
+        let mut route: Route = r.route(route_ids)?;
         let (target, swapped) = r.acquire(route.precision)?;
         route.swap = swapped;
         // Planned after the target is resident: its load may have evicted a draft.

@@ -5,7 +5,7 @@
 
 use super::chat_tasks::{ChatKind, ChatTask};
 use super::frontier::{self, FrontierRow, Point};
-use crate::model::tokenizer::{ChatMessage, Tokenizer};
+use crate::model::tokenizer::{routing_text, Tokenizer};
 use crate::pipeline::labels::{greedy_until, measure, TaskLabel};
 use crate::pipeline::VariantSet;
 use crate::quant::{PerPrecision, Precision};
@@ -40,13 +40,31 @@ pub fn chat_prompt_ids(tok: &dyn Tokenizer, task: &ChatTask) -> Result<Vec<u32>>
     let template = tok.chat_template().ok_or_else(|| {
         Error::invalid("the chat task suite needs a tokenizer with a chat template")
     })?;
-    let msgs = [
-        ChatMessage::new("system", task.system.clone()),
-        ChatMessage::new("user", task.user.clone()),
-    ];
+    let msgs = task.messages();
     let text = template.render(&msgs, true)?;
     let bos_in_text = !template.bos_token().is_empty() && text.starts_with(template.bos_token());
     tok.encode(&text, !bos_in_text && tok.bos_id().is_some())
+}
+
+/// The ids the controller reads for `task`, as the engine's chat routing reads a
+/// conversation (`Engine::chat_routing_ids`): the user message encoded as a task, with BOS when
+/// the model (`model_bos`) or the tokenizer has one.
+pub fn chat_routing_ids(
+    tok: &dyn Tokenizer,
+    task: &ChatTask,
+    model_bos: Option<u32>,
+) -> Result<Vec<u32>> {
+    let msgs = task.messages();
+    let text = routing_text(&msgs)
+        .ok_or_else(|| Error::invalid(format!("chat task {} has no user text", task.id)))?;
+    let ids = tok.encode(text, model_bos.or(tok.bos_id()).is_some())?;
+    if ids.is_empty() {
+        return Err(Error::invalid(format!(
+            "chat task {} encodes to no tokens",
+            task.id
+        )));
+    }
+    Ok(ids)
 }
 
 /// Labels `task` on every variant of `set`: each variant answers greedily (at most

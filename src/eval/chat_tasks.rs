@@ -5,6 +5,7 @@
 //! only.
 
 use super::task_checks as checks;
+use crate::model::tokenizer::ChatMessage;
 use crate::util::rng::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -130,6 +131,14 @@ impl ChatTask {
             Expected::Output(o) => checks::check_output(answer, o),
             Expected::Open => return None,
         })
+    }
+
+    /// The conversation that asks it: the system message, then the user message.
+    pub fn messages(&self) -> [ChatMessage; 2] {
+        [
+            ChatMessage::new("system", self.system.clone()),
+            ChatMessage::new("user", self.user.clone()),
+        ]
     }
 
     /// Whether the task has a checkable answer.

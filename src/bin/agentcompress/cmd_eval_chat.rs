@@ -4,7 +4,7 @@
 
 use crate::cmd_eval::EvalArgs;
 use agentcompress::eval::chat_labels::{
-    chat_prompt_ids, label_chat_task, markdown, success_frontier, summarise, ChatLabel,
+    chat_routing_ids, label_chat_task, markdown, success_frontier, summarise, ChatLabel,
 };
 use agentcompress::eval::chat_route::{self, ChatRouteConfig};
 use agentcompress::eval::chat_route_report;
@@ -139,7 +139,7 @@ fn route(
     cfg.train.seed = a.seed;
     let prompts = labels
         .iter()
-        .map(|l| chat_prompt_ids(tok, &l.task))
+        .map(|l| chat_routing_ids(tok, &l.task, set.config.bos_token))
         .collect::<Result<Vec<_>>>()?;
     eprintln!(
         "routing: training the {} controller ({} iterations) on each of {} splits...",

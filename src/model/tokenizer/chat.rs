@@ -24,6 +24,20 @@ impl ChatMessage {
     }
 }
 
+/// The text a router reads to judge a conversation: the content of its last `user` message
+/// (the task being asked now), or `None` when no user message has text. The rendered
+/// conversation begins with the template's markup and the system prompt, which an agent keeps
+/// the same for every task, and the controller reads only a conversation's first tokens: fed
+/// the rendered text, it would read the same system prompt for every task.
+pub fn routing_text(messages: &[ChatMessage]) -> Option<&str> {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| m.content.as_str())
+        .filter(|c| !c.trim().is_empty())
+}
+
 /// A model's chat template with the BOS and EOS token texts it may refer to.
 #[derive(Clone, Debug)]
 pub struct ChatTemplate {
@@ -117,6 +131,23 @@ mod tests {
             "{s}"
         );
         assert!(!s.ends_with("assistant\n"));
+    }
+
+    #[test]
+    fn routing_text_is_the_last_user_message_with_text() {
+        let m = |r: &str, c: &str| ChatMessage::new(r, c);
+        let conv = [
+            m("system", "You are an agent with many tools."),
+            m("user", "First task"),
+            m("assistant", "Done."),
+            m("user", "Second task"),
+            m("assistant", "partial"),
+        ];
+        assert_eq!(routing_text(&conv), Some("Second task"));
+        assert_eq!(routing_text(&conv[..3]), Some("First task"));
+        assert_eq!(routing_text(&conv[..1]), None);
+        assert_eq!(routing_text(&[m("user", "  \n")]), None);
+        assert_eq!(routing_text(&[]), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod llama2c;
 mod load;
 mod stream;
 
-pub use chat::{ChatMessage, ChatTemplate};
+pub use chat::{routing_text, ChatMessage, ChatTemplate};
 pub use embedded::{embeddable_tokenizer, embedded_tokenizer, EMBEDDED_HF_NAME};
 pub use gguf::{gguf_tokenizer, gguf_tokenizer_from_file};
 pub use hf::HfTokenizer;

@@ -6,7 +6,9 @@ use super::metrics::Metrics;
 use super::openai::{self, route_header, route_json, usage, Endpoint, Prompt, ResponseMeta};
 use super::scheduler::{shutdown_error, timeout_error, Event, Finish, Handle, Job};
 use super::sse::SseBody;
-use agentcompress::api::{ChatMessage, Engine, GenerateParams, Route, SamplingParams};
+use agentcompress::api::{
+    routing_text, ChatMessage, Engine, GenerateParams, Route, SamplingParams,
+};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -98,19 +100,27 @@ struct Prepared {
 /// Tokenizes and routes a parsed request (blocking: engine work).
 fn prepare(st: &AppState, req: &openai::Request, seed: u64) -> Result<Prepared, ApiError> {
     let engine = st.engine.as_ref();
-    let (ids, prompt_param, mut extra_reason) = match &req.prompt {
+    let (ids, route_ids, prompt_param, mut extra_reason) = match &req.prompt {
         Prompt::Chat(m) => {
             let (ids, reason) = encode_chat(engine, m)?;
-            (ids, "messages", reason)
+            // As `Engine::chat` routes: on the last user message, not on the system prompt.
+            let route_ids = match routing_text(m) {
+                Some(task) => engine
+                    .encode(task)
+                    .map_err(|e| ApiError::from_engine(&e, Some("messages")))?,
+                None => ids.clone(),
+            };
+            (ids, Some(route_ids), "messages", reason)
         }
         Prompt::Text(t) => (
             engine
                 .encode(t)
                 .map_err(|e| ApiError::from_engine(&e, Some("prompt")))?,
+            None,
             "prompt",
             None,
         ),
-        Prompt::Ids(ids) => (ids.clone(), "prompt", None),
+        Prompt::Ids(ids) => (ids.clone(), None, "prompt", None),
     };
     let max_key = "max_tokens";
     let max_new_tokens = match req.max_tokens {
@@ -133,7 +143,7 @@ fn prepare(st: &AppState, req: &openai::Request, seed: u64) -> Result<Prepared, 
             .pinned_route(p)
             .map_err(|e| ApiError::from_engine(&e, Some("x_agentcompress.precision")))?,
         None => engine
-            .route_ids(&ids, req.quality_target)
+            .route_ids(route_ids.as_deref().unwrap_or(&ids), req.quality_target)
             .map_err(|e| ApiError::from_engine(&e, Some(prompt_param)))?,
     };
     let mut route = route;
