@@ -8,15 +8,14 @@
 
 mod common;
 
+use agentcompress::api::CONTROLLER_FILE;
 use agentcompress::api::{open_variant, ChatMessage, Device, Engine, VariantOpenOptions};
-use agentcompress::api::{CONTROLLER_FILE, ROUTER_FILE};
 use agentcompress::controller::{io as controller_io, Controller, ControllerConfig};
 use agentcompress::engine::{GenerateParams, SamplingParams};
 use agentcompress::model::tokenizer::{
     embeddable_tokenizer, embedded_tokenizer, gguf_tokenizer_from_file, Tokenizer, EMBEDDED_HF_NAME,
 };
 use agentcompress::quant::{PerPrecision, Precision};
-use agentcompress::router::{QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -228,22 +227,7 @@ fn routed_tiny_chat(dir: &Path) -> Engine {
             (c, [1.0, 1.0 - 0.2 * c, 1.0 - 0.5 * c, 1.0 - c].into())
         })
         .collect();
-    let router = Router {
-        config: RouterConfig {
-            target: 0.9,
-            swap_factor: 50.0,
-            horizon: 4.0,
-            task_bytes: 20.0,
-            prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
-        },
-        quality: QualityModel::fit(&points, 2).unwrap(),
-        relative_bytes: [1.0, 0.5, 0.3, 0.2].into(),
-    };
-    std::fs::write(
-        out.join(ROUTER_FILE),
-        serde_json::to_string(&router).unwrap(),
-    )
-    .unwrap();
+    common::write_router(&out, &points, 4.0);
     Engine::builder(&out).device(Device::Cpu).build().unwrap()
 }
 

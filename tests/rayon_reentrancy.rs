@@ -8,12 +8,11 @@
 
 mod common;
 
+use agentcompress::api::CONTROLLER_FILE;
 use agentcompress::api::{open_variant, Device, Engine, VariantOpenOptions};
-use agentcompress::api::{CONTROLLER_FILE, ROUTER_FILE};
 use agentcompress::controller::{io as controller_io, Controller, ControllerConfig};
 use agentcompress::engine::GenerateParams;
 use agentcompress::quant::{PerPrecision, Precision};
-use agentcompress::router::{QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
 use agentcompress::store::{load_variant, LoadOptions, Manifest};
 use agentcompress::Error;
 use rayon::prelude::*;
@@ -242,22 +241,7 @@ fn routed_dir(src: &Path) -> tempfile::TempDir {
             (c, q.into())
         })
         .collect();
-    let router = Router {
-        config: RouterConfig {
-            target: 0.9,
-            swap_factor: 50.0,
-            horizon: 1e6,
-            task_bytes: 20.0,
-            prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
-        },
-        quality: QualityModel::fit(&points, 2).unwrap(),
-        relative_bytes: [1.0, 0.5, 0.3, 0.2].into(),
-    };
-    std::fs::write(
-        dir.path().join(ROUTER_FILE),
-        serde_json::to_string(&router).unwrap(),
-    )
-    .unwrap();
+    common::write_router(dir.path(), &points, 1e6);
     dir
 }
 

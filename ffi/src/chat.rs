@@ -51,7 +51,8 @@ unsafe fn read_messages(messages: *const ac_chat_message, n: usize) -> Result<Ve
 }
 
 /// Renders `messages` (`n_messages` of them, in order) with the model's chat template, routes
-/// and runs the conversation as `ac_run` runs a task, and stores a new result in `*out` (NULL
+/// the conversation on its last user message (as `ac_run` routes that text as a task, whatever
+/// the system prompt), runs it, and stores a new result in `*out` (NULL
 /// on failure): the assistant's reply, which ends at the model's end-of-sequence or
 /// end-of-turn token. Tokens stream to `callback` (may be NULL) exactly as in `ac_run`.
 /// A model without a chat template is `AC_INVALID_ARGUMENT`.

@@ -223,6 +223,20 @@ mod tests {
     use crate::eval::chat_tasks::generate;
     use Precision::*;
 
+    #[test]
+    fn the_controller_reads_the_user_message_not_the_system_prompt() {
+        use crate::model::tokenizer::ByteTokenizer;
+        let mut task = generate(1, 4).remove(0);
+        let tok = ByteTokenizer;
+        let want = |bos: bool| tok.encode(&task.user, bos).unwrap();
+        assert_eq!(chat_routing_ids(&tok, &task, None).unwrap(), want(true));
+        task.system = "A different, much longer system prompt. ".repeat(4);
+        assert_eq!(chat_routing_ids(&tok, &task, Some(1)).unwrap(), want(true));
+        task.user = " \n ".into();
+        let e = chat_routing_ids(&tok, &task, None).unwrap_err().to_string();
+        assert!(e.contains("no user text"), "{e}");
+    }
+
     fn label(task: ChatTask, success: [bool; 4], agree: [f32; 4]) -> ChatLabel {
         let check = task.checkable();
         ChatLabel {

@@ -80,3 +80,30 @@ pub fn build_stories_variants(root: &Path, out: &Path) {
     )
     .unwrap();
 }
+
+/// Writes a router file into the variant directory `dir`: target 0.9, swap factor 50,
+/// `horizon`, 20 bytes per task, variants at 1 / 0.5 / 0.3 / 0.2 of FP16's bytes, and expected
+/// quality fitted in two bins to `(predicted complexity, quality per variant)` `points`.
+pub fn write_router(
+    dir: &Path,
+    points: &[(f32, agentcompress::quant::PerPrecision<f32>)],
+    horizon: f64,
+) {
+    use agentcompress::router::{QualityModel, Router, RouterConfig, DEFAULT_PREFETCH_MIN_PROB};
+    let router = Router {
+        config: RouterConfig {
+            target: 0.9,
+            swap_factor: 50.0,
+            horizon,
+            task_bytes: 20.0,
+            prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
+        },
+        quality: QualityModel::fit(points, 2).unwrap(),
+        relative_bytes: [1.0, 0.5, 0.3, 0.2].into(),
+    };
+    std::fs::write(
+        dir.join(agentcompress::api::ROUTER_FILE),
+        serde_json::to_string(&router).unwrap(),
+    )
+    .unwrap();
+}
