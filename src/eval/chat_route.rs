@@ -17,10 +17,14 @@
 //!   own answer, as labelled) relative to uniform FP16's total; prefill and decode are also
 //!   reported apart.
 //! - routings are replayed as workflows: the test tasks of each domain in order, through one
-//!   [`VariantCache`], counting swaps and hits.
+//!   [`VariantCache`], counting swaps and hits; the controller's replays prefetch the
+//!   router's `next` variant after each task, as the engine does with prefetching on.
+//! - the router is calibrated on out-of-fold predictions for the training tasks (see
+//!   [`super::cross_fit`]), which are distributed like its predictions for unseen tasks.
 
 use super::chat_labels::ChatLabel;
 use super::chat_tasks::ChatKind;
+use super::cross_fit::out_of_fold;
 use super::frontier::{self, FrontierRow, Point};
 use super::metrics::pearson;
 use super::workflow_bench::{predict_all, train_controller};
@@ -177,31 +181,57 @@ pub struct RoutePoint {
     pub quality: f64,
     /// Mean quality relative to uniform FP16's.
     pub retained: f64,
-    /// Variant loads when replayed as workflows.
+    /// Variant loads a task waited for when replayed as workflows.
     pub swaps: u64,
+    /// Variants loaded in the background ahead of use (the router's `next`), when the replay
+    /// prefetches.
+    pub prefetches: u64,
     /// Share of tasks served by a resident variant.
     pub hit_rate: f64,
     /// Tasks per variant.
     pub mix: PerPrecision<usize>,
 }
 
+/// A replay's choices and what the residency did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    /// The variant of each task, in replay order.
+    pub choices: Vec<Precision>,
+    /// Loads a task waited for.
+    pub swaps: u64,
+    /// Loads ahead of use.
+    pub prefetches: u64,
+    /// Share of tasks served by a resident variant.
+    pub hit_rate: f64,
+}
+
 /// Variant choices for `order`, replayed through a [`VariantCache`] of `capacity` times the
-/// base's bytes: the choices, swaps and hit rate.
+/// base's bytes. `choose` gives each task's variant and the variant to prefetch after it (as
+/// the engine built with `prefetch(true)` loads the router's `next` in the background while
+/// the task runs: admitted beside the most recently used variant, evicting older ones).
 pub fn replay(
     order: &[usize],
     bytes: &PerPrecision<u64>,
     capacity: f64,
-    mut choose: impl FnMut(usize, &VariantCache) -> Precision,
-) -> Result<(Vec<Precision>, u64, f64)> {
+    mut choose: impl FnMut(usize, &VariantCache) -> (Precision, Option<Precision>),
+) -> Result<Replay> {
     let cap = (capacity * bytes[Precision::Fp16] as f64) as u64;
     let mut cache = VariantCache::new(cap, *bytes)?;
     let mut choices = Vec::with_capacity(order.len());
     for &t in order {
-        let p = choose(t, &cache);
+        let (p, next) = choose(t, &cache);
         cache.use_variant(p);
+        if let Some(n) = next {
+            cache.prefetch(n);
+        }
         choices.push(p);
     }
-    Ok((choices, cache.swaps, cache.hit_rate()))
+    Ok(Replay {
+        choices,
+        swaps: cache.swaps,
+        prefetches: cache.prefetches,
+        hit_rate: cache.hit_rate(),
+    })
 }
 
 /// Measures the routing `choices` of the tasks `order` (same length): cost both ways and
@@ -251,6 +281,7 @@ pub fn measure_routing(
         quality: sum(&quality) / n,
         retained: ratio(sum(&quality), base(&quality)),
         swaps: 0,
+        prefetches: 0,
         hit_rate: 0.0,
         mix,
     })
@@ -349,6 +380,11 @@ pub struct ChatRouteConfig {
     pub train: TrainConfig,
     /// Calibration bins of the router's quality model.
     pub bins: usize,
+    /// Folds of the router's calibration: with k >= 2, controllers trained without each k-th
+    /// of the training tasks predict it and the router is calibrated on those out-of-fold
+    /// predictions (its target set on them too); with 0 or 1, on the final controller's
+    /// predictions for the tasks it was trained on (which it has memorised).
+    pub calibration_folds: usize,
     /// Router targets (relative quality) swept for the controller's frontier.
     pub sweep: Vec<f32>,
     /// Device capacity as a multiple of the base's bytes.
@@ -357,6 +393,11 @@ pub struct ChatRouteConfig {
     pub swap_factor: f64,
     /// Tasks over which the router amortises a swap.
     pub horizon: f64,
+    /// Replay the controller's routes with prefetching: after each task the router's `next`
+    /// is loaded in the background (what the engine does with `prefetch(true)`), so a
+    /// cheaper variant passed over because loading it would have cost more than it saves is
+    /// resident for the next task that wants it.
+    pub prefetch: bool,
     /// Quality retained of the cost goal (0.96).
     pub retained_goal: f64,
     /// Frontier targets from INT4's to INT8's quality.
@@ -374,12 +415,14 @@ impl Default for ChatRouteConfig {
                 ..TrainConfig::default()
             },
             bins: 4,
+            calibration_folds: 3,
             sweep: vec![
                 0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0,
             ],
             capacity: 1.5,
             swap_factor: 50.0,
             horizon: 4.0,
+            prefetch: true,
             retained_goal: 0.96,
             n_targets: 6,
         }
@@ -399,6 +442,14 @@ pub struct ChatSplitResult {
     pub base_quality: f64,
     /// Pearson r of predicted versus true complexity on the test tasks.
     pub pearson_r: f64,
+    /// What the router's quality model was calibrated on.
+    pub calibration: String,
+    /// Pearson r of the calibration predictions vs true complexity on the training tasks.
+    pub calibration_pearson_r: f64,
+    /// The router's calibrated quality model (complexity bins, expected relative quality).
+    pub quality_model: QualityModel,
+    /// The controller's prediction for every test task, in suite order.
+    pub predictions: Vec<TaskPrediction>,
     /// Each uniform variant, then the per-task oracle (cheapest variant keeping the task's
     /// best quality) and the controller with its target calibrated on the training split to
     /// the retained goal.
@@ -413,6 +464,23 @@ pub struct ChatSplitResult {
     pub apgr_time: Option<f64>,
     /// The goals, in bytes.
     pub goals: Goals,
+}
+
+/// The controller's prediction for one test task beside the truth.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskPrediction {
+    /// Index in the suite.
+    pub id: usize,
+    /// Domain index.
+    pub domain: usize,
+    /// Kind.
+    pub kind: ChatKind,
+    /// Predicted complexity.
+    pub predicted: f32,
+    /// True complexity (mean relative quality lost by INT8, INT4 and INT2).
+    pub truth: f32,
+    /// The cheapest variant keeping the task's best quality.
+    pub oracle: Precision,
 }
 
 /// Everything the experiment measured.
@@ -441,15 +509,15 @@ fn headroom(t: &RouteTask, rel_bytes: &PerPrecision<f64>) -> f32 {
 }
 
 /// Trains a copy of `base` on the tasks `idx` (their gathered inputs `gathered`, relative
-/// quality as the quality label) and calibrates a router on its predictions for them.
-fn fit(
+/// quality as the quality label).
+fn train_on(
     base: &Controller,
     tasks: &[RouteTask],
     gathered: &[Vec<f32>],
     idx: &[usize],
     rel_bytes: &PerPrecision<f64>,
     cfg: &ChatRouteConfig,
-) -> Result<(Controller, Router)> {
+) -> Result<Controller> {
     let samples: Vec<Sample> = idx
         .iter()
         .map(|&i| Sample {
@@ -463,10 +531,51 @@ fn fit(
         .collect();
     let mut controller = base.clone();
     train_controller(&mut controller, &samples, &cfg.train, |_, _| {})?;
-    let outs = predict_all(&controller, gathered, idx)?;
+    Ok(controller)
+}
+
+/// A controller trained on a split's training tasks and its router.
+struct Fitted {
+    /// Trained on every training task; it predicts the test tasks.
+    controller: Controller,
+    /// Calibrated on `calibration`.
+    router: Router,
+    /// The predictions the router is calibrated on, one per training task (in the training
+    /// indices' order): out-of-fold with `cfg.calibration_folds >= 2`, else the controller's
+    /// own.
+    calibration: Vec<ControllerOutput>,
+}
+
+/// Trains a controller on the tasks `idx` and calibrates a router on predictions for them:
+/// out-of-fold ones (see [`super::cross_fit`]) when `cfg.calibration_folds >= 2`, the trained
+/// controller's own otherwise. The folds and the final controller train in parallel.
+fn fit(
+    base: &Controller,
+    tasks: &[RouteTask],
+    gathered: &[Vec<f32>],
+    idx: &[usize],
+    rel_bytes: &PerPrecision<f64>,
+    cfg: &ChatRouteConfig,
+) -> Result<Fitted> {
+    let train = |on: &[usize]| train_on(base, tasks, gathered, on, rel_bytes, cfg);
+    let (controller, calibration) = if cfg.calibration_folds >= 2 && idx.len() >= 2 {
+        let (controller, oof) = rayon::join(
+            || train(idx),
+            || {
+                out_of_fold(idx, cfg.calibration_folds, |fit, held| {
+                    predict_all(&train(fit)?, gathered, held)
+                })
+            },
+        );
+        (controller?, oof?)
+    } else {
+        let controller = train(idx)?;
+        let own = predict_all(&controller, gathered, idx)?;
+        (controller, own)
+    };
     let points: Vec<(f32, PerPrecision<f32>)> = idx
         .iter()
-        .zip(&outs)
+        .zip(&calibration)
         .map(|(&i, o)| (o.complexity, tasks[i].relative_quality()))
         .collect();
     let forwards = idx.iter().map(|&i| tasks[i].forwards).sum::<usize>() as f64 / idx.len() as f64;
@@ -481,7 +590,11 @@ fn fit(
         quality: QualityModel::fit(&points, cfg.bins)?,
         relative_bytes: *rel_bytes,
     };
-    Ok((controller, router))
+    Ok(Fitted {
+        controller,
+        router,
+        calibration,
+    })
 }
 
 /// What replaying the controller's routes needs: the tasks, the controller's outputs for
@@ -492,6 +605,8 @@ struct Routes<'a> {
     router: &'a Router,
     bytes: &'a PerPrecision<u64>,
     capacity: f64,
+    /// Whether the replay prefetches the router's `next`.
+    prefetch: bool,
 }
 
 impl Routes<'_> {
@@ -499,13 +614,13 @@ impl Routes<'_> {
     fn point(&self, name: &str, order: &[usize], target: f32) -> Result<RoutePoint> {
         let mut r = self.router.clone();
         r.config.target = target;
-        let (choices, swaps, hit_rate) = replay(order, self.bytes, self.capacity, |t, cache| {
-            r.decide(&self.outs[t], cache).precision
+        let run = replay(order, self.bytes, self.capacity, |t, cache| {
+            let d = r.decide(&self.outs[t], cache);
+            (d.precision, d.next.filter(|_| self.prefetch))
         })?;
-        let mut pt = measure_routing(name, self.tasks, order, &choices, &r.relative_bytes)?;
+        let mut pt = measure_routing(name, self.tasks, order, &run.choices, &r.relative_bytes)?;
         pt.target = Some(target);
-        pt.swaps = swaps;
-        pt.hit_rate = hit_rate;
+        (pt.swaps, pt.prefetches, pt.hit_rate) = (run.swaps, run.prefetches, run.hit_rate);
         Ok(pt)
     }
 }
@@ -528,15 +643,22 @@ fn run_split(
     }
     let fp16 = bytes[Precision::Fp16].max(1) as f64;
     let rel = bytes.map(|b| b as f64 / fp16);
-    let (controller, router) = fit(base, tasks, gathered, &train_idx, &rel, cfg)?;
+    let fitted = fit(base, tasks, gathered, &train_idx, &rel, cfg)?;
+    let router = fitted.router;
+    // Test tasks are predicted by the controller trained on every training task; training
+    // tasks keep the predictions the router was calibrated on, so that setting the target
+    // on them replays what the router was fitted to.
     let all: Vec<usize> = (0..tasks.len()).collect();
-    let outs = predict_all(&controller, gathered, &all)?;
+    let mut outs = predict_all(&fitted.controller, gathered, &all)?;
+    for (&i, o) in train_idx.iter().zip(&fitted.calibration) {
+        outs[i] = o.clone();
+    }
     let order = workflow_order(tasks, &test_idx);
     let mut baselines = Vec::new();
     for p in Precision::ALL {
-        let (choices, swaps, hit_rate) = replay(&order, bytes, cfg.capacity, |_, _| p)?;
-        let mut pt = measure_routing(&format!("uniform {p}"), tasks, &order, &choices, &rel)?;
-        (pt.swaps, pt.hit_rate) = (swaps, hit_rate);
+        let run = replay(&order, bytes, cfg.capacity, |_, _| (p, None))?;
+        let mut pt = measure_routing(&format!("uniform {p}"), tasks, &order, &run.choices, &rel)?;
+        (pt.swaps, pt.hit_rate) = (run.swaps, run.hit_rate);
         baselines.push(pt);
     }
     let base_quality = baselines[0].quality;
@@ -546,10 +668,11 @@ fn run_split(
             split.describe()
         )));
     }
-    let (choices, swaps, hit_rate) =
-        replay(&order, bytes, cfg.capacity, |t, _| tasks[t].oracle(&rel))?;
-    let mut oracle = measure_routing("oracle", tasks, &order, &choices, &rel)?;
-    (oracle.swaps, oracle.hit_rate) = (swaps, hit_rate);
+    let run = replay(&order, bytes, cfg.capacity, |t, _| {
+        (tasks[t].oracle(&rel), None)
+    })?;
+    let mut oracle = measure_routing("oracle", tasks, &order, &run.choices, &rel)?;
+    (oracle.swaps, oracle.hit_rate) = (run.swaps, run.hit_rate);
     baselines.push(oracle);
     // The target a user would set without the test labels: the cheapest swept target whose
     // routes keep the retained goal on the training tasks.
@@ -560,6 +683,7 @@ fn run_split(
         router: &router,
         bytes,
         capacity: cfg.capacity,
+        prefetch: cfg.prefetch,
     };
     let mut calibrated: Option<(f64, f32)> = None;
     for &target in &cfg.sweep {
@@ -622,14 +746,36 @@ fn run_split(
             time: t,
         })
         .collect();
-    let pred: Vec<f32> = test_idx.iter().map(|&i| outs[i].complexity).collect();
-    let truth: Vec<f32> = test_idx.iter().map(|&i| tasks[i].complexity()).collect();
+    let r_of = |idx: &[usize]| {
+        let pred: Vec<f32> = idx.iter().map(|&i| outs[i].complexity).collect();
+        let truth: Vec<f32> = idx.iter().map(|&i| tasks[i].complexity()).collect();
+        pearson(&pred, &truth)
+    };
+    let predictions = test_idx
+        .iter()
+        .map(|&i| TaskPrediction {
+            id: tasks[i].id,
+            domain: tasks[i].domain,
+            kind: tasks[i].kind,
+            predicted: outs[i].complexity,
+            truth: tasks[i].complexity(),
+            oracle: tasks[i].oracle(&rel),
+        })
+        .collect();
+    let calibration = match cfg.calibration_folds.min(train_idx.len()) {
+        k if k >= 2 => format!("out-of-fold predictions ({k} folds)"),
+        _ => "the controller's own predictions for its training tasks".to_string(),
+    };
     Ok(ChatSplitResult {
         name: split.describe(),
         train_tasks: train_idx.len(),
         test_tasks: test_idx.len(),
         base_quality,
-        pearson_r: pearson(&pred, &truth),
+        pearson_r: r_of(&test_idx),
+        calibration,
+        calibration_pearson_r: r_of(&train_idx),
+        quality_model: router.quality.clone(),
+        predictions,
         baselines,
         sweep,
         rows,
@@ -801,10 +947,26 @@ mod tests {
         let order = [0, 1, 2, 3];
         // Room for one variant only: every change of variant is a swap.
         let pick = [Int4, Fp16, Int4, Int4];
-        let (choices, swaps, hit) = replay(&order, &bytes, 1.0, |t, _| pick[t]).unwrap();
+        let run = replay(&order, &bytes, 1.0, |t, _| (pick[t], None)).unwrap();
+        let choices = run.choices;
         assert_eq!(choices, pick);
-        assert_eq!(swaps, 3);
-        assert!((hit - 0.25).abs() < 1e-12);
+        assert_eq!((run.swaps, run.prefetches), (3, 0));
+        assert!((run.hit_rate - 0.25).abs() < 1e-12);
+        // INT4 and INT2 fit together: alternating between them loads each once; prefetching
+        // the other after each task loads INT2 ahead of its first use.
+        let alt = [Int4, Int2, Int4, Int2];
+        let plain = replay(&order, &bytes, 1.0, |t, _| (alt[t], None)).unwrap();
+        assert_eq!((plain.swaps, plain.prefetches), (2, 0));
+        let ahead = replay(&order, &bytes, 1.0, |t, cache| {
+            assert_eq!(cache.is_resident(Int2), t > 0);
+            (alt[t], Some(alt[(t + 1) % 4]))
+        })
+        .unwrap();
+        assert_eq!((ahead.swaps, ahead.prefetches), (1, 1));
+        assert!((ahead.hit_rate - 0.75).abs() < 1e-12);
+        // FP16 does not fit beside INT4: never prefetched.
+        let no_room = replay(&order, &bytes, 1.0, |_, _| (Int4, Some(Fp16))).unwrap();
+        assert_eq!((no_room.swaps, no_room.prefetches), (1, 0));
         let pt = measure_routing("r", &tasks, &order, &choices, &rel()).unwrap();
         assert!((pt.bytes - (0.55 * 3.0 + 1.0) / 4.0).abs() < 1e-12);
         // Every routed task succeeds, the base solves 3 of 4 (INT4 does task 2 it fails).
@@ -917,6 +1079,11 @@ mod tests {
         assert_eq!((r.tasks, r.splits.len()), (80, 3));
         for s in &r.splits {
             assert_eq!(s.train_tasks + s.test_tasks, 80);
+            assert_eq!(s.calibration, "out-of-fold predictions (3 folds)");
+            assert_eq!(s.quality_model.edges.len(), cfg.bins);
+            assert_eq!(s.predictions.len(), s.test_tasks);
+            assert!(s.predictions.windows(2).all(|w| w[0].id < w[1].id));
+            assert!((-1.0..=1.0).contains(&s.calibration_pearson_r));
             assert_eq!(s.baselines.len(), 6);
             assert_eq!(s.sweep.len(), cfg.sweep.len());
             assert_eq!(s.baselines[0].retained, 1.0);
@@ -937,10 +1104,82 @@ mod tests {
         }
         let md = crate::eval::chat_route_report::markdown(&r);
         assert!(md.contains("test on software + travel"), "{md}");
+        assert!(md.contains("Router calibrated on out-of-fold predictions (3 folds)"));
         assert!(md.contains("| uniform int4 |"), "{md}");
         let svg = crate::eval::chat_route_report::svg(&r);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<polyline").count(), 2 + r.splits.len());
         assert!(run(&labels, &prompts[1..], &table, dim, &bytes, &cfg).is_err());
+    }
+
+    #[cfg(feature = "train")]
+    #[test]
+    fn the_router_is_calibrated_on_predictions_of_controllers_that_never_trained_on_the_task() {
+        use crate::eval::cross_fit::fold_sets;
+        let (labels, prompts) = synthetic(40);
+        let tasks: Vec<RouteTask> = labels.iter().map(RouteTask::from_label).collect();
+        let dim = 16;
+        let mut rng = crate::util::rng::Rng::new(9);
+        let table = rng.vec_uniform(64 * dim, 1.0);
+        let cfg = ChatRouteConfig {
+            train: TrainConfig {
+                iterations: 30,
+                batch: 8,
+                outer_lr: 3e-3,
+                ..ChatRouteConfig::default().train
+            },
+            ..ChatRouteConfig::default()
+        };
+        let base = Controller::new(ControllerConfig::named("small", dim).unwrap(), 7).unwrap();
+        let gathered: Vec<Vec<f32>> = prompts
+            .iter()
+            .map(|ids| base.gather(&table, ids).unwrap())
+            .collect();
+        let rel = rel();
+        let idx: Vec<usize> = (0..24).collect();
+        let complexities =
+            |o: &[ControllerOutput]| -> Vec<f32> { o.iter().map(|o| o.complexity).collect() };
+        let close = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5)
+        };
+        let crossed = fit(&base, &tasks, &gathered, &idx, &rel, &cfg).unwrap();
+        assert_eq!(crossed.calibration.len(), idx.len());
+        // Fold 1 holds out positions 1, 4, 7...: the controller trained on the other two
+        // thirds predicts them, and those are the router's calibration points there.
+        let (fit1, held1) = &fold_sets(&idx, 3).unwrap()[1];
+        assert_eq!(held1[..3], [1, 4, 7]);
+        let c1 = train_on(&base, &tasks, &gathered, fit1, &rel, &cfg).unwrap();
+        let want = complexities(&predict_all(&c1, &gathered, held1).unwrap());
+        let got: Vec<f32> = held1
+            .iter()
+            .map(|&i| crossed.calibration[i].complexity)
+            .collect();
+        assert!(close(&got, &want), "{got:?} vs {want:?}");
+        // In-sample calibration: the same final controller, calibrated on its own predictions
+        // for the tasks it trained on, which differ from the out-of-fold ones.
+        let own_cfg = ChatRouteConfig {
+            calibration_folds: 1,
+            ..cfg.clone()
+        };
+        let own = fit(&base, &tasks, &gathered, &idx, &rel, &own_cfg).unwrap();
+        let final_preds = complexities(&predict_all(&crossed.controller, &gathered, &idx).unwrap());
+        assert!(close(&complexities(&own.calibration), &final_preds));
+        assert!(!close(
+            &complexities(&own.calibration),
+            &complexities(&crossed.calibration)
+        ));
+        let points: Vec<(f32, PerPrecision<f32>)> = idx
+            .iter()
+            .map(|&i| {
+                (
+                    crossed.calibration[i].complexity,
+                    tasks[i].relative_quality(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            crossed.router.quality,
+            QualityModel::fit(&points, cfg.bins).unwrap()
+        );
     }
 }

@@ -29,7 +29,11 @@ fn point_row(out: &mut String, p: &RoutePoint) {
         p.prefill,
         p.decode,
         100.0 * p.retained,
-        p.swaps,
+        if p.prefetches > 0 {
+            format!("{} (+{} ahead)", p.swaps, p.prefetches)
+        } else {
+            p.swaps.to_string()
+        },
         100.0 * p.hit_rate,
         p.mix[Precision::Fp16],
         p.mix[Precision::Int8],
@@ -63,6 +67,28 @@ fn split_section(out: &mut String, s: &ChatSplitResult) {
         out,
         "{} training tasks, {} test tasks; the base's mean quality on them {:.3}. Pearson r of predicted vs true complexity: {:.3}.\n",
         s.train_tasks, s.test_tasks, s.base_quality, s.pearson_r
+    );
+    let bins: Vec<String> = s
+        .quality_model
+        .edges
+        .iter()
+        .zip(&s.quality_model.quality)
+        .map(|(e, q)| {
+            format!(
+                "<= {e:.3}: {:.2}/{:.2}/{:.2}/{:.2}",
+                q[Precision::Fp16],
+                q[Precision::Int8],
+                q[Precision::Int4],
+                q[Precision::Int2]
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "Router calibrated on {} (Pearson r {:.3} on the training tasks); expected relative quality FP16/INT8/INT4/INT2 per predicted-complexity bin: {}.\n",
+        s.calibration,
+        s.calibration_pearson_r,
+        bins.join("; ")
     );
     let _ = writeln!(
         out,
@@ -116,7 +142,7 @@ pub fn markdown(r: &ChatRouteReport) -> String {
     let b = &r.relative_bytes;
     let _ = writeln!(
         out,
-        "{} labelled tasks; bytes per forward vs FP16: INT8 {:.3}, INT4 {:.3}, INT2 {:.3}; controller of {} parameters. Quality: success on checkable tasks, top-1 agreement with FP16 on open-ended ones; retained = mean quality over FP16's on the same tasks. Time: measured prefill + decode of each variant's own answer (labelling run), relative to FP16's.\n",
+        "{} labelled tasks; bytes per forward vs FP16: INT8 {:.3}, INT4 {:.3}, INT2 {:.3}; controller of {} parameters. Quality: success on checkable tasks, top-1 agreement with FP16 on open-ended ones; retained = mean quality over FP16's on the same tasks. Time: measured prefill + decode of each variant's own answer (labelling run), relative to FP16's. Swaps: loads a task waited for when the test tasks are replayed domain by domain; \"+N ahead\": loads of the router's next variant in the background.\n",
         r.tasks,
         b[Precision::Int8],
         b[Precision::Int4],

@@ -28,7 +28,8 @@
 //! The chat task suite (`chat_tasks`, `task_checks`, `chat_labels`) labels every variant with
 //! task success and fidelity; `chat_route` trains the controller on those labels and puts its
 //! threshold sweep on the frontier (`frontier`) beside the uniform variants, blind mixing and
-//! the per-task oracle, in-domain and cross-domain (`agentcompress eval --chat-tasks N`).
+//! the per-task oracle, in-domain and cross-domain (`agentcompress eval --chat-tasks N`); its
+//! router is calibrated on out-of-fold predictions (`cross_fit`).
 //!
 //! With `agentcompress eval --speculate`, the controller's hard tasks (routed to FP16 or
 //! INT8) are also served through greedy speculation from a cheaper resident variant
@@ -45,6 +46,7 @@ pub mod chat_labels;
 pub mod chat_route;
 pub mod chat_route_report;
 pub mod chat_tasks;
+pub mod cross_fit;
 pub mod frontier;
 pub mod metrics;
 pub mod report;

@@ -131,6 +131,8 @@ fn route(
         controller: a.controller.clone(),
         capacity: a.capacity,
         swap_factor: a.swap_factor,
+        calibration_folds: a.calibration_folds,
+        prefetch: !a.no_prefetch,
         ..ChatRouteConfig::default()
     };
     cfg.train.iterations = a.iterations;
@@ -142,10 +144,11 @@ fn route(
         .map(|l| chat_routing_ids(tok, &l.task, set.config.bos_token))
         .collect::<Result<Vec<_>>>()?;
     eprintln!(
-        "routing: training the {} controller ({} iterations) on each of {} splits...",
+        "routing: training the {} controller ({} iterations) on each of {} splits, and {} more per split for the router's calibration...",
         cfg.controller,
         cfg.train.iterations,
-        chat_route::SPLITS.len()
+        chat_route::SPLITS.len(),
+        if cfg.calibration_folds >= 2 { cfg.calibration_folds } else { 0 }
     );
     let report = chat_route::run(
         labels,
