@@ -450,6 +450,8 @@ pub struct ChatSplitResult {
     pub quality_model: QualityModel,
     /// The controller's prediction for every test task, in suite order.
     pub predictions: Vec<TaskPrediction>,
+    /// The predictions the router was calibrated on, one per training task in suite order.
+    pub calibration_predictions: Vec<TaskPrediction>,
     /// Each uniform variant, then the per-task oracle (cheapest variant keeping the task's
     /// best quality) and the controller with its target calibrated on the training split to
     /// the retained goal.
@@ -508,30 +510,36 @@ fn headroom(t: &RouteTask, rel_bytes: &PerPrecision<f64>) -> f32 {
     1.0 - t.oracle(rel_bytes).bits() as f32 / 16.0
 }
 
-/// Trains a copy of `base` on the tasks `idx` (their gathered inputs `gathered`, relative
-/// quality as the quality label).
-fn train_on(
-    base: &Controller,
-    tasks: &[RouteTask],
-    gathered: &[Vec<f32>],
-    idx: &[usize],
-    rel_bytes: &PerPrecision<f64>,
-    cfg: &ChatRouteConfig,
-) -> Result<Controller> {
-    let samples: Vec<Sample> = idx
-        .iter()
-        .map(|&i| Sample {
-            emb: gathered[i].clone(),
-            quality: tasks[i].relative_quality(),
-            cost: rel_bytes.map(|r| r as f32),
-            complexity: tasks[i].complexity(),
-            headroom: headroom(&tasks[i], rel_bytes),
-            domain: tasks[i].domain,
-        })
-        .collect();
-    let mut controller = base.clone();
-    train_controller(&mut controller, &samples, &cfg.train, |_, _| {})?;
-    Ok(controller)
+/// What training a controller on some of the labelled tasks needs.
+struct Trainer<'a> {
+    /// The untrained controller every training starts from.
+    base: &'a Controller,
+    tasks: &'a [RouteTask],
+    /// Each task's gathered controller input.
+    gathered: &'a [Vec<f32>],
+    /// Variant sizes relative to the base.
+    rel_bytes: &'a PerPrecision<f64>,
+    cfg: &'a ChatRouteConfig,
+}
+
+impl Trainer<'_> {
+    /// A copy of the base trained on the tasks `idx` (relative quality as the quality label).
+    fn train(&self, idx: &[usize]) -> Result<Controller> {
+        let samples: Vec<Sample> = idx
+            .iter()
+            .map(|&i| Sample {
+                emb: self.gathered[i].clone(),
+                quality: self.tasks[i].relative_quality(),
+                cost: self.rel_bytes.map(|r| r as f32),
+                complexity: self.tasks[i].complexity(),
+                headroom: headroom(&self.tasks[i], self.rel_bytes),
+                domain: self.tasks[i].domain,
+            })
+            .collect();
+        let mut controller = self.base.clone();
+        train_controller(&mut controller, &samples, &self.cfg.train, |_, _| {})?;
+        Ok(controller)
+    }
 }
 
 /// A controller trained on a split's training tasks and its router.
@@ -547,29 +555,22 @@ struct Fitted {
 }
 
 /// Trains a controller on the tasks `idx` and calibrates a router on predictions for them:
-/// out-of-fold ones (see [`super::cross_fit`]) when `cfg.calibration_folds >= 2`, the trained
+/// out-of-fold ones (see [`super::cross_fit`]) when `calibration_folds >= 2`, the trained
 /// controller's own otherwise. The folds and the final controller train in parallel.
-fn fit(
-    base: &Controller,
-    tasks: &[RouteTask],
-    gathered: &[Vec<f32>],
-    idx: &[usize],
-    rel_bytes: &PerPrecision<f64>,
-    cfg: &ChatRouteConfig,
-) -> Result<Fitted> {
-    let train = |on: &[usize]| train_on(base, tasks, gathered, on, rel_bytes, cfg);
+fn fit(t: &Trainer<'_>, idx: &[usize]) -> Result<Fitted> {
+    let (tasks, gathered, cfg) = (t.tasks, t.gathered, t.cfg);
     let (controller, calibration) = if cfg.calibration_folds >= 2 && idx.len() >= 2 {
         let (controller, oof) = rayon::join(
-            || train(idx),
+            || t.train(idx),
             || {
                 out_of_fold(idx, cfg.calibration_folds, |fit, held| {
-                    predict_all(&train(fit)?, gathered, held)
+                    predict_all(&t.train(fit)?, gathered, held)
                 })
             },
         );
         (controller?, oof?)
     } else {
-        let controller = train(idx)?;
+        let controller = t.train(idx)?;
         let own = predict_all(&controller, gathered, idx)?;
         (controller, own)
     };
@@ -588,7 +589,7 @@ fn fit(
             prefetch_min_prob: DEFAULT_PREFETCH_MIN_PROB,
         },
         quality: QualityModel::fit(&points, cfg.bins)?,
-        relative_bytes: *rel_bytes,
+        relative_bytes: *t.rel_bytes,
     };
     Ok(Fitted {
         controller,
@@ -643,7 +644,14 @@ fn run_split(
     }
     let fp16 = bytes[Precision::Fp16].max(1) as f64;
     let rel = bytes.map(|b| b as f64 / fp16);
-    let fitted = fit(base, tasks, gathered, &train_idx, &rel, cfg)?;
+    let trainer = Trainer {
+        base,
+        tasks,
+        gathered,
+        rel_bytes: &rel,
+        cfg,
+    };
+    let fitted = fit(&trainer, &train_idx)?;
     let router = fitted.router;
     // Test tasks are predicted by the controller trained on every training task; training
     // tasks keep the predictions the router was calibrated on, so that setting the target
@@ -751,17 +759,18 @@ fn run_split(
         let truth: Vec<f32> = idx.iter().map(|&i| tasks[i].complexity()).collect();
         pearson(&pred, &truth)
     };
-    let predictions = test_idx
-        .iter()
-        .map(|&i| TaskPrediction {
-            id: tasks[i].id,
-            domain: tasks[i].domain,
-            kind: tasks[i].kind,
-            predicted: outs[i].complexity,
-            truth: tasks[i].complexity(),
-            oracle: tasks[i].oracle(&rel),
-        })
-        .collect();
+    let predictions_of = |idx: &[usize]| -> Vec<TaskPrediction> {
+        idx.iter()
+            .map(|&i| TaskPrediction {
+                id: tasks[i].id,
+                domain: tasks[i].domain,
+                kind: tasks[i].kind,
+                predicted: outs[i].complexity,
+                truth: tasks[i].complexity(),
+                oracle: tasks[i].oracle(&rel),
+            })
+            .collect()
+    };
     let calibration = match cfg.calibration_folds.min(train_idx.len()) {
         k if k >= 2 => format!("out-of-fold predictions ({k} folds)"),
         _ => "the controller's own predictions for its training tasks".to_string(),
@@ -775,7 +784,8 @@ fn run_split(
         calibration,
         calibration_pearson_r: r_of(&train_idx),
         quality_model: router.quality.clone(),
-        predictions,
+        predictions: predictions_of(&test_idx),
+        calibration_predictions: predictions_of(&train_idx),
         baselines,
         sweep,
         rows,
@@ -1082,6 +1092,16 @@ mod tests {
             assert_eq!(s.calibration, "out-of-fold predictions (3 folds)");
             assert_eq!(s.quality_model.edges.len(), cfg.bins);
             assert_eq!(s.predictions.len(), s.test_tasks);
+            assert_eq!(s.calibration_predictions.len(), s.train_tasks);
+            // The bins are fitted on the calibration predictions: the first edge is the
+            // largest prediction of the lowest quarter.
+            let mut cal: Vec<f32> = s
+                .calibration_predictions
+                .iter()
+                .map(|p| p.predicted)
+                .collect();
+            cal.sort_by(f32::total_cmp);
+            assert_eq!(s.quality_model.edges[0], cal[cal.len() / cfg.bins - 1]);
             assert!(s.predictions.windows(2).all(|w| w[0].id < w[1].id));
             assert!((-1.0..=1.0).contains(&s.calibration_pearson_r));
             assert_eq!(s.baselines.len(), 6);
@@ -1142,13 +1162,20 @@ mod tests {
         let close = |a: &[f32], b: &[f32]| {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5)
         };
-        let crossed = fit(&base, &tasks, &gathered, &idx, &rel, &cfg).unwrap();
+        let trainer = Trainer {
+            base: &base,
+            tasks: &tasks,
+            gathered: &gathered,
+            rel_bytes: &rel,
+            cfg: &cfg,
+        };
+        let crossed = fit(&trainer, &idx).unwrap();
         assert_eq!(crossed.calibration.len(), idx.len());
         // Fold 1 holds out positions 1, 4, 7...: the controller trained on the other two
         // thirds predicts them, and those are the router's calibration points there.
         let (fit1, held1) = &fold_sets(&idx, 3).unwrap()[1];
         assert_eq!(held1[..3], [1, 4, 7]);
-        let c1 = train_on(&base, &tasks, &gathered, fit1, &rel, &cfg).unwrap();
+        let c1 = trainer.train(fit1).unwrap();
         let want = complexities(&predict_all(&c1, &gathered, held1).unwrap());
         let got: Vec<f32> = held1
             .iter()
@@ -1161,7 +1188,14 @@ mod tests {
             calibration_folds: 1,
             ..cfg.clone()
         };
-        let own = fit(&base, &tasks, &gathered, &idx, &rel, &own_cfg).unwrap();
+        let own = fit(
+            &Trainer {
+                cfg: &own_cfg,
+                ..trainer
+            },
+            &idx,
+        )
+        .unwrap();
         let final_preds = complexities(&predict_all(&crossed.controller, &gathered, &idx).unwrap());
         assert!(close(&complexities(&own.calibration), &final_preds));
         assert!(!close(
