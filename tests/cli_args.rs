@@ -43,6 +43,13 @@ fn fails_naming(args: &[&str], parts: &[&str]) {
 fn numeric_flags_out_of_range_are_named() {
     fails_naming(&["eval", "--threshold", "2"], &["--threshold", "[0, 1]"]);
     fails_naming(&["eval", "--threshold", "NaN"], &["--threshold", "finite"]);
+    fails_naming(
+        &["eval", "--chat-tasks", "40", "--calibration-folds", "-2"],
+        &["--calibration-folds", "0 or more"],
+    );
+    // The chat routing's flags mean nothing to the workflow benchmark.
+    fails_naming(&["eval", "--no-prefetch"], &["--chat-tasks"]);
+    fails_naming(&["eval", "--calibration-folds", "2"], &["--chat-tasks"]);
     fails_naming(&["train-controller", "--lr", "-1"], &["--lr", "above 0"]);
     fails_naming(
         &["train-controller", "--batch", "0"],

@@ -188,12 +188,12 @@ pub struct EvalArgs {
     /// predictions, which are distributed like the test tasks'; 0 or 1 calibrates on the
     /// controller's own predictions for the tasks it was trained on. Each fold is one more
     /// training per split; folds train in parallel.
-    #[arg(long, default_value_t = 3, value_parser = crate::numeric::count_or_zero, allow_negative_numbers = true)]
+    #[arg(long, requires = "chat_tasks", default_value_t = 3, value_parser = crate::numeric::count_or_zero, allow_negative_numbers = true)]
     pub calibration_folds: usize,
     /// With --chat-tasks: replay the controller's routes without prefetching (by default the
     /// variant the router expects next is loaded ahead after each task, as the engine does
     /// with prefetching on).
-    #[arg(long)]
+    #[arg(long, requires = "chat_tasks")]
     pub no_prefetch: bool,
     /// Most tokens of each variant's answer in the chat task suite.
     #[arg(long, default_value_t = 48, value_parser = crate::numeric::count, allow_negative_numbers = true)]
