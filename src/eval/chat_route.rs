@@ -1068,23 +1068,30 @@ mod tests {
         (labels, prompts)
     }
 
-    #[cfg(feature = "train")]
-    #[test]
-    fn the_experiment_runs_every_split_and_reports_it() {
-        let (labels, prompts) = synthetic(80);
+    /// Embedding width, a seeded table of 64 token embeddings, and the default settings with
+    /// a controller training of `iterations` short steps.
+    fn brief_training(iterations: usize) -> (usize, Vec<f32>, ChatRouteConfig) {
         let dim = 16;
         let mut rng = crate::util::rng::Rng::new(9);
         let table = rng.vec_uniform(64 * dim, 1.0);
-        let bytes: PerPrecision<u64> = [1000, 740, 570, 440].into();
         let cfg = ChatRouteConfig {
             train: TrainConfig {
-                iterations: 40,
+                iterations,
                 batch: 8,
                 outer_lr: 3e-3,
                 ..ChatRouteConfig::default().train
             },
             ..ChatRouteConfig::default()
         };
+        (dim, table, cfg)
+    }
+
+    #[cfg(feature = "train")]
+    #[test]
+    fn the_experiment_runs_every_split_and_reports_it() {
+        let (labels, prompts) = synthetic(80);
+        let (dim, table, cfg) = brief_training(40);
+        let bytes: PerPrecision<u64> = [1000, 740, 570, 440].into();
         let r = run(&labels, &prompts, &table, dim, &bytes, &cfg).unwrap();
         assert_eq!((r.tasks, r.splits.len()), (80, 3));
         for s in &r.splits {
@@ -1138,18 +1145,7 @@ mod tests {
         use crate::eval::cross_fit::fold_sets;
         let (labels, prompts) = synthetic(40);
         let tasks: Vec<RouteTask> = labels.iter().map(RouteTask::from_label).collect();
-        let dim = 16;
-        let mut rng = crate::util::rng::Rng::new(9);
-        let table = rng.vec_uniform(64 * dim, 1.0);
-        let cfg = ChatRouteConfig {
-            train: TrainConfig {
-                iterations: 30,
-                batch: 8,
-                outer_lr: 3e-3,
-                ..ChatRouteConfig::default().train
-            },
-            ..ChatRouteConfig::default()
-        };
+        let (dim, table, cfg) = brief_training(30);
         let base = Controller::new(ControllerConfig::named("small", dim).unwrap(), 7).unwrap();
         let gathered: Vec<Vec<f32>> = prompts
             .iter()
