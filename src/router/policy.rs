@@ -10,14 +10,10 @@ use serde::{Deserialize, Serialize};
 
 /// Expected quality of each precision as a function of predicted complexity: quantile bins of
 /// complexity, each with the mean measured quality per precision, made non-increasing in
-/// complexity. A bin's upper edge lies halfway between its largest calibration point and the
-/// next bin's smallest, so a prediction lands in the bin whose points it is nearest to (a
-/// controller trained on more tasks predicts a little off the calibration points; an edge at
-/// a bin's maximum would push every such prediction just above it into the next bin).
+/// complexity.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QualityModel {
-    /// Upper edges of the complexity bins: halfway between neighbouring bins' calibration
-    /// points (the last is +inf in effect).
+    /// Upper edges of the complexity bins (the last is +inf in effect).
     pub edges: Vec<f32>,
     /// Expected quality per bin and precision.
     pub quality: Vec<PerPrecision<f32>>,
@@ -40,12 +36,6 @@ impl QualityModel {
         for b in 0..bins {
             let (lo, hi) = (b * pts.len() / bins, (b + 1) * pts.len() / bins);
             let chunk = &pts[lo..hi];
-            // `hi` is the next bin's first point; the last bin ends at its own largest.
-            let edge = match (chunk.last(), pts.get(hi)) {
-                (Some(last), Some(next)) if b + 1 < bins => 0.5 * (last.0 + next.0),
-                (Some(last), _) => last.0,
-                (None, _) => 1.0,
-            };
             let mut q = PerPrecision::splat(0.0f32);
             for (_, qs) in chunk {
                 for (p, v) in q.iter_mut() {
@@ -57,7 +47,7 @@ impl QualityModel {
                     *v = v.min(prev[p]);
                 }
             }
-            edges.push(edge);
+            edges.push(chunk.last().map(|c| c.0).unwrap_or(1.0));
             quality.push(q);
         }
         Ok(QualityModel { edges, quality })
@@ -301,32 +291,6 @@ mod tests {
         assert_eq!(m.expected(0.5), [1.0, 0.9, 0.5, 0.0]);
         assert_eq!(m.expected(2.0), [1.0, 0.7, 0.3, 0.0]);
         assert!(QualityModel::fit(&[], 3).is_err());
-    }
-
-    #[test]
-    fn a_prediction_falls_in_the_bin_whose_calibration_points_are_nearest() {
-        // Two bins: points at 0.1 and 0.2, then 0.6 and 0.7. The edge lies halfway between
-        // 0.2 and 0.6, not at 0.2: a prediction of 0.25 belongs with the easy tasks.
-        let pts = vec![
-            (0.1, [1.0, 1.0, 0.9, 0.75].into()),
-            (0.2, [1.0, 1.0, 0.9, 0.5].into()),
-            (0.6, [1.0, 0.9, 0.5, 0.0].into()),
-            (0.7, [1.0, 0.9, 0.25, 0.0].into()),
-        ];
-        let m = QualityModel::fit(&pts, 2).unwrap();
-        assert!((m.edges[0] - 0.4).abs() < 1e-6, "{:?}", m.edges);
-        assert_eq!(m.edges[1], 0.7);
-        assert_eq!(m.expected(0.25), [1.0, 1.0, 0.9, 0.625]);
-        assert_eq!(m.expected(0.39), [1.0, 1.0, 0.9, 0.625]);
-        assert_eq!(m.expected(0.41), [1.0, 0.9, 0.375, 0.0]);
-        // Tied points at a boundary keep the edge on them.
-        let tied = vec![
-            (0.0, [1.0; 4].into()),
-            (0.0, [1.0; 4].into()),
-            (0.0, [1.0, 1.0, 1.0, 0.0].into()),
-            (0.5, [1.0, 1.0, 0.0, 0.0].into()),
-        ];
-        assert_eq!(QualityModel::fit(&tied, 2).unwrap().edges[0], 0.0);
     }
 
     #[test]
