@@ -468,7 +468,8 @@ pub struct ChatSplitResult {
     pub goals: Goals,
 }
 
-/// The controller's prediction for one test task beside the truth.
+/// A prediction for one task (a test task's by the final controller, a training task's as the
+/// router was calibrated on it) beside the truth.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TaskPrediction {
     /// Index in the suite.
