@@ -1,7 +1,8 @@
 //! The chat routing experiment's outputs for people: markdown tables per split and an SVG of
 //! the frontier (bytes of weights read against quality retained).
 
-use super::chat_route::{ChatRouteReport, ChatSplitResult, RoutePoint};
+use super::chat_route::{ChatRouteReport, ChatSplitResult, RoutePoint, TaskPrediction};
+use super::chat_tasks::ChatKind;
 use super::frontier::{self, Point};
 use crate::quant::Precision;
 use std::fmt::Write;
@@ -59,6 +60,74 @@ fn goal_cost(s: &ChatSplitResult) -> String {
             "not below"
         }
     )
+}
+
+/// What the controller predicted for the tasks of one kind, beside where the per-task oracle
+/// sends them: whether the controller tells the kinds INT2 can take from those it cannot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KindPredictions {
+    /// The kind.
+    pub kind: ChatKind,
+    /// Tasks of the kind.
+    pub tasks: usize,
+    /// Smallest, median (the lower middle one) and largest predicted complexity.
+    pub predicted: [f32; 3],
+    /// Tasks the oracle sends to INT2 (INT2 keeps all the task's best quality).
+    pub oracle_int2: usize,
+    /// The smallest predicted complexity among the tasks the oracle keeps off INT2: a kind
+    /// INT2 can take is separable only if its tasks are predicted below this in every kind.
+    pub lowest_needing_more: Option<f32>,
+}
+
+/// `preds` grouped by kind, in [`ChatKind::ALL`]'s order (kinds without tasks left out).
+pub fn by_kind(preds: &[TaskPrediction]) -> Vec<KindPredictions> {
+    ChatKind::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            let mine: Vec<&TaskPrediction> = preds.iter().filter(|p| p.kind == kind).collect();
+            let mut values: Vec<f32> = mine.iter().map(|p| p.predicted).collect();
+            values.sort_by(f32::total_cmp);
+            let (first, last) = (*values.first()?, *values.last()?);
+            Some(KindPredictions {
+                kind,
+                tasks: mine.len(),
+                predicted: [first, values[(values.len() - 1) / 2], last],
+                oracle_int2: mine.iter().filter(|p| p.oracle == Precision::Int2).count(),
+                lowest_needing_more: mine
+                    .iter()
+                    .filter(|p| p.oracle != Precision::Int2)
+                    .map(|p| p.predicted)
+                    .min_by(f32::total_cmp),
+            })
+        })
+        .collect()
+}
+
+fn kind_table(out: &mut String, preds: &[TaskPrediction]) {
+    let _ = writeln!(
+        out,
+        "Test tasks by kind: the controller's predicted complexity, and the tasks the per-task oracle sends to INT2 (a task INT2 does as well as any variant).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| kind | tasks | predicted min / median / max | oracle sends to INT2 | lowest prediction of a task that needs more |"
+    );
+    let _ = writeln!(out, "| --- | ---: | --- | ---: | ---: |");
+    for k in by_kind(preds) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.4} / {:.4} / {:.4} | {} | {} |",
+            k.kind.name(),
+            k.tasks,
+            k.predicted[0],
+            k.predicted[1],
+            k.predicted[2],
+            k.oracle_int2,
+            k.lowest_needing_more
+                .map_or("-".to_string(), |v| format!("{v:.4}"))
+        );
+    }
+    out.push('\n');
 }
 
 fn split_section(out: &mut String, s: &ChatSplitResult) {
@@ -134,6 +203,7 @@ fn split_section(out: &mut String, s: &ChatSplitResult) {
         100.0 * g.retained_goal,
         goal_cost(s)
     );
+    kind_table(out, &s.predictions);
 }
 
 /// The report as markdown: a summary line per split, then each split's tables.
@@ -349,4 +419,60 @@ pub fn svg(r: &ChatRouteReport) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pred(id: usize, kind: ChatKind, predicted: f32, oracle: Precision) -> TaskPrediction {
+        TaskPrediction {
+            id,
+            domain: 0,
+            kind,
+            predicted,
+            truth: 0.0,
+            oracle,
+        }
+    }
+
+    #[test]
+    fn by_kind_summarises_each_kind_in_suite_order() {
+        let preds = [
+            pred(0, ChatKind::Logic, 0.30, Precision::Int4),
+            pred(1, ChatKind::Code, 0.002, Precision::Int2),
+            pred(2, ChatKind::Logic, 0.001, Precision::Int4),
+            pred(3, ChatKind::Logic, 0.0005, Precision::Int2),
+            pred(4, ChatKind::Code, 0.001, Precision::Int2),
+        ];
+        let rows = by_kind(&preds);
+        // Code comes after Logic in ChatKind::ALL; kinds without tasks are left out.
+        assert_eq!(
+            rows.iter().map(|r| r.kind).collect::<Vec<_>>(),
+            [ChatKind::Logic, ChatKind::Code]
+        );
+        let logic = &rows[0];
+        assert_eq!(logic.tasks, 3);
+        assert_eq!(logic.predicted, [0.0005, 0.001, 0.30]);
+        assert_eq!(logic.oracle_int2, 1);
+        // The logic task predicted 0.001 needs INT4: below every code task's prediction, so
+        // no threshold sends the code tasks to INT2 without it.
+        assert_eq!(logic.lowest_needing_more, Some(0.001));
+        let code = &rows[1];
+        assert_eq!((code.tasks, code.oracle_int2), (2, 2));
+        // Even count: the lower middle value.
+        assert_eq!(code.predicted, [0.001, 0.001, 0.002]);
+        assert_eq!(code.lowest_needing_more, None);
+        assert!(by_kind(&[]).is_empty());
+        let mut md = String::new();
+        kind_table(&mut md, &preds);
+        assert!(
+            md.contains("| logic | 3 | 0.0005 / 0.0010 / 0.3000 | 1 | 0.0010 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| code | 2 | 0.0010 / 0.0010 / 0.0020 | 2 | - |"),
+            "{md}"
+        );
+    }
 }
