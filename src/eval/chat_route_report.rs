@@ -4,6 +4,7 @@
 use super::chat_route::{ChatRouteReport, ChatSplitResult, RoutePoint, TaskPrediction};
 use super::chat_tasks::ChatKind;
 use super::frontier::{self, Point};
+use super::metrics::quantile;
 use crate::quant::Precision;
 use std::fmt::Write;
 
@@ -70,7 +71,8 @@ pub struct KindPredictions {
     pub kind: ChatKind,
     /// Tasks of the kind.
     pub tasks: usize,
-    /// Smallest, median (the lower middle one) and largest predicted complexity.
+    /// Smallest, median and largest predicted complexity (nearest-rank quantiles, as
+    /// [`quantile`]: of an even count, the lower middle one).
     pub predicted: [f32; 3],
     /// Tasks the oracle sends to INT2 (INT2 keeps all the task's best quality).
     pub oracle_int2: usize,
@@ -85,13 +87,15 @@ pub fn by_kind(preds: &[TaskPrediction]) -> Vec<KindPredictions> {
         .into_iter()
         .filter_map(|kind| {
             let mine: Vec<&TaskPrediction> = preds.iter().filter(|p| p.kind == kind).collect();
-            let mut values: Vec<f32> = mine.iter().map(|p| p.predicted).collect();
-            values.sort_by(f32::total_cmp);
-            let (first, last) = (*values.first()?, *values.last()?);
+            if mine.is_empty() {
+                return None;
+            }
+            let values: Vec<f64> = mine.iter().map(|p| p.predicted as f64).collect();
+            let at = |q: f64| quantile(&values, q) as f32;
             Some(KindPredictions {
                 kind,
                 tasks: mine.len(),
-                predicted: [first, values[(values.len() - 1) / 2], last],
+                predicted: [at(0.0), at(0.5), at(1.0)],
                 oracle_int2: mine.iter().filter(|p| p.oracle == Precision::Int2).count(),
                 lowest_needing_more: mine
                     .iter()
